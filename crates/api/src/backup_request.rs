@@ -1,0 +1,155 @@
+//! PostgresBackupRequest: "back this cluster up now".
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{ClusterReference, TriggeredBy};
+
+/// Asks for one backup of a cluster now. A Job takes the backup and reports its progress here;
+/// on success a PostgresBackup of the same name records the result.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[kube(
+    group = "postgres.tusk.dev",
+    version = "v1",
+    kind = "PostgresBackupRequest",
+    plural = "postgresbackuprequests",
+    singular = "postgresbackuprequest",
+    shortname = "pgbr",
+    category = "tusk",
+    namespaced,
+    status = "PostgresBackupRequestStatus",
+    derive = "PartialEq",
+    doc = "A request to back a PostgresCluster up now.",
+    printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.cluster.name"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Progress %",
+        type_ = "integer",
+        json_path = ".status.progress.percent",
+        description = "Percent of the database read so far"
+    ),
+    printcolumn(name = "Backup", type_ = "string", json_path = ".status.backupName"),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = ".status.message",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresBackupRequestSpec {
+    /// The PostgresCluster, in this namespace, to back up. Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("cluster is immutable"))]
+    pub cluster: ClusterReference,
+
+    /// Who asked for the backup; recorded on the resulting PostgresBackup.
+    #[serde(default)]
+    pub triggered_by: TriggeredBy,
+}
+
+/// The progress and outcome of a backup request.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresBackupRequestStatus {
+    /// Where the request is in its life: Pending, Running, Succeeded or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<BackupRequestPhase>,
+
+    /// When the backup Job started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+
+    /// When the request reached Succeeded or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+
+    /// How much of the database has been read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<BackupProgress>,
+
+    /// A sentence for a person: what happened, and for a failure, what to do about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+
+    /// The Job taking the backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
+
+    /// The PostgresBackup created on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_name: Option<String>,
+
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// Where a backup request is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum BackupRequestPhase {
+    /// Accepted; the Job has not started yet.
+    Pending,
+    /// The Job is streaming the backup.
+    Running,
+    /// The backup is stored and its PostgresBackup exists.
+    Succeeded,
+    /// The backup did not complete; the message says why.
+    Failed,
+}
+
+impl BackupRequestPhase {
+    /// Whether the request has ended, successfully or not.
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed)
+    }
+}
+
+/// How much of the database a running backup has read.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupProgress {
+    /// Bytes of the database read so far.
+    #[schemars(range(min = 0))]
+    pub bytes_done: i64,
+    /// Estimated size of the database in bytes.
+    #[schemars(range(min = 0))]
+    pub bytes_total: i64,
+    /// bytesDone as a whole percentage of bytesTotal, from 0 to 100.
+    #[schemars(range(min = 0, max = 100))]
+    pub percent: i32,
+}
+
+impl BackupProgress {
+    /// Progress after `bytes_done` of an estimated `bytes_total`. The estimate can be exceeded
+    /// (the database grows while it is read), so the percentage is capped below 100 until the
+    /// backup has actually finished.
+    pub fn new(bytes_done: u64, bytes_total: u64) -> Self {
+        let percent = if bytes_total == 0 {
+            0
+        } else {
+            (bytes_done.saturating_mul(100) / bytes_total).min(99)
+        };
+        Self {
+            bytes_done: i64::try_from(bytes_done).unwrap_or(i64::MAX),
+            bytes_total: i64::try_from(bytes_total).unwrap_or(i64::MAX),
+            percent: percent as i32,
+        }
+    }
+
+    /// Progress of a finished backup: everything read, 100 percent.
+    pub fn complete(bytes: u64) -> Self {
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        Self {
+            bytes_done: bytes,
+            bytes_total: bytes,
+            percent: 100,
+        }
+    }
+}

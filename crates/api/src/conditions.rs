@@ -1,0 +1,46 @@
+//! Condition types and reasons, in one place so that controllers, tests and dashboards agree.
+
+/// Condition types.
+pub mod types {
+    /// The resource is serving (a cluster accepts connections, a tunnel forwards).
+    pub const READY: &str = "Ready";
+    /// The operator is still moving the resource towards its spec.
+    pub const PROGRESSING: &str = "Progressing";
+    /// Something is wrong that the operator cannot fix by itself; the message says what.
+    pub const DEGRADED: &str = "Degraded";
+    /// The resource's spec cannot be honoured as written.
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// Deleting the resource's external data is failing.
+    pub const DELETION_BLOCKED: &str = "DeletionBlocked";
+}
+
+/// Condition reasons (PascalCase, as Kubernetes expects).
+pub mod reasons {
+    /// Children are being created.
+    pub const CREATING: &str = "Creating";
+    /// Children exist but PostgreSQL is not accepting connections yet.
+    pub const STARTING: &str = "Starting";
+    /// Everything matches the spec.
+    pub const AVAILABLE: &str = "Available";
+    /// A spec change is rolling out.
+    pub const UPDATING: &str = "Updating";
+    /// Data is being restored from a backup.
+    pub const RESTORING: &str = "Restoring";
+    /// Nothing is in progress.
+    pub const RECONCILED: &str = "Reconciled";
+    /// The instance is not ready although it should be.
+    pub const INSTANCE_UNAVAILABLE: &str = "InstanceUnavailable";
+    /// The spec refers to something that does not exist or cannot be used.
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// A remote cluster cannot be reached.
+    pub const UNREACHABLE: &str = "Unreachable";
+    /// The object store refused an operation.
+    pub const STORE_ERROR: &str = "StoreError";
+}
+
+/// The status value of a condition that holds.
+pub const TRUE: &str = "True";
+/// The status value of a condition that does not hold.
+pub const FALSE: &str = "False";
+/// The status value of a condition that cannot be determined.
+pub const UNKNOWN: &str = "Unknown";

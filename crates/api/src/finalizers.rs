@@ -1,0 +1,7 @@
+//! Finalizers tusk places on its resources.
+
+/// Held by every PostgresBackup until its object-store data (and the WAL only it needed) is gone.
+pub const BACKUP_STORAGE: &str = "postgresbackup.postgres.tusk.dev/s3";
+
+/// Held by every PostgresRemoteCluster until the tunnel in the customer's cluster is gone.
+pub const REMOTE_TUNNEL: &str = "postgresremotecluster.postgres.tusk.dev/tunnel";

@@ -1,0 +1,104 @@
+//! Names of the objects tusk derives from a resource's name. Keeping them here means the
+//! operator, the backup Job and the tests cannot disagree.
+
+/// The name of every cluster's daily system schedule.
+pub const DEFAULT_SCHEDULE: &str = "default";
+
+/// Port PostgreSQL listens on inside every instance.
+pub const POSTGRES_PORT: u16 = 5432;
+
+/// Port of `tusk instance`'s health endpoints.
+pub const INSTANCE_HEALTH_PORT: u16 = 8000;
+
+/// Keys of the cluster credentials Secret.
+pub mod secret_keys {
+    /// The superuser's name.
+    pub const SUPERUSER_NAME: &str = "superuser-name";
+    /// The superuser's password.
+    pub const SUPERUSER_PASSWORD: &str = "superuser-password";
+    /// The application user's name.
+    pub const APP_USER_NAME: &str = "app-user-name";
+    /// The application user's password.
+    pub const APP_USER_PASSWORD: &str = "app-user-password";
+    /// The passphrase every backup of the cluster is encrypted with.
+    pub const BACKUP_PASSPHRASE: &str = "backup-passphrase";
+}
+
+/// The Secret holding a cluster's generated passwords and backup passphrase.
+pub fn credentials_secret(cluster: &str) -> String {
+    format!("{cluster}-credentials")
+}
+
+/// The ConfigMap holding a cluster's postgresql.conf.
+pub fn config_map(cluster: &str) -> String {
+    format!("{cluster}-config")
+}
+
+/// The read-write Service clients connect to.
+pub fn read_write_service(cluster: &str) -> String {
+    format!("{cluster}-rw")
+}
+
+/// The StatefulSet running a cluster's instance.
+pub fn stateful_set(cluster: &str) -> String {
+    cluster.to_owned()
+}
+
+/// The Job taking the backup a request asks for.
+pub fn backup_job(request: &str) -> String {
+    format!("{request}-backup")
+}
+
+/// The prefix under which all of a cluster's objects are stored:
+/// `<prefix>/<namespace>/<cluster>`.
+pub fn storage_prefix(store_prefix: &str, namespace: &str, cluster: &str) -> String {
+    let store_prefix = store_prefix.trim_matches('/');
+    if store_prefix.is_empty() {
+        format!("{namespace}/{cluster}")
+    } else {
+        format!("{store_prefix}/{namespace}/{cluster}")
+    }
+}
+
+/// The object key of a base backup: `<prefix>/<namespace>/<cluster>/base/<backup>.tar.gz.dare`.
+pub fn base_backup_key(store_prefix: &str, namespace: &str, cluster: &str, backup: &str) -> String {
+    format!(
+        "{}/base/{backup}.tar.gz.dare",
+        storage_prefix(store_prefix, namespace, cluster)
+    )
+}
+
+/// The prefix of a cluster's WAL archive: `<prefix>/<namespace>/<cluster>/wal`.
+pub fn wal_prefix(store_prefix: &str, namespace: &str, cluster: &str) -> String {
+    format!("{}/wal", storage_prefix(store_prefix, namespace, cluster))
+}
+
+/// The object key of an archived WAL segment: `.../wal/<segment>.gz.dare`.
+pub fn wal_segment_key(
+    store_prefix: &str,
+    namespace: &str,
+    cluster: &str,
+    segment: &str,
+) -> String {
+    format!(
+        "{}/{segment}.gz.dare",
+        wal_prefix(store_prefix, namespace, cluster)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_layout_matches_the_architecture() {
+        assert_eq!(
+            base_backup_key("backups/", "project-a", "elephant", "my-backup"),
+            "backups/project-a/elephant/base/my-backup.tar.gz.dare"
+        );
+        assert_eq!(
+            wal_segment_key("", "project-a", "elephant", "000000010000000000000003"),
+            "project-a/elephant/wal/000000010000000000000003.gz.dare"
+        );
+    }
+}

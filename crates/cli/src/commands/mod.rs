@@ -1,0 +1,29 @@
+//! One module per subcommand. Each parses its own arguments and calls into a library crate.
+
+pub mod backup;
+pub mod crds;
+pub mod dev;
+pub mod instance;
+pub mod operator;
+pub mod restore;
+pub mod sandbox;
+pub mod tunnel;
+pub mod wal;
+
+use tracing_subscriber::EnvFilter;
+
+/// Logs go to stderr so that commands which stream data on stdout (`tusk backup decrypt`,
+/// `tusk crds`) stay pipeable. `RUST_LOG` overrides the default level.
+pub fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// The error for a subcommand whose implementation has not landed yet. It exits non-zero so
+/// that no script mistakes it for success.
+pub fn not_built_yet(command: &str) -> anyhow::Error {
+    anyhow::anyhow!("`tusk {command}` is not available in this build yet")
+}

@@ -1,0 +1,78 @@
+//! `tusk`: PostgreSQL as a managed service on Kubernetes.
+//!
+//! This binary only parses arguments and hands each subcommand to the crate that implements it.
+//! Every subcommand lives in its own module under `commands/`.
+
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// PostgreSQL as a managed service on Kubernetes.
+#[derive(Debug, Parser)]
+#[command(name = "tusk", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run all controllers against the current kubeconfig or the in-cluster config.
+    Operator(commands::operator::OperatorArgs),
+    /// Take a backup (what the backup Job runs), or read one back without Kubernetes.
+    #[command(subcommand)]
+    Backup(commands::backup::BackupCommand),
+    /// Restore a backup into an empty data directory.
+    #[command(subcommand)]
+    Restore(commands::restore::RestoreCommand),
+    /// Archive one WAL segment (PostgreSQL's archive_command).
+    WalPush(commands::wal::WalPushArgs),
+    /// Fetch one archived WAL segment (PostgreSQL's restore_command).
+    WalFetch(commands::wal::WalFetchArgs),
+    /// Supervise PostgreSQL inside a database pod.
+    Instance(commands::instance::InstanceArgs),
+    /// Forward TCP connections to a database (runs in a customer's cluster).
+    Tunnel(commands::tunnel::TunnelArgs),
+    /// Print tusk's CustomResourceDefinitions as multi-document YAML.
+    Crds,
+    /// Run the whole platform on this machine: API server, local runtime, S3 and the operator.
+    Dev(commands::dev::DevArgs),
+    /// Run the sandbox Kubernetes API server alone.
+    Sandbox(commands::sandbox::SandboxArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    commands::init_logging();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("tusk: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("tusk: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Operator(args) => commands::operator::run(args).await,
+        Command::Backup(command) => commands::backup::run(command).await,
+        Command::Restore(command) => commands::restore::run(command).await,
+        Command::WalPush(args) => commands::wal::push(args).await,
+        Command::WalFetch(args) => commands::wal::fetch(args).await,
+        Command::Instance(args) => commands::instance::run(args).await,
+        Command::Tunnel(args) => commands::tunnel::run(args).await,
+        Command::Crds => commands::crds::run(),
+        Command::Dev(args) => commands::dev::run(args).await,
+        Command::Sandbox(args) => commands::sandbox::run(args).await,
+    }
+}
