@@ -1,0 +1,1 @@
+//! Table output (`as=Table`) with the CRD's additionalPrinterColumns, as `kubectl get` asks for it.

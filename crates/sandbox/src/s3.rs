@@ -1,0 +1,1 @@
+//! An S3-compatible server on loopback, backed by a directory.
