@@ -131,11 +131,10 @@ impl BackupProgress {
     /// (the database grows while it is read), so the percentage is capped below 100 until the
     /// backup has actually finished.
     pub fn new(bytes_done: u64, bytes_total: u64) -> Self {
-        let percent = if bytes_total == 0 {
-            0
-        } else {
-            (bytes_done.saturating_mul(100) / bytes_total).min(99)
-        };
+        let percent = bytes_done
+            .saturating_mul(100)
+            .checked_div(bytes_total)
+            .map_or(0, |percent| percent.min(99));
         Self {
             bytes_done: i64::try_from(bytes_done).unwrap_or(i64::MAX),
             bytes_total: i64::try_from(bytes_total).unwrap_or(i64::MAX),
@@ -151,5 +150,18 @@ impl BackupProgress {
             bytes_total: bytes,
             percent: 100,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BackupProgress;
+
+    #[test]
+    fn progress_never_claims_completion_before_the_end() {
+        assert_eq!(BackupProgress::new(0, 0).percent, 0);
+        assert_eq!(BackupProgress::new(50, 200).percent, 25);
+        assert_eq!(BackupProgress::new(300, 200).percent, 99);
+        assert_eq!(BackupProgress::complete(300).percent, 100);
     }
 }

@@ -8,6 +8,10 @@
 //! `x-kubernetes-validations`), so a bad spec is refused by the API server before any controller
 //! sees it.
 
+// Each `#[kube(printcolumn(type_ = "string", ...))]` repeats the same key/value pairs on purpose;
+// clippy mistakes those for duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod backup;
 pub mod backup_request;
 pub mod backup_schedule;

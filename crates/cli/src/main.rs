@@ -36,7 +36,7 @@ enum Command {
     /// Forward TCP connections to a database (runs in a customer's cluster).
     Tunnel(commands::tunnel::TunnelArgs),
     /// Print tusk's CustomResourceDefinitions as multi-document YAML.
-    Crds,
+    Crds(commands::crds::CrdsArgs),
     /// Run the whole platform on this machine: API server, local runtime, S3 and the operator.
     Dev(commands::dev::DevArgs),
     /// Run the sandbox Kubernetes API server alone.
@@ -71,7 +71,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::WalFetch(args) => commands::wal::fetch(args).await,
         Command::Instance(args) => commands::instance::run(args).await,
         Command::Tunnel(args) => commands::tunnel::run(args).await,
-        Command::Crds => commands::crds::run(),
+        Command::Crds(args) => commands::crds::run(args),
         Command::Dev(args) => commands::dev::run(args).await,
         Command::Sandbox(args) => commands::sandbox::run(args).await,
     }

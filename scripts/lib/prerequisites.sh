@@ -1,0 +1,52 @@
+# Installs, from Debian packages only, the programs tusk's tests and `tusk dev` run for real:
+# the PostgreSQL server and client tools, kubectl, and cmake (zlib-ng's build). Nothing is
+# downloaded from anywhere else. Sourced by scripts/test and scripts/dev.
+
+apt_updated=false
+
+apt_install() {
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "missing $*; install it (Debian: apt-get install $*) or run this script as root" >&2
+        return 1
+    fi
+    if [ "$apt_updated" = false ]; then
+        apt-get update -qq
+        apt_updated=true
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# The newest PostgreSQL server installed, as a bin directory such as /usr/lib/postgresql/15/bin.
+postgres_bindir() {
+    find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1
+}
+
+ensure_prerequisites() {
+    local bindir
+    bindir="$(postgres_bindir)"
+    if [ -z "$bindir" ] || [ ! -x "$bindir/initdb" ] || [ ! -x "$bindir/pg_basebackup" ]; then
+        echo "installing the PostgreSQL server (Debian package postgresql)" >&2
+        apt_install postgresql postgresql-contrib
+        bindir="$(postgres_bindir)"
+    fi
+    if ! command -v psql >/dev/null || ! command -v pgbench >/dev/null; then
+        apt_install postgresql-client
+    fi
+    if ! command -v kubectl >/dev/null; then
+        echo "installing kubectl" >&2
+        # Debian ships kubectl in kubernetes-client; a kubectl package wins where a repository
+        # offers one.
+        apt_install kubectl 2>/dev/null || apt_install kubernetes-client
+    fi
+    if ! command -v cmake >/dev/null; then
+        apt_install cmake
+    fi
+    if ! command -v tar >/dev/null || ! command -v gzip >/dev/null; then
+        apt_install tar gzip
+    fi
+    # PostgreSQL refuses to run as root; tests and the local runtime run it as this user.
+    if ! id postgres >/dev/null 2>&1; then
+        useradd --system --create-home --shell /usr/sbin/nologin postgres
+    fi
+    export PATH="$bindir:$PATH"
+}
