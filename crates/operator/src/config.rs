@@ -1,0 +1,687 @@
+//! The operator's configuration: a YAML file (usually mounted from a ConfigMap), with command-line
+//! flags and `TUSK_*` environment variables overriding single keys (see [`Overrides`]).
+//!
+//! Every key has a default except where a safe one does not exist; a bad value stops start-up with
+//! an error naming the key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// The operator's configuration.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct OperatorConfig {
+    /// Where backups and archived WAL are stored, and the credentials to reach the store.
+    pub store: StoreSettings,
+    /// PostgreSQL versions and their images.
+    pub postgres: PostgresSettings,
+    /// The Jobs that take backups.
+    pub backup_job: BackupJobSettings,
+    /// How a tunnel in a customer's cluster reaches each database from outside the workload
+    /// cluster.
+    pub tunnel: TunnelSettings,
+    /// How many objects each controller reconciles at once.
+    pub concurrency: ConcurrencySettings,
+    /// Leader election between operator replicas.
+    pub leader_election: LeaderElectionSettings,
+    /// Address of the HTTP server for `/metrics`, `/healthz` and `/readyz`. Default
+    /// `0.0.0.0:8080`. Flag `--http-address`, env `TUSK_HTTP_ADDRESS`.
+    pub http_address: SocketAddr,
+}
+
+impl Default for OperatorConfig {
+    fn default() -> Self {
+        Self {
+            store: StoreSettings::default(),
+            postgres: PostgresSettings::default(),
+            backup_job: BackupJobSettings::default(),
+            tunnel: TunnelSettings::default(),
+            concurrency: ConcurrencySettings::default(),
+            leader_election: LeaderElectionSettings::default(),
+            http_address: SocketAddr::from(([0, 0, 0, 0], 8080)),
+        }
+    }
+}
+
+/// The backup object store.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct StoreSettings {
+    /// The store and prefix under which every backup and WAL segment is written, such as
+    /// `s3://tusk-backups/production` (also `gs://`, `az://` and `file:///`). Required. Flag
+    /// `--store-url`, env `TUSK_STORE_URL`.
+    pub url: String,
+    /// A custom S3 endpoint (MinIO, Ceph, the sandbox's embedded S3), addressed path-style.
+    /// Absent for the provider's default. Flag `--store-endpoint`, env `TUSK_STORE_ENDPOINT`.
+    pub endpoint: Option<String>,
+    /// The store's region, such as `eu-central-1`. Flag `--store-region`, env
+    /// `TUSK_STORE_REGION`.
+    pub region: Option<String>,
+    /// Allow plain-HTTP endpoints. Default false. Env `TUSK_STORE_ALLOW_HTTP`.
+    pub allow_http: bool,
+    /// The Secret holding the store's access keys. Absent when the store needs none (a file
+    /// store, or credentials from the pod's identity).
+    pub credentials: Option<StoreCredentials>,
+}
+
+/// A Secret holding object-store access keys.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StoreCredentials {
+    /// Namespace of the Secret, usually the operator's own.
+    pub namespace: String,
+    /// Name of the Secret.
+    pub name: String,
+    /// Key holding the access key id. Default `access-key-id`.
+    #[serde(default = "default_access_key_id_key")]
+    pub access_key_id_key: String,
+    /// Key holding the secret access key. Default `secret-access-key`.
+    #[serde(default = "default_secret_access_key_key")]
+    pub secret_access_key_key: String,
+}
+
+fn default_access_key_id_key() -> String {
+    BACKUP_STORE_ACCESS_KEY_ID.to_owned()
+}
+
+fn default_secret_access_key_key() -> String {
+    BACKUP_STORE_SECRET_ACCESS_KEY.to_owned()
+}
+
+/// The key of the access key id in the per-cluster `<cluster>-backup-store` Secret.
+pub const BACKUP_STORE_ACCESS_KEY_ID: &str = "access-key-id";
+/// The key of the secret access key in the per-cluster `<cluster>-backup-store` Secret.
+pub const BACKUP_STORE_SECRET_ACCESS_KEY: &str = "secret-access-key";
+
+/// PostgreSQL versions.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct PostgresSettings {
+    /// The major version a cluster gets when its spec names none; recorded in the cluster's
+    /// spec. Default `"15"`. Flag `--default-postgres-version`, env
+    /// `TUSK_DEFAULT_POSTGRES_VERSION`.
+    pub default_version: String,
+    /// The instance image per major version. The image holds PostgreSQL and the `tusk` binary.
+    /// Must contain `defaultVersion`. Default `{"15": "ghcr.io/tusk-dev/tusk-postgres:15"}`.
+    pub images: BTreeMap<String, String>,
+}
+
+impl Default for PostgresSettings {
+    fn default() -> Self {
+        Self {
+            default_version: "15".to_owned(),
+            images: BTreeMap::from([(
+                "15".to_owned(),
+                "ghcr.io/tusk-dev/tusk-postgres:15".to_owned(),
+            )]),
+        }
+    }
+}
+
+/// Backup Jobs.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct BackupJobSettings {
+    /// The image the backup Jobs run (it needs `tusk` and `pg_basebackup`). Default
+    /// `ghcr.io/tusk-dev/tusk-postgres:15`. Flag `--backup-image`, env `TUSK_BACKUP_IMAGE`.
+    pub image: String,
+    /// How long a running backup may report no progress before its request is failed and its
+    /// Job deleted, as a duration such as `10m`. Default `10m`. Flag `--backup-stall-timeout`,
+    /// env `TUSK_BACKUP_STALL_TIMEOUT`.
+    #[serde(deserialize_with = "duration")]
+    pub stall_timeout: Duration,
+    /// The longest a backup Job may run at all (its `activeDeadlineSeconds`), a backstop if
+    /// the operator itself is down. Default `12h`.
+    #[serde(deserialize_with = "duration")]
+    pub active_deadline: Duration,
+    /// `gzip` or `zstd`. Default `gzip`.
+    pub compression: String,
+    /// The compression level. Default 6.
+    pub compression_level: u32,
+}
+
+impl Default for BackupJobSettings {
+    fn default() -> Self {
+        Self {
+            image: "ghcr.io/tusk-dev/tusk-postgres:15".to_owned(),
+            stall_timeout: Duration::from_secs(600),
+            active_deadline: Duration::from_secs(12 * 3600),
+            compression: "gzip".to_owned(),
+            compression_level: 6,
+        }
+    }
+}
+
+/// Tunnels in customers' clusters.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct TunnelSettings {
+    /// The image of the tunnel Deployment (it needs `tusk`). Default
+    /// `ghcr.io/tusk-dev/tusk:latest`. Flag `--tunnel-image`, env `TUSK_TUNNEL_IMAGE`.
+    pub image: String,
+    /// The host name under which a database is reachable from outside the workload cluster;
+    /// `{cluster}` and `{namespace}` are replaced by the PostgresCluster's name and namespace.
+    /// Default `{cluster}.{namespace}.db.tusk.local`. Flag `--tunnel-host-template`, env
+    /// `TUSK_TUNNEL_HOST_TEMPLATE`.
+    pub external_host_template: String,
+    /// The port on that host. Default 5432. Flag `--tunnel-port`, env `TUSK_TUNNEL_PORT`.
+    pub external_port: u16,
+    /// Tunnel replicas in the customer's cluster. Default 2.
+    pub replicas: i32,
+}
+
+impl Default for TunnelSettings {
+    fn default() -> Self {
+        Self {
+            image: "ghcr.io/tusk-dev/tusk:latest".to_owned(),
+            external_host_template: "{cluster}.{namespace}.db.tusk.local".to_owned(),
+            external_port: 5432,
+            replicas: 2,
+        }
+    }
+}
+
+impl TunnelSettings {
+    /// The external host of `cluster` in `namespace`.
+    pub fn external_host(&self, namespace: &str, cluster: &str) -> String {
+        self.external_host_template
+            .replace("{cluster}", cluster)
+            .replace("{namespace}", namespace)
+    }
+}
+
+/// How many objects of each kind are reconciled at once. kube-runtime's default is unbounded,
+/// which lets a burst of objects exhaust memory.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ConcurrencySettings {
+    /// PostgresClusters. Default 16.
+    pub cluster: u16,
+    /// PostgresRemoteClusters. Default 4.
+    pub remote_cluster: u16,
+    /// PostgresBackupRequests. Default 8.
+    pub backup_request: u16,
+    /// PostgresBackupSchedules. Default 8.
+    pub backup_schedule: u16,
+    /// PostgresBackups. Default 4.
+    pub backup: u16,
+}
+
+impl Default for ConcurrencySettings {
+    fn default() -> Self {
+        Self {
+            cluster: 16,
+            remote_cluster: 4,
+            backup_request: 8,
+            backup_schedule: 8,
+            backup: 4,
+        }
+    }
+}
+
+/// Leader election on a `coordination.k8s.io/v1` Lease.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct LeaderElectionSettings {
+    /// Elect a leader among replicas. Default true. Flag `--leader-election`, env
+    /// `TUSK_LEADER_ELECTION`.
+    pub enabled: bool,
+    /// Namespace of the Lease. Default `tusk-system`, or env `POD_NAMESPACE` when set. Env
+    /// `TUSK_LEASE_NAMESPACE`.
+    pub lease_namespace: String,
+    /// Name of the Lease. Default `tusk-operator`.
+    pub lease_name: String,
+    /// How long a leader's claim lasts without renewal; a standby takes over after it. Default
+    /// `15s`.
+    #[serde(deserialize_with = "duration")]
+    pub lease_duration: Duration,
+    /// How often the leader renews its claim; less than `leaseDuration`. Default `5s`.
+    #[serde(deserialize_with = "duration")]
+    pub renew_interval: Duration,
+}
+
+impl Default for LeaderElectionSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            lease_namespace: std::env::var("POD_NAMESPACE")
+                .unwrap_or_else(|_| "tusk-system".to_owned()),
+            lease_name: "tusk-operator".to_owned(),
+            lease_duration: Duration::from_secs(15),
+            renew_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+/// Single keys set on the command line or in `TUSK_*` environment variables; each overrides the
+/// file.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `store.url`.
+    pub store_url: Option<String>,
+    /// `store.endpoint`.
+    pub store_endpoint: Option<String>,
+    /// `store.region`.
+    pub store_region: Option<String>,
+    /// `store.allowHttp`.
+    pub store_allow_http: Option<bool>,
+    /// `postgres.defaultVersion`.
+    pub default_postgres_version: Option<String>,
+    /// `backupJob.image`.
+    pub backup_image: Option<String>,
+    /// `backupJob.stallTimeout`, as text such as `10m`.
+    pub backup_stall_timeout: Option<String>,
+    /// `tunnel.image`.
+    pub tunnel_image: Option<String>,
+    /// `tunnel.externalHostTemplate`.
+    pub tunnel_host_template: Option<String>,
+    /// `tunnel.externalPort`.
+    pub tunnel_port: Option<u16>,
+    /// `leaderElection.enabled`.
+    pub leader_election: Option<bool>,
+    /// `leaderElection.leaseNamespace`.
+    pub lease_namespace: Option<String>,
+    /// `httpAddress`.
+    pub http_address: Option<SocketAddr>,
+}
+
+/// The configuration cannot be used; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML for the configuration, or a key has a bad value.
+    #[error("bad configuration key `{key}`: {message}")]
+    Parse {
+        /// The key's path, such as `backupJob.stallTimeout`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is well-formed but unusable.
+    #[error("bad configuration key `{key}`: {message}")]
+    Invalid {
+        /// The key's path.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl OperatorConfig {
+    /// Parses a YAML document. Unknown keys are refused, so that a typo does not silently fall
+    /// back to a default.
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        let deserializer = serde_yaml_ng::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(deserializer).map_err(|error| {
+            let key = error.path().to_string();
+            ConfigError::Parse {
+                key: if key == "." {
+                    "(top level)".into()
+                } else {
+                    key
+                },
+                message: error.into_inner().to_string(),
+            }
+        })
+    }
+
+    /// Reads and parses a YAML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_yaml(&text)
+    }
+
+    /// Applies overrides, then validates the result.
+    pub fn with_overrides(mut self, overrides: Overrides) -> Result<Self, ConfigError> {
+        let Overrides {
+            store_url,
+            store_endpoint,
+            store_region,
+            store_allow_http,
+            default_postgres_version,
+            backup_image,
+            backup_stall_timeout,
+            tunnel_image,
+            tunnel_host_template,
+            tunnel_port,
+            leader_election,
+            lease_namespace,
+            http_address,
+        } = overrides;
+        if let Some(url) = store_url {
+            self.store.url = url;
+        }
+        if let Some(endpoint) = store_endpoint {
+            self.store.endpoint = Some(endpoint);
+        }
+        if let Some(region) = store_region {
+            self.store.region = Some(region);
+        }
+        if let Some(allow_http) = store_allow_http {
+            self.store.allow_http = allow_http;
+        }
+        if let Some(version) = default_postgres_version {
+            self.postgres.default_version = version;
+        }
+        if let Some(image) = backup_image {
+            self.backup_job.image = image;
+        }
+        if let Some(timeout) = backup_stall_timeout {
+            self.backup_job.stall_timeout =
+                humantime::parse_duration(&timeout).map_err(|error| ConfigError::Invalid {
+                    key: "backupJob.stallTimeout",
+                    message: error.to_string(),
+                })?;
+        }
+        if let Some(image) = tunnel_image {
+            self.tunnel.image = image;
+        }
+        if let Some(template) = tunnel_host_template {
+            self.tunnel.external_host_template = template;
+        }
+        if let Some(port) = tunnel_port {
+            self.tunnel.external_port = port;
+        }
+        if let Some(enabled) = leader_election {
+            self.leader_election.enabled = enabled;
+        }
+        if let Some(namespace) = lease_namespace {
+            self.leader_election.lease_namespace = namespace;
+        }
+        if let Some(address) = http_address {
+            self.http_address = address;
+        }
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// Checks every value that parsing cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid {
+                key,
+                message: message.into(),
+            }
+        }
+        let url = self.store.url.as_str();
+        if url.is_empty() {
+            return Err(invalid(
+                "store.url",
+                "required: where backups are stored, such as s3://bucket/prefix",
+            ));
+        }
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Err(invalid("store.url", format!("{url:?} is not a URL")));
+        };
+        if !matches!(scheme, "s3" | "gs" | "az" | "file") {
+            return Err(invalid(
+                "store.url",
+                format!("scheme {scheme:?} is not one of s3, gs, az, file"),
+            ));
+        }
+        if scheme != "file" && rest.split('/').next().unwrap_or_default().is_empty() {
+            return Err(invalid("store.url", format!("{url:?} names no bucket")));
+        }
+        if let Some(endpoint) = &self.store.endpoint {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                return Err(invalid(
+                    "store.endpoint",
+                    format!("{endpoint:?} must start with http:// or https://"),
+                ));
+            }
+            if endpoint.starts_with("http://") && !self.store.allow_http {
+                return Err(invalid(
+                    "store.endpoint",
+                    "a plain-HTTP endpoint needs store.allowHttp: true",
+                ));
+            }
+        }
+        if let Some(credentials) = &self.store.credentials
+            && (credentials.namespace.is_empty() || credentials.name.is_empty())
+        {
+            return Err(invalid(
+                "store.credentials",
+                "namespace and name of the Secret are required",
+            ));
+        }
+        let version = &self.postgres.default_version;
+        if version.len() != 2 || !version.chars().all(|c| c.is_ascii_digit()) {
+            return Err(invalid(
+                "postgres.defaultVersion",
+                format!("{version:?} is not a major version such as \"15\""),
+            ));
+        }
+        if !self.postgres.images.contains_key(version) {
+            return Err(invalid(
+                "postgres.images",
+                format!("no image for the default version {version}"),
+            ));
+        }
+        if self.backup_job.image.is_empty() {
+            return Err(invalid("backupJob.image", "required"));
+        }
+        if self.backup_job.stall_timeout.is_zero() {
+            return Err(invalid(
+                "backupJob.stallTimeout",
+                "must be longer than zero",
+            ));
+        }
+        if self.backup_job.active_deadline < self.backup_job.stall_timeout {
+            return Err(invalid(
+                "backupJob.activeDeadline",
+                "must be at least backupJob.stallTimeout",
+            ));
+        }
+        if !matches!(self.backup_job.compression.as_str(), "gzip" | "zstd") {
+            return Err(invalid("backupJob.compression", "must be gzip or zstd"));
+        }
+        if self.tunnel.image.is_empty() {
+            return Err(invalid("tunnel.image", "required"));
+        }
+        if !self.tunnel.external_host_template.contains("{cluster}") {
+            return Err(invalid(
+                "tunnel.externalHostTemplate",
+                "must contain {cluster}, or every database would share one host",
+            ));
+        }
+        if self.tunnel.external_port == 0 {
+            return Err(invalid("tunnel.externalPort", "must not be 0"));
+        }
+        if self.tunnel.replicas < 1 {
+            return Err(invalid("tunnel.replicas", "must be at least 1"));
+        }
+        let concurrency = &self.concurrency;
+        for (key, value) in [
+            ("concurrency.cluster", concurrency.cluster),
+            ("concurrency.remoteCluster", concurrency.remote_cluster),
+            ("concurrency.backupRequest", concurrency.backup_request),
+            ("concurrency.backupSchedule", concurrency.backup_schedule),
+            ("concurrency.backup", concurrency.backup),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        let election = &self.leader_election;
+        if election.enabled {
+            if election.lease_namespace.is_empty() || election.lease_name.is_empty() {
+                return Err(invalid(
+                    "leaderElection.leaseNamespace",
+                    "the Lease's namespace and name are required",
+                ));
+            }
+            if election.lease_duration < Duration::from_secs(1) {
+                return Err(invalid(
+                    "leaderElection.leaseDuration",
+                    "must be at least 1s",
+                ));
+            }
+            if election.renew_interval.is_zero()
+                || election.renew_interval >= election.lease_duration
+            {
+                return Err(invalid(
+                    "leaderElection.renewInterval",
+                    "must be shorter than leaderElection.leaseDuration",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "store:\n  url: s3://backups/prod\n";
+
+    #[test]
+    fn a_minimal_file_gets_documented_defaults() {
+        let config = OperatorConfig::from_yaml(MINIMAL)
+            .unwrap()
+            .with_overrides(Overrides::default())
+            .unwrap();
+        assert_eq!(config.store.url, "s3://backups/prod");
+        assert_eq!(config.postgres.default_version, "15");
+        assert_eq!(config.backup_job.stall_timeout, Duration::from_secs(600));
+        assert_eq!(
+            config.leader_election.lease_duration,
+            Duration::from_secs(15)
+        );
+        assert_eq!(config.concurrency.cluster, 16);
+    }
+
+    #[test]
+    fn a_full_file_parses() {
+        let text = r#"
+store:
+  url: s3://backups/prod
+  endpoint: http://127.0.0.1:9000
+  region: eu-central-1
+  allowHttp: true
+  credentials:
+    namespace: tusk-system
+    name: store
+postgres:
+  defaultVersion: "16"
+  images:
+    "16": example/pg:16
+backupJob:
+  image: example/tusk:1
+  stallTimeout: 90s
+  activeDeadline: 2h
+tunnel:
+  image: example/tusk:1
+  externalHostTemplate: "{cluster}-{namespace}.db.example.com"
+  externalPort: 15432
+concurrency:
+  cluster: 2
+leaderElection:
+  leaseDuration: 2s
+  renewInterval: 500ms
+httpAddress: 127.0.0.1:0
+"#;
+        let config = OperatorConfig::from_yaml(text).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.backup_job.stall_timeout, Duration::from_secs(90));
+        assert_eq!(
+            config
+                .store
+                .credentials
+                .as_ref()
+                .unwrap()
+                .secret_access_key_key,
+            "secret-access-key"
+        );
+        assert_eq!(
+            config.tunnel.external_host("project-a", "elephant"),
+            "elephant-project-a.db.example.com"
+        );
+        assert_eq!(
+            config.leader_election.renew_interval,
+            Duration::from_millis(500)
+        );
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        let error =
+            OperatorConfig::from_yaml("store:\n  url: s3://b\nbackupJob:\n  stallTimeout: soon\n")
+                .unwrap_err()
+                .to_string();
+        assert!(error.contains("backupJob.stallTimeout"), "{error}");
+
+        let error = OperatorConfig::from_yaml("store:\n  ulr: s3://b\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("ulr"), "{error}");
+
+        let error = OperatorConfig::from_yaml("concurrency:\n  cluster: -1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("concurrency.cluster"), "{error}");
+    }
+
+    #[test]
+    fn validation_names_the_bad_key() {
+        let missing_url = OperatorConfig::default()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(missing_url.contains("`store.url`"), "{missing_url}");
+
+        let mut config = OperatorConfig::from_yaml(MINIMAL).unwrap();
+        config.postgres.default_version = "16".into();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("`postgres.images`"), "{error}");
+
+        let mut config = OperatorConfig::from_yaml(MINIMAL).unwrap();
+        config.store.endpoint = Some("http://minio:9000".into());
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("`store.endpoint`"), "{error}");
+
+        let mut config = OperatorConfig::from_yaml(MINIMAL).unwrap();
+        config.leader_election.renew_interval = Duration::from_secs(20);
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("`leaderElection.renewInterval`"), "{error}");
+    }
+
+    #[test]
+    fn overrides_win_over_the_file() {
+        let config = OperatorConfig::from_yaml(MINIMAL)
+            .unwrap()
+            .with_overrides(Overrides {
+                store_url: Some("s3://other/x".into()),
+                backup_stall_timeout: Some("3m".into()),
+                tunnel_port: Some(6432),
+                ..Overrides::default()
+            })
+            .unwrap();
+        assert_eq!(config.store.url, "s3://other/x");
+        assert_eq!(config.backup_job.stall_timeout, Duration::from_secs(180));
+        assert_eq!(config.tunnel.external_port, 6432);
+    }
+}

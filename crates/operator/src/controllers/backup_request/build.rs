@@ -1,0 +1,396 @@
+//! The backup Job of a request and the namespace's `tusk-backup` ServiceAccount, Role and
+//! RoleBinding, as plain values.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, PodSpec, PodTemplateSpec,
+    SecretKeySelector, ServiceAccount, Volume, VolumeMount,
+};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::{Resource, ResourceExt};
+use tusk_api::names::{self, secret_keys};
+use tusk_api::{GROUP, PostgresBackupRequest, PostgresCluster, labels as api_labels};
+
+use crate::config::OperatorConfig;
+use crate::controllers::cluster::build::{
+    pod_namespace_env, restricted_container_security, restricted_pod_security, store_env,
+};
+use crate::error::{Error, Result};
+use crate::labels::{self, COMPONENT_BACKUP};
+
+/// The ServiceAccount, Role and RoleBinding every backup Job of a namespace uses.
+pub const BACKUP_SERVICE_ACCOUNT: &str = "tusk-backup";
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.into()),
+        ..EnvVar::default()
+    }
+}
+
+fn secret_env(name: &str, secret: String, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret,
+                key: key.to_owned(),
+                optional: None,
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+/// The Job that takes the backup `request` asks for, following the contract with
+/// `tusk backup run`: no credential in its arguments or in plain environment values.
+pub fn job(
+    request: &PostgresBackupRequest,
+    cluster: &PostgresCluster,
+    config: &OperatorConfig,
+) -> Result<Job> {
+    let request_name = request.name_any();
+    let namespace = request.namespace().ok_or(Error::MissingObjectKey {
+        kind: "PostgresBackupRequest",
+        field: "namespace",
+    })?;
+    let owner = request
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingObjectKey {
+            kind: "PostgresBackupRequest",
+            field: "uid",
+        })?;
+    let cluster_name = cluster.name_any();
+    let cluster_uid = cluster.uid().ok_or(Error::MissingObjectKey {
+        kind: "PostgresCluster",
+        field: "uid",
+    })?;
+    let credentials = names::credentials_secret(&cluster_name);
+    let mut job_labels = labels::for_cluster(&cluster_name, COMPONENT_BACKUP);
+    job_labels.insert(api_labels::BACKUP_REQUEST.to_owned(), request_name.clone());
+
+    let mut environment = vec![
+        pod_namespace_env(),
+        env("TUSK_CLUSTER_UID", cluster_uid),
+        env("TUSK_WAL_ARCHIVING", cluster.spec.wal_archiving.to_string()),
+    ];
+    environment.extend(store_env(&cluster_name, config));
+    environment.extend([
+        secret_env(
+            "TUSK_BACKUP_PASSPHRASE",
+            credentials.clone(),
+            secret_keys::BACKUP_PASSPHRASE,
+        ),
+        env(
+            "PGHOST",
+            format!(
+                "{}.{namespace}.svc",
+                names::read_write_service(&cluster_name)
+            ),
+        ),
+        env("PGPORT", names::POSTGRES_PORT.to_string()),
+        secret_env("PGUSER", credentials.clone(), secret_keys::SUPERUSER_NAME),
+        secret_env("PGPASSWORD", credentials, secret_keys::SUPERUSER_PASSWORD),
+        env(
+            "TUSK_BACKUP_COMPRESSION",
+            config.backup_job.compression.clone(),
+        ),
+        env(
+            "TUSK_BACKUP_COMPRESSION_LEVEL",
+            config.backup_job.compression_level.to_string(),
+        ),
+    ]);
+
+    let container = Container {
+        name: "backup".to_owned(),
+        image: Some(config.backup_job.image.clone()),
+        command: Some(vec![
+            "tusk".to_owned(),
+            "backup".to_owned(),
+            "run".to_owned(),
+            "--request".to_owned(),
+            request_name.clone(),
+        ]),
+        env: Some(environment),
+        // The last lines of output become the termination message, which the operator copies
+        // into the request's status when the Job fails.
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        security_context: Some(restricted_container_security()),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "tmp".to_owned(),
+            mount_path: "/tmp".to_owned(),
+            ..VolumeMount::default()
+        }]),
+        ..Container::default()
+    };
+
+    Ok(Job {
+        metadata: ObjectMeta {
+            name: Some(names::backup_job(&request_name)),
+            namespace: Some(namespace),
+            labels: Some(job_labels.clone()),
+            owner_references: Some(vec![owner]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(JobSpec {
+            // A retry would start over from scratch; the request fails instead and the
+            // schedule or the user asks again.
+            backoff_limit: Some(0),
+            active_deadline_seconds: Some(
+                i64::try_from(config.backup_job.active_deadline.as_secs()).unwrap_or(i64::MAX),
+            ),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(job_labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".to_owned()),
+                    service_account_name: Some(BACKUP_SERVICE_ACCOUNT.to_owned()),
+                    security_context: Some(restricted_pod_security()),
+                    containers: vec![container],
+                    volumes: Some(vec![Volume {
+                        name: "tmp".to_owned(),
+                        empty_dir: Some(EmptyDirVolumeSource::default()),
+                        ..Volume::default()
+                    }]),
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        ..Job::default()
+    })
+}
+
+/// The ServiceAccount, Role and RoleBinding of the backup Jobs in `namespace`. The Role allows
+/// exactly what `tusk backup run` does: read its request, report on it, record the backup.
+pub fn rbac(namespace: &str) -> (ServiceAccount, Role, RoleBinding) {
+    let meta = || ObjectMeta {
+        name: Some(BACKUP_SERVICE_ACCOUNT.to_owned()),
+        namespace: Some(namespace.to_owned()),
+        labels: Some(BTreeMap::from([
+            (
+                api_labels::MANAGED_BY.to_owned(),
+                api_labels::MANAGED_BY_VALUE.to_owned(),
+            ),
+            (
+                api_labels::COMPONENT.to_owned(),
+                COMPONENT_BACKUP.to_owned(),
+            ),
+        ])),
+        ..ObjectMeta::default()
+    };
+    let rule = |resource: &str, verb: &str| PolicyRule {
+        api_groups: Some(vec![GROUP.to_owned()]),
+        resources: Some(vec![resource.to_owned()]),
+        verbs: vec![verb.to_owned()],
+        ..PolicyRule::default()
+    };
+    let service_account = ServiceAccount {
+        metadata: meta(),
+        ..ServiceAccount::default()
+    };
+    let role = Role {
+        metadata: meta(),
+        rules: Some(vec![
+            rule("postgresbackuprequests", "get"),
+            rule("postgresbackuprequests/status", "patch"),
+            rule("postgresbackups", "create"),
+        ]),
+    };
+    let binding = RoleBinding {
+        metadata: meta(),
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".to_owned()),
+            kind: "Role".to_owned(),
+            name: BACKUP_SERVICE_ACCOUNT.to_owned(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".to_owned(),
+            name: BACKUP_SERVICE_ACCOUNT.to_owned(),
+            namespace: Some(namespace.to_owned()),
+            ..Subject::default()
+        }]),
+    };
+    (service_account, role, binding)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tusk_api::PostgresBackupRequestSpec;
+    use tusk_api::common::ClusterReference;
+
+    fn request() -> PostgresBackupRequest {
+        let mut request = PostgresBackupRequest::new(
+            "my-backup",
+            PostgresBackupRequestSpec {
+                cluster: ClusterReference::new("elephant"),
+                triggered_by: Default::default(),
+            },
+        );
+        request.metadata.namespace = Some("project-a".into());
+        request.metadata.uid = Some("request-uid".into());
+        request
+    }
+
+    fn cluster() -> PostgresCluster {
+        let mut cluster = crate::controllers::cluster::build::tests::elephant();
+        cluster.metadata.uid = Some("cluster-uid".into());
+        cluster
+    }
+
+    fn config() -> OperatorConfig {
+        OperatorConfig::from_yaml(
+            "store:\n  url: s3://backups/x\n  endpoint: http://127.0.0.1:9000\n  allowHttp: true\n  credentials:\n    namespace: tusk-system\n    name: store\nbackupJob:\n  image: example/tusk:1\n  activeDeadline: 2h\n",
+        )
+        .unwrap()
+    }
+
+    fn env_of(job: &Job) -> Vec<EnvVar> {
+        job.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .env
+            .clone()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_job_follows_the_contract() {
+        let job = job(&request(), &cluster(), &config()).unwrap();
+        assert_eq!(job.metadata.name.as_deref(), Some("my-backup-backup"));
+        let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("PostgresBackupRequest", "request-uid")
+        );
+        assert_eq!(owner.controller, Some(true));
+        let spec = job.spec.as_ref().unwrap();
+        assert_eq!(spec.active_deadline_seconds, Some(7200));
+        let pod = spec.template.spec.as_ref().unwrap();
+        assert_eq!(pod.service_account_name.as_deref(), Some("tusk-backup"));
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        let container = &pod.containers[0];
+        assert_eq!(
+            container.command.clone().unwrap(),
+            ["tusk", "backup", "run", "--request", "my-backup"]
+        );
+        assert_eq!(container.image.as_deref(), Some("example/tusk:1"));
+
+        let env = env_of(&job);
+        let plain = |name: &str| {
+            env.iter()
+                .find(|e| e.name == name)
+                .and_then(|e| e.value.clone())
+        };
+        let secret = |name: &str| {
+            env.iter()
+                .find(|e| e.name == name)
+                .and_then(|e| e.value_from.as_ref()?.secret_key_ref.clone())
+                .map(|selector| (selector.name, selector.key))
+        };
+        assert_eq!(plain("TUSK_CLUSTER_UID").as_deref(), Some("cluster-uid"));
+        assert_eq!(plain("TUSK_WAL_ARCHIVING").as_deref(), Some("true"));
+        assert_eq!(plain("TUSK_STORE_URL").as_deref(), Some("s3://backups/x"));
+        assert_eq!(
+            plain("TUSK_STORE_ENDPOINT").as_deref(),
+            Some("http://127.0.0.1:9000")
+        );
+        assert_eq!(plain("TUSK_STORE_ALLOW_HTTP").as_deref(), Some("true"));
+        assert_eq!(
+            plain("PGHOST").as_deref(),
+            Some("elephant-rw.project-a.svc")
+        );
+        assert_eq!(plain("PGPORT").as_deref(), Some("5432"));
+        assert_eq!(plain("TUSK_BACKUP_COMPRESSION").as_deref(), Some("gzip"));
+        assert_eq!(
+            secret("TUSK_BACKUP_PASSPHRASE"),
+            Some(("elephant-credentials".into(), "backup-passphrase".into()))
+        );
+        assert_eq!(
+            secret("PGPASSWORD"),
+            Some(("elephant-credentials".into(), "superuser-password".into()))
+        );
+        assert_eq!(
+            secret("AWS_SECRET_ACCESS_KEY"),
+            Some(("elephant-backup-store".into(), "secret-access-key".into()))
+        );
+        let namespace = env.iter().find(|e| e.name == "POD_NAMESPACE").unwrap();
+        assert_eq!(
+            namespace
+                .value_from
+                .as_ref()
+                .unwrap()
+                .field_ref
+                .as_ref()
+                .unwrap()
+                .field_path,
+            "metadata.namespace"
+        );
+        // Credentials only ever by reference.
+        for name in [
+            "PGPASSWORD",
+            "TUSK_BACKUP_PASSPHRASE",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+        ] {
+            assert_eq!(plain(name), None, "{name} must come from a Secret");
+        }
+    }
+
+    #[test]
+    fn the_role_allows_exactly_what_the_job_does() {
+        let (account, role, binding) = rbac("project-a");
+        assert_eq!(account.metadata.name.as_deref(), Some("tusk-backup"));
+        let mut granted: Vec<(String, String)> = role
+            .rules
+            .unwrap()
+            .into_iter()
+            .flat_map(|rule| {
+                assert_eq!(
+                    rule.api_groups.as_deref(),
+                    Some(&["postgres.tusk.dev".to_string()][..])
+                );
+                let verbs = rule.verbs.clone();
+                rule.resources
+                    .unwrap()
+                    .into_iter()
+                    .flat_map(move |resource| {
+                        verbs
+                            .clone()
+                            .into_iter()
+                            .map(move |verb| (resource.clone(), verb))
+                    })
+            })
+            .collect();
+        granted.sort();
+        assert_eq!(
+            granted,
+            [
+                ("postgresbackuprequests".to_string(), "get".to_string()),
+                (
+                    "postgresbackuprequests/status".to_string(),
+                    "patch".to_string()
+                ),
+                ("postgresbackups".to_string(), "create".to_string()),
+            ]
+        );
+        assert_eq!(binding.role_ref.name, "tusk-backup");
+        assert_eq!(
+            binding.subjects.unwrap()[0].namespace.as_deref(),
+            Some("project-a")
+        );
+    }
+}

@@ -1,0 +1,398 @@
+//! The backup_request controller: starts a Job running `tusk backup run` for each
+//! PostgresBackupRequest, follows it, and makes sure the request ends as Succeeded or Failed
+//! with a reason. A request never stays Running forever: a failed Job fails it, a Job that
+//! reports no progress for `backupJob.stallTimeout` is stopped and fails it, and the Job's
+//! `activeDeadlineSeconds` is a backstop for when the operator itself is down.
+//!
+//! The Job writes the request's progress and success; this controller writes Pending (with the
+//! Job's name) and Failed, and publishes BackupStarted, BackupSucceeded and BackupFailed.
+
+pub mod build;
+pub mod follow;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
+use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tusk_api::backup_request::BackupRequestPhase;
+use tusk_api::{PostgresBackupRequest, PostgresCluster, labels as api_labels, names};
+
+use crate::context::Context;
+use crate::error::{Error, Result, is_not_found};
+use crate::events::{self, reasons};
+use crate::ssa;
+use follow::Verdict;
+
+/// The controller's name, in metrics and its field manager.
+pub const CONTROLLER: &str = "backup-request";
+
+/// Set on a finished request once its BackupSucceeded or BackupFailed Event was published, so
+/// that the Event is published once.
+pub const OUTCOME_REPORTED_ANNOTATION: &str = "postgres.tusk.dev/outcome-reported";
+
+/// Runs the controller until `shutdown` completes.
+pub async fn run(
+    context: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = context.client.clone();
+    Controller::new(
+        Api::<PostgresBackupRequest>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<Job>::all(client.clone()),
+        watcher::Config::default().labels(api_labels::BACKUP_REQUEST),
+    )
+    .reconcile_all_on(context.clock.jumps())
+    .with_config(Config::default().concurrency(context.config.concurrency.backup_request))
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile, error_policy, context)
+    .for_each(|_| futures::future::ready(()))
+    .await;
+}
+
+fn error_policy(
+    request: Arc<PostgresBackupRequest>,
+    error: &Error,
+    context: Arc<Context>,
+) -> Action {
+    tracing::warn!(request = %request.name_any(), namespace = ?request.namespace(), %error, "reconcile failed");
+    context.metrics.reconcile_failed(CONTROLLER, error);
+    Action::requeue(Duration::from_secs(15))
+}
+
+fn forget_progress(context: &Context, request: &PostgresBackupRequest) {
+    if let Some(uid) = request.uid() {
+        context
+            .backup_progress
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&uid);
+    }
+}
+
+async fn reconcile(request: Arc<PostgresBackupRequest>, context: Arc<Context>) -> Result<Action> {
+    let _timer = context.metrics.reconcile_started(CONTROLLER);
+    if request.meta().deletion_timestamp.is_some() {
+        forget_progress(&context, &request);
+        return Ok(Action::await_change());
+    }
+    let namespace = request.namespace().ok_or(Error::MissingObjectKey {
+        kind: "PostgresBackupRequest",
+        field: "namespace",
+    })?;
+    let name = request.name_any();
+    let client = &context.client;
+    let phase = request.status.as_ref().and_then(|status| status.phase);
+    if phase.is_some_and(BackupRequestPhase::is_finished) {
+        forget_progress(&context, &request);
+        report_outcome(&context, &request, &namespace).await?;
+        return Ok(Action::await_change());
+    }
+
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
+    let job_name = names::backup_job(&name);
+    let job = jobs.get_opt(&job_name).await.map_err(|source| Error::Get {
+        kind: "Job",
+        name: job_name.clone(),
+        source,
+    })?;
+    let pods = match &job {
+        Some(_) => {
+            Api::<Pod>::namespaced(client.clone(), &namespace)
+                .list(&ListParams::default().labels(&format!("job-name={job_name}")))
+                .await
+                .map_err(|source| Error::List {
+                    kind: "Pod",
+                    source,
+                })?
+                .items
+        }
+        None => Vec::new(),
+    };
+    let now = context.clock.now();
+    let bytes_done = request
+        .status
+        .as_ref()
+        .and_then(|status| status.progress.as_ref())
+        .map_or(-1, |progress| progress.bytes_done);
+    let mark = {
+        let mut marks = context
+            .backup_progress
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let uid = request.uid().unwrap_or_default();
+        let mark = follow::next_mark(marks.get(&uid), bytes_done, now);
+        marks.insert(uid, mark.clone());
+        mark
+    };
+    let stall_timeout = context.config.backup_job.stall_timeout;
+
+    match follow::decide(&request, job.as_ref(), &pods, &mark, now, stall_timeout) {
+        Verdict::StartJob => start_job(&context, &request, &namespace).await,
+        Verdict::Wait(after) => Ok(Action::requeue(after.max(Duration::from_secs(1)))),
+        Verdict::Fail {
+            message,
+            delete_job,
+        } => {
+            if delete_job {
+                match jobs
+                    .delete(
+                        &job_name,
+                        &DeleteParams {
+                            propagation_policy: Some(PropagationPolicy::Background),
+                            ..DeleteParams::default()
+                        },
+                    )
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(error) if is_not_found(&error) => {}
+                    Err(source) => {
+                        return Err(Error::Delete {
+                            kind: "Job",
+                            name: job_name,
+                            source,
+                        });
+                    }
+                }
+            }
+            fail(&context, &request, &namespace, &message).await?;
+            Ok(Action::await_change())
+        }
+        Verdict::ConfirmOutcome => {
+            // The program marks the request Succeeded just before it exits; the watch may have
+            // shown the Job's completion first, so read the request itself.
+            let api: Api<PostgresBackupRequest> = Api::namespaced(client.clone(), &namespace);
+            let fresh = api.get(&name).await.map_err(|source| Error::Get {
+                kind: "PostgresBackupRequest",
+                name: name.clone(),
+                source,
+            })?;
+            if fresh
+                .status
+                .as_ref()
+                .and_then(|status| status.phase)
+                .is_some_and(BackupRequestPhase::is_finished)
+            {
+                report_outcome(&context, &fresh, &namespace).await?;
+            } else {
+                fail(
+                    &context,
+                    &fresh,
+                    &namespace,
+                    "The backup Job exited without reporting success; see its logs",
+                )
+                .await?;
+            }
+            Ok(Action::await_change())
+        }
+    }
+}
+
+async fn start_job(
+    context: &Context,
+    request: &PostgresBackupRequest,
+    namespace: &str,
+) -> Result<Action> {
+    let client = &context.client;
+    let cluster_name = &request.spec.cluster.name;
+    let clusters: Api<PostgresCluster> = Api::namespaced(client.clone(), namespace);
+    let cluster = clusters
+        .get_opt(cluster_name)
+        .await
+        .map_err(|source| Error::Get {
+            kind: "PostgresCluster",
+            name: cluster_name.clone(),
+            source,
+        })?;
+    let Some(cluster) = cluster else {
+        fail(
+            context,
+            request,
+            namespace,
+            &format!("PostgresCluster {cluster_name} does not exist in this namespace"),
+        )
+        .await?;
+        return Ok(Action::await_change());
+    };
+
+    let (service_account, role, binding) = build::rbac(namespace);
+    ssa::apply(
+        &Api::namespaced(client.clone(), namespace),
+        CONTROLLER,
+        &service_account,
+    )
+    .await?;
+    ssa::apply(
+        &Api::namespaced(client.clone(), namespace),
+        CONTROLLER,
+        &role,
+    )
+    .await?;
+    ssa::apply(
+        &Api::namespaced(client.clone(), namespace),
+        CONTROLLER,
+        &binding,
+    )
+    .await?;
+    let job = build::job(request, &cluster, &context.config)?;
+    let job_name = job.name_any();
+    ssa::apply(
+        &Api::<Job>::namespaced(client.clone(), namespace),
+        CONTROLLER,
+        &job,
+    )
+    .await?;
+
+    let mut status = json!({
+        "jobName": job_name,
+        "message": "Waiting for the backup Job to start",
+        "observedGeneration": request.metadata.generation,
+    });
+    if request
+        .status
+        .as_ref()
+        .and_then(|status| status.phase)
+        .is_none()
+    {
+        status["phase"] = json!(BackupRequestPhase::Pending);
+    }
+    patch_status(context, request, namespace, status).await?;
+    events::publish(
+        &context.recorder,
+        &request.object_ref(&()),
+        EventType::Normal,
+        reasons::BACKUP_STARTED,
+        "StartBackupJob",
+        format!("Started Job {job_name} to back up cluster {cluster_name}"),
+    )
+    .await;
+    Ok(Action::requeue(context.config.backup_job.stall_timeout))
+}
+
+async fn patch_status(
+    context: &Context,
+    request: &PostgresBackupRequest,
+    namespace: &str,
+    status: serde_json::Value,
+) -> Result<()> {
+    let api: Api<PostgresBackupRequest> = Api::namespaced(context.client.clone(), namespace);
+    api.patch_status(
+        &request.name_any(),
+        &PatchParams {
+            field_manager: Some(ssa::field_manager(CONTROLLER)),
+            ..PatchParams::default()
+        },
+        &Patch::Merge(json!({ "status": status })),
+    )
+    .await
+    .map_err(|source| Error::PatchStatus {
+        kind: "PostgresBackupRequest",
+        name: request.name_any(),
+        source,
+    })?;
+    Ok(())
+}
+
+async fn fail(
+    context: &Context,
+    request: &PostgresBackupRequest,
+    namespace: &str,
+    message: &str,
+) -> Result<()> {
+    patch_status(
+        context,
+        request,
+        namespace,
+        json!({
+            "phase": BackupRequestPhase::Failed,
+            "message": message,
+            "finishedAt": Time(context.clock.now()),
+        }),
+    )
+    .await?;
+    forget_progress(context, request);
+    let mut failed = request.clone();
+    let status = failed.status.get_or_insert_with(Default::default);
+    status.phase = Some(BackupRequestPhase::Failed);
+    status.message = Some(message.to_owned());
+    report_outcome(context, &failed, namespace).await
+}
+
+/// Publishes BackupSucceeded or BackupFailed once per request.
+async fn report_outcome(
+    context: &Context,
+    request: &PostgresBackupRequest,
+    namespace: &str,
+) -> Result<()> {
+    if request
+        .annotations()
+        .contains_key(OUTCOME_REPORTED_ANNOTATION)
+    {
+        return Ok(());
+    }
+    let status = request.status.clone().unwrap_or_default();
+    let (type_, reason, note, outcome) = match status.phase {
+        Some(BackupRequestPhase::Succeeded) => (
+            EventType::Normal,
+            reasons::BACKUP_SUCCEEDED,
+            format!(
+                "Backup of cluster {} stored as PostgresBackup {}",
+                request.spec.cluster.name,
+                status.backup_name.as_deref().unwrap_or("(unnamed)")
+            ),
+            "Succeeded",
+        ),
+        Some(BackupRequestPhase::Failed) => (
+            EventType::Warning,
+            reasons::BACKUP_FAILED,
+            status
+                .message
+                .clone()
+                .unwrap_or_else(|| "The backup failed".to_owned()),
+            "Failed",
+        ),
+        _ => return Ok(()),
+    };
+    events::publish(
+        &context.recorder,
+        &request.object_ref(&()),
+        type_,
+        reason,
+        "FollowBackupJob",
+        note,
+    )
+    .await;
+    let api: Api<PostgresBackupRequest> = Api::namespaced(context.client.clone(), namespace);
+    let patch = json!({"metadata": {"annotations": {OUTCOME_REPORTED_ANNOTATION: outcome}}});
+    match api
+        .patch(
+            &request.name_any(),
+            &PatchParams {
+                field_manager: Some(ssa::field_manager(CONTROLLER)),
+                ..PatchParams::default()
+            },
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(error) if is_not_found(&error) => Ok(()),
+        Err(source) => Err(Error::Patch {
+            kind: "PostgresBackupRequest",
+            name: request.name_any(),
+            source,
+        }),
+    }
+}

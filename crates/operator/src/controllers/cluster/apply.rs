@@ -1,0 +1,170 @@
+//! Writing a cluster's children: server-side apply of each desired child, and growing the PVCs
+//! when postgresDiskSize grows.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use serde_json::json;
+use tusk_api::PostgresBackupSchedule;
+
+use super::CONTROLLER;
+use super::build::{self, Children};
+use crate::error::{Error, Result, is_conflict};
+use crate::labels;
+use crate::ssa;
+
+/// Applies every child and returns the StatefulSet as the API server now has it.
+pub async fn apply_children(
+    client: &kube::Client,
+    namespace: &str,
+    children: Children,
+    existing_stateful_set: Option<&StatefulSet>,
+) -> Result<StatefulSet> {
+    // Destructured without `..` so that a new kind of child cannot be forgotten here.
+    let Children {
+        credentials,
+        backup_store,
+        config_map,
+        service,
+        mut stateful_set,
+        default_schedule,
+    } = children;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    ssa::apply(&secrets, CONTROLLER, &credentials).await?;
+    if let Some(backup_store) = backup_store {
+        ssa::apply(&secrets, CONTROLLER, &backup_store).await?;
+    }
+    ssa::apply(
+        &Api::<ConfigMap>::namespaced(client.clone(), namespace),
+        CONTROLLER,
+        &config_map,
+    )
+    .await?;
+    ssa::apply(
+        &Api::<Service>::namespaced(client.clone(), namespace),
+        CONTROLLER,
+        &service,
+    )
+    .await?;
+    if let Some(existing) = existing_stateful_set {
+        build::keep_immutable_fields(&mut stateful_set, existing);
+    }
+    let stateful_set = ssa::apply(
+        &Api::<StatefulSet>::namespaced(client.clone(), namespace),
+        CONTROLLER,
+        &stateful_set,
+    )
+    .await?;
+    apply_default_schedule(client, namespace, &default_schedule).await?;
+    Ok(stateful_set)
+}
+
+/// The default schedule is the customer's to change (interval, keep, suspend), so it is applied
+/// without forcing: once another manager owns a field, the conflict means "leave it".
+async fn apply_default_schedule(
+    client: &kube::Client,
+    namespace: &str,
+    schedule: &PostgresBackupSchedule,
+) -> Result<()> {
+    let api: Api<PostgresBackupSchedule> = Api::namespaced(client.clone(), namespace);
+    let params = PatchParams::apply(&ssa::field_manager(CONTROLLER));
+    match api
+        .patch(&schedule.name_any(), &params, &Patch::Apply(schedule))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(error) if is_conflict(&error) => Ok(()),
+        Err(source) => Err(Error::ApplyChild {
+            kind: "PostgresBackupSchedule",
+            name: schedule.name_any(),
+            source,
+        }),
+    }
+}
+
+/// Bytes in a Kubernetes quantity such as `1Gi`, `500M` or `1073741824`; `None` for forms tusk
+/// never writes (fractions, exponents).
+pub fn quantity_bytes(quantity: &str) -> Option<u128> {
+    let quantity = quantity.trim();
+    let digits_end = quantity
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(quantity.len());
+    let (number, suffix) = quantity.split_at(digits_end);
+    let number: u128 = number.parse().ok()?;
+    let multiplier: u128 = match suffix {
+        "" => 1,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "P" => 1_000_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "Pi" => 1 << 50,
+        _ => return None,
+    };
+    number.checked_mul(multiplier)
+}
+
+/// Patches every PVC of the cluster whose storage request is below `size_gib`. Returns the names
+/// of the PVCs that were asked to grow. PVCs belong to the StatefulSet controller, so they are
+/// patched (only the request) rather than applied.
+pub async fn expand_volumes(
+    client: &kube::Client,
+    namespace: &str,
+    cluster: &str,
+    size_gib: i32,
+) -> Result<Vec<String>> {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+    let selector = labels::selector_string(&labels::instance_selector(cluster));
+    let claims = api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|source| Error::List {
+            kind: "PersistentVolumeClaim",
+            source,
+        })?;
+    let desired = build::gibibytes(size_gib);
+    let desired_bytes = quantity_bytes(&desired.0).unwrap_or(u128::MAX);
+    let mut expanded = Vec::new();
+    for claim in claims {
+        let current = claim
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.resources.as_ref())
+            .and_then(|resources| resources.requests.as_ref())
+            .and_then(|requests| requests.get("storage"))
+            .and_then(|quantity| quantity_bytes(&quantity.0));
+        if current.is_some_and(|current| current >= desired_bytes) {
+            continue;
+        }
+        let name = claim.name_any();
+        let patch = json!({"spec": {"resources": {"requests": {"storage": desired.0}}}});
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|source| Error::Patch {
+                kind: "PersistentVolumeClaim",
+                name: name.clone(),
+                source,
+            })?;
+        expanded.push(name);
+    }
+    Ok(expanded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quantity_bytes;
+
+    #[test]
+    fn quantities_are_compared_in_bytes() {
+        assert_eq!(quantity_bytes("1Gi"), Some(1 << 30));
+        assert_eq!(quantity_bytes("1073741824"), Some(1 << 30));
+        assert_eq!(quantity_bytes("2G"), Some(2_000_000_000));
+        assert!(quantity_bytes("1Gi") > quantity_bytes("1G"));
+        assert_eq!(quantity_bytes("1.5Gi"), None);
+    }
+}

@@ -1,0 +1,934 @@
+//! The desired children of a PostgresCluster, as plain values. Nothing here does I/O, so every
+//! rule about sizes, probes, security and references is unit-tested below.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, Secret, SecretKeySelector, SecurityContext, Service,
+    ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Resource;
+use rand::RngExt;
+use rand::distr::Alphanumeric;
+use tusk_api::common::{ClusterReference, TriggeredBy};
+use tusk_api::names::{self, secret_keys};
+use tusk_api::{PostgresBackupSchedule, PostgresBackupScheduleSpec, PostgresCluster};
+
+use super::postgresql_conf;
+use crate::config::{BACKUP_STORE_ACCESS_KEY_ID, BACKUP_STORE_SECRET_ACCESS_KEY, OperatorConfig};
+use crate::error::{Error, Result};
+use crate::labels::{self, COMPONENT_BACKUP, COMPONENT_POSTGRES};
+
+/// The annotation on the pod template holding the hash of restart-requiring settings.
+pub const RESTART_HASH_ANNOTATION: &str = "postgres.tusk.dev/restart-config-hash";
+/// The volume claim template's name; PVCs are called `data-<cluster>-0`.
+pub const DATA_VOLUME: &str = "data";
+/// Where the data volume is mounted in the instance.
+pub const DATA_MOUNT: &str = "/var/lib/postgresql/data";
+/// Where the ConfigMap is mounted in the instance.
+pub const CONFIG_MOUNT: &str = "/etc/tusk";
+/// The user and group the instance runs as.
+pub const POSTGRES_UID: i64 = 999;
+/// The superuser's name in every cluster.
+pub const SUPERUSER_NAME: &str = "postgres";
+/// The application user's name, and its database's, in every cluster.
+pub const APP_USER_NAME: &str = "app";
+
+const PASSWORD_LENGTH: usize = 32;
+const PASSPHRASE_LENGTH: usize = 48;
+
+/// Everything a cluster owns in the workload cluster.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Children {
+    /// `<cluster>-credentials`.
+    pub credentials: Secret,
+    /// `<cluster>-backup-store`, a copy of the operator's object-store keys for the instance
+    /// (WAL archiving) and the backup Jobs of this namespace; absent when the store needs none.
+    pub backup_store: Option<Secret>,
+    /// `<cluster>-config`.
+    pub config_map: ConfigMap,
+    /// `<cluster>-rw`.
+    pub service: Service,
+    /// `<cluster>`.
+    pub stateful_set: StatefulSet,
+    /// `default`.
+    pub default_schedule: PostgresBackupSchedule,
+}
+
+/// The operator's object-store keys, read from its Secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoreKeys {
+    /// The access key id.
+    pub access_key_id: Vec<u8>,
+    /// The secret access key.
+    pub secret_access_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for StoreKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreKeys { .. }")
+    }
+}
+
+/// Builds every child of `cluster`. `existing_credentials` is the credentials Secret as it is
+/// now: the values in it are kept, so passwords are generated once and never change.
+pub fn build(
+    cluster: &PostgresCluster,
+    config: &OperatorConfig,
+    existing_credentials: Option<&Secret>,
+    store_keys: Option<&StoreKeys>,
+) -> Result<Children> {
+    let name = cluster
+        .metadata
+        .name
+        .as_deref()
+        .ok_or(Error::MissingObjectKey {
+            kind: "PostgresCluster",
+            field: "name",
+        })?;
+    let owner = cluster
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingObjectKey {
+            kind: "PostgresCluster",
+            field: "uid",
+        })?;
+    Ok(Children {
+        credentials: credentials(name, &owner, existing_credentials),
+        backup_store: store_keys.map(|keys| backup_store(name, &owner, keys)),
+        config_map: config_map(cluster, name, &owner),
+        service: service(name, &owner),
+        stateful_set: stateful_set(cluster, name, &owner, config),
+        default_schedule: default_schedule(name, &owner),
+    })
+}
+
+fn meta(name: String, owner: &OwnerReference, labels: BTreeMap<String, String>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        labels: Some(labels),
+        owner_references: Some(vec![owner.clone()]),
+        ..ObjectMeta::default()
+    }
+}
+
+fn random_string(length: usize) -> String {
+    rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(length)
+        .map(char::from)
+        .collect()
+}
+
+/// The credentials Secret, keeping every value already present.
+pub fn credentials(cluster: &str, owner: &OwnerReference, existing: Option<&Secret>) -> Secret {
+    let existing_data = existing.and_then(|secret| secret.data.as_ref());
+    let keep_or = |key: &str, generate: &dyn Fn() -> Vec<u8>| -> ByteString {
+        existing_data
+            .and_then(|data| data.get(key))
+            .filter(|value| !value.0.is_empty())
+            .cloned()
+            .unwrap_or_else(|| ByteString(generate()))
+    };
+    let data = BTreeMap::from([
+        (
+            secret_keys::SUPERUSER_NAME.to_owned(),
+            ByteString(SUPERUSER_NAME.as_bytes().to_vec()),
+        ),
+        (
+            secret_keys::SUPERUSER_PASSWORD.to_owned(),
+            keep_or(secret_keys::SUPERUSER_PASSWORD, &|| {
+                random_string(PASSWORD_LENGTH).into_bytes()
+            }),
+        ),
+        (
+            secret_keys::APP_USER_NAME.to_owned(),
+            ByteString(APP_USER_NAME.as_bytes().to_vec()),
+        ),
+        (
+            secret_keys::APP_USER_PASSWORD.to_owned(),
+            keep_or(secret_keys::APP_USER_PASSWORD, &|| {
+                random_string(PASSWORD_LENGTH).into_bytes()
+            }),
+        ),
+        (
+            secret_keys::BACKUP_PASSPHRASE.to_owned(),
+            keep_or(secret_keys::BACKUP_PASSPHRASE, &|| {
+                random_string(PASSPHRASE_LENGTH).into_bytes()
+            }),
+        ),
+    ]);
+    Secret {
+        metadata: meta(
+            names::credentials_secret(cluster),
+            owner,
+            labels::for_cluster(cluster, COMPONENT_POSTGRES),
+        ),
+        type_: Some("Opaque".to_owned()),
+        data: Some(data),
+        ..Secret::default()
+    }
+}
+
+/// The name of the per-cluster copy of the object-store keys.
+pub fn backup_store_secret(cluster: &str) -> String {
+    format!("{cluster}-backup-store")
+}
+
+fn backup_store(cluster: &str, owner: &OwnerReference, keys: &StoreKeys) -> Secret {
+    Secret {
+        metadata: meta(
+            backup_store_secret(cluster),
+            owner,
+            labels::for_cluster(cluster, COMPONENT_BACKUP),
+        ),
+        type_: Some("Opaque".to_owned()),
+        data: Some(BTreeMap::from([
+            (
+                BACKUP_STORE_ACCESS_KEY_ID.to_owned(),
+                ByteString(keys.access_key_id.clone()),
+            ),
+            (
+                BACKUP_STORE_SECRET_ACCESS_KEY.to_owned(),
+                ByteString(keys.secret_access_key.clone()),
+            ),
+        ])),
+        ..Secret::default()
+    }
+}
+
+fn config_map(cluster: &PostgresCluster, name: &str, owner: &OwnerReference) -> ConfigMap {
+    ConfigMap {
+        metadata: meta(
+            names::config_map(name),
+            owner,
+            labels::for_cluster(name, COMPONENT_POSTGRES),
+        ),
+        data: Some(BTreeMap::from([(
+            postgresql_conf::CONFIG_FILE_KEY.to_owned(),
+            postgresql_conf::render(cluster),
+        )])),
+        ..ConfigMap::default()
+    }
+}
+
+fn service(name: &str, owner: &OwnerReference) -> Service {
+    Service {
+        metadata: meta(
+            names::read_write_service(name),
+            owner,
+            labels::for_cluster(name, COMPONENT_POSTGRES),
+        ),
+        spec: Some(ServiceSpec {
+            selector: Some(labels::instance_selector(name)),
+            ports: Some(vec![ServicePort {
+                name: Some("postgres".to_owned()),
+                port: i32::from(names::POSTGRES_PORT),
+                target_port: Some(IntOrString::String("postgres".to_owned())),
+                protocol: Some("TCP".to_owned()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// `<n>Gi`.
+pub fn gibibytes(size: i32) -> Quantity {
+    Quantity(format!("{size}Gi"))
+}
+
+fn secret_env(name: &str, secret: String, key: &str, optional: bool) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret,
+                key: key.to_owned(),
+                optional: optional.then_some(true),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn plain_env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.into()),
+        ..EnvVar::default()
+    }
+}
+
+/// `POD_NAMESPACE` from the downward API.
+pub fn pod_namespace_env() -> EnvVar {
+    EnvVar {
+        name: "POD_NAMESPACE".to_owned(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "metadata.namespace".to_owned(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+/// The object-store settings every process that talks to the store needs; the keys come from
+/// the cluster's `<cluster>-backup-store` Secret by reference.
+pub fn store_env(cluster: &str, config: &OperatorConfig) -> Vec<EnvVar> {
+    let store = &config.store;
+    let mut env = vec![plain_env("TUSK_STORE_URL", store.url.clone())];
+    if let Some(endpoint) = &store.endpoint {
+        env.push(plain_env("TUSK_STORE_ENDPOINT", endpoint.clone()));
+    }
+    if let Some(region) = &store.region {
+        env.push(plain_env("TUSK_STORE_REGION", region.clone()));
+    }
+    env.push(plain_env(
+        "TUSK_STORE_ALLOW_HTTP",
+        store.allow_http.to_string(),
+    ));
+    if store.credentials.is_some() {
+        env.push(secret_env(
+            "AWS_ACCESS_KEY_ID",
+            backup_store_secret(cluster),
+            BACKUP_STORE_ACCESS_KEY_ID,
+            false,
+        ));
+        env.push(secret_env(
+            "AWS_SECRET_ACCESS_KEY",
+            backup_store_secret(cluster),
+            BACKUP_STORE_SECRET_ACCESS_KEY,
+            false,
+        ));
+    }
+    env
+}
+
+/// The restricted container security context every tusk container runs with.
+pub fn restricted_container_security() -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(POSTGRES_UID),
+        run_as_group: Some(POSTGRES_UID),
+        read_only_root_filesystem: Some(true),
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            ..Capabilities::default()
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            ..SeccompProfile::default()
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+/// The restricted pod security context.
+pub fn restricted_pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(POSTGRES_UID),
+        run_as_group: Some(POSTGRES_UID),
+        fs_group: Some(POSTGRES_UID),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            ..SeccompProfile::default()
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
+fn health_probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::String("health".to_owned()),
+            scheme: Some("HTTP".to_owned()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(5),
+        ..Probe::default()
+    }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: read_only.then_some(true),
+        ..VolumeMount::default()
+    }
+}
+
+fn empty_dir(name: &str) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }
+}
+
+/// The PostgreSQL major version a cluster runs.
+pub fn postgres_version<'a>(cluster: &'a PostgresCluster, config: &'a OperatorConfig) -> &'a str {
+    cluster
+        .spec
+        .postgres_version
+        .as_deref()
+        .unwrap_or(&config.postgres.default_version)
+}
+
+fn stateful_set(
+    cluster: &PostgresCluster,
+    name: &str,
+    owner: &OwnerReference,
+    config: &OperatorConfig,
+) -> StatefulSet {
+    let spec = &cluster.spec;
+    let version = postgres_version(cluster, config);
+    let image = config
+        .postgres
+        .images
+        .get(version)
+        .or_else(|| config.postgres.images.get(&config.postgres.default_version))
+        .cloned()
+        .unwrap_or_default();
+    let credentials = names::credentials_secret(name);
+    let memory = gibibytes(spec.memory_size);
+
+    let mut env = vec![
+        pod_namespace_env(),
+        plain_env("TUSK_CLUSTER", name),
+        plain_env("TUSK_POSTGRES_VERSION", version),
+        plain_env("TUSK_WAL_ARCHIVING", spec.wal_archiving.to_string()),
+        secret_env(
+            "PGUSER",
+            credentials.clone(),
+            secret_keys::SUPERUSER_NAME,
+            false,
+        ),
+        secret_env(
+            "PGPASSWORD",
+            credentials.clone(),
+            secret_keys::SUPERUSER_PASSWORD,
+            false,
+        ),
+        secret_env(
+            "TUSK_APP_USER",
+            credentials.clone(),
+            secret_keys::APP_USER_NAME,
+            false,
+        ),
+        secret_env(
+            "TUSK_APP_PASSWORD",
+            credentials.clone(),
+            secret_keys::APP_USER_PASSWORD,
+            false,
+        ),
+        secret_env(
+            "TUSK_BACKUP_PASSPHRASE",
+            credentials,
+            secret_keys::BACKUP_PASSPHRASE,
+            false,
+        ),
+    ];
+    env.extend(store_env(name, config));
+    if let Some(restore) = &spec.restore {
+        env.push(plain_env(
+            "TUSK_RESTORE_BACKUP",
+            restore.backup.name.clone(),
+        ));
+        if let Some(target) = &restore.target_time {
+            env.push(plain_env("TUSK_RESTORE_TARGET_TIME", target.0.to_string()));
+        }
+    }
+
+    let container = Container {
+        name: "postgres".to_owned(),
+        image: Some(image),
+        command: Some(vec!["tusk".to_owned(), "instance".to_owned()]),
+        args: Some(vec![
+            "--config".to_owned(),
+            format!("{CONFIG_MOUNT}/{}", postgresql_conf::CONFIG_FILE_KEY),
+            "--data".to_owned(),
+            format!("{DATA_MOUNT}/pgdata"),
+            "--health-port".to_owned(),
+            names::INSTANCE_HEALTH_PORT.to_string(),
+        ]),
+        env: Some(env),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("postgres".to_owned()),
+                container_port: i32::from(names::POSTGRES_PORT),
+                protocol: Some("TCP".to_owned()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("health".to_owned()),
+                container_port: i32::from(names::INSTANCE_HEALTH_PORT),
+                protocol: Some("TCP".to_owned()),
+                ..ContainerPort::default()
+            },
+        ]),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([("memory".to_owned(), memory.clone())])),
+            limits: Some(BTreeMap::from([("memory".to_owned(), memory)])),
+            ..ResourceRequirements::default()
+        }),
+        readiness_probe: Some(health_probe("/readyz", 5, 3)),
+        liveness_probe: Some(health_probe("/livez", 10, 6)),
+        security_context: Some(restricted_container_security()),
+        volume_mounts: Some(vec![
+            mount(DATA_VOLUME, DATA_MOUNT, false),
+            mount("config", CONFIG_MOUNT, true),
+            mount("tmp", "/tmp", false),
+            mount("run", "/var/run/postgresql", false),
+        ]),
+        ..Container::default()
+    };
+
+    let pod_labels = labels::for_cluster(name, COMPONENT_POSTGRES);
+    StatefulSet {
+        metadata: meta(
+            names::stateful_set(name),
+            owner,
+            labels::for_cluster(name, COMPONENT_POSTGRES),
+        ),
+        spec: StatefulSetSpec {
+            replicas: Some(1),
+            service_name: Some(names::read_write_service(name)),
+            selector: LabelSelector {
+                match_labels: Some(labels::instance_selector(name)),
+                ..LabelSelector::default()
+            },
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some("Delete".to_owned()),
+                    when_scaled: Some("Retain".to_owned()),
+                },
+            ),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels.clone()),
+                    annotations: Some(BTreeMap::from([(
+                        RESTART_HASH_ANNOTATION.to_owned(),
+                        postgresql_conf::restart_hash(cluster),
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    security_context: Some(restricted_pod_security()),
+                    termination_grace_period_seconds: Some(60),
+                    containers: vec![container],
+                    volumes: Some(vec![
+                        Volume {
+                            name: "config".to_owned(),
+                            config_map: Some(ConfigMapVolumeSource {
+                                name: names::config_map(name),
+                                ..ConfigMapVolumeSource::default()
+                            }),
+                            ..Volume::default()
+                        },
+                        empty_dir("tmp"),
+                        empty_dir("run"),
+                    ]),
+                    ..PodSpec::default()
+                }),
+            },
+            volume_claim_templates: Some(vec![PersistentVolumeClaim {
+                metadata: ObjectMeta {
+                    name: Some(DATA_VOLUME.to_owned()),
+                    labels: Some(pod_labels),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(PersistentVolumeClaimSpec {
+                    access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
+                    resources: Some(VolumeResourceRequirements {
+                        requests: Some(BTreeMap::from([(
+                            "storage".to_owned(),
+                            gibibytes(spec.postgres_disk_size),
+                        )])),
+                        ..VolumeResourceRequirements::default()
+                    }),
+                    ..PersistentVolumeClaimSpec::default()
+                }),
+                ..PersistentVolumeClaim::default()
+            }]),
+            ..StatefulSetSpec::default()
+        },
+        ..StatefulSet::default()
+    }
+}
+
+/// A StatefulSet's volume claim templates are immutable, so once it exists they are kept as
+/// they are; a larger disk reaches the existing PVCs by patching them instead.
+pub fn keep_immutable_fields(desired: &mut StatefulSet, existing: &StatefulSet) {
+    desired.spec.volume_claim_templates = existing.spec.volume_claim_templates.clone();
+}
+
+fn default_schedule(cluster: &str, owner: &OwnerReference) -> PostgresBackupSchedule {
+    let mut schedule = PostgresBackupSchedule::new(
+        names::DEFAULT_SCHEDULE,
+        PostgresBackupScheduleSpec {
+            cluster: ClusterReference::new(cluster),
+            interval: Some(24),
+            schedule: None,
+            keep: None,
+            suspend: false,
+            triggered_by: TriggeredBy::System,
+        },
+    );
+    schedule.metadata.labels = Some(labels::for_cluster(cluster, COMPONENT_BACKUP));
+    schedule.metadata.owner_references = Some(vec![owner.clone()]);
+    schedule
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use tusk_api::PostgresClusterSpec;
+
+    pub(crate) fn elephant() -> PostgresCluster {
+        let mut cluster = PostgresCluster::new(
+            "elephant",
+            PostgresClusterSpec {
+                display_name: "my-elephant-cluster".into(),
+                memory_size: 2,
+                postgres_disk_size: 1,
+                wal_archiving: true,
+                postgres_version: None,
+                parameters: BTreeMap::new(),
+                restore: None,
+            },
+        );
+        cluster.metadata.namespace = Some("project-a".into());
+        cluster.metadata.uid = Some("0b6f1c2e-uid".into());
+        cluster
+    }
+
+    fn config() -> OperatorConfig {
+        let mut config = OperatorConfig::from_yaml(
+            "store:\n  url: s3://backups/x\n  credentials:\n    namespace: tusk-system\n    name: store\n",
+        )
+        .unwrap();
+        config
+            .postgres
+            .images
+            .insert("16".into(), "example/pg:16".into());
+        config
+    }
+
+    fn children() -> Children {
+        build(&elephant(), &config(), None, None).unwrap()
+    }
+
+    fn container(children: &Children) -> Container {
+        children
+            .stateful_set
+            .spec
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .clone()
+    }
+
+    #[test]
+    fn every_child_is_controlled_by_the_cluster() {
+        let children = children();
+        let owners = [
+            &children.credentials.metadata,
+            &children.config_map.metadata,
+            &children.service.metadata,
+            &children.stateful_set.metadata,
+            &children.default_schedule.metadata,
+        ];
+        for meta in owners {
+            let owner = &meta.owner_references.as_ref().unwrap()[0];
+            assert_eq!(owner.kind, "PostgresCluster");
+            assert_eq!(owner.name, "elephant");
+            assert_eq!(owner.uid, "0b6f1c2e-uid");
+            assert_eq!(owner.controller, Some(true));
+        }
+    }
+
+    #[test]
+    fn names_follow_the_api_crate() {
+        let children = children();
+        assert_eq!(
+            children.credentials.metadata.name.as_deref(),
+            Some("elephant-credentials")
+        );
+        assert_eq!(
+            children.config_map.metadata.name.as_deref(),
+            Some("elephant-config")
+        );
+        assert_eq!(
+            children.service.metadata.name.as_deref(),
+            Some("elephant-rw")
+        );
+        assert_eq!(
+            children.stateful_set.metadata.name.as_deref(),
+            Some("elephant")
+        );
+        assert_eq!(
+            children.default_schedule.metadata.name.as_deref(),
+            Some("default")
+        );
+        assert_eq!(children.default_schedule.spec.interval, Some(24));
+        assert_eq!(
+            children.default_schedule.spec.triggered_by,
+            TriggeredBy::System
+        );
+    }
+
+    #[test]
+    fn credentials_are_generated_once_and_kept() {
+        let first = children().credentials;
+        let data = first.data.as_ref().unwrap();
+        let password = &data[secret_keys::SUPERUSER_PASSWORD].0;
+        assert_eq!(password.len(), PASSWORD_LENGTH);
+        assert_eq!(
+            data[secret_keys::BACKUP_PASSPHRASE].0.len(),
+            PASSPHRASE_LENGTH
+        );
+        assert_ne!(password, &data[secret_keys::APP_USER_PASSWORD].0);
+
+        let again = build(&elephant(), &config(), Some(&first), None)
+            .unwrap()
+            .credentials;
+        assert_eq!(again, first);
+
+        let other = children().credentials;
+        assert_ne!(
+            other.data.as_ref().unwrap()[secret_keys::SUPERUSER_PASSWORD].0,
+            *password
+        );
+    }
+
+    #[test]
+    fn the_instance_is_sized_probed_and_restricted() {
+        let children = children();
+        let sts = &children.stateful_set.spec;
+        assert_eq!(sts.replicas, Some(1));
+        let claim = &sts.volume_claim_templates.as_ref().unwrap()[0];
+        assert_eq!(
+            claim
+                .spec
+                .as_ref()
+                .unwrap()
+                .resources
+                .as_ref()
+                .unwrap()
+                .requests
+                .as_ref()
+                .unwrap()["storage"],
+            Quantity("1Gi".into())
+        );
+        let container = container(&children);
+        let resources = container.resources.as_ref().unwrap();
+        assert_eq!(
+            resources.requests.as_ref().unwrap()["memory"],
+            Quantity("2Gi".into())
+        );
+        assert_eq!(
+            resources.limits.as_ref().unwrap()["memory"],
+            Quantity("2Gi".into())
+        );
+        let readiness = container
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(readiness.path.as_deref(), Some("/readyz"));
+        let liveness = container
+            .liveness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(liveness.path.as_deref(), Some("/livez"));
+        let health_port = container
+            .ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|port| port.name.as_deref() == Some("health"))
+            .unwrap();
+        assert_eq!(health_port.container_port, 8000);
+        let security = container.security_context.as_ref().unwrap();
+        assert_eq!(security.run_as_non_root, Some(true));
+        assert_eq!(security.read_only_root_filesystem, Some(true));
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            security.capabilities.as_ref().unwrap().drop,
+            Some(vec!["ALL".to_string()])
+        );
+        assert_eq!(
+            security.seccomp_profile.as_ref().unwrap().type_,
+            "RuntimeDefault"
+        );
+        assert_eq!(
+            container.command,
+            Some(vec!["tusk".to_string(), "instance".to_string()])
+        );
+    }
+
+    #[test]
+    fn no_secret_value_is_in_the_pod_template() {
+        let children = children();
+        let template = serde_json::to_string(&children.stateful_set).unwrap();
+        for value in children.credentials.data.as_ref().unwrap().values() {
+            let value = String::from_utf8(value.0.clone()).unwrap();
+            if value.len() > 8 {
+                assert!(!template.contains(&value));
+            }
+        }
+        let env = container(&children).env.unwrap();
+        let password = env.iter().find(|e| e.name == "PGPASSWORD").unwrap();
+        assert!(password.value.is_none());
+        assert_eq!(
+            password
+                .value_from
+                .as_ref()
+                .unwrap()
+                .secret_key_ref
+                .as_ref()
+                .unwrap()
+                .name,
+            "elephant-credentials"
+        );
+    }
+
+    #[test]
+    fn the_service_selects_the_instance_pod() {
+        let children = children();
+        let selector = children
+            .service
+            .spec
+            .as_ref()
+            .unwrap()
+            .selector
+            .clone()
+            .unwrap();
+        let pod_labels = children
+            .stateful_set
+            .spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .clone()
+            .unwrap();
+        assert!(selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)));
+        assert_eq!(
+            children
+                .service
+                .spec
+                .as_ref()
+                .unwrap()
+                .ports
+                .as_ref()
+                .unwrap()[0]
+                .port,
+            5432
+        );
+    }
+
+    #[test]
+    fn the_version_picks_the_image() {
+        let mut cluster = elephant();
+        let default = container(&build(&cluster, &config(), None, None).unwrap());
+        assert_eq!(
+            default.image.as_deref(),
+            Some("ghcr.io/tusk-dev/tusk-postgres:15")
+        );
+        cluster.spec.postgres_version = Some("16".into());
+        let sixteen = container(&build(&cluster, &config(), None, None).unwrap());
+        assert_eq!(sixteen.image.as_deref(), Some("example/pg:16"));
+    }
+
+    #[test]
+    fn a_restart_setting_changes_the_pod_template_and_a_reload_setting_does_not() {
+        let annotation = |cluster: &PostgresCluster| {
+            build(cluster, &config(), None, None)
+                .unwrap()
+                .stateful_set
+                .spec
+                .template
+                .metadata
+                .unwrap()
+                .annotations
+                .unwrap()[RESTART_HASH_ANNOTATION]
+                .clone()
+        };
+        let mut cluster = elephant();
+        let before = annotation(&cluster);
+        cluster
+            .spec
+            .parameters
+            .insert("work_mem".into(), "64MB".into());
+        assert_eq!(annotation(&cluster), before);
+        cluster
+            .spec
+            .parameters
+            .insert("max_connections".into(), "300".into());
+        assert_ne!(annotation(&cluster), before);
+    }
+
+    #[test]
+    fn store_keys_are_copied_only_by_reference_into_pods() {
+        let keys = StoreKeys {
+            access_key_id: b"AKIDEXAMPLE".to_vec(),
+            secret_access_key: b"very-secret-key".to_vec(),
+        };
+        let children = build(&elephant(), &config(), None, Some(&keys)).unwrap();
+        let store = children.backup_store.as_ref().unwrap();
+        assert_eq!(
+            store.metadata.name.as_deref(),
+            Some("elephant-backup-store")
+        );
+        let template = serde_json::to_string(&children.stateful_set).unwrap();
+        assert!(!template.contains("very-secret-key"));
+        assert!(template.contains("elephant-backup-store"));
+        assert_eq!(format!("{keys:?}"), "StoreKeys { .. }");
+    }
+
+    #[test]
+    fn existing_claim_templates_are_kept() {
+        let mut small = elephant();
+        small.spec.postgres_disk_size = 1;
+        let existing = build(&small, &config(), None, None).unwrap().stateful_set;
+        let mut large = elephant();
+        large.spec.postgres_disk_size = 5;
+        let mut desired = build(&large, &config(), None, None).unwrap().stateful_set;
+        keep_immutable_fields(&mut desired, &existing);
+        assert_eq!(
+            desired.spec.volume_claim_templates,
+            existing.spec.volume_claim_templates
+        );
+    }
+}

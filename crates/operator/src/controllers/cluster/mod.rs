@@ -1,0 +1,276 @@
+//! The cluster controller: turns a PostgresCluster into its credentials Secret, ConfigMap,
+//! Service, StatefulSet and default backup schedule, and reports how they are doing.
+//!
+//! Reconcile is a pipeline: read what exists, build the desired children (pure, in
+//! [`build`]), apply them ([`apply`]), compute the status ([`status`]), and write it only when
+//! it changed. Children carry a controller ownerReference, so deleting the cluster lets the
+//! garbage collector remove them; no finalizer is needed.
+//!
+//! `status.lastBackup` is computed here from the cluster's PostgresBackups (which the cluster
+//! owns, so a new backup triggers a reconcile), rather than written by the backup_request
+//! controller: each controller writes only its own kind's status, and the value stays right
+//! when a backup is deleted.
+
+pub mod apply;
+pub mod build;
+pub mod postgresql_conf;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tusk_api::cluster::LastBackup;
+use tusk_api::{
+    PostgresBackup, PostgresBackupSchedule, PostgresCluster, labels as api_labels, names,
+};
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::events::{self, reasons};
+use crate::ssa;
+use build::StoreKeys;
+
+/// The controller's name, in metrics and its field manager.
+pub const CONTROLLER: &str = "cluster";
+
+/// How often a cluster is reconciled when nothing happens, as a safety net.
+const RESYNC: Duration = Duration::from_secs(600);
+
+/// Runs the controller until `shutdown` completes.
+pub async fn run(
+    context: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = context.client.clone();
+    let managed = watcher::Config::default().labels(&format!(
+        "{}={}",
+        api_labels::MANAGED_BY,
+        api_labels::MANAGED_BY_VALUE
+    ));
+    Controller::new(
+        Api::<PostgresCluster>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<StatefulSet>::all(client.clone()), managed.clone())
+    .owns(Api::<Service>::all(client.clone()), managed.clone())
+    .owns(Api::<ConfigMap>::all(client.clone()), managed.clone())
+    .owns(Api::<Secret>::all(client.clone()), managed.clone())
+    .owns(
+        Api::<PostgresBackupSchedule>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<PostgresBackup>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(Config::default().concurrency(context.config.concurrency.cluster))
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile, error_policy, context)
+    .for_each(|_| futures::future::ready(()))
+    .await;
+}
+
+fn error_policy(cluster: Arc<PostgresCluster>, error: &Error, context: Arc<Context>) -> Action {
+    tracing::warn!(cluster = %cluster.name_any(), namespace = ?cluster.namespace(), %error, "reconcile failed");
+    context.metrics.reconcile_failed(CONTROLLER, error);
+    Action::requeue(Duration::from_secs(10))
+}
+
+async fn reconcile(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<Action> {
+    let _timer = context.metrics.reconcile_started(CONTROLLER);
+    if cluster.meta().deletion_timestamp.is_some() {
+        // The garbage collector removes the children.
+        return Ok(Action::await_change());
+    }
+    let namespace = cluster.namespace().ok_or(Error::MissingObjectKey {
+        kind: "PostgresCluster",
+        field: "namespace",
+    })?;
+    let name = cluster.name_any();
+    let client = &context.client;
+
+    let cluster = record_default_version(cluster, &context, &namespace).await?;
+
+    // Read.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let credentials_name = names::credentials_secret(&name);
+    let existing_credentials =
+        secrets
+            .get_opt(&credentials_name)
+            .await
+            .map_err(|source| Error::Get {
+                kind: "Secret",
+                name: credentials_name,
+                source,
+            })?;
+    let store_keys = read_store_keys(&context).await?;
+    let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), &namespace);
+    let existing_stateful_set = stateful_sets
+        .get_opt(&names::stateful_set(&name))
+        .await
+        .map_err(|source| Error::Get {
+            kind: "StatefulSet",
+            name: names::stateful_set(&name),
+            source,
+        })?;
+
+    // Build and apply.
+    let children = build::build(
+        &cluster,
+        &context.config,
+        existing_credentials.as_ref(),
+        store_keys.as_ref(),
+    )?;
+    let stateful_set =
+        apply::apply_children(client, &namespace, children, existing_stateful_set.as_ref()).await?;
+    let expanding =
+        apply::expand_volumes(client, &namespace, &name, cluster.spec.postgres_disk_size).await?;
+    if !expanding.is_empty() {
+        events::publish(
+            &context.recorder,
+            &cluster.object_ref(&()),
+            EventType::Normal,
+            reasons::VOLUME_EXPANDING,
+            "ExpandVolume",
+            format!(
+                "Asked volumes {} to grow to {}Gi",
+                expanding.join(", "),
+                cluster.spec.postgres_disk_size
+            ),
+        )
+        .await;
+    }
+
+    // Status.
+    let last_backup = newest_backup(client, &namespace, &name).await?;
+    let status = status::compute(&status::Observed {
+        cluster: &cluster,
+        stateful_set: &stateful_set,
+        expanding_volumes: &expanding,
+        last_backup,
+        now: context.clock.now(),
+    });
+    if cluster.status.as_ref() != Some(&status) {
+        let clusters: Api<PostgresCluster> = Api::namespaced(client.clone(), &namespace);
+        clusters
+            .patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": status })),
+            )
+            .await
+            .map_err(|source| Error::PatchStatus {
+                kind: "PostgresCluster",
+                name: name.clone(),
+                source,
+            })?;
+    }
+    Ok(Action::requeue(RESYNC))
+}
+
+/// A cluster that names no PostgreSQL version gets the operator's default written into its
+/// spec, so that a later change of the default does not upgrade it behind its owner's back.
+async fn record_default_version(
+    cluster: Arc<PostgresCluster>,
+    context: &Context,
+    namespace: &str,
+) -> Result<Arc<PostgresCluster>> {
+    if cluster.spec.postgres_version.is_some() {
+        return Ok(cluster);
+    }
+    let name = cluster.name_any();
+    let api: Api<PostgresCluster> = Api::namespaced(context.client.clone(), namespace);
+    let patch = json!({"spec": {"postgresVersion": context.config.postgres.default_version}});
+    let patched = api
+        .patch(
+            &name,
+            &PatchParams {
+                field_manager: Some(ssa::field_manager(CONTROLLER)),
+                ..PatchParams::default()
+            },
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(|source| Error::Patch {
+            kind: "PostgresCluster",
+            name,
+            source,
+        })?;
+    Ok(Arc::new(patched))
+}
+
+/// The operator's object-store keys, when its configuration names a Secret for them.
+async fn read_store_keys(context: &Context) -> Result<Option<StoreKeys>> {
+    let Some(credentials) = &context.config.store.credentials else {
+        return Ok(None);
+    };
+    let api: Api<Secret> = Api::namespaced(context.client.clone(), &credentials.namespace);
+    let secret = api
+        .get(&credentials.name)
+        .await
+        .map_err(|source| Error::Get {
+            kind: "Secret",
+            name: format!("{}/{}", credentials.namespace, credentials.name),
+            source,
+        })?;
+    let value = |key: &str| -> Result<Vec<u8>> {
+        secret
+            .data
+            .as_ref()
+            .and_then(|data| data.get(key))
+            .map(|value| value.0.clone())
+            .ok_or_else(|| Error::SecretKeyMissing {
+                namespace: credentials.namespace.clone(),
+                name: credentials.name.clone(),
+                key: key.to_owned(),
+            })
+    };
+    Ok(Some(StoreKeys {
+        access_key_id: value(&credentials.access_key_id_key)?,
+        secret_access_key: value(&credentials.secret_access_key_key)?,
+    }))
+}
+
+/// The newest PostgresBackup of the cluster that is not being deleted.
+async fn newest_backup(
+    client: &kube::Client,
+    namespace: &str,
+    cluster: &str,
+) -> Result<Option<LastBackup>> {
+    let api: Api<PostgresBackup> = Api::namespaced(client.clone(), namespace);
+    let backups = api
+        .list(&ListParams::default())
+        .await
+        .map_err(|source| Error::List {
+            kind: "PostgresBackup",
+            source,
+        })?;
+    Ok(backups
+        .into_iter()
+        .filter(|backup| {
+            backup.spec.cluster.name == cluster && backup.metadata.deletion_timestamp.is_none()
+        })
+        .max_by_key(|backup| {
+            (
+                backup
+                    .metadata
+                    .creation_timestamp
+                    .clone()
+                    .map(|time| time.0),
+                backup.name_any(),
+            )
+        })
+        .map(|backup| LastBackup {
+            finished_at: backup.metadata.creation_timestamp.clone(),
+            name: backup.name_any(),
+        }))
+}

@@ -1,0 +1,199 @@
+//! postgresql.conf for a cluster: tusk's own settings, memory settings derived from memorySize,
+//! then the user's parameters (which win, because PostgreSQL takes the last occurrence).
+//!
+//! How a change reaches PostgreSQL: the ConfigMap is mounted as a volume, so the kubelet
+//! updates the file in the running pod and `tusk instance` reloads PostgreSQL (SIGHUP) when it
+//! changes. Settings that PostgreSQL only reads at start ([`RESTART_SETTINGS`]) are also hashed
+//! into an annotation on the pod template ([`restart_hash`]); when one of them changes, the
+//! template changes and the StatefulSet controller restarts the pod.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use sha2::{Digest, Sha256};
+use tusk_api::PostgresCluster;
+use tusk_api::names;
+
+/// The ConfigMap key, and so the file name in the mounted volume, of postgresql.conf.
+pub const CONFIG_FILE_KEY: &str = "postgresql.conf";
+
+/// Settings PostgreSQL reads only at server start ("postmaster" context).
+pub const RESTART_SETTINGS: &[&str] = &[
+    "shared_buffers",
+    "max_connections",
+    "max_worker_processes",
+    "max_parallel_workers",
+    "max_prepared_transactions",
+    "max_locks_per_transaction",
+    "max_pred_locks_per_transaction",
+    "max_wal_senders",
+    "max_replication_slots",
+    "wal_buffers",
+    "wal_level",
+    "wal_log_hints",
+    "huge_pages",
+    "shared_preload_libraries",
+    "archive_mode",
+    "track_commit_timestamp",
+    "autovacuum_max_workers",
+    "superuser_reserved_connections",
+];
+
+const MIB_PER_GIB: i64 = 1024;
+
+/// The effective settings of a cluster, in the order written, as (name, value) with values not
+/// yet quoted. Later entries override earlier ones.
+pub fn settings(cluster: &PostgresCluster) -> Vec<(String, String)> {
+    let spec = &cluster.spec;
+    let memory_mib = i64::from(spec.memory_size.max(1)) * MIB_PER_GIB;
+    let max_connections: i64 = spec
+        .parameters
+        .get("max_connections")
+        .and_then(|value| value.trim().parse().ok())
+        .filter(|connections: &i64| *connections > 0)
+        .unwrap_or(100);
+    let shared_buffers = memory_mib / 4;
+    let effective_cache_size = memory_mib * 3 / 4;
+    // What is left after shared_buffers, shared by every connection running a few sorts at once.
+    let work_mem = ((memory_mib - shared_buffers) / (max_connections * 3)).clamp(4, 1024);
+    let maintenance_work_mem = (memory_mib / 16).clamp(64, 2048);
+
+    let mut settings: Vec<(String, String)> = vec![
+        ("listen_addresses".into(), "*".into()),
+        ("port".into(), names::POSTGRES_PORT.to_string()),
+        (
+            "unix_socket_directories".into(),
+            "/var/run/postgresql".into(),
+        ),
+        ("wal_level".into(), "replica".into()),
+        ("shared_buffers".into(), format!("{shared_buffers}MB")),
+        (
+            "effective_cache_size".into(),
+            format!("{effective_cache_size}MB"),
+        ),
+        ("work_mem".into(), format!("{work_mem}MB")),
+        (
+            "maintenance_work_mem".into(),
+            format!("{maintenance_work_mem}MB"),
+        ),
+        ("max_connections".into(), "100".into()),
+    ];
+    if spec.wal_archiving {
+        settings.push(("archive_mode".into(), "on".into()));
+        settings.push(("archive_command".into(), "tusk wal-push %p".into()));
+        settings.push(("archive_timeout".into(), "300".into()));
+    } else {
+        settings.push(("archive_mode".into(), "off".into()));
+    }
+    for (name, value) in &spec.parameters {
+        settings.push((name.clone(), value.clone()));
+    }
+    settings
+}
+
+/// postgresql.conf as text.
+pub fn render(cluster: &PostgresCluster) -> String {
+    let mut text = String::from(
+        "# Written by tusk from the PostgresCluster's memorySize and parameters.\n\
+         # Do not edit: changes are overwritten.\n",
+    );
+    for (name, value) in settings(cluster) {
+        let _ = writeln!(text, "{name} = '{}'", quote(&value));
+    }
+    text
+}
+
+/// A hash of the effective values of the settings that need a restart.
+pub fn restart_hash(cluster: &PostgresCluster) -> String {
+    let mut effective: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in settings(cluster) {
+        let name = name.to_ascii_lowercase();
+        if RESTART_SETTINGS.contains(&name.as_str()) {
+            effective.insert(name, value);
+        }
+    }
+    let mut hasher = Sha256::new();
+    for (name, value) in &effective {
+        hasher.update(name.as_bytes());
+        hasher.update([0]);
+        hasher.update(value.as_bytes());
+        hasher.update([0]);
+    }
+    let digest = hasher.finalize();
+    digest[..8]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Escapes a value for a single-quoted postgresql.conf string.
+fn quote(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('\'', "''")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tusk_api::PostgresClusterSpec;
+
+    fn cluster(memory: i32, parameters: &[(&str, &str)]) -> PostgresCluster {
+        PostgresCluster::new(
+            "elephant",
+            PostgresClusterSpec {
+                display_name: "e".into(),
+                memory_size: memory,
+                postgres_disk_size: 1,
+                wal_archiving: true,
+                postgres_version: None,
+                parameters: parameters
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                restore: None,
+            },
+        )
+    }
+
+    #[test]
+    fn memory_settings_follow_memory_size() {
+        let conf = render(&cluster(2, &[]));
+        assert!(conf.contains("shared_buffers = '512MB'"), "{conf}");
+        assert!(conf.contains("effective_cache_size = '1536MB'"), "{conf}");
+        assert!(conf.contains("maintenance_work_mem = '128MB'"), "{conf}");
+        assert!(conf.contains("work_mem = '5MB'"), "{conf}");
+        assert!(
+            conf.contains("archive_command = 'tusk wal-push %p'"),
+            "{conf}"
+        );
+    }
+
+    #[test]
+    fn user_parameters_come_last_and_are_quoted() {
+        let conf = render(&cluster(
+            2,
+            &[("shared_buffers", "1GB"), ("search_path", "a, 'b'")],
+        ));
+        let derived = conf.find("shared_buffers = '512MB'").unwrap();
+        let user = conf.find("shared_buffers = '1GB'").unwrap();
+        assert!(user > derived);
+        assert!(conf.contains("search_path = 'a, ''b'''"), "{conf}");
+    }
+
+    #[test]
+    fn only_restart_settings_change_the_restart_hash() {
+        let base = restart_hash(&cluster(2, &[]));
+        assert_eq!(base, restart_hash(&cluster(2, &[("work_mem", "64MB")])));
+        assert_ne!(
+            base,
+            restart_hash(&cluster(2, &[("max_connections", "200")]))
+        );
+        assert_ne!(base, restart_hash(&cluster(4, &[])));
+        assert_ne!(
+            base,
+            restart_hash(&cluster(
+                2,
+                &[("Shared_Preload_Libraries", "pg_stat_statements")]
+            ))
+        );
+    }
+}

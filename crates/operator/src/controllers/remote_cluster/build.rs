@@ -1,0 +1,311 @@
+//! The tunnel objects in a customer's cluster, as plain values.
+//!
+//! They live in the namespace of the kubeconfig's current context ("default" when it names
+//! none): the customer chose that namespace when they handed over the kubeconfig, and the
+//! credentials in it are usually scoped to it. Their names derive from the PostgresCluster:
+//! Service `<cluster>` (so apps connect to `<cluster>.<namespace>.svc:5432`), Deployment
+//! `<cluster>-tunnel` and Secret `<cluster>-connection`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, PodSpec, PodTemplateSpec, Probe, Secret, Service, ServicePort,
+    ServiceSpec, TCPSocketAction,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use tusk_api::{labels as api_labels, names};
+
+use crate::controllers::cluster::build::{restricted_container_security, restricted_pod_security};
+use crate::labels::COMPONENT_TUNNEL;
+
+/// The tunnel's objects in the customer's cluster.
+#[derive(Clone, PartialEq)]
+pub struct RemoteObjects {
+    /// What applications connect to.
+    pub service: Service,
+    /// The forwarder.
+    pub deployment: Deployment,
+    /// Connection details for applications.
+    pub secret: Secret,
+}
+
+impl std::fmt::Debug for RemoteObjects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteObjects")
+            .field("service", &self.service.metadata.name)
+            .field("deployment", &self.deployment.metadata.name)
+            .field("secret", &self.secret.metadata.name)
+            .finish()
+    }
+}
+
+/// The application user's credentials, copied from the cluster's credentials Secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AppCredentials {
+    /// The user's name.
+    pub user: Vec<u8>,
+    /// The user's password.
+    pub password: Vec<u8>,
+}
+
+/// What the remote objects are built from.
+pub struct TunnelTarget<'a> {
+    /// The PostgresCluster's namespace in the workload cluster.
+    pub namespace: &'a str,
+    /// The PostgresCluster's name.
+    pub cluster: &'a str,
+    /// The PostgresRemoteCluster's name.
+    pub link: &'a str,
+    /// The namespace in the customer's cluster.
+    pub remote_namespace: &'a str,
+    /// Where the database is reachable from outside the workload cluster.
+    pub external_host: String,
+    /// Its port.
+    pub external_port: u16,
+    /// The tunnel image.
+    pub image: &'a str,
+    /// Tunnel replicas.
+    pub replicas: i32,
+}
+
+/// The Service name in the customer's cluster.
+pub fn service_name(cluster: &str) -> String {
+    cluster.to_owned()
+}
+
+/// The Deployment name in the customer's cluster.
+pub fn deployment_name(cluster: &str) -> String {
+    format!("{cluster}-tunnel")
+}
+
+/// The Secret name in the customer's cluster.
+pub fn secret_name(cluster: &str) -> String {
+    format!("{cluster}-connection")
+}
+
+/// The labels of every remote object.
+pub fn remote_labels(target: &TunnelTarget<'_>) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            api_labels::MANAGED_BY.to_owned(),
+            api_labels::MANAGED_BY_VALUE.to_owned(),
+        ),
+        (
+            api_labels::COMPONENT.to_owned(),
+            COMPONENT_TUNNEL.to_owned(),
+        ),
+        (api_labels::CLUSTER.to_owned(), target.cluster.to_owned()),
+        (
+            api_labels::REMOTE_CLUSTER.to_owned(),
+            target.link.to_owned(),
+        ),
+    ])
+}
+
+fn meta(name: String, target: &TunnelTarget<'_>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(target.remote_namespace.to_owned()),
+        labels: Some(remote_labels(target)),
+        annotations: Some(BTreeMap::from([(
+            "postgres.tusk.dev/source".to_owned(),
+            format!("{}/{}", target.namespace, target.cluster),
+        )])),
+        ..ObjectMeta::default()
+    }
+}
+
+/// Where applications in the customer's cluster connect, as host:port.
+pub fn endpoint(target: &TunnelTarget<'_>) -> String {
+    format!(
+        "{}.{}.svc:{}",
+        service_name(target.cluster),
+        target.remote_namespace,
+        names::POSTGRES_PORT
+    )
+}
+
+/// Builds the three remote objects.
+pub fn build(target: &TunnelTarget<'_>, credentials: &AppCredentials) -> RemoteObjects {
+    let selector = BTreeMap::from([
+        (
+            api_labels::COMPONENT.to_owned(),
+            COMPONENT_TUNNEL.to_owned(),
+        ),
+        (api_labels::CLUSTER.to_owned(), target.cluster.to_owned()),
+    ]);
+    let service = Service {
+        metadata: meta(service_name(target.cluster), target),
+        spec: Some(ServiceSpec {
+            selector: Some(selector.clone()),
+            ports: Some(vec![ServicePort {
+                name: Some("postgres".to_owned()),
+                port: i32::from(names::POSTGRES_PORT),
+                target_port: Some(IntOrString::String("postgres".to_owned())),
+                protocol: Some("TCP".to_owned()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    };
+    let mut pod_labels = remote_labels(target);
+    pod_labels.extend(selector.clone());
+    let container = Container {
+        name: "tunnel".to_owned(),
+        image: Some(target.image.to_owned()),
+        command: Some(vec!["tusk".to_owned(), "tunnel".to_owned()]),
+        args: Some(vec![
+            "--listen".to_owned(),
+            format!("0.0.0.0:{}", names::POSTGRES_PORT),
+            "--target".to_owned(),
+            format!("{}:{}", target.external_host, target.external_port),
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("postgres".to_owned()),
+            container_port: i32::from(names::POSTGRES_PORT),
+            protocol: Some("TCP".to_owned()),
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::String("postgres".to_owned()),
+                ..TCPSocketAction::default()
+            }),
+            period_seconds: Some(10),
+            ..Probe::default()
+        }),
+        security_context: Some(restricted_container_security()),
+        ..Container::default()
+    };
+    let deployment = Deployment {
+        metadata: meta(deployment_name(target.cluster), target),
+        spec: DeploymentSpec {
+            replicas: Some(target.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    automount_service_account_token: Some(false),
+                    security_context: Some(restricted_pod_security()),
+                    containers: vec![container],
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        },
+        ..Deployment::default()
+    };
+    let host = format!(
+        "{}.{}.svc",
+        service_name(target.cluster),
+        target.remote_namespace
+    );
+    let secret = Secret {
+        metadata: meta(secret_name(target.cluster), target),
+        type_: Some("Opaque".to_owned()),
+        data: Some(BTreeMap::from([
+            ("host".to_owned(), ByteString(host.into_bytes())),
+            (
+                "port".to_owned(),
+                ByteString(names::POSTGRES_PORT.to_string().into_bytes()),
+            ),
+            ("dbname".to_owned(), ByteString(credentials.user.clone())),
+            ("user".to_owned(), ByteString(credentials.user.clone())),
+            (
+                "password".to_owned(),
+                ByteString(credentials.password.clone()),
+            ),
+        ])),
+        ..Secret::default()
+    };
+    RemoteObjects {
+        service,
+        deployment,
+        secret,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> TunnelTarget<'static> {
+        TunnelTarget {
+            namespace: "project-a",
+            cluster: "elephant",
+            link: "elephant-customer",
+            remote_namespace: "apps",
+            external_host: "elephant.project-a.db.example.com".into(),
+            external_port: 15432,
+            image: "example/tusk:1",
+            replicas: 2,
+        }
+    }
+
+    #[test]
+    fn the_tunnel_forwards_to_the_external_endpoint() {
+        let credentials = AppCredentials {
+            user: b"app".to_vec(),
+            password: b"pw-123456789".to_vec(),
+        };
+        let objects = build(&target(), &credentials);
+        let pod = objects.deployment.spec.template.spec.as_ref().unwrap();
+        let args = pod.containers[0].args.clone().unwrap();
+        assert_eq!(
+            args,
+            [
+                "--listen",
+                "0.0.0.0:5432",
+                "--target",
+                "elephant.project-a.db.example.com:15432"
+            ]
+        );
+        assert_eq!(
+            pod.containers[0].command.clone().unwrap(),
+            ["tusk", "tunnel"]
+        );
+        let selector = objects
+            .service
+            .spec
+            .as_ref()
+            .unwrap()
+            .selector
+            .clone()
+            .unwrap();
+        let labels = objects
+            .deployment
+            .spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .clone()
+            .unwrap();
+        assert!(selector.iter().all(|(k, v)| labels.get(k) == Some(v)));
+        for meta in [
+            &objects.service.metadata,
+            &objects.deployment.metadata,
+            &objects.secret.metadata,
+        ] {
+            assert_eq!(meta.namespace.as_deref(), Some("apps"));
+        }
+        let data = objects.secret.data.as_ref().unwrap();
+        assert_eq!(data["host"].0, b"elephant.apps.svc");
+        assert_eq!(data["port"].0, b"5432");
+        assert_eq!(data["user"].0, b"app");
+        assert_eq!(data["password"].0, b"pw-123456789");
+        assert!(!format!("{objects:?}").contains("pw-123456789"));
+        assert_eq!(endpoint(&target()), "elephant.apps.svc:5432");
+    }
+}

@@ -1,0 +1,449 @@
+//! The remote_cluster controller: builds a tunnel inside a customer's cluster (a Service, a
+//! Deployment running `tusk tunnel`, and a Secret with connection details) so that
+//! applications there reach the database by a local name.
+//!
+//! ownerReferences cannot cross clusters, so the finalizer
+//! `postgresremotecluster.postgres.tusk.dev/tunnel` removes the remote objects. When the
+//! customer's cluster cannot be reached, a Warning Event says so and the operator retries with
+//! backoff. When the kubeconfig Secret is gone, nothing can be cleaned up: a Warning Event says
+//! so and the finalizer is released, so deleting a project never blocks forever.
+
+pub mod build;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tusk_api::PostgresRemoteCluster;
+use tusk_api::conditions::{FALSE, TRUE, reasons as condition_reasons, types};
+use tusk_api::finalizers::REMOTE_TUNNEL;
+use tusk_api::names::{self, secret_keys};
+use tusk_api::remote_cluster::PostgresRemoteClusterStatus;
+
+use crate::conditions::{self, DesiredCondition};
+use crate::context::Context;
+use crate::error::{Error, Result, is_not_found};
+use crate::events::{self, reasons};
+use crate::ssa;
+use build::{AppCredentials, RemoteObjects, TunnelTarget};
+
+/// The controller's name, in metrics and its field manager.
+pub const CONTROLLER: &str = "remote-cluster";
+
+/// The key of the kubeconfig in the referenced Secret.
+pub const KUBECONFIG_KEY: &str = "kubeconfig";
+
+const RESYNC: Duration = Duration::from_secs(600);
+
+/// Runs the controller until `shutdown` completes.
+pub async fn run(
+    context: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = context.client.clone();
+    Controller::new(
+        Api::<PostgresRemoteCluster>::all(client),
+        watcher::Config::default(),
+    )
+    .with_config(Config::default().concurrency(context.config.concurrency.remote_cluster))
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile, error_policy, context)
+    .for_each(|_| futures::future::ready(()))
+    .await;
+}
+
+fn error_policy(link: Arc<PostgresRemoteCluster>, error: &Error, context: Arc<Context>) -> Action {
+    tracing::warn!(link = %link.name_any(), namespace = ?link.namespace(), %error, "reconcile failed");
+    context.metrics.reconcile_failed(CONTROLLER, error);
+    Action::requeue(Duration::from_secs(15))
+}
+
+async fn reconcile(link: Arc<PostgresRemoteCluster>, context: Arc<Context>) -> Result<Action> {
+    let _timer = context.metrics.reconcile_started(CONTROLLER);
+    let namespace = link.namespace().ok_or(Error::MissingObjectKey {
+        kind: "PostgresRemoteCluster",
+        field: "namespace",
+    })?;
+    let api: Api<PostgresRemoteCluster> = Api::namespaced(context.client.clone(), &namespace);
+    finalizer(&api, REMOTE_TUNNEL, link, |event| async {
+        match event {
+            FinalizerEvent::Apply(link) => apply(&link, &context, &namespace).await,
+            FinalizerEvent::Cleanup(link) => cleanup(&link, &context, &namespace).await,
+        }
+    })
+    .await
+    .map_err(Error::from)
+}
+
+/// A client for the customer's cluster and the namespace the tunnel lives in, or `None` when
+/// the kubeconfig Secret does not exist.
+async fn connect(
+    context: &Context,
+    namespace: &str,
+    secret_name: &str,
+) -> Result<Option<(Client, String)>> {
+    let secrets: Api<Secret> = Api::namespaced(context.client.clone(), namespace);
+    let secret = match secrets.get_opt(secret_name).await {
+        Ok(Some(secret)) => secret,
+        Ok(None) => return Ok(None),
+        Err(source) => {
+            return Err(Error::Get {
+                kind: "Secret",
+                name: secret_name.to_owned(),
+                source,
+            });
+        }
+    };
+    let unusable = |message: String| Error::RemoteKubeconfig {
+        secret: secret_name.to_owned(),
+        message,
+    };
+    let text = secret
+        .data
+        .as_ref()
+        .and_then(|data| data.get(KUBECONFIG_KEY))
+        .and_then(|value| String::from_utf8(value.0.clone()).ok())
+        .ok_or_else(|| unusable(format!("it has no UTF-8 key {KUBECONFIG_KEY:?}")))?;
+    // Errors below describe the kubeconfig's structure, never its credentials.
+    let kubeconfig = Kubeconfig::from_yaml(&text)
+        .map_err(|_| unusable("it is not a valid kubeconfig".to_owned()))?;
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .map_err(|error| unusable(format!("{error}")))?;
+    config.connect_timeout = Some(Duration::from_secs(5));
+    config.read_timeout = Some(Duration::from_secs(15));
+    config.write_timeout = Some(Duration::from_secs(15));
+    let remote_namespace = config.default_namespace.clone();
+    let client = Client::try_from(config).map_err(|error| unusable(format!("{error}")))?;
+    Ok(Some((client, remote_namespace)))
+}
+
+async fn app_credentials(
+    context: &Context,
+    namespace: &str,
+    cluster: &str,
+) -> Result<Option<AppCredentials>> {
+    let secrets: Api<Secret> = Api::namespaced(context.client.clone(), namespace);
+    let name = names::credentials_secret(cluster);
+    let secret = secrets.get_opt(&name).await.map_err(|source| Error::Get {
+        kind: "Secret",
+        name: name.clone(),
+        source,
+    })?;
+    Ok(secret.and_then(|secret| {
+        let data = secret.data?;
+        Some(AppCredentials {
+            user: data.get(secret_keys::APP_USER_NAME)?.0.clone(),
+            password: data.get(secret_keys::APP_USER_PASSWORD)?.0.clone(),
+        })
+    }))
+}
+
+async fn apply(link: &PostgresRemoteCluster, context: &Context, namespace: &str) -> Result<Action> {
+    let cluster = &link.spec.cluster.name;
+    let secret_name = &link.spec.remote_cluster.name;
+    let reference = link.object_ref(&());
+    let Some(credentials) = app_credentials(context, namespace, cluster).await? else {
+        write_status(
+            context,
+            link,
+            namespace,
+            None,
+            DesiredCondition::new(
+                types::READY,
+                FALSE,
+                condition_reasons::CREATING,
+                format!("Waiting for the credentials of PostgresCluster {cluster}"),
+            ),
+        )
+        .await?;
+        return Ok(Action::requeue(Duration::from_secs(10)));
+    };
+    let connection = match connect(context, namespace, secret_name).await {
+        Ok(connection) => connection,
+        Err(error) => {
+            warn_unreachable(context, link, namespace, &error).await?;
+            return Err(error);
+        }
+    };
+    let Some((remote, remote_namespace)) = connection else {
+        let message =
+            format!("Secret {secret_name} with the remote cluster's kubeconfig does not exist");
+        write_status(
+            context,
+            link,
+            namespace,
+            None,
+            DesiredCondition::new(
+                types::READY,
+                FALSE,
+                condition_reasons::INVALID_SPEC,
+                message.clone(),
+            ),
+        )
+        .await?;
+        events::publish(
+            &context.recorder,
+            &reference,
+            EventType::Warning,
+            reasons::ERROR,
+            "ConnectRemoteCluster",
+            message,
+        )
+        .await;
+        return Ok(Action::requeue(Duration::from_secs(60)));
+    };
+    let target = TunnelTarget {
+        namespace,
+        cluster,
+        link: &link.name_any(),
+        remote_namespace: &remote_namespace,
+        external_host: context.config.tunnel.external_host(namespace, cluster),
+        external_port: context.config.tunnel.external_port,
+        image: &context.config.tunnel.image,
+        replicas: context.config.tunnel.replicas,
+    };
+    let endpoint = build::endpoint(&target);
+    let objects = build::build(&target, &credentials);
+    if let Err(error) = apply_remote(&remote, &remote_namespace, objects).await {
+        warn_unreachable(context, link, namespace, &error).await?;
+        return Err(error);
+    }
+    let was_ready = link
+        .status
+        .as_ref()
+        .and_then(|status| conditions::find(&status.conditions, types::READY))
+        .is_some_and(|condition| condition.status == TRUE);
+    if !was_ready {
+        events::publish(
+            &context.recorder,
+            &reference,
+            EventType::Normal,
+            reasons::TUNNEL_READY,
+            "ApplyTunnel",
+            format!("The tunnel to {cluster} is in namespace {remote_namespace} of the remote cluster; apps connect to {endpoint}"),
+        )
+        .await;
+    }
+    write_status(
+        context,
+        link,
+        namespace,
+        Some(endpoint),
+        DesiredCondition::new(
+            types::READY,
+            TRUE,
+            condition_reasons::AVAILABLE,
+            "The tunnel objects exist in the remote cluster",
+        ),
+    )
+    .await?;
+    Ok(Action::requeue(RESYNC))
+}
+
+async fn apply_remote(
+    remote: &Client,
+    remote_namespace: &str,
+    objects: RemoteObjects,
+) -> Result<()> {
+    let RemoteObjects {
+        service,
+        deployment,
+        secret,
+    } = objects;
+    let unreachable = |action: &str, error: Error| match error {
+        Error::ApplyChild { source, .. } => Error::RemoteUnreachable {
+            action: action.to_owned(),
+            source,
+        },
+        other => other,
+    };
+    ssa::apply(
+        &Api::<Secret>::namespaced(remote.clone(), remote_namespace),
+        CONTROLLER,
+        &secret,
+    )
+    .await
+    .map_err(|error| unreachable("applying the connection Secret", error))?;
+    ssa::apply(
+        &Api::<Service>::namespaced(remote.clone(), remote_namespace),
+        CONTROLLER,
+        &service,
+    )
+    .await
+    .map_err(|error| unreachable("applying the tunnel Service", error))?;
+    ssa::apply(
+        &Api::<Deployment>::namespaced(remote.clone(), remote_namespace),
+        CONTROLLER,
+        &deployment,
+    )
+    .await
+    .map_err(|error| unreachable("applying the tunnel Deployment", error))?;
+    Ok(())
+}
+
+async fn warn_unreachable(
+    context: &Context,
+    link: &PostgresRemoteCluster,
+    namespace: &str,
+    error: &Error,
+) -> Result<()> {
+    let message = format!("Cannot build the tunnel in the remote cluster: {error}");
+    events::publish(
+        &context.recorder,
+        &link.object_ref(&()),
+        EventType::Warning,
+        reasons::UNREACHABLE,
+        "ApplyTunnel",
+        message.clone(),
+    )
+    .await;
+    write_status(
+        context,
+        link,
+        namespace,
+        link.status
+            .as_ref()
+            .and_then(|status| status.endpoint.clone()),
+        DesiredCondition::new(types::READY, FALSE, condition_reasons::UNREACHABLE, message),
+    )
+    .await
+}
+
+async fn write_status(
+    context: &Context,
+    link: &PostgresRemoteCluster,
+    namespace: &str,
+    endpoint: Option<String>,
+    ready: DesiredCondition,
+) -> Result<()> {
+    let previous = link.status.clone().unwrap_or_default();
+    let status = PostgresRemoteClusterStatus {
+        conditions: conditions::merge(
+            &previous.conditions,
+            &[ready],
+            link.metadata.generation,
+            context.clock.now(),
+        ),
+        observed_generation: link.metadata.generation,
+        endpoint,
+    };
+    if link.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let api: Api<PostgresRemoteCluster> = Api::namespaced(context.client.clone(), namespace);
+    api.patch_status(
+        &link.name_any(),
+        &PatchParams {
+            field_manager: Some(ssa::field_manager(CONTROLLER)),
+            ..PatchParams::default()
+        },
+        &Patch::Merge(json!({ "status": status })),
+    )
+    .await
+    .map_err(|source| Error::PatchStatus {
+        kind: "PostgresRemoteCluster",
+        name: link.name_any(),
+        source,
+    })?;
+    Ok(())
+}
+
+async fn cleanup(
+    link: &PostgresRemoteCluster,
+    context: &Context,
+    namespace: &str,
+) -> Result<Action> {
+    let cluster = &link.spec.cluster.name;
+    let secret_name = &link.spec.remote_cluster.name;
+    let reference = link.object_ref(&());
+    let connection = match connect(context, namespace, secret_name).await {
+        Ok(connection) => connection,
+        Err(error) => {
+            events::publish(
+                &context.recorder,
+                &reference,
+                EventType::Warning,
+                reasons::UNREACHABLE,
+                "DeleteTunnel",
+                format!("Cannot remove the tunnel from the remote cluster: {error}"),
+            )
+            .await;
+            return Err(error);
+        }
+    };
+    let Some((remote, remote_namespace)) = connection else {
+        events::publish(
+            &context.recorder,
+            &reference,
+            EventType::Warning,
+            reasons::CLEANUP_SKIPPED,
+            "DeleteTunnel",
+            format!(
+                "Secret {secret_name} with the remote cluster's kubeconfig is gone, so nothing in that cluster can be cleaned up; delete Service {}, Deployment {} and Secret {} there by hand",
+                build::service_name(cluster),
+                build::deployment_name(cluster),
+                build::secret_name(cluster)
+            ),
+        )
+        .await;
+        return Ok(Action::await_change());
+    };
+    let result = delete_remote(&remote, &remote_namespace, cluster).await;
+    if let Err(error) = &result {
+        events::publish(
+            &context.recorder,
+            &reference,
+            EventType::Warning,
+            reasons::UNREACHABLE,
+            "DeleteTunnel",
+            format!("Cannot remove the tunnel from the remote cluster: {error}"),
+        )
+        .await;
+    } else {
+        events::publish(&context.recorder, &reference, EventType::Normal, reasons::FINALIZER, "DeleteTunnel", format!("Removed the tunnel to {cluster} from namespace {remote_namespace} of the remote cluster")).await;
+    }
+    result.map(|()| Action::await_change())
+}
+
+async fn delete_remote(remote: &Client, remote_namespace: &str, cluster: &str) -> Result<()> {
+    async fn delete<K>(api: Api<K>, name: String) -> Result<()>
+    where
+        K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        match api.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => Ok(()),
+            Err(error) if is_not_found(&error) => Ok(()),
+            Err(source) => Err(Error::RemoteUnreachable {
+                action: format!("deleting {name}"),
+                source,
+            }),
+        }
+    }
+    delete(
+        Api::<Deployment>::namespaced(remote.clone(), remote_namespace),
+        build::deployment_name(cluster),
+    )
+    .await?;
+    delete(
+        Api::<Service>::namespaced(remote.clone(), remote_namespace),
+        build::service_name(cluster),
+    )
+    .await?;
+    delete(
+        Api::<Secret>::namespaced(remote.clone(), remote_namespace),
+        build::secret_name(cluster),
+    )
+    .await
+}

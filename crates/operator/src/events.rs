@@ -1,0 +1,59 @@
+//! Event reasons and a small helper around the one [`Recorder`] in the context.
+//!
+//! Notes are sentences a person can act on, and never contain a secret value.
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder};
+
+/// Event reasons (PascalCase).
+pub mod reasons {
+    /// A backup Job was started for a request.
+    pub const BACKUP_STARTED: &str = "BackupStarted";
+    /// A backup request succeeded.
+    pub const BACKUP_SUCCEEDED: &str = "BackupSucceeded";
+    /// A backup request failed.
+    pub const BACKUP_FAILED: &str = "BackupFailed";
+    /// A finalizer step is running.
+    pub const FINALIZER: &str = "Finalizer";
+    /// A step failed; the note is the failure's message.
+    pub const ERROR: &str = "Error";
+    /// A schedule created a backup request.
+    pub const BACKUP_SCHEDULED: &str = "BackupScheduled";
+    /// A schedule deleted a backup beyond its `keep`.
+    pub const BACKUP_PRUNED: &str = "BackupPruned";
+    /// A persistent volume claim was asked to grow.
+    pub const VOLUME_EXPANDING: &str = "VolumeExpanding";
+    /// A remote cluster cannot be reached.
+    pub const UNREACHABLE: &str = "Unreachable";
+    /// The tunnel in a remote cluster was created or updated.
+    pub const TUNNEL_READY: &str = "TunnelReady";
+    /// The tunnel could not be cleaned up because the remote cluster's kubeconfig is gone.
+    pub const CLEANUP_SKIPPED: &str = "CleanupSkipped";
+}
+
+/// Publishes an Event about `regarding`. A failure to publish is logged and otherwise ignored:
+/// an Event is a courtesy to a person, never a reason to fail a reconcile.
+pub async fn publish(
+    recorder: &Recorder,
+    regarding: &ObjectReference,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: action.to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = recorder.publish(&event, regarding).await {
+        tracing::warn!(
+            %error,
+            reason,
+            object = regarding.name.as_deref().unwrap_or_default(),
+            "cannot publish an Event"
+        );
+    }
+}

@@ -1,0 +1,143 @@
+//! Prometheus metrics, served on `/metrics`: reconciles, reconcile errors by kind (the error
+//! variant) and reconcile durations, each per controller.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use prometheus_client::encoding::{EncodeLabelSet, text::encode};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::error::Error;
+
+/// Labels of per-controller metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    /// The controller's name, such as `cluster`.
+    pub controller: &'static str,
+}
+
+/// Labels of the error counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// The controller's name.
+    pub controller: &'static str,
+    /// The error variant, see [`Error::metric_label`].
+    pub error: &'static str,
+}
+
+/// The operator's metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    reconciles: Family<ControllerLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    durations: Family<ControllerLabels, Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric in a fresh registry.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tusk_operator");
+        let reconciles = Family::<ControllerLabels, Counter>::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let durations = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.005, 2.0, 14))
+        });
+        registry.register("reconciles", "Reconciles started", reconciles.clone());
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed, by error kind",
+            errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "How long reconciles took",
+            durations.clone(),
+        );
+        Self {
+            registry: Arc::new(registry),
+            reconciles,
+            errors,
+            durations,
+        }
+    }
+
+    /// Counts a reconcile of `controller` and returns a guard that records its duration when
+    /// dropped.
+    pub fn reconcile_started(&self, controller: &'static str) -> ReconcileTimer {
+        self.reconciles
+            .get_or_create(&ControllerLabels { controller })
+            .inc();
+        ReconcileTimer {
+            histogram: self
+                .durations
+                .get_or_create(&ControllerLabels { controller })
+                .clone(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Counts a failed reconcile of `controller`.
+    pub fn reconcile_failed(&self, controller: &'static str, error: &Error) {
+        self.errors
+            .get_or_create(&ErrorLabels {
+                controller,
+                error: error.metric_label(),
+            })
+            .inc();
+    }
+
+    /// The metrics in Prometheus' text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Records a reconcile's duration when dropped.
+pub struct ReconcileTimer {
+    histogram: Histogram,
+    started: Instant,
+}
+
+impl Drop for ReconcileTimer {
+    fn drop(&mut self) {
+        self.histogram.observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconciles_and_errors_are_exported_per_controller() {
+        let metrics = Metrics::new();
+        drop(metrics.reconcile_started("cluster"));
+        metrics.reconcile_failed(
+            "backup",
+            &Error::StoreDelete("The specified bucket does not exist".into()),
+        );
+        let text = metrics.encode();
+        assert!(text.contains("tusk_operator_reconciles_total{controller=\"cluster\"} 1"));
+        assert!(text.contains(
+            "tusk_operator_reconcile_errors_total{controller=\"backup\",error=\"StoreDelete\"} 1"
+        ));
+        assert!(
+            text.contains(
+                "tusk_operator_reconcile_duration_seconds_count{controller=\"cluster\"} 1"
+            )
+        );
+    }
+}
