@@ -1,0 +1,356 @@
+//! Restore: the backup object streamed through DARE decryption, decompression and untar into an
+//! empty data directory, then the recovery settings PostgreSQL needs.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use futures::StreamExt;
+use object_store::ObjectStoreExt;
+use object_store::path::Path as ObjectPath;
+use tokio::sync::mpsc;
+
+use crate::compress::decompressing_reader;
+use crate::pipe::ChunkReader;
+use crate::store::{BackupStore, StoreError};
+
+/// A data directory holding this file is an unfinished or failed restore; the instance
+/// supervisor refuses to start PostgreSQL on it.
+pub const RESTORE_INCOMPLETE_MARKER: &str = "tusk-restore-incomplete";
+
+/// How the restored server reaches consistency and where it stops.
+#[derive(Clone, Debug, Default)]
+pub struct RestoreOptions {
+    /// The passphrase the backup was encrypted with. Never logged.
+    pub passphrase: Vec<u8>,
+    /// Stop replaying WAL at this time (PostgreSQL's `recovery_target_time` syntax, e.g.
+    /// "2026-11-23 20:00:00+00"); then promote.
+    pub target_time: Option<String>,
+    /// The command PostgreSQL runs to fetch archived WAL, with `%f` and `%p`, e.g.
+    /// `'/usr/local/bin/tusk' wal-fetch --wal-prefix ns/c/wal %f %p`. Needed for a target time
+    /// and for backups taken without their WAL.
+    pub restore_command: Option<String>,
+}
+
+/// What a restore did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestoreOutcome {
+    /// Bytes of tar stream unpacked.
+    pub tar_bytes: u64,
+    /// Whether PostgreSQL will replay archived WAL (recovery.signal was written).
+    pub recovery_configured: bool,
+}
+
+/// Failures of a restore. Whatever the failure, the data directory is left holding only
+/// [`RESTORE_INCOMPLETE_MARKER`].
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The target directory holds files already.
+    #[error("data directory {0} is not empty; restore only into an empty directory")]
+    NotEmpty(PathBuf),
+    /// Preparing or writing the data directory failed.
+    #[error("writing {path}: {source}")]
+    DataDir {
+        /// The path concerned.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Fetching the backup object failed.
+    #[error("fetching the backup: {0}")]
+    Fetch(#[from] StoreError),
+    /// Decrypting, decompressing or unpacking failed: a wrong passphrase, a corrupted or
+    /// truncated object.
+    #[error("the backup object is unreadable (wrong passphrase, corrupted or truncated): {0}")]
+    Unreadable(#[source] io::Error),
+    /// The backup has no WAL and no WAL archive was given to fetch it from.
+    #[error(
+        "the backup carries no WAL (the cluster archived it) and no restore command was given, so PostgreSQL could never reach a consistent state"
+    )]
+    NoWal,
+    /// The unpacking thread panicked or was cancelled.
+    #[error("the restore stopped unexpectedly: {0}")]
+    Stage(String),
+}
+
+fn data_dir_error(path: &Path) -> impl FnOnce(io::Error) -> RestoreError + '_ {
+    move |source| RestoreError::DataDir {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Restores the object at `key` into `data_dir`, which must be empty or absent. Returns only
+/// after the DARE final package verified.
+pub async fn restore(
+    store: &BackupStore,
+    key: &str,
+    data_dir: &Path,
+    options: &RestoreOptions,
+) -> Result<RestoreOutcome, RestoreError> {
+    prepare_data_dir(data_dir)?;
+    let result = restore_into(store, key, data_dir, options).await;
+    match result {
+        Ok(outcome) => {
+            fs::remove_file(data_dir.join(RESTORE_INCOMPLETE_MARKER))
+                .map_err(data_dir_error(data_dir))?;
+            Ok(outcome)
+        }
+        Err(error) => {
+            if let Err(cleanup) = remove_all_but_marker(data_dir) {
+                tracing::error!(data_dir = %data_dir.display(), %cleanup, "cannot clear the failed restore; the marker file still blocks it");
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Checks the directory is empty (a volume's `lost+found` aside), sets PostgreSQL's mode and
+/// writes the marker before any byte of data.
+fn prepare_data_dir(data_dir: &Path) -> Result<(), RestoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(data_dir).map_err(data_dir_error(data_dir))?;
+    for entry in fs::read_dir(data_dir).map_err(data_dir_error(data_dir))? {
+        let entry = entry.map_err(data_dir_error(data_dir))?;
+        if entry.file_name() != "lost+found" {
+            return Err(RestoreError::NotEmpty(data_dir.to_owned()));
+        }
+    }
+    fs::set_permissions(data_dir, fs::Permissions::from_mode(0o700))
+        .map_err(data_dir_error(data_dir))?;
+    let marker = data_dir.join(RESTORE_INCOMPLETE_MARKER);
+    fs::write(
+        &marker,
+        b"a tusk restore into this directory has not completed\n",
+    )
+    .map_err(data_dir_error(&marker))?;
+    Ok(())
+}
+
+fn remove_all_but_marker(data_dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(data_dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name == RESTORE_INCOMPLETE_MARKER || name == "lost+found" {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            fs::remove_dir_all(entry.path())?;
+        } else {
+            fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+async fn restore_into(
+    store: &BackupStore,
+    key: &str,
+    data_dir: &Path,
+    options: &RestoreOptions,
+) -> Result<RestoreOutcome, RestoreError> {
+    let object = store
+        .object_store()
+        .get(&ObjectPath::from(key))
+        .await
+        .map_err(|error| StoreError::request("downloading", key, error))?;
+    let (sender, receiver) = mpsc::channel::<io::Result<bytes::Bytes>>(8);
+    let unpacker = {
+        let data_dir = data_dir.to_owned();
+        let passphrase = options.passphrase.clone();
+        tokio::task::spawn_blocking(move || {
+            unpack(ChunkReader::new(receiver), &passphrase, &data_dir)
+        })
+    };
+    let mut chunks = object.into_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|error| {
+            io::Error::other(StoreError::request("downloading", key, error).to_string())
+        });
+        let failed = chunk.is_err();
+        if sender.send(chunk).await.is_err() || failed {
+            // The unpacker stopped (its error says why) or got the download error.
+            break;
+        }
+    }
+    drop(sender);
+    let tar_bytes = unpacker
+        .await
+        .map_err(|error| RestoreError::Stage(error.to_string()))??;
+
+    let has_wal = has_wal_segments(&data_dir.join("pg_wal")).map_err(data_dir_error(data_dir))?;
+    let recovery_configured = if options.target_time.is_some() || !has_wal {
+        let Some(restore_command) = &options.restore_command else {
+            return Err(RestoreError::NoWal);
+        };
+        write_recovery_settings(data_dir, restore_command, options.target_time.as_deref())?;
+        true
+    } else {
+        false
+    };
+    Ok(RestoreOutcome {
+        tar_bytes,
+        recovery_configured,
+    })
+}
+
+/// Decrypts, decompresses and unpacks, then reads to the very end so the decompressor checks
+/// its trailer and the DARE reader sees (and verifies) the final package.
+fn unpack(stream: ChunkReader, passphrase: &[u8], data_dir: &Path) -> Result<u64, RestoreError> {
+    let decrypted = tusk_dare::envelope::decrypt_reader(stream, passphrase)
+        .map_err(RestoreError::Unreadable)?;
+    let decompressed = decompressing_reader(decrypted).map_err(RestoreError::Unreadable)?;
+    let counted = CountingReader {
+        inner: decompressed,
+        count: 0,
+    };
+    let mut archive = tar::Archive::new(counted);
+    archive.set_preserve_permissions(true);
+    for entry in archive.entries().map_err(RestoreError::Unreadable)? {
+        let mut entry = entry.map_err(RestoreError::Unreadable)?;
+        entry
+            .unpack_in(data_dir)
+            .map_err(RestoreError::Unreadable)?;
+    }
+    let mut counted = archive.into_inner();
+    io::copy(&mut counted, &mut io::sink()).map_err(RestoreError::Unreadable)?;
+    Ok(counted.count)
+}
+
+struct CountingReader<R> {
+    inner: R,
+    count: u64,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        self.count += read as u64;
+        Ok(read)
+    }
+}
+
+/// Whether pg_wal holds at least one WAL segment (a 24-hex-digit name).
+fn has_wal_segments(pg_wal: &Path) -> io::Result<bool> {
+    if !pg_wal.is_dir() {
+        return Ok(false);
+    }
+    for entry in fs::read_dir(pg_wal)? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if name.len() == 24 && name.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Quotes a value for postgresql.conf.
+fn conf_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// Appends the recovery settings to postgresql.auto.conf (which wins over postgresql.conf) and
+/// creates recovery.signal.
+fn write_recovery_settings(
+    data_dir: &Path,
+    restore_command: &str,
+    target_time: Option<&str>,
+) -> Result<(), RestoreError> {
+    let auto_conf = data_dir.join("postgresql.auto.conf");
+    let mut settings = String::from("\n# Written by tusk restore.\n");
+    settings.push_str(&format!(
+        "restore_command = {}\n",
+        conf_quote(restore_command)
+    ));
+    match target_time {
+        Some(time) => {
+            settings.push_str(&format!("recovery_target_time = {}\n", conf_quote(time)));
+            settings.push_str("recovery_target_action = 'promote'\n");
+        }
+        None => {
+            // No target: replay the whole archive, then promote. That reaches the latest state
+            // and, for a backup without WAL, the consistency point on the way.
+        }
+    }
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&auto_conf)
+        .map_err(data_dir_error(&auto_conf))?;
+    file.write_all(settings.as_bytes())
+        .map_err(data_dir_error(&auto_conf))?;
+    let signal = data_dir.join("recovery.signal");
+    fs::write(&signal, b"").map_err(data_dir_error(&signal))?;
+    Ok(())
+}
+
+/// The restore_command for PostgreSQL: this very binary (an absolute path, which works in a pod
+/// whose PATH differs from the one PostgreSQL gets) or `tusk` on PATH.
+pub fn wal_fetch_command(wal_prefix: &str) -> String {
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|path| path.to_str().map(str::to_owned))
+        .unwrap_or_else(|| "tusk".to_owned());
+    format!(
+        "{} wal-fetch --wal-prefix {} %f %p",
+        shell_quote(&binary),
+        shell_quote(wal_prefix)
+    )
+}
+
+fn shell_quote(value: &str) -> String {
+    if !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+=:".contains(c))
+    {
+        value.to_owned()
+    } else {
+        format!("'{}'", value.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_empty_directory_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("PG_VERSION"), "15").unwrap();
+        assert!(matches!(
+            prepare_data_dir(dir.path()),
+            Err(RestoreError::NotEmpty(_))
+        ));
+        assert!(dir.path().join("PG_VERSION").exists());
+        assert!(!dir.path().join(RESTORE_INCOMPLETE_MARKER).exists());
+    }
+
+    #[test]
+    fn recovery_settings_are_quoted_and_signalled() {
+        let dir = tempfile::tempdir().unwrap();
+        write_recovery_settings(
+            dir.path(),
+            "/bin/tusk wal-fetch --wal-prefix 'a b' %f %p",
+            Some("2026-11-23 20:00:00+00"),
+        )
+        .unwrap();
+        let conf = fs::read_to_string(dir.path().join("postgresql.auto.conf")).unwrap();
+        assert!(
+            conf.contains("restore_command = '/bin/tusk wal-fetch --wal-prefix ''a b'' %f %p'"),
+            "{conf}"
+        );
+        assert!(conf.contains("recovery_target_time = '2026-11-23 20:00:00+00'"));
+        assert!(conf.contains("recovery_target_action = 'promote'"));
+        assert!(dir.path().join("recovery.signal").exists());
+    }
+
+    #[test]
+    fn fetch_command_quotes_what_the_shell_would_split() {
+        assert_eq!(shell_quote("ns/c/wal"), "ns/c/wal");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert!(wal_fetch_command("ns/c/wal").ends_with(" wal-fetch --wal-prefix ns/c/wal %f %p"));
+    }
+}

@@ -1,0 +1,212 @@
+//! Upload stage: a multipart upload with a bounded number of parts in flight. Any failure, of the
+//! store or of an earlier stage, aborts the upload, so no partial object and no orphaned part
+//! remains.
+
+use std::time::Duration;
+
+use object_store::path::Path as ObjectPath;
+use object_store::{MultipartUpload, ObjectStoreExt, PutPayloadMut};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::pipe::UploadMessage;
+use crate::store::{BackupStore, StoreError};
+
+/// Size of the first parts. S3 needs at least 5 MiB (except for the last part) and allows
+/// 10,000 parts, so parts grow as the object does (see [`part_size`]).
+pub const FIRST_PART_SIZE: usize = 8 * 1024 * 1024;
+
+/// Parts uploaded concurrently, beyond the one being filled.
+pub const PARTS_IN_FLIGHT: usize = 2;
+
+/// Parts double in size every this many parts: 8 MiB parts up to 8 GiB, 16 MiB up to 24 GiB,
+/// and so on, which keeps objects of up to about 4 TB under S3's 10,000-part limit.
+const PARTS_PER_SIZE_STEP: usize = 1000;
+
+/// The size of part number `index` (0-based).
+pub fn part_size(index: usize) -> usize {
+    let doublings = (index / PARTS_PER_SIZE_STEP).min(7);
+    FIRST_PART_SIZE << doublings
+}
+
+/// Failures of the upload stage.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The multipart upload could not be started.
+    #[error("cannot start the upload: {0}")]
+    Start(#[source] StoreError),
+    /// A part could not be uploaded.
+    #[error("uploading a part failed: {0}")]
+    Part(#[source] StoreError),
+    /// The upload could not be completed.
+    #[error("completing the upload failed: {0}")]
+    Complete(#[source] StoreError),
+    /// The stages before the upload stopped without finishing the stream; their own error says
+    /// why. The upload was aborted.
+    #[error("the backup stream ended before it was complete")]
+    Incomplete,
+    /// The upload failed and aborting it failed too, so parts may remain in the store until a
+    /// lifecycle rule removes them.
+    #[error("{failure}; aborting the multipart upload also failed: {abort}")]
+    AbortFailed {
+        /// The failure that made the upload stop.
+        failure: Box<SinkError>,
+        /// Why the abort failed.
+        abort: StoreError,
+    },
+}
+
+impl SinkError {
+    /// Whether the failure is the upload's own (as opposed to an earlier stage stopping).
+    pub fn is_own_failure(&self) -> bool {
+        match self {
+            SinkError::Incomplete => false,
+            SinkError::AbortFailed { failure, .. } => failure.is_own_failure(),
+            _ => true,
+        }
+    }
+}
+
+/// Attempts at aborting, spaced out so that a store that was briefly unreachable (the usual
+/// reason an upload failed) has come back by the last one.
+const ABORT_ATTEMPTS: u32 = 4;
+
+async fn abort(upload: &mut Box<dyn MultipartUpload>, key: &str) -> Result<(), StoreError> {
+    let mut delay = Duration::from_secs(1);
+    let mut attempt = 1;
+    loop {
+        match upload.abort().await {
+            Ok(()) => return Ok(()),
+            Err(error) if attempt >= ABORT_ATTEMPTS => {
+                return Err(StoreError::request("aborting the upload of", key, error));
+            }
+            Err(error) => {
+                tracing::warn!(%key, %error, attempt, "aborting the multipart upload failed, retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// Uploads everything received on `chunks` to `key` and returns the object's size. The object
+/// is committed only when [`UploadMessage::End`] arrives; if the channel closes first, or the
+/// store fails, the upload is aborted.
+pub async fn upload(
+    store: &BackupStore,
+    key: &str,
+    mut chunks: mpsc::Receiver<UploadMessage>,
+) -> Result<u64, SinkError> {
+    let location = ObjectPath::from(key);
+    let mut upload = store
+        .object_store()
+        .put_multipart(&location)
+        .await
+        .map_err(|error| {
+            SinkError::Start(StoreError::request("starting the upload of", key, error))
+        })?;
+    let mut parts = JoinSet::new();
+    let result = send_parts(&mut upload, &mut parts, key, &mut chunks).await;
+    // Stop the producer promptly whatever happened: it blocks on a full channel otherwise.
+    drop(chunks);
+    match result {
+        Ok(size) => match upload.complete().await {
+            Ok(_) => Ok(size),
+            Err(error) => {
+                let failure = SinkError::Complete(StoreError::request(
+                    "completing the upload of",
+                    key,
+                    error,
+                ));
+                Err(abort_after(&mut upload, key, failure).await)
+            }
+        },
+        Err(failure) => {
+            parts.shutdown().await;
+            Err(abort_after(&mut upload, key, failure).await)
+        }
+    }
+}
+
+async fn abort_after(
+    upload: &mut Box<dyn MultipartUpload>,
+    key: &str,
+    failure: SinkError,
+) -> SinkError {
+    match abort(upload, key).await {
+        Ok(()) => {
+            tracing::info!(%key, "aborted the multipart upload");
+            failure
+        }
+        Err(abort) => SinkError::AbortFailed {
+            failure: Box::new(failure),
+            abort,
+        },
+    }
+}
+
+async fn send_parts(
+    upload: &mut Box<dyn MultipartUpload>,
+    parts: &mut JoinSet<object_store::Result<()>>,
+    key: &str,
+    chunks: &mut mpsc::Receiver<UploadMessage>,
+) -> Result<u64, SinkError> {
+    let part_failed =
+        |error| SinkError::Part(StoreError::request("uploading a part of", key, error));
+    let mut size = 0u64;
+    let mut part = PutPayloadMut::new();
+    let mut part_index = 0;
+    loop {
+        let message = chunks.recv().await.ok_or(SinkError::Incomplete)?;
+        let last = match message {
+            UploadMessage::Data(chunk) => {
+                size += chunk.len() as u64;
+                part.push(chunk);
+                false
+            }
+            UploadMessage::End => true,
+        };
+        if part.content_length() >= part_size(part_index) || (last && part.content_length() > 0) {
+            while parts.len() >= PARTS_IN_FLIGHT {
+                if let Some(finished) = parts.join_next().await {
+                    finished
+                        .map_err(|error| {
+                            part_failed(object_store::Error::JoinError { source: error })
+                        })?
+                        .map_err(part_failed)?;
+                }
+            }
+            parts.spawn(upload.put_part(std::mem::take(&mut part).freeze()));
+            part_index += 1;
+        }
+        // A failed part ends the upload as soon as it is noticed, not at the end.
+        while let Some(finished) = parts.try_join_next() {
+            finished
+                .map_err(|error| part_failed(object_store::Error::JoinError { source: error }))?
+                .map_err(part_failed)?;
+        }
+        if last {
+            while let Some(finished) = parts.join_next().await {
+                finished
+                    .map_err(|error| part_failed(object_store::Error::JoinError { source: error }))?
+                    .map_err(part_failed)?;
+            }
+            return Ok(size);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_grow_so_large_objects_fit_in_ten_thousand_parts() {
+        assert_eq!(part_size(0), FIRST_PART_SIZE);
+        assert_eq!(part_size(999), FIRST_PART_SIZE);
+        assert_eq!(part_size(1000), 2 * FIRST_PART_SIZE);
+        let capacity: u64 = (0..10_000).map(|index| part_size(index) as u64).sum();
+        assert!(capacity > 3 << 40, "capacity {capacity}");
+    }
+}

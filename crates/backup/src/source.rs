@@ -1,0 +1,491 @@
+//! Source stage: `pg_basebackup` as a child process writing one tar stream to stdout, plus the
+//! facts about the server a backup records.
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::thread::JoinHandle;
+
+/// How to reach the PostgreSQL server being backed up.
+#[derive(Clone, Default)]
+pub struct PgConnection {
+    /// Host name, address, or a Unix socket directory (starting with '/').
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// User; needs the REPLICATION attribute (a superuser has it).
+    pub user: String,
+    /// Password, if the server asks for one. Never logged.
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for PgConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgConnection")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Failures of the source stage.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// A connection setting has an unusable value.
+    #[error("{setting}: {reason}")]
+    InvalidSetting {
+        /// The setting at fault.
+        setting: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The server could not be reached or refused the connection.
+    #[error("cannot connect to PostgreSQL at {host}:{port}: {}", error_chain(.source))]
+    Connect {
+        /// The host tried.
+        host: String,
+        /// The port tried.
+        port: u16,
+        /// The driver's error, which says what went wrong (refused, authentication, ...).
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A query about the server failed.
+    #[error("querying the server ({query}) failed: {}", error_chain(.source))]
+    Query {
+        /// What was asked.
+        query: &'static str,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// `pg_basebackup` was not found.
+    #[error(
+        "pg_basebackup not found (looked on PATH, in `pg_config --bindir` and /usr/lib/postgresql/*/bin)"
+    )]
+    BinaryNotFound,
+    /// `pg_basebackup` could not be started.
+    #[error("cannot start {binary}: {source}")]
+    Spawn {
+        /// The binary.
+        binary: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Reading `pg_basebackup`'s output failed.
+    #[error("reading pg_basebackup's output failed: {0}")]
+    Read(#[source] io::Error),
+    /// `pg_basebackup` exited with an error.
+    #[error("pg_basebackup failed ({status}): {stderr}")]
+    Failed {
+        /// The exit status.
+        status: std::process::ExitStatus,
+        /// The last lines it wrote to stderr.
+        stderr: String,
+    },
+    /// The tar stream has no `backup_manifest` with a WAL range, so the backup's LSNs are unknown.
+    #[error(
+        "the backup stream has no backup_manifest with WAL-Ranges; cannot tell its start and stop LSN"
+    )]
+    NoManifest,
+    /// The tar stream is malformed.
+    #[error("the backup stream is not a valid tar archive: {0}")]
+    Tar(#[source] io::Error),
+}
+
+/// An error and its causes on one line: tokio-postgres puts the useful part ("Connection
+/// refused", "password authentication failed") in the cause.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+impl PgConnection {
+    /// Reads PGHOST (default /var/run/postgresql), PGPORT (5432), PGUSER (postgres) and
+    /// PGPASSWORD, as libpq does.
+    pub fn from_env() -> Result<Self, SourceError> {
+        let var = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+        let port = match var("PGPORT") {
+            None => 5432,
+            Some(port) => port.parse().map_err(|_| SourceError::InvalidSetting {
+                setting: "PGPORT",
+                reason: format!("{port:?} is not a port number"),
+            })?,
+        };
+        Ok(Self {
+            host: var("PGHOST").unwrap_or_else(|| "/var/run/postgresql".to_owned()),
+            port,
+            user: var("PGUSER").unwrap_or_else(|| "postgres".to_owned()),
+            password: var("PGPASSWORD"),
+        })
+    }
+
+    fn config(&self) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(&self.host)
+            .port(self.port)
+            .user(&self.user)
+            .dbname("postgres")
+            .application_name("tusk-backup")
+            .connect_timeout(std::time::Duration::from_secs(10));
+        if let Some(password) = &self.password {
+            config.password(password);
+        }
+        config
+    }
+
+    /// Points a libpq program at this server through its environment (never its arguments,
+    /// which other users of the machine can read).
+    pub fn apply_to(&self, command: &mut Command) {
+        command
+            .env("PGHOST", &self.host)
+            .env("PGPORT", self.port.to_string())
+            .env("PGUSER", &self.user)
+            .env_remove("PGPASSWORD")
+            .env_remove("PGDATABASE");
+        if let Some(password) = &self.password {
+            command.env("PGPASSWORD", password);
+        }
+    }
+}
+
+/// What a backup records about the server, read before it starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// `server_version`, e.g. "15.8".
+    pub version: String,
+    /// The sum of `pg_database_size` over all databases: the denominator of progress.
+    pub database_bytes: u64,
+    /// Whether the server archives WAL (`archive_mode` on and an archive command set).
+    pub archives_wal: bool,
+}
+
+/// Connects and reads [`ServerInfo`]; also the check that the server is reachable at all.
+pub async fn server_info(connection: &PgConnection) -> Result<ServerInfo, SourceError> {
+    let (client, driver) = connection
+        .config()
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|source| SourceError::Connect {
+            host: connection.host.clone(),
+            port: connection.port,
+            source,
+        })?;
+    let driver = tokio::spawn(driver);
+    let query = |query: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one(query, &[])
+                .await
+                .map_err(|source| SourceError::Query { query, source })
+        }
+    };
+    let version: String = query("SHOW server_version").await?.get(0);
+    let database_bytes: i64 = query("SELECT sum(pg_database_size(oid))::bigint FROM pg_database")
+        .await?
+        .get(0);
+    let archive_mode: String = query("SHOW archive_mode").await?.get(0);
+    drop(client);
+    // The connection ends once the client is dropped; its result no longer matters.
+    let _ = driver.await;
+    Ok(ServerInfo {
+        version,
+        database_bytes: database_bytes.max(0).unsigned_abs(),
+        archives_wal: archive_mode != "off",
+    })
+}
+
+/// Finds a PostgreSQL client program: on PATH, then in `pg_config --bindir`, then in the
+/// newest /usr/lib/postgresql/<major>/bin (Debian's layout).
+pub fn find_pg_binary(name: &str) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return Some(candidate);
+            }
+        }
+    }
+    if let Ok(output) = Command::new("pg_config").arg("--bindir").output()
+        && output.status.success()
+    {
+        let dir = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        let candidate = Path::new(&dir).join(name);
+        if candidate.is_file() {
+            return Some(candidate);
+        }
+    }
+    let mut majors: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let major = entry.file_name().to_str()?.parse().ok()?;
+            Some((major, entry.path().join("bin").join(name)))
+        })
+        .filter(|(_, path)| path.is_file())
+        .collect();
+    majors.sort();
+    majors.pop().map(|(_, path)| path)
+}
+
+/// Whether the backup carries the WAL it needs to be consistent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WalMode {
+    /// `-X fetch`: the WAL written during the backup is inside the tar.
+    Include,
+    /// `-X none`: the cluster archives WAL; a restore fetches it from the archive.
+    FromArchive,
+}
+
+/// A running `pg_basebackup` whose stdout is the tar stream. Killed if dropped before
+/// [`BaseBackup::wait`].
+pub struct BaseBackup {
+    child: Option<Child>,
+    stdout: ChildStdout,
+    stderr: Option<JoinHandle<String>>,
+}
+
+/// Keep this much of pg_basebackup's stderr for the error message.
+const STDERR_TAIL: usize = 4096;
+
+impl BaseBackup {
+    /// Starts `pg_basebackup --checkpoint=fast -Ft -D - -X fetch|none`.
+    pub fn start(
+        connection: &PgConnection,
+        wal: WalMode,
+        label: &str,
+        binary: Option<&Path>,
+    ) -> Result<Self, SourceError> {
+        let binary = match binary {
+            Some(binary) => binary.to_owned(),
+            None => find_pg_binary("pg_basebackup").ok_or(SourceError::BinaryNotFound)?,
+        };
+        let mut command = Command::new(&binary);
+        command
+            .args([
+                "--checkpoint=fast",
+                "--format=tar",
+                "--pgdata=-",
+                "--no-password",
+            ])
+            .arg(match wal {
+                WalMode::Include => "--wal-method=fetch",
+                WalMode::FromArchive => "--wal-method=none",
+            })
+            .arg(format!("--label={label}"))
+            // Messages in English, whatever the image's locale: they end up in status.message.
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        connection.apply_to(&mut command);
+        let mut child = command.spawn().map_err(|source| SourceError::Spawn {
+            binary: binary.clone(),
+            source,
+        })?;
+        let (Some(stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(SourceError::Spawn {
+                binary,
+                source: io::Error::other("no pipe to the child"),
+            });
+        };
+        let stderr = std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let mut buffer = [0u8; 4096];
+            while let Ok(read) = stderr.read(&mut buffer) {
+                if read == 0 {
+                    break;
+                }
+                text.extend_from_slice(&buffer[..read]);
+                if text.len() > 2 * STDERR_TAIL {
+                    text.drain(..text.len() - STDERR_TAIL);
+                }
+            }
+            let text = String::from_utf8_lossy(&text);
+            let text = text.trim();
+            let start = text.len().saturating_sub(STDERR_TAIL);
+            let start = (start..text.len())
+                .find(|index| text.is_char_boundary(*index))
+                .unwrap_or(text.len());
+            text[start..].to_owned()
+        });
+        Ok(Self {
+            child: Some(child),
+            stdout,
+            stderr: Some(stderr),
+        })
+    }
+
+    /// Waits for pg_basebackup to exit and turns a failure into an error with its message.
+    pub fn wait(mut self) -> Result<(), SourceError> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let status = child.wait().map_err(SourceError::Read)?;
+        let stderr = self
+            .stderr
+            .take()
+            .and_then(|handle| handle.join().ok())
+            .unwrap_or_default();
+        if status.success() {
+            Ok(())
+        } else {
+            Err(SourceError::Failed { status, stderr })
+        }
+    }
+}
+
+impl Read for BaseBackup {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stdout.read(buf)
+    }
+}
+
+impl Drop for BaseBackup {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Where a base backup starts and stops in the WAL, from its `backup_manifest`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalRange {
+    /// The timeline the backup was taken on.
+    pub timeline: u32,
+    /// The LSN of the backup's checkpoint, e.g. "0/2000028".
+    pub start_lsn: String,
+    /// The LSN at which the backup is consistent.
+    pub stop_lsn: String,
+}
+
+/// The manifest's "WAL-Ranges" are near its end; keep this much of its tail.
+const MANIFEST_TAIL: usize = 64 * 1024;
+
+/// Reads a pg_basebackup tar stream to its end and returns the WAL range that its
+/// `backup_manifest` (which pg_basebackup appends when writing a tar to stdout) records.
+pub fn inspect_tar(stream: impl Read) -> Result<WalRange, SourceError> {
+    let mut archive = tar::Archive::new(stream);
+    let mut range = None;
+    for entry in archive.entries().map_err(SourceError::Tar)? {
+        let mut entry = entry.map_err(SourceError::Tar)?;
+        let is_manifest = entry
+            .path()
+            .map(|path| path.as_ref() == Path::new("backup_manifest"))
+            .unwrap_or(false);
+        if !is_manifest {
+            continue;
+        }
+        let mut tail = Vec::new();
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            let read = entry.read(&mut buffer).map_err(SourceError::Tar)?;
+            if read == 0 {
+                break;
+            }
+            tail.extend_from_slice(&buffer[..read]);
+            if tail.len() > 2 * MANIFEST_TAIL {
+                tail.drain(..tail.len() - MANIFEST_TAIL);
+            }
+        }
+        range = parse_manifest_wal_range(&String::from_utf8_lossy(&tail));
+    }
+    // Drain what follows the end-of-archive blocks so the writer never sees a closed pipe.
+    let mut rest = archive.into_inner();
+    io::copy(&mut rest, &mut io::sink()).map_err(SourceError::Tar)?;
+    range.ok_or(SourceError::NoManifest)
+}
+
+#[derive(serde::Deserialize)]
+struct ManifestWalRange {
+    #[serde(rename = "Timeline")]
+    timeline: u32,
+    #[serde(rename = "Start-LSN")]
+    start_lsn: String,
+    #[serde(rename = "End-LSN")]
+    end_lsn: String,
+}
+
+/// Parses the `"WAL-Ranges": [...]` array out of (the tail of) a backup manifest. A backup
+/// that spans a timeline switch lists several ranges; it starts in the last one listed and
+/// ends in the first.
+fn parse_manifest_wal_range(manifest_tail: &str) -> Option<WalRange> {
+    let start = manifest_tail.find("\"WAL-Ranges\"")?;
+    let after_key = &manifest_tail[start..];
+    let open = after_key.find('[')?;
+    let close = after_key[open..].find(']')? + open;
+    let ranges: Vec<ManifestWalRange> = serde_json::from_str(&after_key[open..=close]).ok()?;
+    let first = ranges.first()?;
+    let last = ranges.last()?;
+    Some(WalRange {
+        timeline: first.timeline,
+        start_lsn: last.start_lsn.clone(),
+        stop_lsn: first.end_lsn.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wal_range_is_read_from_the_manifest_tail() {
+        let tail = r#"{ "Path": "global/pg_control", "Size": 8192 } ],
+"WAL-Ranges": [
+{ "Timeline": 1, "Start-LSN": "0/2000028", "End-LSN": "0/2000100" }
+],
+"Manifest-Checksum": "abc"}"#;
+        assert_eq!(
+            parse_manifest_wal_range(tail),
+            Some(WalRange {
+                timeline: 1,
+                start_lsn: "0/2000028".into(),
+                stop_lsn: "0/2000100".into()
+            })
+        );
+        assert_eq!(parse_manifest_wal_range("{}"), None);
+    }
+
+    #[test]
+    fn tar_without_manifest_is_reported() {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(3);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, "PG_VERSION", &b"15\n"[..])
+            .unwrap();
+        let bytes = builder.into_inner().unwrap();
+        assert!(matches!(
+            inspect_tar(&bytes[..]),
+            Err(SourceError::NoManifest)
+        ));
+    }
+
+    #[test]
+    fn debug_hides_the_password() {
+        let connection = PgConnection {
+            password: Some("hunter2-secret".into()),
+            ..PgConnection::default()
+        };
+        assert!(!format!("{connection:?}").contains("hunter2-secret"));
+    }
+}

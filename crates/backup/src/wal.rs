@@ -1,0 +1,333 @@
+//! The WAL archive: `tusk wal-push` (archive_command) and `tusk wal-fetch` (restore_command)
+//! store each file gzip-compressed and DARE-encrypted at `<wal prefix>/<name>.gz.dare`, and the
+//! cleanup the backup controller runs when backups are deleted.
+
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use object_store::ObjectStoreExt;
+use object_store::path::Path as ObjectPath;
+
+use crate::store::{BackupStore, StoreError};
+
+/// Suffix of every archived WAL file.
+pub const WAL_SUFFIX: &str = ".gz.dare";
+
+/// Failures of the WAL archive.
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    /// The name is not one PostgreSQL archives (segment, .partial, .backup or .history).
+    #[error("{0:?} is not a WAL file name")]
+    InvalidName(String),
+    /// Reading or writing the local file failed.
+    #[error("{path}: {source}")]
+    Local {
+        /// The local path.
+        path: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The archive has no such file: PostgreSQL takes this as the end of the archive.
+    #[error("{0} is not in the WAL archive")]
+    NotArchived(String),
+    /// A file of that name is archived with different content. Archiving must not overwrite it:
+    /// this usually means two clusters write to the same archive.
+    #[error(
+        "{0} is already archived with different content; refusing to overwrite it (are two clusters archiving to the same prefix?)"
+    )]
+    Conflict(String),
+    /// Compressing and encrypting, or decrypting and decompressing, failed.
+    #[error("{name}: {source}")]
+    Codec {
+        /// The WAL file.
+        name: String,
+        /// Why (for decryption: a wrong passphrase or a corrupted object).
+        #[source]
+        source: io::Error,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A blocking task panicked.
+    #[error("the WAL task stopped unexpectedly: {0}")]
+    Stage(String),
+}
+
+/// Whether `name` is a file PostgreSQL archives: a 24-hex-digit segment, optionally `.partial`,
+/// a `<segment>.<offset>.backup` history file, or `<timeline>.history`.
+pub fn is_wal_file_name(name: &str) -> bool {
+    let hex = |s: &str, len: usize| s.len() == len && s.chars().all(|c| c.is_ascii_hexdigit());
+    if let Some(timeline) = name.strip_suffix(".history") {
+        return hex(timeline, 8);
+    }
+    if let Some(segment) = name.strip_suffix(".partial") {
+        return hex(segment, 24);
+    }
+    if let Some(rest) = name.strip_suffix(".backup") {
+        return rest
+            .split_once('.')
+            .is_some_and(|(segment, offset)| hex(segment, 24) && hex(offset, 8));
+    }
+    hex(name, 24)
+}
+
+fn object_key(wal_prefix: &str, name: &str) -> String {
+    format!("{}/{name}{WAL_SUFFIX}", wal_prefix.trim_end_matches('/'))
+}
+
+/// What `push` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// The file was stored.
+    Stored,
+    /// An identical file was archived already (PostgreSQL retries after a crash).
+    AlreadyArchived,
+}
+
+/// Archives the file at `path` (PostgreSQL's `%p`) under its file name.
+pub async fn push(
+    store: &BackupStore,
+    wal_prefix: &str,
+    path: &Path,
+    passphrase: &[u8],
+) -> Result<PushOutcome, WalError> {
+    let name = path
+        .file_name()
+        .and_then(|name| name.to_str())
+        .filter(|name| is_wal_file_name(name))
+        .ok_or_else(|| WalError::InvalidName(path.display().to_string()))?
+        .to_owned();
+    let content = tokio::fs::read(path)
+        .await
+        .map_err(|source| WalError::Local {
+            path: path.to_owned(),
+            source,
+        })?;
+    let key = object_key(wal_prefix, &name);
+    let location = ObjectPath::from(key.as_str());
+
+    match fetch_plain(store, &key, &name, passphrase).await {
+        Ok(existing) if existing == content => return Ok(PushOutcome::AlreadyArchived),
+        Ok(_) => return Err(WalError::Conflict(name)),
+        Err(WalError::NotArchived(_)) => {}
+        // An object that this passphrase cannot read is not ours to overwrite either.
+        Err(WalError::Codec { .. }) => return Err(WalError::Conflict(name)),
+        Err(error) => return Err(error),
+    }
+
+    let sealed = {
+        let passphrase = passphrase.to_vec();
+        let name = name.clone();
+        tokio::task::spawn_blocking(move || {
+            seal(&content, &passphrase).map_err(|source| WalError::Codec { name, source })
+        })
+        .await
+        .map_err(|error| WalError::Stage(error.to_string()))??
+    };
+    store
+        .object_store()
+        .put(&location, sealed.into())
+        .await
+        .map_err(|error| StoreError::request("archiving", &key, error))?;
+    Ok(PushOutcome::Stored)
+}
+
+/// Fetches the archived `name` (PostgreSQL's `%f`) into `destination` (`%p`). The file appears
+/// whole or not at all.
+pub async fn fetch(
+    store: &BackupStore,
+    wal_prefix: &str,
+    name: &str,
+    destination: &Path,
+    passphrase: &[u8],
+) -> Result<(), WalError> {
+    if !is_wal_file_name(name) {
+        return Err(WalError::InvalidName(name.to_owned()));
+    }
+    let key = object_key(wal_prefix, name);
+    let content = fetch_plain(store, &key, name, passphrase).await?;
+    let local = |source| WalError::Local {
+        path: destination.to_owned(),
+        source,
+    };
+    let file_name = destination
+        .file_name()
+        .ok_or_else(|| local(io::Error::other("not a file path")))?;
+    let temporary =
+        destination.with_file_name(format!(".{}.tusk-fetch", file_name.to_string_lossy()));
+    tokio::fs::write(&temporary, &content)
+        .await
+        .map_err(local)?;
+    tokio::fs::rename(&temporary, destination)
+        .await
+        .map_err(local)?;
+    Ok(())
+}
+
+async fn fetch_plain(
+    store: &BackupStore,
+    key: &str,
+    name: &str,
+    passphrase: &[u8],
+) -> Result<Vec<u8>, WalError> {
+    let sealed = match store.object_store().get(&ObjectPath::from(key)).await {
+        Ok(result) => result
+            .bytes()
+            .await
+            .map_err(|error| StoreError::request("downloading", key, error))?,
+        Err(object_store::Error::NotFound { .. }) => {
+            return Err(WalError::NotArchived(name.to_owned()));
+        }
+        Err(error) => return Err(StoreError::request("downloading", key, error).into()),
+    };
+    let passphrase = passphrase.to_vec();
+    let name = name.to_owned();
+    tokio::task::spawn_blocking(move || {
+        open(&sealed, &passphrase).map_err(|source| WalError::Codec { name, source })
+    })
+    .await
+    .map_err(|error| WalError::Stage(error.to_string()))?
+}
+
+/// gzip (level 6), then DARE with the passphrase envelope.
+fn seal(content: &[u8], passphrase: &[u8]) -> io::Result<Vec<u8>> {
+    let encryptor = tusk_dare::envelope::encrypt_writer(Vec::new(), passphrase)?;
+    let mut compressor = flate2::write::GzEncoder::new(encryptor, flate2::Compression::new(6));
+    compressor.write_all(content)?;
+    compressor.finish()?.finish()
+}
+
+fn open(sealed: &[u8], passphrase: &[u8]) -> io::Result<Vec<u8>> {
+    let decryptor = tusk_dare::envelope::decrypt_reader(sealed, passphrase)?;
+    let mut decompressor = flate2::read::MultiGzDecoder::new(decryptor);
+    let mut content = Vec::new();
+    decompressor.read_to_end(&mut content)?;
+    // Read the decryptor to its end so the final package is verified even if gzip stopped early.
+    let mut decryptor = decompressor.into_inner();
+    io::copy(&mut decryptor, &mut io::sink())?;
+    Ok(content)
+}
+
+/// Where a remaining backup starts in the WAL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupPosition {
+    /// The timeline the backup was taken on.
+    pub timeline: u32,
+    /// Its start LSN, e.g. "0/2000028".
+    pub start_lsn: String,
+}
+
+/// What `cleanup` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WalCleanupReport {
+    /// Archived files deleted.
+    pub deleted: usize,
+    /// Archived files kept.
+    pub kept: usize,
+}
+
+/// The default WAL segment size; tusk does not change it at initdb.
+const WAL_SEGMENT_SIZE: u64 = 16 * 1024 * 1024;
+
+fn parse_lsn(lsn: &str) -> Option<u64> {
+    let (high, low) = lsn.split_once('/')?;
+    Some((u64::from_str_radix(high, 16).ok()? << 32) | u64::from_str_radix(low, 16).ok()?)
+}
+
+/// The segment number (position in the WAL, timeline aside) a WAL file name refers to;
+/// `None` for history files, which are tiny and always kept.
+fn segment_number(name: &str) -> Option<u64> {
+    if name.ends_with(".history") || name.len() < 24 {
+        return None;
+    }
+    let log = u64::from_str_radix(name.get(8..16)?, 16).ok()?;
+    let segment = u64::from_str_radix(name.get(16..24)?, 16).ok()?;
+    let per_log = 0x1_0000_0000 / WAL_SEGMENT_SIZE;
+    Some(log * per_log + segment)
+}
+
+/// Deletes the archived WAL no remaining backup needs: every segment before the segment in which
+/// the oldest remaining backup starts (whatever its timeline: WAL before that position is never
+/// replayed). Timeline history files are kept. With no remaining backup, the whole prefix goes.
+pub async fn cleanup(
+    store: &BackupStore,
+    wal_prefix: &str,
+    keep_from: &[BackupPosition],
+) -> Result<WalCleanupReport, StoreError> {
+    if keep_from.is_empty() {
+        let deleted = store.delete_prefix(wal_prefix).await?;
+        return Ok(WalCleanupReport { deleted, kept: 0 });
+    }
+    let Some(oldest_needed) = keep_from
+        .iter()
+        .map(|position| parse_lsn(&position.start_lsn).map(|lsn| lsn / WAL_SEGMENT_SIZE))
+        .collect::<Option<Vec<_>>>()
+        .and_then(|segments| segments.into_iter().min())
+    else {
+        // An unreadable position: deleting anything could break that backup.
+        let kept = store.list(wal_prefix).await?.len();
+        return Ok(WalCleanupReport { deleted: 0, kept });
+    };
+    let mut report = WalCleanupReport::default();
+    for object in store.list(wal_prefix).await? {
+        let name = object
+            .key
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches(WAL_SUFFIX);
+        match segment_number(name) {
+            Some(segment) if is_wal_file_name(name) && segment < oldest_needed => {
+                store.delete_object(&object.key).await?;
+                report.deleted += 1;
+            }
+            _ => report.kept += 1,
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archived_names_are_recognised() {
+        for name in [
+            "000000010000000000000003",
+            "000000020000000A000000FF.partial",
+            "000000010000000000000002.00000028.backup",
+            "00000002.history",
+        ] {
+            assert!(is_wal_file_name(name), "{name}");
+        }
+        for name in [
+            "../etc/passwd",
+            "00000001000000000000000G",
+            "archive_status",
+            "",
+        ] {
+            assert!(!is_wal_file_name(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn segment_numbers_follow_lsns() {
+        assert_eq!(segment_number("000000010000000000000003"), Some(3));
+        assert_eq!(segment_number("000000020000000100000000"), Some(256));
+        assert_eq!(segment_number("00000002.history"), None);
+        assert_eq!(
+            parse_lsn("1/2000028").map(|lsn| lsn / WAL_SEGMENT_SIZE),
+            Some(258)
+        );
+    }
+
+    #[test]
+    fn sealed_wal_round_trips_and_a_wrong_passphrase_fails() {
+        let content = vec![42u8; 100_000];
+        let sealed = seal(&content, b"pass").unwrap();
+        assert_eq!(open(&sealed, b"pass").unwrap(), content);
+        assert!(open(&sealed, b"other").is_err());
+    }
+}

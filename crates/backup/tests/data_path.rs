@@ -1,0 +1,463 @@
+//! The data path against a real PostgreSQL server and the embedded S3 server (a real
+//! S3-protocol server with SigV4 and multipart uploads).
+
+mod support;
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::ObjectStoreExt;
+use object_store::path::Path as ObjectPath;
+use support::{Postgres, S3, temp_dir};
+use tusk_backup::source::SourceError;
+use tusk_backup::wal::{self, BackupPosition, PushOutcome, WalError};
+use tusk_backup::{
+    BackupError, BackupOptions, Compression, Progress, RESTORE_INCOMPLETE_MARKER, RestoreError,
+    RestoreOptions, WalMode, restore, run_backup,
+};
+
+const PASSPHRASE: &[u8] = b"correct horse battery staple";
+
+fn options(compression: Compression) -> BackupOptions {
+    BackupOptions {
+        compression,
+        passphrase: PASSPHRASE.to_vec(),
+        wal: WalMode::Include,
+        label: "tusk test".into(),
+        pg_basebackup: None,
+    }
+}
+
+fn restore_options() -> RestoreOptions {
+    RestoreOptions {
+        passphrase: PASSPHRASE.to_vec(),
+        ..RestoreOptions::default()
+    }
+}
+
+async fn object_bytes(store: &tusk_backup::BackupStore, key: &str) -> bytes::Bytes {
+    store
+        .object_store()
+        .get(&ObjectPath::from(key))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pgbench_database_round_trips_through_s3() {
+    let source = Postgres::init(&[]);
+    source.pgbench_init(2);
+    let s3 = S3::start().await;
+    let store = s3.store("tusk");
+    let key = store.key("project/elephant/base/first.tar.gz.dare");
+    let progress = Arc::new(Progress::default());
+
+    let outcome = run_backup(
+        &source.connection(),
+        &store,
+        &key,
+        &options(Compression::default()),
+        progress.clone(),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(key, "tusk/project/elephant/base/first.tar.gz.dare");
+    assert_eq!(outcome.wal_range.timeline, 1);
+    assert_eq!(source.psql("SHOW server_version"), outcome.postgres_version);
+    assert!(outcome.wal_range.start_lsn.contains('/'));
+    assert_eq!(progress.done(), outcome.tar_bytes);
+    assert!(
+        progress.total() > 20 << 20,
+        "database size {}",
+        progress.total()
+    );
+    let listed = store.list("tusk/project/elephant/base").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].size, outcome.stored_bytes);
+    assert!(outcome.stored_bytes < outcome.tar_bytes / 2);
+    assert_eq!(s3.server.pending_multipart_uploads().unwrap(), 0);
+
+    // Interoperability: salt(32) | DARE 2.0 stream, which decrypts to a gzip'd tar that the
+    // real tar lists.
+    let object = object_bytes(&store, &key).await;
+    assert_eq!(object[32], 0x20, "DARE version byte after the 32-byte salt");
+    let decrypted = tusk_dare::envelope::decrypt_reader(&object[..], PASSPHRASE).unwrap();
+    let mut tar_stream = Vec::new();
+    flate2::read::MultiGzDecoder::new(decrypted)
+        .read_to_end(&mut tar_stream)
+        .unwrap();
+    assert_eq!(tar_stream.len() as u64, outcome.tar_bytes);
+    let mut tar = Command::new("tar")
+        .arg("-t")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = tar.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&tar_stream));
+    let listing = tar.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    let listing = String::from_utf8(listing.stdout).unwrap();
+    for expected in [
+        "PG_VERSION",
+        "global/pg_control",
+        "backup_label",
+        "backup_manifest",
+    ] {
+        assert!(
+            listing.lines().any(|line| line == expected),
+            "{expected} in\n{listing}"
+        );
+    }
+    assert!(
+        listing
+            .lines()
+            .any(|line| line.starts_with("pg_wal/0000000100"))
+    );
+
+    // Restore into a fresh directory and compare everything pg_dumpall sees.
+    let target = temp_dir();
+    let data_dir = target.path().join("restored");
+    let restored = restore(&store, &key, &data_dir, &restore_options())
+        .await
+        .unwrap();
+    assert!(!restored.recovery_configured);
+    assert_eq!(restored.tar_bytes, outcome.tar_bytes);
+    assert!(!data_dir.join(RESTORE_INCOMPLETE_MARKER).exists());
+    let copy = Postgres::on_data_dir(&data_dir, &[], &[]);
+    assert_eq!(copy.psql("SELECT count(*) FROM pgbench_accounts"), "200000");
+    let (restored_dump, source_dump) = (copy.dumpall(), source.dumpall());
+    if restored_dump != source_dump {
+        let differing: Vec<_> = restored_dump
+            .lines()
+            .zip(source_dump.lines())
+            .filter(|(a, b)| a != b)
+            .take(5)
+            .collect();
+        panic!("pg_dumpall differs: {differing:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn zstd_backup_restores_too() {
+    let source = Postgres::init(&[]);
+    source.psql("CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 1000) g");
+    let s3 = S3::start().await;
+    let store = s3.store("");
+    let key = "zstd.tar.zst.dare";
+    run_backup(
+        &source.connection(),
+        &store,
+        key,
+        &options(Compression::Zstd { level: 3 }),
+        Arc::new(Progress::default()),
+    )
+    .await
+    .unwrap();
+    let target = temp_dir();
+    let data_dir = target.path().join("data");
+    restore(&store, key, &data_dir, &restore_options())
+        .await
+        .unwrap();
+    let copy = Postgres::on_data_dir(&data_dir, &[], &[]);
+    assert_eq!(copy.psql("SELECT sum(id) FROM t"), "500500");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn corrupted_object_is_refused_and_the_directory_marked_unusable() {
+    let source = Postgres::init(&[]);
+    let s3 = S3::start().await;
+    let store = s3.store("");
+    run_backup(
+        &source.connection(),
+        &store,
+        "good.tar.gz.dare",
+        &options(Compression::Gzip { level: 1 }),
+        Arc::new(Progress::default()),
+    )
+    .await
+    .unwrap();
+    let mut object = object_bytes(&store, "good.tar.gz.dare").await.to_vec();
+    // Flip one byte well into the stream: earlier packages decrypt and unpack fine, so files
+    // are on disk when the bad package is met.
+    let middle = object.len() * 3 / 4;
+    object[middle] ^= 0x01;
+    store
+        .object_store()
+        .put(&ObjectPath::from("bad.tar.gz.dare"), object.into())
+        .await
+        .unwrap();
+
+    let target = temp_dir();
+    let data_dir = target.path().join("data");
+    let error = restore(&store, "bad.tar.gz.dare", &data_dir, &restore_options())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, RestoreError::Unreadable(_)), "{error}");
+    assert!(data_dir.join(RESTORE_INCOMPLETE_MARKER).exists());
+    assert!(!data_dir.join("PG_VERSION").exists());
+    assert!(!data_dir.join("global").exists());
+
+    // A truncated object (cut at a package boundary or not) is refused the same way.
+    let whole = object_bytes(&store, "good.tar.gz.dare").await;
+    store
+        .object_store()
+        .put(
+            &ObjectPath::from("short.tar.gz.dare"),
+            whole.slice(..whole.len() - 65568).into(),
+        )
+        .await
+        .unwrap();
+    let data_dir = target.path().join("data-short");
+    let error = restore(&store, "short.tar.gz.dare", &data_dir, &restore_options())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, RestoreError::Unreadable(_)), "{error}");
+    assert!(data_dir.join(RESTORE_INCOMPLETE_MARKER).exists());
+
+    // And so is a wrong passphrase.
+    let data_dir = target.path().join("data-wrong-passphrase");
+    let wrong = RestoreOptions {
+        passphrase: b"not the passphrase".to_vec(),
+        ..RestoreOptions::default()
+    };
+    let error = restore(&store, "good.tar.gz.dare", &data_dir, &wrong)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, RestoreError::Unreadable(_)), "{error}");
+    assert!(data_dir.join(RESTORE_INCOMPLETE_MARKER).exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_unreachable_mid_upload_fails_and_leaves_no_object_or_upload() {
+    let source = Postgres::init(&[]);
+    source.pgbench_init(3);
+    let s3 = S3::start().await;
+    let store = s3.store("");
+    let root = s3.server.root().to_owned();
+
+    // Black the server out as soon as the first part has landed, for longer than a request's
+    // retries but shorter than the abort's.
+    let blackout = {
+        let server_root = root.clone();
+        async move {
+            loop {
+                let part_landed = std::fs::read_dir(&server_root)
+                    .unwrap()
+                    .filter_map(Result::ok)
+                    .any(|entry| entry.file_name().to_string_lossy().contains(".part-"));
+                if part_landed {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    // Uncompressed, so there are many parts and the upload is still going when we strike.
+    let connection = source.connection();
+    let uncompressed = options(Compression::Gzip { level: 0 });
+    let backup = run_backup(
+        &connection,
+        &store,
+        "cut.tar.gz.dare",
+        &uncompressed,
+        Arc::new(Progress::default()),
+    );
+    tokio::pin!(backup);
+    let result = tokio::select! {
+        result = &mut backup => panic!("the backup ended before any part was uploaded: {result:?}"),
+        () = blackout => {
+            s3.server.set_reachable(false);
+            let restore_reachability = async {
+                tokio::time::sleep(Duration::from_secs(6)).await;
+                s3.server.set_reachable(true);
+                std::future::pending::<()>().await;
+            };
+            tokio::select! {
+                result = &mut backup => result,
+                () = restore_reachability => unreachable!(),
+            }
+        }
+    };
+    s3.server.set_reachable(true);
+
+    let error = result.unwrap_err();
+    assert!(matches!(error, BackupError::Upload(_)), "{error}");
+    assert!(!store.exists("cut.tar.gz.dare").await.unwrap());
+    assert_eq!(s3.server.pending_multipart_uploads().unwrap(), 0, "{error}");
+    let leftover_parts: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains(".part-"))
+        .collect();
+    assert!(leftover_parts.is_empty(), "{leftover_parts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_down_fails_with_the_connection_error_and_uploads_nothing() {
+    let mut source = Postgres::init(&[]);
+    let connection = source.connection();
+    source.stop();
+    let s3 = S3::start().await;
+    let store = s3.store("");
+    let error = run_backup(
+        &connection,
+        &store,
+        "never.tar.gz.dare",
+        &options(Compression::default()),
+        Arc::new(Progress::default()),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(error, BackupError::Source(SourceError::Connect { .. })),
+        "{error}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains(&format!("127.0.0.1:{}", connection.port)),
+        "{message}"
+    );
+    assert!(message.to_lowercase().contains("refused"), "{message}");
+    assert!(store.list("").await.unwrap().is_empty());
+    assert_eq!(s3.server.pending_multipart_uploads().unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wal_archive_pushes_fetches_and_refuses_conflicts() {
+    let s3 = S3::start().await;
+    let store = s3.store("archive");
+    let prefix = "archive/ns/c/wal";
+    let dir = tempfile::tempdir().unwrap();
+    let segment = dir.path().join("000000010000000000000003");
+    let content: Vec<u8> = (0..1_000_000u32).map(|i| (i % 7) as u8).collect();
+    std::fs::write(&segment, &content).unwrap();
+
+    assert_eq!(
+        wal::push(&store, prefix, &segment, PASSPHRASE)
+            .await
+            .unwrap(),
+        PushOutcome::Stored
+    );
+    assert!(
+        store
+            .exists("archive/ns/c/wal/000000010000000000000003.gz.dare")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        wal::push(&store, prefix, &segment, PASSPHRASE)
+            .await
+            .unwrap(),
+        PushOutcome::AlreadyArchived
+    );
+    std::fs::write(&segment, b"different content").unwrap();
+    let error = wal::push(&store, prefix, &segment, PASSPHRASE)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, WalError::Conflict(_)), "{error}");
+
+    let fetched = dir.path().join("RECOVERYXLOG");
+    wal::fetch(
+        &store,
+        prefix,
+        "000000010000000000000003",
+        &fetched,
+        PASSPHRASE,
+    )
+    .await
+    .unwrap();
+    assert!(std::fs::read(&fetched).unwrap() == content);
+    let error = wal::fetch(
+        &store,
+        prefix,
+        "000000010000000000000009",
+        &fetched,
+        PASSPHRASE,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(error, WalError::NotArchived(_)), "{error}");
+
+    for name in [
+        "00000002.history",
+        "000000010000000000000004.partial",
+        "000000010000000000000002.00000028.backup",
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, name.as_bytes()).unwrap();
+        wal::push(&store, prefix, &path, PASSPHRASE).await.unwrap();
+        let back = dir.path().join("back");
+        wal::fetch(&store, prefix, name, &back, PASSPHRASE)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&back).unwrap(), name.as_bytes());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wal_cleanup_keeps_what_remaining_backups_need() {
+    let s3 = S3::start().await;
+    let store = s3.store("");
+    let prefix = "ns/c/wal";
+    for name in [
+        "000000010000000000000001",
+        "000000010000000000000002",
+        "000000010000000000000003",
+        "000000020000000000000004",
+        "000000010000000000000002.00000028.backup",
+        "00000002.history",
+    ] {
+        store
+            .object_store()
+            .put(
+                &ObjectPath::from(format!("{prefix}/{name}.gz.dare")),
+                "x".into(),
+            )
+            .await
+            .unwrap();
+    }
+    let report = wal::cleanup(
+        &store,
+        prefix,
+        &[
+            BackupPosition {
+                timeline: 2,
+                start_lsn: "0/4000028".into(),
+            },
+            BackupPosition {
+                timeline: 1,
+                start_lsn: "0/3000060".into(),
+            },
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.deleted, 3);
+    let mut left: Vec<String> = store
+        .list(prefix)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|object| object.key)
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "ns/c/wal/000000010000000000000003.gz.dare",
+            "ns/c/wal/00000002.history.gz.dare",
+            "ns/c/wal/000000020000000000000004.gz.dare",
+        ]
+    );
+    let report = wal::cleanup(&store, prefix, &[]).await.unwrap();
+    assert_eq!(report.deleted, 3);
+    assert!(store.list(prefix).await.unwrap().is_empty());
+}
