@@ -21,16 +21,23 @@ fn any_flipped_byte_is_rejected_before_its_package_is_released() {
     let key = test_key(1);
     for suite in SUITES {
         let (plaintext, stream) = three_package_stream(&key, suite);
-        let mut positions: Vec<usize> = Vec::new();
+        // Every header bit that matters (low bits, the final flag, the high length bits), the
+        // edges of each payload, every tag byte, and a stride through the payloads.
+        let mut flips: Vec<(usize, u8)> = Vec::new();
         for range in package_ranges(&stream) {
-            positions.extend(range.start..range.start + HEADER_SIZE + 64);
-            positions.extend(range.end - 64..range.end);
-            positions.extend((range.start..range.end).step_by(4001));
+            for pos in range.start..range.start + HEADER_SIZE {
+                flips.extend([(pos, 0x01), (pos, 0x80)]);
+            }
+            let payload_start = range.start + HEADER_SIZE;
+            flips.extend((payload_start..payload_start + 8).map(|pos| (pos, 0x01)));
+            flips.extend((range.end - 24..range.end).map(|pos| (pos, 0x01)));
+            flips.extend(
+                (range.start..range.end)
+                    .step_by(8191)
+                    .map(|pos| (pos, 0x10)),
+            );
         }
-        for (pos, mask) in positions
-            .into_iter()
-            .flat_map(|pos| [(pos, 0x01), (pos, 0x80)])
-        {
+        for (pos, mask) in flips {
             let mut tampered = stream.clone();
             tampered[pos] ^= mask;
             let (released, err) = decrypt_std(&key, &tampered);
