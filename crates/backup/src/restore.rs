@@ -163,18 +163,7 @@ async fn restore_into(
             unpack(ChunkReader::new(receiver), &passphrase, &data_dir)
         })
     };
-    let mut chunks = object.into_stream();
-    while let Some(chunk) = chunks.next().await {
-        let chunk = chunk.map_err(|error| {
-            io::Error::other(StoreError::request("downloading", key, error).to_string())
-        });
-        let failed = chunk.is_err();
-        if sender.send(chunk).await.is_err() || failed {
-            // The unpacker stopped (its error says why) or got the download error.
-            break;
-        }
-    }
-    drop(sender);
+    forward_download(object, key, sender).await;
     let tar_bytes = unpacker
         .await
         .map_err(|error| RestoreError::Stage(error.to_string()))??;
@@ -216,6 +205,86 @@ fn unpack(stream: ChunkReader, passphrase: &[u8], data_dir: &Path) -> Result<u64
     let mut counted = archive.into_inner();
     io::copy(&mut counted, &mut io::sink()).map_err(RestoreError::Unreadable)?;
     Ok(counted.count)
+}
+
+/// Turns an encrypted backup object read from `input` into its tar stream on `output`
+/// (decrypt, then decompress) with no store and no server: the disaster-recovery path. Fails
+/// unless the DARE stream is complete and authentic; `output` may then hold a prefix of the tar.
+pub fn decrypt_to_tar(
+    input: impl Read + Send + 'static,
+    passphrase: &[u8],
+    output: &mut impl Write,
+) -> Result<u64, RestoreError> {
+    let decrypted =
+        tusk_dare::envelope::decrypt_reader(input, passphrase).map_err(RestoreError::Unreadable)?;
+    let mut decompressed = decompressing_reader(decrypted).map_err(RestoreError::Unreadable)?;
+    let mut buffer = vec![0u8; crate::pipe::CHUNK_SIZE];
+    let mut written = 0u64;
+    loop {
+        let read = match decompressed.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(RestoreError::Unreadable(error)),
+        };
+        output
+            .write_all(&buffer[..read])
+            .map_err(|source| RestoreError::DataDir {
+                path: PathBuf::from("<output>"),
+                source,
+            })?;
+        written += read as u64;
+    }
+    output.flush().map_err(|source| RestoreError::DataDir {
+        path: PathBuf::from("<output>"),
+        source,
+    })?;
+    Ok(written)
+}
+
+/// Streams the object at `key` from the store through [`decrypt_to_tar`] into `output`.
+pub async fn download_tar<W: Write + Send + 'static>(
+    store: &BackupStore,
+    key: &str,
+    passphrase: &[u8],
+    mut output: W,
+) -> Result<u64, RestoreError> {
+    let object = store
+        .object_store()
+        .get(&ObjectPath::from(key))
+        .await
+        .map_err(|error| StoreError::request("downloading", key, error))?;
+    let (sender, receiver) = mpsc::channel::<io::Result<bytes::Bytes>>(8);
+    let writer = {
+        let passphrase = passphrase.to_vec();
+        tokio::task::spawn_blocking(move || {
+            decrypt_to_tar(ChunkReader::new(receiver), &passphrase, &mut output)
+        })
+    };
+    forward_download(object, key, sender).await;
+    writer
+        .await
+        .map_err(|error| RestoreError::Stage(error.to_string()))?
+}
+
+/// Feeds a download into a blocking stage's channel; a download error becomes the stage's
+/// read error, so the stage fails rather than seeing a clean end.
+async fn forward_download(
+    object: object_store::GetResult,
+    key: &str,
+    sender: mpsc::Sender<io::Result<bytes::Bytes>>,
+) {
+    let mut chunks = object.into_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|error| {
+            io::Error::other(StoreError::request("downloading", key, error).to_string())
+        });
+        let failed = chunk.is_err();
+        if sender.send(chunk).await.is_err() || failed {
+            // The stage stopped (its error says why) or now has the download error.
+            break;
+        }
+    }
 }
 
 struct CountingReader<R> {

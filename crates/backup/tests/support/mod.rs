@@ -105,6 +105,12 @@ impl Postgres {
     /// initdb a fresh cluster (trust authentication on loopback) and start it with `settings`
     /// (`name=value` pairs passed as `-c`).
     pub fn init(settings: &[String]) -> Self {
+        Self::init_with_env(settings, &[])
+    }
+
+    /// Like [`Postgres::init`], with extra environment for the server (and so for its
+    /// archive_command).
+    pub fn init_with_env(settings: &[String], env: &[(&str, &str)]) -> Self {
         let dir = temp_dir();
         let data_dir = dir.path().join("data");
         check(
@@ -127,7 +133,7 @@ impl Postgres {
             child: None,
             _dir: Some(dir),
         };
-        server.start(settings);
+        server.start_with_env(settings, env);
         server
     }
 
@@ -142,10 +148,6 @@ impl Postgres {
         };
         server.start_with_env(settings, env);
         server
-    }
-
-    fn start(&mut self, settings: &[String]) {
-        self.start_with_env(settings, &[]);
     }
 
     fn start_with_env(&mut self, settings: &[String], env: &[(&str, &str)]) {

@@ -1,6 +1,14 @@
 //! `tusk backup`: the backup Job's entry point and the disaster-recovery tools.
 
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
 use clap::{Args, Subcommand};
+use tusk_backup::job::{JobSettings, run_job};
+use tusk_backup::restore::{decrypt_to_tar, download_tar};
+use tusk_backup::{BackupStore, StoreConfig};
 
 /// Subcommands of `tusk backup`.
 #[derive(Debug, Subcommand)]
@@ -13,23 +21,150 @@ pub enum BackupCommand {
     Download(DownloadArgs),
 }
 
-/// Arguments of `tusk backup run`.
+/// Arguments of `tusk backup run`. Everything else comes from the Job's environment.
 #[derive(Debug, Args)]
-pub struct RunArgs {}
+pub struct RunArgs {
+    /// The PostgresBackupRequest to carry out (in the namespace POD_NAMESPACE).
+    #[arg(long)]
+    pub request: String,
+}
 
 /// Arguments of `tusk backup decrypt`.
 #[derive(Debug, Args)]
-pub struct DecryptArgs {}
+pub struct DecryptArgs {
+    /// A file holding the backup passphrase (one trailing newline is ignored).
+    #[arg(long)]
+    pub passphrase_file: PathBuf,
+    /// The encrypted object; standard input when absent or "-".
+    pub input: Option<PathBuf>,
+    /// Where to write the tar stream; standard output when absent or "-".
+    pub output: Option<PathBuf>,
+}
 
-/// Arguments of `tusk backup download`.
+/// Arguments of `tusk backup download`. Credentials come from AWS_ACCESS_KEY_ID and
+/// AWS_SECRET_ACCESS_KEY.
 #[derive(Debug, Args)]
-pub struct DownloadArgs {}
+pub struct DownloadArgs {
+    /// The object, e.g. s3://bucket/prefix/ns/cluster/base/backup.tar.gz.dare.
+    #[arg(long)]
+    pub url: String,
+    /// A custom S3 endpoint (MinIO, Ceph), addressed path-style.
+    #[arg(long, env = "TUSK_STORE_ENDPOINT")]
+    pub endpoint: Option<String>,
+    /// The S3 region.
+    #[arg(long, env = "TUSK_STORE_REGION")]
+    pub region: Option<String>,
+    /// A file holding the backup passphrase (one trailing newline is ignored).
+    #[arg(long)]
+    pub passphrase_file: PathBuf,
+    /// Where to write the tar stream; standard output when absent or "-".
+    pub output: Option<PathBuf>,
+}
+
+/// Reads a passphrase file, dropping one trailing newline (as `echo` leaves it).
+pub fn read_passphrase_file(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let mut passphrase =
+        std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if passphrase.ends_with(b"\n") {
+        passphrase.pop();
+        if passphrase.ends_with(b"\r") {
+            passphrase.pop();
+        }
+    }
+    anyhow::ensure!(!passphrase.is_empty(), "{} is empty", path.display());
+    Ok(passphrase)
+}
+
+/// The passphrase from `--passphrase-file`, else from TUSK_BACKUP_PASSPHRASE.
+pub fn passphrase(file: Option<&Path>) -> anyhow::Result<Vec<u8>> {
+    match file {
+        Some(file) => read_passphrase_file(file),
+        None => std::env::var("TUSK_BACKUP_PASSPHRASE")
+            .ok()
+            .filter(|value| !value.is_empty())
+            .map(String::into_bytes)
+            .context("no passphrase: set TUSK_BACKUP_PASSPHRASE or pass --passphrase-file"),
+    }
+}
+
+fn is_std(path: &Option<PathBuf>) -> bool {
+    path.as_deref().is_none_or(|path| path == Path::new("-"))
+}
+
+/// Opens the output; a file is removed again if the command fails.
+fn open_output(path: &Option<PathBuf>) -> anyhow::Result<Box<dyn Write + Send>> {
+    if is_std(path) {
+        return Ok(Box::new(io::stdout()));
+    }
+    let path = path.as_deref().unwrap_or(Path::new("-"));
+    Ok(Box::new(
+        File::create(path).with_context(|| format!("creating {}", path.display()))?,
+    ))
+}
+
+fn remove_failed_output(path: &Option<PathBuf>) {
+    if !is_std(path)
+        && let Some(path) = path
+    {
+        let _ = std::fs::remove_file(path);
+    }
+}
 
 /// Runs one `tusk backup` subcommand.
 pub async fn run(command: BackupCommand) -> anyhow::Result<()> {
     match command {
-        BackupCommand::Run(_) => Err(super::not_built_yet("backup run")),
-        BackupCommand::Decrypt(_) => Err(super::not_built_yet("backup decrypt")),
-        BackupCommand::Download(_) => Err(super::not_built_yet("backup download")),
+        BackupCommand::Run(args) => {
+            let (settings, passphrase) = JobSettings::from_env(args.request)?;
+            let client = kube::Client::try_default()
+                .await
+                .context("cannot reach the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+            run_job(client, &settings, &passphrase).await?;
+            Ok(())
+        }
+        BackupCommand::Decrypt(args) => {
+            let passphrase = read_passphrase_file(&args.passphrase_file)?;
+            let input: Box<dyn Read + Send> = if is_std(&args.input) {
+                Box::new(io::stdin())
+            } else {
+                let path = args.input.as_deref().unwrap_or(Path::new("-"));
+                Box::new(File::open(path).with_context(|| format!("opening {}", path.display()))?)
+            };
+            let mut output = open_output(&args.output)?;
+            let result = tokio::task::spawn_blocking(move || {
+                decrypt_to_tar(input, &passphrase, &mut output)
+            })
+            .await?;
+            if result.is_err() {
+                remove_failed_output(&args.output);
+            }
+            result?;
+            Ok(())
+        }
+        BackupCommand::Download(args) => {
+            let passphrase = read_passphrase_file(&args.passphrase_file)?;
+            let url =
+                url::Url::parse(&args.url).context("--url must be a URL like s3://bucket/key")?;
+            let key = url.path().trim_start_matches('/').to_owned();
+            anyhow::ensure!(!key.is_empty(), "--url names no object: {}", args.url);
+            let config = StoreConfig {
+                url: format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default()),
+                allow_http: args
+                    .endpoint
+                    .as_deref()
+                    .is_some_and(|endpoint| endpoint.starts_with("http://")),
+                endpoint: args.endpoint,
+                region: args.region,
+                access_key_id: std::env::var("AWS_ACCESS_KEY_ID").ok(),
+                secret_access_key: std::env::var("AWS_SECRET_ACCESS_KEY").ok(),
+            };
+            let store = BackupStore::new(&config)?;
+            let output = open_output(&args.output)?;
+            let result = download_tar(&store, &key, &passphrase, output).await;
+            if result.is_err() {
+                remove_failed_output(&args.output);
+            }
+            result?;
+            Ok(())
+        }
     }
 }

@@ -1,21 +1,85 @@
 //! `tusk wal-push` and `tusk wal-fetch`: PostgreSQL's archive_command and restore_command.
+//!
+//! Both read the store from TUSK_STORE_URL and friends and the passphrase from
+//! TUSK_BACKUP_PASSPHRASE (or --passphrase-file). The archive lives at `--wal-prefix`, else
+//! TUSK_WAL_PREFIX, else `<store prefix>/<POD_NAMESPACE>/<TUSK_CLUSTER_NAME>/wal`.
 
+use std::path::PathBuf;
+
+use anyhow::Context;
 use clap::Args;
+use tusk_backup::wal::{self, PushOutcome};
+use tusk_backup::{BackupStore, StoreConfig};
 
 /// Arguments of `tusk wal-push`.
 #[derive(Debug, Args)]
-pub struct WalPushArgs {}
+pub struct WalPushArgs {
+    /// The archive's prefix in the store.
+    #[arg(long, env = "TUSK_WAL_PREFIX")]
+    pub wal_prefix: Option<String>,
+    /// A file holding the backup passphrase; TUSK_BACKUP_PASSPHRASE otherwise.
+    #[arg(long)]
+    pub passphrase_file: Option<PathBuf>,
+    /// The WAL file to archive (PostgreSQL's %p).
+    pub path: PathBuf,
+}
 
 /// Arguments of `tusk wal-fetch`.
 #[derive(Debug, Args)]
-pub struct WalFetchArgs {}
-
-/// Runs `tusk wal-push`.
-pub async fn push(_args: WalPushArgs) -> anyhow::Result<()> {
-    Err(super::not_built_yet("wal-push"))
+pub struct WalFetchArgs {
+    /// The archive's prefix in the store.
+    #[arg(long, env = "TUSK_WAL_PREFIX")]
+    pub wal_prefix: Option<String>,
+    /// A file holding the backup passphrase; TUSK_BACKUP_PASSPHRASE otherwise.
+    #[arg(long)]
+    pub passphrase_file: Option<PathBuf>,
+    /// The archived file's name (PostgreSQL's %f).
+    pub name: String,
+    /// Where to write it (PostgreSQL's %p).
+    pub destination: PathBuf,
 }
 
-/// Runs `tusk wal-fetch`.
-pub async fn fetch(_args: WalFetchArgs) -> anyhow::Result<()> {
-    Err(super::not_built_yet("wal-fetch"))
+/// `<store prefix>/<POD_NAMESPACE>/<TUSK_CLUSTER_NAME>/wal`, when both are set.
+pub fn default_wal_prefix(store: &BackupStore) -> Option<String> {
+    let namespace = std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|v| !v.is_empty())?;
+    let cluster = std::env::var("TUSK_CLUSTER_NAME")
+        .ok()
+        .filter(|v| !v.is_empty())?;
+    Some(tusk_api::names::wal_prefix(
+        store.prefix(),
+        &namespace,
+        &cluster,
+    ))
+}
+
+fn store_and_prefix(wal_prefix: Option<String>) -> anyhow::Result<(BackupStore, String)> {
+    let store = BackupStore::new(&StoreConfig::from_env()?)?;
+    let prefix = wal_prefix
+        .or_else(|| default_wal_prefix(&store))
+        .context("no WAL prefix: pass --wal-prefix, or set TUSK_WAL_PREFIX, or POD_NAMESPACE and TUSK_CLUSTER_NAME")?;
+    Ok((store, prefix))
+}
+
+/// Runs `tusk wal-push`.
+pub async fn push(args: WalPushArgs) -> anyhow::Result<()> {
+    let passphrase = super::backup::passphrase(args.passphrase_file.as_deref())?;
+    let (store, prefix) = store_and_prefix(args.wal_prefix)?;
+    match wal::push(&store, &prefix, &args.path, &passphrase).await? {
+        PushOutcome::Stored => tracing::info!(path = %args.path.display(), "archived"),
+        PushOutcome::AlreadyArchived => {
+            tracing::info!(path = %args.path.display(), "already archived with the same content")
+        }
+    }
+    Ok(())
+}
+
+/// Runs `tusk wal-fetch`. A file missing from the archive exits non-zero, which tells
+/// PostgreSQL the archive ends there.
+pub async fn fetch(args: WalFetchArgs) -> anyhow::Result<()> {
+    let passphrase = super::backup::passphrase(args.passphrase_file.as_deref())?;
+    let (store, prefix) = store_and_prefix(args.wal_prefix)?;
+    wal::fetch(&store, &prefix, &args.name, &args.destination, &passphrase).await?;
+    Ok(())
 }

@@ -1,0 +1,254 @@
+//! The `tusk` binary's data-path commands end to end: PostgreSQL archiving through
+//! `tusk wal-push`, `tusk restore run` to a point in time with PostgreSQL fetching WAL through
+//! `tusk wal-fetch`, and the disaster-recovery tools `tusk backup decrypt` and `download`.
+
+#[path = "../../backup/tests/support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::{Postgres, S3, temp_dir};
+use tusk_backup::{BackupOptions, Compression, Progress, WalMode, run_backup};
+
+const TUSK: &str = env!("CARGO_BIN_EXE_tusk");
+const PASSPHRASE: &str = "pitr passphrase";
+const WAL_PREFIX: &str = "tusk/ns/elephant/wal";
+
+fn tusk(env: &[(String, String)]) -> Command {
+    let mut command = Command::new(TUSK);
+    command
+        .envs(
+            env.iter()
+                .map(|(name, value)| (name.as_str(), value.as_str())),
+        )
+        .env("TUSK_BACKUP_PASSPHRASE", PASSPHRASE)
+        .env("RUST_LOG", "warn");
+    command
+}
+
+fn wait_until_archived(server: &Postgres, segment: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let archived = server.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver");
+        if archived.as_str() >= segment {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{segment} was never archived (last: {archived})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn tar_lists(archive: &Path) -> String {
+    let output = Command::new("tar")
+        .arg("-tf")
+        .arg(archive)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn point_in_time_restore_through_the_wal_archive() {
+    let s3 = S3::start().await;
+    let env = s3.env("tusk");
+    let mut server_env: Vec<(&str, &str)> = env
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    server_env.push(("TUSK_BACKUP_PASSPHRASE", PASSPHRASE));
+    server_env.push(("RUST_LOG", "warn"));
+    let archive_command = format!("{TUSK} wal-push --wal-prefix {WAL_PREFIX} %p");
+    let source = Postgres::init_with_env(
+        &[
+            "archive_mode=on".into(),
+            format!("archive_command={archive_command}"),
+        ],
+        &server_env,
+    );
+    source.psql("CREATE TABLE events (label text, at timestamptz DEFAULT clock_timestamp())");
+
+    // An archived cluster's backup carries no WAL: the restore must fetch it from the archive.
+    let store = s3.store("tusk");
+    let key = "tusk/ns/elephant/base/nightly.tar.gz.dare";
+    run_backup(
+        &source.connection(),
+        &store,
+        key,
+        &BackupOptions {
+            compression: Compression::default(),
+            passphrase: PASSPHRASE.as_bytes().to_vec(),
+            wal: WalMode::FromArchive,
+            label: "pitr".into(),
+            pg_basebackup: None,
+        },
+        Arc::new(Progress::default()),
+    )
+    .await
+    .unwrap();
+
+    source.psql("INSERT INTO events (label) VALUES ('t1')");
+    std::thread::sleep(Duration::from_millis(500));
+    let target = source.psql("SELECT clock_timestamp()::text");
+    std::thread::sleep(Duration::from_millis(500));
+    source.psql("INSERT INTO events (label) VALUES ('t2')");
+    let last_segment = source.psql("SELECT pg_walfile_name(pg_switch_wal())");
+    wait_until_archived(&source, &last_segment);
+
+    // Pushing an already archived segment again succeeds; fetching a missing one fails.
+    let archived = source.data_dir.join("pg_wal").join(&last_segment);
+    if archived.exists() {
+        let again = tusk(&env)
+            .args(["wal-push", "--wal-prefix", WAL_PREFIX])
+            .arg(&archived)
+            .output()
+            .unwrap();
+        assert!(
+            again.status.success(),
+            "{}",
+            String::from_utf8_lossy(&again.stderr)
+        );
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let missing = tusk(&env)
+        .args([
+            "wal-fetch",
+            "--wal-prefix",
+            WAL_PREFIX,
+            "0000000100000000000000FE",
+        ])
+        .arg(scratch.path().join("x"))
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(!scratch.path().join("x").exists());
+
+    let target_dir = temp_dir();
+    let data_dir = target_dir.path().join("pitr");
+    let restored = tusk(&env)
+        .args([
+            "restore",
+            "run",
+            "--backup-key",
+            key,
+            "--wal-prefix",
+            WAL_PREFIX,
+        ])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args(["--target-time", &target])
+        .output()
+        .unwrap();
+    assert!(
+        restored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+    assert!(data_dir.join("recovery.signal").exists());
+
+    let copy = Postgres::on_data_dir(&data_dir, &["archive_mode=off".into()], &server_env);
+    copy.wait_until_promoted();
+    assert_eq!(copy.psql("SELECT string_agg(label, ',') FROM events"), "t1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn decrypt_and_download_turn_an_object_into_a_tar_without_a_server() {
+    let s3 = S3::start().await;
+    let env = s3.env("");
+    let source = Postgres::init(&[]);
+    let store = s3.store("");
+    let key = "dr/base/b.tar.gz.dare";
+    run_backup(
+        &source.connection(),
+        &store,
+        key,
+        &BackupOptions {
+            compression: Compression::Gzip { level: 1 },
+            passphrase: PASSPHRASE.as_bytes().to_vec(),
+            wal: WalMode::Include,
+            label: "dr".into(),
+            pg_basebackup: None,
+        },
+        Arc::new(Progress::default()),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let passphrase_file = dir.path().join("passphrase");
+    std::fs::write(&passphrase_file, format!("{PASSPHRASE}\n")).unwrap();
+
+    // download: straight from the store to a tar file.
+    let downloaded = dir.path().join("downloaded.tar");
+    let output = tusk(&[])
+        .args([
+            "backup",
+            "download",
+            "--url",
+            &format!("s3://{}/{key}", s3.bucket),
+        ])
+        .args(["--endpoint", s3.server.endpoint()])
+        .env("AWS_ACCESS_KEY_ID", s3.server.access_key())
+        .env("AWS_SECRET_ACCESS_KEY", s3.server.secret_key())
+        .arg("--passphrase-file")
+        .arg(&passphrase_file)
+        .arg(&downloaded)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let listing = tar_lists(&downloaded);
+    assert!(
+        listing.lines().any(|line| line == "PG_VERSION"),
+        "{listing}"
+    );
+
+    // decrypt: object file in, tar on stdout.
+    let object = dir.path().join("b.tar.gz.dare");
+    let bytes = object_store::ObjectStoreExt::get(
+        store.object_store().as_ref(),
+        &object_store::path::Path::from(key),
+    )
+    .await
+    .unwrap()
+    .bytes()
+    .await
+    .unwrap();
+    std::fs::write(&object, &bytes).unwrap();
+    let decrypted = dir.path().join("decrypted.tar");
+    let status = tusk(&env)
+        .args(["backup", "decrypt", "--passphrase-file"])
+        .arg(&passphrase_file)
+        .arg(&object)
+        .stdout(std::fs::File::create(&decrypted).unwrap())
+        .stderr(Stdio::inherit())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(tar_lists(&decrypted), listing);
+
+    // A wrong passphrase fails and leaves no output file behind.
+    std::fs::write(&passphrase_file, "wrong").unwrap();
+    let refused = dir.path().join("refused.tar");
+    let output = tusk(&env)
+        .args(["backup", "decrypt", "--passphrase-file"])
+        .arg(&passphrase_file)
+        .arg(&object)
+        .arg(&refused)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(!refused.exists());
+}
