@@ -314,6 +314,21 @@ pub fn openapi_v2_document(crds: &[Value]) -> Value {
     })
 }
 
+/// The media type kubectl asks `/openapi/v2` for (`Accept`); only protobuf is decoded.
+pub const OPENAPI_V2_PROTOBUF_MEDIA_TYPE: &str =
+    "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
+/// The protobuf body to answer `/openapi/v2` with when kubectl asks for protobuf: an empty
+/// `openapi_v2.Document` (zero bytes). kubectl 1.27+ reads schemas and the `fieldValidation`
+/// support of custom resources from `/openapi/v3`; it only falls back to v2 for kinds v3 does not
+/// describe (the built-ins here), and with an empty v2 document it skips client-side validation
+/// and still sends `fieldValidation=Strict` (checked against kubectl 1.32). Describing the
+/// built-in kinds in v2 or v3 without their patch strategies would be worse: `kubectl apply`
+/// would then compute list-replacing strategic merge patches from it.
+pub fn openapi_v2_protobuf() -> Vec<u8> {
+    Vec::new()
+}
+
 /// The path of a group-version in the `/openapi/v3` index: `api/v1` for the core group,
 /// `apis/<group>/<version>` otherwise. Accepts `v1`, `postgres.tusk.dev/v1` or an
 /// already-prefixed `apis/...`.

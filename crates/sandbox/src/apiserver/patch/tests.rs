@@ -654,3 +654,96 @@ fn record_update_moves_ownership_so_later_applies_conflict() {
         vec![("kubectl-edit".into(), "Update".into())]
     );
 }
+
+// ------------------------------------------------------------------ properties
+
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::super::*;
+
+    fn arbitrary_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (-5i64..5).prop_map(|n| json!(n)),
+            "[a-c]{0,2}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                prop::collection::btree_map("[a-d]", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn arbitrary_operation() -> impl Strategy<Value = Value> {
+        (
+            prop_oneof![
+                Just("add"),
+                Just("remove"),
+                Just("replace"),
+                Just("move"),
+                Just("copy"),
+                Just("test"),
+                Just("bogus")
+            ],
+            "(/[a-d0-2-]){0,3}",
+            "(/[a-d0-2]){0,2}",
+            arbitrary_json(),
+        )
+            .prop_map(|(op, path, from, value)| {
+                json!({"op": op, "path": path, "from": from, "value": value})
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, .. ProptestConfig::default() })]
+
+        /// RFC 7386 patches are idempotent: applying one twice changes nothing more.
+        #[test]
+        fn merge_patch_is_idempotent(target in arbitrary_json(), patch in arbitrary_json()) {
+            let mut once = target.clone();
+            merge_patch(&mut once, &patch);
+            let mut twice = once.clone();
+            merge_patch(&mut twice, &patch);
+            prop_assert_eq!(once, twice);
+        }
+
+        /// A JSON patch either applies completely or leaves the object as it was, never panics.
+        #[test]
+        fn json_patch_is_atomic(target in arbitrary_json(), ops in prop::collection::vec(arbitrary_operation(), 0..4)) {
+            let mut doc = target.clone();
+            if json_patch(&mut doc, &Value::Array(ops)).is_err() {
+                prop_assert_eq!(doc, target);
+            }
+        }
+
+        /// Applying the same configuration again as the same manager changes nothing but the
+        /// entry's time, and the applied fields are all present with the applied values.
+        #[test]
+        fn server_side_apply_is_idempotent(data in prop::collection::btree_map("[a-d]", "[a-c]{0,2}", 0..4),
+                                           other in prop::collection::btree_map("[c-f]", "[a-c]{0,2}", 0..4)) {
+            let config = |data: &std::collections::BTreeMap<String, String>| json!({
+                "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}, "data": data});
+            let first = server_side_apply(None, &config(&other), "other", false, None).unwrap().object;
+            let second = server_side_apply(Some(&first), &config(&data), "me", true, None).unwrap().object;
+            let third = server_side_apply(Some(&second), &config(&data), "me", false, None).unwrap().object;
+            let without_time = |obj: &Value| {
+                let mut obj = obj.clone();
+                if let Some(entries) = obj.pointer_mut("/metadata/managedFields").and_then(Value::as_array_mut) {
+                    for entry in entries {
+                        entry.as_object_mut().unwrap().remove("time");
+                    }
+                }
+                obj
+            };
+            prop_assert_eq!(without_time(&second), without_time(&third));
+            for (key, value) in &data {
+                prop_assert_eq!(&second["data"][key], &json!(value));
+            }
+        }
+    }
+}
