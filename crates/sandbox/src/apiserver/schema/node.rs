@@ -494,13 +494,19 @@ impl Node {
                 let keys: Vec<String> = map.keys().cloned().collect();
                 for key in keys {
                     let child_schema = self.properties.get(&key);
-                    let keep_as_is = (is_root || self.embedded)
-                        && matches!(key.as_str(), "apiVersion" | "kind" | "metadata");
+                    let is_object_meta = (is_root || self.embedded) && key == "metadata";
+                    if is_object_meta {
+                        if let Some(metadata) = map.get_mut(&key) {
+                            path.push(Segment::Field(key.clone()));
+                            prune_object_meta(metadata, path, pruned);
+                            path.pop();
+                        }
+                        continue;
+                    }
+                    let keep_as_is =
+                        (is_root || self.embedded) && matches!(key.as_str(), "apiVersion" | "kind");
                     match (child_schema, &self.additional) {
                         (Some(schema), _) => {
-                            if is_root && key == "metadata" {
-                                continue;
-                            }
                             if let Some(child) = map.get_mut(&key) {
                                 path.push(Segment::Field(key.clone()));
                                 schema.prune(child, path, pruned, false);
@@ -1088,5 +1094,41 @@ fn child_position(parent: Position, child: Position) -> Position {
         Position::Junctor
     } else {
         child
+    }
+}
+
+/// The fields of ObjectMeta; anything else under an object's `metadata` is pruned, as the
+/// apiserver decodes metadata into ObjectMeta.
+const OBJECT_META_FIELDS: [&str; 15] = [
+    "name",
+    "generateName",
+    "namespace",
+    "selfLink",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "labels",
+    "annotations",
+    "ownerReferences",
+    "finalizers",
+    "managedFields",
+];
+
+fn prune_object_meta(metadata: &mut Value, path: &mut Vec<Segment>, pruned: &mut Vec<String>) {
+    if let Value::Object(map) = metadata {
+        let unknown: Vec<String> = map
+            .keys()
+            .filter(|k| !OBJECT_META_FIELDS.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        for key in unknown {
+            map.remove(&key);
+            path.push(Segment::Field(key));
+            pruned.push(pruned_path(path));
+            path.pop();
+        }
     }
 }

@@ -286,10 +286,12 @@ fn unknown_fields_are_pruned_and_reported() {
         "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z", "bogus": 1}]});
     obj["topLevel"] = json!("x");
     obj["metadata"]["labels"] = json!({"a": "b"});
+    obj["metadata"]["colour"] = json!("blue");
     let pruned = schema.prune(&mut obj);
     assert_eq!(
         pruned,
         vec![
+            "metadata.colour",
             "spec.foo",
             "spec.restore.backup.extra",
             "status.conditions[0].bogus",
@@ -300,7 +302,7 @@ fn unknown_fields_are_pruned_and_reported() {
     assert!(obj.get("topLevel").is_none());
     assert_eq!(
         obj["metadata"]["labels"]["a"], "b",
-        "metadata is never pruned"
+        "ObjectMeta fields are kept"
     );
     assert_eq!(obj["apiVersion"], "postgres.tusk.dev/v1");
     // Map values (additionalProperties) are kept.
@@ -328,7 +330,7 @@ fn preserve_unknown_fields_and_embedded_resources_keep_their_content() {
     .unwrap();
     let mut obj = json!({"spec": {
         "free": {"anything": [1, 2], "known": {"gone": 1}},
-        "template": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "template": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "bogus": 1},
                      "spec": {"gone": true}, "other": 1},
     }});
     let pruned = schema.prune(&mut obj);
@@ -336,6 +338,7 @@ fn preserve_unknown_fields_and_embedded_resources_keep_their_content() {
         pruned,
         vec![
             "spec.free.known.gone",
+            "spec.template.metadata.bogus",
             "spec.template.other",
             "spec.template.spec.gone"
         ]
