@@ -747,3 +747,40 @@ mod properties {
         }
     }
 }
+
+/// The strategic merge patch kubectl 1.32's client-side `kubectl apply` sent (captured from
+/// the real kubectl) when a manifest changed an image and replicas, dropped env A and dropped
+/// the sidecar container: the directives must delete exactly those.
+#[test]
+fn smp_as_sent_by_kubectl_client_side_apply() {
+    let mut live = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "ns", "annotations": {
+            "kubectl.kubernetes.io/last-applied-configuration": "{}"}},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [
+                {"name": "app", "image": "app:1", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]},
+                {"name": "side", "image": "side:1"}]}}}
+    });
+    let sent = json!({"metadata": {"annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{\"apiVersion\":\"apps/v1\"}\n"}},
+        "spec": {"replicas": 2, "template": {"spec": {
+            "$setElementOrder/containers": [{"name": "app"}],
+            "containers": [
+                {"$setElementOrder/env": [{"name": "B"}], "env": [{"name": "B", "value": "3"}, {"$patch": "delete", "name": "A"}],
+                 "image": "app:2", "name": "app"},
+                {"$patch": "delete", "name": "side"}]}}}});
+    strategic_merge_patch(&mut live, &sent, "apps/v1", "Deployment").unwrap();
+    assert_eq!(live["spec"]["replicas"], 2);
+    assert_eq!(
+        live["spec"]["template"]["spec"]["containers"],
+        json!([{"name": "app", "image": "app:2", "env": [{"name": "B", "value": "3"}]}])
+    );
+    assert_eq!(
+        live["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"],
+        "{\"apiVersion\":\"apps/v1\"}\n"
+    );
+    assert_eq!(
+        live["spec"]["selector"],
+        json!({"matchLabels": {"app": "web"}})
+    );
+}
