@@ -6,4 +6,7 @@
 //! fidelity: whatever it implements behaves as kube-apiserver and the kubelet do.
 
 pub mod apiserver;
+mod gc;
 pub mod s3;
+
+pub use apiserver::{Sandbox, SandboxBuilder};

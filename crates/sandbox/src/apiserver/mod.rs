@@ -1,7 +1,418 @@
 //! The API server: the Kubernetes REST API over HTTP/1.1 on loopback.
+//!
+//! Start one with [`Sandbox::builder`]:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let sandbox = tusk_sandbox::apiserver::Sandbox::builder().start().await?;
+//! let client = sandbox.client().await?;
+//! // ... use `client`, or point kubectl at `sandbox.kubeconfig_path()` ...
+//! sandbox.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod discovery;
+mod error;
+mod events;
+mod ext;
+pub(crate) mod ops;
+mod persist;
+pub(crate) mod resources;
+mod server;
+pub(crate) mod store;
+mod tls;
+mod watch;
 
 pub mod openapi;
 pub mod patch;
 pub mod schema;
 pub mod selector;
 pub mod table;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hyper_util::rt::TokioIo;
+use rand::RngExt;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use persist::PersistError;
+pub use tls::TlsError;
+
+use resources::NAMESPACE_STORAGE;
+use store::Store;
+
+/// Where the sandbox reads pod logs from; the local runtime implements it. Without one,
+/// `GET .../pods/<name>/log` answers an empty log.
+pub trait PodLogs: Send + Sync {
+    /// The log of one container (the pod's only or first one when `container` is `None`), or
+    /// `None` when there is none yet.
+    fn logs(&self, namespace: &str, pod: &str, container: Option<&str>) -> Option<String>;
+}
+
+/// Starting the sandbox failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The listening socket could not be bound.
+    #[error("cannot listen on 127.0.0.1:{port}: {source}")]
+    Bind {
+        /// The port asked for (0 for any).
+        port: u16,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The data directory's database could not be opened or read.
+    #[error(transparent)]
+    Persist(#[from] PersistError),
+    /// The serving certificate could not be made.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The kubeconfig could not be written.
+    #[error("cannot write the kubeconfig {path}: {source}")]
+    Kubeconfig {
+        /// The kubeconfig file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Building a kube client for the sandbox failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The kubeconfig could not be read back.
+    #[error("cannot read the sandbox kubeconfig: {0}")]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
+    /// The client could not be built.
+    #[error("cannot build a client for the sandbox: {0}")]
+    Client(#[from] kube::Error),
+}
+
+/// Options of a sandbox about to start.
+#[derive(Default)]
+pub struct SandboxBuilder {
+    data_dir: Option<PathBuf>,
+    port: u16,
+    kubeconfig_path: Option<PathBuf>,
+    pod_logs: Option<Arc<dyn PodLogs>>,
+}
+
+impl SandboxBuilder {
+    /// Persists objects (and the resourceVersion) in this directory, reloading what is there.
+    /// Without it, everything lives in memory only.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// Listens on this port of 127.0.0.1 (default 0: any free port).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// Writes the kubeconfig here (default: a private temporary directory).
+    pub fn kubeconfig_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.kubeconfig_path = Some(path.into());
+        self
+    }
+
+    /// Serves pod logs from this source (the local runtime).
+    pub fn pod_logs(mut self, source: Arc<dyn PodLogs>) -> Self {
+        self.pod_logs = Some(source);
+        self
+    }
+
+    /// Binds, loads the data directory if any, writes the kubeconfig and starts serving.
+    pub async fn start(self) -> Result<Sandbox, StartError> {
+        let (persist, (rv, objects)) = match &self.data_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir {
+                    path: dir.clone(),
+                    source,
+                })?;
+                let (persist, loaded) = persist::Persist::open(dir)?;
+                (Some(persist), loaded)
+            }
+            None => (None, (0, Vec::new())),
+        };
+        let fresh = objects.is_empty();
+        let store = Arc::new(Store::new(rv, objects, persist));
+        if fresh {
+            seed_namespaces(&store);
+        }
+        let listener = TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .map_err(|source| StartError::Bind {
+                port: self.port,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            port: self.port,
+            source,
+        })?;
+        let token = random_token();
+        let (kubeconfig_path, kubeconfig_dir) = match self.kubeconfig_path {
+            Some(path) => (path, None),
+            None => {
+                let dir = tempfile::Builder::new()
+                    .prefix("tusk-sandbox-")
+                    .tempdir()
+                    .map_err(|source| StartError::Kubeconfig {
+                        path: std::env::temp_dir(),
+                        source,
+                    })?;
+                (dir.path().join("kubeconfig"), Some(dir))
+            }
+        };
+        let tls = tls::generate()?;
+        let url = format!("https://{addr}");
+        write_kubeconfig(&kubeconfig_path, &url, &token, &tls.ca_pem).map_err(|source| {
+            StartError::Kubeconfig {
+                path: kubeconfig_path.clone(),
+                source,
+            }
+        })?;
+        let shutdown = CancellationToken::new();
+        let server = Arc::new(server::Server {
+            store: store.clone(),
+            token: token.clone(),
+            address: addr.to_string(),
+            shutdown: shutdown.clone(),
+            pod_logs: self.pod_logs,
+        });
+        let mut tasks = JoinSet::new();
+        tasks.spawn(crate::gc::run(store.clone(), shutdown.clone()));
+        tasks.spawn(accept_loop(
+            listener,
+            tls.acceptor,
+            server,
+            shutdown.clone(),
+        ));
+        Ok(Sandbox {
+            addr,
+            url,
+            token,
+            ca_pem: tls.ca_pem,
+            kubeconfig_path,
+            _kubeconfig_dir: kubeconfig_dir,
+            store,
+            shutdown,
+            tasks,
+        })
+    }
+}
+
+/// A running sandbox API server. Dropping it stops it too, but [`Sandbox::shutdown`] also
+/// waits until everything is written to the data directory.
+pub struct Sandbox {
+    addr: SocketAddr,
+    url: String,
+    token: String,
+    ca_pem: String,
+    kubeconfig_path: PathBuf,
+    _kubeconfig_dir: Option<tempfile::TempDir>,
+    store: Arc<Store>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a credential: never printed.
+        f.debug_struct("Sandbox")
+            .field("url", &self.url)
+            .field("kubeconfig_path", &self.kubeconfig_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sandbox {
+    /// A builder with the defaults: any free port, in memory, kubeconfig in a temporary dir.
+    pub fn builder() -> SandboxBuilder {
+        SandboxBuilder::default()
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The bearer token clients must present.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The PEM certificate of the CA that signed the serving certificate.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// The kubeconfig (mode 0600) pointing at this sandbox.
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig_path
+    }
+
+    /// A kube client for this sandbox, configured from its kubeconfig.
+    pub async fn client(&self) -> Result<kube::Client, ClientError> {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig_path)?;
+        let config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await?;
+        Ok(kube::Client::try_from(config)?)
+    }
+
+    /// Forgets the watch history, as an etcd compaction would: every watch resuming from an
+    /// older resourceVersion then gets a 410 Gone ERROR event and must relist. For tests.
+    pub fn compact_watch_history(&self) {
+        self.store.compact();
+    }
+
+    /// The current global resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.store.read().rv
+    }
+
+    /// Stops serving, ends every watch, and waits until the data directory is up to date.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+        let store = self.store.clone();
+        let _ = tokio::task::spawn_blocking(move || store.flush()).await;
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    server: Arc<server::Server>,
+    shutdown: CancellationToken,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.cancelled() => break,
+        };
+        let (stream, _) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "the sandbox could not accept a connection");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let server = server.clone();
+        let shutdown = shutdown.clone();
+        let acceptor = acceptor.clone();
+        connections.spawn(async move {
+            let stream = match acceptor.accept(stream).await {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::debug!(%error, "TLS handshake with a sandbox client failed");
+                    return;
+                }
+            };
+            let service = hyper::service::service_fn(move |request| server.clone().handle(request));
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = shutdown.cancelled() => connection.as_mut().graceful_shutdown(),
+            }
+        });
+        // Reap finished connections so the set does not grow without bound.
+        while connections.try_join_next().is_some() {}
+    }
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
+}
+
+fn random_token() -> String {
+    let bytes: [u8; 32] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The namespaces every cluster starts with.
+fn seed_namespaces(store: &Store) {
+    let storage: Arc<str> = Arc::from(NAMESPACE_STORAGE);
+    store.write(|txn| {
+        for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            let namespace = json!({
+                "kind": "Namespace",
+                "apiVersion": "v1",
+                "metadata": {
+                    "name": name,
+                    "uid": format!("{:032x}", rand::rng().random::<u128>()),
+                    "creationTimestamp": ops::now(),
+                    "labels": {"kubernetes.io/metadata.name": name},
+                },
+                "spec": {"finalizers": ["kubernetes"]},
+                "status": {"phase": "Active"},
+            });
+            txn.put(&storage, namespace);
+        }
+    });
+}
+
+/// Writes a kubeconfig with mode 0600 (it holds the token).
+fn write_kubeconfig(path: &Path, url: &str, token: &str, ca_pem: &str) -> std::io::Result<()> {
+    use base64::Engine;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let config = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "tusk-sandbox", "cluster": {"server": url, "certificate-authority-data": base64::engine::general_purpose::STANDARD.encode(ca_pem)}}],
+        "users": [{"name": "tusk-sandbox", "user": {"token": token}}],
+        "contexts": [{"name": "tusk-sandbox", "context": {"cluster": "tusk-sandbox", "user": "tusk-sandbox", "namespace": "default"}}],
+        "current-context": "tusk-sandbox",
+        "preferences": {},
+    });
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // A kubeconfig that existed before keeps its old mode unless it is reset.
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    file.write_all(
+        serde_json::to_string_pretty(&config)
+            .unwrap_or_default()
+            .as_bytes(),
+    )?;
+    Ok(())
+}

@@ -1,0 +1,193 @@
+//! The one place the server calls into the schema, patch, selector, table and openapi modules.
+//!
+//! Keeping those calls behind these thin wrappers lets the rest of the server speak in its own
+//! terms (causes, HTTP status codes) and keeps the seams with the sibling modules in one file.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::{openapi, patch, schema, selector, table};
+
+/// One reason a write was refused, as it appears in a Status's `details.causes`.
+#[derive(Debug, Clone)]
+pub(crate) struct Cause {
+    pub field: String,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// A CRD version's structural schema, compiled once.
+pub(crate) struct Schema {
+    compiled: schema::CompiledSchema,
+}
+
+impl Schema {
+    pub fn new(open_api_v3_schema: &Value) -> Result<Self, String> {
+        schema::CompiledSchema::new(open_api_v3_schema)
+            .map(|compiled| Schema { compiled })
+            .map_err(|error| error.to_string())
+    }
+
+    /// Drops unknown fields, returning their paths.
+    pub fn prune(&self, obj: &mut Value) -> Vec<String> {
+        self.compiled.prune(obj)
+    }
+
+    pub fn default(&self, obj: &mut Value) {
+        self.compiled.default(obj)
+    }
+
+    pub fn validate(&self, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
+        self.compiled
+            .validate(obj, old)
+            .into_iter()
+            .map(|error| Cause {
+                reason: error.reason.as_k8s_cause_type(),
+                field: error.field,
+                message: error.message,
+            })
+            .collect()
+    }
+}
+
+/// A CRD version's printer columns.
+pub(crate) struct Columns {
+    columns: Vec<table::PrinterColumn>,
+}
+
+impl Columns {
+    pub fn from_crd_version(version: &Value) -> Self {
+        Columns {
+            columns: table::PrinterColumn::from_crd_version(version),
+        }
+    }
+}
+
+/// Renders a meta.k8s.io/v1 Table.
+pub(crate) fn render_table(
+    api_version: &str,
+    kind: &str,
+    columns: Option<&Columns>,
+    objects: &[Value],
+    include_object: &str,
+    list_meta: Value,
+) -> Value {
+    let columns = match columns {
+        Some(columns) if !columns.columns.is_empty() => columns.columns.clone(),
+        _ => table::builtin_columns(api_version, kind).unwrap_or_else(table::default_columns),
+    };
+    let include = match include_object {
+        "None" => table::IncludeObject::None,
+        "Object" => table::IncludeObject::Object,
+        _ => table::IncludeObject::Metadata,
+    };
+    table::render_table(&columns, objects, include, list_meta)
+}
+
+/// A patch that could not be applied: the HTTP status and the message.
+pub(crate) struct PatchFailure {
+    pub status: u16,
+    pub message: String,
+}
+
+impl From<patch::PatchError> for PatchFailure {
+    fn from(error: patch::PatchError) -> Self {
+        PatchFailure {
+            status: error.http_status(),
+            message: error.to_string(),
+        }
+    }
+}
+
+pub(crate) fn merge_patch(target: &mut Value, patch: &Value) {
+    patch::merge_patch(target, patch)
+}
+
+pub(crate) fn json_patch(target: &mut Value, patch: &Value) -> Result<(), PatchFailure> {
+    Ok(patch::json_patch(target, patch)?)
+}
+
+pub(crate) fn strategic_merge_patch(
+    target: &mut Value,
+    patch: &Value,
+    api_version: &str,
+    kind: &str,
+) -> Result<(), PatchFailure> {
+    Ok(patch::strategic_merge_patch(
+        target,
+        patch,
+        api_version,
+        kind,
+    )?)
+}
+
+pub(crate) fn server_side_apply(
+    live: Option<&Value>,
+    applied: &Value,
+    manager: &str,
+    force: bool,
+    subresource: Option<&str>,
+) -> Result<Value, PatchFailure> {
+    Ok(patch::server_side_apply(live, applied, manager, force, subresource)?.object)
+}
+
+pub(crate) fn record_update(
+    old: Option<&Value>,
+    new: &mut Value,
+    manager: &str,
+    operation: &str,
+    subresource: Option<&str>,
+) {
+    patch::record_update(old, new, manager, operation, subresource)
+}
+
+/// A parsed label selector.
+pub(crate) struct LabelSelector(selector::LabelSelector);
+
+impl LabelSelector {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        selector::LabelSelector::parse(text)
+            .map(LabelSelector)
+            .map_err(|e| e.to_string())
+    }
+
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.0.matches(labels)
+    }
+}
+
+/// A parsed field selector.
+pub(crate) struct FieldSelector(selector::FieldSelector);
+
+impl FieldSelector {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        selector::FieldSelector::parse(text)
+            .map(FieldSelector)
+            .map_err(|e| e.to_string())
+    }
+
+    pub fn matches(&self, obj: &Value) -> bool {
+        self.0.matches(obj)
+    }
+
+    pub fn fields(&self) -> Vec<String> {
+        self.0
+            .requirements()
+            .into_iter()
+            .map(|(field, _, _)| field)
+            .collect()
+    }
+}
+
+pub(crate) fn openapi_v2(crds: &[Value]) -> Value {
+    openapi::openapi_v2_document(crds)
+}
+
+pub(crate) fn openapi_v3_index(group_versions: &[String]) -> Value {
+    openapi::openapi_v3_index(group_versions)
+}
+
+pub(crate) fn openapi_v3_group_version(group: &str, version: &str, crds: &[Value]) -> Value {
+    openapi::openapi_v3_group_version(group, version, crds)
+}

@@ -1,0 +1,883 @@
+//! The HTTP layer: authentication, routing, request decoding and response encoding.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited, StreamBody, combinators::UnsyncBoxBody};
+use hyper::body::{Frame, Incoming};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::PodLogs;
+use super::discovery;
+use super::error::ApiError;
+use super::ext::{self, FieldSelector, LabelSelector};
+use super::ops::{
+    self, DeleteRequest, Deleted, FieldValidation, PatchType, Propagation, WriteOptions, present,
+};
+use super::resources::{CRD_STORAGE, ResourceType};
+use super::store::{Key, Store};
+use super::watch::{self, WatchRequest};
+
+/// kube-apiserver's limit on request bodies.
+pub(crate) const MAX_BODY: usize = 3 * 1024 * 1024;
+
+pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// Shared by every connection.
+pub(crate) struct Server {
+    pub store: Arc<Store>,
+    pub token: String,
+    pub address: String,
+    pub shutdown: CancellationToken,
+    pub pod_logs: Option<Arc<dyn PodLogs>>,
+}
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    UnsyncBoxBody::new(Full::new(bytes.into()))
+}
+
+fn json_response(code: u16, value: &Value) -> Response<Body> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    bytes_response(code, body)
+}
+
+fn bytes_response(code: u16, body: Vec<u8>) -> Response<Body> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() =
+        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn error_response(error: &ApiError) -> Response<Body> {
+    json_response(error.code, &error.status())
+}
+
+/// Constant-time comparison, so that the token cannot be guessed byte by byte from timings.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+type Query = HashMap<String, String>;
+
+fn parse_query(query: Option<&str>) -> Query {
+    url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect()
+}
+
+fn flag(query: &Query, name: &str) -> bool {
+    matches!(query.get(name).map(String::as_str), Some("true" | "1"))
+}
+
+/// Where a request is going.
+enum Target {
+    Collection {
+        rt: Arc<ResourceType>,
+        namespace: Option<String>,
+    },
+    Object {
+        rt: Arc<ResourceType>,
+        key: Key,
+        subresource: Option<String>,
+    },
+}
+
+impl Server {
+    /// Answers one request; never fails (every failure is a Status response).
+    pub async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+    ) -> Result<Response<Body>, Infallible> {
+        let response = match self.clone().route(request).await {
+            Ok(response) => response,
+            Err(error) => error_response(&error),
+        };
+        Ok(response)
+    }
+
+    fn authenticate(&self, headers: &HeaderMap, path: &str) -> Result<(), ApiError> {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.strip_prefix("Bearer ").unwrap_or("").trim());
+        match presented {
+            Some(token) if same_secret(token.as_bytes(), self.token.as_bytes()) => Ok(()),
+            // Like kube-apiserver's system:public-info-viewer: anonymous health and version.
+            None if matches!(path, "/healthz" | "/readyz" | "/livez" | "/version") => Ok(()),
+            _ => Err(ApiError::unauthorized()),
+        }
+    }
+
+    async fn route(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+    ) -> Result<Response<Body>, ApiError> {
+        let path = request.uri().path().trim_end_matches('/').to_string();
+        let path = if path.is_empty() {
+            "/".to_string()
+        } else {
+            path
+        };
+        self.authenticate(request.headers(), &path)?;
+        let query = parse_query(request.uri().query());
+        let method = request.method().clone();
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        match (method.clone(), segments.as_slice()) {
+            (Method::GET, ["healthz" | "readyz" | "livez"]) => {
+                let mut response = Response::new(full("ok"));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                return Ok(response);
+            }
+            (Method::GET, ["version"]) => return Ok(json_response(200, &discovery::version())),
+            (Method::GET, ["api"]) => {
+                return Ok(json_response(200, &discovery::core_versions(&self.address)));
+            }
+            (Method::GET, ["apis"]) => {
+                return Ok(json_response(
+                    200,
+                    &discovery::group_list(&self.store.read().registry),
+                ));
+            }
+            (Method::GET, ["apis", group]) => {
+                return discovery::group(&self.store.read().registry, group)
+                    .map(|g| json_response(200, &g))
+                    .ok_or_else(ApiError::no_route);
+            }
+            (Method::GET, ["openapi", "v2"]) => {
+                let accept = request
+                    .headers()
+                    .get(header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                if accept.contains("protobuf") {
+                    return Ok(openapi_v2_protobuf());
+                }
+                return Ok(json_response(200, &ext::openapi_v2(&self.crds(None))));
+            }
+            (Method::GET, ["openapi", "v3"]) => {
+                let group_versions = self.group_versions();
+                return Ok(json_response(200, &ext::openapi_v3_index(&group_versions)));
+            }
+            (Method::GET, ["openapi", "v3", "api", version]) => {
+                return Ok(json_response(
+                    200,
+                    &ext::openapi_v3_group_version("", version, &[]),
+                ));
+            }
+            (Method::GET, ["openapi", "v3", "apis", group, version]) => {
+                let crds = self.crds(Some(group));
+                let builtin = self
+                    .store
+                    .read()
+                    .registry
+                    .in_group_version(group, version)
+                    .iter()
+                    .any(|rt| !rt.custom);
+                if crds.is_empty() && !builtin {
+                    return Err(ApiError::no_route());
+                }
+                return Ok(json_response(
+                    200,
+                    &ext::openapi_v3_group_version(group, version, &crds),
+                ));
+            }
+            _ => {}
+        }
+        let (group, version, rest) = match segments.as_slice() {
+            ["api", version, rest @ ..] => ("", *version, rest),
+            ["apis", group, version, rest @ ..] => (*group, *version, rest),
+            _ => return Err(ApiError::no_route()),
+        };
+        if rest.is_empty() {
+            if method != Method::GET {
+                return Err(ApiError::method_not_allowed(method.as_str()));
+            }
+            return discovery::resource_list(&self.store.read().registry, group, version)
+                .map(|list| json_response(200, &list))
+                .ok_or_else(ApiError::no_route);
+        }
+        let target = self.resolve(group, version, rest)?;
+        let accept = request
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let content_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let user_agent = request
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body = read_body(request).await?;
+        let mut opts = WriteOptions {
+            dry_run: query.get("dryRun").is_some_and(|v| v == "All"),
+            field_manager: query
+                .get("fieldManager")
+                .cloned()
+                .unwrap_or_else(|| default_manager(&user_agent)),
+            field_validation: match query.get("fieldValidation").map(String::as_str) {
+                Some("Strict") => FieldValidation::Strict,
+                Some("Ignore") => FieldValidation::Ignore,
+                _ => FieldValidation::Warn,
+            },
+            warnings: Vec::new(),
+        };
+        let wants_table = accept.contains("as=Table");
+        let result = match (method, target) {
+            (Method::GET, Target::Collection { rt, namespace }) => {
+                if flag(&query, "watch") {
+                    return self.watch(rt, namespace, &query);
+                }
+                return self.list(&rt, namespace.as_deref(), &query, wants_table);
+            }
+            (Method::POST, Target::Collection { rt, namespace }) => {
+                if rt.namespaced && namespace.is_none() {
+                    return Err(ApiError::method_not_allowed("POST"));
+                }
+                let object = decode(&body, &content_type)?;
+                let created =
+                    ops::create(&self.store, &rt, namespace.as_deref(), object, &mut opts)?;
+                Ok((201, present(&rt, &created), rt))
+            }
+            (Method::DELETE, Target::Collection { rt, namespace }) => {
+                return self.delete_collection(&rt, namespace.as_deref(), &query, &body);
+            }
+            (
+                Method::GET,
+                Target::Object {
+                    rt,
+                    key,
+                    subresource,
+                },
+            ) => {
+                if subresource.as_deref() == Some("log") {
+                    return Ok(self.pod_log(&rt, &key, &query));
+                }
+                let object = self.store.read().get(&rt.storage, &key).cloned();
+                let object = object.ok_or_else(|| ApiError::not_found(&rt, &key.1))?;
+                if wants_table {
+                    let served = present(&rt, &object);
+                    let include = query
+                        .get("includeObject")
+                        .map(String::as_str)
+                        .unwrap_or("Metadata");
+                    let table = ext::render_table(
+                        &rt.api_version(),
+                        &rt.kind,
+                        rt.columns.as_deref(),
+                        &[served],
+                        include,
+                        json!({"resourceVersion": ""}),
+                    );
+                    return Ok(json_response(200, &table));
+                }
+                Ok((200, present(&rt, &object), rt))
+            }
+            (
+                Method::PUT,
+                Target::Object {
+                    rt,
+                    key,
+                    subresource,
+                },
+            ) => {
+                let object = decode(&body, &content_type)?;
+                let stored = ops::replace(
+                    &self.store,
+                    &rt,
+                    &key,
+                    object,
+                    subresource.as_deref(),
+                    &mut opts,
+                )?;
+                Ok((200, present(&rt, &stored), rt))
+            }
+            (
+                Method::PATCH,
+                Target::Object {
+                    rt,
+                    key,
+                    subresource,
+                },
+            ) => {
+                let media = content_type.split(';').next().unwrap_or("").trim();
+                let patch_type = match media {
+                    "application/merge-patch+json" => PatchType::Merge,
+                    "application/json-patch+json" => PatchType::Json,
+                    "application/strategic-merge-patch+json" => PatchType::Strategic,
+                    "application/apply-patch+yaml" | "application/apply-patch+cbor"
+                        if media.ends_with("yaml") =>
+                    {
+                        if !query.contains_key("fieldManager") {
+                            return Err(ApiError::bad_request(
+                                "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+                            ));
+                        }
+                        PatchType::Apply {
+                            force: flag(&query, "force"),
+                        }
+                    }
+                    other => return Err(ApiError::unsupported_media_type(other)),
+                };
+                let (stored, created) = ops::patch(
+                    &self.store,
+                    &rt,
+                    &key,
+                    patch_type,
+                    &body,
+                    subresource.as_deref(),
+                    &mut opts,
+                )?;
+                Ok((if created { 201 } else { 200 }, present(&rt, &stored), rt))
+            }
+            (
+                Method::DELETE,
+                Target::Object {
+                    rt,
+                    key,
+                    subresource: None,
+                },
+            ) => {
+                let request = delete_request(&query, &body)?;
+                match ops::delete(&self.store, &rt, &key, &request)? {
+                    Deleted::Pending(object) => Ok((202, present(&rt, &object), rt)),
+                    Deleted::Gone(object) if rt.custom || &*rt.storage == CRD_STORAGE => {
+                        Ok((200, present(&rt, &object), rt))
+                    }
+                    Deleted::Gone(object) => {
+                        let details = json!({"name": key.1, "group": rt.group, "kind": rt.plural, "uid": ops::meta_str(&object, "uid")});
+                        Ok((
+                            200,
+                            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}),
+                            rt,
+                        ))
+                    }
+                }
+            }
+            (method, _) => Err(ApiError::method_not_allowed(method.as_str())),
+        };
+        let (code, object, _rt) = result?;
+        let mut response = json_response(code, &object);
+        for warning in &opts.warnings {
+            if let Ok(value) = header::HeaderValue::from_str(&format!(
+                "299 - \"{}\"",
+                warning.replace('"', "\\\"")
+            )) {
+                response.headers_mut().append(header::WARNING, value);
+            }
+        }
+        Ok(response)
+    }
+
+    fn crds(&self, group: Option<&str>) -> Vec<Value> {
+        let state = self.store.read();
+        state
+            .objects(CRD_STORAGE, None)
+            .filter(|(_, crd)| {
+                group.is_none_or(|g| crd.pointer("/spec/group").and_then(Value::as_str) == Some(g))
+            })
+            .map(|(_, crd)| (**crd).clone())
+            .collect()
+    }
+
+    fn group_versions(&self) -> Vec<String> {
+        let state = self.store.read();
+        let mut out = vec!["api/v1".to_string()];
+        for (group, versions) in state.registry.groups() {
+            if group.is_empty() {
+                continue;
+            }
+            out.extend(versions.iter().map(|v| format!("apis/{group}/{v}")));
+        }
+        out
+    }
+
+    fn resolve(&self, group: &str, version: &str, rest: &[&str]) -> Result<Target, ApiError> {
+        let namespaced_path = rest.len() >= 3
+            && rest[0] == "namespaces"
+            && !(rest.len() == 3 && (rest[2] == "status" || rest[2] == "finalize"));
+        let (namespace, rest) = if namespaced_path {
+            (Some(rest[1].to_string()), &rest[2..])
+        } else {
+            (None, rest)
+        };
+        if rest.len() > 3 {
+            return Err(ApiError::no_route());
+        }
+        let rt = self
+            .store
+            .read()
+            .registry
+            .get(group, version, rest[0])
+            .ok_or_else(ApiError::no_route)?;
+        if !rt.namespaced && namespace.is_some() {
+            return Err(ApiError::no_route());
+        }
+        let Some(name) = rest.get(1) else {
+            return Ok(Target::Collection { rt, namespace });
+        };
+        if rt.namespaced && namespace.is_none() {
+            return Err(ApiError::no_route());
+        }
+        let subresource = rest.get(2).map(|s| s.to_string());
+        if let Some(sub) = &subresource {
+            let served = (sub == "status" && rt.status_subresource)
+                || rt.extra_subresources.contains(&sub.as_str());
+            if !served {
+                return Err(ApiError::no_route());
+            }
+        }
+        Ok(Target::Object {
+            key: (namespace.unwrap_or_default(), name.to_string()),
+            rt,
+            subresource,
+        })
+    }
+
+    fn selectors(
+        &self,
+        rt: &ResourceType,
+        query: &Query,
+    ) -> Result<(Option<LabelSelector>, Option<FieldSelector>), ApiError> {
+        let labels =
+            match query.get("labelSelector").filter(|s| !s.is_empty()) {
+                Some(text) => Some(LabelSelector::parse(text).map_err(|e| {
+                    ApiError::bad_request(format!("unable to parse requirement: {e}"))
+                })?),
+                None => None,
+            };
+        let fields = match query.get("fieldSelector").filter(|s| !s.is_empty()) {
+            Some(text) => {
+                let selector = FieldSelector::parse(text)
+                    .map_err(|e| ApiError::bad_request(format!("invalid field selector: {e}")))?;
+                for field in selector.fields() {
+                    if !field_supported(rt, &field) {
+                        return Err(ApiError::bad_request(format!(
+                            "field label not supported: {field}"
+                        )));
+                    }
+                }
+                Some(selector)
+            }
+            None => None,
+        };
+        Ok((labels, fields))
+    }
+
+    fn list(
+        &self,
+        rt: &Arc<ResourceType>,
+        namespace: Option<&str>,
+        query: &Query,
+        wants_table: bool,
+    ) -> Result<Response<Body>, ApiError> {
+        let (labels, fields) = self.selectors(rt, query)?;
+        let limit: usize = match query.get("limit") {
+            Some(text) => text
+                .parse::<i64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid limit: {text}")))?
+                .max(0) as usize,
+            None => 0,
+        };
+        let start = match query.get("continue").filter(|c| !c.is_empty()) {
+            Some(token) => Some(decode_continue(token)?),
+            None => None,
+        };
+        let matcher = WatchRequest {
+            rt: rt.clone(),
+            namespace: namespace.map(str::to_string),
+            labels,
+            fields,
+            resource_version: None,
+            timeout: None,
+            bookmarks: false,
+            send_initial_events: false,
+        };
+        let (items, list_rv, next, remaining) = {
+            let state = self.store.read();
+            let list_rv = start.as_ref().map(|(rv, _)| *rv).unwrap_or(state.rv);
+            let mut items = Vec::new();
+            let mut next = None;
+            let mut remaining = 0usize;
+            for (key, object) in state.objects(&rt.storage, namespace) {
+                if let Some((_, after)) = &start
+                    && key <= after {
+                        continue;
+                    }
+                if !matcher.matches(object) {
+                    continue;
+                }
+                if limit > 0 && items.len() >= limit {
+                    if next.is_none() {
+                        next = Some(items_last_key(&items));
+                    }
+                    remaining += 1;
+                    continue;
+                }
+                items.push((key.clone(), object.clone()));
+            }
+            (items, list_rv, next.flatten(), remaining)
+        };
+        let mut metadata = json!({"resourceVersion": list_rv.to_string()});
+        if let Some(after) = next {
+            metadata["continue"] = json!(encode_continue(list_rv, &after));
+            metadata["remainingItemCount"] = json!(remaining);
+        }
+        if wants_table {
+            let served: Vec<Value> = items.iter().map(|(_, o)| present(rt, o)).collect();
+            let include = query
+                .get("includeObject")
+                .map(String::as_str)
+                .unwrap_or("Metadata");
+            let table = ext::render_table(
+                &rt.api_version(),
+                &rt.kind,
+                rt.columns.as_deref(),
+                &served,
+                include,
+                metadata,
+            );
+            return Ok(json_response(200, &table));
+        }
+        // Written piece by piece so that a large list is not first built as one Value.
+        let mut out = Vec::with_capacity(items.len() * 512 + 256);
+        out.extend_from_slice(b"{\"kind\":");
+        let _ = serde_json::to_writer(&mut out, &format!("{}List", rt.kind));
+        out.extend_from_slice(b",\"apiVersion\":");
+        let _ = serde_json::to_writer(&mut out, &rt.api_version());
+        out.extend_from_slice(b",\"metadata\":");
+        let _ = serde_json::to_writer(&mut out, &metadata);
+        out.extend_from_slice(b",\"items\":[");
+        let convert = rt.group == "events.k8s.io" || rt.custom;
+        for (index, (_, object)) in items.iter().enumerate() {
+            if index > 0 {
+                out.push(b',');
+            }
+            if convert
+                && object.get("apiVersion").and_then(Value::as_str)
+                    != Some(rt.api_version().as_str())
+                || rt.group == "events.k8s.io"
+            {
+                let _ = serde_json::to_writer(&mut out, &present(rt, object));
+            } else {
+                let _ = serde_json::to_writer(&mut out, &**object);
+            }
+        }
+        out.extend_from_slice(b"]}");
+        Ok(bytes_response(200, out))
+    }
+
+    fn watch(
+        &self,
+        rt: Arc<ResourceType>,
+        namespace: Option<String>,
+        query: &Query,
+    ) -> Result<Response<Body>, ApiError> {
+        let (labels, fields) = self.selectors(&rt, query)?;
+        let timeout = match query.get("timeoutSeconds") {
+            Some(text) => Some(Duration::from_secs(text.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!("invalid timeoutSeconds: {text}"))
+            })?)),
+            None => None,
+        };
+        let request = WatchRequest {
+            rt,
+            namespace,
+            labels,
+            fields,
+            resource_version: query.get("resourceVersion").cloned(),
+            timeout,
+            bookmarks: flag(query, "allowWatchBookmarks"),
+            send_initial_events: flag(query, "sendInitialEvents"),
+        };
+        let lines = watch::start(self.store.clone(), request, self.shutdown.clone())?;
+        let stream = futures::stream::unfold(lines, |mut lines| async move {
+            lines
+                .recv()
+                .await
+                .map(|line| (Ok::<_, Infallible>(Frame::data(line)), lines))
+        });
+        let mut response = Response::new(UnsyncBoxBody::new(StreamBody::new(stream)));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
+        response.headers_mut().insert(
+            header::TRANSFER_ENCODING,
+            header::HeaderValue::from_static("chunked"),
+        );
+        Ok(response)
+    }
+
+    fn delete_collection(
+        &self,
+        rt: &Arc<ResourceType>,
+        namespace: Option<&str>,
+        query: &Query,
+        body: &[u8],
+    ) -> Result<Response<Body>, ApiError> {
+        let (labels, fields) = self.selectors(rt, query)?;
+        let request = delete_request(query, body)?;
+        let matcher = WatchRequest {
+            rt: rt.clone(),
+            namespace: namespace.map(str::to_string),
+            labels,
+            fields,
+            resource_version: None,
+            timeout: None,
+            bookmarks: false,
+            send_initial_events: false,
+        };
+        let keys: Vec<Key> = {
+            let state = self.store.read();
+            state
+                .objects(&rt.storage, namespace)
+                .filter(|(_, o)| matcher.matches(o))
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        let mut deleted = Vec::new();
+        for key in keys {
+            match ops::delete(&self.store, rt, &key, &request) {
+                Ok(Deleted::Gone(o) | Deleted::Pending(o)) => deleted.push(present(rt, &o)),
+                Err(error) if error.code == 404 => {}
+                Err(error) => return Err(error),
+            }
+        }
+        let rv = self.store.read().rv;
+        Ok(json_response(
+            200,
+            &json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": {"resourceVersion": rv.to_string()}, "items": deleted}),
+        ))
+    }
+
+    fn pod_log(&self, rt: &ResourceType, key: &Key, query: &Query) -> Response<Body> {
+        if self.store.read().get(&rt.storage, key).is_none() {
+            return error_response(&ApiError::not_found(rt, &key.1));
+        }
+        let container = query.get("container").map(String::as_str);
+        let text = self
+            .pod_logs
+            .as_ref()
+            .and_then(|logs| logs.logs(&key.0, &key.1, container))
+            .unwrap_or_default();
+        let mut response = Response::new(full(text));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/plain"),
+        );
+        response
+    }
+}
+
+/// kubectl asks for /openapi/v2 as protobuf only, and fails on anything it cannot parse. This
+/// is a minimal gnostic `openapi_v2.Document` (swagger = 1, info = 2 with title = 1 and
+/// version = 2): valid, describing no kind, so kubectl leaves validation to the server.
+fn openapi_v2_protobuf() -> Response<Body> {
+    fn field(out: &mut Vec<u8>, number: u8, bytes: &[u8]) {
+        out.push((number << 3) | 2);
+        out.push(bytes.len() as u8);
+        out.extend_from_slice(bytes);
+    }
+    let mut info = Vec::new();
+    field(&mut info, 1, b"Kubernetes");
+    field(
+        &mut info,
+        2,
+        format!("v{}.{}.0", discovery::MAJOR, discovery::MINOR).as_bytes(),
+    );
+    let mut document = Vec::new();
+    field(&mut document, 1, b"2.0");
+    field(&mut document, 2, &info);
+    let mut response = Response::new(full(document));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/octet-stream"),
+    );
+    response
+}
+
+fn items_last_key(items: &[(Key, Arc<Value>)]) -> Option<Key> {
+    items.last().map(|(k, _)| k.clone())
+}
+
+/// Field selectors kube-apiserver accepts, per kind: metadata.name and metadata.namespace
+/// everywhere, plus each kind's own.
+fn field_supported(rt: &ResourceType, field: &str) -> bool {
+    if matches!(field, "metadata.name" | "metadata.namespace") {
+        return true;
+    }
+    match (rt.group.as_str(), rt.kind.as_str()) {
+        ("", "Event") => {
+            field.starts_with("involvedObject.")
+                || matches!(field, "reason" | "source" | "type" | "reportingComponent")
+        }
+        ("events.k8s.io", "Event") => {
+            field.starts_with("regarding.")
+                || matches!(
+                    field,
+                    "reason" | "type" | "reportingController" | "deprecatedSource"
+                )
+        }
+        ("", "Pod") => matches!(
+            field,
+            "spec.nodeName"
+                | "spec.restartPolicy"
+                | "spec.schedulerName"
+                | "spec.serviceAccountName"
+                | "spec.hostNetwork"
+                | "status.phase"
+                | "status.podIP"
+                | "status.nominatedNodeName"
+        ),
+        ("", "Secret") => field == "type",
+        ("", "Namespace") => field == "status.phase",
+        ("batch", "Job") => field == "status.successful",
+        _ => false,
+    }
+}
+
+fn default_manager(user_agent: &str) -> String {
+    let manager = user_agent.split('/').next().unwrap_or("").trim();
+    if manager.is_empty() {
+        "unknown".to_string()
+    } else {
+        manager.to_string()
+    }
+}
+
+async fn read_body(request: Request<Incoming>) -> Result<Bytes, ApiError> {
+    if let Some(length) = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        && length > MAX_BODY {
+            return Err(ApiError::too_large(MAX_BODY));
+        }
+    match Limited::new(request.into_body(), MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::too_large(MAX_BODY))
+        }
+        Err(error) => Err(ApiError::bad_request(format!(
+            "cannot read the request body: {error}"
+        ))),
+    }
+}
+
+/// Decodes a JSON or YAML request body.
+fn decode(body: &[u8], content_type: &str) -> Result<Value, ApiError> {
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    match media {
+        "application/json" | "" | "*/*" => serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}"))),
+        "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml_ng::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("the request body is not valid YAML: {e}"))),
+        other => Err(ApiError::unsupported_media_type(other)),
+    }
+}
+
+fn delete_request(query: &Query, body: &[u8]) -> Result<DeleteRequest, ApiError> {
+    let options: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!("the DeleteOptions are not valid JSON: {e}"))
+        })?
+    };
+    let text = |field: &str| {
+        options
+            .get(field)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or_else(|| query.get(field).cloned())
+    };
+    let propagation = match text("propagationPolicy").as_deref() {
+        None => {
+            let orphan = options
+                .get("orphanDependents")
+                .and_then(Value::as_bool)
+                .or_else(|| query.get("orphanDependents").map(|v| v == "true"));
+            match orphan {
+                Some(true) => Some(Propagation::Orphan),
+                _ => None,
+            }
+        }
+        Some("Background") => Some(Propagation::Background),
+        Some("Foreground") => Some(Propagation::Foreground),
+        Some("Orphan") => Some(Propagation::Orphan),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "propagationPolicy: Unsupported value: \"{other}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
+            )));
+        }
+    };
+    let dry_run = options
+        .get("dryRun")
+        .and_then(Value::as_array)
+        .is_some_and(|a| a.iter().any(|v| v == "All"))
+        || query.get("dryRun").is_some_and(|v| v == "All");
+    Ok(DeleteRequest {
+        propagation,
+        precondition_uid: options
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        precondition_rv: options
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        dry_run,
+    })
+}
+
+fn encode_continue(rv: u64, after: &Key) -> String {
+    let raw =
+        serde_json::to_vec(&json!({"rv": rv, "ns": after.0, "name": after.1})).unwrap_or_default();
+    raw.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_continue(token: &str) -> Result<(u64, Key), ApiError> {
+    let invalid = || ApiError::bad_request("continue key is not valid: the token is malformed");
+    if !token.len().is_multiple_of(2) || !token.is_ascii() {
+        return Err(invalid());
+    }
+    let raw: Vec<u8> = (0..token.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&token[i..i + 2], 16))
+        .collect::<Result<_, _>>()
+        .map_err(|_| invalid())?;
+    let value: Value = serde_json::from_slice(&raw).map_err(|_| invalid())?;
+    let rv = value
+        .get("rv")
+        .and_then(Value::as_u64)
+        .ok_or_else(invalid)?;
+    let ns = value
+        .get("ns")
+        .and_then(Value::as_str)
+        .ok_or_else(invalid)?;
+    let name = value
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(invalid)?;
+    Ok((rv, (ns.to_string(), name.to_string())))
+}

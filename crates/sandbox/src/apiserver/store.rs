@@ -1,0 +1,331 @@
+//! The object store: every collection in memory behind one lock, one global resourceVersion,
+//! a bounded history of changes for watch resumption, and a broadcast of each change.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard};
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::{Notify, broadcast};
+
+use super::persist::Persist;
+use super::resources::{CRD_STORAGE, Registry, crd_resource_types, crd_storage_key};
+
+/// Where an object lives in its collection: namespace (empty when cluster-scoped) and name.
+pub(crate) type Key = (String, String);
+
+/// How many changes are kept for watches resuming from an older resourceVersion.
+const HISTORY_LIMIT: usize = 20_000;
+/// How many changes a slow watcher may fall behind before it is told to relist.
+const BROADCAST_CAPACITY: usize = 65_536;
+
+/// The kind of a watch event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One committed change, shared by the history and every watcher.
+pub(crate) struct Change {
+    pub rv: u64,
+    pub storage: Arc<str>,
+    pub event_type: EventType,
+    pub object: Arc<Value>,
+    /// The object before the change, so that filtered watches can tell when it stops matching.
+    pub previous: Option<Arc<Value>>,
+    /// The watch line in the stored form, serialized once for every watcher.
+    line: OnceLock<Bytes>,
+}
+
+impl Change {
+    /// `{"type":..,"object":..}\n`, serialized on first use.
+    pub fn line(&self) -> Bytes {
+        self.line
+            .get_or_init(|| watch_line(self.event_type.as_str(), &self.object))
+            .clone()
+    }
+}
+
+/// Serializes one watch event line.
+pub(crate) fn watch_line(event_type: &str, object: &Value) -> Bytes {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"{\"type\":\"");
+    out.extend_from_slice(event_type.as_bytes());
+    out.extend_from_slice(b"\",\"object\":");
+    // Serializing a Value into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut out, object);
+    out.extend_from_slice(b"}\n");
+    Bytes::from(out)
+}
+
+/// Everything under the lock.
+pub(crate) struct State {
+    pub registry: Registry,
+    pub rv: u64,
+    pub collections: HashMap<Arc<str>, BTreeMap<Key, Arc<Value>>>,
+    history: VecDeque<Arc<Change>>,
+    /// The newest resourceVersion whose changes are no longer all in `history`.
+    pub compacted_through: u64,
+}
+
+impl State {
+    pub fn get(&self, storage: &str, key: &Key) -> Option<&Arc<Value>> {
+        self.collections.get(storage)?.get(key)
+    }
+
+    /// Objects of one collection, in one namespace or all, in key order.
+    pub fn objects<'a>(
+        &'a self,
+        storage: &str,
+        namespace: Option<&'a str>,
+    ) -> Box<dyn Iterator<Item = (&'a Key, &'a Arc<Value>)> + 'a> {
+        let Some(collection) = self.collections.get(storage) else {
+            return Box::new(std::iter::empty());
+        };
+        match namespace {
+            Some(namespace) => Box::new(
+                collection
+                    .range((namespace.to_string(), String::new())..)
+                    .take_while(move |(key, _)| key.0 == namespace),
+            ),
+            None => Box::new(collection.iter()),
+        }
+    }
+
+    /// Changes after `rv`, or `None` when some of them were compacted away.
+    pub fn changes_since(&self, rv: u64) -> Option<Vec<Arc<Change>>> {
+        if rv < self.compacted_through {
+            return None;
+        }
+        let start = self.history.partition_point(|c| c.rv <= rv);
+        Some(self.history.range(start..).cloned().collect())
+    }
+}
+
+/// The store, shared by the HTTP handlers, the watchers and the garbage collector.
+pub(crate) struct Store {
+    state: RwLock<State>,
+    changes: broadcast::Sender<Arc<Change>>,
+    persist: Option<Persist>,
+    /// Woken after every deletion so that the garbage collector runs promptly.
+    pub gc_wake: Notify,
+}
+
+/// A write transaction: changes made through it are committed, broadcast and persisted together.
+pub(crate) struct Txn<'a> {
+    pub state: &'a mut State,
+    changes: Vec<Arc<Change>>,
+    deleted_something: bool,
+}
+
+impl Txn<'_> {
+    fn next_rv(&mut self) -> u64 {
+        self.state.rv += 1;
+        self.state.rv
+    }
+
+    /// Stores `object` (new or replacing the old one) under a new resourceVersion.
+    pub fn put(&mut self, storage: &Arc<str>, mut object: Value) -> Arc<Value> {
+        let rv = self.next_rv();
+        set_resource_version(&mut object, rv);
+        let key = object_key(&object);
+        let object = Arc::new(object);
+        let collection = self.state.collections.entry(storage.clone()).or_default();
+        let previous = collection.insert(key, object.clone());
+        let event_type = if previous.is_some() {
+            EventType::Modified
+        } else {
+            EventType::Added
+        };
+        if &**storage == CRD_STORAGE {
+            register_crd(&mut self.state.registry, &object);
+        }
+        self.record(rv, storage, event_type, object.clone(), previous);
+        object
+    }
+
+    /// Removes an object for good; its DELETED event carries a new resourceVersion.
+    pub fn remove(&mut self, storage: &Arc<str>, key: &Key) -> Option<Arc<Value>> {
+        let previous = self.state.collections.get_mut(storage)?.remove(key)?;
+        let rv = self.next_rv();
+        let mut last = (*previous).clone();
+        set_resource_version(&mut last, rv);
+        let last = Arc::new(last);
+        if &**storage == CRD_STORAGE
+            && let Some(crd_storage) = crd_storage_key(&previous) {
+                self.state.registry.remove_storage(&crd_storage);
+            }
+        self.deleted_something = true;
+        self.record(
+            rv,
+            storage,
+            EventType::Deleted,
+            last.clone(),
+            Some(previous),
+        );
+        Some(last)
+    }
+
+    fn record(
+        &mut self,
+        rv: u64,
+        storage: &Arc<str>,
+        event_type: EventType,
+        object: Arc<Value>,
+        previous: Option<Arc<Value>>,
+    ) {
+        self.changes.push(Arc::new(Change {
+            rv,
+            storage: storage.clone(),
+            event_type,
+            object,
+            previous,
+            line: OnceLock::new(),
+        }));
+    }
+}
+
+/// Serves a CRD's versions (again), replacing whatever it served before.
+fn register_crd(registry: &mut Registry, crd: &Value) {
+    let Some(storage) = crd_storage_key(crd) else {
+        return;
+    };
+    // A CRD only reaches the store after its versions compiled, so this cannot fail here.
+    if let Ok(types) = crd_resource_types(crd) {
+        registry.remove_storage(&storage);
+        for rt in types {
+            registry.insert(rt);
+        }
+    }
+}
+
+pub(crate) fn object_key(object: &Value) -> Key {
+    let text = |field: &str| {
+        object
+            .pointer(&format!("/metadata/{field}"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    (text("namespace"), text("name"))
+}
+
+fn set_resource_version(object: &mut Value, rv: u64) {
+    if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        metadata.insert("resourceVersion".into(), Value::String(rv.to_string()));
+    }
+}
+
+impl Store {
+    /// A store holding `objects` (loaded from disk, or the initial namespaces) at `rv`.
+    pub fn new(rv: u64, objects: Vec<(Arc<str>, Value)>, persist: Option<Persist>) -> Self {
+        let mut state = State {
+            registry: Registry::builtin(),
+            rv,
+            collections: HashMap::new(),
+            history: VecDeque::new(),
+            compacted_through: rv,
+        };
+        // CRDs first, so that their objects' collections are served.
+        for (storage, object) in &objects {
+            if &**storage == CRD_STORAGE {
+                register_crd(&mut state.registry, object);
+            }
+        }
+        for (storage, object) in objects {
+            let key = object_key(&object);
+            state
+                .collections
+                .entry(storage)
+                .or_default()
+                .insert(key, Arc::new(object));
+        }
+        let (changes, _) = broadcast::channel(BROADCAST_CAPACITY);
+        Store {
+            state: RwLock::new(state),
+            changes,
+            persist,
+            gc_wake: Notify::new(),
+        }
+    }
+
+    pub fn read(&self) -> RwLockReadGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-applied change (writes are applied
+        // by `Txn` methods that do not panic), so a poisoned lock is still consistent.
+        self.state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `f` under the write lock and commits whatever it changed, even when it fails after
+    /// changing something (every change in `Txn` is complete on its own).
+    pub fn write<R>(&self, f: impl FnOnce(&mut Txn<'_>) -> R) -> R {
+        let mut guard = self
+            .state
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut txn = Txn {
+            state: &mut guard,
+            changes: Vec::new(),
+            deleted_something: false,
+        };
+        let result = f(&mut txn);
+        let Txn {
+            changes,
+            deleted_something,
+            ..
+        } = txn;
+        for change in &changes {
+            if let Some(persist) = &self.persist {
+                persist.record(change);
+            }
+            if guard.history.len() >= HISTORY_LIMIT
+                && let Some(dropped) = guard.history.pop_front() {
+                    guard.compacted_through = dropped.rv;
+                }
+            guard.history.push_back(change.clone());
+            // No receiver is not an error: nobody is watching.
+            let _ = self.changes.send(change.clone());
+        }
+        drop(guard);
+        if deleted_something {
+            self.gc_wake.notify_one();
+        }
+        result
+    }
+
+    /// Subscribes to changes; call it under the read lock to see no change twice or never.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
+        self.changes.subscribe()
+    }
+
+    /// Forgets the whole watch history, so that any watch resuming from an older
+    /// resourceVersion is told 410 Gone (as after an etcd compaction).
+    pub fn compact(&self) {
+        let mut guard = self
+            .state
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        guard.history.clear();
+        guard.compacted_through = guard.rv;
+    }
+
+    /// Waits until everything committed so far is on disk.
+    pub fn flush(&self) {
+        if let Some(persist) = &self.persist {
+            persist.flush();
+        }
+    }
+}
