@@ -283,6 +283,17 @@ async fn take_backup(
     }
 }
 
+/// A duration as people read it: "42s", "3m7s", "1h2m3s".
+fn format_duration(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    let (hours, minutes, seconds) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
+    match (hours, minutes) {
+        (0, 0) => format!("{seconds}s"),
+        (0, _) => format!("{minutes}m{seconds}s"),
+        _ => format!("{hours}h{minutes}m{seconds}s"),
+    }
+}
+
 /// The PostgresBackup describing a finished backup, owned by its cluster.
 pub fn backup_resource(
     settings: &JobSettings,
@@ -317,7 +328,7 @@ pub fn backup_resource(
         },
         compression: settings.compression.as_api(),
         size: i64::try_from(outcome.stored_bytes).unwrap_or(i64::MAX),
-        run_duration: Some(format!("{}s", outcome.duration.as_secs())),
+        run_duration: Some(format_duration(outcome.duration)),
         start_lsn: Some(outcome.wal_range.start_lsn.clone()),
         stop_lsn: Some(outcome.wal_range.stop_lsn.clone()),
         timeline: Some(i64::from(outcome.wal_range.timeline)),
@@ -333,5 +344,80 @@ pub fn backup_resource(
         },
         spec,
         status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::WalRange;
+    use tusk_api::backup_request::PostgresBackupRequestSpec;
+    use tusk_api::common::{ClusterReference, TriggeredBy};
+
+    #[test]
+    fn backup_resource_is_owned_by_the_cluster_and_names_its_object() {
+        let settings = JobSettings {
+            namespace: "project-a".into(),
+            request: "nightly-1".into(),
+            cluster_uid: "0b1c-uid".into(),
+            wal_archiving: true,
+            compression: Compression::default(),
+            store: StoreConfig::default(),
+            connection: PgConnection::default(),
+            job_name: None,
+        };
+        let request = PostgresBackupRequest::new(
+            "nightly-1",
+            PostgresBackupRequestSpec {
+                cluster: ClusterReference::new("elephant"),
+                triggered_by: TriggeredBy::System,
+            },
+        );
+        let store = BackupStore::new(&StoreConfig {
+            url: "s3://backups/tusk".into(),
+            endpoint: Some("http://minio:9000".into()),
+            ..StoreConfig::default()
+        })
+        .unwrap();
+        let outcome = BackupOutcome {
+            key: "tusk/project-a/elephant/base/nightly-1.tar.gz.dare".into(),
+            stored_bytes: 1234,
+            tar_bytes: 99999,
+            wal_range: WalRange {
+                timeline: 2,
+                start_lsn: "0/5000028".into(),
+                stop_lsn: "0/5000100".into(),
+            },
+            postgres_version: "15.8".into(),
+            duration: Duration::from_secs(42),
+        };
+        let backup = backup_resource(&settings, &request, &store, &outcome);
+        let owner = &backup.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+            ("PostgresCluster", "elephant", "0b1c-uid")
+        );
+        assert_eq!(owner.controller, Some(true));
+        assert_eq!(backup.spec.s3.bucket, "backups");
+        assert_eq!(
+            backup.spec.s3.endpoint.as_deref(),
+            Some("http://minio:9000")
+        );
+        assert_eq!(backup.spec.s3.path, outcome.key);
+        assert_eq!(
+            backup.spec.encryption.passphrase_secret_ref.name,
+            "elephant-credentials"
+        );
+        assert_eq!(
+            backup.spec.encryption.passphrase_secret_ref.key,
+            "backup-passphrase"
+        );
+        assert_eq!(backup.spec.size, 1234);
+        assert_eq!(backup.spec.timeline, Some(2));
+        assert_eq!(backup.spec.start_lsn.as_deref(), Some("0/5000028"));
+        assert_eq!(backup.spec.triggered_by, TriggeredBy::System);
+        assert_eq!(backup.spec.run_duration.as_deref(), Some("42s"));
+        assert_eq!(format_duration(Duration::from_secs(3727)), "1h2m7s");
+        assert_eq!(format_duration(Duration::from_secs(187)), "3m7s");
     }
 }

@@ -3,18 +3,25 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use tusk_backup::job::{JobSettings, run_job};
 use tusk_backup::restore::{decrypt_to_tar, download_tar};
-use tusk_backup::{BackupStore, StoreConfig};
+use tusk_backup::{
+    BackupOptions, BackupStore, Compression, PgConnection, Progress, StoreConfig, WalMode,
+    run_backup,
+};
 
 /// Subcommands of `tusk backup`.
 #[derive(Debug, Subcommand)]
 pub enum BackupCommand {
     /// Take the backup that a PostgresBackupRequest asks for (what the backup Job runs).
     Run(RunArgs),
+    /// Take a backup now, with no Kubernetes: the server from PGHOST/PGPORT/PGUSER/PGPASSWORD,
+    /// the store from TUSK_STORE_URL and friends.
+    Take(TakeArgs),
     /// Decrypt a backup object into a tar stream, with no Kubernetes and no server.
     Decrypt(DecryptArgs),
     /// Fetch a backup object from the object store and decrypt it.
@@ -27,6 +34,26 @@ pub struct RunArgs {
     /// The PostgresBackupRequest to carry out (in the namespace POD_NAMESPACE).
     #[arg(long)]
     pub request: String,
+}
+
+/// Arguments of `tusk backup take`.
+#[derive(Debug, Args)]
+pub struct TakeArgs {
+    /// The object key to write, relative to the bucket.
+    #[arg(long)]
+    pub key: String,
+    /// "gzip" or "zstd".
+    #[arg(long, env = "TUSK_BACKUP_COMPRESSION", default_value = "gzip")]
+    pub compression: String,
+    /// The compression level (gzip 0-9, default 6; zstd 1-22, default 3).
+    #[arg(long, env = "TUSK_BACKUP_COMPRESSION_LEVEL")]
+    pub compression_level: Option<String>,
+    /// Leave the WAL out of the backup (the cluster archives it with `tusk wal-push`).
+    #[arg(long)]
+    pub wal_from_archive: bool,
+    /// A file holding the backup passphrase; TUSK_BACKUP_PASSPHRASE otherwise.
+    #[arg(long)]
+    pub passphrase_file: Option<PathBuf>,
 }
 
 /// Arguments of `tusk backup decrypt`.
@@ -112,6 +139,8 @@ fn remove_failed_output(path: &Option<PathBuf>) {
 
 /// Runs one `tusk backup` subcommand.
 pub async fn run(command: BackupCommand) -> anyhow::Result<()> {
+    // TLS to the API server and to an https object store needs rustls' provider chosen.
+    tusk_operator::install_crypto_provider();
     match command {
         BackupCommand::Run(args) => {
             let (settings, passphrase) = JobSettings::from_env(args.request)?;
@@ -119,6 +148,46 @@ pub async fn run(command: BackupCommand) -> anyhow::Result<()> {
                 .await
                 .context("cannot reach the Kubernetes API (in-cluster config or KUBECONFIG)")?;
             run_job(client, &settings, &passphrase).await?;
+            Ok(())
+        }
+        BackupCommand::Take(args) => {
+            let passphrase = passphrase(args.passphrase_file.as_deref())?;
+            let compression = Compression::from_settings(
+                Some(&args.compression),
+                args.compression_level.as_deref(),
+            )
+            .map_err(anyhow::Error::msg)?;
+            let store = BackupStore::new(&StoreConfig::from_env()?)?;
+            let options = BackupOptions {
+                compression,
+                passphrase,
+                wal: if args.wal_from_archive {
+                    WalMode::FromArchive
+                } else {
+                    WalMode::Include
+                },
+                label: "tusk backup take".into(),
+                pg_basebackup: None,
+            };
+            let outcome = run_backup(
+                &PgConnection::from_env()?,
+                &store,
+                &args.key,
+                &options,
+                Arc::new(Progress::default()),
+            )
+            .await?;
+            println!(
+                "key={} stored_bytes={} tar_bytes={} timeline={} start_lsn={} stop_lsn={} postgres_version={} seconds={:.1}",
+                outcome.key,
+                outcome.stored_bytes,
+                outcome.tar_bytes,
+                outcome.wal_range.timeline,
+                outcome.wal_range.start_lsn,
+                outcome.wal_range.stop_lsn,
+                outcome.postgres_version,
+                outcome.duration.as_secs_f64()
+            );
             Ok(())
         }
         BackupCommand::Decrypt(args) => {

@@ -40,6 +40,8 @@ pub struct RunArgs {
 
 /// Runs one `tusk restore` subcommand.
 pub async fn run(command: RestoreCommand) -> anyhow::Result<()> {
+    // TLS to the API server and to an https object store needs rustls' provider chosen.
+    tusk_operator::install_crypto_provider();
     match command {
         RestoreCommand::Run(args) => {
             let passphrase = super::backup::passphrase(args.passphrase_file.as_deref())?;

@@ -64,6 +64,8 @@ fn store_and_prefix(wal_prefix: Option<String>) -> anyhow::Result<(BackupStore, 
 
 /// Runs `tusk wal-push`.
 pub async fn push(args: WalPushArgs) -> anyhow::Result<()> {
+    // TLS to the API server and to an https object store needs rustls' provider chosen.
+    tusk_operator::install_crypto_provider();
     let passphrase = super::backup::passphrase(args.passphrase_file.as_deref())?;
     let (store, prefix) = store_and_prefix(args.wal_prefix)?;
     match wal::push(&store, &prefix, &args.path, &passphrase).await? {
@@ -78,6 +80,8 @@ pub async fn push(args: WalPushArgs) -> anyhow::Result<()> {
 /// Runs `tusk wal-fetch`. A file missing from the archive exits non-zero, which tells
 /// PostgreSQL the archive ends there.
 pub async fn fetch(args: WalFetchArgs) -> anyhow::Result<()> {
+    // TLS to the API server and to an https object store needs rustls' provider chosen.
+    tusk_operator::install_crypto_provider();
     let passphrase = super::backup::passphrase(args.passphrase_file.as_deref())?;
     let (store, prefix) = store_and_prefix(args.wal_prefix)?;
     wal::fetch(&store, &prefix, &args.name, &args.destination, &passphrase).await?;
