@@ -112,7 +112,7 @@ fn an_unknown_command_fails_with_usage() {
 
 #[test]
 fn a_command_that_is_not_built_yet_fails_and_says_so() {
-    for command in ["instance", "tunnel", "dev"] {
+    for command in ["dev"].iter().copied() {
         let output = tusk(&[command]);
         assert!(
             !output.status.success(),

@@ -1,0 +1,180 @@
+//! `tusk instance` against a real PostgreSQL 15: bootstrap, health, reload, shutdown, refusal.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{APP_PASSWORD, APP_USER, Instance, SUPERUSER, SUPERUSER_PASSWORD};
+use tusk_instance::supervisor::{self, InstanceError};
+
+async fn show(client: &tokio_postgres::Client, setting: &str) -> String {
+    client
+        .query_one(&format!("SHOW {setting}"), &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn a_fresh_instance_serves_both_users_and_stops_cleanly() {
+    let mut instance = Instance::start("work_mem = '4MB'\n");
+    instance.wait_ready().await;
+    assert_eq!(
+        common::http_status(instance.health(), "/livez").await,
+        Some(200)
+    );
+
+    let superuser = instance
+        .connect(SUPERUSER, SUPERUSER_PASSWORD, "postgres")
+        .await
+        .expect("the superuser cannot log in with its password");
+    let is_superuser: bool = superuser
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(is_superuser);
+    assert_eq!(
+        show(&superuser, "listen_addresses").await,
+        instance.config.listen_host.to_string()
+    );
+    assert_eq!(show(&superuser, "work_mem").await, "4MB");
+    assert_eq!(show(&superuser, "wal_level").await, "replica");
+    assert_eq!(show(&superuser, "archive_mode").await, "off");
+    assert_eq!(
+        show(&superuser, "password_encryption").await,
+        "scram-sha-256"
+    );
+
+    let app = instance
+        .connect(APP_USER, APP_PASSWORD, APP_USER)
+        .await
+        .expect("the application user cannot log in to its database");
+    app.batch_execute("CREATE TABLE notes (body text); INSERT INTO notes VALUES ('kept')")
+        .await
+        .expect("the application user cannot create tables in its database");
+    let app_is_superuser: bool = app
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!app_is_superuser);
+    let wrong = instance
+        .connect(APP_USER, "not-the-password", APP_USER)
+        .await;
+    assert!(wrong.is_err(), "a wrong password was accepted");
+    drop((superuser, app));
+
+    let pid = instance
+        .postmaster_pid()
+        .expect("no postmaster.pid while running");
+    assert!(common::process_exists(pid));
+    instance
+        .stop()
+        .await
+        .expect("the supervisor failed to stop");
+    assert!(
+        !common::process_exists(pid),
+        "postgres (pid {pid}) is still running after the supervisor returned"
+    );
+    assert!(instance.postmaster_pid().is_none());
+    assert_eq!(
+        common::http_status(instance.health(), "/livez").await,
+        None,
+        "the health endpoint outlived the supervisor"
+    );
+
+    // Starting again reuses the data directory: no initdb, the data is still there.
+    instance.restart();
+    instance.wait_ready().await;
+    let app = instance
+        .connect(APP_USER, APP_PASSWORD, APP_USER)
+        .await
+        .unwrap();
+    let body: String = app
+        .query_one("SELECT body FROM notes", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(body, "kept");
+    drop(app);
+    instance.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_changed_configuration_is_reloaded_and_a_dead_postgres_fails_the_supervisor() {
+    let mut instance = Instance::start("work_mem = '4MB'\n");
+    instance.wait_ready().await;
+    let client = instance
+        .connect(SUPERUSER, SUPERUSER_PASSWORD, "postgres")
+        .await
+        .unwrap();
+    assert_eq!(show(&client, "work_mem").await, "4MB");
+
+    // The kubelet replaces a ConfigMap file rather than writing into it.
+    let config_file = &instance.config.config_file;
+    let replacement = config_file.with_extension("new");
+    std::fs::write(&replacement, "work_mem = '12MB'\n").unwrap();
+    std::fs::rename(&replacement, config_file).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        // A reload reaches each session between statements, so ask on a fresh one each time.
+        let fresh = instance
+            .connect(SUPERUSER, SUPERUSER_PASSWORD, "postgres")
+            .await
+            .unwrap();
+        if show(&fresh, "work_mem").await == "12MB" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new work_mem never took effect"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(client);
+
+    // Nobody asked postgres to stop: its death is the supervisor's failure.
+    let pid = instance.postmaster_pid().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    match instance.finished().await {
+        Err(InstanceError::PostgresExited(_)) => {}
+        other => panic!("expected the supervisor to fail with postgres, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_data_directory_marked_by_a_failed_restore_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let config = common::instance_config(root.path(), "");
+    std::fs::create_dir(&config.data_dir).unwrap();
+    std::fs::write(
+        config
+            .data_dir
+            .join(tusk_backup::restore::RESTORE_INCOMPLETE_MARKER),
+        b"",
+    )
+    .unwrap();
+    let result = tokio::time::timeout(
+        Duration::from_secs(30),
+        supervisor::run(config.clone(), std::future::pending()),
+    )
+    .await
+    .expect("the supervisor did not refuse promptly");
+    match result {
+        Err(InstanceError::RestoreIncomplete(dir)) => assert_eq!(dir, config.data_dir),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(common::postmaster_pid(&config.data_dir).is_none());
+    assert!(!config.data_dir.join("PG_VERSION").exists());
+}
