@@ -76,6 +76,13 @@ impl Default for RunOptions {
     }
 }
 
+/// Selects rustls' ring backend for the process, unless a provider is already installed. The
+/// kube client and the object store client between them enable two backends, and rustls then
+/// refuses to guess.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Runs the operator until `shutdown` completes.
 pub async fn run(
     config: OperatorConfig,
@@ -92,6 +99,7 @@ pub async fn run_with(
     options: RunOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    install_crypto_provider();
     let (stop_sender, stop) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;

@@ -50,7 +50,7 @@ pub async fn run(
 fn error_policy(backup: Arc<PostgresBackup>, error: &Error, context: Arc<Context>) -> Action {
     tracing::warn!(backup = %backup.name_any(), namespace = ?backup.namespace(), %error, "reconcile failed");
     context.metrics.reconcile_failed(CONTROLLER, error);
-    Action::requeue(Duration::from_secs(15))
+    Action::requeue(Duration::from_secs(5))
 }
 
 async fn reconcile(backup: Arc<PostgresBackup>, context: Arc<Context>) -> Result<Action> {

@@ -227,6 +227,7 @@ async fn start_job(
         return Ok(Action::await_change());
     };
 
+    adopt(context, request, &cluster, namespace).await?;
     let (service_account, role, binding) = build::rbac(namespace);
     ssa::apply(
         &Api::namespaced(client.clone(), namespace),
@@ -279,6 +280,44 @@ async fn start_job(
     )
     .await;
     Ok(Action::requeue(context.config.backup_job.stall_timeout))
+}
+
+/// A request made by a person has no owner; it gets the cluster as its owner, like the
+/// schedule's requests, so that deleting the cluster deletes it too.
+async fn adopt(
+    context: &Context,
+    request: &PostgresBackupRequest,
+    cluster: &PostgresCluster,
+    namespace: &str,
+) -> Result<()> {
+    let owned = request
+        .owner_references()
+        .iter()
+        .any(|owner| owner.controller == Some(true));
+    let Some(owner) = cluster.controller_owner_ref(&()) else {
+        return Ok(());
+    };
+    if owned {
+        return Ok(());
+    }
+    let mut owners = request.owner_references().to_vec();
+    owners.push(owner);
+    let api: Api<PostgresBackupRequest> = Api::namespaced(context.client.clone(), namespace);
+    api.patch(
+        &request.name_any(),
+        &PatchParams {
+            field_manager: Some(ssa::field_manager(CONTROLLER)),
+            ..PatchParams::default()
+        },
+        &Patch::Merge(json!({"metadata": {"ownerReferences": owners}})),
+    )
+    .await
+    .map_err(|source| Error::Patch {
+        kind: "PostgresBackupRequest",
+        name: request.name_any(),
+        source,
+    })?;
+    Ok(())
 }
 
 async fn patch_status(
