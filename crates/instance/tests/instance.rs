@@ -2,10 +2,15 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{APP_PASSWORD, APP_USER, Instance, SUPERUSER, SUPERUSER_PASSWORD};
-use tusk_instance::supervisor::{self, InstanceError};
+use tusk_backup::{
+    BackupOptions, BackupStore, Compression, PgConnection, Progress, StoreConfig, WalMode,
+    run_backup,
+};
+use tusk_instance::supervisor::{self, InstanceError, RestoreSource};
 
 async fn show(client: &tokio_postgres::Client, setting: &str) -> String {
     client
@@ -177,4 +182,92 @@ async fn a_data_directory_marked_by_a_failed_restore_is_refused() {
     }
     assert!(common::postmaster_pid(&config.data_dir).is_none());
     assert!(!config.data_dir.join("PG_VERSION").exists());
+}
+
+#[tokio::test]
+async fn an_instance_bootstraps_from_a_backup_and_refuses_a_failed_restore() {
+    // A source cluster with some data, backed up with tusk-backup into a file:// store.
+    let mut source = Instance::start("");
+    source.wait_ready().await;
+    let app = source
+        .connect(APP_USER, APP_PASSWORD, APP_USER)
+        .await
+        .unwrap();
+    app.batch_execute("CREATE TABLE orders AS SELECT generate_series(1, 1000) AS id")
+        .await
+        .unwrap();
+    drop(app);
+    let store_dir = tempfile::tempdir().unwrap();
+    let store_config = StoreConfig {
+        url: format!("file://{}", store_dir.path().display()),
+        ..StoreConfig::default()
+    };
+    let store = BackupStore::new(&store_config).unwrap();
+    let key = tusk_api::names::base_backup_key(store.prefix(), "ns", "source", "nightly");
+    let passphrase = b"the source cluster's passphrase".to_vec();
+    let connection = PgConnection {
+        host: source.config.listen_host.to_string(),
+        port: 5432,
+        user: SUPERUSER.to_owned(),
+        password: Some(SUPERUSER_PASSWORD.to_owned()),
+    };
+    let options = BackupOptions {
+        compression: Compression::Gzip { level: 1 },
+        passphrase: passphrase.clone(),
+        wal: WalMode::Include,
+        label: "instance test".to_owned(),
+        pg_basebackup: None,
+    };
+    run_backup(
+        &connection,
+        &store,
+        &key,
+        &options,
+        Arc::new(Progress::default()),
+    )
+    .await
+    .unwrap();
+    source.stop().await.unwrap();
+
+    let restore_source = |passphrase: Vec<u8>| RestoreSource {
+        store: store_config.clone(),
+        key: key.clone(),
+        passphrase,
+        target_time: None,
+        wal_prefix: None,
+    };
+
+    // A wrong passphrase fails the restore, and the directory stays refused afterwards.
+    let failed_root = tempfile::tempdir().unwrap();
+    let mut failed = common::instance_config(failed_root.path(), "");
+    failed.restore = Some(restore_source(b"not the passphrase".to_vec()));
+    let first = supervisor::run(failed.clone(), std::future::pending()).await;
+    assert!(
+        matches!(first, Err(InstanceError::Restore(_))),
+        "expected a failed restore, got {first:?}"
+    );
+    let second = supervisor::run(failed.clone(), std::future::pending()).await;
+    assert!(
+        matches!(second, Err(InstanceError::RestoreIncomplete(_))),
+        "expected a refusal, got {second:?}"
+    );
+
+    // The right passphrase brings the data back.
+    let root = tempfile::tempdir().unwrap();
+    let mut config = common::instance_config(root.path(), "");
+    config.restore = Some(restore_source(passphrase));
+    let mut restored = Instance::start_with(root, config);
+    restored.wait_ready().await;
+    let app = restored
+        .connect(APP_USER, APP_PASSWORD, APP_USER)
+        .await
+        .unwrap();
+    let count: i64 = app
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 1000);
+    drop(app);
+    restored.stop().await.unwrap();
 }
