@@ -59,18 +59,32 @@ pub fn create_data_dir(data_dir: &Path, run_as: Option<RunAs>) -> Result<(), Ins
 
 /// Runs `initdb` with SCRAM authentication and the superuser's name and password. The password
 /// reaches initdb through a private file removed as soon as initdb ends.
+///
+/// initdb writes into a staging directory beside the data directory, which is renamed into
+/// place only when initdb succeeded: a pod killed halfway leaves no half-made data directory
+/// that every later start would stumble on.
 pub async fn initdb(
     initdb: &Path,
     data_dir: &Path,
     superuser: &Credentials,
     run_as: Option<RunAs>,
 ) -> Result<(), InstanceError> {
-    create_data_dir(data_dir, run_as)?;
+    let staging = staging_dir(data_dir);
+    let io_error = |path: &Path| {
+        let path = path.to_owned();
+        move |source| InstanceError::DataDir { path, source }
+    };
+    match fs::remove_dir_all(&staging) {
+        Ok(()) => tracing::info!(staging = %staging.display(), "removed an unfinished initdb"),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(source) => return Err(io_error(&staging)(source)),
+    }
+    create_data_dir(&staging, run_as)?;
     let password_file = private_password_file(&superuser.password, run_as)?;
     let mut command = Command::new(initdb);
     command
         .arg("--pgdata")
-        .arg(data_dir)
+        .arg(&staging)
         .arg("--username")
         .arg(&superuser.name)
         .arg("--pwfile")
@@ -98,7 +112,17 @@ pub async fn initdb(
             stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
         });
     }
+    // rename(2) replaces an empty directory, so an empty data directory left by an earlier
+    // start (or created by hand) is no obstacle.
+    fs::rename(&staging, data_dir).map_err(io_error(data_dir))?;
     Ok(())
+}
+
+/// `<data dir>.initdb`: beside the data directory, so on the same file system.
+fn staging_dir(data_dir: &Path) -> std::path::PathBuf {
+    let mut name = data_dir.file_name().unwrap_or_default().to_owned();
+    name.push(".initdb");
+    data_dir.with_file_name(name)
 }
 
 /// A 0600 temporary file holding `password`, readable by the PostgreSQL user only.
@@ -182,6 +206,14 @@ mod tests {
             Some(tusk_api::names::wal_prefix("tusk", "ns", "src"))
         );
         assert_eq!(wal_prefix_of_backup_key("loose-object.dare"), None);
+    }
+
+    #[test]
+    fn initdb_stages_beside_the_data_directory() {
+        assert_eq!(
+            staging_dir(Path::new("/var/lib/postgresql/data/pgdata")),
+            Path::new("/var/lib/postgresql/data/pgdata.initdb")
+        );
     }
 
     #[test]

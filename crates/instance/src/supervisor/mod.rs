@@ -462,12 +462,16 @@ pub async fn run(
     }));
 
     let mut postgres = start_postgres(&config, run_as)?;
-    let pid = postgres
-        .id()
+    let child_id = postgres.id();
+    let pid = child_id
         .and_then(|pid| i32::try_from(pid).ok())
         .map(Pid::from_raw);
     state.postgres_running.store(true, Ordering::SeqCst);
-    tracing::info!(pid = ?pid, listen = %config.listen_host, "postgres started");
+    tracing::info!(
+        pid = child_id.unwrap_or_default(),
+        listen = %config.listen_host,
+        "postgres started"
+    );
 
     let health_server = tokio::spawn(serve_health(health_listener, Arc::clone(&state)));
     let bootstrap_task = tokio::spawn(finish_bootstrap(
