@@ -22,7 +22,9 @@ use rand::RngExt;
 use rand::distr::Alphanumeric;
 use tusk_api::common::{ClusterReference, TriggeredBy};
 use tusk_api::names::{self, secret_keys};
-use tusk_api::{PostgresBackupSchedule, PostgresBackupScheduleSpec, PostgresCluster};
+use tusk_api::{
+    PostgresBackup, PostgresBackupSchedule, PostgresBackupScheduleSpec, PostgresCluster,
+};
 
 use super::postgresql_conf;
 use crate::config::{BACKUP_STORE_ACCESS_KEY_ID, BACKUP_STORE_SECRET_ACCESS_KEY, OperatorConfig};
@@ -87,6 +89,7 @@ pub fn build(
     config: &OperatorConfig,
     existing_credentials: Option<&Secret>,
     store_keys: Option<&StoreKeys>,
+    restore_backup: Option<&PostgresBackup>,
 ) -> Result<Children> {
     let name = cluster
         .metadata
@@ -107,7 +110,7 @@ pub fn build(
         backup_store: store_keys.map(|keys| backup_store(name, &owner, keys)),
         config_map: config_map(cluster, name, &owner),
         service: service(name, &owner),
-        stateful_set: stateful_set(cluster, name, &owner, config),
+        stateful_set: stateful_set(cluster, name, &owner, config, restore_backup),
         default_schedule: default_schedule(name, &owner),
     })
 }
@@ -399,6 +402,7 @@ fn stateful_set(
     name: &str,
     owner: &OwnerReference,
     config: &OperatorConfig,
+    restore_backup: Option<&PostgresBackup>,
 ) -> StatefulSet {
     let spec = &cluster.spec;
     let version = postgres_version(cluster, config);
@@ -454,6 +458,24 @@ fn stateful_set(
             "TUSK_RESTORE_BACKUP",
             restore.backup.name.clone(),
         ));
+        // The backup may be another cluster's: where it is, its WAL and its passphrase come
+        // from the PostgresBackup itself.
+        if let Some(backup) = restore_backup {
+            env.push(plain_env("TUSK_RESTORE_KEY", backup.spec.s3.path.clone()));
+            if let Some((cluster_prefix, _)) = backup.spec.s3.path.rsplit_once("/base/") {
+                env.push(plain_env(
+                    "TUSK_RESTORE_WAL_PREFIX",
+                    format!("{cluster_prefix}/wal"),
+                ));
+            }
+            let passphrase = &backup.spec.encryption.passphrase_secret_ref;
+            env.push(secret_env(
+                "TUSK_RESTORE_PASSPHRASE",
+                passphrase.name.clone(),
+                &passphrase.key,
+                false,
+            ));
+        }
         if let Some(target) = &restore.target_time {
             env.push(plain_env("TUSK_RESTORE_TARGET_TIME", target.0.to_string()));
         }
@@ -637,7 +659,7 @@ pub(crate) mod tests {
     }
 
     fn children() -> Children {
-        build(&elephant(), &config(), None, None).unwrap()
+        build(&elephant(), &config(), None, None, None).unwrap()
     }
 
     fn container(children: &Children) -> Container {
@@ -713,7 +735,7 @@ pub(crate) mod tests {
         );
         assert_ne!(password, &data[secret_keys::APP_USER_PASSWORD].0);
 
-        let again = build(&elephant(), &config(), Some(&first), None)
+        let again = build(&elephant(), &config(), Some(&first), None, None)
             .unwrap()
             .credentials;
         assert_eq!(again, first);
@@ -861,20 +883,20 @@ pub(crate) mod tests {
     #[test]
     fn the_version_picks_the_image() {
         let mut cluster = elephant();
-        let default = container(&build(&cluster, &config(), None, None).unwrap());
+        let default = container(&build(&cluster, &config(), None, None, None).unwrap());
         assert_eq!(
             default.image.as_deref(),
             Some("ghcr.io/tusk-dev/tusk-postgres:15")
         );
         cluster.spec.postgres_version = Some("16".into());
-        let sixteen = container(&build(&cluster, &config(), None, None).unwrap());
+        let sixteen = container(&build(&cluster, &config(), None, None, None).unwrap());
         assert_eq!(sixteen.image.as_deref(), Some("example/pg:16"));
     }
 
     #[test]
     fn a_restart_setting_changes_the_pod_template_and_a_reload_setting_does_not() {
         let annotation = |cluster: &PostgresCluster| {
-            build(cluster, &config(), None, None)
+            build(cluster, &config(), None, None, None)
                 .unwrap()
                 .stateful_set
                 .spec
@@ -905,7 +927,7 @@ pub(crate) mod tests {
             access_key_id: b"AKIDEXAMPLE".to_vec(),
             secret_access_key: b"very-secret-key".to_vec(),
         };
-        let children = build(&elephant(), &config(), None, Some(&keys)).unwrap();
+        let children = build(&elephant(), &config(), None, Some(&keys), None).unwrap();
         let store = children.backup_store.as_ref().unwrap();
         assert_eq!(
             store.metadata.name.as_deref(),
@@ -921,14 +943,91 @@ pub(crate) mod tests {
     fn existing_claim_templates_are_kept() {
         let mut small = elephant();
         small.spec.postgres_disk_size = 1;
-        let existing = build(&small, &config(), None, None).unwrap().stateful_set;
+        let existing = build(&small, &config(), None, None, None)
+            .unwrap()
+            .stateful_set;
         let mut large = elephant();
         large.spec.postgres_disk_size = 5;
-        let mut desired = build(&large, &config(), None, None).unwrap().stateful_set;
+        let mut desired = build(&large, &config(), None, None, None)
+            .unwrap()
+            .stateful_set;
         keep_immutable_fields(&mut desired, &existing);
         assert_eq!(
             desired.spec.volume_claim_templates,
             existing.spec.volume_claim_templates
+        );
+    }
+
+    #[test]
+    fn a_restore_takes_location_wal_and_passphrase_from_the_backup() {
+        use tusk_api::PostgresBackupSpec;
+        use tusk_api::backup::{BackupEncryption, S3Location};
+        use tusk_api::cluster::{BackupReference, RestoreSource};
+        let source = PostgresBackup::new(
+            "nightly",
+            PostgresBackupSpec {
+                cluster: ClusterReference::new("mammoth"),
+                display_name: String::new(),
+                triggered_by: TriggeredBy::User,
+                encryption: BackupEncryption {
+                    algorithm: Default::default(),
+                    passphrase_secret_ref: tusk_api::common::SecretKeySelector {
+                        name: "mammoth-credentials".into(),
+                        key: "backup-passphrase".into(),
+                    },
+                },
+                s3: S3Location {
+                    bucket: "b".into(),
+                    endpoint: None,
+                    path: "x/project-a/mammoth/base/nightly.tar.gz.dare".into(),
+                },
+                compression: Default::default(),
+                size: 1,
+                run_duration: None,
+                start_lsn: None,
+                stop_lsn: None,
+                timeline: None,
+                postgres_version: None,
+                deletion_policy: Default::default(),
+            },
+        );
+        let mut cluster = elephant();
+        cluster.spec.restore = Some(RestoreSource {
+            backup: BackupReference {
+                name: "nightly".into(),
+            },
+            target_time: None,
+        });
+        let children = build(&cluster, &config(), None, None, Some(&source)).unwrap();
+        let env = container(&children).env.unwrap();
+        let value = |name: &str| {
+            env.iter()
+                .find(|e| e.name == name)
+                .and_then(|e| e.value.clone())
+        };
+        assert_eq!(value("TUSK_RESTORE_BACKUP").as_deref(), Some("nightly"));
+        assert_eq!(
+            value("TUSK_RESTORE_KEY").as_deref(),
+            Some("x/project-a/mammoth/base/nightly.tar.gz.dare")
+        );
+        assert_eq!(
+            value("TUSK_RESTORE_WAL_PREFIX").as_deref(),
+            Some("x/project-a/mammoth/wal")
+        );
+        let passphrase = env
+            .iter()
+            .find(|e| e.name == "TUSK_RESTORE_PASSPHRASE")
+            .unwrap();
+        assert_eq!(
+            passphrase
+                .value_from
+                .as_ref()
+                .unwrap()
+                .secret_key_ref
+                .as_ref()
+                .unwrap()
+                .name,
+            "mammoth-credentials"
         );
     }
 }

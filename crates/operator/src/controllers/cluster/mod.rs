@@ -123,12 +123,25 @@ async fn reconcile(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Resu
             source,
         })?;
 
+    let restore_backup = match &cluster.spec.restore {
+        Some(restore) => Api::<PostgresBackup>::namespaced(client.clone(), &namespace)
+            .get_opt(&restore.backup.name)
+            .await
+            .map_err(|source| Error::Get {
+                kind: "PostgresBackup",
+                name: restore.backup.name.clone(),
+                source,
+            })?,
+        None => None,
+    };
+
     // Build and apply.
     let children = build::build(
         &cluster,
         &context.config,
         existing_credentials.as_ref(),
         store_keys.as_ref(),
+        restore_backup.as_ref(),
     )?;
     let stateful_set =
         apply::apply_children(client, &namespace, children, existing_stateful_set.as_ref()).await?;

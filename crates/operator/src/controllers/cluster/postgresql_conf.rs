@@ -12,7 +12,6 @@ use std::fmt::Write;
 
 use sha2::{Digest, Sha256};
 use tusk_api::PostgresCluster;
-use tusk_api::names;
 
 /// The ConfigMap key, and so the file name in the mounted volume, of postgresql.conf.
 pub const CONFIG_FILE_KEY: &str = "postgresql.conf";
@@ -58,14 +57,9 @@ pub fn settings(cluster: &PostgresCluster) -> Vec<(String, String)> {
     let work_mem = ((memory_mib - shared_buffers) / (max_connections * 3)).clamp(4, 1024);
     let maintenance_work_mem = (memory_mib / 16).clamp(64, 2048);
 
+    // Where PostgreSQL listens and how it archives WAL are not here: `tusk instance` passes
+    // them on the postgres command line, where no file can override them.
     let mut settings: Vec<(String, String)> = vec![
-        ("listen_addresses".into(), "*".into()),
-        ("port".into(), names::POSTGRES_PORT.to_string()),
-        (
-            "unix_socket_directories".into(),
-            "/var/run/postgresql".into(),
-        ),
-        ("wal_level".into(), "replica".into()),
         ("shared_buffers".into(), format!("{shared_buffers}MB")),
         (
             "effective_cache_size".into(),
@@ -79,11 +73,8 @@ pub fn settings(cluster: &PostgresCluster) -> Vec<(String, String)> {
         ("max_connections".into(), "100".into()),
     ];
     if spec.wal_archiving {
-        settings.push(("archive_mode".into(), "on".into()));
-        settings.push(("archive_command".into(), "tusk wal-push %p".into()));
+        // Bounds how much committed work a restore can lose on a quiet database.
         settings.push(("archive_timeout".into(), "300".into()));
-    } else {
-        settings.push(("archive_mode".into(), "off".into()));
     }
     for (name, value) in &spec.parameters {
         settings.push((name.clone(), value.clone()));
@@ -161,10 +152,8 @@ mod tests {
         assert!(conf.contains("effective_cache_size = '1536MB'"), "{conf}");
         assert!(conf.contains("maintenance_work_mem = '128MB'"), "{conf}");
         assert!(conf.contains("work_mem = '5MB'"), "{conf}");
-        assert!(
-            conf.contains("archive_command = 'tusk wal-push %p'"),
-            "{conf}"
-        );
+        assert!(conf.contains("archive_timeout = '300'"), "{conf}");
+        assert!(!conf.contains("archive_command"), "{conf}");
     }
 
     #[test]
