@@ -1,0 +1,214 @@
+//! The real kubectl (/usr/bin/kubectl, Debian package `kubectl`) against the sandbox.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
+use kube::Resource;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use tokio::process::Command;
+use tusk_sandbox::Sandbox;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+async fn kubectl(sandbox: &Sandbox, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", sandbox.kubeconfig_path())
+        .current_dir(repo())
+        .output()
+        .await
+        .expect("kubectl runs (install the Debian package `kubectl`)");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+async fn kubectl_ok(sandbox: &Sandbox, args: &[&str]) -> String {
+    let (ok, stdout, stderr) = kubectl(sandbox, args).await;
+    assert!(ok, "kubectl {args:?} failed: {stderr}");
+    stdout
+}
+
+/// The CRDs as `tusk crds` prints them, written where kubectl can read them.
+fn crd_manifests(dir: &Path) -> PathBuf {
+    let path = dir.join("crds.yaml");
+    std::fs::write(&path, tusk_api::crds_yaml().expect("CRDs render")).expect("written");
+    path
+}
+
+#[tokio::test]
+async fn kubectl_applies_gets_describes_watches_and_deletes() {
+    let sandbox = Sandbox::builder().start().await.expect("sandbox starts");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let crds = crd_manifests(dir.path());
+    kubectl_ok(&sandbox, &["apply", "-f", crds.to_str().expect("utf-8")]).await;
+
+    // Client-side apply, then again server-side: both accepted, the second a no-op or merge.
+    let applied = kubectl_ok(&sandbox, &["apply", "-R", "-f", "examples/"]).await;
+    assert!(
+        applied.contains("postgrescluster.postgres.tusk.dev/elephant created"),
+        "{applied}"
+    );
+    let applied = kubectl_ok(&sandbox, &["apply", "-R", "-f", "examples/"]).await;
+    assert!(
+        applied.contains("postgrescluster.postgres.tusk.dev/elephant unchanged"),
+        "{applied}"
+    );
+    let applied = kubectl_ok(
+        &sandbox,
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-R",
+            "-f",
+            "examples/",
+        ],
+    )
+    .await;
+    assert!(applied.contains("serverside-applied"), "{applied}");
+
+    // Our printer columns come through the Table.
+    let crd_columns = tusk_api::crds()
+        .into_iter()
+        .find(|c| c.spec.names.kind == "PostgresCluster")
+        .and_then(|c| c.spec.versions[0].additional_printer_columns.clone())
+        .unwrap_or_default();
+    let table = kubectl_ok(&sandbox, &["get", "postgresclusters"]).await;
+    let header = table.lines().next().unwrap_or_default().to_string();
+    assert!(header.starts_with("NAME"), "{table}");
+    for column in crd_columns.iter().filter(|c| c.priority.unwrap_or(0) == 0) {
+        assert!(
+            header.contains(&column.name.to_uppercase()),
+            "{header} lacks {}",
+            column.name
+        );
+    }
+    assert!(table.contains("elephant"));
+
+    let yaml = kubectl_ok(
+        &sandbox,
+        &["get", "postgrescluster", "elephant", "-o", "yaml"],
+    )
+    .await;
+    assert!(
+        yaml.contains("memorySize: 2") && yaml.contains("resourceVersion:"),
+        "{yaml}"
+    );
+
+    // describe lists the Events, a repeated one as a series.
+    let client = sandbox.client().await.expect("client");
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let map = maps
+        .patch("described", &PatchParams::apply("test"), &Patch::Apply(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "described"}})))
+        .await
+        .expect("created");
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "tusk-test".into(),
+            instance: None,
+        },
+    );
+    let reference: ObjectReference = map.object_ref(&());
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "Repeated".into(),
+        note: Some("It happened again".into()),
+        action: "Test".into(),
+        secondary: None,
+    };
+    for _ in 0..5 {
+        recorder
+            .publish(&event, &reference)
+            .await
+            .expect("published");
+    }
+    let described = kubectl_ok(&sandbox, &["describe", "configmap", "described"]).await;
+    assert!(described.contains("Events:"), "{described}");
+    assert!(
+        described.contains("Repeated") && described.contains("It happened again"),
+        "{described}"
+    );
+    assert!(described.contains("(x5 over"), "{described}");
+
+    // get -w sees a change.
+    let mut watch = Command::new("kubectl")
+        .args([
+            "get",
+            "configmap",
+            "described",
+            "-w",
+            "-o",
+            "jsonpath={.metadata.labels.stage}{\"\\n\"}",
+        ])
+        .env("KUBECONFIG", sandbox.kubeconfig_path())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kubectl get -w");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    maps.patch(
+        "described",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"metadata": {"labels": {"stage": "changed"}}})),
+    )
+    .await
+    .expect("changed");
+    let mut stdout = watch.stdout.take().expect("stdout");
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !seen.contains("changed") && tokio::time::Instant::now() < deadline {
+        use tokio::io::AsyncReadExt;
+        let mut buffer = [0u8; 1024];
+        match tokio::time::timeout(Duration::from_secs(1), stdout.read(&mut buffer)).await {
+            Ok(Ok(n)) if n > 0 => seen.push_str(&String::from_utf8_lossy(&buffer[..n])),
+            _ => {}
+        }
+    }
+    let _ = watch.kill().await;
+    assert!(seen.contains("changed"), "kubectl get -w printed {seen:?}");
+
+    // delete waits while a finalizer holds the object, and returns once it is gone.
+    maps.patch(
+        "described",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"metadata": {"finalizers": ["tusk.dev/hold"]}})),
+    )
+    .await
+    .expect("finalizer added");
+    let (ok, _, stderr) = kubectl(
+        &sandbox,
+        &["delete", "configmap", "described", "--timeout=2s"],
+    )
+    .await;
+    assert!(!ok, "delete must wait for the finalizer");
+    assert!(stderr.contains("timed out"), "{stderr}");
+    let release = {
+        let maps = maps.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            maps.patch(
+                "described",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}})),
+            )
+            .await
+        })
+    };
+    let deleted = kubectl_ok(
+        &sandbox,
+        &["delete", "configmap", "described", "--timeout=20s"],
+    )
+    .await;
+    assert!(deleted.contains("deleted"), "{deleted}");
+    release.await.expect("joined").expect("finalizer removed");
+    assert!(maps.get_opt("described").await.expect("get").is_none());
+    sandbox.shutdown().await;
+}
