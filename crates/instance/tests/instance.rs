@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -270,4 +271,38 @@ async fn an_instance_bootstraps_from_a_backup_and_refuses_a_failed_restore() {
     assert_eq!(count, 1000);
     drop(app);
     restored.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_shutdown_while_bootstrapping_starts_nothing_and_the_next_start_recovers() {
+    let root = tempfile::tempdir().unwrap();
+    let config = common::instance_config(root.path(), "");
+    // initdb takes well over this, so the request arrives while it runs.
+    let result = tokio::time::timeout(
+        Duration::from_secs(30),
+        supervisor::run(
+            config.clone(),
+            tokio::time::sleep(Duration::from_millis(300)),
+        ),
+    )
+    .await
+    .expect("the supervisor ignored the shutdown request while bootstrapping");
+    assert!(result.is_ok(), "{result:?}");
+    assert!(!config.data_dir.join("PG_VERSION").exists());
+    assert_eq!(
+        common::http_status(
+            SocketAddr::new(config.listen_host, config.health_port),
+            "/livez"
+        )
+        .await,
+        None
+    );
+
+    let mut instance = Instance::start_with(root, config);
+    instance.wait_ready().await;
+    instance
+        .connect(APP_USER, APP_PASSWORD, APP_USER)
+        .await
+        .expect("the instance started after an interrupted bootstrap is not usable");
+    instance.stop().await.unwrap();
 }

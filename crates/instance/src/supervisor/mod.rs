@@ -424,26 +424,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), InstanceError> {
     let run_as = config.run_as.filter(|_| nix::unistd::geteuid().is_root());
-    let data_dir = config.data_dir.as_path();
-    match bootstrap::inspect(data_dir)? {
-        DataDirState::RestoreIncomplete => {
-            return Err(InstanceError::RestoreIncomplete(data_dir.to_owned()));
+    tokio::pin!(shutdown);
+    // Bootstrapping can take long (a restore downloads a whole backup); a pod deleted
+    // meanwhile must not wait for the kubelet's SIGKILL. Stopping then is safe: initdb works in
+    // a staging directory, and an interrupted restore stays marked and refused.
+    tokio::select! {
+        bootstrapped = prepare_data_dir(&config, run_as) => bootstrapped?,
+        () = &mut shutdown => {
+            tracing::info!("shutdown requested while bootstrapping; PostgreSQL was not started");
+            return Ok(());
         }
-        DataDirState::Initialized => {
-            tracing::info!(data_dir = %data_dir.display(), "using the existing data directory");
-        }
-        DataDirState::Empty => match &config.restore {
-            Some(source) => bootstrap::restore_backup(source, data_dir, run_as).await?,
-            None => {
-                bootstrap::initdb(
-                    &config.postgres_bin_dir.join("initdb"),
-                    data_dir,
-                    &config.superuser,
-                    run_as,
-                )
-                .await?
-            }
-        },
     }
     write_owned_files(&config, run_as)?;
 
@@ -479,11 +469,41 @@ pub async fn run(
         config.app_user.clone(),
     ));
 
-    let outcome = supervise(&config, &mut postgres, pid, shutdown).await;
+    let outcome = supervise(&config, &mut postgres, pid, shutdown.as_mut()).await;
     state.postgres_running.store(false, Ordering::SeqCst);
     bootstrap_task.abort();
     health_server.abort();
     outcome
+}
+
+/// Makes sure the data directory holds a PostgreSQL cluster: refuses one a failed restore
+/// marked, keeps an existing one, and bootstraps an empty one with a restore or initdb.
+async fn prepare_data_dir(
+    config: &InstanceConfig,
+    run_as: Option<RunAs>,
+) -> Result<(), InstanceError> {
+    let data_dir = config.data_dir.as_path();
+    match bootstrap::inspect(data_dir)? {
+        DataDirState::RestoreIncomplete => {
+            Err(InstanceError::RestoreIncomplete(data_dir.to_owned()))
+        }
+        DataDirState::Initialized => {
+            tracing::info!(data_dir = %data_dir.display(), "using the existing data directory");
+            Ok(())
+        }
+        DataDirState::Empty => match &config.restore {
+            Some(source) => bootstrap::restore_backup(source, data_dir, run_as).await,
+            None => {
+                bootstrap::initdb(
+                    &config.postgres_bin_dir.join("initdb"),
+                    data_dir,
+                    &config.superuser,
+                    run_as,
+                )
+                .await
+            }
+        },
+    }
 }
 
 /// Watches postgres: forwards the shutdown request, reloads on configuration changes, and
