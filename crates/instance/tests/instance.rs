@@ -257,8 +257,22 @@ async fn an_instance_bootstraps_from_a_backup_and_refuses_a_failed_restore() {
     let root = tempfile::tempdir().unwrap();
     let mut config = common::instance_config(root.path(), "");
     config.restore = Some(restore_source(passphrase));
+    // This cluster's own credentials, not the source's, open the restored database.
+    config.superuser.password = "the new cluster's superuser password".to_owned();
+    let new_superuser = config.superuser.clone();
     let mut restored = Instance::start_with(root, config);
     restored.wait_ready().await;
+    restored
+        .connect(&new_superuser.name, &new_superuser.password, "postgres")
+        .await
+        .expect("the new superuser password does not open the restored cluster");
+    assert!(
+        restored
+            .connect(SUPERUSER, SUPERUSER_PASSWORD, "postgres")
+            .await
+            .is_err(),
+        "the source cluster's superuser password still works"
+    );
     let app = restored
         .connect(APP_USER, APP_PASSWORD, APP_USER)
         .await

@@ -176,6 +176,63 @@ pub async fn restore_backup(
     Ok(())
 }
 
+/// Makes the restored cluster's superuser the one this cluster's credentials name: a backup
+/// carries the roles and passwords of the cluster it was taken from. Runs PostgreSQL once in
+/// single-user mode, which needs no authentication and opens no socket, to create or update
+/// the role; the password travels as a SCRAM verifier on its standard input.
+pub async fn adopt_superuser(
+    postgres: &Path,
+    data_dir: &Path,
+    superuser: &Credentials,
+    run_as: Option<RunAs>,
+) -> Result<(), InstanceError> {
+    use tokio::io::AsyncWriteExt as _;
+
+    let role = postgres_protocol::escape::escape_identifier(&superuser.name);
+    let name = postgres_protocol::escape::escape_literal(&superuser.name);
+    let verifier = postgres_protocol::escape::escape_literal(
+        &postgres_protocol::password::scram_sha_256(superuser.password.as_bytes()),
+    );
+    // Single-user mode runs one statement per line.
+    let script = format!(
+        "DO $tusk$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {name}) THEN \
+         CREATE ROLE {role} WITH SUPERUSER; END IF; END $tusk$\n\
+         ALTER ROLE {role} WITH SUPERUSER LOGIN REPLICATION PASSWORD {verifier}\n"
+    );
+    let mut command = Command::new(postgres);
+    command
+        .arg("--single")
+        .arg("-D")
+        .arg(data_dir)
+        .arg("postgres")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    super::drop_privileges(&mut command, run_as);
+    tracing::info!(superuser = %superuser.name, "setting the restored cluster's superuser password");
+    let spawn_error = |source| InstanceError::Spawn {
+        program: postgres.to_owned(),
+        source,
+    };
+    let mut child = command.spawn().map_err(spawn_error)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(script.as_bytes())
+            .await
+            .map_err(spawn_error)?;
+        // Closing stdin ends the session.
+        drop(stdin);
+    }
+    let status = child.wait().await.map_err(spawn_error)?;
+    if status.success() {
+        Ok(())
+    } else {
+        // Its output is not passed on: an error message could quote the statement.
+        Err(InstanceError::AdoptSuperuser(status))
+    }
+}
+
 /// Gives every file under `root` (symlinks themselves, not their targets) to `user`.
 pub fn chown_tree(root: &Path, user: RunAs) -> io::Result<()> {
     std::os::unix::fs::lchown(root, Some(user.uid), Some(user.gid))?;

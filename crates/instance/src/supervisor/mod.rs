@@ -375,6 +375,9 @@ pub enum InstanceError {
         /// What it printed on stderr.
         stderr: String,
     },
+    /// Setting the superuser's password in a restored cluster failed.
+    #[error("setting the superuser's password in the restored cluster failed ({0})")]
+    AdoptSuperuser(ExitStatus),
     /// Restoring the backup failed.
     #[error("restoring the backup: {0}")]
     Restore(#[source] tusk_backup::RestoreError),
@@ -492,7 +495,16 @@ async fn prepare_data_dir(
             Ok(())
         }
         DataDirState::Empty => match &config.restore {
-            Some(source) => bootstrap::restore_backup(source, data_dir, run_as).await,
+            Some(source) => {
+                bootstrap::restore_backup(source, data_dir, run_as).await?;
+                bootstrap::adopt_superuser(
+                    &config.postgres_bin_dir.join("postgres"),
+                    data_dir,
+                    &config.superuser,
+                    run_as,
+                )
+                .await
+            }
             None => {
                 bootstrap::initdb(
                     &config.postgres_bin_dir.join("initdb"),
