@@ -2,12 +2,15 @@
 //!
 //! One run goes:
 //! 1. refuse a data directory that a failed restore marked unusable;
-//! 2. bootstrap an empty data directory, with `initdb` or from a backup;
+//! 2. bootstrap an empty data directory, with `initdb` or from a backup (the restored cluster
+//!    then takes this cluster's superuser name and password, see
+//!    [`bootstrap::adopt_superuser`]);
 //! 3. write the data directory's postgresql.conf (an include of the mounted ConfigMap file) and
 //!    pg_hba.conf, and start `postgres -D` as a child with tusk's own settings on its command
 //!    line (see [`settings`]);
 //! 4. serve `/livez` and `/readyz` (see [`health`]) and make sure the application user and its
-//!    database exist;
+//!    database exist, with the password of this cluster's credentials (set at every start, so a
+//!    rotated password takes effect with the next restart);
 //! 5. until told to stop: reload PostgreSQL (SIGHUP) whenever the mounted configuration's
 //!    content changes. A shutdown request becomes a fast shutdown (SIGINT to postgres) and the
 //!    supervisor returns when postgres has exited; if postgres dies on its own, the supervisor
@@ -192,7 +195,7 @@ fn required_env(name: &'static str) -> Result<String, InstanceError> {
 
 impl InstanceConfig {
     /// Builds the configuration from the command-line paths and the environment the operator
-    /// sets (see [`env`]). The PostgreSQL programs are looked up for `TUSK_POSTGRES_VERSION`.
+    /// sets (see [`env`](mod@env)). The PostgreSQL programs are looked up for `TUSK_POSTGRES_VERSION`.
     pub fn from_env(
         config_file: PathBuf,
         data_dir: PathBuf,
