@@ -236,6 +236,7 @@ async fn an_instance_bootstraps_from_a_backup_and_refuses_a_failed_restore() {
         passphrase,
         target_time: None,
         wal_prefix: None,
+        wal_passphrase_env: None,
     };
 
     // A wrong passphrase fails the restore, and the directory stays refused afterwards.

@@ -156,7 +156,10 @@ pub async fn restore_backup(
     let options = RestoreOptions {
         passphrase: source.passphrase.clone(),
         target_time: source.target_time.clone(),
-        restore_command: source.wal_prefix.as_deref().map(wal_fetch_command),
+        restore_command: source
+            .wal_prefix
+            .as_deref()
+            .map(|prefix| restore_command(prefix, source.wal_passphrase_env)),
     };
     tracing::info!(key = %source.key, data_dir = %data_dir.display(), target_time = ?source.target_time, "restoring the data directory from a backup");
     let outcome = restore(&store, &source.key, data_dir, &options)
@@ -244,6 +247,17 @@ pub fn chown_tree(root: &Path, user: RunAs) -> io::Result<()> {
     Ok(())
 }
 
+/// PostgreSQL's restore_command: `tusk wal-fetch` from the source cluster's archive. wal-fetch
+/// decrypts with TUSK_BACKUP_PASSPHRASE, this cluster's; when the archive has a passphrase of
+/// its own in `passphrase_env`, the shell hands that over instead, for this command only.
+pub fn restore_command(wal_prefix: &str, passphrase_env: Option<&str>) -> String {
+    let fetch = wal_fetch_command(wal_prefix);
+    match passphrase_env {
+        Some(variable) => format!("TUSK_BACKUP_PASSPHRASE=\"${{{variable}}}\" {fetch}"),
+        None => fetch,
+    }
+}
+
 /// The archive prefix that belongs to a base backup key: `<prefix>/base/<name>` archives its
 /// WAL under `<prefix>/wal` (see `tusk_api::names`).
 pub fn wal_prefix_of_backup_key(key: &str) -> Option<String> {
@@ -263,6 +277,21 @@ mod tests {
             Some(tusk_api::names::wal_prefix("tusk", "ns", "src"))
         );
         assert_eq!(wal_prefix_of_backup_key("loose-object.dare"), None);
+    }
+
+    #[test]
+    fn restore_command_names_the_passphrase_variable_not_its_value() {
+        let plain = restore_command("tusk/ns/src/wal", None);
+        assert!(
+            plain.ends_with(" wal-fetch --wal-prefix tusk/ns/src/wal %f %p"),
+            "{plain}"
+        );
+        assert!(!plain.contains("TUSK_BACKUP_PASSPHRASE"));
+        let foreign = restore_command("tusk/ns/src/wal", Some("TUSK_RESTORE_PASSPHRASE"));
+        assert_eq!(
+            foreign,
+            format!("TUSK_BACKUP_PASSPHRASE=\"${{TUSK_RESTORE_PASSPHRASE}}\" {plain}")
+        );
     }
 
     #[test]

@@ -108,6 +108,10 @@ pub struct RestoreSource {
     pub target_time: Option<String>,
     /// The source cluster's WAL archive, for PostgreSQL's restore_command.
     pub wal_prefix: Option<String>,
+    /// The environment variable holding the archive's passphrase when it is not this
+    /// cluster's: restore_command then reads it from there (by name, so the value never
+    /// reaches a configuration file).
+    pub wal_passphrase_env: Option<&'static str>,
 }
 
 impl std::fmt::Debug for RestoreSource {
@@ -118,6 +122,7 @@ impl std::fmt::Debug for RestoreSource {
             .field("passphrase", &"<redacted>")
             .field("target_time", &self.target_time)
             .field("wal_prefix", &self.wal_prefix)
+            .field("wal_passphrase_env", &self.wal_passphrase_env)
             .finish()
     }
 }
@@ -252,7 +257,10 @@ impl InstanceConfig {
                         &required_env(env::RESTORE_BACKUP)?,
                     ),
                 };
-                let passphrase = non_empty_env(env::RESTORE_PASSPHRASE)
+                let restore_passphrase = non_empty_env(env::RESTORE_PASSPHRASE);
+                let wal_passphrase_env =
+                    restore_passphrase.as_ref().map(|_| env::RESTORE_PASSPHRASE);
+                let passphrase = restore_passphrase
                     .map(Ok)
                     .unwrap_or_else(|| required_env(env::BACKUP_PASSPHRASE))?;
                 let wal_prefix = non_empty_env(env::RESTORE_WAL_PREFIX)
@@ -263,6 +271,7 @@ impl InstanceConfig {
                     passphrase: passphrase.into_bytes(),
                     target_time: non_empty_env(env::RESTORE_TARGET_TIME),
                     wal_prefix,
+                    wal_passphrase_env,
                 })
             }
             _ => None,
