@@ -84,6 +84,7 @@ impl OperatorArgs {
 /// Runs `tusk operator` until SIGINT or SIGTERM.
 pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     let config = args.configuration()?;
+    tusk_operator::install_crypto_provider();
     let client = kube::Client::try_default()
         .await
         .context("cannot reach Kubernetes (no kubeconfig and not in a cluster)")?;
