@@ -459,3 +459,57 @@ async fn objects_and_resource_versions_survive_a_restart() {
         .expect("CRDs still served");
     sandbox.shutdown().await;
 }
+
+#[tokio::test]
+async fn hostile_clients_get_status_errors() {
+    let sandbox = Sandbox::builder().start().await.expect("sandbox starts");
+    let client = sandbox.client().await.expect("client");
+    let status_of = |client: kube::Client, request: http::Request<kube::client::Body>| async move {
+        let response = client.send(request).await.expect("answered");
+        let code = response.status().as_u16();
+        let bytes = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .expect("body")
+            .to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).expect("a Status");
+        assert_eq!(body["kind"], "Status");
+        assert_eq!(body["code"], code);
+        code
+    };
+    let path = "/api/v1/namespaces/default/configmaps";
+    let too_big = vec![b' '; 4 * 1024 * 1024];
+    let request = http::Request::post(path)
+        .header("content-type", "application/json")
+        .body(kube::client::Body::from(too_big))
+        .expect("request");
+    assert_eq!(status_of(client.clone(), request).await, 413);
+    let request = http::Request::post(path)
+        .header("content-type", "application/json")
+        .body(kube::client::Body::from(b"{not json".to_vec()))
+        .expect("request");
+    assert_eq!(status_of(client.clone(), request).await, 400);
+    let request = http::Request::get("/api/v1/namespaces/default/nosuchthings")
+        .body(kube::client::Body::empty())
+        .expect("request");
+    assert_eq!(status_of(client.clone(), request).await, 404);
+
+    // A wrong token: 401.
+    let text = std::fs::read_to_string(sandbox.kubeconfig_path()).expect("kubeconfig");
+    let forged = text.replace(sandbox.token(), "not-the-token");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path_forged = dir.path().join("kubeconfig");
+    std::fs::write(&path_forged, forged).expect("written");
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path_forged).expect("parsed");
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .expect("config");
+    let intruder = kube::Client::try_from(config).expect("client");
+    let request = http::Request::get(path)
+        .body(kube::client::Body::empty())
+        .expect("request");
+    assert_eq!(status_of(intruder, request).await, 401);
+    sandbox.shutdown().await;
+}
