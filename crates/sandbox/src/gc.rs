@@ -143,9 +143,9 @@ pub(crate) fn collect(store: &Store) -> bool {
                         if refs.is_empty()
                             && let Some(metadata) =
                                 object.get_mut("metadata").and_then(Value::as_object_mut)
-                            {
-                                metadata.remove("ownerReferences");
-                            }
+                        {
+                            metadata.remove("ownerReferences");
+                        }
                     }
                 });
             }

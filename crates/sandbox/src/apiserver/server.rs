@@ -520,9 +520,10 @@ impl Server {
             let mut remaining = 0usize;
             for (key, object) in state.objects(&rt.storage, namespace) {
                 if let Some((_, after)) = &start
-                    && key <= after {
-                        continue;
-                    }
+                    && key <= after
+                {
+                    continue;
+                }
                 if !matcher.matches(object) {
                     continue;
                 }
@@ -770,9 +771,10 @@ async fn read_body(request: Request<Incoming>) -> Result<Bytes, ApiError> {
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-        && length > MAX_BODY {
-            return Err(ApiError::too_large(MAX_BODY));
-        }
+        && length > MAX_BODY
+    {
+        return Err(ApiError::too_large(MAX_BODY));
+    }
     match Limited::new(request.into_body(), MAX_BODY).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => {

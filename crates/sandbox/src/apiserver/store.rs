@@ -164,9 +164,10 @@ impl Txn<'_> {
         set_resource_version(&mut last, rv);
         let last = Arc::new(last);
         if &**storage == CRD_STORAGE
-            && let Some(crd_storage) = crd_storage_key(&previous) {
-                self.state.registry.remove_storage(&crd_storage);
-            }
+            && let Some(crd_storage) = crd_storage_key(&previous)
+        {
+            self.state.registry.remove_storage(&crd_storage);
+        }
         self.deleted_something = true;
         self.record(
             rv,
@@ -292,9 +293,10 @@ impl Store {
                 persist.record(change);
             }
             if guard.history.len() >= HISTORY_LIMIT
-                && let Some(dropped) = guard.history.pop_front() {
-                    guard.compacted_through = dropped.rv;
-                }
+                && let Some(dropped) = guard.history.pop_front()
+            {
+                guard.compacted_through = dropped.rv;
+            }
             guard.history.push_back(change.clone());
             // No receiver is not an error: nobody is watching.
             let _ = self.changes.send(change.clone());

@@ -36,22 +36,25 @@ impl WatchRequest {
     /// Whether a stored object is one this watch wants.
     pub fn matches(&self, stored: &Value) -> bool {
         if self.rt.namespaced
-            && let Some(namespace) = &self.namespace {
-                let object_namespace = stored
-                    .pointer("/metadata/namespace")
-                    .and_then(Value::as_str);
-                if object_namespace != Some(namespace.as_str()) {
-                    return false;
-                }
+            && let Some(namespace) = &self.namespace
+        {
+            let object_namespace = stored
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str);
+            if object_namespace != Some(namespace.as_str()) {
+                return false;
             }
+        }
         if let Some(labels) = &self.labels
-            && !labels.matches(&labels_of(stored)) {
-                return false;
-            }
+            && !labels.matches(&labels_of(stored))
+        {
+            return false;
+        }
         if let Some(fields) = &self.fields
-            && !fields.matches(&present(&self.rt, stored)) {
-                return false;
-            }
+            && !fields.matches(&present(&self.rt, stored))
+        {
+            return false;
+        }
         true
     }
 
