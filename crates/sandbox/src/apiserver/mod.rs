@@ -140,6 +140,10 @@ impl SandboxBuilder {
 
     /// Binds, loads the data directory if any, writes the kubeconfig and starts serving.
     pub async fn start(self) -> Result<Sandbox, StartError> {
+        // A workspace build links both of rustls' backends (object_store brings aws-lc-rs, kube
+        // and this server use ring), and rustls then refuses to guess. Whoever installed one
+        // first wins; both serve this server and its clients equally.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let (persist, (rv, objects)) = match &self.data_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir {
