@@ -2,7 +2,7 @@
 //!
 //! Both read the store from TUSK_STORE_URL and friends and the passphrase from
 //! TUSK_BACKUP_PASSPHRASE (or --passphrase-file). The archive lives at `--wal-prefix`, else
-//! TUSK_WAL_PREFIX, else `<store prefix>/<POD_NAMESPACE>/<TUSK_CLUSTER_NAME>/wal`.
+//! TUSK_WAL_PREFIX, else `<store prefix>/<POD_NAMESPACE>/<TUSK_CLUSTER>/wal`.
 
 use std::path::PathBuf;
 
@@ -39,12 +39,12 @@ pub struct WalFetchArgs {
     pub destination: PathBuf,
 }
 
-/// `<store prefix>/<POD_NAMESPACE>/<TUSK_CLUSTER_NAME>/wal`, when both are set.
+/// `<store prefix>/<POD_NAMESPACE>/<TUSK_CLUSTER>/wal`, when both are set.
 pub fn default_wal_prefix(store: &BackupStore) -> Option<String> {
     let namespace = std::env::var("POD_NAMESPACE")
         .ok()
         .filter(|v| !v.is_empty())?;
-    let cluster = std::env::var("TUSK_CLUSTER_NAME")
+    let cluster = std::env::var("TUSK_CLUSTER")
         .ok()
         .filter(|v| !v.is_empty())?;
     Some(tusk_api::names::wal_prefix(
@@ -58,7 +58,7 @@ fn store_and_prefix(wal_prefix: Option<String>) -> anyhow::Result<(BackupStore, 
     let store = BackupStore::new(&StoreConfig::from_env()?)?;
     let prefix = wal_prefix
         .or_else(|| default_wal_prefix(&store))
-        .context("no WAL prefix: pass --wal-prefix, or set TUSK_WAL_PREFIX, or POD_NAMESPACE and TUSK_CLUSTER_NAME")?;
+        .context("no WAL prefix: pass --wal-prefix, or set TUSK_WAL_PREFIX, or POD_NAMESPACE and TUSK_CLUSTER")?;
     Ok((store, prefix))
 }
 
