@@ -135,9 +135,11 @@ pub enum StoreError {
 impl StoreError {
     pub(crate) fn request(operation: &'static str, key: &str, source: object_store::Error) -> Self {
         match source {
-            object_store::Error::NotFound { .. } => StoreError::NotFound {
-                key: key.to_owned(),
-            },
+            object_store::Error::NotFound { .. } if !is_missing_bucket(&source) => {
+                StoreError::NotFound {
+                    key: key.to_owned(),
+                }
+            }
             source => StoreError::Request {
                 operation,
                 key: key.to_owned(),
@@ -150,6 +152,25 @@ impl StoreError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, StoreError::NotFound { .. })
     }
+}
+
+/// Whether a not-found answer is about the bucket rather than an object. object_store reports
+/// both as `NotFound`, but a missing bucket must never read as "already deleted": the data may
+/// be in a bucket that is only temporarily gone or misnamed.
+fn is_missing_bucket(error: &object_store::Error) -> bool {
+    let mut cause: Option<&dyn std::error::Error> = Some(error);
+    while let Some(current) = cause {
+        if current.to_string().contains("NoSuchBucket") {
+            return true;
+        }
+        cause = current.source();
+    }
+    false
+}
+
+/// Whether an object-store error means the object simply is not there.
+pub(crate) fn is_missing_object(error: &object_store::Error) -> bool {
+    matches!(error, object_store::Error::NotFound { .. }) && !is_missing_bucket(error)
 }
 
 /// The human part of an object-store error: S3 puts it in `<Message>`; otherwise the whole
@@ -300,10 +321,11 @@ impl BackupStore {
         &self.inner
     }
 
-    /// Deletes one object. Deleting a missing object succeeds.
+    /// Deletes one object. Deleting a missing object succeeds; a missing bucket is an error.
     pub async fn delete_object(&self, key: &str) -> Result<(), StoreError> {
         match self.inner.delete(&ObjectPath::from(key)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Ok(()) => Ok(()),
+            Err(error) if is_missing_object(&error) => Ok(()),
             Err(error) => Err(StoreError::request("deleting", key, error)),
         }
     }
@@ -322,7 +344,8 @@ impl BackupStore {
         let mut deleted = self.inner.delete_stream(locations);
         while let Some(result) = deleted.next().await {
             match result {
-                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Ok(_) => {}
+                Err(error) if is_missing_object(&error) => {}
                 Err(error) => return Err(StoreError::request("deleting under", prefix, error)),
             }
         }
@@ -346,18 +369,23 @@ impl BackupStore {
             })
             .try_collect()
             .await
-            .or_else(|error| match error {
+            .or_else(|error| {
                 // A local directory that was never written to lists as empty, like a bucket.
-                object_store::Error::NotFound { .. } => Ok(Vec::new()),
-                error => Err(StoreError::request("listing", prefix, error)),
+                if is_missing_object(&error) {
+                    Ok(Vec::new())
+                } else {
+                    Err(StoreError::request("listing", prefix, error))
+                }
             })
     }
 
-    /// Whether an object exists.
+    /// Whether an object exists. S3 answers HEAD without a body, so here a missing bucket
+    /// cannot be told from a missing object; callers that must not mistake one for the other
+    /// list or delete instead.
     pub async fn exists(&self, key: &str) -> Result<bool, StoreError> {
         match self.inner.head(&ObjectPath::from(key)).await {
             Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(error) if is_missing_object(&error) => Ok(false),
             Err(error) => Err(StoreError::request("looking up", key, error)),
         }
     }

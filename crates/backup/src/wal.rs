@@ -176,7 +176,7 @@ async fn fetch_plain(
             .bytes()
             .await
             .map_err(|error| StoreError::request("downloading", key, error))?,
-        Err(object_store::Error::NotFound { .. }) => {
+        Err(error) if crate::store::is_missing_object(&error) => {
             return Err(WalError::NotArchived(name.to_owned()));
         }
         Err(error) => return Err(StoreError::request("downloading", key, error).into()),

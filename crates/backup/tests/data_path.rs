@@ -461,3 +461,39 @@ async fn wal_cleanup_keeps_what_remaining_backups_need() {
     assert_eq!(report.deleted, 3);
     assert!(store.list(prefix).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_missing_bucket_is_an_error_with_the_stores_message_not_an_empty_store() {
+    let s3 = S3::start().await;
+    let store = s3.store("ns/c");
+    let key = "ns/c/base/b1.tar.gz.dare";
+    store
+        .object_store()
+        .put(&ObjectPath::from(key), "x".into())
+        .await
+        .unwrap();
+    s3.server.delete_bucket(&s3.bucket).unwrap();
+
+    // Were a missing bucket read as "nothing there", a finalizer would release a backup whose
+    // data still exists somewhere, and a WAL fetch would end recovery early.
+    let deleting = store.delete_object(key).await.unwrap_err();
+    assert!(
+        deleting
+            .to_string()
+            .contains("The specified bucket does not exist"),
+        "{deleting}"
+    );
+    assert!(!deleting.is_not_found());
+    let listing = store.list("ns/c").await.unwrap_err();
+    assert!(
+        listing
+            .to_string()
+            .contains("The specified bucket does not exist"),
+        "{listing}"
+    );
+
+    s3.server.create_bucket(&s3.bucket).unwrap();
+    store.delete_object(key).await.unwrap();
+    assert!(!store.exists(key).await.unwrap());
+    assert!(store.list("ns/c").await.unwrap().is_empty());
+}

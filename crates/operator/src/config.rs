@@ -156,6 +156,9 @@ impl Default for BackupJobSettings {
     }
 }
 
+/// The external-host placeholder for the database Service's cluster IP.
+const SERVICE_IP_PLACEHOLDER: &str = "{serviceIP}";
+
 /// Tunnels in customers' clusters.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
@@ -164,7 +167,9 @@ pub struct TunnelSettings {
     /// `ghcr.io/tusk-dev/tusk:latest`. Flag `--tunnel-image`, env `TUSK_TUNNEL_IMAGE`.
     pub image: String,
     /// The host name under which a database is reachable from outside the workload cluster;
-    /// `{cluster}` and `{namespace}` are replaced by the PostgresCluster's name and namespace.
+    /// `{cluster}` and `{namespace}` are replaced by the PostgresCluster's name and namespace,
+    /// and `{serviceIP}` by the cluster IP of its `<cluster>-rw` Service (for when the
+    /// customers' clusters can reach the workload cluster's service network, as in `tusk dev`).
     /// Default `{cluster}.{namespace}.db.tusk.local`. Flag `--tunnel-host-template`, env
     /// `TUSK_TUNNEL_HOST_TEMPLATE`.
     pub external_host_template: String,
@@ -186,11 +191,23 @@ impl Default for TunnelSettings {
 }
 
 impl TunnelSettings {
-    /// The external host of `cluster` in `namespace`.
-    pub fn external_host(&self, namespace: &str, cluster: &str) -> String {
+    /// Whether the external host names the database Service's cluster IP.
+    pub fn needs_service_ip(&self) -> bool {
+        self.external_host_template.contains(SERVICE_IP_PLACEHOLDER)
+    }
+
+    /// The external host of `cluster` in `namespace`, given its Service's cluster IP when the
+    /// template asks for it.
+    pub fn external_host(
+        &self,
+        namespace: &str,
+        cluster: &str,
+        service_ip: Option<&str>,
+    ) -> String {
         self.external_host_template
             .replace("{cluster}", cluster)
             .replace("{namespace}", namespace)
+            .replace(SERVICE_IP_PLACEHOLDER, service_ip.unwrap_or_default())
     }
 }
 
@@ -604,7 +621,7 @@ leaderElection:
   renewInterval: 500ms
 httpAddress: 127.0.0.1:0
 "#;
-        let config = OperatorConfig::from_yaml(text).unwrap();
+        let mut config = OperatorConfig::from_yaml(text).unwrap();
         config.validate().unwrap();
         assert_eq!(config.backup_job.stall_timeout, Duration::from_secs(90));
         assert_eq!(
@@ -617,8 +634,17 @@ httpAddress: 127.0.0.1:0
             "secret-access-key"
         );
         assert_eq!(
-            config.tunnel.external_host("project-a", "elephant"),
+            config.tunnel.external_host("project-a", "elephant", None),
             "elephant-project-a.db.example.com"
+        );
+        assert!(!config.tunnel.needs_service_ip());
+        config.tunnel.external_host_template = "{serviceIP}".into();
+        assert!(config.tunnel.needs_service_ip());
+        assert_eq!(
+            config
+                .tunnel
+                .external_host("project-a", "elephant", Some("127.128.0.7")),
+            "127.128.0.7"
         );
         assert_eq!(
             config.leader_election.renew_interval,

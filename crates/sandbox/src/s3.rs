@@ -15,8 +15,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnectionBuilder;
 use rand::RngExt;
+use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::SimpleAuth;
+use s3s::path::S3Path;
 use s3s::service::S3ServiceBuilder;
+use s3s::{S3ErrorCode, S3Result, s3_error};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
@@ -129,6 +132,7 @@ impl S3Server {
                 access_key.clone(),
                 secret_key.clone(),
             ));
+            builder.set_access(BucketsMustExist { root: root.clone() });
             builder.build()
         };
         let listener =
@@ -273,6 +277,33 @@ enum ConnectionClosed {
     /// s3s could not produce a response.
     #[error("{0}")]
     Protocol(s3s::StdError),
+}
+
+/// Refuses requests to a bucket that does not exist the way AWS S3 does, with its message.
+/// s3s-fs answers only the `NoSuchBucket` code, and that sentence is what users see in the
+/// operator's Warning Events, so the sandbox must say it as a real store would.
+struct BucketsMustExist {
+    root: PathBuf,
+}
+
+#[async_trait::async_trait]
+impl S3Access for BucketsMustExist {
+    async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        if cx.credentials().is_none() {
+            return Err(s3_error!(AccessDenied, "Signature is required"));
+        }
+        let bucket = match cx.s3_path() {
+            S3Path::Root => return Ok(()),
+            S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => bucket,
+        };
+        if cx.s3_op().name() == "CreateBucket" || self.root.join(&**bucket).is_dir() {
+            return Ok(());
+        }
+        Err(s3s::S3Error::with_message(
+            S3ErrorCode::NoSuchBucket,
+            "The specified bucket does not exist",
+        ))
+    }
 }
 
 async fn serve(

@@ -174,12 +174,21 @@ impl Drop for Operator {
 }
 
 /// Polls `probe` until it returns `Some`, for at most 60 seconds.
-pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    eventually_for(what, Duration::from_secs(60), probe).await
+}
+
+/// Polls `probe` until it returns `Some`, for at most `limit`.
+pub async fn eventually_for<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
         if let Some(value) = probe().await {
             return value;

@@ -274,19 +274,30 @@ fn plain_env(name: &str, value: impl Into<String>) -> EnvVar {
     }
 }
 
-/// `POD_NAMESPACE` from the downward API.
-pub fn pod_namespace_env() -> EnvVar {
+/// An environment variable the kubelet fills from the pod itself (the downward API).
+fn downward_env(name: &str, field_path: &str) -> EnvVar {
     EnvVar {
-        name: "POD_NAMESPACE".to_owned(),
+        name: name.to_owned(),
         value_from: Some(EnvVarSource {
             field_ref: Some(ObjectFieldSelector {
-                field_path: "metadata.namespace".to_owned(),
+                field_path: field_path.to_owned(),
                 ..ObjectFieldSelector::default()
             }),
             ..EnvVarSource::default()
         }),
         ..EnvVar::default()
     }
+}
+
+/// `POD_NAMESPACE` from the downward API.
+pub fn pod_namespace_env() -> EnvVar {
+    downward_env("POD_NAMESPACE", "metadata.namespace")
+}
+
+/// `POD_IP` from the downward API. Processes bind the pod's own address rather than every
+/// address, which is what lets many pods share one host in the sandbox's local runtime.
+pub fn pod_ip_env() -> EnvVar {
+    downward_env("POD_IP", "status.podIP")
 }
 
 /// The object-store settings every process that talks to the store needs; the keys come from
@@ -418,6 +429,7 @@ fn stateful_set(
 
     let mut env = vec![
         pod_namespace_env(),
+        pod_ip_env(),
         plain_env("TUSK_CLUSTER", name),
         plain_env("TUSK_POSTGRES_VERSION", version),
         plain_env("TUSK_WAL_ARCHIVING", spec.wal_archiving.to_string()),

@@ -11,14 +11,17 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, PodSpec, PodTemplateSpec, Probe, Secret, Service, ServicePort,
-    ServiceSpec, TCPSocketAction,
+    Container, ContainerPort, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Secret,
+    Service, ServicePort, ServiceSpec, TCPSocketAction,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tusk_api::{labels as api_labels, names};
 
-use crate::controllers::cluster::build::{restricted_container_security, restricted_pod_security};
+use crate::controllers::cluster::build::{
+    pod_ip_env, restricted_container_security, restricted_pod_security,
+};
 use crate::labels::COMPONENT_TUNNEL;
 
 /// The tunnel's objects in the customer's cluster.
@@ -160,16 +163,19 @@ pub fn build(target: &TunnelTarget<'_>, credentials: &AppCredentials) -> RemoteO
         command: Some(vec!["tusk".to_owned(), "tunnel".to_owned()]),
         args: Some(vec![
             "--listen".to_owned(),
-            format!("0.0.0.0:{}", names::POSTGRES_PORT),
+            // Expanded by the kubelet from the env below.
+            format!("$(POD_IP):{}", names::POSTGRES_PORT),
             "--target".to_owned(),
             format!("{}:{}", target.external_host, target.external_port),
         ]),
+        env: Some(vec![pod_ip_env()]),
         ports: Some(vec![ContainerPort {
             name: Some("postgres".to_owned()),
             container_port: i32::from(names::POSTGRES_PORT),
             protocol: Some("TCP".to_owned()),
             ..ContainerPort::default()
         }]),
+        resources: Some(tunnel_resources()),
         readiness_probe: Some(Probe {
             tcp_socket: Some(TCPSocketAction {
                 port: IntOrString::String("postgres".to_owned()),
@@ -235,6 +241,22 @@ pub fn build(target: &TunnelTarget<'_>, credentials: &AppCredentials) -> RemoteO
     }
 }
 
+/// A tunnel copies bytes and holds little per connection, so small bounds suffice; limits keep
+/// a misbehaving tunnel from starving the customer's other workloads.
+fn tunnel_resources() -> ResourceRequirements {
+    let quantities = |cpu: &str, memory: &str| {
+        BTreeMap::from([
+            ("cpu".to_owned(), Quantity(cpu.to_owned())),
+            ("memory".to_owned(), Quantity(memory.to_owned())),
+        ])
+    };
+    ResourceRequirements {
+        requests: Some(quantities("10m", "32Mi")),
+        limits: Some(quantities("500m", "128Mi")),
+        ..ResourceRequirements::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,7 +287,7 @@ mod tests {
             args,
             [
                 "--listen",
-                "0.0.0.0:5432",
+                "$(POD_IP):5432",
                 "--target",
                 "elephant.project-a.db.example.com:15432"
             ]

@@ -150,6 +150,24 @@ async fn app_credentials(
     }))
 }
 
+/// The cluster IP of the database's read-write Service, once it has one.
+async fn database_service_ip(
+    context: &Context,
+    namespace: &str,
+    cluster: &str,
+) -> Result<Option<String>> {
+    let services: Api<Service> = Api::namespaced(context.client.clone(), namespace);
+    let name = names::read_write_service(cluster);
+    let service = services.get_opt(&name).await.map_err(|source| Error::Get {
+        kind: "Service",
+        name,
+        source,
+    })?;
+    Ok(service
+        .and_then(|service| service.spec?.cluster_ip)
+        .filter(|ip| !ip.is_empty() && ip != "None"))
+}
+
 async fn apply(link: &PostgresRemoteCluster, context: &Context, namespace: &str) -> Result<Action> {
     let cluster = &link.spec.cluster.name;
     let secret_name = &link.spec.remote_cluster.name;
@@ -204,12 +222,37 @@ async fn apply(link: &PostgresRemoteCluster, context: &Context, namespace: &str)
         .await;
         return Ok(Action::requeue(Duration::from_secs(60)));
     };
+    let service_ip = if context.config.tunnel.needs_service_ip() {
+        let Some(ip) = database_service_ip(context, namespace, cluster).await? else {
+            write_status(
+                context,
+                link,
+                namespace,
+                None,
+                DesiredCondition::new(
+                    types::READY,
+                    FALSE,
+                    condition_reasons::CREATING,
+                    format!("Waiting for the Service of PostgresCluster {cluster} to get an IP"),
+                ),
+            )
+            .await?;
+            return Ok(Action::requeue(Duration::from_secs(5)));
+        };
+        Some(ip)
+    } else {
+        None
+    };
     let target = TunnelTarget {
         namespace,
         cluster,
         link: &link.name_any(),
         remote_namespace: &remote_namespace,
-        external_host: context.config.tunnel.external_host(namespace, cluster),
+        external_host: context.config.tunnel.external_host(
+            namespace,
+            cluster,
+            service_ip.as_deref(),
+        ),
         external_port: context.config.tunnel.external_port,
         image: &context.config.tunnel.image,
         replicas: context.config.tunnel.replicas,
