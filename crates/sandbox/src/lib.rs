@@ -7,6 +7,7 @@
 
 pub mod apiserver;
 mod gc;
+pub mod runtime;
 pub mod s3;
 
 pub use apiserver::{Sandbox, SandboxBuilder};

@@ -46,12 +46,33 @@ pub use tls::TlsError;
 use resources::NAMESPACE_STORAGE;
 use store::Store;
 
+/// What `GET .../pods/<name>/log` asks for, once the server has resolved the container.
+#[derive(Clone, Debug)]
+pub struct LogRequest {
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod's name.
+    pub pod: String,
+    /// The pod's uid: a pod recreated under the same name has a log of its own.
+    pub uid: String,
+    /// The container's name.
+    pub container: String,
+    /// The log of the previous instance of the container, after a restart.
+    pub previous: bool,
+    /// Keep streaming what the container writes until it stops.
+    pub follow: bool,
+    /// Only the last lines.
+    pub tail_lines: Option<usize>,
+}
+
+/// A log as it streams out: chunks of bytes.
+pub type LogStream = std::pin::Pin<Box<dyn futures::Stream<Item = bytes::Bytes> + Send>>;
+
 /// Where the sandbox reads pod logs from; the local runtime implements it. Without one,
 /// `GET .../pods/<name>/log` answers an empty log.
 pub trait PodLogs: Send + Sync {
-    /// The log of one container (the pod's only or first one when `container` is `None`), or
-    /// `None` when there is none yet.
-    fn logs(&self, namespace: &str, pod: &str, container: Option<&str>) -> Option<String>;
+    /// The log asked for, or the message of a 400 Bad Request (no such container instance).
+    fn logs(&self, request: LogRequest) -> Result<LogStream, String>;
 }
 
 /// Starting the sandbox failed.
@@ -81,6 +102,12 @@ pub enum StartError {
     /// The serving certificate could not be made.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The client the local runtime talks through could not be built.
+    #[error("cannot start the local runtime: {0}")]
+    Client(#[source] ClientError),
+    /// The local runtime's directory could not be prepared.
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
     /// The kubeconfig could not be written.
     #[error("cannot write the kubeconfig {path}: {source}")]
     Kubeconfig {
@@ -110,6 +137,7 @@ pub struct SandboxBuilder {
     port: u16,
     kubeconfig_path: Option<PathBuf>,
     pod_logs: Option<Arc<dyn PodLogs>>,
+    runtime: Option<crate::runtime::RuntimeOptions>,
 }
 
 impl SandboxBuilder {
@@ -135,6 +163,13 @@ impl SandboxBuilder {
     /// Serves pod logs from this source (the local runtime).
     pub fn pod_logs(mut self, source: Arc<dyn PodLogs>) -> Self {
         self.pod_logs = Some(source);
+        self
+    }
+
+    /// Runs the pods bound to this sandbox's node as local processes (the kubelet stand-in),
+    /// which also serves their logs.
+    pub fn runtime(mut self, options: crate::runtime::RuntimeOptions) -> Self {
+        self.runtime = Some(options);
         self
     }
 
@@ -193,12 +228,20 @@ impl SandboxBuilder {
             }
         })?;
         let shutdown = CancellationToken::new();
+        let runtime_logs = self
+            .runtime
+            .as_ref()
+            .map(|options| Arc::new(crate::runtime::LogFiles::new(options)));
+        let pod_logs = match &runtime_logs {
+            Some(logs) => Some(logs.clone() as Arc<dyn PodLogs>),
+            None => self.pod_logs,
+        };
         let server = Arc::new(server::Server {
             store: store.clone(),
             token: token.clone(),
             address: addr.to_string(),
             shutdown: shutdown.clone(),
-            pod_logs: self.pod_logs,
+            pod_logs,
         });
         let mut tasks = JoinSet::new();
         tasks.spawn(crate::gc::run(store.clone(), shutdown.clone()));
@@ -208,7 +251,7 @@ impl SandboxBuilder {
             server,
             shutdown.clone(),
         ));
-        Ok(Sandbox {
+        let mut sandbox = Sandbox {
             addr,
             url,
             token,
@@ -218,7 +261,17 @@ impl SandboxBuilder {
             store,
             shutdown,
             tasks,
-        })
+            runtime: None,
+        };
+        if let (Some(options), Some(logs)) = (self.runtime, runtime_logs) {
+            let client = sandbox.client().await.map_err(StartError::Client)?;
+            let api = crate::runtime::ApiEndpoint {
+                port: addr.port(),
+                ca_pem: sandbox.ca_pem.clone(),
+            };
+            sandbox.runtime = Some(crate::runtime::Runtime::start(options, client, api, logs)?);
+        }
+        Ok(sandbox)
     }
 }
 
@@ -234,6 +287,7 @@ pub struct Sandbox {
     store: Arc<Store>,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
+    runtime: Option<crate::runtime::Runtime>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -301,6 +355,10 @@ impl Sandbox {
 
     /// Stops serving, ends every watch, and waits until the data directory is up to date.
     pub async fn shutdown(mut self) {
+        // The kubelet stops its containers while the API server still answers it.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown().await;
+        }
         self.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
         let store = self.store.clone();

@@ -73,6 +73,7 @@ pub(crate) const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
 pub(crate) const ORPHAN_FINALIZER: &str = "orphan";
 pub(crate) const CRD_CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
 pub(crate) const NAMESPACE_FINALIZER: &str = "kubernetes";
+pub(crate) const POD_STORAGE: &str = "/pods";
 
 /// Now, as kube-apiserver writes timestamps (RFC 3339, whole seconds, UTC).
 pub(crate) fn now() -> String {
@@ -148,6 +149,13 @@ pub(crate) fn is_deleting(object: &Value) -> bool {
 fn should_vanish(storage: &str, object: &Value) -> bool {
     if !is_deleting(object) || !finalizers(object).is_empty() {
         return false;
+    }
+    if storage == POD_STORAGE {
+        // A pod in its grace period waits for its kubelet's final delete with grace 0.
+        let grace = object
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64);
+        return grace.is_none_or(|grace| grace <= 0);
     }
     if storage == NAMESPACE_STORAGE {
         let spec_finalizers = object.pointer("/spec/finalizers").and_then(Value::as_array);
@@ -918,8 +926,56 @@ pub(crate) fn delete(
     key: &Key,
     request: &DeleteRequest,
 ) -> Result<Deleted, ApiError> {
+    delete_with_grace(store, rt, key, request, None)
+}
+
+/// The grace period kube-apiserver gives a pod being deleted, or `None` when it goes at once:
+/// a pod no node runs (unbound, or already finished) has nothing to stop gracefully.
+fn pod_grace_period(pod: &Value, requested: Option<i64>) -> Option<i64> {
+    let bound = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|node| !node.is_empty());
+    let finished = matches!(
+        pod.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    );
+    if !bound || finished {
+        return None;
+    }
+    let grace = requested
+        .or_else(|| {
+            pod.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+        })
+        .unwrap_or(30);
+    // A second delete may shorten the grace period of one in progress, never lengthen it.
+    let grace = match pod
+        .pointer("/metadata/deletionGracePeriodSeconds")
+        .and_then(Value::as_i64)
+    {
+        Some(pending) => grace.min(pending),
+        None => grace,
+    };
+    (grace > 0).then_some(grace)
+}
+
+/// [`delete`] with the request's `gracePeriodSeconds`: pods bound to a node stay, marked, until
+/// their kubelet has stopped them and deletes them with grace 0.
+pub(crate) fn delete_with_grace(
+    store: &Store,
+    rt: &ResourceType,
+    key: &Key,
+    request: &DeleteRequest,
+    grace_period: Option<i64>,
+) -> Result<Deleted, ApiError> {
     for _ in 0..MAX_RETRIES {
         let current = current(store, rt, key)?;
+        let pod_grace = if &*rt.storage == POD_STORAGE {
+            pod_grace_period(&current, grace_period)
+        } else {
+            None
+        };
         if let Some(uid) = &request.precondition_uid {
             let actual = meta_str(&current, "uid").unwrap_or_default();
             if uid != actual {
@@ -960,7 +1016,7 @@ pub(crate) fn delete(
         if is_namespace {
             new["status"] = json!({"phase": "Terminating"});
         }
-        let immediate = if is_namespace {
+        let immediate = if is_namespace || pod_grace.is_some() {
             false
         } else {
             finalizers(&new).is_empty()
@@ -975,7 +1031,10 @@ pub(crate) fn delete(
         if !is_deleting(&new) {
             let metadata = metadata_mut(&mut new);
             metadata.insert("deletionTimestamp".into(), Value::String(now()));
-            metadata.insert("deletionGracePeriodSeconds".into(), json!(0));
+            metadata.insert(
+                "deletionGracePeriodSeconds".into(),
+                json!(pod_grace.unwrap_or(0)),
+            );
             if rt.has_generation {
                 let generation = metadata
                     .get("generation")
@@ -984,6 +1043,9 @@ pub(crate) fn delete(
                     + 1;
                 metadata.insert("generation".into(), json!(generation));
             }
+        }
+        if let Some(grace) = pod_grace {
+            metadata_mut(&mut new).insert("deletionGracePeriodSeconds".into(), json!(grace));
         }
         let outcome = store.write(|txn| match txn.state.get(&rt.storage, key) {
             None => Err(ApiError::not_found(rt, &key.1)),

@@ -344,7 +344,7 @@ impl Registry {
             };
             let mut extra = Vec::new();
             if builtin.kind == "Pod" {
-                extra.push("log");
+                extra.extend(["log", "binding"]);
             }
             registry.insert(ResourceType {
                 group: builtin.group.to_string(),

@@ -12,7 +12,6 @@ use hyper::body::{Frame, Incoming};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::PodLogs;
 use super::discovery;
 use super::error::ApiError;
 use super::ext::{self, FieldSelector, LabelSelector};
@@ -22,6 +21,7 @@ use super::ops::{
 use super::resources::{CRD_STORAGE, ResourceType};
 use super::store::{Key, Store};
 use super::watch::{self, WatchRequest};
+use super::{LogRequest, PodLogs};
 
 /// kube-apiserver's limit on request bodies.
 pub(crate) const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -269,8 +269,10 @@ impl Server {
                     subresource,
                 },
             ) => {
-                if subresource.as_deref() == Some("log") {
-                    return Ok(self.pod_log(&rt, &key, &query));
+                match subresource.as_deref() {
+                    Some("log") => return self.pod_log(&rt, &key, &query),
+                    Some("binding") => return Err(ApiError::method_not_allowed("GET")),
+                    _ => {}
                 }
                 let object = self.store.read().get(&rt.storage, &key).cloned();
                 let object = object.ok_or_else(|| ApiError::not_found(&rt, &key.1))?;
@@ -358,7 +360,8 @@ impl Server {
                 },
             ) => {
                 let request = delete_request(&query, &body)?;
-                match ops::delete(&self.store, &rt, &key, &request)? {
+                let grace = grace_period(&query, &body);
+                match ops::delete_with_grace(&self.store, &rt, &key, &request, grace)? {
                     Deleted::Pending(object) => Ok((202, present(&rt, &object), rt)),
                     Deleted::Gone(object) if rt.custom || &*rt.storage == CRD_STORAGE => {
                         Ok((200, present(&rt, &object), rt))
@@ -372,6 +375,22 @@ impl Server {
                         ))
                     }
                 }
+            }
+            (
+                Method::POST,
+                Target::Object {
+                    rt,
+                    key,
+                    subresource: Some(subresource),
+                },
+            ) if subresource == "binding" => {
+                let binding = decode(&body, &content_type)?;
+                self.bind_pod(&rt, &key, &binding)?;
+                Ok((
+                    201,
+                    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+                    rt,
+                ))
             }
             (method, _) => Err(ApiError::method_not_allowed(method.as_str())),
         };
@@ -638,6 +657,7 @@ impl Server {
     ) -> Result<Response<Body>, ApiError> {
         let (labels, fields) = self.selectors(rt, query)?;
         let request = delete_request(query, body)?;
+        let grace = grace_period(query, body);
         let matcher = WatchRequest {
             rt: rt.clone(),
             namespace: namespace.map(str::to_string),
@@ -658,7 +678,7 @@ impl Server {
         };
         let mut deleted = Vec::new();
         for key in keys {
-            match ops::delete(&self.store, rt, &key, &request) {
+            match ops::delete_with_grace(&self.store, rt, &key, &request, grace) {
                 Ok(Deleted::Gone(o) | Deleted::Pending(o)) => deleted.push(present(rt, &o)),
                 Err(error) if error.code == 404 => {}
                 Err(error) => return Err(error),
@@ -671,22 +691,124 @@ impl Server {
         ))
     }
 
-    fn pod_log(&self, rt: &ResourceType, key: &Key, query: &Query) -> Response<Body> {
-        if self.store.read().get(&rt.storage, key).is_none() {
-            return error_response(&ApiError::not_found(rt, &key.1));
-        }
-        let container = query.get("container").map(String::as_str);
-        let text = self
-            .pod_logs
-            .as_ref()
-            .and_then(|logs| logs.logs(&key.0, &key.1, container))
-            .unwrap_or_default();
-        let mut response = Response::new(full(text));
+    /// `GET pods/<name>/log`: resolves the container as kube-apiserver does, then streams the
+    /// log from the runtime.
+    fn pod_log(
+        &self,
+        rt: &ResourceType,
+        key: &Key,
+        query: &Query,
+    ) -> Result<Response<Body>, ApiError> {
+        let pod = self.store.read().get(&rt.storage, key).cloned();
+        let pod = pod.ok_or_else(|| ApiError::not_found(rt, &key.1))?;
+        let names = |field: &str| -> Vec<String> {
+            pod.pointer(&format!("/spec/{field}"))
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
+                .collect()
+        };
+        let containers = names("containers");
+        let container = match query.get("container") {
+            Some(name) => {
+                if !containers.contains(name) && !names("initContainers").contains(name) {
+                    return Err(ApiError::bad_request(format!(
+                        "container {name} is not valid for pod {}",
+                        key.1
+                    )));
+                }
+                name.clone()
+            }
+            None if containers.len() == 1 => containers[0].clone(),
+            None => {
+                return Err(ApiError::bad_request(format!(
+                    "a container name must be specified for pod {}, choose one of: [{}]",
+                    key.1,
+                    containers.join(" ")
+                )));
+            }
+        };
+        let tail_lines = match query.get("tailLines") {
+            Some(text) => Some(text.parse::<usize>().map_err(|_| {
+                ApiError::bad_request(format!("tailLines: Invalid value: \"{text}\""))
+            })?),
+            None => None,
+        };
+        let request = LogRequest {
+            namespace: key.0.clone(),
+            pod: key.1.clone(),
+            uid: ops::meta_str(&pod, "uid").unwrap_or_default().to_string(),
+            container,
+            previous: flag(query, "previous"),
+            follow: flag(query, "follow"),
+            tail_lines,
+        };
+        let body = match &self.pod_logs {
+            Some(logs) => {
+                let chunks = logs.logs(request).map_err(ApiError::bad_request)?;
+                let shutdown = self.shutdown.clone();
+                let chunks = futures::StreamExt::take_until(chunks, shutdown.cancelled_owned());
+                UnsyncBoxBody::new(StreamBody::new(futures::StreamExt::map(chunks, |chunk| {
+                    Ok::<_, Infallible>(Frame::data(chunk))
+                })))
+            }
+            None => full(""),
+        };
+        let mut response = Response::new(body);
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("text/plain"),
         );
-        response
+        Ok(response)
+    }
+
+    /// `POST pods/<name>/binding`: what a scheduler calls to assign a pod to a node.
+    fn bind_pod(&self, rt: &ResourceType, key: &Key, binding: &Value) -> Result<(), ApiError> {
+        let node = binding
+            .pointer("/target/name")
+            .and_then(Value::as_str)
+            .filter(|node| !node.is_empty())
+            .ok_or_else(|| ApiError::bad_request("Binding target.name: Required value"))?
+            .to_string();
+        let pod = self.store.read().get(&rt.storage, key).cloned();
+        let pod = pod.ok_or_else(|| ApiError::not_found(rt, &key.1))?;
+        if let Some(bound) = pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|bound| !bound.is_empty())
+        {
+            return Err(ApiError::conflict_with(
+                rt,
+                &key.1,
+                &format!("pod {} is already assigned to node \"{bound}\"", key.1),
+            ));
+        }
+        if ops::is_deleting(&pod) {
+            return Err(ApiError::conflict_with(
+                rt,
+                &key.1,
+                &format!(
+                    "pod {} is being deleted, cannot be assigned to a host",
+                    key.1
+                ),
+            ));
+        }
+        let scheduled = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": ops::now()});
+        ops::edit(&self.store, rt, key, |pod| {
+            pod["spec"]["nodeName"] = Value::String(node.clone());
+            if !pod["status"].is_object() {
+                pod["status"] = json!({});
+            }
+            let conditions = &mut pod["status"]["conditions"];
+            if !conditions.is_array() {
+                *conditions = json!([]);
+            }
+            if let Some(list) = conditions.as_array_mut() {
+                list.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
+                list.insert(0, scheduled.clone());
+            }
+        })
     }
 }
 
@@ -796,6 +918,14 @@ fn decode(body: &[u8], content_type: &str) -> Result<Value, ApiError> {
             .map_err(|e| ApiError::bad_request(format!("the request body is not valid YAML: {e}"))),
         other => Err(ApiError::unsupported_media_type(other)),
     }
+}
+
+/// DeleteOptions' `gracePeriodSeconds`, from the body or the query.
+fn grace_period(query: &Query, body: &[u8]) -> Option<i64> {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|options| options.get("gracePeriodSeconds").and_then(Value::as_i64))
+        .or_else(|| query.get("gracePeriodSeconds")?.parse().ok())
 }
 
 fn delete_request(query: &Query, body: &[u8]) -> Result<DeleteRequest, ApiError> {

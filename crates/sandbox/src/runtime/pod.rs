@@ -1,0 +1,373 @@
+//! One pod's worker: its address, directories and volumes, its containers, its status, and
+//! its graceful end.
+
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use serde_json::Value;
+use tokio::sync::{Notify, broadcast, watch};
+use tokio::task::JoinSet;
+
+use super::container::{PodContext, supervise};
+use super::status::{PodState, StatusRenderer};
+use super::volumes::{PodVolumes, Rebase, mounts, pod_volume_list};
+use super::{Node, SourceChange};
+
+/// The kubelet retries a failed mount with a back-off up to about two minutes.
+const MOUNT_RETRY_MAX: Duration = Duration::from_secs(120);
+/// How long the containers of a pod deleted outright (grace 0, or gone from the API) get.
+const FORCED_STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Why the worker stops the pod's containers.
+enum End {
+    /// The pod is being deleted gracefully: stop, then remove it with grace 0.
+    Deleted(Duration),
+    /// The pod is gone from the API already.
+    Gone,
+    /// The runtime is shutting down: stop, and leave the pod as it is.
+    Shutdown(Duration),
+}
+
+/// Holds a pod address until the pod's processes are gone.
+struct Address<'a> {
+    node: &'a Node,
+    ip: Ipv4Addr,
+}
+
+impl Drop for Address<'_> {
+    fn drop(&mut self) {
+        self.node.addresses.release(self.ip);
+    }
+}
+
+/// Runs one pod until it is deleted or the runtime stops.
+pub(crate) async fn run(node: Arc<Node>, mut updates: watch::Receiver<Option<Arc<Pod>>>) {
+    let Some(pod) = updates.borrow_and_update().clone() else {
+        return;
+    };
+    let Some(uid) = pod.uid() else { return };
+    let pod_dir = node.options.pods_dir().join(&uid);
+    let spec = pod.spec.clone().unwrap_or_default();
+    let finished = matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    );
+    if finished || pod.metadata.deletion_timestamp.is_some() {
+        // Nothing to run: a finished pod stays finished, even across a runtime restart.
+        if let End::Deleted(_) = wait_for_end(
+            &node,
+            &mut updates,
+            pod.metadata.deletion_timestamp.is_some(),
+        )
+        .await
+        {
+            delete_now(&node, &pod, &uid).await;
+        }
+        let _ = std::fs::remove_dir_all(&pod_dir);
+        return;
+    }
+
+    let previous_ip = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.as_deref())
+        .and_then(|ip| ip.parse().ok());
+    let Some(ip) = node.addresses.reserve(previous_ip) else {
+        node.event(
+            &pod,
+            true,
+            "FailedCreatePodSandBox",
+            "Failed to create pod sandbox: the pod network has no free address".to_string(),
+        )
+        .await;
+        if let End::Deleted(_) = wait_for_end(&node, &mut updates, false).await {
+            delete_now(&node, &pod, &uid).await;
+        }
+        return;
+    };
+    let _address = Address { node: &node, ip };
+
+    let root = pod_dir.join("root");
+    let volumes_dir = pod_dir.join("volumes");
+    let volume_list = pod_volume_list(&node, &pod).await;
+    let mount_paths = mounts(&pod, &volume_list)
+        .into_iter()
+        .map(|(path, _, _)| path)
+        .collect();
+    let rebase = Rebase::new(root.clone(), mount_paths);
+    let security = spec.security_context.clone().unwrap_or_default();
+    let first_container_user = spec
+        .containers
+        .iter()
+        .filter_map(|c| c.security_context.as_ref())
+        .find(|s| s.run_as_user.is_some());
+    let pod_identity = super::process::identity(
+        node.runs_as_root,
+        security
+            .run_as_user
+            .or(first_container_user.and_then(|s| s.run_as_user)),
+        security
+            .run_as_group
+            .or(first_container_user.and_then(|s| s.run_as_group)),
+    );
+    let owner = pod_identity.as_ref().map(|id| {
+        (
+            id.uid,
+            security
+                .fs_group
+                .and_then(|g| u32::try_from(g).ok())
+                .unwrap_or(id.gid),
+        )
+    });
+
+    let state = Arc::new(Mutex::new(PodState::new(&pod, ip)));
+    let changed = Arc::new(Notify::new());
+    let mut status = StatusWriter {
+        renderer: StatusRenderer::new(&pod),
+        last: None,
+        node: node.clone(),
+        pod: pod.clone(),
+    };
+    status.write(&state).await;
+
+    if let Err(error) = prepare_root(&root, owner) {
+        node.event(
+            &pod,
+            true,
+            "FailedCreatePodSandBox",
+            format!("Failed to create pod sandbox: {error}"),
+        )
+        .await;
+    }
+    let mut sources = node.sources.subscribe();
+    let mut retry = Duration::from_millis(500);
+    let volumes = loop {
+        match PodVolumes::set_up(&node, &pod, &volume_list, &volumes_dir, &rebase, owner).await {
+            Ok(volumes) => break Some(volumes),
+            Err(error) => {
+                node.event(&pod, true, "FailedMount", error.to_string())
+                    .await;
+                tokio::select! {
+                    _ = tokio::time::sleep(retry) => {}
+                    end = wait_for_end(&node, &mut updates, false) => {
+                        finish(&node, &pod, &uid, &pod_dir, end).await;
+                        return;
+                    }
+                }
+                retry = (retry * 2).min(MOUNT_RETRY_MAX);
+            }
+        }
+    };
+    let Some(mut volumes) = volumes else { return };
+
+    let (stop, stop_receiver) = watch::channel(None);
+    let ctx = Arc::new(PodContext {
+        node: node.clone(),
+        pod: pod.clone(),
+        uid: uid.clone(),
+        pod_ip: ip.to_string(),
+        rebase,
+        state: state.clone(),
+        changed: changed.clone(),
+        pod_identity,
+        pg_bindir: node.pg_bindir.clone(),
+        stop: stop_receiver,
+    });
+    let containers = run_containers(ctx.clone());
+    let mut containers = std::pin::pin!(containers);
+    let mut containers_done = false;
+    let end = loop {
+        tokio::select! {
+            _ = &mut containers, if !containers_done => containers_done = true,
+            _ = changed.notified() => status.write(&state).await,
+            end = wait_for_end(&node, &mut updates, false) => break end,
+            change = sources.recv() => {
+                let concerned = match &change {
+                    Ok(SourceChange::Secret(secret)) => secret.namespace() == pod.namespace() && volumes.uses(Some(&secret.name_any()), None),
+                    Ok(SourceChange::ConfigMap(map)) => map.namespace() == pod.namespace() && volumes.uses(None, Some(&map.name_any())),
+                    // Missed changes: look at everything again.
+                    Err(broadcast::error::RecvError::Lagged(_)) => true,
+                    Err(broadcast::error::RecvError::Closed) => false,
+                };
+                if concerned {
+                    for error in volumes.refresh(&node, &pod).await {
+                        node.event(&pod, true, "FailedMount", error.to_string()).await;
+                    }
+                }
+            }
+        }
+    };
+    let grace = match &end {
+        End::Deleted(grace) | End::Shutdown(grace) => *grace,
+        End::Gone => FORCED_STOP_GRACE,
+    };
+    let _ = stop.send(Some(grace));
+    if !containers_done {
+        containers.await;
+    }
+    if let End::Deleted(_) = end {
+        status.write(&state).await;
+    }
+    finish(&node, &pod, &uid, &pod_dir, end).await;
+}
+
+/// Runs the init containers in order, then every container, until all are done for good.
+async fn run_containers(ctx: Arc<PodContext>) {
+    let spec = ctx.pod.spec.clone().unwrap_or_default();
+    let initialized = ctx
+        .state
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .initialized;
+    if !initialized {
+        for index in 0..spec.init_containers.as_ref().map_or(0, Vec::len) {
+            let exit = supervise(&ctx, true, index).await;
+            if exit != Some(0) {
+                // Stopped, or failed under restartPolicy Never: the pod goes no further.
+                if ctx.stop.borrow().is_none() {
+                    ctx.state.lock().unwrap_or_else(|e| e.into_inner()).failed = true;
+                    ctx.changed.notify_one();
+                }
+                return;
+            }
+        }
+        ctx.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .initialized = true;
+        ctx.changed.notify_one();
+    }
+    let mut containers = JoinSet::new();
+    for index in 0..spec.containers.len() {
+        let ctx = ctx.clone();
+        containers.spawn(async move {
+            supervise(&ctx, false, index).await;
+        });
+    }
+    while containers.join_next().await.is_some() {}
+}
+
+/// Waits until the pod must stop: deleted (gracefully or not), or the runtime shutting down.
+/// With `already_deleting`, the pod was marked for deletion before the worker started.
+async fn wait_for_end(
+    node: &Node,
+    updates: &mut watch::Receiver<Option<Arc<Pod>>>,
+    already_deleting: bool,
+) -> End {
+    loop {
+        let latest = updates.borrow_and_update().clone();
+        match latest {
+            None => return End::Gone,
+            Some(pod) if pod.metadata.deletion_timestamp.is_some() || already_deleting => {
+                let grace = pod
+                    .metadata
+                    .deletion_grace_period_seconds
+                    .and_then(|s| u64::try_from(s).ok())
+                    .unwrap_or(0);
+                return End::Deleted(Duration::from_secs(grace));
+            }
+            Some(_) => {}
+        }
+        tokio::select! {
+            changed = updates.changed() => if changed.is_err() { return End::Gone },
+            _ = node.shutdown.cancelled() => {
+                let grace = latest
+                    .and_then(|pod| pod.spec.as_ref()?.termination_grace_period_seconds)
+                    .and_then(|s| u64::try_from(s).ok())
+                    .unwrap_or(30);
+                return End::Shutdown(Duration::from_secs(grace));
+            }
+        }
+    }
+}
+
+/// After the containers stopped: removes a deleted pod from the API and its directory.
+async fn finish(node: &Node, pod: &Pod, uid: &str, pod_dir: &std::path::Path, end: End) {
+    match end {
+        End::Deleted(_) => {
+            delete_now(node, pod, uid).await;
+            let _ = std::fs::remove_dir_all(pod_dir);
+        }
+        End::Gone => {
+            let _ = std::fs::remove_dir_all(pod_dir);
+        }
+        End::Shutdown(_) => {}
+    }
+}
+
+/// The kubelet's final delete of a pod whose containers are gone: grace 0, this pod only.
+async fn delete_now(node: &Node, pod: &Pod, uid: &str) {
+    let api: Api<Pod> = Api::namespaced(node.client.clone(), &pod.namespace().unwrap_or_default());
+    let params = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(Preconditions {
+            uid: Some(uid.to_string()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    if let Err(error) = api.delete(&pod.name_any(), &params).await {
+        tracing::debug!(%error, pod = %pod.name_any(), "cannot remove a stopped pod");
+    }
+}
+
+/// The pod's root directory: mount points and the directories an image would have.
+fn prepare_root(root: &std::path::Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(root)?;
+    if let Some(parent) = root.parent() {
+        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o711))?;
+    }
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755))?;
+    if let Some((uid, gid)) = owner {
+        nix::unistd::chown(
+            root,
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        )
+        .map_err(std::io::Error::from)?;
+    }
+    Ok(())
+}
+
+/// Writes the pod's status when, and only when, it changed.
+struct StatusWriter {
+    renderer: StatusRenderer,
+    last: Option<Value>,
+    node: Arc<Node>,
+    pod: Arc<Pod>,
+}
+
+impl StatusWriter {
+    async fn write(&mut self, state: &Mutex<PodState>) {
+        let status = {
+            let state = state.lock().unwrap_or_else(|e| e.into_inner());
+            self.renderer.render(&state)
+        };
+        if self.last.as_ref() == Some(&status) {
+            return;
+        }
+        let api: Api<Pod> = Api::namespaced(
+            self.node.client.clone(),
+            &self.pod.namespace().unwrap_or_default(),
+        );
+        let patch = serde_json::json!({"status": status});
+        match api
+            .patch_status(
+                &self.pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => self.last = Some(status),
+            Err(error) => {
+                tracing::debug!(%error, pod = %self.pod.name_any(), "cannot write a pod status")
+            }
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! Container processes: each in a process group of its own, so that stopping a container
+//! stops everything it started, as a container runtime does.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::{Pid, User};
+use tokio::process::{Child, Command};
+
+/// Who a container's processes run as, when not as the runtime itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Identity {
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+}
+
+/// The local user a pod's `runAsUser` maps to when the runtime runs as root: that uid's user
+/// if there is one, else an unprivileged one that exists. `None`: run as the runtime's user.
+pub(crate) fn identity(
+    runs_as_root: bool,
+    run_as_user: Option<i64>,
+    run_as_group: Option<i64>,
+) -> Option<Identity> {
+    let wanted = run_as_user.filter(|uid| *uid != 0)?;
+    if !runs_as_root {
+        return None;
+    }
+    let user = u32::try_from(wanted)
+        .ok()
+        .and_then(|uid| {
+            User::from_uid(nix::unistd::Uid::from_raw(uid))
+                .ok()
+                .flatten()
+        })
+        .or_else(|| User::from_name("postgres").ok().flatten())
+        .or_else(|| User::from_name("nobody").ok().flatten())?;
+    let gid = run_as_group
+        .and_then(|gid| u32::try_from(gid).ok())
+        .unwrap_or(user.gid.as_raw());
+    Some(Identity {
+        uid: user.uid.as_raw(),
+        gid,
+        home: user.dir,
+    })
+}
+
+/// Everything needed to start one container process.
+#[derive(Clone, Debug)]
+pub(crate) struct Launch {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: PathBuf,
+    pub identity: Option<Identity>,
+}
+
+impl Launch {
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.program);
+        command
+            .args(&self.args)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&self.working_dir)
+            .stdin(Stdio::null())
+            .process_group(0);
+        if let Some(identity) = &self.identity {
+            command.uid(identity.uid).gid(identity.gid);
+        }
+        command
+    }
+}
+
+/// A running container process (the leader of its process group).
+pub(crate) struct ContainerProcess {
+    child: Child,
+    group: Option<Pid>,
+}
+
+impl ContainerProcess {
+    /// Starts the process, its output appended to `log`.
+    pub fn spawn(launch: &Launch, log: std::fs::File) -> std::io::Result<Self> {
+        let stderr = log.try_clone()?;
+        let child = launch
+            .command()
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(stderr))
+            .spawn()?;
+        let group = child
+            .id()
+            .and_then(|pid| i32::try_from(pid).ok())
+            .map(Pid::from_raw);
+        Ok(Self { child, group })
+    }
+
+    /// Waits until the process exits, then kills whatever it left in its group, as a container's
+    /// processes die with its main process.
+    pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        let status = self.child.wait().await;
+        self.kill_group();
+        status
+    }
+
+    /// SIGTERM to the group, then SIGKILL once `grace` has passed.
+    pub async fn stop(&mut self, grace: Duration) -> std::io::Result<ExitStatus> {
+        if let Some(group) = self.group {
+            let _ = killpg(group, Signal::SIGTERM);
+        }
+        match tokio::time::timeout(grace, self.child.wait()).await {
+            Ok(status) => {
+                self.kill_group();
+                status
+            }
+            Err(_) => {
+                self.kill_group();
+                self.child.wait().await
+            }
+        }
+    }
+
+    fn kill_group(&mut self) {
+        // The group id cannot be reused while any member lives, so this reaches only ours.
+        if let Some(group) = self.group.take() {
+            let _ = killpg(group, Signal::SIGKILL);
+        }
+    }
+}
+
+impl Drop for ContainerProcess {
+    fn drop(&mut self) {
+        // A runtime dropped without a shutdown still leaves no process behind.
+        self.kill_group();
+    }
+}
+
+/// The exit code Kubernetes reports: the process's, or 128 + the signal that killed it.
+pub(crate) fn exit_code(status: &ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|signal| 128 + signal))
+        .unwrap_or(128)
+}
+
+/// Runs an exec probe's command like the container (same user, env and directory), killed
+/// if it outlives `timeout`. `Ok` when it exits 0.
+pub(crate) async fn run_probe_command(
+    launch: &Launch,
+    command: &[String],
+    timeout: Duration,
+) -> Result<(), String> {
+    let Some((program, args)) = command.split_first() else {
+        return Err("the exec probe has no command".to_string());
+    };
+    let probe = Launch {
+        program: PathBuf::from(program),
+        args: args.to_vec(),
+        ..launch.clone()
+    };
+    let mut child = probe
+        .command()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|error| format!("cannot run {program}: {error}"))?;
+    let group = child
+        .id()
+        .and_then(|pid| i32::try_from(pid).ok())
+        .map(Pid::from_raw);
+    let output = tokio::time::timeout(timeout, async {
+        let mut out = Vec::new();
+        if let Some(mut stdout) = child.stdout.take() {
+            let _ = tokio::io::AsyncReadExt::read_to_end(&mut stdout, &mut out).await;
+        }
+        (child.wait().await, out)
+    })
+    .await;
+    if let Some(group) = group {
+        let _ = killpg(group, Signal::SIGKILL);
+    }
+    match output {
+        Ok((Ok(status), _)) if status.success() => Ok(()),
+        Ok((Ok(status), out)) => Err(format!(
+            "command exited with {}: {}",
+            exit_code(&status),
+            String::from_utf8_lossy(&out).trim()
+        )),
+        Ok((Err(error), _)) => Err(format!("cannot wait for the probe command: {error}")),
+        Err(_) => Err(format!(
+            "command timed out after {}s",
+            timeout.as_secs_f64()
+        )),
+    }
+}
+
+/// Finds a container's program: `tusk` is the tusk executable, a path is taken as is, and
+/// other names are looked up in PATH, then in PostgreSQL's bin directory.
+pub(crate) fn resolve_program(
+    name: &str,
+    tusk: &Path,
+    search_path: Option<&str>,
+    pg_bindir: Option<&Path>,
+) -> Option<PathBuf> {
+    if name == "tusk" {
+        return Some(tusk.to_path_buf());
+    }
+    if name.contains('/') {
+        return Some(PathBuf::from(name));
+    }
+    let system_path: Option<OsString> = std::env::var_os("PATH");
+    let dirs: Vec<PathBuf> = match search_path {
+        Some(path) => std::env::split_paths(path).collect(),
+        None => system_path
+            .as_deref()
+            .map(|path| std::env::split_paths(path).collect())
+            .unwrap_or_default(),
+    };
+    dirs.iter()
+        .map(PathBuf::as_path)
+        .chain(pg_bindir)
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// PostgreSQL's programs: `pg_config --bindir`, or the newest of Debian's packages.
+pub(crate) fn postgres_bindir() -> Option<PathBuf> {
+    let from_pg_config = std::process::Command::new("pg_config")
+        .arg("--bindir")
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))
+        .filter(|dir| dir.join("postgres").exists());
+    from_pg_config.or_else(|| {
+        let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| {
+                let version = entry.file_name().to_str()?.parse().ok()?;
+                let bin = entry.path().join("bin");
+                bin.join("postgres").exists().then_some((version, bin))
+            })
+            .collect();
+        versions.sort();
+        versions.pop().map(|(_, bin)| bin)
+    })
+}

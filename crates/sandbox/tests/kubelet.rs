@@ -1,0 +1,941 @@
+//! The local runtime (the kubelet stand-in), seen as a user sees a kubelet: pods running real
+//! local programs, their status, Events and logs read back over HTTPS with kube-rs and the
+//! real kubectl.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Event, PersistentVolumeClaim, Pod, Secret, Service};
+use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use tusk_sandbox::Sandbox;
+use tusk_sandbox::runtime::RuntimeOptions;
+
+/// A sandbox with a runtime, and the directories it keeps.
+struct Cluster {
+    sandbox: Sandbox,
+    client: Client,
+    _root: tempfile::TempDir,
+}
+
+fn options(root: &Path) -> RuntimeOptions {
+    // A short back-off keeps crash loops quick while still showing CrashLoopBackOff.
+    RuntimeOptions::new(root).crash_loop_backoff(Duration::from_secs(2), Duration::from_secs(4))
+}
+
+async fn start() -> Cluster {
+    let root = tempfile::tempdir().expect("runtime dir");
+    let sandbox = Sandbox::builder()
+        .runtime(options(root.path()))
+        .start()
+        .await
+        .expect("sandbox starts");
+    let client = sandbox.client().await.expect("client");
+    Cluster {
+        sandbox,
+        client,
+        _root: root,
+    }
+}
+
+fn pods(client: &Client) -> Api<Pod> {
+    Api::namespaced(client.clone(), "default")
+}
+
+/// A pod with one container running `sh -c script`, no service-account token, and a short
+/// grace period; `extra` is merged into the pod spec and the container.
+fn shell_pod(name: &str, script: &str, container: Value, spec: Value) -> Pod {
+    let mut container_json =
+        json!({"name": "main", "image": "ignored", "command": ["sh", "-c", script]});
+    merge(&mut container_json, container);
+    let mut spec_json = json!({
+        "automountServiceAccountToken": false,
+        "terminationGracePeriodSeconds": 2,
+        "containers": [container_json],
+    });
+    merge(&mut spec_json, spec);
+    serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec_json})).expect("pod")
+}
+
+fn merge(target: &mut Value, extra: Value) {
+    if let (Some(target), Value::Object(extra)) = (target.as_object_mut(), extra) {
+        for (key, value) in extra {
+            target.insert(key, value);
+        }
+    }
+}
+
+async fn create(client: &Client, pod: &Pod) {
+    pods(client)
+        .create(&PostParams::default(), pod)
+        .await
+        .expect("pod created");
+}
+
+/// Polls until `check` accepts the pod, or panics after a while.
+async fn wait_for(client: &Client, name: &str, what: &str, check: impl Fn(&Pod) -> bool) -> Pod {
+    let api = pods(client);
+    let mut last = None;
+    for _ in 0..200 {
+        if let Ok(pod) = api.get(name).await {
+            if check(&pod) {
+                return pod;
+            }
+            last = Some(pod);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "timed out waiting for pod {name} to be {what}; last seen: {}",
+        serde_json::to_string_pretty(&last.map(|p| p.status)).unwrap_or_default()
+    );
+}
+
+async fn wait_until_gone(client: &Client, name: &str) {
+    let api = pods(client);
+    for _ in 0..200 {
+        if api.get_opt(name).await.expect("get").is_none() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("pod {name} was never removed");
+}
+
+async fn wait_for_log(client: &Client, name: &str, needle: &str) -> String {
+    let api = pods(client);
+    let mut text = String::new();
+    for _ in 0..200 {
+        text = api
+            .logs(name, &LogParams::default())
+            .await
+            .unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the log of {name} never showed {needle:?}; it was:\n{text}");
+}
+
+fn phase(pod: &Pod) -> &str {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
+}
+
+fn condition(pod: &Pod, kind: &str) -> Option<String> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == kind)
+        .map(|c| c.status.clone())
+}
+
+fn container_status(pod: &Pod) -> Value {
+    let statuses = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.clone())
+        .unwrap_or_default();
+    serde_json::to_value(statuses.first()).unwrap_or(Value::Null)
+}
+
+fn pod_ip(pod: &Pod) -> Option<Ipv4Addr> {
+    pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()
+}
+
+async fn event_reasons(client: &Client, pod: &str) -> Vec<String> {
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let selector = format!("involvedObject.name={pod}");
+    events
+        .list(&ListParams::default().fields(&selector))
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+/// Runs kubectl without blocking the runtime the sandbox serves it from.
+async fn kubectl_output(cluster: &Cluster, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(cluster.sandbox.kubeconfig_path())
+        .args(args)
+        .output()
+        .await
+        .expect("kubectl runs")
+}
+
+async fn kubectl(cluster: &Cluster, args: &[&str]) -> String {
+    let output = kubectl_output(cluster, args).await;
+    assert!(
+        output.status.success(),
+        "kubectl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn process_alive(pid: u32) -> bool {
+    // A zombie has exited; only its parent's wait is missing.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+async fn wait_for_file(path: &Path) -> String {
+    for _ in 0..200 {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && !text.trim().is_empty()
+        {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{} was never written", path.display());
+}
+
+fn host_dir(dir: &Path) -> Value {
+    json!({"name": "out", "hostPath": {"path": dir.to_str().expect("utf-8 path")}})
+}
+
+#[tokio::test]
+async fn env_from_secrets_config_maps_fields_and_service_links() {
+    let cluster = start().await;
+    let client = &cluster.client;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "creds"}, "stringData": {"password": "hunter2"}}),
+            )
+            .expect("secret"),
+        )
+        .await
+        .expect("secret created");
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    maps.create(
+        &PostParams::default(),
+        &serde_json::from_value(
+            json!({"metadata": {"name": "settings"}, "data": {"mode": "fast", "LEVEL": "3"}}),
+        )
+        .expect("map"),
+    )
+    .await
+    .expect("map created");
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let service = services
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "my-db"}, "spec": {"clusterIP": "10.96.0.50", "ports": [{"port": 5432}]}}))
+                .expect("service"),
+        )
+        .await
+        .expect("service created");
+    let script = "echo \"secret=$PASSWORD mode=$MODE level=$LEVEL name=$NAME ip=$IP ref=$REF \
+                  kube=$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT db=$MY_DB_SERVICE_HOST:$MY_DB_SERVICE_PORT \
+                  app=$APP\"; sleep 30";
+    let pod = shell_pod(
+        "env",
+        script,
+        json!({
+            "envFrom": [{"configMapRef": {"name": "settings"}}],
+            "env": [
+                {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}},
+                {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "mode"}}},
+                {"name": "MISSING", "valueFrom": {"configMapKeyRef": {"name": "absent", "key": "x", "optional": true}}},
+                {"name": "NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+                {"name": "REF", "value": "$(NAME)-$(MODE)-$$(NAME)-$(UNDEFINED)"},
+            ],
+        }),
+        json!({}),
+    );
+    let mut pod = pod;
+    pod.metadata.labels = Some([("app".to_string(), "web".to_string())].into());
+    create(client, &pod).await;
+    let running = wait_for(client, "env", "running", |p| phase(p) == "Running").await;
+    let ip = pod_ip(&running).expect("a pod IP");
+    assert!(
+        ip.is_loopback() && ip.octets()[1] & 0xc0 == 64,
+        "{ip} is in 127.64.0.0/10"
+    );
+    let log = wait_for_log(client, "env", "secret=").await;
+    let db_ip = service.spec.and_then(|s| s.cluster_ip).expect("cluster IP");
+    let expected = format!(
+        "secret=hunter2 mode=fast level=3 name=env ip={ip} ref=env-fast-$(NAME)-$(UNDEFINED) kube=127.0.0.1:{} db={db_ip}:5432 app=web",
+        cluster.sandbox.addr().port()
+    );
+    assert_eq!(log.trim(), expected);
+    assert_eq!(
+        running.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+        Some("tusk-sandbox")
+    );
+    assert_eq!(condition(&running, "PodScheduled").as_deref(), Some("True"));
+    let reasons = event_reasons(client, "env").await;
+    for reason in ["Scheduled", "Created", "Started"] {
+        assert!(
+            reasons.iter().any(|r| r == reason),
+            "{reason} in {reasons:?}"
+        );
+    }
+    cluster.sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_missing_secret_holds_the_container_with_a_config_error() {
+    let cluster = start().await;
+    let client = &cluster.client;
+    let pod = shell_pod(
+        "needs-secret",
+        "echo \"got $TOKEN\"; sleep 30",
+        json!({"env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "later", "key": "token"}}}]}),
+        json!({}),
+    );
+    create(client, &pod).await;
+    let waiting = wait_for(client, "needs-secret", "waiting on its secret", |p| {
+        container_status(p)["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+    })
+    .await;
+    assert_eq!(phase(&waiting), "Pending");
+    assert_eq!(
+        container_status(&waiting)["state"]["waiting"]["message"],
+        "secret \"later\" not found"
+    );
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "later"}, "stringData": {"token": "t0k"}}),
+            )
+            .expect("secret"),
+        )
+        .await
+        .expect("secret created");
+    wait_for_log(client, "needs-secret", "got t0k").await;
+    cluster.sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn secret_and_config_map_volumes_are_files_that_follow_updates() {
+    let cluster = start().await;
+    let client = &cluster.client;
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    maps.create(
+        &PostParams::default(),
+        &serde_json::from_value(
+            json!({"metadata": {"name": "conf"}, "data": {"app.conf": "v=1", "other": "x"}}),
+        )
+        .expect("map"),
+    )
+    .await
+    .expect("map created");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "tls"}, "stringData": {"key": "s3cr3t"}}),
+            )
+            .expect("secret"),
+        )
+        .await
+        .expect("secret created");
+    // The paths reach the script through env and args, which the runtime rebases.
+    let script = "cat \"$1\"; echo; stat -L -c %a \"$KEY\"; cat \"$KEY\"; echo; \
+                  ls \"$CONF_DIR\"; while true; do cat \"$CONF_DIR/renamed.conf\"; echo; sleep 0.2; done";
+    let pod = shell_pod(
+        "files",
+        script,
+        json!({
+            "args": ["sh", "/etc/app/renamed.conf"],
+            "env": [
+                {"name": "KEY", "value": "/etc/tls/key"},
+                {"name": "CONF_DIR", "value": "/etc/app"},
+            ],
+            "volumeMounts": [
+                {"name": "conf", "mountPath": "/etc/app"},
+                {"name": "tls", "mountPath": "/etc/tls"},
+            ],
+        }),
+        json!({"volumes": [
+            {"name": "conf", "configMap": {"name": "conf", "items": [{"key": "app.conf", "path": "renamed.conf"}]}},
+            {"name": "tls", "secret": {"secretName": "tls", "defaultMode": 0o600}},
+        ]}),
+    );
+    create(client, &pod).await;
+    let log = wait_for_log(client, "files", "renamed.conf\n").await;
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(
+        lines[..5],
+        ["v=1", "600", "s3cr3t", "renamed.conf", "v=1"],
+        "{log}"
+    );
+    maps.patch(
+        "conf",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"app.conf": "v=2"}})),
+    )
+    .await
+    .expect("map updated");
+    wait_for_log(client, "files", "v=2").await;
+    cluster.sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn claims_bind_grow_and_keep_their_data_across_pods() {
+    let cluster = start().await;
+    let client = &cluster.client;
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+    claims
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "data"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+            }))
+            .expect("claim"),
+        )
+        .await
+        .expect("claim created");
+    let capacity = |claim: &PersistentVolumeClaim| {
+        let status = claim.status.clone().unwrap_or_default();
+        (
+            status.phase.unwrap_or_default(),
+            status
+                .capacity
+                .and_then(|c| c.get("storage").map(|q| q.0.clone()))
+                .unwrap_or_default(),
+        )
+    };
+    let mut seen = (String::new(), String::new());
+    for _ in 0..100 {
+        seen = capacity(&claims.get("data").await.expect("claim"));
+        if seen.0 == "Bound" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, ("Bound".to_string(), "1Gi".to_string()));
+    claims
+        .patch(
+            "data",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"resources": {"requests": {"storage": "2Gi"}}}})),
+        )
+        .await
+        .expect("claim grown");
+    for _ in 0..100 {
+        seen = capacity(&claims.get("data").await.expect("claim"));
+        if seen.1 == "2Gi" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, ("Bound".to_string(), "2Gi".to_string()));
+
+    let volume = json!({"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}], "restartPolicy": "Never"});
+    let mount = |script_env: &str| json!({"env": [{"name": "FILE", "value": script_env}], "volumeMounts": [{"name": "data", "mountPath": "/var/lib/data"}]});
+    create(
+        client,
+        &shell_pod(
+            "writer",
+            "echo kept > \"$FILE\"",
+            mount("/var/lib/data/f"),
+            volume.clone(),
+        ),
+    )
+    .await;
+    wait_for(client, "writer", "Succeeded", |p| phase(p) == "Succeeded").await;
+    pods(client)
+        .delete("writer", &DeleteParams::default())
+        .await
+        .expect("writer deleted");
+    wait_until_gone(client, "writer").await;
+    create(
+        client,
+        &shell_pod("reader", "cat \"$FILE\"", mount("/var/lib/data/f"), volume),
+    )
+    .await;
+    wait_for(client, "reader", "Succeeded", |p| phase(p) == "Succeeded").await;
+    assert_eq!(
+        pods(client)
+            .logs("reader", &LogParams::default())
+            .await
+            .expect("log"),
+        "kept\n"
+    );
+    cluster.sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn each_pod_has_its_own_address_and_http_readiness() {
+    let cluster = start().await;
+    let client = &cluster.client;
+    for name in ["web-a", "web-b"] {
+        let pod = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {
+                "automountServiceAccountToken": false,
+                "terminationGracePeriodSeconds": 1,
+                "containers": [{
+                    "name": "web",
+                    "image": "python:3",
+                    "command": ["python3", "-m", "http.server", "8080", "--bind", "$(POD_IP)"],
+                    "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+                    "ports": [{"name": "http", "containerPort": 8080}],
+                    "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1},
+                }],
+            },
+        }))
+        .expect("pod");
+        create(client, &pod).await;
+    }
+    let mut addresses = Vec::new();
+    for name in ["web-a", "web-b"] {
+        let ready = wait_for(client, name, "Ready", |p| {
+            condition(p, "Ready").as_deref() == Some("True")
+        })
+        .await;
+        assert_eq!(container_status(&ready)["ready"], true);
+        addresses.push(pod_ip(&ready).expect("pod IP"));
+    }
+    assert_ne!(addresses[0], addresses[1]);
+    for address in addresses {
+        let mut stream = tokio::net::TcpStream::connect((address, 8080))
+            .await
+            .expect("the server listens on its pod IP");
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream
+            .write_all(b"GET / HTTP/1.0\r\n\r\n")
+            .await
+            .expect("request sent");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.expect("answer");
+        assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    }
+    cluster.sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn readiness_follows_an_exec_probe() {
+    let cluster = start().await;
+    let client = &cluster.client;
+    let script = "sleep 1; touch \"$FLAG\"; sleep 2; rm \"$FLAG\"; sleep 30";
+    let pod = shell_pod(
+        "flag",
+        script,
+        json!({
+            "env": [{"name": "FLAG", "value": "/state/ready"}],
+            "volumeMounts": [{"name": "state", "mountPath": "/state"}],
+            "readinessProbe": {"exec": {"command": ["test", "-e", "/state/ready"]}, "periodSeconds": 1, "failureThreshold": 1},
+        }),
+        json!({"volumes": [{"name": "state", "emptyDir": {}}]}),
+    );
+    create(client, &pod).await;
+    let running = wait_for(client, "flag", "running", |p| phase(p) == "Running").await;
+    assert_eq!(condition(&running, "Ready").as_deref(), Some("False"));
+    wait_for(client, "flag", "Ready", |p| {
+        condition(p, "Ready").as_deref() == Some("True")
+    })
+    .await;
+    let unready = wait_for(client, "flag", "not Ready again", |p| {
+        condition(p, "Ready").as_deref() == Some("False")
+    })
+    .await;
+    assert_eq!(container_status(&unready)["ready"], false);
+    assert!(
+        event_reasons(client, "flag")
+            .await
+            .iter()
+            .any(|r| r == "Unhealthy")
+    );
+    cluster.sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failing_liveness_probe_restarts_the_container() {
+    let cluster = start().await;
+    let client = &cluster.client;
+    let pod = shell_pod(
+        "sick",
+        "echo instance; exec sleep 30",
+        json!({"livenessProbe": {"tcpSocket": {"port": 9}, "periodSeconds": 1, "failureThreshold": 1}}),
+        json!({"terminationGracePeriodSeconds": 1}),
+    );
+    create(client, &pod).await;
+    let restarted = wait_for(client, "sick", "restarted", |p| {
+        container_status(p)["restartCount"].as_i64() >= Some(1)
+    })
+    .await;
+    let status = container_status(&restarted);
+    // sleep dies of the SIGTERM: 128 + 15.
+    assert_eq!(
+        status["lastState"]["terminated"]["exitCode"], 143,
+        "{status}"
+    );
+    let reasons = event_reasons(client, "sick").await;
+    for reason in ["Unhealthy", "Killing"] {
+        assert!(
+            reasons.iter().any(|r| r == reason),
+            "{reason} in {reasons:?}"
+        );
+    }
+    let previous = pods(client)
+        .logs(
+            "sick",
+            &LogParams {
+                previous: true,
+                ..LogParams::default()
+            },
+        )
+        .await
+        .expect("previous log");
+    assert_eq!(previous, "instance\n");
+    cluster.sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn restart_policies_decide_the_phase() {
+    let cluster = start().await;
+    let client = &cluster.client;
+    create(
+        client,
+        &shell_pod(
+            "once",
+            "echo failing; exit 3",
+            json!({}),
+            json!({"restartPolicy": "Never"}),
+        ),
+    )
+    .await;
+    create(client, &shell_pod("loop", "exit 1", json!({}), json!({}))).await;
+    let failed = wait_for(client, "once", "Failed", |p| phase(p) == "Failed").await;
+    let terminated = &container_status(&failed)["state"]["terminated"];
+    assert_eq!(terminated["exitCode"], 3);
+    assert_eq!(terminated["reason"], "Error");
+    assert_eq!(container_status(&failed)["restartCount"], 0);
+    let looping = wait_for(client, "loop", "in CrashLoopBackOff", |p| {
+        container_status(p)["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    })
+    .await;
+    assert_eq!(phase(&looping), "Running");
+    assert!(container_status(&looping)["restartCount"].as_i64() >= Some(1));
+    assert_eq!(
+        container_status(&looping)["lastState"]["terminated"]["exitCode"],
+        1
+    );
+    assert!(
+        event_reasons(client, "loop")
+            .await
+            .iter()
+            .any(|r| r == "BackOff")
+    );
+    cluster.sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn deletion_is_graceful_then_forced() {
+    let cluster = start().await;
+    let client = &cluster.client;
+    let out = tempfile::tempdir().expect("output dir");
+    std::fs::set_permissions(
+        out.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("open output dir");
+    let mount = json!({"env": [{"name": "OUT", "value": "/out"}], "volumeMounts": [{"name": "out", "mountPath": "/out"}]});
+    let polite =
+        "trap 'echo terminated > \"$OUT/polite\"; exit 0' TERM; while true; do sleep 0.1; done";
+    let stubborn = "trap '' TERM; echo $$$$ > \"$OUT/stubborn\"; while true; do sleep 0.1; done";
+    create(
+        client,
+        &shell_pod(
+            "polite",
+            polite,
+            mount.clone(),
+            json!({"volumes": [host_dir(out.path())], "terminationGracePeriodSeconds": 10}),
+        ),
+    )
+    .await;
+    create(
+        client,
+        &shell_pod(
+            "stubborn",
+            stubborn,
+            mount,
+            json!({"volumes": [host_dir(out.path())], "terminationGracePeriodSeconds": 1}),
+        ),
+    )
+    .await;
+    for name in ["polite", "stubborn"] {
+        wait_for(client, name, "running", |p| phase(p) == "Running").await;
+    }
+    let pid: u32 = wait_for_file(&out.path().join("stubborn"))
+        .await
+        .trim()
+        .parse()
+        .expect("pid");
+    assert!(process_alive(pid));
+    let marked = pods(client)
+        .delete("polite", &DeleteParams::default())
+        .await
+        .expect("deleted")
+        .left()
+        .expect("a pod still being deleted");
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    assert_eq!(marked.metadata.deletion_grace_period_seconds, Some(10));
+    wait_until_gone(client, "polite").await;
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("polite")).expect("trap ran"),
+        "terminated\n"
+    );
+
+    let started = std::time::Instant::now();
+    pods(client)
+        .delete("stubborn", &DeleteParams::default())
+        .await
+        .expect("deleted");
+    wait_until_gone(client, "stubborn").await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the grace period was waited for"
+    );
+    assert!(
+        !process_alive(pid),
+        "SIGKILL ended the process that ignored SIGTERM"
+    );
+    cluster.sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn kubectl_logs_reads_tails_and_follows() {
+    let cluster = start().await;
+    let client = &cluster.client;
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "chatty"},
+        "spec": {
+            "automountServiceAccountToken": false,
+            "terminationGracePeriodSeconds": 1,
+            "restartPolicy": "Never",
+            "containers": [
+                {"name": "count", "image": "busybox", "command": ["sh", "-c", "for i in 1 2 3 4 5; do echo line $i; done; sleep 1; echo late; echo oops >&2"]},
+                {"name": "idle", "image": "busybox", "command": ["sh", "-c", "echo idle; sleep 30"]},
+            ],
+        },
+    }))
+    .expect("pod");
+    create(client, &pod).await;
+    wait_for(client, "chatty", "running", |p| phase(p) == "Running").await;
+    wait_for_log_container(client, "chatty", "count", "line 5").await;
+    assert_eq!(
+        kubectl(&cluster, &["logs", "chatty", "-c", "count", "--tail", "2"]).await,
+        "line 4\nline 5\n"
+    );
+    // Following returns once the container exits, with everything it wrote.
+    assert_eq!(
+        kubectl(&cluster, &["logs", "chatty", "-c", "count", "-f"]).await,
+        "line 1\nline 2\nline 3\nline 4\nline 5\nlate\noops\n"
+    );
+    assert_eq!(
+        kubectl(&cluster, &["logs", "chatty", "-c", "idle"]).await,
+        "idle\n"
+    );
+    let output = kubectl_output(&cluster, &["logs", "chatty", "-c", "idle", "--previous"]).await;
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("previous terminated container \"idle\" in pod \"chatty\" not found"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    cluster.sandbox.shutdown().await;
+}
+
+async fn wait_for_log_container(client: &Client, name: &str, container: &str, needle: &str) {
+    let params = LogParams {
+        container: Some(container.to_string()),
+        ..LogParams::default()
+    };
+    for _ in 0..100 {
+        if pods(client)
+            .logs(name, &params)
+            .await
+            .unwrap_or_default()
+            .contains(needle)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the log of {name}/{container} never showed {needle:?}");
+}
+
+#[tokio::test]
+async fn run_as_user_runs_unprivileged_and_can_write_its_volumes() {
+    let cluster = start().await;
+    let client = &cluster.client;
+    let pod = shell_pod(
+        "user",
+        "id -u; touch \"$DATA/written\" && echo wrote",
+        json!({
+            "env": [{"name": "DATA", "value": "/data"}],
+            "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+        }),
+        json!({
+            "restartPolicy": "Never",
+            "securityContext": {"runAsUser": 999, "fsGroup": 999},
+            "volumes": [{"name": "data", "emptyDir": {}}],
+        }),
+    );
+    create(client, &pod).await;
+    wait_for(client, "user", "Succeeded", |p| phase(p) == "Succeeded").await;
+    let log = pods(client)
+        .logs("user", &LogParams::default())
+        .await
+        .expect("log");
+    let mut lines = log.lines();
+    let uid: u32 = lines.next().expect("uid line").parse().expect("uid");
+    let runtime_uid = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .expect("own uid");
+    if runtime_uid == 0 {
+        assert_ne!(uid, 0, "PostgreSQL-style programs must not run as root");
+    } else {
+        assert_eq!(uid, runtime_uid);
+    }
+    assert_eq!(lines.next(), Some("wrote"));
+    cluster.sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_missing_service_account_token_fails_the_mount() {
+    let cluster = start().await;
+    let client = &cluster.client;
+    let pod = shell_pod(
+        "tokenless",
+        "echo started; sleep 30",
+        json!({}),
+        json!({"automountServiceAccountToken": true, "serviceAccountName": "nobody-here"}),
+    );
+    create(client, &pod).await;
+    for _ in 0..100 {
+        if event_reasons(client, "tokenless")
+            .await
+            .iter()
+            .any(|r| r == "FailedMount")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        event_reasons(client, "tokenless")
+            .await
+            .iter()
+            .any(|r| r == "FailedMount")
+    );
+    let pod = pods(client).get("tokenless").await.expect("pod");
+    assert_eq!(phase(&pod), "Pending");
+    assert_eq!(
+        container_status(&pod)["state"]["waiting"]["reason"],
+        "ContainerCreating"
+    );
+    assert_eq!(
+        pods(client)
+            .logs("tokenless", &LogParams::default())
+            .await
+            .ok(),
+        None
+    );
+    cluster.sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_stops_every_process_and_a_restart_resumes_the_pods() {
+    let root = tempfile::tempdir().expect("runtime dir");
+    let data = tempfile::tempdir().expect("data dir");
+    let out = tempfile::tempdir().expect("output dir");
+    std::fs::set_permissions(
+        out.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("open output dir");
+    let start_on = |root: PathBuf, data: PathBuf| async move {
+        let sandbox = Sandbox::builder()
+            .data_dir(data)
+            .runtime(options(&root))
+            .start()
+            .await
+            .expect("sandbox starts");
+        let client = sandbox.client().await.expect("client");
+        (sandbox, client)
+    };
+    let (sandbox, client) = start_on(root.path().to_path_buf(), data.path().to_path_buf()).await;
+    let script = "echo $$$$ > \"$OUT/pid\"; echo \"run with $(cat \"$KEEP/count\" 2>/dev/null)\"; \
+                  echo x >> \"$KEEP/count\"; sleep 30 & wait";
+    let pod = shell_pod(
+        "durable",
+        script,
+        json!({
+            "env": [{"name": "OUT", "value": "/out"}, {"name": "KEEP", "value": "/keep"}],
+            "volumeMounts": [{"name": "out", "mountPath": "/out"}, {"name": "keep", "mountPath": "/keep"}],
+        }),
+        json!({"volumes": [host_dir(out.path()), {"name": "keep", "emptyDir": {}}], "terminationGracePeriodSeconds": 1}),
+    );
+    create(&client, &pod).await;
+    wait_for(&client, "durable", "running", |p| phase(p) == "Running").await;
+    let first_pid: u32 = wait_for_file(&out.path().join("pid"))
+        .await
+        .trim()
+        .parse()
+        .expect("pid");
+    assert!(process_alive(first_pid));
+    std::fs::remove_file(out.path().join("pid")).expect("pid file removed");
+    sandbox.shutdown().await;
+    assert!(!process_alive(first_pid), "shutdown stopped the container");
+
+    let (sandbox, client) = start_on(root.path().to_path_buf(), data.path().to_path_buf()).await;
+    let resumed = wait_for(&client, "durable", "restarted", |p| {
+        container_status(p)["restartCount"] == 1 && phase(p) == "Running"
+    })
+    .await;
+    assert!(container_status(&resumed)["lastState"]["terminated"].is_object());
+    let second_pid: u32 = wait_for_file(&out.path().join("pid"))
+        .await
+        .trim()
+        .parse()
+        .expect("pid");
+    assert!(process_alive(second_pid));
+    // The emptyDir kept what the first run wrote, as a node reboot keeps it.
+    wait_for_log(&client, "durable", "run with x").await;
+    let previous = pods(&client)
+        .logs(
+            "durable",
+            &LogParams {
+                previous: true,
+                ..LogParams::default()
+            },
+        )
+        .await
+        .expect("previous log");
+    assert_eq!(previous, "run with \n");
+    sandbox.shutdown().await;
+    assert!(!process_alive(second_pid));
+}
