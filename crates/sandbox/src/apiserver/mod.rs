@@ -19,6 +19,7 @@ pub(crate) mod ops;
 mod persist;
 pub(crate) mod resources;
 mod server;
+mod services;
 pub(crate) mod store;
 mod tls;
 mod watch;

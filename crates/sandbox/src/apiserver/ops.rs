@@ -14,6 +14,7 @@ use super::error::ApiError;
 use super::events;
 use super::ext::{self, Cause};
 use super::resources::{CRD_STORAGE, NAMESPACE_STORAGE, ResourceType, crd_resource_types};
+use super::services;
 use super::store::{Key, Store, Txn, object_key};
 
 /// How a client asked for unknown fields to be treated.
@@ -489,6 +490,7 @@ pub(crate) fn create(
         ("", "pods") => {
             stored["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
         }
+        ("", "services") => services::default_on_create(store, rt, &name, &mut stored)?,
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
             prepare_crd(rt, &mut stored, None)?;
             let mut list = finalizers(&stored);
@@ -625,6 +627,9 @@ fn prepare_update(
     }
     if &*rt.storage == CRD_STORAGE {
         prepare_crd(rt, &mut new, Some(current))?;
+    }
+    if services::is_service(rt) && subresource.is_none() {
+        services::keep_cluster_ip(rt, current, &mut new)?;
     }
     apply_schema(rt, &name, &mut new, Some(current), opts)?;
     if rt.has_generation && generation_relevant(rt, current) != generation_relevant(rt, &new) {
