@@ -3,7 +3,6 @@
 
 mod cluster;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cluster::{Cluster, Outcome, eventually, object, set_pod_status};
@@ -18,6 +17,15 @@ use serde_json::json;
 use tusk_sandbox::controllers::ControllerOptions;
 
 fn stateful_set(name: &str, replicas: i32, retention: &str) -> StatefulSet {
+    stateful_set_with_policy(name, replicas, retention, "Retain")
+}
+
+fn stateful_set_with_policy(
+    name: &str,
+    replicas: i32,
+    when_deleted: &str,
+    when_scaled: &str,
+) -> StatefulSet {
     object(json!({
         "apiVersion": "apps/v1", "kind": "StatefulSet",
         "metadata": {"name": name},
@@ -25,7 +33,7 @@ fn stateful_set(name: &str, replicas: i32, retention: &str) -> StatefulSet {
             "replicas": replicas,
             "serviceName": format!("{name}-hl"),
             "selector": {"matchLabels": {"app": name}},
-            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": retention, "whenScaled": "Retain"},
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": when_deleted, "whenScaled": when_scaled},
             "template": {
                 "metadata": {"labels": {"app": name}},
                 "spec": {"containers": [{"name": "pg", "image": "postgres", "command": ["postgres"]}]},
@@ -220,6 +228,16 @@ async fn statefulset_rolls_from_the_highest_ordinal_replaces_lost_pods_and_scale
     .await
     .expect("all three pods rolled");
     assert_eq!(order, ["db-2", "db-1", "db-0"], "highest ordinal first");
+    let (ok, out, err) = cluster
+        .kubectl(&["rollout", "status", "statefulset/db", "--timeout=20s"])
+        .await;
+    assert!(ok, "rollout status: {out} {err}");
+    // The API server defaults the partition to 0, so kubectl reports a partitioned rollout,
+    // exactly as against a real cluster.
+    assert!(
+        out.contains("partitioned roll out complete: 3 new pods have been updated"),
+        "{out}"
+    );
     eventually("the rollout completes in status", 10, || async {
         let status = sets
             .get("db")
@@ -297,9 +315,12 @@ async fn deleting_a_statefulset_removes_its_pods_and_claims_under_the_delete_pol
     let sets: Api<StatefulSet> = cluster.api();
     let pods = cluster.pods();
     let claims: Api<PersistentVolumeClaim> = cluster.api();
-    sets.create(&PostParams::default(), &stateful_set("gone", 2, "Delete"))
-        .await
-        .expect("created");
+    sets.create(
+        &PostParams::default(),
+        &stateful_set_with_policy("gone", 2, "Delete", "Delete"),
+    )
+    .await
+    .expect("created");
     sets.create(&PostParams::default(), &stateful_set("kept", 1, "Retain"))
         .await
         .expect("created");
@@ -315,6 +336,19 @@ async fn deleting_a_statefulset_removes_its_pods_and_claims_under_the_delete_pol
         "StatefulSet",
         "whenDeleted=Delete claims are owned by the set"
     );
+    // whenScaled=Delete: the claim of a removed ordinal goes with its pod.
+    sets.patch(
+        "gone",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"replicas": 1}})),
+    )
+    .await
+    .expect("scaled");
+    eventually("the scaled-away claim is collected", 10, || async {
+        claims.get_opt("data-gone-1").await.expect("get").is_none()
+    })
+    .await;
+    assert!(claims.get_opt("data-gone-0").await.expect("get").is_some());
     sets.delete("gone", &DeleteParams::default())
         .await
         .expect("deleted");
@@ -387,7 +421,7 @@ async fn deployment_keeps_its_replicas_and_rolls_out_a_new_template() {
         .expect("hash label");
     assert_eq!(owner.name, format!("api-{hash}"));
 
-    // Lost pods are replaced, surplus ones removed.
+    // A lost pod is replaced, and the Deployment is whole and Available again.
     pods.delete(&first[0].name_any(), &DeleteParams::default())
         .await
         .expect("deleted");
@@ -396,30 +430,47 @@ async fn deployment_keeps_its_replicas_and_rolls_out_a_new_template() {
         now.len() == 3 && !now.iter().any(|p| p.metadata.uid == first[0].metadata.uid)
     })
     .await;
-    let status = deployments
-        .get("api")
+    eventually("Available with three available replicas", 10, || async {
+        let status = deployments
+            .get("api")
+            .await
+            .expect("get")
+            .status
+            .unwrap_or_default();
+        let available = status.conditions.iter().flatten().any(|c| {
+            c.type_.as_deref() == Some("Available")
+                && c.status.as_deref() == Some("True")
+                && c.reason.as_deref() == Some("MinimumReplicasAvailable")
+        });
+        available && status.available_replicas == Some(3)
+    })
+    .await;
+
+    // Scaling up and back down keeps exactly the asked-for count.
+    deployments
+        .patch(
+            "api",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"replicas": 5}})),
+        )
         .await
-        .expect("get")
-        .status
-        .expect("status");
-    let conditions: BTreeMap<String, (String, String)> = status
-        .conditions
-        .iter()
-        .flatten()
-        .map(|c| {
-            (
-                c.type_.clone().unwrap_or_default(),
-                (
-                    c.status.clone().unwrap_or_default(),
-                    c.reason.clone().unwrap_or_default(),
-                ),
-            )
-        })
-        .collect();
-    assert_eq!(
-        conditions.get("Available"),
-        Some(&("True".into(), "MinimumReplicasAvailable".into()))
-    );
+        .expect("scaled");
+    eventually("five pods", 10, || async {
+        active_pods(&pods, "app=api").await.len() == 5
+    })
+    .await;
+    deployments
+        .patch(
+            "api",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .expect("scaled");
+    eventually("three pods", 10, || async {
+        active_pods(&pods, "app=api").await.len() == 3
+    })
+    .await;
 
     // A new template: a new ReplicaSet takes over, the old one is scaled to zero.
     let patch =
@@ -447,7 +498,7 @@ async fn deployment_keeps_its_replicas_and_rolls_out_a_new_template() {
             status.unavailable_replicas,
             status.observed_generation
         ),
-        (Some(3), Some(3), Some(3), Some(3), Some(0), Some(2))
+        (Some(3), Some(3), Some(3), Some(3), Some(0), Some(4))
     );
     let progressing = status
         .conditions
@@ -570,6 +621,29 @@ async fn job_completes_when_its_pods_succeed() {
         ])
         .await;
     assert!(ok, "{out} {err}");
+    let selector = done
+        .spec
+        .and_then(|s| s.selector)
+        .expect("a generated selector");
+    assert_eq!(
+        selector
+            .match_labels
+            .unwrap_or_default()
+            .get("batch.kubernetes.io/controller-uid"),
+        Some(&uid)
+    );
+
+    // Deleting the Job, as kubectl does, takes its pods with it.
+    let (ok, out, err) = cluster.kubectl(&["delete", "job", "once"]).await;
+    assert!(ok, "{out} {err}");
+    eventually("the Job's pods are collected", 10, || async {
+        pods.list(&ListParams::default().labels("job-name=once"))
+            .await
+            .expect("listed")
+            .items
+            .is_empty()
+    })
+    .await;
     cluster.stop().await;
 }
 

@@ -11,6 +11,7 @@
 //! # Ok(()) }
 //! ```
 
+mod defaults;
 mod discovery;
 mod error;
 mod events;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use rand::RngExt;
 use serde_json::{Map, Value, json};
 
+use super::defaults;
 use super::error::ApiError;
 use super::events;
 use super::ext::{self, Cause};
@@ -501,6 +502,8 @@ pub(crate) fn create(
         }
         _ => {}
     }
+    defaults::apply(rt, &mut stored);
+    defaults::job_selector(rt, &mut stored);
     apply_schema(rt, &name, &mut stored, None, opts)?;
     ext::record_update(None, &mut stored, &opts.field_manager, "Update", None);
     commit_create(store, rt, stored, opts.dry_run)
@@ -630,6 +633,9 @@ fn prepare_update(
     }
     if services::is_service(rt) && subresource.is_none() {
         services::keep_cluster_ip(rt, current, &mut new)?;
+    }
+    if subresource.is_none() {
+        defaults::apply(rt, &mut new);
     }
     apply_schema(rt, &name, &mut new, Some(current), opts)?;
     if rt.has_generation && generation_relevant(rt, current) != generation_relevant(rt, &new) {

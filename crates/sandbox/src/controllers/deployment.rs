@@ -8,7 +8,7 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, ListParams, ObjectMeta, Patch, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
@@ -115,6 +115,8 @@ pub(super) async fn reconcile(
     )
     .await?;
 
+    let limit = usize::try_from(spec.revision_history_limit.unwrap_or(10)).unwrap_or(0);
+    prune_history(&sets_api, &old_sets, limit).await?;
     let old_total: i32 = old_sets.iter().map(spec_replicas).sum();
     let Some(new_set) = new_set else {
         let initial = if recreate {
@@ -203,6 +205,34 @@ pub(super) async fn reconcile(
         scale(&sets_api, set, *replicas).await?;
     }
     Ok(Action::await_change())
+}
+
+/// Deletes the oldest scaled-down ReplicaSets beyond `limit`, as revisionHistoryLimit asks.
+async fn prune_history(
+    api: &Api<ReplicaSet>,
+    old_sets: &[ReplicaSet],
+    limit: usize,
+) -> Result<(), kube::Error> {
+    let mut idle: Vec<&ReplicaSet> = old_sets
+        .iter()
+        .filter(|set| spec_replicas(set) == 0 && status_of(set, |st| st.replicas) == 0)
+        .filter(|set| set.metadata.deletion_timestamp.is_none())
+        .collect();
+    if idle.len() <= limit {
+        return Ok(());
+    }
+    idle.sort_by_key(|set| revision_number(set));
+    for set in &idle[..idle.len() - limit] {
+        match api
+            .delete(&set.name_any(), &DeleteParams::background())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
 }
 
 async fn create_set(

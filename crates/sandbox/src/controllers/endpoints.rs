@@ -31,6 +31,21 @@ pub(super) fn controller(client: &Client) -> Controller<Service> {
         watcher::Config::default(),
     );
     let services = controller.store();
+    // The Endpoints and slices are the controller's to keep: one edited or deleted by someone
+    // else is rewritten.
+    let controller = controller
+        .watches(
+            Api::<Endpoints>::all(client.clone()),
+            watcher::Config::default(),
+            |endpoints: Endpoints| {
+                let namespace = endpoints.namespace().unwrap_or_default();
+                Some(ObjectRef::<Service>::new(&endpoints.name_any()).within(&namespace))
+            },
+        )
+        .owns(
+            Api::<EndpointSlice>::all(client.clone()),
+            watcher::Config::default(),
+        );
     // Every Service in the pod's namespace whose selector matches the pod's labels: the pod
     // may have joined or left any of them.
     controller.watches(

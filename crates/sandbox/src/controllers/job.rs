@@ -81,6 +81,15 @@ async fn release(client: &Client, pod: &Pod) -> Result<(), kube::Error> {
     }
 }
 
+/// Drops a Job's pod failure backoff clock once no more pods will be made for it.
+fn forget_failures(context: &Context, job_uid: &str) {
+    context
+        .job_failures
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .remove(job_uid);
+}
+
 fn condition_true(status: &JobStatus, type_: &str) -> bool {
     status
         .conditions
@@ -128,6 +137,7 @@ pub(super) async fn reconcile(
     let selector = format!("{CONTROLLER_UID_LABEL}={}", owner.uid);
     let pods = owned_pods(client, &namespace, &selector, &owner.uid).await?;
     if job.meta().deletion_timestamp.is_some() {
+        forget_failures(&context, &owner.uid);
         for pod in &pods {
             release(client, pod).await?;
         }
@@ -137,6 +147,7 @@ pub(super) async fn reconcile(
     // Counts accumulate from the stored status, so they are read fresh: the cached object may
     // predate this controller's last write.
     let Some(job) = jobs.get_opt(&name).await? else {
+        forget_failures(&context, &owner.uid);
         return Ok(Action::await_change());
     };
     if job.metadata.uid.as_deref() != Some(owner.uid.as_str()) {
@@ -213,6 +224,9 @@ pub(super) async fn reconcile(
     }
 
     let finished = condition_true(&status, "Complete") || condition_true(&status, "Failed");
+    if finished {
+        forget_failures(&context, &owner.uid);
+    }
     let mut requeue = None;
     if !finished {
         requeue = decide(&job, &mut status, &context, &active, &owner).await?;

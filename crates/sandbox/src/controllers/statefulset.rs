@@ -145,6 +145,56 @@ impl Set<'_> {
         Ok(())
     }
 
+    /// Under `whenScaled: Delete`, makes a condemned pod the owner of its claims, so that the
+    /// collector removes them once the pod is gone.
+    async fn hand_claims_to_pod(
+        &self,
+        client: &Client,
+        pod: &Pod,
+        ordinal: usize,
+    ) -> Result<(), kube::Error> {
+        let spec = &self.set.spec;
+        let delete_when_scaled = spec
+            .persistent_volume_claim_retention_policy
+            .as_ref()
+            .and_then(|policy| policy.when_scaled.as_deref())
+            == Some("Delete");
+        let (Some(pod_owner), true) = (pod.controller_owner_ref(&()), delete_when_scaled) else {
+            return Ok(());
+        };
+        let pod_owner = OwnerReference {
+            controller: None,
+            block_owner_deletion: None,
+            ..pod_owner
+        };
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &self.namespace);
+        for template in spec.volume_claim_templates.iter().flatten() {
+            let name = claim_name(template, &self.name, ordinal);
+            let Some(claim) = claims.get_opt(&name).await? else {
+                continue;
+            };
+            let mut owners = claim.metadata.owner_references.clone().unwrap_or_default();
+            if owners.iter().any(|o| o.uid == pod_owner.uid) {
+                continue;
+            }
+            // The pod becomes the only owner: the set owning it too would keep it alive.
+            owners.retain(|o| o.uid != self.owner.uid);
+            owners.push(pod_owner.clone());
+            let patch = json!({"metadata": {
+                "ownerReferences": owners,
+                "resourceVersion": claim.resource_version(),
+            }});
+            claims
+                .patch(
+                    &name,
+                    &super::patch_params(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Records the update revision as a ControllerRevision, as `kubectl rollout history`
     /// reads them.
     async fn ensure_revision(&self, client: &Client, selector: &str) -> Result<(), kube::Error> {
@@ -284,6 +334,9 @@ pub(super) async fn reconcile(
             return Ok(Action::await_change());
         }
         for pod in condemned.iter().filter(|pod| !is_terminating(pod)) {
+            if let Some(ordinal) = ordinal(&name, pod) {
+                this.hand_claims_to_pod(client, pod, ordinal).await?;
+            }
             delete_pod(client, pod).await?;
             if ordered {
                 break;
