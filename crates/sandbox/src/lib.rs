@@ -6,7 +6,9 @@
 //! fidelity: whatever it implements behaves as kube-apiserver and the kubelet do.
 
 pub mod apiserver;
+pub mod controllers;
 mod gc;
+pub mod proxy;
 pub mod runtime;
 pub mod s3;
 

@@ -11,6 +11,7 @@
 //! # Ok(()) }
 //! ```
 
+mod defaults;
 mod discovery;
 mod error;
 mod events;
@@ -19,6 +20,7 @@ pub(crate) mod ops;
 mod persist;
 pub(crate) mod resources;
 mod server;
+mod services;
 pub(crate) mod store;
 mod tls;
 mod watch;

@@ -10,10 +10,12 @@ use std::sync::Arc;
 use rand::RngExt;
 use serde_json::{Map, Value, json};
 
+use super::defaults;
 use super::error::ApiError;
 use super::events;
 use super::ext::{self, Cause};
 use super::resources::{CRD_STORAGE, NAMESPACE_STORAGE, ResourceType, crd_resource_types};
+use super::services;
 use super::store::{Key, Store, Txn, object_key};
 
 /// How a client asked for unknown fields to be treated.
@@ -497,6 +499,7 @@ pub(crate) fn create(
         ("", "pods") => {
             stored["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
         }
+        ("", "services") => services::default_on_create(store, rt, &name, &mut stored)?,
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
             prepare_crd(rt, &mut stored, None)?;
             let mut list = finalizers(&stored);
@@ -507,6 +510,8 @@ pub(crate) fn create(
         }
         _ => {}
     }
+    defaults::apply(rt, &mut stored);
+    defaults::job_selector(rt, &mut stored);
     apply_schema(rt, &name, &mut stored, None, opts)?;
     ext::record_update(None, &mut stored, &opts.field_manager, "Update", None);
     commit_create(store, rt, stored, opts.dry_run)
@@ -633,6 +638,12 @@ fn prepare_update(
     }
     if &*rt.storage == CRD_STORAGE {
         prepare_crd(rt, &mut new, Some(current))?;
+    }
+    if services::is_service(rt) && subresource.is_none() {
+        services::keep_cluster_ip(rt, current, &mut new)?;
+    }
+    if subresource.is_none() {
+        defaults::apply(rt, &mut new);
     }
     apply_schema(rt, &name, &mut new, Some(current), opts)?;
     if rt.has_generation && generation_relevant(rt, current) != generation_relevant(rt, &new) {
