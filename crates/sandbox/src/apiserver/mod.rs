@@ -12,15 +12,18 @@
 //! ```
 
 mod defaults;
+mod auth;
 mod discovery;
 mod error;
 mod events;
 mod ext;
 pub(crate) mod ops;
 mod persist;
+mod rbac;
 pub(crate) mod resources;
 mod server;
 mod services;
+mod serviceaccounts;
 pub(crate) mod store;
 mod tls;
 mod watch;
@@ -42,6 +45,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use auth::SigningKeyError;
 pub use persist::PersistError;
 pub use tls::TlsError;
 
@@ -110,6 +114,9 @@ pub enum StartError {
     /// The local runtime's directory could not be prepared.
     #[error(transparent)]
     Runtime(#[from] crate::runtime::RuntimeError),
+    /// The ServiceAccount token signing key could not be read or made.
+    #[error(transparent)]
+    SigningKey(#[from] SigningKeyError),
     /// The kubeconfig could not be written.
     #[error("cannot write the kubeconfig {path}: {source}")]
     Kubeconfig {
@@ -208,6 +215,7 @@ impl SandboxBuilder {
             source,
         })?;
         let token = random_token();
+        let authenticator = auth::Authenticator::new(token.clone(), self.data_dir.as_deref())?;
         let (kubeconfig_path, kubeconfig_dir) = match self.kubeconfig_path {
             Some(path) => (path, None),
             None => {
@@ -240,13 +248,14 @@ impl SandboxBuilder {
         };
         let server = Arc::new(server::Server {
             store: store.clone(),
-            token: token.clone(),
+            auth: authenticator,
             address: addr.to_string(),
             shutdown: shutdown.clone(),
             pod_logs,
         });
         let mut tasks = JoinSet::new();
         tasks.spawn(crate::gc::run(store.clone(), shutdown.clone()));
+        tasks.spawn(serviceaccounts::run(store.clone(), shutdown.clone()));
         tasks.spawn(accept_loop(
             listener,
             tls.acceptor,
@@ -264,6 +273,7 @@ impl SandboxBuilder {
             shutdown,
             tasks,
             runtime: None,
+            workloads_shutdown: CancellationToken::new(),
         };
         if let (Some(options), Some(logs)) = (self.runtime, runtime_logs) {
             let client = sandbox.client().await.map_err(StartError::Client)?;
@@ -271,7 +281,21 @@ impl SandboxBuilder {
                 port: addr.port(),
                 ca_pem: sandbox.ca_pem.clone(),
             };
-            sandbox.runtime = Some(crate::runtime::Runtime::start(options, client, api, logs)?);
+            sandbox.runtime = Some(crate::runtime::Runtime::start(
+                options,
+                client.clone(),
+                api,
+                logs,
+            )?);
+            // Pods only run where something schedules them from workloads and routes
+            // Services to them: the controller-manager's and kube-proxy's parts.
+            let stop = sandbox.workloads_shutdown.clone();
+            sandbox.tasks.spawn(crate::controllers::run(
+                client.clone(),
+                crate::controllers::ControllerOptions::default(),
+                stop.clone(),
+            ));
+            sandbox.tasks.spawn(crate::proxy::run(client, stop));
         }
         Ok(sandbox)
     }
@@ -290,6 +314,9 @@ pub struct Sandbox {
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
     runtime: Option<crate::runtime::Runtime>,
+    /// Stops the workload controllers and the service proxy before the runtime stops pods, so
+    /// that no controller replaces a pod that is only going down with the sandbox.
+    workloads_shutdown: CancellationToken,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -357,6 +384,7 @@ impl Sandbox {
 
     /// Stops serving, ends every watch, and waits until the data directory is up to date.
     pub async fn shutdown(mut self) {
+        self.workloads_shutdown.cancel();
         // The kubelet stops its containers while the API server still answers it.
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown().await;
@@ -370,6 +398,7 @@ impl Sandbox {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
+        self.workloads_shutdown.cancel();
         self.shutdown.cancel();
     }
 }
@@ -426,7 +455,7 @@ fn random_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The namespaces every cluster starts with.
+/// The namespaces and the RBAC defaults every cluster starts with.
 fn seed_namespaces(store: &Store) {
     let storage: Arc<str> = Arc::from(NAMESPACE_STORAGE);
     store.write(|txn| {
@@ -445,6 +474,7 @@ fn seed_namespaces(store: &Store) {
             });
             txn.put(&storage, namespace);
         }
+        rbac::seed(txn);
     });
 }
 
