@@ -518,10 +518,12 @@ impl OperatorConfig {
         if self.tunnel.image.is_empty() {
             return Err(invalid("tunnel.image", "required"));
         }
-        if !self.tunnel.external_host_template.contains("{cluster}") {
+        if !self.tunnel.external_host_template.contains("{cluster}")
+            && !self.tunnel.needs_service_ip()
+        {
             return Err(invalid(
                 "tunnel.externalHostTemplate",
-                "must contain {cluster}, or every database would share one host",
+                "must contain {cluster} or {serviceIP}, or every database would share one host",
             ));
         }
         if self.tunnel.external_port == 0 {

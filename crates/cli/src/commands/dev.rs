@@ -1,12 +1,297 @@
-//! `tusk dev`.
+//! `tusk dev`: the whole platform on one machine, in one process.
+//!
+//! It starts the sandbox API server with its local runtime (pods become local processes), the
+//! embedded S3 server with the backup bucket, and the operator configured for that store, then
+//! installs the CRDs and writes a kubeconfig. Everything it keeps lives under one directory, so
+//! running it again resumes the same clusters, data and backups; Ctrl-C stops every process it
+//! started, PostgreSQL included.
 
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
 use clap::Args;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use serde::{Deserialize, Serialize};
+use tokio::signal::unix::{SignalKind, signal};
+use tusk_operator::config::{OperatorConfig, StoreCredentials};
+use tusk_sandbox::Sandbox;
+use tusk_sandbox::runtime::RuntimeOptions;
+use tusk_sandbox::s3::{S3Options, S3Server};
+
+/// The bucket `tusk dev` keeps backups in.
+pub const BUCKET: &str = "tusk-backups";
+/// The namespace of the operator's own objects (the store Secret).
+const SYSTEM_NAMESPACE: &str = "tusk-system";
+/// The Secret holding the embedded store's keys, as a platform team would create it.
+const STORE_SECRET: &str = "tusk-dev-store";
+/// The field manager of what `tusk dev` applies.
+const FIELD_MANAGER: &str = "tusk-dev";
 
 /// Arguments of `tusk dev`.
 #[derive(Debug, Args)]
-pub struct DevArgs {}
+pub struct DevArgs {
+    /// Where the API server's objects, the pods' volumes, the S3 buckets and the kubeconfig
+    /// live. Running again with the same directory resumes everything in it.
+    #[arg(long, default_value = ".tusk")]
+    pub data_dir: PathBuf,
+    /// The API server's port on 127.0.0.1 (0 picks a free one; the kubeconfig names it).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+}
 
-/// Runs `tusk dev`.
-pub async fn run(_args: DevArgs) -> anyhow::Result<()> {
-    Err(super::not_built_yet("dev"))
+/// What must stay the same from one run to the next: backups and pods name the store's
+/// address, and its keys are in a Secret.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoreState {
+    port: u16,
+    access_key: String,
+    secret_key: String,
+}
+
+impl StoreState {
+    fn path(data_dir: &Path) -> PathBuf {
+        data_dir.join("s3.json")
+    }
+
+    fn load(data_dir: &Path) -> anyhow::Result<Option<Self>> {
+        let path = Self::path(data_dir);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
+                format!("{} is not a tusk dev store state file", path.display())
+            })?)),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    fn save(&self, data_dir: &Path) -> anyhow::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = Self::path(data_dir);
+        // It holds the store's secret key.
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        file.write_all(&serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(())
+    }
+}
+
+/// Starts the embedded S3 server on the port and keys of the previous run, if any.
+async fn start_store(data_dir: &Path) -> anyhow::Result<S3Server> {
+    let previous = StoreState::load(data_dir)?;
+    let mut options = S3Options::default();
+    if let Some(state) = &previous {
+        options.address = SocketAddr::from((Ipv4Addr::LOCALHOST, state.port));
+        options.access_key = Some(state.access_key.clone());
+        options.secret_key = Some(state.secret_key.clone());
+    }
+    let server = S3Server::start(data_dir.join("s3"), options)
+        .await
+        .context(
+            "cannot start the embedded S3 server (is another `tusk dev` using this directory?)",
+        )?;
+    server
+        .create_bucket(BUCKET)
+        .context("cannot create the backup bucket")?;
+    StoreState {
+        port: server.address().port(),
+        access_key: server.access_key().to_owned(),
+        secret_key: server.secret_key().to_owned(),
+    }
+    .save(data_dir)?;
+    Ok(server)
+}
+
+/// The newest PostgreSQL major version installed here, which new clusters default to.
+fn local_postgres_version() -> Option<String> {
+    let mut versions: Vec<u32> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| entry.path().join("bin/postgres").is_file())
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .collect();
+    versions.sort_unstable();
+    versions.last().map(u32::to_string)
+}
+
+fn operator_config(store: &S3Server) -> anyhow::Result<OperatorConfig> {
+    let mut config = OperatorConfig::default();
+    config.store.url = format!("s3://{BUCKET}/dev");
+    config.store.endpoint = Some(store.endpoint().to_owned());
+    config.store.allow_http = true;
+    config.store.credentials = Some(StoreCredentials {
+        namespace: SYSTEM_NAMESPACE.to_owned(),
+        name: STORE_SECRET.to_owned(),
+        access_key_id_key: "access-key-id".to_owned(),
+        secret_access_key_key: "secret-access-key".to_owned(),
+    });
+    if let Some(version) = local_postgres_version() {
+        config.postgres.default_version = version;
+    }
+    // Customers' clusters run on this machine too, where the database Service's address is
+    // reachable as it is.
+    config.tunnel.external_host_template = "{serviceIP}".to_owned();
+    config.tunnel.replicas = 1;
+    config.leader_election.enabled = false;
+    config.http_address = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    config
+        .validate()
+        .context("the operator configuration for `tusk dev` is invalid")?;
+    Ok(config)
+}
+
+async fn apply<K>(api: &Api<K>, object: &K) -> anyhow::Result<()>
+where
+    K: kube::Resource + Clone + Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await
+    .with_context(|| format!("cannot apply {name}"))?;
+    Ok(())
+}
+
+/// What a platform team installs once: the CRDs, the operator's namespace and the store Secret.
+async fn install(client: &kube::Client, store: &S3Server) -> anyhow::Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in tusk_api::crds() {
+        apply(&crds, &crd).await?;
+    }
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(SYSTEM_NAMESPACE.to_owned()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    apply(&namespaces, &namespace).await?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), SYSTEM_NAMESPACE);
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(STORE_SECRET.to_owned()),
+            namespace: Some(SYSTEM_NAMESPACE.to_owned()),
+            ..ObjectMeta::default()
+        },
+        data: Some(
+            [
+                (
+                    "access-key-id".to_owned(),
+                    ByteString(store.access_key().as_bytes().to_vec()),
+                ),
+                (
+                    "secret-access-key".to_owned(),
+                    ByteString(store.secret_key().as_bytes().to_vec()),
+                ),
+            ]
+            .into(),
+        ),
+        ..Secret::default()
+    };
+    apply(&secrets, &secret).await
+}
+
+/// Waits until the API server serves the CRDs' kinds.
+async fn wait_for_crds(client: &kube::Client) -> anyhow::Result<()> {
+    let clusters: Api<tusk_api::PostgresCluster> = Api::all(client.clone());
+    for _ in 0..100 {
+        if clusters.list(&Default::default()).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("the API server does not serve PostgresClusters after installing the CRDs")
+}
+
+fn usage(kubeconfig: &Path, store: &S3Server) -> String {
+    let kubeconfig = kubeconfig.display();
+    format!(
+        "\
+tusk dev is running. In another terminal:
+
+  export KUBECONFIG={kubeconfig}
+  kubectl apply -f examples/elephant.yaml
+  kubectl get pgc -w
+  kubectl apply -f examples/my-backup.yaml
+  kubectl get pgbr,pgb
+
+Backups go to the embedded S3 server at {endpoint}, bucket {BUCKET}.
+Press Ctrl-C to stop everything; run `tusk dev` again to resume.
+",
+        endpoint = store.endpoint()
+    )
+}
+
+/// Runs `tusk dev` until SIGINT or SIGTERM.
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    tusk_operator::install_crypto_provider();
+    let data_dir = std::path::absolute(&args.data_dir)
+        .with_context(|| format!("cannot resolve {}", args.data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+
+    let store = start_store(&data_dir).await?;
+    let tusk = std::env::current_exe().context("cannot find the tusk executable")?;
+    let kubeconfig = data_dir.join("kubeconfig");
+    let sandbox = Sandbox::builder()
+        .port(args.port)
+        .data_dir(data_dir.join("apiserver"))
+        .kubeconfig_path(&kubeconfig)
+        .runtime(RuntimeOptions::new(data_dir.join("runtime")).tusk_executable(tusk))
+        .start()
+        .await
+        .context("cannot start the sandbox")?;
+    let client = sandbox
+        .client()
+        .await
+        .context("cannot connect to the sandbox")?;
+    install(&client, &store).await?;
+    wait_for_crds(&client).await?;
+    let config = operator_config(&store)?;
+
+    let (stop_operator, operator_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut operator = tokio::spawn(tusk_operator::run(config, client, async move {
+        let _ = operator_stopped.await;
+    }));
+    eprint!("{}", usage(&kubeconfig, &store));
+
+    // The operator ending on its own is a failure to report, not a reason to keep the
+    // databases running unmanaged.
+    let outcome = tokio::select! {
+        _ = interrupt.recv() => Ok(()),
+        _ = terminate.recv() => Ok(()),
+        ended = &mut operator => Err(match ended {
+            Ok(Ok(())) => anyhow::anyhow!("the operator stopped unexpectedly"),
+            Ok(Err(error)) => anyhow::Error::new(error).context("the operator stopped"),
+            Err(error) => anyhow::Error::new(error).context("the operator task failed"),
+        }),
+    };
+    eprintln!("Stopping tusk dev: the operator, every pod's processes, then the servers.");
+    let _ = stop_operator.send(());
+    if !operator.is_finished() {
+        match operator.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "the operator stopped with an error"),
+            Err(error) => tracing::warn!(%error, "the operator task failed"),
+        }
+    }
+    sandbox.shutdown().await;
+    store.shutdown().await;
+    outcome
 }

@@ -21,9 +21,3 @@ pub fn init_logging() {
         .with_writer(std::io::stderr)
         .init();
 }
-
-/// The error for a subcommand whose implementation has not landed yet. It exits non-zero so
-/// that no script mistakes it for success.
-pub fn not_built_yet(command: &str) -> anyhow::Error {
-    anyhow::anyhow!("`tusk {command}` is not available in this build yet")
-}
