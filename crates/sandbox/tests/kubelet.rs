@@ -888,8 +888,9 @@ async fn shutdown_stops_every_process_and_a_restart_resumes_the_pods() {
         (sandbox, client)
     };
     let (sandbox, client) = start_on(root.path().to_path_buf(), data.path().to_path_buf()).await;
-    let script = "echo $$$$ > \"$OUT/pid\"; echo \"run with $(cat \"$KEEP/count\" 2>/dev/null)\"; \
-                  echo x >> \"$KEEP/count\"; sleep 30 & wait";
+    // The pid is written last: once it is there, the run has counted itself in the emptyDir.
+    let script = "echo x >> \"$KEEP/count\"; echo \"run $(wc -l < \"$KEEP/count\")\"; \
+                  echo $$$$ > \"$OUT/pid\"; sleep 30 & wait";
     let pod = shell_pod(
         "durable",
         script,
@@ -924,7 +925,7 @@ async fn shutdown_stops_every_process_and_a_restart_resumes_the_pods() {
         .expect("pid");
     assert!(process_alive(second_pid));
     // The emptyDir kept what the first run wrote, as a node reboot keeps it.
-    wait_for_log(&client, "durable", "run with x").await;
+    assert_eq!(wait_for_log(&client, "durable", "run").await, "run 2\n");
     let previous = pods(&client)
         .logs(
             "durable",
@@ -935,7 +936,7 @@ async fn shutdown_stops_every_process_and_a_restart_resumes_the_pods() {
         )
         .await
         .expect("previous log");
-    assert_eq!(previous, "run with \n");
+    assert_eq!(previous, "run 1\n");
     sandbox.shutdown().await;
     assert!(!process_alive(second_pid));
 }

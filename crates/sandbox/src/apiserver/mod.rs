@@ -353,7 +353,8 @@ impl Sandbox {
         self.store.read().rv
     }
 
-    /// Stops serving, ends every watch, and waits until the data directory is up to date.
+    /// Stops the local runtime's pods (when it runs one), stops serving, ends every watch,
+    /// and waits until the data directory is up to date.
     pub async fn shutdown(mut self) {
         // The kubelet stops its containers while the API server still answers it.
         if let Some(runtime) = self.runtime.take() {

@@ -308,9 +308,10 @@ async fn run(node: Arc<Node>) {
             }
         }
     }
-    // Shutting down: every worker sees the cancelled token and stops its containers.
-    drop(workers);
+    // Shutting down: every worker sees the cancelled token and stops its containers. The
+    // workers' channels stay open meanwhile, or they would take their pods for deleted.
     while pods.join_next().await.is_some() {}
+    drop(workers);
     background.abort_all();
     while background.join_next().await.is_some() {}
 }

@@ -180,8 +180,18 @@ pub(crate) async fn run(node: Arc<Node>, mut updates: watch::Receiver<Option<Arc
     let containers = run_containers(ctx.clone());
     let mut containers = std::pin::pin!(containers);
     let mut containers_done = false;
+    let renewal = volumes.token_renewal();
+    let mut renew_tokens = tokio::time::interval_at(
+        tokio::time::Instant::now() + renewal.unwrap_or(Duration::from_secs(3600)),
+        renewal.unwrap_or(Duration::from_secs(3600)),
+    );
     let end = loop {
         tokio::select! {
+            _ = renew_tokens.tick(), if renewal.is_some() => {
+                for error in volumes.refresh(&node, &pod).await {
+                    node.event(&pod, true, "FailedMount", error.to_string()).await;
+                }
+            }
             _ = &mut containers, if !containers_done => containers_done = true,
             _ = changed.notified() => status.write(&state).await,
             end = wait_for_end(&node, &mut updates, false) => break end,
@@ -273,7 +283,7 @@ async fn wait_for_end(
             Some(_) => {}
         }
         tokio::select! {
-            changed = updates.changed() => if changed.is_err() { return End::Gone },
+            biased;
             _ = node.shutdown.cancelled() => {
                 let grace = latest
                     .and_then(|pod| pod.spec.as_ref()?.termination_grace_period_seconds)
@@ -281,6 +291,7 @@ async fn wait_for_end(
                     .unwrap_or(30);
                 return End::Shutdown(Duration::from_secs(grace));
             }
+            changed = updates.changed() => if changed.is_err() { return End::Gone },
         }
     }
 }
