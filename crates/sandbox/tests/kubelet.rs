@@ -940,3 +940,73 @@ async fn shutdown_stops_every_process_and_a_restart_resumes_the_pods() {
     sandbox.shutdown().await;
     assert!(!process_alive(second_pid));
 }
+
+#[tokio::test]
+async fn a_pod_reaches_the_api_server_with_its_service_account_token() {
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let cluster = start().await;
+    let client = &cluster.client;
+    let roles: Api<Role> = Api::namespaced(client.clone(), "default");
+    roles
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "pod-reader"},
+                "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}],
+            }))
+            .expect("role"),
+        )
+        .await
+        .expect("role created");
+    let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), "default");
+    bindings
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "default-reads-pods"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"},
+                "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "default"}],
+            }))
+            .expect("binding"),
+        )
+        .await
+        .expect("binding created");
+    // Only the mounted files and the injected variables: what in-cluster clients use.
+    let program = r#"
+import json, os, ssl, urllib.request
+sa = os.environ["SA"]
+namespace = open(sa + "/namespace").read()
+token = open(sa + "/token").read()
+context = ssl.create_default_context(cafile=sa + "/ca.crt")
+url = "https://%s:%s/api/v1/namespaces/%s/pods/%s" % (
+    os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"], namespace, os.environ["HOSTNAME"])
+request = urllib.request.Request(url, headers={"Authorization": "Bearer " + token})
+pod = json.load(urllib.request.urlopen(request, context=context))
+print(namespace, pod["metadata"]["name"])
+"#;
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "token-reader"},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{
+                "name": "main",
+                "image": "python:3",
+                "command": ["python3", "-c", program],
+                "env": [{"name": "SA", "value": "/var/run/secrets/kubernetes.io/serviceaccount"}],
+            }],
+        },
+    }))
+    .expect("pod");
+    create(client, &pod).await;
+    let done = wait_for(client, "token-reader", "finished", |p| {
+        matches!(phase(p), "Succeeded" | "Failed")
+    })
+    .await;
+    let log = pods(client)
+        .logs("token-reader", &LogParams::default())
+        .await
+        .expect("log");
+    assert_eq!(phase(&done), "Succeeded", "{log}");
+    assert_eq!(log, "default token-reader\n");
+    cluster.sandbox.shutdown().await;
+}

@@ -11,14 +11,17 @@
 //! # Ok(()) }
 //! ```
 
+mod auth;
 mod discovery;
 mod error;
 mod events;
 mod ext;
 pub(crate) mod ops;
 mod persist;
+mod rbac;
 pub(crate) mod resources;
 mod server;
+mod serviceaccounts;
 pub(crate) mod store;
 mod tls;
 mod watch;
@@ -40,6 +43,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use auth::SigningKeyError;
 pub use persist::PersistError;
 pub use tls::TlsError;
 
@@ -108,6 +112,9 @@ pub enum StartError {
     /// The local runtime's directory could not be prepared.
     #[error(transparent)]
     Runtime(#[from] crate::runtime::RuntimeError),
+    /// The ServiceAccount token signing key could not be read or made.
+    #[error(transparent)]
+    SigningKey(#[from] SigningKeyError),
     /// The kubeconfig could not be written.
     #[error("cannot write the kubeconfig {path}: {source}")]
     Kubeconfig {
@@ -206,6 +213,7 @@ impl SandboxBuilder {
             source,
         })?;
         let token = random_token();
+        let authenticator = auth::Authenticator::new(token.clone(), self.data_dir.as_deref())?;
         let (kubeconfig_path, kubeconfig_dir) = match self.kubeconfig_path {
             Some(path) => (path, None),
             None => {
@@ -238,13 +246,14 @@ impl SandboxBuilder {
         };
         let server = Arc::new(server::Server {
             store: store.clone(),
-            token: token.clone(),
+            auth: authenticator,
             address: addr.to_string(),
             shutdown: shutdown.clone(),
             pod_logs,
         });
         let mut tasks = JoinSet::new();
         tasks.spawn(crate::gc::run(store.clone(), shutdown.clone()));
+        tasks.spawn(serviceaccounts::run(store.clone(), shutdown.clone()));
         tasks.spawn(accept_loop(
             listener,
             tls.acceptor,
@@ -425,7 +434,7 @@ fn random_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The namespaces every cluster starts with.
+/// The namespaces and the RBAC defaults every cluster starts with.
 fn seed_namespaces(store: &Store) {
     let storage: Arc<str> = Arc::from(NAMESPACE_STORAGE);
     store.write(|txn| {
@@ -444,6 +453,7 @@ fn seed_namespaces(store: &Store) {
             });
             txn.put(&storage, namespace);
         }
+        rbac::seed(txn);
     });
 }
 

@@ -275,6 +275,30 @@ const BUILTINS: &[Builtin] = &[
         generation: false,
     },
     Builtin {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        plural: "clusterroles",
+        singular: "clusterrole",
+        kind: "ClusterRole",
+        namespaced: false,
+        short: &[],
+        all: false,
+        status: false,
+        generation: false,
+    },
+    Builtin {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        plural: "clusterrolebindings",
+        singular: "clusterrolebinding",
+        kind: "ClusterRoleBinding",
+        namespaced: false,
+        short: &[],
+        all: false,
+        status: false,
+        generation: false,
+    },
+    Builtin {
         group: "coordination.k8s.io",
         version: "v1",
         plural: "leases",
@@ -345,6 +369,9 @@ impl Registry {
             let mut extra = Vec::new();
             if builtin.kind == "Pod" {
                 extra.extend(["log", "binding"]);
+            }
+            if builtin.kind == "ServiceAccount" {
+                extra.push("token");
             }
             registry.insert(ResourceType {
                 group: builtin.group.to_string(),

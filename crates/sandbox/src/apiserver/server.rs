@@ -12,12 +12,14 @@ use hyper::body::{Frame, Incoming};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use super::auth::{Authenticator, User};
 use super::discovery;
 use super::error::ApiError;
 use super::ext::{self, FieldSelector, LabelSelector};
 use super::ops::{
     self, DeleteRequest, Deleted, FieldValidation, PatchType, Propagation, WriteOptions, present,
 };
+use super::rbac;
 use super::resources::{CRD_STORAGE, ResourceType};
 use super::store::{Key, Store};
 use super::watch::{self, WatchRequest};
@@ -31,7 +33,7 @@ pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
 /// Shared by every connection.
 pub(crate) struct Server {
     pub store: Arc<Store>,
-    pub token: String,
+    pub auth: Authenticator,
     pub address: String,
     pub shutdown: CancellationToken,
     pub pod_logs: Option<Arc<dyn PodLogs>>,
@@ -59,11 +61,6 @@ fn bytes_response(code: u16, body: Vec<u8>) -> Response<Body> {
 
 fn error_response(error: &ApiError) -> Response<Body> {
     json_response(error.code, &error.status())
-}
-
-/// Constant-time comparison, so that the token cannot be guessed byte by byte from timings.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 type Query = HashMap<String, String>;
@@ -104,17 +101,64 @@ impl Server {
         Ok(response)
     }
 
-    fn authenticate(&self, headers: &HeaderMap, path: &str) -> Result<(), ApiError> {
-        let presented = headers
-            .get(header::AUTHORIZATION)
+    /// Checks the request against RBAC, as kube-apiserver's authorizer sees it. An apply
+    /// patch that would create the object needs `create` as well, as in kube-apiserver.
+    fn authorize(
+        &self,
+        user: &User,
+        method: &Method,
+        target: &Target,
+        query: &Query,
+        headers: &HeaderMap,
+    ) -> Result<(), ApiError> {
+        let (rt, namespace, name, subresource) = match target {
+            Target::Collection { rt, namespace } => (rt, namespace.as_deref(), "", None),
+            Target::Object {
+                rt,
+                key,
+                subresource,
+            } => (
+                rt,
+                Some(key.0.as_str()),
+                key.1.as_str(),
+                subresource.as_deref(),
+            ),
+        };
+        let Some(verb) = rbac::verb(method, !name.is_empty(), flag(query, "watch")) else {
+            return Ok(());
+        };
+        // A namespace's own name is its namespace, so a RoleBinding in it can grant access.
+        let namespace = match (rt.group.as_str(), rt.plural.as_str()) {
+            ("", "namespaces") => name,
+            _ => namespace.unwrap_or_default(),
+        };
+        let mut attributes = rbac::Attributes {
+            verb,
+            group: &rt.group,
+            resource: &rt.plural,
+            subresource,
+            name,
+            namespace,
+        };
+        let state = self.store.read();
+        rbac::authorize(&state, user, &attributes)?;
+        let applying = headers
+            .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|v| v.strip_prefix("Bearer ").unwrap_or("").trim());
-        match presented {
-            Some(token) if same_secret(token.as_bytes(), self.token.as_bytes()) => Ok(()),
-            // Like kube-apiserver's system:public-info-viewer: anonymous health and version.
-            None if matches!(path, "/healthz" | "/readyz" | "/livez" | "/version") => Ok(()),
-            _ => Err(ApiError::unauthorized()),
+            .is_some_and(|v| v.starts_with("application/apply-patch"));
+        if verb == "patch" && applying {
+            let key = (namespace.to_string(), name.to_string());
+            let key = if rt.namespaced {
+                key
+            } else {
+                (String::new(), key.1)
+            };
+            if state.get(&rt.storage, &key).is_none() {
+                attributes.verb = "create";
+                rbac::authorize(&state, user, &attributes)?;
+            }
         }
+        Ok(())
     }
 
     async fn route(
@@ -127,7 +171,10 @@ impl Server {
         } else {
             path
         };
-        self.authenticate(request.headers(), &path)?;
+        let user = {
+            let state = self.store.read();
+            self.auth.authenticate(&state, request.headers(), &path)?
+        };
         let query = parse_query(request.uri().query());
         let method = request.method().clone();
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -209,6 +256,7 @@ impl Server {
                 .ok_or_else(ApiError::no_route);
         }
         let target = self.resolve(group, version, rest)?;
+        self.authorize(&user, &method, &target, &query, request.headers())?;
         let accept = request
             .headers()
             .get(header::ACCEPT)
@@ -243,6 +291,24 @@ impl Server {
         };
         let wants_table = accept.contains("as=Table");
         let result = match (method, target) {
+            (
+                Method::POST,
+                Target::Object {
+                    rt,
+                    key,
+                    subresource,
+                },
+            ) if subresource.as_deref() == Some("token") => {
+                let request = decode(&body, &content_type)?;
+                let state = self.store.read();
+                let answer = self.auth.token_request(&state, &rt, &key, request)?;
+                return Ok(json_response(201, &answer));
+            }
+            (method, Target::Object { subresource, .. })
+                if subresource.as_deref() == Some("token") =>
+            {
+                return Err(ApiError::method_not_allowed(method.as_str()));
+            }
             (Method::GET, Target::Collection { rt, namespace }) => {
                 if flag(&query, "watch") {
                     return self.watch(rt, namespace, &query);

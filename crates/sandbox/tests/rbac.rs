@@ -1,0 +1,418 @@
+//! Authentication and RBAC over real HTTPS with the kube-rs client: ServiceAccount tokens from
+//! the TokenRequest API, the `default` ServiceAccounts, and requests allowed or refused by
+//! Roles, ClusterRoles and their bindings.
+
+mod common;
+
+use std::time::Duration;
+
+use common::api_error;
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, Error};
+use serde_json::json;
+use tusk_sandbox::Sandbox;
+
+fn parse<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
+    serde_json::from_value(value).expect("valid object")
+}
+
+/// A kube client for the sandbox that presents `token` instead of the admin's.
+async fn client_with_token(sandbox: &Sandbox, token: &str) -> Client {
+    let mut kubeconfig =
+        kube::config::Kubeconfig::read_from(sandbox.kubeconfig_path()).expect("kubeconfig");
+    for user in &mut kubeconfig.auth_infos {
+        if let Some(auth) = user.auth_info.as_mut() {
+            auth.token = Some(token.to_string().into());
+        }
+    }
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .expect("config");
+    Client::try_from(config).expect("client")
+}
+
+async fn create_namespace(admin: &Client, name: &str) {
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &parse(json!({"metadata": {"name": name}})),
+        )
+        .await
+        .expect("namespace created");
+}
+
+async fn create_service_account(admin: &Client, namespace: &str, name: &str) -> ServiceAccount {
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
+    accounts
+        .create(
+            &PostParams::default(),
+            &parse(json!({"metadata": {"name": name}})),
+        )
+        .await
+        .expect("service account created")
+}
+
+async fn request_token(admin: &Client, namespace: &str, name: &str) -> Result<TokenRequest, Error> {
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
+    accounts
+        .create_token_request(
+            name,
+            &PostParams::default(),
+            &parse(json!({"spec": {"audiences": []}})),
+        )
+        .await
+}
+
+async fn token_of(admin: &Client, namespace: &str, name: &str) -> String {
+    request_token(admin, namespace, name)
+        .await
+        .expect("token issued")
+        .status
+        .and_then(|status| status.token)
+        .expect("a token")
+}
+
+/// The message of an API error, or panics if it is not one.
+fn message(error: Error) -> (u16, String) {
+    match error {
+        Error::Api(status) => (status.code, status.message),
+        other => panic!("expected an API error, got {other}"),
+    }
+}
+
+async fn bind_role(
+    admin: &Client,
+    namespace: &str,
+    role: &str,
+    rules: serde_json::Value,
+    account: (&str, &str),
+) {
+    let roles: Api<Role> = Api::namespaced(admin.clone(), namespace);
+    roles
+        .create(
+            &PostParams::default(),
+            &parse(json!({"metadata": {"name": role}, "rules": rules})),
+        )
+        .await
+        .expect("role created");
+    let bindings: Api<RoleBinding> = Api::namespaced(admin.clone(), namespace);
+    bindings
+        .create(
+            &PostParams::default(),
+            &parse(json!({
+                "metadata": {"name": role},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
+                "subjects": [{"kind": "ServiceAccount", "namespace": account.0, "name": account.1}],
+            })),
+        )
+        .await
+        .expect("role binding created");
+}
+
+#[tokio::test]
+async fn every_namespace_gets_a_default_service_account() {
+    let sandbox = Sandbox::builder().start().await.expect("sandbox starts");
+    let admin = sandbox.client().await.expect("client");
+    create_namespace(&admin, "team-a").await;
+    for namespace in ["default", "kube-system", "kube-public", "team-a"] {
+        let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
+        let mut found = None;
+        for _ in 0..100 {
+            found = accounts.get_opt("default").await.expect("get");
+            if found.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(found.is_some(), "no default ServiceAccount in {namespace}");
+    }
+    // Deleted, it comes back, as kube-controller-manager recreates it.
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), "team-a");
+    let first_uid = accounts.get("default").await.expect("get").metadata.uid;
+    accounts
+        .delete("default", &DeleteParams::default())
+        .await
+        .expect("deleted");
+    let mut recreated = None;
+    for _ in 0..100 {
+        recreated = accounts.get_opt("default").await.expect("get");
+        if recreated.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let recreated = recreated.expect("default ServiceAccount recreated");
+    assert_ne!(recreated.metadata.uid, first_uid);
+}
+
+#[tokio::test]
+async fn token_request_issues_a_token_for_an_existing_account_only() {
+    let sandbox = Sandbox::builder().start().await.expect("sandbox starts");
+    let admin = sandbox.client().await.expect("client");
+    create_service_account(&admin, "default", "robot").await;
+    let issued = request_token(&admin, "default", "robot")
+        .await
+        .expect("token issued");
+    let status = issued.status.expect("status");
+    assert!(status.token.is_some_and(|token| !token.is_empty()));
+    let expires = status.expiration_timestamp.expect("expiration").0;
+    let lifetime = expires.as_second() - jiff::Timestamp::now().as_second();
+    assert!((3500..=3600).contains(&lifetime), "expires in {lifetime}s");
+    assert_eq!(
+        issued.spec.and_then(|spec| spec.audiences),
+        Some(vec![
+            "https://kubernetes.default.svc.cluster.local".to_string()
+        ])
+    );
+
+    let missing = request_token(&admin, "default", "nobody")
+        .await
+        .expect_err("no such account");
+    let (code, reason, _) = api_error(missing);
+    assert_eq!((code, reason.as_str()), (404, "NotFound"));
+
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), "default");
+    let too_short = accounts
+        .create_token_request(
+            "robot",
+            &PostParams::default(),
+            &parse(json!({"spec": {"audiences": [], "expirationSeconds": 60}})),
+        )
+        .await
+        .expect_err("ten minutes at least");
+    let (code, _, fields) = api_error(too_short);
+    assert_eq!(code, 422);
+    assert_eq!(fields, vec!["spec.expirationSeconds".to_string()]);
+}
+
+#[tokio::test]
+async fn service_account_tokens_are_authorized_by_rbac() {
+    let sandbox = Sandbox::builder().start().await.expect("sandbox starts");
+    let admin = sandbox.client().await.expect("client");
+    create_namespace(&admin, "apps").await;
+    create_service_account(&admin, "apps", "robot").await;
+    let robot = client_with_token(&sandbox, &token_of(&admin, "apps", "robot").await).await;
+
+    // Discovery and version are open to every authenticated user.
+    robot.apiserver_version().await.expect("version");
+    robot.list_api_groups().await.expect("discovery");
+
+    // Nothing else, until a Role is bound.
+    let maps: Api<ConfigMap> = Api::namespaced(robot.clone(), "apps");
+    let (code, text) = message(
+        maps.list(&ListParams::default())
+            .await
+            .expect_err("no role yet"),
+    );
+    assert_eq!(code, 403);
+    assert_eq!(
+        text,
+        "configmaps is forbidden: User \"system:serviceaccount:apps:robot\" cannot list resource \"configmaps\" in API group \"\" in the namespace \"apps\""
+    );
+
+    bind_role(
+        &admin,
+        "apps",
+        "config-reader",
+        json!([
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["allowed"], "verbs": ["get"]},
+        ]),
+        ("apps", "robot"),
+    )
+    .await;
+    assert!(
+        maps.list(&ListParams::default())
+            .await
+            .expect("listed")
+            .items
+            .is_empty()
+    );
+    let (code, text) = message(
+        maps.create(
+            &PostParams::default(),
+            &parse(json!({"metadata": {"name": "x"}})),
+        )
+        .await
+        .expect_err("read only"),
+    );
+    assert_eq!(code, 403);
+    assert!(
+        text.contains("cannot create resource \"configmaps\""),
+        "{text}"
+    );
+
+    // The same Role grants nothing in another namespace.
+    let elsewhere: Api<ConfigMap> = Api::namespaced(robot.clone(), "default");
+    let (code, text) = message(
+        elsewhere
+            .get("kube-root-ca.crt")
+            .await
+            .expect_err("other namespace"),
+    );
+    assert_eq!(code, 403);
+    assert_eq!(
+        text,
+        "configmaps \"kube-root-ca.crt\" is forbidden: User \"system:serviceaccount:apps:robot\" cannot get resource \"configmaps\" in API group \"\" in the namespace \"default\""
+    );
+
+    // resourceNames limit the rule to the named objects.
+    let admin_secrets: Api<Secret> = Api::namespaced(admin.clone(), "apps");
+    for name in ["allowed", "other"] {
+        admin_secrets
+            .create(
+                &PostParams::default(),
+                &parse(json!({"metadata": {"name": name}, "stringData": {"k": "v"}})),
+            )
+            .await
+            .expect("secret created");
+    }
+    let secrets: Api<Secret> = Api::namespaced(robot.clone(), "apps");
+    secrets.get("allowed").await.expect("named secret readable");
+    assert_eq!(
+        message(secrets.get("other").await.expect_err("not named")).0,
+        403
+    );
+    assert_eq!(
+        message(
+            secrets
+                .list(&ListParams::default())
+                .await
+                .expect_err("no list")
+        )
+        .0,
+        403
+    );
+
+    // Cluster-scoped reads need a ClusterRoleBinding.
+    let namespaces: Api<Namespace> = Api::all(robot.clone());
+    let (code, text) = message(
+        namespaces
+            .list(&ListParams::default())
+            .await
+            .expect_err("cluster scope"),
+    );
+    assert_eq!(code, 403);
+    assert!(
+        text.ends_with(
+            "cannot list resource \"namespaces\" in API group \"\" at the cluster scope"
+        ),
+        "{text}"
+    );
+    let cluster_roles: Api<ClusterRole> = Api::all(admin.clone());
+    cluster_roles
+        .create(
+            &PostParams::default(),
+            &parse(json!({"metadata": {"name": "namespace-lister"}, "rules": [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list"]}]})),
+        )
+        .await
+        .expect("cluster role created");
+    let cluster_bindings: Api<ClusterRoleBinding> = Api::all(admin.clone());
+    cluster_bindings
+        .create(
+            &PostParams::default(),
+            &parse(json!({
+                "metadata": {"name": "namespace-lister"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "namespace-lister"},
+                "subjects": [{"kind": "Group", "name": "system:serviceaccounts:apps"}],
+            })),
+        )
+        .await
+        .expect("cluster role binding created");
+    assert!(
+        namespaces
+            .list(&ListParams::default())
+            .await
+            .expect("listed")
+            .items
+            .len()
+            >= 5
+    );
+}
+
+#[tokio::test]
+async fn server_side_apply_that_creates_needs_create_too() {
+    let sandbox = Sandbox::builder().start().await.expect("sandbox starts");
+    let admin = sandbox.client().await.expect("client");
+    create_service_account(&admin, "default", "patcher").await;
+    bind_role(
+        &admin,
+        "default",
+        "map-patcher",
+        json!([{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["patch"]}]),
+        ("default", "patcher"),
+    )
+    .await;
+    let patcher = client_with_token(&sandbox, &token_of(&admin, "default", "patcher").await).await;
+    let maps: Api<ConfigMap> = Api::namespaced(patcher, "default");
+    let apply = PatchParams::apply("test");
+    let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": {"a": "1"}});
+    let (code, text) = message(
+        maps.patch("applied", &apply, &Patch::Apply(&body))
+            .await
+            .expect_err("creating needs create"),
+    );
+    assert_eq!(code, 403);
+    assert!(
+        text.contains("cannot create resource \"configmaps\""),
+        "{text}"
+    );
+    let admin_maps: Api<ConfigMap> = Api::namespaced(admin.clone(), "default");
+    admin_maps
+        .create(
+            &PostParams::default(),
+            &parse(json!({"metadata": {"name": "applied"}})),
+        )
+        .await
+        .expect("created by the admin");
+    let patched = maps
+        .patch("applied", &apply, &Patch::Apply(&body))
+        .await
+        .expect("patching an existing object needs patch only");
+    assert_eq!(patched.data.expect("data")["a"], "1");
+}
+
+#[tokio::test]
+async fn a_deleted_service_accounts_token_is_refused() {
+    let sandbox = Sandbox::builder().start().await.expect("sandbox starts");
+    let admin = sandbox.client().await.expect("client");
+    create_service_account(&admin, "default", "short-lived").await;
+    let client =
+        client_with_token(&sandbox, &token_of(&admin, "default", "short-lived").await).await;
+    client
+        .apiserver_version()
+        .await
+        .expect("authenticated while the account exists");
+    client
+        .list_api_groups()
+        .await
+        .expect("discovery while the account exists");
+
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), "default");
+    accounts
+        .delete("short-lived", &DeleteParams::default())
+        .await
+        .expect("deleted");
+    let (code, _) = message(client.list_api_groups().await.expect_err("refused"));
+    assert_eq!(code, 401);
+    // A new account of the same name is another identity: the old token stays refused.
+    create_service_account(&admin, "default", "short-lived").await;
+    assert_eq!(
+        message(client.list_api_groups().await.expect_err("refused")).0,
+        401
+    );
+
+    // A forged token is refused too.
+    let forged = client_with_token(&sandbox, "eyJhbGciOiJIUzI1NiJ9.e30.c2lnbmF0dXJl").await;
+    assert_eq!(
+        message(forged.list_api_groups().await.expect_err("forged")).0,
+        401
+    );
+}
