@@ -517,6 +517,9 @@ async fn each_pod_has_its_own_address_and_http_readiness() {
         addresses.push(pod_ip(&ready).expect("pod IP"));
     }
     assert_ne!(addresses[0], addresses[1]);
+    let table = kubectl(&cluster, &["get", "pod", "web-a", "--no-headers"]).await;
+    let columns: Vec<&str> = table.split_whitespace().collect();
+    assert_eq!(columns[..4], ["web-a", "1/1", "Running", "0"], "{table}");
     for address in addresses {
         let mut stream = tokio::net::TcpStream::connect((address, 8080))
             .await
@@ -1008,5 +1011,62 @@ print(namespace, pod["metadata"]["name"])
         .expect("log");
     assert_eq!(phase(&done), "Succeeded", "{log}");
     assert_eq!(log, "default token-reader\n");
+    cluster.sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn init_containers_run_to_completion_first() {
+    let cluster = start().await;
+    let client = &cluster.client;
+    let shared = json!({
+        "env": [{"name": "SHARED", "value": "/shared"}],
+        "volumeMounts": [{"name": "shared", "mountPath": "/shared"}],
+    });
+    let mut init = json!({"name": "prepare", "image": "busybox", "command": ["sh", "-c", "sleep 1; echo prepared > \"$SHARED/flag\""]});
+    merge(&mut init, shared.clone());
+    let pod = shell_pod(
+        "staged",
+        "cat \"$SHARED/flag\"",
+        shared,
+        json!({
+            "restartPolicy": "Never",
+            "initContainers": [init],
+            "volumes": [{"name": "shared", "emptyDir": {}}],
+        }),
+    );
+    create(client, &pod).await;
+    let pending = wait_for(client, "staged", "initializing", |p| {
+        condition(p, "Initialized").as_deref() == Some("False")
+    })
+    .await;
+    assert_eq!(phase(&pending), "Pending");
+    let done = wait_for(client, "staged", "Succeeded", |p| phase(p) == "Succeeded").await;
+    assert_eq!(condition(&done, "Initialized").as_deref(), Some("True"));
+    let init_status = serde_json::to_value(
+        done.status
+            .as_ref()
+            .and_then(|s| s.init_container_statuses.clone())
+            .unwrap_or_default(),
+    )
+    .expect("statuses");
+    assert_eq!(init_status[0]["state"]["terminated"]["reason"], "Completed");
+    assert_eq!(
+        pods(client)
+            .logs("staged", &LogParams::default())
+            .await
+            .expect("log"),
+        "prepared\n"
+    );
+    let init_log = LogParams {
+        container: Some("prepare".to_string()),
+        ..LogParams::default()
+    };
+    assert_eq!(
+        pods(client)
+            .logs("staged", &init_log)
+            .await
+            .expect("init log"),
+        ""
+    );
     cluster.sandbox.shutdown().await;
 }

@@ -394,7 +394,10 @@ async fn watch_sources(node: Arc<Node>) {
     .default_backoff()
     .filter_map(|event| async move {
         match event {
-            Ok(watcher::Event::Apply(secret)) => Some(SourceChange::Secret(Arc::new(secret))),
+            // A relist also delivers what changed while the watch was down.
+            Ok(watcher::Event::Apply(secret) | watcher::Event::InitApply(secret)) => {
+                Some(SourceChange::Secret(Arc::new(secret)))
+            }
             _ => None,
         }
     });
@@ -405,7 +408,9 @@ async fn watch_sources(node: Arc<Node>) {
     .default_backoff()
     .filter_map(|event| async move {
         match event {
-            Ok(watcher::Event::Apply(map)) => Some(SourceChange::ConfigMap(Arc::new(map))),
+            Ok(watcher::Event::Apply(map) | watcher::Event::InitApply(map)) => {
+                Some(SourceChange::ConfigMap(Arc::new(map)))
+            }
             _ => None,
         }
     });

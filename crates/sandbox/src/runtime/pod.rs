@@ -76,7 +76,13 @@ pub(crate) async fn run(node: Arc<Node>, mut updates: watch::Receiver<Option<Arc
         .as_ref()
         .and_then(|s| s.pod_ip.as_deref())
         .and_then(|ip| ip.parse().ok());
-    let Some(ip) = node.addresses.reserve(previous_ip) else {
+    // A pod on the host's network shares the node's address, as hostNetwork pods do.
+    let reserved = if spec.host_network == Some(true) {
+        Some(Ipv4Addr::LOCALHOST)
+    } else {
+        node.addresses.reserve(previous_ip)
+    };
+    let Some(ip) = reserved else {
         node.event(
             &pod,
             true,
