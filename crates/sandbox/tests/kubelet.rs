@@ -6,9 +6,13 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, PersistentVolumeClaim, Pod, Secret, Service};
 use kube::Client;
-use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams, WatchEvent,
+    WatchParams,
+};
 use serde_json::{Value, json};
 use tusk_sandbox::Sandbox;
 use tusk_sandbox::runtime::RuntimeOptions;
@@ -704,6 +708,28 @@ async fn deletion_is_graceful_then_forced() {
         .expect("a pod still being deleted");
     assert!(marked.metadata.deletion_timestamp.is_some());
     assert_eq!(marked.metadata.deletion_grace_period_seconds, Some(10));
+    // Its last state before it goes: terminal, by the exit code of the trap.
+    let from = marked
+        .metadata
+        .resource_version
+        .clone()
+        .expect("resourceVersion");
+    let watch = WatchParams::default()
+        .fields("metadata.name=polite")
+        .timeout(20);
+    let mut events = Box::pin(pods(client).watch(&watch, &from).await.expect("watch"));
+    let mut last_phase = String::new();
+    while let Some(event) = events.try_next().await.expect("watch event") {
+        match event {
+            WatchEvent::Modified(pod) => last_phase = phase(&pod).to_string(),
+            WatchEvent::Deleted(pod) => {
+                last_phase = phase(&pod).to_string();
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(last_phase, "Succeeded");
     wait_until_gone(client, "polite").await;
     assert_eq!(
         std::fs::read_to_string(out.path().join("polite")).expect("trap ran"),

@@ -147,14 +147,21 @@ pub(crate) async fn supervise(ctx: &PodContext, init: bool, index: usize) -> Opt
         let restart_count = ctx.record(init, index).map_or(0, |r| r.restart_count);
         let started = Instant::now();
         let started_at = now();
+        let mut log_path = None;
         let spawned = ctx
             .node
             .logs
             .create(&ctx.uid, &container.name, restart_count)
-            .and_then(|(path, file)| Ok((path, ContainerProcess::spawn(&launch, file)?)));
-        let (log_path, mut process) = match spawned {
-            Ok(spawned) => spawned,
+            .and_then(|(path, file)| {
+                log_path = Some(path);
+                ContainerProcess::spawn(&launch, file)
+            });
+        let mut process = match spawned {
+            Ok(process) => process,
             Err(error) => {
+                if let Some(path) = &log_path {
+                    ctx.node.logs.finished(path);
+                }
                 let message = format!(
                     "failed to start container \"{}\": exec: \"{}\": {error}",
                     container.name,
@@ -235,7 +242,9 @@ pub(crate) async fn supervise(ctx: &PodContext, init: bool, index: usize) -> Opt
                 Ended::Stopped(process.stop(grace).await)
             }
         };
-        ctx.node.logs.finished(&log_path);
+        if let Some(path) = &log_path {
+            ctx.node.logs.finished(path);
+        }
         let (status, stopped) = match ended {
             Ended::Exited(status) | Ended::Unhealthy(status) => (status, false),
             Ended::Stopped(status) => (status, true),

@@ -151,9 +151,9 @@ pub(crate) async fn run(node: Arc<Node>, mut updates: watch::Receiver<Option<Arc
     }
     let mut sources = node.sources.subscribe();
     let mut retry = Duration::from_millis(500);
-    let volumes = loop {
+    let mut volumes = loop {
         match PodVolumes::set_up(&node, &pod, &volume_list, &volumes_dir, &rebase, owner).await {
-            Ok(volumes) => break Some(volumes),
+            Ok(volumes) => break volumes,
             Err(error) => {
                 node.event(&pod, true, "FailedMount", error.to_string())
                     .await;
@@ -168,7 +168,6 @@ pub(crate) async fn run(node: Arc<Node>, mut updates: watch::Receiver<Option<Arc
             }
         }
     };
-    let Some(mut volumes) = volumes else { return };
 
     let (stop, stop_receiver) = watch::channel(None);
     let ctx = Arc::new(PodContext {
@@ -226,6 +225,7 @@ pub(crate) async fn run(node: Arc<Node>, mut updates: watch::Receiver<Option<Arc
         containers.await;
     }
     if let End::Deleted(_) = end {
+        state.lock().unwrap_or_else(|e| e.into_inner()).deleted = true;
         status.write(&state).await;
     }
     finish(&node, &pod, &uid, &pod_dir, end).await;

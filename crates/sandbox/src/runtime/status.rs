@@ -178,8 +178,10 @@ pub(crate) struct PodState {
     pub pod_ip: Ipv4Addr,
     pub start_time: String,
     pub restart_policy: String,
-    /// Set when a container cannot be run at all (the pod has failed before starting).
+    /// Set when an init container failed for good: the pod goes no further.
     pub failed: bool,
+    /// Set once a deleted pod's containers have stopped: its phase is then terminal.
+    pub deleted: bool,
 }
 
 impl PodState {
@@ -225,6 +227,7 @@ impl PodState {
                 .unwrap_or_else(now),
             restart_policy: spec.restart_policy.unwrap_or_else(|| "Always".to_string()),
             failed: false,
+            deleted: false,
         }
     }
 
@@ -232,6 +235,15 @@ impl PodState {
     pub fn phase(&self) -> &'static str {
         if self.failed {
             return "Failed";
+        }
+        if self.deleted {
+            // A deleted pod ends in a terminal phase, by its containers' exit codes.
+            let all_succeeded = self
+                .containers
+                .iter()
+                .filter_map(|c| c.terminated().or(c.last.as_ref()))
+                .all(|t| t.exit_code == 0);
+            return if all_succeeded { "Succeeded" } else { "Failed" };
         }
         if !self.initialized {
             return "Pending";
