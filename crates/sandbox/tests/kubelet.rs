@@ -521,6 +521,14 @@ async fn each_pod_has_its_own_address_and_http_readiness() {
         addresses.push(pod_ip(&ready).expect("pod IP"));
     }
     assert_ne!(addresses[0], addresses[1]);
+    // Probes that keep passing change nothing, so nothing is written.
+    let settled = pods(client).get("web-a").await.expect("pod");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let later = pods(client).get("web-a").await.expect("pod");
+    assert_eq!(
+        settled.metadata.resource_version,
+        later.metadata.resource_version
+    );
     let table = kubectl(&cluster, &["get", "pod", "web-a", "--no-headers"]).await;
     let columns: Vec<&str> = table.split_whitespace().collect();
     assert_eq!(columns[..4], ["web-a", "1/1", "Running", "0"], "{table}");
@@ -583,7 +591,7 @@ async fn a_failing_liveness_probe_restarts_the_container() {
     let pod = shell_pod(
         "sick",
         "echo instance; exec sleep 30",
-        json!({"livenessProbe": {"tcpSocket": {"port": 9}, "periodSeconds": 1, "failureThreshold": 1}}),
+        json!({"livenessProbe": {"tcpSocket": {"port": 9}, "initialDelaySeconds": 1, "periodSeconds": 1, "failureThreshold": 1}}),
         json!({"terminationGracePeriodSeconds": 1}),
     );
     create(client, &pod).await;
@@ -1095,4 +1103,53 @@ async fn init_containers_run_to_completion_first() {
         ""
     );
     cluster.sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn tusk_and_postgres_commands_resolve_locally() {
+    let root = tempfile::tempdir().expect("runtime dir");
+    // `echo` stands in for the tusk executable: it shows the arguments it was given.
+    let sandbox = Sandbox::builder()
+        .runtime(options(root.path()).tusk_executable("/bin/echo"))
+        .start()
+        .await
+        .expect("sandbox starts");
+    let client = sandbox.client().await.expect("client");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "programs"},
+        "spec": {
+            "automountServiceAccountToken": false,
+            "restartPolicy": "Never",
+            "containers": [
+                {"name": "tusk", "image": "tusk", "command": ["tusk"], "args": ["instance", "--data", "/data/pg"],
+                 "volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+                {"name": "postgres", "image": "postgres", "command": ["postgres", "--version"]},
+            ],
+            "volumes": [{"name": "data", "emptyDir": {}}],
+        },
+    }))
+    .expect("pod");
+    create(&client, &pod).await;
+    let done = wait_for(&client, "programs", "Succeeded", |p| {
+        phase(p) == "Succeeded"
+    })
+    .await;
+    let pod_uid = done.metadata.uid.clone().expect("uid");
+    let log = |container: &str| LogParams {
+        container: Some(container.to_string()),
+        ..LogParams::default()
+    };
+    let tusk = pods(&client)
+        .logs("programs", &log("tusk"))
+        .await
+        .expect("log");
+    // The mount path in the arguments is rebased under the pod's own root.
+    let rebased = root.path().join("pods").join(&pod_uid).join("root/data/pg");
+    assert_eq!(tusk, format!("instance --data {}\n", rebased.display()));
+    let postgres = pods(&client)
+        .logs("programs", &log("postgres"))
+        .await
+        .expect("log");
+    assert!(postgres.starts_with("postgres (PostgreSQL) "), "{postgres}");
+    sandbox.shutdown().await;
 }
