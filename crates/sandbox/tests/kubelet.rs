@@ -1153,3 +1153,38 @@ async fn tusk_and_postgres_commands_resolve_locally() {
     assert!(postgres.starts_with("postgres (PostgreSQL) "), "{postgres}");
     sandbox.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_stopped_pod_held_by_a_finalizer_goes_when_it_is_removed() {
+    let cluster = start().await;
+    let client = &cluster.client;
+    let mut pod = shell_pod(
+        "held",
+        "exec sleep 30",
+        json!({}),
+        json!({"terminationGracePeriodSeconds": 1}),
+    );
+    pod.metadata.finalizers = Some(vec!["example.com/hold".to_string()]);
+    create(client, &pod).await;
+    wait_for(client, "held", "running", |p| phase(p) == "Running").await;
+    pods(client)
+        .delete("held", &DeleteParams::default())
+        .await
+        .expect("deleted");
+    // The kubelet's own delete (grace 0) is done once the containers are terminated.
+    let stopped = wait_for(client, "held", "stopped", |p| {
+        p.metadata.deletion_grace_period_seconds == Some(0)
+    })
+    .await;
+    assert_eq!(phase(&stopped), "Failed", "SIGTERM ended sleep with 143");
+    pods(client)
+        .patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .expect("finalizer removed");
+    wait_until_gone(client, "held").await;
+    cluster.sandbox.shutdown().await;
+}

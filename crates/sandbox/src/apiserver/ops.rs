@@ -1044,8 +1044,12 @@ pub(crate) fn delete_with_grace(
                 metadata.insert("generation".into(), json!(generation));
             }
         }
-        if let Some(grace) = pod_grace {
-            metadata_mut(&mut new).insert("deletionGracePeriodSeconds".into(), json!(grace));
+        if &*rt.storage == POD_STORAGE {
+            // Grace 0 on a pod held by finalizers lets it go once they are removed.
+            metadata_mut(&mut new).insert(
+                "deletionGracePeriodSeconds".into(),
+                json!(pod_grace.unwrap_or(0)),
+            );
         }
         let outcome = store.write(|txn| match txn.state.get(&rt.storage, key) {
             None => Err(ApiError::not_found(rt, &key.1)),
