@@ -1074,6 +1074,20 @@ async fn init_containers_run_to_completion_first() {
     })
     .await;
     assert_eq!(phase(&pending), "Pending");
+    assert_eq!(
+        container_status(&pending)["state"]["waiting"]["reason"],
+        "PodInitializing"
+    );
+    let ready = pending
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .and_then(|c| c.message.clone());
+    assert_eq!(
+        ready.as_deref(),
+        Some("containers with unready status: [main]")
+    );
     let done = wait_for(client, "staged", "Succeeded", |p| phase(p) == "Succeeded").await;
     assert_eq!(condition(&done, "Initialized").as_deref(), Some("True"));
     let init_status = serde_json::to_value(

@@ -197,6 +197,15 @@ pub(crate) async fn supervise(ctx: &PodContext, init: bool, index: usize) -> Opt
             }
         };
         let container_id = format!("sandbox://{}-{}-{restart_count}", ctx.uid, container.name);
+        let image = container.image.as_deref().unwrap_or_default();
+        ctx.node
+            .event(
+                &ctx.pod,
+                false,
+                "Pulled",
+                format!("Container image \"{image}\" already present on machine"),
+            )
+            .await;
         ctx.node
             .event(
                 &ctx.pod,

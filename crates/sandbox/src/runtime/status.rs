@@ -213,12 +213,20 @@ impl PodState {
                 .iter()
                 .flatten()
                 .any(|c| c.type_ == "Initialized" && c.status == "True");
+        let mut containers = records(
+            &spec.containers,
+            status.container_statuses.as_deref().unwrap_or_default(),
+        );
+        if !initialized {
+            for container in &mut containers {
+                if let State::Waiting { reason, .. } = &mut container.state {
+                    *reason = "PodInitializing".to_string();
+                }
+            }
+        }
         Self {
             init,
-            containers: records(
-                &spec.containers,
-                status.container_statuses.as_deref().unwrap_or_default(),
-            ),
+            containers,
             initialized,
             pod_ip,
             start_time: status
@@ -327,7 +335,13 @@ impl StatusRenderer {
         }
     }
 
-    fn condition(&mut self, name: &'static str, value: bool, reason: Option<&str>) -> Value {
+    /// A condition; when false, `why` gives its reason and the containers it waits for.
+    fn condition(
+        &mut self,
+        name: &'static str,
+        value: bool,
+        why: Option<(&str, &str, Vec<&str>)>,
+    ) -> Value {
         let entry = self
             .transitions
             .entry(name)
@@ -341,8 +355,12 @@ impl StatusRenderer {
             "lastProbeTime": null,
             "lastTransitionTime": entry.1,
         });
-        if let (false, Some(reason)) = (value, reason) {
+        if let (false, Some((reason, status, containers))) = (value, why) {
             out["reason"] = json!(reason);
+            out["message"] = json!(format!(
+                "containers with {status} status: [{}]",
+                containers.join(" ")
+            ));
         }
         out
     }
@@ -353,18 +371,34 @@ impl StatusRenderer {
         let containers_ready =
             !state.containers.is_empty() && state.containers.iter().all(|c| c.ready);
         let ip = state.pod_ip.to_string();
+        let incomplete: Vec<&str> = state
+            .init
+            .iter()
+            .filter(|c| c.terminated().is_none_or(|t| t.exit_code != 0))
+            .map(|c| c.name.as_str())
+            .collect();
+        let unready: Vec<&str> = state
+            .containers
+            .iter()
+            .filter(|c| !c.ready)
+            .map(|c| c.name.as_str())
+            .collect();
         let mut conditions = vec![
             self.condition("PodReadyToStartContainers", true, None),
             self.condition(
                 "Initialized",
                 state.initialized,
-                Some("ContainersNotInitialized"),
+                Some(("ContainersNotInitialized", "incomplete", incomplete)),
             ),
-            self.condition("Ready", containers_ready, Some("ContainersNotReady")),
+            self.condition(
+                "Ready",
+                containers_ready,
+                Some(("ContainersNotReady", "unready", unready.clone())),
+            ),
             self.condition(
                 "ContainersReady",
                 containers_ready,
-                Some("ContainersNotReady"),
+                Some(("ContainersNotReady", "unready", unready)),
             ),
         ];
         if let Some(scheduled) = &self.scheduled {
