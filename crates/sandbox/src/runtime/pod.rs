@@ -58,16 +58,9 @@ pub(crate) async fn run(node: Arc<Node>, mut updates: watch::Receiver<Option<Arc
     );
     if finished || pod.metadata.deletion_timestamp.is_some() {
         // Nothing to run: a finished pod stays finished, even across a runtime restart.
-        if let End::Deleted(_) = wait_for_end(
-            &node,
-            &mut updates,
-            pod.metadata.deletion_timestamp.is_some(),
-        )
-        .await
-        {
-            delete_now(&node, &pod, &uid).await;
-        }
-        let _ = std::fs::remove_dir_all(&pod_dir);
+        let deleting = pod.metadata.deletion_timestamp.is_some();
+        let end = wait_for_end(&node, &mut updates, deleting).await;
+        finish(&node, &pod, &uid, &pod_dir, end).await;
         return;
     }
 
@@ -106,21 +99,22 @@ pub(crate) async fn run(node: Arc<Node>, mut updates: watch::Receiver<Option<Arc
         .collect();
     let rebase = Rebase::new(root.clone(), mount_paths);
     let security = spec.security_context.clone().unwrap_or_default();
+    let pod_identity = super::process::identity(
+        node.runs_as_root,
+        security.run_as_user,
+        security.run_as_group,
+    );
+    // The volumes belong to the pod's user, or else to the first container that names one.
     let first_container_user = spec
         .containers
         .iter()
         .filter_map(|c| c.security_context.as_ref())
         .find(|s| s.run_as_user.is_some());
-    let pod_identity = super::process::identity(
-        node.runs_as_root,
-        security
-            .run_as_user
-            .or(first_container_user.and_then(|s| s.run_as_user)),
-        security
-            .run_as_group
-            .or(first_container_user.and_then(|s| s.run_as_group)),
-    );
-    let owner = pod_identity.as_ref().map(|id| {
+    let volume_user = pod_identity.clone().or_else(|| {
+        let context = first_container_user?;
+        super::process::identity(node.runs_as_root, context.run_as_user, context.run_as_group)
+    });
+    let owner = volume_user.as_ref().map(|id| {
         (
             id.uid,
             security
