@@ -216,6 +216,17 @@ fn host_dir(dir: &Path) -> Value {
     json!({"name": "out", "hostPath": {"path": dir.to_str().expect("utf-8 path")}})
 }
 
+/// A ClusterIP in the sandbox's service range (127.128.0.0/10), different in each test
+/// process, should anything bind it.
+fn service_ip() -> Ipv4Addr {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let offset = (nanos ^ std::process::id().rotate_left(11)) % ((1 << 22) - 2) + 1;
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 128, 0, 0)) + offset)
+}
+
 #[tokio::test]
 async fn env_from_secrets_config_maps_fields_and_service_links() {
     let cluster = start().await;
@@ -245,7 +256,7 @@ async fn env_from_secrets_config_maps_fields_and_service_links() {
     let service = services
         .create(
             &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "my-db"}, "spec": {"clusterIP": "10.96.0.50", "ports": [{"port": 5432}]}}))
+            &serde_json::from_value(json!({"metadata": {"name": "my-db"}, "spec": {"clusterIP": service_ip().to_string(), "ports": [{"port": 5432}]}}))
                 .expect("service"),
         )
         .await
