@@ -848,7 +848,7 @@ async fn run_as_user_runs_unprivileged_and_can_write_its_volumes() {
         }),
         json!({
             "restartPolicy": "Never",
-            "securityContext": {"runAsUser": 999, "fsGroup": 999},
+            "securityContext": {"runAsUser": 999, "runAsGroup": 999, "fsGroup": 999},
             "volumes": [{"name": "data", "emptyDir": {}}],
         }),
     );
