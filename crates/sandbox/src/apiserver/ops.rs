@@ -1031,10 +1031,7 @@ pub(crate) fn delete_with_grace(
         if !is_deleting(&new) {
             let metadata = metadata_mut(&mut new);
             metadata.insert("deletionTimestamp".into(), Value::String(now()));
-            metadata.insert(
-                "deletionGracePeriodSeconds".into(),
-                json!(pod_grace.unwrap_or(0)),
-            );
+            metadata.insert("deletionGracePeriodSeconds".into(), json!(0));
             if rt.has_generation {
                 let generation = metadata
                     .get("generation")
@@ -1045,7 +1042,8 @@ pub(crate) fn delete_with_grace(
             }
         }
         if &*rt.storage == POD_STORAGE {
-            // Grace 0 on a pod held by finalizers lets it go once they are removed.
+            // A pod's grace period is what its kubelet waits for; the final delete's grace 0
+            // lets a pod held by finalizers go once they are removed.
             metadata_mut(&mut new).insert(
                 "deletionGracePeriodSeconds".into(),
                 json!(pod_grace.unwrap_or(0)),
