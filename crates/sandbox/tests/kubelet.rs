@@ -652,6 +652,24 @@ async fn restart_policies_decide_the_phase() {
     )
     .await;
     create(client, &shell_pod("loop", "exit 1", json!({}), json!({}))).await;
+    create(
+        client,
+        &shell_pod(
+            "missing",
+            "",
+            json!({"command": ["no-such-program"]}),
+            json!({"restartPolicy": "Never"}),
+        ),
+    )
+    .await;
+    let not_started = wait_for(client, "missing", "Failed", |p| phase(p) == "Failed").await;
+    let terminated = &container_status(&not_started)["state"]["terminated"];
+    assert_eq!(terminated["reason"], "StartError");
+    assert_eq!(terminated["exitCode"], 128);
+    assert_eq!(
+        terminated["message"],
+        "failed to start container \"main\": exec: \"no-such-program\": executable file not found in $PATH"
+    );
     let failed = wait_for(client, "once", "Failed", |p| phase(p) == "Failed").await;
     let terminated = &container_status(&failed)["state"]["terminated"];
     assert_eq!(terminated["exitCode"], 3);

@@ -162,8 +162,13 @@ pub(crate) async fn supervise(ctx: &PodContext, init: bool, index: usize) -> Opt
                 if let Some(path) = &log_path {
                     ctx.node.logs.finished(path);
                 }
+                let cause = if error.kind() == std::io::ErrorKind::NotFound {
+                    "executable file not found in $PATH".to_string()
+                } else {
+                    error.to_string()
+                };
                 let message = format!(
-                    "failed to start container \"{}\": exec: \"{}\": {error}",
+                    "failed to start container \"{}\": exec: \"{}\": {cause}",
                     container.name,
                     launch.program.display()
                 );
@@ -487,13 +492,14 @@ async fn prepare(ctx: &PodContext, container: &Container) -> Result<Launch, Stri
         ));
     }
     let name = words.remove(0);
+    // A program found nowhere fails to start, as a missing binary in an image does.
     let program = resolve_program(
         &name,
         &ctx.node.tusk_executable,
         environment.get("PATH"),
         ctx.pg_bindir.as_deref(),
     )
-    .ok_or_else(|| format!("exec: \"{name}\": executable file not found in $PATH"))?;
+    .unwrap_or_else(|| std::path::PathBuf::from(&name));
     let working_dir = match container.working_dir.as_deref().filter(|d| !d.is_empty()) {
         Some(dir) => {
             let rebased = ctx.rebase.path(dir);
