@@ -6,9 +6,13 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, PersistentVolumeClaim, Pod, Secret, Service};
 use kube::Client;
-use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams, WatchEvent,
+    WatchParams,
+};
 use serde_json::{Value, json};
 use tusk_sandbox::Sandbox;
 use tusk_sandbox::runtime::RuntimeOptions;
@@ -212,6 +216,17 @@ fn host_dir(dir: &Path) -> Value {
     json!({"name": "out", "hostPath": {"path": dir.to_str().expect("utf-8 path")}})
 }
 
+/// A ClusterIP in the sandbox's service range (127.128.0.0/10), different in each test
+/// process, should anything bind it.
+fn service_ip() -> Ipv4Addr {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let offset = (nanos ^ std::process::id().rotate_left(11)) % ((1 << 22) - 2) + 1;
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 128, 0, 0)) + offset)
+}
+
 #[tokio::test]
 async fn env_from_secrets_config_maps_fields_and_service_links() {
     let cluster = start().await;
@@ -241,7 +256,7 @@ async fn env_from_secrets_config_maps_fields_and_service_links() {
     let service = services
         .create(
             &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "my-db"}, "spec": {"clusterIP": "10.96.0.50", "ports": [{"port": 5432}]}}))
+            &serde_json::from_value(json!({"metadata": {"name": "my-db"}, "spec": {"clusterIP": service_ip().to_string(), "ports": [{"port": 5432}]}}))
                 .expect("service"),
         )
         .await
@@ -517,6 +532,17 @@ async fn each_pod_has_its_own_address_and_http_readiness() {
         addresses.push(pod_ip(&ready).expect("pod IP"));
     }
     assert_ne!(addresses[0], addresses[1]);
+    // Probes that keep passing change nothing, so nothing is written.
+    let settled = pods(client).get("web-a").await.expect("pod");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let later = pods(client).get("web-a").await.expect("pod");
+    assert_eq!(
+        settled.metadata.resource_version,
+        later.metadata.resource_version
+    );
+    let table = kubectl(&cluster, &["get", "pod", "web-a", "--no-headers"]).await;
+    let columns: Vec<&str> = table.split_whitespace().collect();
+    assert_eq!(columns[..4], ["web-a", "1/1", "Running", "0"], "{table}");
     for address in addresses {
         let mut stream = tokio::net::TcpStream::connect((address, 8080))
             .await
@@ -576,7 +602,7 @@ async fn a_failing_liveness_probe_restarts_the_container() {
     let pod = shell_pod(
         "sick",
         "echo instance; exec sleep 30",
-        json!({"livenessProbe": {"tcpSocket": {"port": 9}, "periodSeconds": 1, "failureThreshold": 1}}),
+        json!({"livenessProbe": {"tcpSocket": {"port": 9}, "initialDelaySeconds": 1, "periodSeconds": 1, "failureThreshold": 1}}),
         json!({"terminationGracePeriodSeconds": 1}),
     );
     create(client, &pod).await;
@@ -626,6 +652,24 @@ async fn restart_policies_decide_the_phase() {
     )
     .await;
     create(client, &shell_pod("loop", "exit 1", json!({}), json!({}))).await;
+    create(
+        client,
+        &shell_pod(
+            "missing",
+            "",
+            json!({"command": ["no-such-program"]}),
+            json!({"restartPolicy": "Never"}),
+        ),
+    )
+    .await;
+    let not_started = wait_for(client, "missing", "Failed", |p| phase(p) == "Failed").await;
+    let terminated = &container_status(&not_started)["state"]["terminated"];
+    assert_eq!(terminated["reason"], "StartError");
+    assert_eq!(terminated["exitCode"], 128);
+    assert_eq!(
+        terminated["message"],
+        "failed to start container \"main\": exec: \"no-such-program\": executable file not found in $PATH"
+    );
     let failed = wait_for(client, "once", "Failed", |p| phase(p) == "Failed").await;
     let terminated = &container_status(&failed)["state"]["terminated"];
     assert_eq!(terminated["exitCode"], 3);
@@ -701,6 +745,28 @@ async fn deletion_is_graceful_then_forced() {
         .expect("a pod still being deleted");
     assert!(marked.metadata.deletion_timestamp.is_some());
     assert_eq!(marked.metadata.deletion_grace_period_seconds, Some(10));
+    // Its last state before it goes: terminal, by the exit code of the trap.
+    let from = marked
+        .metadata
+        .resource_version
+        .clone()
+        .expect("resourceVersion");
+    let watch = WatchParams::default()
+        .fields("metadata.name=polite")
+        .timeout(20);
+    let mut events = Box::pin(pods(client).watch(&watch, &from).await.expect("watch"));
+    let mut last_phase = String::new();
+    while let Some(event) = events.try_next().await.expect("watch event") {
+        match event {
+            WatchEvent::Modified(pod) => last_phase = phase(&pod).to_string(),
+            WatchEvent::Deleted(pod) => {
+                last_phase = phase(&pod).to_string();
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(last_phase, "Succeeded");
     wait_until_gone(client, "polite").await;
     assert_eq!(
         std::fs::read_to_string(out.path().join("polite")).expect("trap ran"),
@@ -800,7 +866,7 @@ async fn run_as_user_runs_unprivileged_and_can_write_its_volumes() {
         }),
         json!({
             "restartPolicy": "Never",
-            "securityContext": {"runAsUser": 999, "fsGroup": 999},
+            "securityContext": {"runAsUser": 999, "runAsGroup": 999, "fsGroup": 999},
             "volumes": [{"name": "data", "emptyDir": {}}],
         }),
     );
@@ -888,8 +954,9 @@ async fn shutdown_stops_every_process_and_a_restart_resumes_the_pods() {
         (sandbox, client)
     };
     let (sandbox, client) = start_on(root.path().to_path_buf(), data.path().to_path_buf()).await;
-    let script = "echo $$$$ > \"$OUT/pid\"; echo \"run with $(cat \"$KEEP/count\" 2>/dev/null)\"; \
-                  echo x >> \"$KEEP/count\"; sleep 30 & wait";
+    // The pid is written last: once it is there, the run has counted itself in the emptyDir.
+    let script = "echo x >> \"$KEEP/count\"; echo \"run $(wc -l < \"$KEEP/count\")\"; \
+                  echo $$$$ > \"$OUT/pid\"; sleep 30 & wait";
     let pod = shell_pod(
         "durable",
         script,
@@ -924,7 +991,7 @@ async fn shutdown_stops_every_process_and_a_restart_resumes_the_pods() {
         .expect("pid");
     assert!(process_alive(second_pid));
     // The emptyDir kept what the first run wrote, as a node reboot keeps it.
-    wait_for_log(&client, "durable", "run with x").await;
+    assert_eq!(wait_for_log(&client, "durable", "run").await, "run 2\n");
     let previous = pods(&client)
         .logs(
             "durable",
@@ -935,7 +1002,232 @@ async fn shutdown_stops_every_process_and_a_restart_resumes_the_pods() {
         )
         .await
         .expect("previous log");
-    assert_eq!(previous, "run with \n");
+    assert_eq!(previous, "run 1\n");
     sandbox.shutdown().await;
     assert!(!process_alive(second_pid));
+}
+
+#[tokio::test]
+async fn a_pod_reaches_the_api_server_with_its_service_account_token() {
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let cluster = start().await;
+    let client = &cluster.client;
+    let roles: Api<Role> = Api::namespaced(client.clone(), "default");
+    roles
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "pod-reader"},
+                "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}],
+            }))
+            .expect("role"),
+        )
+        .await
+        .expect("role created");
+    let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), "default");
+    bindings
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "default-reads-pods"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"},
+                "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "default"}],
+            }))
+            .expect("binding"),
+        )
+        .await
+        .expect("binding created");
+    // Only the mounted files and the injected variables: what in-cluster clients use.
+    let program = r#"
+import json, os, ssl, urllib.request
+sa = os.environ["SA"]
+namespace = open(sa + "/namespace").read()
+token = open(sa + "/token").read()
+context = ssl.create_default_context(cafile=sa + "/ca.crt")
+url = "https://%s:%s/api/v1/namespaces/%s/pods/%s" % (
+    os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"], namespace, os.environ["HOSTNAME"])
+request = urllib.request.Request(url, headers={"Authorization": "Bearer " + token})
+pod = json.load(urllib.request.urlopen(request, context=context))
+print(namespace, pod["metadata"]["name"])
+"#;
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "token-reader"},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{
+                "name": "main",
+                "image": "python:3",
+                "command": ["python3", "-c", program],
+                "env": [{"name": "SA", "value": "/var/run/secrets/kubernetes.io/serviceaccount"}],
+            }],
+        },
+    }))
+    .expect("pod");
+    create(client, &pod).await;
+    let done = wait_for(client, "token-reader", "finished", |p| {
+        matches!(phase(p), "Succeeded" | "Failed")
+    })
+    .await;
+    let log = pods(client)
+        .logs("token-reader", &LogParams::default())
+        .await
+        .expect("log");
+    assert_eq!(phase(&done), "Succeeded", "{log}");
+    assert_eq!(log, "default token-reader\n");
+    cluster.sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn init_containers_run_to_completion_first() {
+    let cluster = start().await;
+    let client = &cluster.client;
+    let shared = json!({
+        "env": [{"name": "SHARED", "value": "/shared"}],
+        "volumeMounts": [{"name": "shared", "mountPath": "/shared"}],
+    });
+    let mut init = json!({"name": "prepare", "image": "busybox", "command": ["sh", "-c", "sleep 1; echo prepared > \"$SHARED/flag\""]});
+    merge(&mut init, shared.clone());
+    let pod = shell_pod(
+        "staged",
+        "cat \"$SHARED/flag\"",
+        shared,
+        json!({
+            "restartPolicy": "Never",
+            "initContainers": [init],
+            "volumes": [{"name": "shared", "emptyDir": {}}],
+        }),
+    );
+    create(client, &pod).await;
+    let pending = wait_for(client, "staged", "initializing", |p| {
+        condition(p, "Initialized").as_deref() == Some("False")
+    })
+    .await;
+    assert_eq!(phase(&pending), "Pending");
+    assert_eq!(
+        container_status(&pending)["state"]["waiting"]["reason"],
+        "PodInitializing"
+    );
+    let ready = pending
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .and_then(|c| c.message.clone());
+    assert_eq!(
+        ready.as_deref(),
+        Some("containers with unready status: [main]")
+    );
+    let done = wait_for(client, "staged", "Succeeded", |p| phase(p) == "Succeeded").await;
+    assert_eq!(condition(&done, "Initialized").as_deref(), Some("True"));
+    let init_status = serde_json::to_value(
+        done.status
+            .as_ref()
+            .and_then(|s| s.init_container_statuses.clone())
+            .unwrap_or_default(),
+    )
+    .expect("statuses");
+    assert_eq!(init_status[0]["state"]["terminated"]["reason"], "Completed");
+    assert_eq!(
+        pods(client)
+            .logs("staged", &LogParams::default())
+            .await
+            .expect("log"),
+        "prepared\n"
+    );
+    let init_log = LogParams {
+        container: Some("prepare".to_string()),
+        ..LogParams::default()
+    };
+    assert_eq!(
+        pods(client)
+            .logs("staged", &init_log)
+            .await
+            .expect("init log"),
+        ""
+    );
+    cluster.sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn tusk_and_postgres_commands_resolve_locally() {
+    let root = tempfile::tempdir().expect("runtime dir");
+    // `echo` stands in for the tusk executable: it shows the arguments it was given.
+    let sandbox = Sandbox::builder()
+        .runtime(options(root.path()).tusk_executable("/bin/echo"))
+        .start()
+        .await
+        .expect("sandbox starts");
+    let client = sandbox.client().await.expect("client");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "programs"},
+        "spec": {
+            "automountServiceAccountToken": false,
+            "restartPolicy": "Never",
+            "containers": [
+                {"name": "tusk", "image": "tusk", "command": ["tusk"], "args": ["instance", "--data", "/data/pg"],
+                 "volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+                {"name": "postgres", "image": "postgres", "command": ["postgres", "--version"]},
+            ],
+            "volumes": [{"name": "data", "emptyDir": {}}],
+        },
+    }))
+    .expect("pod");
+    create(&client, &pod).await;
+    let done = wait_for(&client, "programs", "Succeeded", |p| {
+        phase(p) == "Succeeded"
+    })
+    .await;
+    let pod_uid = done.metadata.uid.clone().expect("uid");
+    let log = |container: &str| LogParams {
+        container: Some(container.to_string()),
+        ..LogParams::default()
+    };
+    let tusk = pods(&client)
+        .logs("programs", &log("tusk"))
+        .await
+        .expect("log");
+    // The mount path in the arguments is rebased under the pod's own root.
+    let rebased = root.path().join("pods").join(&pod_uid).join("root/data/pg");
+    assert_eq!(tusk, format!("instance --data {}\n", rebased.display()));
+    let postgres = pods(&client)
+        .logs("programs", &log("postgres"))
+        .await
+        .expect("log");
+    assert!(postgres.starts_with("postgres (PostgreSQL) "), "{postgres}");
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stopped_pod_held_by_a_finalizer_goes_when_it_is_removed() {
+    let cluster = start().await;
+    let client = &cluster.client;
+    let mut pod = shell_pod(
+        "held",
+        "exec sleep 30",
+        json!({}),
+        json!({"terminationGracePeriodSeconds": 1}),
+    );
+    pod.metadata.finalizers = Some(vec!["example.com/hold".to_string()]);
+    create(client, &pod).await;
+    wait_for(client, "held", "running", |p| phase(p) == "Running").await;
+    pods(client)
+        .delete("held", &DeleteParams::default())
+        .await
+        .expect("deleted");
+    // The kubelet's own delete (grace 0) is done once the containers are terminated.
+    let stopped = wait_for(client, "held", "stopped", |p| {
+        p.metadata.deletion_grace_period_seconds == Some(0)
+    })
+    .await;
+    assert_eq!(phase(&stopped), "Failed", "SIGTERM ended sleep with 143");
+    pods(client)
+        .patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .expect("finalizer removed");
+    wait_until_gone(client, "held").await;
+    cluster.sandbox.shutdown().await;
 }

@@ -416,3 +416,87 @@ async fn a_deleted_service_accounts_token_is_refused() {
         401
     );
 }
+
+#[tokio::test]
+async fn nobody_grants_more_than_they_hold() {
+    let sandbox = Sandbox::builder().start().await.expect("sandbox starts");
+    let admin = sandbox.client().await.expect("client");
+    create_service_account(&admin, "default", "delegate").await;
+    bind_role(
+        &admin,
+        "default",
+        "delegate",
+        json!([
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]},
+            {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"], "verbs": ["create"]},
+            {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"], "verbs": ["bind"], "resourceNames": ["bindable"]},
+        ]),
+        ("default", "delegate"),
+    )
+    .await;
+    let delegate =
+        client_with_token(&sandbox, &token_of(&admin, "default", "delegate").await).await;
+    let roles: Api<Role> = Api::namespaced(delegate.clone(), "default");
+    let role = |name: &str, resource: &str| -> Role {
+        parse(
+            json!({"metadata": {"name": name}, "rules": [{"apiGroups": [""], "resources": [resource], "verbs": ["get"]}]}),
+        )
+    };
+    roles
+        .create(&PostParams::default(), &role("held", "configmaps"))
+        .await
+        .expect("granting what it holds");
+    let (code, text) = message(
+        roles
+            .create(&PostParams::default(), &role("escalating", "secrets"))
+            .await
+            .expect_err("granting more"),
+    );
+    assert_eq!(code, 403);
+    assert!(
+        text.starts_with("roles.rbac.authorization.k8s.io \"escalating\" is forbidden: user \"system:serviceaccount:default:delegate\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("attempting to grant RBAC permissions not currently held"),
+        "{text}"
+    );
+
+    let bindings: Api<RoleBinding> = Api::namespaced(delegate, "default");
+    let binding = |name: &str, kind: &str, role: &str| -> RoleBinding {
+        parse(json!({
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": role},
+            "subjects": [{"kind": "User", "name": "someone"}],
+        }))
+    };
+    bindings
+        .create(&PostParams::default(), &binding("held", "Role", "held"))
+        .await
+        .expect("binding a role whose rules it holds");
+    let (code, _) = message(
+        bindings
+            .create(
+                &PostParams::default(),
+                &binding("admin", "ClusterRole", "cluster-admin"),
+            )
+            .await
+            .expect_err("binding cluster-admin"),
+    );
+    assert_eq!(code, 403);
+    let cluster_roles: Api<ClusterRole> = Api::all(admin.clone());
+    cluster_roles
+        .create(
+            &PostParams::default(),
+            &parse(json!({"metadata": {"name": "bindable"}, "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["delete"]}]})),
+        )
+        .await
+        .expect("cluster role created");
+    bindings
+        .create(
+            &PostParams::default(),
+            &binding("bound", "ClusterRole", "bindable"),
+        )
+        .await
+        .expect("the bind verb allows binding what it does not hold");
+}

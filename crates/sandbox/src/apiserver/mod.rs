@@ -382,7 +382,8 @@ impl Sandbox {
         self.store.read().rv
     }
 
-    /// Stops serving, ends every watch, and waits until the data directory is up to date.
+    /// Stops the local runtime's pods (when it runs one), stops serving, ends every watch,
+    /// and waits until the data directory is up to date.
     pub async fn shutdown(mut self) {
         self.workloads_shutdown.cancel();
         // The kubelet stops its containers while the API server still answers it.

@@ -1042,10 +1042,7 @@ pub(crate) fn delete_with_grace(
         if !is_deleting(&new) {
             let metadata = metadata_mut(&mut new);
             metadata.insert("deletionTimestamp".into(), Value::String(now()));
-            metadata.insert(
-                "deletionGracePeriodSeconds".into(),
-                json!(pod_grace.unwrap_or(0)),
-            );
+            metadata.insert("deletionGracePeriodSeconds".into(), json!(0));
             if rt.has_generation {
                 let generation = metadata
                     .get("generation")
@@ -1055,8 +1052,13 @@ pub(crate) fn delete_with_grace(
                 metadata.insert("generation".into(), json!(generation));
             }
         }
-        if let Some(grace) = pod_grace {
-            metadata_mut(&mut new).insert("deletionGracePeriodSeconds".into(), json!(grace));
+        if &*rt.storage == POD_STORAGE {
+            // A pod's grace period is what its kubelet waits for; the final delete's grace 0
+            // lets a pod held by finalizers go once they are removed.
+            metadata_mut(&mut new).insert(
+                "deletionGracePeriodSeconds".into(),
+                json!(pod_grace.unwrap_or(0)),
+            );
         }
         let outcome = store.write(|txn| match txn.state.get(&rt.storage, key) {
             None => Err(ApiError::not_found(rt, &key.1)),

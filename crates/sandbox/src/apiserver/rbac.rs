@@ -14,27 +14,79 @@ use serde_json::{Value, json};
 use super::auth::User;
 use super::error::ApiError;
 use super::ops;
-use super::resources::storage_key;
+use super::resources::{ResourceType, storage_key};
 use super::store::{State, Txn};
 
 const GROUP: &str = "rbac.authorization.k8s.io";
 
 /// What a resource request wants to do, in the authorizer's terms.
 #[derive(Debug)]
-pub(crate) struct Attributes<'a> {
-    pub verb: &'static str,
-    pub group: &'a str,
-    pub resource: &'a str,
-    pub subresource: Option<&'a str>,
+struct Attributes<'a> {
+    verb: &'a str,
+    group: &'a str,
+    resource: &'a str,
+    subresource: Option<&'a str>,
     /// Empty for collection requests.
-    pub name: &'a str,
+    name: &'a str,
+    /// Empty at the cluster scope.
+    namespace: &'a str,
+}
+
+/// A resource request as routed, before its body is read.
+pub(crate) struct Request<'a> {
+    pub method: &'a http::Method,
+    pub rt: &'a ResourceType,
     /// Empty at the cluster scope.
     pub namespace: &'a str,
+    /// Empty for collection requests.
+    pub name: &'a str,
+    pub subresource: Option<&'a str>,
+    /// `watch=true` on a GET.
+    pub watch: bool,
+    /// A server-side apply patch.
+    pub apply_patch: bool,
+}
+
+/// Allows the request, or refuses it with kube-apiserver's 403 Status. An apply patch that
+/// would create the object needs `create` as well, as in kube-apiserver.
+pub(crate) fn authorize_request(
+    state: &State,
+    user: &User,
+    request: &Request<'_>,
+) -> Result<(), ApiError> {
+    let Some(verb) = verb(request.method, !request.name.is_empty(), request.watch) else {
+        // Methods no route serves are refused later, whoever asks.
+        return Ok(());
+    };
+    let rt = request.rt;
+    // A namespace's own name is its namespace, so that a RoleBinding in it can grant access.
+    let namespace = if rt.group.is_empty() && rt.plural == "namespaces" {
+        request.name
+    } else {
+        request.namespace
+    };
+    let mut attributes = Attributes {
+        verb,
+        group: &rt.group,
+        resource: &rt.plural,
+        subresource: request.subresource,
+        name: request.name,
+        namespace,
+    };
+    authorize(state, user, &attributes)?;
+    if verb == "patch" && request.apply_patch {
+        let key = (request.namespace.to_string(), request.name.to_string());
+        if state.get(&rt.storage, &key).is_none() {
+            attributes.verb = "create";
+            authorize(state, user, &attributes)?;
+        }
+    }
+    Ok(())
 }
 
 /// The verb kube-apiserver's request-info resolver assigns to a method on a collection
 /// (`named == false`) or on one object.
-pub(crate) fn verb(method: &http::Method, named: bool, watch: bool) -> Option<&'static str> {
+fn verb(method: &http::Method, named: bool, watch: bool) -> Option<&'static str> {
     use http::Method;
     Some(match *method {
         Method::GET | Method::HEAD if watch => "watch",
@@ -49,12 +101,8 @@ pub(crate) fn verb(method: &http::Method, named: bool, watch: bool) -> Option<&'
     })
 }
 
-/// Allows the request, or refuses it with kube-apiserver's 403 Status.
-pub(crate) fn authorize(
-    state: &State,
-    user: &User,
-    attributes: &Attributes<'_>,
-) -> Result<(), ApiError> {
+/// Allows the attributes, or refuses them with kube-apiserver's 403 Status.
+fn authorize(state: &State, user: &User, attributes: &Attributes<'_>) -> Result<(), ApiError> {
     if user.is_master()
         || rules_of(state, user, attributes.namespace).any(|r| covers(r, attributes))
     {
@@ -232,4 +280,133 @@ pub(crate) fn seed(txn: &mut Txn<'_>) {
             "subjects": [{"apiGroup": GROUP, "kind": "Group", "name": "system:masters"}],
         }),
     );
+}
+
+/// Whether the request writes a role or a binding whose content must be checked by
+/// [`check_escalation`].
+pub(crate) fn may_escalate(user: &User, request: &Request<'_>) -> bool {
+    let writes_object = matches!(*request.method, http::Method::POST | http::Method::PUT)
+        || (*request.method == http::Method::PATCH && request.apply_patch);
+    writes_object && !user.is_master() && request.rt.group == GROUP && request.subresource.is_none()
+}
+
+/// kube-apiserver's escalation prevention, checked on the object a request writes: a Role or
+/// ClusterRole may only grant what its writer already holds (in the Role's namespace, or
+/// cluster-wide), and a binding may only be made by a user who holds what the role grants or
+/// the `bind` verb on it. Merge and JSON patches are not checked: the object they produce is
+/// only known once applied.
+pub(crate) fn check_escalation(
+    state: &State,
+    user: &User,
+    request: &Request<'_>,
+    object: &Value,
+) -> Result<(), ApiError> {
+    let rt = request.rt;
+    let name = match request.name {
+        "" => ops::meta_str(object, "name").unwrap_or_default(),
+        name => name,
+    };
+    let rules_to_grant = |role: &Value| -> Vec<Value> {
+        role.get("rules")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let not_held = match rt.plural.as_str() {
+        "roles" | "clusterroles" => {
+            ungranted(state, user, request.namespace, &rules_to_grant(object))
+        }
+        "rolebindings" | "clusterrolebindings" => {
+            let role_ref = object.get("roleRef").unwrap_or(&Value::Null);
+            let text = |field: &str| role_ref.get(field).and_then(Value::as_str).unwrap_or("");
+            let (plural, key) = match text("kind") {
+                "ClusterRole" => ("clusterroles", (String::new(), text("name").to_string())),
+                _ => (
+                    "roles",
+                    (request.namespace.to_string(), text("name").to_string()),
+                ),
+            };
+            let may_bind = Attributes {
+                verb: "bind",
+                group: GROUP,
+                resource: plural,
+                subresource: None,
+                name: text("name"),
+                namespace: request.namespace,
+            };
+            if rules_of(state, user, request.namespace).any(|r| covers(r, &may_bind)) {
+                return Ok(());
+            }
+            let referenced = state
+                .get(&storage_key(GROUP, plural), &key)
+                .map(|role| rules_to_grant(role))
+                .unwrap_or_default();
+            ungranted(state, user, request.namespace, &referenced)
+        }
+        _ => Vec::new(),
+    };
+    if not_held.is_empty() {
+        return Ok(());
+    }
+    let message = format!(
+        "{}.{GROUP} \"{name}\" is forbidden: user \"{}\" (groups={:?}) is attempting to grant RBAC permissions not currently held:\n{}",
+        rt.plural,
+        user.name,
+        user.groups,
+        not_held.join("\n")
+    );
+    Err(ApiError {
+        code: 403,
+        reason: "Forbidden",
+        message,
+        details: Some(json!({"name": name, "group": GROUP, "kind": rt.plural})),
+    })
+}
+
+/// The parts of `rules` (one verb on one resource at a time) that `user` does not hold in
+/// `namespace`, described as kube-apiserver lists them.
+fn ungranted(state: &State, user: &User, namespace: &str, rules: &[Value]) -> Vec<String> {
+    let mut missing = Vec::new();
+    for rule in rules {
+        if rule.get("nonResourceURLs").is_some() {
+            // Only the unrestricted may hand out non-resource access.
+            missing.push(format!("{{NonResourceURLs:{}}}", rule["nonResourceURLs"]));
+            continue;
+        }
+        let mut names: Vec<&str> = strings(rule, "resourceNames").collect();
+        if names.is_empty() {
+            names.push("");
+        }
+        for group in strings(rule, "apiGroups") {
+            for resource in strings(rule, "resources") {
+                let (resource, subresource) = match resource.split_once('/') {
+                    Some((resource, sub)) => (resource, Some(sub)),
+                    None => (resource, None),
+                };
+                for verb in strings(rule, "verbs") {
+                    for name in &names {
+                        let wanted = Attributes {
+                            verb,
+                            group,
+                            resource,
+                            subresource,
+                            name,
+                            namespace,
+                        };
+                        let held = rules_of(state, user, namespace).any(|r| covers(r, &wanted));
+                        if !held {
+                            missing.push(format!(
+                                "{{APIGroups:[{group:?}], Resources:[{:?}], ResourceNames:[{name:?}], Verbs:[{verb:?}]}}",
+                                match subresource {
+                                    Some(sub) => format!("{resource}/{sub}"),
+                                    None => resource.to_string(),
+                                }
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    missing
 }

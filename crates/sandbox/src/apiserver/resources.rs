@@ -323,6 +323,18 @@ const BUILTINS: &[Builtin] = &[
         generation: false,
     },
     Builtin {
+        group: "networking.k8s.io",
+        version: "v1",
+        plural: "networkpolicies",
+        singular: "networkpolicy",
+        kind: "NetworkPolicy",
+        namespaced: true,
+        short: &["netpol"],
+        all: false,
+        status: false,
+        generation: true,
+    },
+    Builtin {
         group: "coordination.k8s.io",
         version: "v1",
         plural: "leases",

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, StatusCode, header};
+use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited, StreamBody, combinators::UnsyncBoxBody};
 use hyper::body::{Frame, Incoming};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::auth::{Authenticator, User};
+use super::auth::Authenticator;
 use super::discovery;
 use super::error::ApiError;
 use super::ext::{self, FieldSelector, LabelSelector};
@@ -99,66 +99,6 @@ impl Server {
             Err(error) => error_response(&error),
         };
         Ok(response)
-    }
-
-    /// Checks the request against RBAC, as kube-apiserver's authorizer sees it. An apply
-    /// patch that would create the object needs `create` as well, as in kube-apiserver.
-    fn authorize(
-        &self,
-        user: &User,
-        method: &Method,
-        target: &Target,
-        query: &Query,
-        headers: &HeaderMap,
-    ) -> Result<(), ApiError> {
-        let (rt, namespace, name, subresource) = match target {
-            Target::Collection { rt, namespace } => (rt, namespace.as_deref(), "", None),
-            Target::Object {
-                rt,
-                key,
-                subresource,
-            } => (
-                rt,
-                Some(key.0.as_str()),
-                key.1.as_str(),
-                subresource.as_deref(),
-            ),
-        };
-        let Some(verb) = rbac::verb(method, !name.is_empty(), flag(query, "watch")) else {
-            return Ok(());
-        };
-        // A namespace's own name is its namespace, so a RoleBinding in it can grant access.
-        let namespace = match (rt.group.as_str(), rt.plural.as_str()) {
-            ("", "namespaces") => name,
-            _ => namespace.unwrap_or_default(),
-        };
-        let mut attributes = rbac::Attributes {
-            verb,
-            group: &rt.group,
-            resource: &rt.plural,
-            subresource,
-            name,
-            namespace,
-        };
-        let state = self.store.read();
-        rbac::authorize(&state, user, &attributes)?;
-        let applying = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/apply-patch"));
-        if verb == "patch" && applying {
-            let key = (namespace.to_string(), name.to_string());
-            let key = if rt.namespaced {
-                key
-            } else {
-                (String::new(), key.1)
-            };
-            if state.get(&rt.storage, &key).is_none() {
-                attributes.verb = "create";
-                rbac::authorize(&state, user, &attributes)?;
-            }
-        }
-        Ok(())
     }
 
     async fn route(
@@ -256,7 +196,6 @@ impl Server {
                 .ok_or_else(ApiError::no_route);
         }
         let target = self.resolve(group, version, rest)?;
-        self.authorize(&user, &method, &target, &query, request.headers())?;
         let accept = request
             .headers()
             .get(header::ACCEPT)
@@ -275,7 +214,13 @@ impl Server {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
+        let access = access_request(&method, &target, &query, &content_type);
+        rbac::authorize_request(&self.store.read(), &user, &access)?;
         let body = read_body(request).await?;
+        if rbac::may_escalate(&user, &access) {
+            let object = decode(&body, &content_type)?;
+            rbac::check_escalation(&self.store.read(), &user, &access, &object)?;
+        }
         let mut opts = WriteOptions {
             dry_run: query.get("dryRun").is_some_and(|v| v == "All"),
             field_manager: query
@@ -903,6 +848,37 @@ fn openapi_v2_protobuf() -> Response<Body> {
         header::HeaderValue::from_static("application/octet-stream"),
     );
     response
+}
+
+/// The request as RBAC sees it.
+fn access_request<'a>(
+    method: &'a Method,
+    target: &'a Target,
+    query: &Query,
+    content_type: &str,
+) -> rbac::Request<'a> {
+    let (rt, namespace, name, subresource) = match target {
+        Target::Collection { rt, namespace } => (rt, namespace.as_deref(), "", None),
+        Target::Object {
+            rt,
+            key,
+            subresource,
+        } => (
+            rt,
+            Some(key.0.as_str()),
+            key.1.as_str(),
+            subresource.as_deref(),
+        ),
+    };
+    rbac::Request {
+        method,
+        rt,
+        namespace: namespace.unwrap_or_default(),
+        name,
+        subresource,
+        watch: flag(query, "watch"),
+        apply_patch: content_type.starts_with("application/apply-patch"),
+    }
 }
 
 fn items_last_key(items: &[(Key, Arc<Value>)]) -> Option<Key> {

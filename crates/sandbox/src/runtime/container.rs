@@ -147,16 +147,28 @@ pub(crate) async fn supervise(ctx: &PodContext, init: bool, index: usize) -> Opt
         let restart_count = ctx.record(init, index).map_or(0, |r| r.restart_count);
         let started = Instant::now();
         let started_at = now();
+        let mut log_path = None;
         let spawned = ctx
             .node
             .logs
             .create(&ctx.uid, &container.name, restart_count)
-            .and_then(|(path, file)| Ok((path, ContainerProcess::spawn(&launch, file)?)));
-        let (log_path, mut process) = match spawned {
-            Ok(spawned) => spawned,
+            .and_then(|(path, file)| {
+                log_path = Some(path);
+                ContainerProcess::spawn(&launch, file)
+            });
+        let mut process = match spawned {
+            Ok(process) => process,
             Err(error) => {
+                if let Some(path) = &log_path {
+                    ctx.node.logs.finished(path);
+                }
+                let cause = if error.kind() == std::io::ErrorKind::NotFound {
+                    "executable file not found in $PATH".to_string()
+                } else {
+                    error.to_string()
+                };
                 let message = format!(
-                    "failed to start container \"{}\": exec: \"{}\": {error}",
+                    "failed to start container \"{}\": exec: \"{}\": {cause}",
                     container.name,
                     launch.program.display()
                 );
@@ -190,6 +202,15 @@ pub(crate) async fn supervise(ctx: &PodContext, init: bool, index: usize) -> Opt
             }
         };
         let container_id = format!("sandbox://{}-{}-{restart_count}", ctx.uid, container.name);
+        let image = container.image.as_deref().unwrap_or_default();
+        ctx.node
+            .event(
+                &ctx.pod,
+                false,
+                "Pulled",
+                format!("Container image \"{image}\" already present on machine"),
+            )
+            .await;
         ctx.node
             .event(
                 &ctx.pod,
@@ -235,7 +256,9 @@ pub(crate) async fn supervise(ctx: &PodContext, init: bool, index: usize) -> Opt
                 Ended::Stopped(process.stop(grace).await)
             }
         };
-        ctx.node.logs.finished(&log_path);
+        if let Some(path) = &log_path {
+            ctx.node.logs.finished(path);
+        }
         let (status, stopped) = match ended {
             Ended::Exited(status) | Ended::Unhealthy(status) => (status, false),
             Ended::Stopped(status) => (status, true),
@@ -469,13 +492,14 @@ async fn prepare(ctx: &PodContext, container: &Container) -> Result<Launch, Stri
         ));
     }
     let name = words.remove(0);
+    // A program found nowhere fails to start, as a missing binary in an image does.
     let program = resolve_program(
         &name,
         &ctx.node.tusk_executable,
         environment.get("PATH"),
         ctx.pg_bindir.as_deref(),
     )
-    .ok_or_else(|| format!("exec: \"{name}\": executable file not found in $PATH"))?;
+    .unwrap_or_else(|| std::path::PathBuf::from(&name));
     let working_dir = match container.working_dir.as_deref().filter(|d| !d.is_empty()) {
         Some(dir) => {
             let rebased = ctx.rebase.path(dir);

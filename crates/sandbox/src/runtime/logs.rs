@@ -90,8 +90,10 @@ impl LogFiles {
 
 impl PodLogs for LogFiles {
     fn logs(&self, request: LogRequest) -> Result<LogStream, String> {
-        let unsafe_name = |name: &str| name.is_empty() || name.contains('/') || name.contains("..");
-        if unsafe_name(&request.uid) || unsafe_name(&request.container) {
+        // Names become path components: nothing may lead outside the pod's log directory.
+        let not_a_file_name =
+            |name: &str| name.is_empty() || name.contains('/') || name.contains("..");
+        if not_a_file_name(&request.uid) || not_a_file_name(&request.container) {
             return Err(format!(
                 "container {} is not valid for pod {}",
                 request.container, request.pod

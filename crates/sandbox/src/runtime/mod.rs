@@ -308,9 +308,10 @@ async fn run(node: Arc<Node>) {
             }
         }
     }
-    // Shutting down: every worker sees the cancelled token and stops its containers.
-    drop(workers);
+    // Shutting down: every worker sees the cancelled token and stops its containers. The
+    // workers' channels stay open meanwhile, or they would take their pods for deleted.
     while pods.join_next().await.is_some() {}
+    drop(workers);
     background.abort_all();
     while background.join_next().await.is_some() {}
 }
@@ -393,7 +394,10 @@ async fn watch_sources(node: Arc<Node>) {
     .default_backoff()
     .filter_map(|event| async move {
         match event {
-            Ok(watcher::Event::Apply(secret)) => Some(SourceChange::Secret(Arc::new(secret))),
+            // A relist also delivers what changed while the watch was down.
+            Ok(watcher::Event::Apply(secret) | watcher::Event::InitApply(secret)) => {
+                Some(SourceChange::Secret(Arc::new(secret)))
+            }
             _ => None,
         }
     });
@@ -404,7 +408,9 @@ async fn watch_sources(node: Arc<Node>) {
     .default_backoff()
     .filter_map(|event| async move {
         match event {
-            Ok(watcher::Event::Apply(map)) => Some(SourceChange::ConfigMap(Arc::new(map))),
+            Ok(watcher::Event::Apply(map) | watcher::Event::InitApply(map)) => {
+                Some(SourceChange::ConfigMap(Arc::new(map)))
+            }
             _ => None,
         }
     });

@@ -58,16 +58,9 @@ pub(crate) async fn run(node: Arc<Node>, mut updates: watch::Receiver<Option<Arc
     );
     if finished || pod.metadata.deletion_timestamp.is_some() {
         // Nothing to run: a finished pod stays finished, even across a runtime restart.
-        if let End::Deleted(_) = wait_for_end(
-            &node,
-            &mut updates,
-            pod.metadata.deletion_timestamp.is_some(),
-        )
-        .await
-        {
-            delete_now(&node, &pod, &uid).await;
-        }
-        let _ = std::fs::remove_dir_all(&pod_dir);
+        let deleting = pod.metadata.deletion_timestamp.is_some();
+        let end = wait_for_end(&node, &mut updates, deleting).await;
+        finish(&node, &pod, &uid, &pod_dir, end).await;
         return;
     }
 
@@ -76,7 +69,13 @@ pub(crate) async fn run(node: Arc<Node>, mut updates: watch::Receiver<Option<Arc
         .as_ref()
         .and_then(|s| s.pod_ip.as_deref())
         .and_then(|ip| ip.parse().ok());
-    let Some(ip) = node.addresses.reserve(previous_ip) else {
+    // A pod on the host's network shares the node's address, as hostNetwork pods do.
+    let reserved = if spec.host_network == Some(true) {
+        Some(Ipv4Addr::LOCALHOST)
+    } else {
+        node.addresses.reserve(previous_ip)
+    };
+    let Some(ip) = reserved else {
         node.event(
             &pod,
             true,
@@ -100,21 +99,22 @@ pub(crate) async fn run(node: Arc<Node>, mut updates: watch::Receiver<Option<Arc
         .collect();
     let rebase = Rebase::new(root.clone(), mount_paths);
     let security = spec.security_context.clone().unwrap_or_default();
+    let pod_identity = super::process::identity(
+        node.runs_as_root,
+        security.run_as_user,
+        security.run_as_group,
+    );
+    // The volumes belong to the pod's user, or else to the first container that names one.
     let first_container_user = spec
         .containers
         .iter()
         .filter_map(|c| c.security_context.as_ref())
         .find(|s| s.run_as_user.is_some());
-    let pod_identity = super::process::identity(
-        node.runs_as_root,
-        security
-            .run_as_user
-            .or(first_container_user.and_then(|s| s.run_as_user)),
-        security
-            .run_as_group
-            .or(first_container_user.and_then(|s| s.run_as_group)),
-    );
-    let owner = pod_identity.as_ref().map(|id| {
+    let volume_user = pod_identity.clone().or_else(|| {
+        let context = first_container_user?;
+        super::process::identity(node.runs_as_root, context.run_as_user, context.run_as_group)
+    });
+    let owner = volume_user.as_ref().map(|id| {
         (
             id.uid,
             security
@@ -145,9 +145,9 @@ pub(crate) async fn run(node: Arc<Node>, mut updates: watch::Receiver<Option<Arc
     }
     let mut sources = node.sources.subscribe();
     let mut retry = Duration::from_millis(500);
-    let volumes = loop {
+    let mut volumes = loop {
         match PodVolumes::set_up(&node, &pod, &volume_list, &volumes_dir, &rebase, owner).await {
-            Ok(volumes) => break Some(volumes),
+            Ok(volumes) => break volumes,
             Err(error) => {
                 node.event(&pod, true, "FailedMount", error.to_string())
                     .await;
@@ -162,7 +162,6 @@ pub(crate) async fn run(node: Arc<Node>, mut updates: watch::Receiver<Option<Arc
             }
         }
     };
-    let Some(mut volumes) = volumes else { return };
 
     let (stop, stop_receiver) = watch::channel(None);
     let ctx = Arc::new(PodContext {
@@ -180,8 +179,18 @@ pub(crate) async fn run(node: Arc<Node>, mut updates: watch::Receiver<Option<Arc
     let containers = run_containers(ctx.clone());
     let mut containers = std::pin::pin!(containers);
     let mut containers_done = false;
+    let renewal = volumes.token_renewal();
+    let mut renew_tokens = tokio::time::interval_at(
+        tokio::time::Instant::now() + renewal.unwrap_or(Duration::from_secs(3600)),
+        renewal.unwrap_or(Duration::from_secs(3600)),
+    );
     let end = loop {
         tokio::select! {
+            _ = renew_tokens.tick(), if renewal.is_some() => {
+                for error in volumes.refresh(&node, &pod).await {
+                    node.event(&pod, true, "FailedMount", error.to_string()).await;
+                }
+            }
             _ = &mut containers, if !containers_done => containers_done = true,
             _ = changed.notified() => status.write(&state).await,
             end = wait_for_end(&node, &mut updates, false) => break end,
@@ -210,6 +219,7 @@ pub(crate) async fn run(node: Arc<Node>, mut updates: watch::Receiver<Option<Arc
         containers.await;
     }
     if let End::Deleted(_) = end {
+        state.lock().unwrap_or_else(|e| e.into_inner()).deleted = true;
         status.write(&state).await;
     }
     finish(&node, &pod, &uid, &pod_dir, end).await;
@@ -273,7 +283,7 @@ async fn wait_for_end(
             Some(_) => {}
         }
         tokio::select! {
-            changed = updates.changed() => if changed.is_err() { return End::Gone },
+            biased;
             _ = node.shutdown.cancelled() => {
                 let grace = latest
                     .and_then(|pod| pod.spec.as_ref()?.termination_grace_period_seconds)
@@ -281,6 +291,7 @@ async fn wait_for_end(
                     .unwrap_or(30);
                 return End::Shutdown(Duration::from_secs(grace));
             }
+            changed = updates.changed() => if changed.is_err() { return End::Gone },
         }
     }
 }

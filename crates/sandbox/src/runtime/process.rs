@@ -29,18 +29,29 @@ pub(crate) fn identity(
     if !runs_as_root {
         return None;
     }
-    let user = u32::try_from(wanted)
-        .ok()
-        .and_then(|uid| {
-            User::from_uid(nix::unistd::Uid::from_raw(uid))
+    let exact = u32::try_from(wanted).ok().and_then(|uid| {
+        User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+    });
+    let (user, gid) = match exact {
+        // The uid exists here: its runAsGroup is honoured as asked.
+        Some(user) => {
+            let gid = run_as_group
+                .and_then(|gid| u32::try_from(gid).ok())
+                .unwrap_or(user.gid.as_raw());
+            (user, gid)
+        }
+        // A stand-in user keeps its own group, the one its files belong to.
+        None => {
+            let stand_in = User::from_name("postgres")
                 .ok()
                 .flatten()
-        })
-        .or_else(|| User::from_name("postgres").ok().flatten())
-        .or_else(|| User::from_name("nobody").ok().flatten())?;
-    let gid = run_as_group
-        .and_then(|gid| u32::try_from(gid).ok())
-        .unwrap_or(user.gid.as_raw());
+                .or_else(|| User::from_name("nobody").ok().flatten())?;
+            let gid = stand_in.gid.as_raw();
+            (stand_in, gid)
+        }
+    };
     Some(Identity {
         uid: user.uid.as_raw(),
         gid,

@@ -178,8 +178,10 @@ pub(crate) struct PodState {
     pub pod_ip: Ipv4Addr,
     pub start_time: String,
     pub restart_policy: String,
-    /// Set when a container cannot be run at all (the pod has failed before starting).
+    /// Set when an init container failed for good: the pod goes no further.
     pub failed: bool,
+    /// Set once a deleted pod's containers have stopped: its phase is then terminal.
+    pub deleted: bool,
 }
 
 impl PodState {
@@ -211,12 +213,20 @@ impl PodState {
                 .iter()
                 .flatten()
                 .any(|c| c.type_ == "Initialized" && c.status == "True");
+        let mut containers = records(
+            &spec.containers,
+            status.container_statuses.as_deref().unwrap_or_default(),
+        );
+        if !initialized {
+            for container in &mut containers {
+                if let State::Waiting { reason, .. } = &mut container.state {
+                    *reason = "PodInitializing".to_string();
+                }
+            }
+        }
         Self {
             init,
-            containers: records(
-                &spec.containers,
-                status.container_statuses.as_deref().unwrap_or_default(),
-            ),
+            containers,
             initialized,
             pod_ip,
             start_time: status
@@ -225,6 +235,7 @@ impl PodState {
                 .unwrap_or_else(now),
             restart_policy: spec.restart_policy.unwrap_or_else(|| "Always".to_string()),
             failed: false,
+            deleted: false,
         }
     }
 
@@ -232,6 +243,15 @@ impl PodState {
     pub fn phase(&self) -> &'static str {
         if self.failed {
             return "Failed";
+        }
+        if self.deleted {
+            // A deleted pod ends in a terminal phase, by its containers' exit codes.
+            let all_succeeded = self
+                .containers
+                .iter()
+                .filter_map(|c| c.terminated().or(c.last.as_ref()))
+                .all(|t| t.exit_code == 0);
+            return if all_succeeded { "Succeeded" } else { "Failed" };
         }
         if !self.initialized {
             return "Pending";
@@ -315,7 +335,13 @@ impl StatusRenderer {
         }
     }
 
-    fn condition(&mut self, name: &'static str, value: bool, reason: Option<&str>) -> Value {
+    /// A condition; when false, `why` gives its reason and the containers it waits for.
+    fn condition(
+        &mut self,
+        name: &'static str,
+        value: bool,
+        why: Option<(&str, &str, Vec<&str>)>,
+    ) -> Value {
         let entry = self
             .transitions
             .entry(name)
@@ -329,8 +355,12 @@ impl StatusRenderer {
             "lastProbeTime": null,
             "lastTransitionTime": entry.1,
         });
-        if let (false, Some(reason)) = (value, reason) {
+        if let (false, Some((reason, status, containers))) = (value, why) {
             out["reason"] = json!(reason);
+            out["message"] = json!(format!(
+                "containers with {status} status: [{}]",
+                containers.join(" ")
+            ));
         }
         out
     }
@@ -341,18 +371,34 @@ impl StatusRenderer {
         let containers_ready =
             !state.containers.is_empty() && state.containers.iter().all(|c| c.ready);
         let ip = state.pod_ip.to_string();
+        let incomplete: Vec<&str> = state
+            .init
+            .iter()
+            .filter(|c| c.terminated().is_none_or(|t| t.exit_code != 0))
+            .map(|c| c.name.as_str())
+            .collect();
+        let unready: Vec<&str> = state
+            .containers
+            .iter()
+            .filter(|c| !c.ready)
+            .map(|c| c.name.as_str())
+            .collect();
         let mut conditions = vec![
             self.condition("PodReadyToStartContainers", true, None),
             self.condition(
                 "Initialized",
                 state.initialized,
-                Some("ContainersNotInitialized"),
+                Some(("ContainersNotInitialized", "incomplete", incomplete)),
             ),
-            self.condition("Ready", containers_ready, Some("ContainersNotReady")),
+            self.condition(
+                "Ready",
+                containers_ready,
+                Some(("ContainersNotReady", "unready", unready.clone())),
+            ),
             self.condition(
                 "ContainersReady",
                 containers_ready,
-                Some("ContainersNotReady"),
+                Some(("ContainersNotReady", "unready", unready)),
             ),
         ];
         if let Some(scheduled) = &self.scheduled {

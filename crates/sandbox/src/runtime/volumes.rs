@@ -283,6 +283,20 @@ impl PodVolumes {
         errors
     }
 
+    /// How often the service-account tokens must be renewed: when 80% of the shortest one's
+    /// lifetime has passed, as the kubelet does. `None` without tokens.
+    pub fn token_renewal(&self) -> Option<std::time::Duration> {
+        self.projected
+            .iter()
+            .flat_map(|(volume, _)| volume.projected.iter())
+            .flat_map(|projected| projected.sources.iter().flatten())
+            .filter_map(|source| source.service_account_token.as_ref())
+            .map(|token| token.expiration_seconds.unwrap_or(3607).max(600))
+            .min()
+            .and_then(|seconds| u64::try_from(seconds).ok())
+            .map(|seconds| std::time::Duration::from_secs(seconds * 4 / 5))
+    }
+
     /// Whether a change to this Secret or ConfigMap concerns one of the projected volumes.
     pub fn uses(&self, secret: Option<&str>, config_map: Option<&str>) -> bool {
         self.projected.iter().any(|(volume, _)| {
