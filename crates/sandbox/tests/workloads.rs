@@ -538,6 +538,41 @@ async fn deployment_keeps_its_replicas_and_rolls_out_a_new_template() {
     cluster.stop().await;
 }
 
+#[tokio::test]
+async fn a_deployment_that_never_becomes_ready_exceeds_its_progress_deadline() {
+    let cluster = Cluster::start(ControllerOptions::default(), false, Outcome::Unready).await;
+    let deployments: Api<Deployment> = cluster.api();
+    let mut stuck = deployment("stuck", 2, "v1");
+    stuck.spec.progress_deadline_seconds = Some(1);
+    deployments
+        .create(&PostParams::default(), &stuck)
+        .await
+        .expect("created");
+    let (ok, out, err) = cluster
+        .kubectl(&["rollout", "status", "deployment/stuck", "--timeout=15s"])
+        .await;
+    assert!(!ok, "the rollout cannot succeed: {out}");
+    assert!(err.contains("exceeded its progress deadline"), "{err}");
+    // Pods still starting count as progress and may briefly reset the clock; once they stop
+    // changing, the verdict stays.
+    eventually("Progressing is False for good", 10, || async {
+        let status = deployments
+            .get("stuck")
+            .await
+            .expect("get")
+            .status
+            .unwrap_or_default();
+        let timed_out = status.conditions.iter().flatten().any(|c| {
+            c.type_.as_deref() == Some("Progressing")
+                && c.status.as_deref() == Some("False")
+                && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+        });
+        timed_out && status.unavailable_replicas == Some(2)
+    })
+    .await;
+    cluster.stop().await;
+}
+
 fn job(name: &str, extra: serde_json::Value) -> Job {
     let mut value = json!({
         "apiVersion": "batch/v1", "kind": "Job",

@@ -236,17 +236,29 @@ async fn write_endpoints(
             let endpoints = Endpoints {
                 metadata: ObjectMeta {
                     name: Some(name.clone()),
-                    namespace: Some(namespace),
+                    namespace: Some(namespace.clone()),
                     labels,
                     ..ObjectMeta::default()
                 },
                 subsets,
             };
             match api.create(&PostParams::default(), &endpoints).await {
-                Ok(_) => Ok(()),
-                Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-                Err(error) => Err(error),
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 409 => return Ok(()),
+                Err(error) => return Err(error),
             }
+            // The Service may have gone while this pass ran, its Endpoints already removed:
+            // then these new ones would be left behind.
+            let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
+            let current = services.get_opt(&name).await?;
+            if current.and_then(|s| s.metadata.uid) != service.metadata.uid {
+                match api.delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(status)) if status.code == 404 => {}
+                    Err(error) => return Err(error),
+                }
+            }
+            Ok(())
         }
         Some(current) if current.subsets == subsets && current.metadata.labels == labels => Ok(()),
         Some(mut current) => {

@@ -18,7 +18,8 @@ use serde_json::json;
 
 use super::{
     Context, ReconcileError, delete_pod, is_available, is_ready, is_terminal, is_terminating,
-    owned_pods, phase, pod_from_template, selector_query, template_hash, with_labels, write_status,
+    owned_pods, phase, pod_from_template, selector_query, settle, template_hash, with_labels,
+    write_status,
 };
 
 /// The label naming the revision a pod was made from.
@@ -276,6 +277,13 @@ pub(super) async fn reconcile(
         .collect();
 
     let status = compute_status(&set, &pods, &update_revision);
+    let done = || {
+        settle(
+            status.ready_replicas.unwrap_or(0),
+            status.available_replicas.unwrap_or(0),
+            spec.min_ready_seconds.unwrap_or(0),
+        )
+    };
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &namespace);
     write_status(&sets, &name, set.status.as_ref(), &status).await?;
 
@@ -319,7 +327,7 @@ pub(super) async fn reconcile(
             Some(_) => continue,
         }
         if ordered {
-            return Ok(Action::await_change());
+            return Ok(done());
         }
     }
 
@@ -331,7 +339,7 @@ pub(super) async fn reconcile(
         .collect();
     if !condemned.is_empty() {
         if ordered && (!all_healthy || condemned.iter().any(|pod| is_terminating(pod))) {
-            return Ok(Action::await_change());
+            return Ok(done());
         }
         for pod in condemned.iter().filter(|pod| !is_terminating(pod)) {
             if let Some(ordinal) = ordinal(&name, pod) {
@@ -342,7 +350,7 @@ pub(super) async fn reconcile(
                 break;
             }
         }
-        return Ok(Action::await_change());
+        return Ok(done());
     }
 
     // Roll pods still at an older revision, highest ordinal first, one at a time.
@@ -368,7 +376,7 @@ pub(super) async fn reconcile(
             delete_pod(client, pod).await?;
         }
     }
-    Ok(Action::await_change())
+    Ok(done())
 }
 
 fn compute_status(set: &StatefulSet, pods: &[Pod], update_revision: &str) -> StatefulSetStatus {
