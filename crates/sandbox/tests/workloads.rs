@@ -750,3 +750,48 @@ async fn job_past_its_active_deadline_fails_and_stops_its_pods() {
     assert!(active_pods(&pods, "job-name=slow").await.is_empty());
     cluster.stop().await;
 }
+
+#[tokio::test]
+async fn a_suspended_job_runs_nothing_until_resumed() {
+    let cluster = Cluster::start(ControllerOptions::default(), false, Outcome::Succeed).await;
+    let jobs: Api<Job> = cluster.api();
+    let pods = cluster.pods();
+    jobs.create(
+        &PostParams::default(),
+        &job("later", json!({"suspend": true})),
+    )
+    .await
+    .expect("created");
+    eventually("the job is Suspended", 10, || async {
+        condition(&jobs.get("later").await.expect("get"), "Suspended").is_some()
+    })
+    .await;
+    assert!(
+        active_pods(&pods, "job-name=later").await.is_empty(),
+        "no pod runs while suspended"
+    );
+    jobs.patch(
+        "later",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"suspend": false}})),
+    )
+    .await
+    .expect("resumed");
+    eventually("the resumed job completes", 10, || async {
+        condition(&jobs.get("later").await.expect("get"), "Complete").is_some()
+    })
+    .await;
+    let resumed = jobs.get("later").await.expect("get");
+    let suspended = resumed
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "Suspended")
+        .expect("the Suspended condition stays, turned False");
+    assert_eq!(
+        (suspended.status.as_str(), suspended.reason.as_deref()),
+        ("False", Some("JobResumed"))
+    );
+    cluster.stop().await;
+}

@@ -354,13 +354,7 @@ pub(super) async fn reconcile(
     }
 
     // Roll pods still at an older revision, highest ordinal first, one at a time.
-    let rolling = spec
-        .update_strategy
-        .as_ref()
-        .and_then(|s| s.type_.as_deref())
-        .unwrap_or("RollingUpdate")
-        == "RollingUpdate";
-    if rolling && all_healthy {
+    if rolls(&set) && all_healthy {
         let partition = spec
             .update_strategy
             .as_ref()
@@ -379,6 +373,17 @@ pub(super) async fn reconcile(
     Ok(done())
 }
 
+/// Whether the controller rolls pods to a new template itself (RollingUpdate) or leaves that
+/// to whoever deletes them (OnDelete).
+fn rolls(set: &StatefulSet) -> bool {
+    set.spec
+        .update_strategy
+        .as_ref()
+        .and_then(|s| s.type_.as_deref())
+        .unwrap_or("RollingUpdate")
+        == "RollingUpdate"
+}
+
 fn compute_status(set: &StatefulSet, pods: &[Pod], update_revision: &str) -> StatefulSetStatus {
     let spec = &set.spec;
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
@@ -395,13 +400,7 @@ fn compute_status(set: &StatefulSet, pods: &[Pod], update_revision: &str) -> Sta
     let available = count(&|pod| phase(pod) == "Running" && is_available(pod, min_ready));
     let mut current = count(&|pod| revision(pod) == Some(current_revision.as_str()));
     let updated = count(&|pod| revision(pod) == Some(update_revision));
-    let rolling = spec
-        .update_strategy
-        .as_ref()
-        .and_then(|s| s.type_.as_deref())
-        .unwrap_or("RollingUpdate")
-        == "RollingUpdate";
-    if rolling && updated == replicas && ready == replicas {
+    if rolls(set) && updated == replicas && ready == replicas {
         current_revision = update_revision.to_string();
         current = updated;
     }
