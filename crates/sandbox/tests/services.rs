@@ -227,6 +227,14 @@ async fn endpoints_follow_pod_readiness_and_resolve_named_ports() {
     })
     .await;
 
+    let settled = cluster.sandbox.resource_version();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        cluster.sandbox.resource_version(),
+        settled,
+        "the Endpoints controllers write nothing while nothing changes"
+    );
+
     let slices: Api<EndpointSlice> = cluster.api();
     let listed = slices
         .list(&ListParams::default().labels("kubernetes.io/service-name=pg"))

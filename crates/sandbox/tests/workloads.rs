@@ -535,6 +535,14 @@ async fn deployment_keeps_its_replicas_and_rolls_out_a_new_template() {
         .await;
     assert!(ok, "{err}");
     assert_eq!(out.lines().count(), 3, "two ReplicaSets listed: {out}");
+
+    let settled = cluster.sandbox.resource_version();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        cluster.sandbox.resource_version(),
+        settled,
+        "a rolled-out Deployment's controllers write nothing more"
+    );
     cluster.stop().await;
 }
 
@@ -722,11 +730,13 @@ async fn job_past_its_active_deadline_fails_and_stops_its_pods() {
     let cluster = Cluster::start(ControllerOptions::default(), false, Outcome::Ready).await;
     let jobs: Api<Job> = cluster.api();
     let pods = cluster.pods();
+    // startTime has whole-second precision: a two-second deadline leaves the pods at least
+    // one second of running.
     jobs.create(
         &PostParams::default(),
         &job(
             "slow",
-            json!({"activeDeadlineSeconds": 1, "parallelism": 2, "completions": 4}),
+            json!({"activeDeadlineSeconds": 2, "parallelism": 2, "completions": 4}),
         ),
     )
     .await
