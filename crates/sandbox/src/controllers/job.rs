@@ -147,10 +147,6 @@ pub(super) async fn reconcile(
     context: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
     let client = &context.client;
-    let spec = job
-        .spec
-        .as_ref()
-        .ok_or_else(|| ReconcileError::Invalid("the Job has no spec".into()))?;
     let name = job.name_any();
     let namespace = job.namespace().unwrap_or_default();
     let owner = job
@@ -175,6 +171,10 @@ pub(super) async fn reconcile(
     if job.metadata.uid.as_deref() != Some(owner.uid.as_str()) {
         return Ok(Action::await_change());
     }
+    let spec = job
+        .spec
+        .as_ref()
+        .ok_or_else(|| ReconcileError::Invalid("the Job has no spec".into()))?;
     let previous = job.status.clone().unwrap_or_default();
     let mut status = previous.clone();
 
