@@ -805,3 +805,76 @@ async fn a_suspended_job_runs_nothing_until_resumed() {
     );
     cluster.stop().await;
 }
+
+#[tokio::test]
+async fn a_recreate_deployment_stops_every_old_pod_before_starting_new_ones() {
+    let cluster = Cluster::start(ControllerOptions::default(), false, Outcome::Ready).await;
+    let deployments: Api<Deployment> = cluster.api();
+    let pods = cluster.pods();
+    let mut recreate = deployment("re", 2, "v1");
+    recreate.spec.strategy = Some(object(json!({"type": "Recreate"})));
+    deployments
+        .create(&PostParams::default(), &recreate)
+        .await
+        .expect("created");
+    eventually("two ready pods", 10, || async {
+        deployments
+            .get("re")
+            .await
+            .expect("get")
+            .status
+            .and_then(|s| s.available_replicas)
+            == Some(2)
+    })
+    .await;
+    let mut watch = watcher(pods.clone(), watcher::Config::default().labels("app=re")).boxed();
+    let mut live: std::collections::BTreeMap<String, String> = Default::default();
+    while let Some(event) = watch.next().await {
+        match event {
+            Ok(watcher::Event::InitApply(pod)) => {
+                let hash = pod.labels().get("pod-template-hash").cloned();
+                live.insert(pod.name_any(), hash.unwrap_or_default());
+            }
+            Ok(watcher::Event::InitDone) => break,
+            _ => {}
+        }
+    }
+    let old_hash = live.values().next().cloned().expect("old pods");
+    let patch =
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "main", "image": "v2"}]}}}});
+    deployments
+        .patch("re", &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+        .expect("patched");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(event) = watch.next().await {
+            match event {
+                Ok(watcher::Event::Apply(pod)) => {
+                    let hash = pod.labels().get("pod-template-hash").cloned();
+                    let hash = hash.unwrap_or_default();
+                    if hash != old_hash {
+                        assert!(
+                            !live.values().any(|h| *h == old_hash),
+                            "a new pod started while old ones remained: {live:?}"
+                        );
+                    }
+                    live.insert(pod.name_any(), hash);
+                }
+                Ok(watcher::Event::Delete(pod)) => {
+                    live.remove(&pod.name_any());
+                }
+                _ => {}
+            }
+            if live.len() == 2 && live.values().all(|h| *h != old_hash) {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the new pods replaced the old ones");
+    let (ok, out, err) = cluster
+        .kubectl(&["rollout", "status", "deployment/re", "--timeout=20s"])
+        .await;
+    assert!(ok, "rollout status: {out} {err}");
+    cluster.stop().await;
+}
