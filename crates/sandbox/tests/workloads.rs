@@ -878,3 +878,28 @@ async fn a_recreate_deployment_stops_every_old_pod_before_starting_new_ones() {
     assert!(ok, "rollout status: {out} {err}");
     cluster.stop().await;
 }
+
+#[tokio::test]
+async fn a_parallel_statefulset_starts_all_its_pods_at_once() {
+    let cluster = Cluster::start(ControllerOptions::default(), false, Outcome::Leave).await;
+    let sets: Api<StatefulSet> = cluster.api();
+    let pods = cluster.pods();
+    let mut parallel = stateful_set("par", 3, "Retain");
+    parallel.spec.pod_management_policy = Some("Parallel".into());
+    sets.create(&PostParams::default(), &parallel)
+        .await
+        .expect("created");
+    // No pod is ever Ready here, yet all three exist: Parallel does not wait on predecessors.
+    eventually("all three pods exist", 10, || async {
+        pod_names(&pods, "app=par").await == ["par-0", "par-1", "par-2"]
+    })
+    .await;
+    let status = sets
+        .get("par")
+        .await
+        .expect("get")
+        .status
+        .unwrap_or_default();
+    assert_eq!(status.ready_replicas.unwrap_or(0), 0);
+    cluster.stop().await;
+}
