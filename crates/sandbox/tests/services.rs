@@ -227,6 +227,14 @@ async fn endpoints_follow_pod_readiness_and_resolve_named_ports() {
     })
     .await;
 
+    let settled = cluster.sandbox.resource_version();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        cluster.sandbox.resource_version(),
+        settled,
+        "the Endpoints controllers write nothing while nothing changes"
+    );
+
     let slices: Api<EndpointSlice> = cluster.api();
     let listed = slices
         .list(&ListParams::default().labels("kubernetes.io/service-name=pg"))
@@ -385,4 +393,51 @@ async fn the_proxy_forwards_cluster_ip_traffic_to_ready_pods_only() {
     first_task.abort();
     second_task.abort();
     cluster.stop().await;
+}
+
+#[tokio::test]
+async fn endpoints_left_by_services_deleted_while_nothing_watched_are_removed_at_start() {
+    let sandbox = Sandbox::builder().start().await.expect("sandbox starts");
+    let client = sandbox.client().await.expect("client");
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), "default");
+    let manual = |name: &str| -> Endpoints {
+        object(json!({
+            "apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": name},
+            "subsets": [{"addresses": [{"ip": "127.64.0.9"}], "ports": [{"port": 80}]}],
+        }))
+    };
+    // A Service without a selector, whose Endpoints its user writes, and Endpoints whose
+    // Service is gone.
+    services
+        .create(
+            &PostParams::default(),
+            &service("external", json!({"ports": [{"port": 80}]})),
+        )
+        .await
+        .expect("created");
+    for name in ["external", "leftover"] {
+        endpoints
+            .create(&PostParams::default(), &manual(name))
+            .await
+            .expect("created");
+    }
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let controllers = tokio::spawn(tusk_sandbox::controllers::run(
+        client.clone(),
+        ControllerOptions::default(),
+        shutdown.clone(),
+    ));
+    eventually("the leftover Endpoints are removed", 10, || async {
+        endpoints.get_opt("leftover").await.expect("get").is_none()
+    })
+    .await;
+    let kept = endpoints
+        .get("external")
+        .await
+        .expect("user Endpoints kept");
+    assert_eq!(addresses(&kept).0, vec!["127.64.0.9".to_string()]);
+    shutdown.cancel();
+    let _ = controllers.await;
+    sandbox.shutdown().await;
 }

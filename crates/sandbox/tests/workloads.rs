@@ -535,6 +535,49 @@ async fn deployment_keeps_its_replicas_and_rolls_out_a_new_template() {
         .await;
     assert!(ok, "{err}");
     assert_eq!(out.lines().count(), 3, "two ReplicaSets listed: {out}");
+
+    let settled = cluster.sandbox.resource_version();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        cluster.sandbox.resource_version(),
+        settled,
+        "a rolled-out Deployment's controllers write nothing more"
+    );
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn a_deployment_that_never_becomes_ready_exceeds_its_progress_deadline() {
+    let cluster = Cluster::start(ControllerOptions::default(), false, Outcome::Unready).await;
+    let deployments: Api<Deployment> = cluster.api();
+    let mut stuck = deployment("stuck", 2, "v1");
+    stuck.spec.progress_deadline_seconds = Some(1);
+    deployments
+        .create(&PostParams::default(), &stuck)
+        .await
+        .expect("created");
+    let (ok, out, err) = cluster
+        .kubectl(&["rollout", "status", "deployment/stuck", "--timeout=15s"])
+        .await;
+    assert!(!ok, "the rollout cannot succeed: {out}");
+    assert!(err.contains("exceeded its progress deadline"), "{err}");
+    // Pods still starting count as progress and may briefly reset the clock; once they stop
+    // changing, the verdict stays.
+    eventually("Progressing is False for good", 10, || async {
+        let status = deployments
+            .get("stuck")
+            .await
+            .expect("get")
+            .status
+            .unwrap_or_default();
+        let timed_out = status.conditions.iter().flatten().any(|c| {
+            c.type_.as_deref() == Some("Progressing")
+                && c.status.as_deref() == Some("False")
+                && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+        });
+        timed_out && status.unavailable_replicas == Some(2)
+    })
+    .await;
     cluster.stop().await;
 }
 
@@ -687,11 +730,13 @@ async fn job_past_its_active_deadline_fails_and_stops_its_pods() {
     let cluster = Cluster::start(ControllerOptions::default(), false, Outcome::Ready).await;
     let jobs: Api<Job> = cluster.api();
     let pods = cluster.pods();
+    // startTime has whole-second precision: a two-second deadline leaves the pods at least
+    // one second of running.
     jobs.create(
         &PostParams::default(),
         &job(
             "slow",
-            json!({"activeDeadlineSeconds": 1, "parallelism": 2, "completions": 4}),
+            json!({"activeDeadlineSeconds": 2, "parallelism": 2, "completions": 4}),
         ),
     )
     .await
@@ -713,5 +758,148 @@ async fn job_past_its_active_deadline_fails_and_stops_its_pods() {
     assert_eq!(status.active, Some(0));
     assert_eq!(status.failed, Some(2), "the stopped pods count as failed");
     assert!(active_pods(&pods, "job-name=slow").await.is_empty());
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn a_suspended_job_runs_nothing_until_resumed() {
+    let cluster = Cluster::start(ControllerOptions::default(), false, Outcome::Succeed).await;
+    let jobs: Api<Job> = cluster.api();
+    let pods = cluster.pods();
+    jobs.create(
+        &PostParams::default(),
+        &job("later", json!({"suspend": true})),
+    )
+    .await
+    .expect("created");
+    eventually("the job is Suspended", 10, || async {
+        condition(&jobs.get("later").await.expect("get"), "Suspended").is_some()
+    })
+    .await;
+    assert!(
+        active_pods(&pods, "job-name=later").await.is_empty(),
+        "no pod runs while suspended"
+    );
+    jobs.patch(
+        "later",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"suspend": false}})),
+    )
+    .await
+    .expect("resumed");
+    eventually("the resumed job completes", 10, || async {
+        condition(&jobs.get("later").await.expect("get"), "Complete").is_some()
+    })
+    .await;
+    let resumed = jobs.get("later").await.expect("get");
+    let suspended = resumed
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "Suspended")
+        .expect("the Suspended condition stays, turned False");
+    assert_eq!(
+        (suspended.status.as_str(), suspended.reason.as_deref()),
+        ("False", Some("JobResumed"))
+    );
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn a_recreate_deployment_stops_every_old_pod_before_starting_new_ones() {
+    let cluster = Cluster::start(ControllerOptions::default(), false, Outcome::Ready).await;
+    let deployments: Api<Deployment> = cluster.api();
+    let pods = cluster.pods();
+    let mut recreate = deployment("re", 2, "v1");
+    recreate.spec.strategy = Some(object(json!({"type": "Recreate"})));
+    deployments
+        .create(&PostParams::default(), &recreate)
+        .await
+        .expect("created");
+    eventually("two ready pods", 10, || async {
+        deployments
+            .get("re")
+            .await
+            .expect("get")
+            .status
+            .and_then(|s| s.available_replicas)
+            == Some(2)
+    })
+    .await;
+    let mut watch = watcher(pods.clone(), watcher::Config::default().labels("app=re")).boxed();
+    let mut live: std::collections::BTreeMap<String, String> = Default::default();
+    while let Some(event) = watch.next().await {
+        match event {
+            Ok(watcher::Event::InitApply(pod)) => {
+                let hash = pod.labels().get("pod-template-hash").cloned();
+                live.insert(pod.name_any(), hash.unwrap_or_default());
+            }
+            Ok(watcher::Event::InitDone) => break,
+            _ => {}
+        }
+    }
+    let old_hash = live.values().next().cloned().expect("old pods");
+    let patch =
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "main", "image": "v2"}]}}}});
+    deployments
+        .patch("re", &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+        .expect("patched");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(event) = watch.next().await {
+            match event {
+                Ok(watcher::Event::Apply(pod)) => {
+                    let hash = pod.labels().get("pod-template-hash").cloned();
+                    let hash = hash.unwrap_or_default();
+                    if hash != old_hash {
+                        assert!(
+                            !live.values().any(|h| *h == old_hash),
+                            "a new pod started while old ones remained: {live:?}"
+                        );
+                    }
+                    live.insert(pod.name_any(), hash);
+                }
+                Ok(watcher::Event::Delete(pod)) => {
+                    live.remove(&pod.name_any());
+                }
+                _ => {}
+            }
+            if live.len() == 2 && live.values().all(|h| *h != old_hash) {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the new pods replaced the old ones");
+    let (ok, out, err) = cluster
+        .kubectl(&["rollout", "status", "deployment/re", "--timeout=20s"])
+        .await;
+    assert!(ok, "rollout status: {out} {err}");
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn a_parallel_statefulset_starts_all_its_pods_at_once() {
+    let cluster = Cluster::start(ControllerOptions::default(), false, Outcome::Leave).await;
+    let sets: Api<StatefulSet> = cluster.api();
+    let pods = cluster.pods();
+    let mut parallel = stateful_set("par", 3, "Retain");
+    parallel.spec.pod_management_policy = Some("Parallel".into());
+    sets.create(&PostParams::default(), &parallel)
+        .await
+        .expect("created");
+    // No pod is ever Ready here, yet all three exist: Parallel does not wait on predecessors.
+    eventually("all three pods exist", 10, || async {
+        pod_names(&pods, "app=par").await == ["par-0", "par-1", "par-2"]
+    })
+    .await;
+    let status = sets
+        .get("par")
+        .await
+        .expect("get")
+        .status
+        .unwrap_or_default();
+    assert_eq!(status.ready_replicas.unwrap_or(0), 0);
     cluster.stop().await;
 }

@@ -242,3 +242,27 @@ pub(crate) fn keep_cluster_ip(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_addresses_inside_the_service_range_are_handed_out() {
+        assert!(allocatable(Ipv4Addr::new(127, 128, 0, 1)));
+        assert!(allocatable(Ipv4Addr::new(127, 191, 255, 254)));
+        assert!(!allocatable(Ipv4Addr::new(127, 128, 0, 0)), "network");
+        assert!(!allocatable(Ipv4Addr::new(127, 191, 255, 255)), "broadcast");
+        assert!(!allocatable(Ipv4Addr::new(127, 64, 0, 1)), "the pod range");
+        assert!(!allocatable(Ipv4Addr::new(10, 0, 0, 1)));
+    }
+
+    #[test]
+    fn a_picked_address_is_free_and_allocatable() {
+        let taken: HashSet<Ipv4Addr> = (1..200).map(|n| Ipv4Addr::new(127, 128, 0, n)).collect();
+        for _ in 0..100 {
+            let picked = pick_free(&taken).expect("a free address");
+            assert!(allocatable(picked) && !taken.contains(&picked), "{picked}");
+        }
+    }
+}

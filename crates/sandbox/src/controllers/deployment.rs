@@ -3,6 +3,7 @@
 //! conditions `kubectl rollout status` waits on.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
@@ -105,7 +106,8 @@ pub(super) async fn reconcile(
         max_unavailable = desired;
     }
 
-    write_deployment_status(
+    // While a rollout is under way, look again when its progress deadline would pass.
+    let next = match write_deployment_status(
         &deployment,
         new_set.as_ref(),
         &old_sets,
@@ -113,7 +115,14 @@ pub(super) async fn reconcile(
         max_unavailable,
         client,
     )
-    .await?;
+    .await?
+    {
+        Some(deadline) => Action::requeue(deadline),
+        None => Action::await_change(),
+    };
+    if spec.paused == Some(true) {
+        return Ok(next);
+    }
 
     let limit = usize::try_from(spec.revision_history_limit.unwrap_or(10)).unwrap_or(0);
     prune_history(&sets_api, &old_sets, limit).await?;
@@ -124,7 +133,7 @@ pub(super) async fn reconcile(
                 for set in &old_sets {
                     scale(&sets_api, set, 0).await?;
                 }
-                return Ok(Action::await_change());
+                return Ok(next);
             }
             desired
         } else {
@@ -137,7 +146,7 @@ pub(super) async fn reconcile(
         Api::<Deployment>::namespaced(client.clone(), &namespace)
             .patch(&name, &patch_params(), &Patch::Merge(&patch))
             .await?;
-        return Ok(Action::await_change());
+        return Ok(next);
     };
 
     if recreate {
@@ -145,19 +154,19 @@ pub(super) async fn reconcile(
             for set in &old_sets {
                 scale(&sets_api, set, 0).await?;
             }
-            return Ok(Action::await_change());
+            return Ok(next);
         }
         if old_sets.iter().any(|s| status_of(s, |st| st.replicas) > 0) {
             // Recreate starts the new pods only once every old one is gone.
-            return Ok(Action::await_change());
+            return Ok(next);
         }
         scale(&sets_api, &new_set, desired).await?;
-        return Ok(Action::await_change());
+        return Ok(next);
     }
 
     if old_total == 0 {
         scale(&sets_api, &new_set, desired).await?;
-        return Ok(Action::await_change());
+        return Ok(next);
     }
     // Surge first: grow the new set within desired + maxSurge pods in all.
     let new_replicas = spec_replicas(&new_set);
@@ -166,7 +175,7 @@ pub(super) async fn reconcile(
     if new_replicas < desired && all_total < max_total {
         let grown = desired.min(new_replicas + (max_total - all_total));
         scale(&sets_api, &new_set, grown).await?;
-        return Ok(Action::await_change());
+        return Ok(next);
     }
     // Then shrink the old sets while at least desired - maxUnavailable pods stay available,
     // removing their unavailable pods first since that costs no availability.
@@ -204,7 +213,7 @@ pub(super) async fn reconcile(
     for (set, replicas) in &remaining {
         scale(&sets_api, set, *replicas).await?;
     }
-    Ok(Action::await_change())
+    Ok(next)
 }
 
 /// Deletes the oldest scaled-down ReplicaSets beyond `limit`, as revisionHistoryLimit asks.
@@ -292,17 +301,20 @@ async fn create_set(
 }
 
 /// A condition carried over unchanged when it still says the same, so that an idle
-/// Deployment's status (and its timestamps) stay put.
+/// Deployment's status (and its timestamps) stay put; `touch` refreshes its lastUpdateTime
+/// anyway, as progress does.
 fn condition(
     previous: &[DeploymentCondition],
     type_: &str,
     status: bool,
     reason: &str,
     message: String,
+    touch: bool,
 ) -> DeploymentCondition {
     let status = if status { "True" } else { "False" };
     let old = previous.iter().find(|c| c.type_.as_deref() == Some(type_));
     if let Some(old) = old
+        && !touch
         && old.status.as_deref() == Some(status)
         && old.reason.as_deref() == Some(reason)
         && old.message.as_deref() == Some(message.as_str())
@@ -332,7 +344,7 @@ async fn write_deployment_status(
     desired: i32,
     max_unavailable: i32,
     client: &Client,
-) -> Result<(), kube::Error> {
+) -> Result<Option<Duration>, kube::Error> {
     let all = || old_sets.iter().chain(new_set);
     let replicas: i32 = all().map(|s| status_of(s, |st| st.replicas)).sum();
     let ready: i32 = all()
@@ -355,6 +367,7 @@ async fn write_deployment_status(
             true,
             "MinimumReplicasAvailable",
             "Deployment has minimum availability.".into(),
+            false,
         )
     } else {
         condition(
@@ -363,8 +376,10 @@ async fn write_deployment_status(
             false,
             "MinimumReplicasUnavailable",
             "Deployment does not have minimum availability.".into(),
+            false,
         )
     };
+    let mut recheck = None;
     let progressing = match new_set {
         Some(set)
             if updated == desired
@@ -381,21 +396,70 @@ async fn write_deployment_status(
                     "ReplicaSet \"{}\" has successfully progressed.",
                     set.name_any()
                 ),
+                false,
             )
         }
-        Some(set) => condition(
-            &previous,
-            "Progressing",
-            true,
-            "ReplicaSetUpdated",
-            format!("ReplicaSet \"{}\" is progressing.", set.name_any()),
-        ),
+        Some(set) => {
+            let counts = (Some(replicas), Some(updated), Some(ready), Some(available));
+            let progressed = deployment.status.as_ref().map(|s| {
+                (
+                    s.replicas,
+                    s.updated_replicas,
+                    s.ready_replicas,
+                    s.available_replicas,
+                )
+            }) != Some(counts);
+            let old = previous
+                .iter()
+                .find(|c| c.type_.as_deref() == Some("Progressing"));
+            let timed_out =
+                old.and_then(|c| c.reason.as_deref()) == Some("ProgressDeadlineExceeded");
+            let since = old
+                .and_then(|c| c.last_update_time.as_ref())
+                .map(|t| t.0.as_second());
+            let elapsed = since.map_or(0, |since| jiff::Timestamp::now().as_second() - since);
+            let deadline = i64::from(deployment.spec.progress_deadline_seconds.unwrap_or(600));
+            // i32::MAX is how a Deployment says it has no deadline.
+            let bounded = deadline != i64::from(i32::MAX);
+            // Once timed out, only new progress restarts the clock.
+            if bounded && !progressed && (timed_out || elapsed >= deadline) {
+                condition(
+                    &previous,
+                    "Progressing",
+                    false,
+                    "ProgressDeadlineExceeded",
+                    format!(
+                        "ReplicaSet \"{}\" has timed out progressing.",
+                        set.name_any()
+                    ),
+                    false,
+                )
+            } else {
+                if bounded {
+                    let left = if progressed {
+                        deadline
+                    } else {
+                        deadline - elapsed
+                    };
+                    recheck = Some(Duration::from_secs(left.unsigned_abs()));
+                }
+                condition(
+                    &previous,
+                    "Progressing",
+                    true,
+                    "ReplicaSetUpdated",
+                    format!("ReplicaSet \"{}\" is progressing.", set.name_any()),
+                    progressed,
+                )
+            }
+        }
         None => condition(
             &previous,
             "Progressing",
             true,
             "NewReplicaSetCreated",
             "Creating a new replica set.".into(),
+            false,
         ),
     };
     let status = DeploymentStatus {
@@ -417,5 +481,6 @@ async fn write_deployment_status(
         deployment.status.as_ref(),
         &status,
     )
-    .await
+    .await?;
+    Ok(recheck)
 }

@@ -1,7 +1,7 @@
 //! The Endpoints and EndpointSlice controllers: for each Service with a selector, the addresses
 //! of its pods, ready or not, with the target ports resolved per pod.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -236,17 +236,29 @@ async fn write_endpoints(
             let endpoints = Endpoints {
                 metadata: ObjectMeta {
                     name: Some(name.clone()),
-                    namespace: Some(namespace),
+                    namespace: Some(namespace.clone()),
                     labels,
                     ..ObjectMeta::default()
                 },
                 subsets,
             };
             match api.create(&PostParams::default(), &endpoints).await {
-                Ok(_) => Ok(()),
-                Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-                Err(error) => Err(error),
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 409 => return Ok(()),
+                Err(error) => return Err(error),
             }
+            // The Service may have gone while this pass ran, its Endpoints already removed:
+            // then these new ones would be left behind.
+            let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
+            let current = services.get_opt(&name).await?;
+            if current.and_then(|s| s.metadata.uid) != service.metadata.uid {
+                match api.delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(status)) if status.code == 404 => {}
+                    Err(error) => return Err(error),
+                }
+            }
+            Ok(())
         }
         Some(current) if current.subsets == subsets && current.metadata.labels == labels => Ok(()),
         Some(mut current) => {
@@ -348,30 +360,64 @@ async fn write_slices(
 }
 
 /// Deletes a Service's Endpoints when the Service goes, as the real Endpoints controller does
-/// (they carry no owner reference; the slices do and go with the garbage collector).
+/// (they carry no owner reference; the slices do and go with the garbage collector). Each
+/// (re)list also removes Endpoints left by Services deleted while nothing watched.
 pub(super) async fn remove_with_services(client: Client, shutdown: CancellationToken) {
     let services: Api<Service> = Api::all(client.clone());
     let stream = watcher(services, watcher::Config::default())
         .default_backoff()
         .take_until(shutdown.cancelled_owned());
     futures::pin_mut!(stream);
+    let mut listed: HashSet<(String, String)> = HashSet::new();
     while let Some(event) = stream.next().await {
-        let Ok(watcher::Event::Delete(service)) = event else {
-            continue;
-        };
-        if selector(&service).is_none() {
-            continue;
-        }
-        let api: Api<Endpoints> =
-            Api::namespaced(client.clone(), &service.namespace().unwrap_or_default());
-        match api
-            .delete(&service.name_any(), &DeleteParams::default())
-            .await
-        {
-            Ok(_) | Err(kube::Error::Api(_)) => {}
-            Err(error) => {
-                tracing::warn!(service = service.name_any(), %error, "cannot remove the Endpoints of a deleted Service")
+        match event {
+            Ok(watcher::Event::Init) => listed.clear(),
+            Ok(watcher::Event::InitApply(service)) => {
+                listed.insert((service.namespace().unwrap_or_default(), service.name_any()));
             }
+            Ok(watcher::Event::InitDone) => {
+                if let Err(error) = remove_leftovers(&client, &listed).await {
+                    tracing::warn!(%error, "cannot look for Endpoints left by deleted Services");
+                }
+            }
+            Ok(watcher::Event::Delete(service)) => {
+                let namespace = service.namespace().unwrap_or_default();
+                if let Err(error) = remove(&client, &namespace, &service.name_any()).await {
+                    tracing::warn!(service = service.name_any(), %error, "cannot remove the Endpoints of a deleted Service");
+                }
+            }
+            _ => {}
         }
+    }
+}
+
+/// Deletes every Endpoints object whose Service is not among `services`, except leader-election
+/// records, which live in Endpoints without a Service.
+async fn remove_leftovers(
+    client: &Client,
+    services: &HashSet<(String, String)>,
+) -> Result<(), kube::Error> {
+    let all: Api<Endpoints> = Api::all(client.clone());
+    for endpoints in all.list(&ListParams::default()).await?.items {
+        let key = (
+            endpoints.namespace().unwrap_or_default(),
+            endpoints.name_any(),
+        );
+        let leader_record = endpoints
+            .annotations()
+            .contains_key("control-plane.alpha.kubernetes.io/leader");
+        if !services.contains(&key) && !leader_record {
+            remove(client, &key.0, &key.1).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn remove(client: &Client, namespace: &str, name: &str) -> Result<(), kube::Error> {
+    let api: Api<Endpoints> = Api::namespaced(client.clone(), namespace);
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(error),
     }
 }

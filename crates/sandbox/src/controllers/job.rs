@@ -116,6 +116,28 @@ fn add_condition(status: &mut JobStatus, type_: &str, reason: &str, message: &st
         });
 }
 
+/// Sets a condition that can flip between True and False (Suspended), keeping it untouched
+/// while it says the same.
+fn set_condition(status: &mut JobStatus, type_: &str, value: &str, reason: &str, message: &str) {
+    let conditions = status.conditions.get_or_insert_with(Vec::new);
+    if conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == value && c.reason.as_deref() == Some(reason))
+    {
+        return;
+    }
+    conditions.retain(|c| c.type_ != type_);
+    let at = now();
+    conditions.push(JobCondition {
+        type_: type_.to_string(),
+        status: value.to_string(),
+        reason: Some(reason.to_string()),
+        message: Some(message.to_string()),
+        last_probe_time: Some(at.clone()),
+        last_transition_time: Some(at),
+    });
+}
+
 fn to_count(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
@@ -125,10 +147,6 @@ pub(super) async fn reconcile(
     context: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
     let client = &context.client;
-    let spec = job
-        .spec
-        .as_ref()
-        .ok_or_else(|| ReconcileError::Invalid("the Job has no spec".into()))?;
     let name = job.name_any();
     let namespace = job.namespace().unwrap_or_default();
     let owner = job
@@ -153,6 +171,10 @@ pub(super) async fn reconcile(
     if job.metadata.uid.as_deref() != Some(owner.uid.as_str()) {
         return Ok(Action::await_change());
     }
+    let spec = job
+        .spec
+        .as_ref()
+        .ok_or_else(|| ReconcileError::Invalid("the Job has no spec".into()))?;
     let previous = job.status.clone().unwrap_or_default();
     let mut status = previous.clone();
 
@@ -305,6 +327,18 @@ async fn decide(
     let Some(spec) = job.spec.as_ref() else {
         return Ok(None);
     };
+    if spec.suspend == Some(true) {
+        // A suspended Job runs nothing and its deadline clock stops.
+        set_condition(status, "Suspended", "True", "JobSuspended", "Job suspended");
+        for pod in active {
+            delete_pod(client, pod).await?;
+        }
+        return Ok(None);
+    }
+    if condition_true(status, "Suspended") {
+        set_condition(status, "Suspended", "False", "JobResumed", "Job resumed");
+        status.start_time = Some(now());
+    }
     let succeeded = status.succeeded.unwrap_or(0);
     let failed = status.failed.unwrap_or(0);
     let mut requeue = None;
@@ -348,11 +382,11 @@ async fn decide(
     }
     let finishing = target_reason(status, "FailureTarget").is_some()
         || condition_true(status, "SuccessCriteriaMet");
-    if finishing || spec.suspend == Some(true) {
+    if finishing {
         for pod in active {
             delete_pod(client, pod).await?;
         }
-        return Ok(if finishing { None } else { requeue });
+        return Ok(None);
     }
 
     let parallelism = spec.parallelism.unwrap_or(1).max(0);

@@ -263,6 +263,17 @@ pub(crate) fn is_available(pod: &Pod, min_ready_seconds: i32) -> bool {
     })
 }
 
+/// What a controller does once it has acted: wait for the next change, or, while some pods
+/// are Ready but not yet for `min_ready_seconds`, look again when they become available (no
+/// event marks that moment).
+pub(crate) fn settle(ready: i32, available: i32, min_ready_seconds: i32) -> Action {
+    if min_ready_seconds > 0 && ready > available {
+        Action::requeue(Duration::from_secs(min_ready_seconds.unsigned_abs().into()))
+    } else {
+        Action::await_change()
+    }
+}
+
 /// The pod a controller creates from its template: the template's metadata and spec, owned by
 /// `owner`.
 pub(crate) fn pod_from_template(
@@ -408,5 +419,74 @@ pub(crate) fn patch_params() -> PatchParams {
     PatchParams {
         field_manager: Some(MANAGER.to_string()),
         ..PatchParams::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+    use serde_json::json;
+
+    fn template(image: &str) -> PodTemplateSpec {
+        serde_json::from_value(json!({
+            "metadata": {"labels": {"app": "x"}},
+            "spec": {"containers": [{"name": "main", "image": image}]},
+        }))
+        .expect("template")
+    }
+
+    #[test]
+    fn template_hash_is_stable_and_follows_the_template_and_collisions() {
+        let hash = template_hash(&template("v1"), None);
+        assert_eq!(hash, template_hash(&template("v1"), None));
+        assert_ne!(hash, template_hash(&template("v2"), None));
+        assert_ne!(hash, template_hash(&template("v1"), Some(1)));
+        assert!(
+            hash.bytes()
+                .all(|b| b"bcdfghjklmnpqrstvwxz2456789".contains(&b)),
+            "{hash} uses the vowel-free alphabet"
+        );
+    }
+
+    #[test]
+    fn surge_rounds_up_and_unavailability_rounds_down() {
+        let quarter = IntOrString::String("25%".into());
+        assert_eq!(scaled_value(Some(&quarter), 3, true), 1);
+        assert_eq!(scaled_value(Some(&quarter), 3, false), 0);
+        assert_eq!(scaled_value(None, 10, true), 3);
+        assert_eq!(scaled_value(None, 10, false), 2);
+        assert_eq!(scaled_value(Some(&IntOrString::Int(2)), 10, false), 2);
+    }
+
+    #[test]
+    fn selectors_render_as_the_label_selector_query() {
+        let selector = LabelSelector {
+            match_labels: Some([("app".to_string(), "db".to_string())].into()),
+            match_expressions: Some(vec![
+                LabelSelectorRequirement {
+                    key: "tier".into(),
+                    operator: "In".into(),
+                    values: Some(vec!["a".into(), "b".into()]),
+                },
+                LabelSelectorRequirement {
+                    key: "legacy".into(),
+                    operator: "DoesNotExist".into(),
+                    values: None,
+                },
+            ]),
+        };
+        assert_eq!(selector_query(&selector), "app=db,tier in (a,b),!legacy");
+    }
+
+    #[test]
+    fn a_status_patch_removes_what_the_new_status_leaves_out() {
+        let old = json!({"a": 1, "nested": {"keep": [1], "drop": [2]}, "gone": true});
+        let mut new = json!({"a": 2, "nested": {"keep": [1]}});
+        null_removed_fields(&old, &mut new);
+        assert_eq!(
+            new,
+            json!({"a": 2, "nested": {"keep": [1], "drop": null}, "gone": null})
+        );
     }
 }

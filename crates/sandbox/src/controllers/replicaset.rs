@@ -11,7 +11,7 @@ use kube::{Client, Resource, ResourceExt};
 
 use super::{
     Context, ReconcileError, delete_pod, is_active, is_available, is_ready, owned_pods, phase,
-    pod_from_template, selector_query, write_status,
+    pod_from_template, selector_query, settle, write_status,
 };
 
 pub(super) fn controller(client: &Client) -> Controller<ReplicaSet> {
@@ -98,5 +98,9 @@ pub(super) async fn reconcile(
             delete_pod(client, pod).await?;
         }
     }
-    Ok(Action::await_change())
+    Ok(settle(
+        status.ready_replicas.unwrap_or(0),
+        status.available_replicas.unwrap_or(0),
+        min_ready,
+    ))
 }

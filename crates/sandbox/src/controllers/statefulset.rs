@@ -18,7 +18,8 @@ use serde_json::json;
 
 use super::{
     Context, ReconcileError, delete_pod, is_available, is_ready, is_terminal, is_terminating,
-    owned_pods, phase, pod_from_template, selector_query, template_hash, with_labels, write_status,
+    owned_pods, phase, pod_from_template, selector_query, settle, template_hash, with_labels,
+    write_status,
 };
 
 /// The label naming the revision a pod was made from.
@@ -276,6 +277,13 @@ pub(super) async fn reconcile(
         .collect();
 
     let status = compute_status(&set, &pods, &update_revision);
+    let done = || {
+        settle(
+            status.ready_replicas.unwrap_or(0),
+            status.available_replicas.unwrap_or(0),
+            spec.min_ready_seconds.unwrap_or(0),
+        )
+    };
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &namespace);
     write_status(&sets, &name, set.status.as_ref(), &status).await?;
 
@@ -319,7 +327,7 @@ pub(super) async fn reconcile(
             Some(_) => continue,
         }
         if ordered {
-            return Ok(Action::await_change());
+            return Ok(done());
         }
     }
 
@@ -331,7 +339,7 @@ pub(super) async fn reconcile(
         .collect();
     if !condemned.is_empty() {
         if ordered && (!all_healthy || condemned.iter().any(|pod| is_terminating(pod))) {
-            return Ok(Action::await_change());
+            return Ok(done());
         }
         for pod in condemned.iter().filter(|pod| !is_terminating(pod)) {
             if let Some(ordinal) = ordinal(&name, pod) {
@@ -342,17 +350,11 @@ pub(super) async fn reconcile(
                 break;
             }
         }
-        return Ok(Action::await_change());
+        return Ok(done());
     }
 
     // Roll pods still at an older revision, highest ordinal first, one at a time.
-    let rolling = spec
-        .update_strategy
-        .as_ref()
-        .and_then(|s| s.type_.as_deref())
-        .unwrap_or("RollingUpdate")
-        == "RollingUpdate";
-    if rolling && all_healthy {
+    if rolls(&set) && all_healthy {
         let partition = spec
             .update_strategy
             .as_ref()
@@ -368,7 +370,18 @@ pub(super) async fn reconcile(
             delete_pod(client, pod).await?;
         }
     }
-    Ok(Action::await_change())
+    Ok(done())
+}
+
+/// Whether the controller rolls pods to a new template itself (RollingUpdate) or leaves that
+/// to whoever deletes them (OnDelete).
+fn rolls(set: &StatefulSet) -> bool {
+    set.spec
+        .update_strategy
+        .as_ref()
+        .and_then(|s| s.type_.as_deref())
+        .unwrap_or("RollingUpdate")
+        == "RollingUpdate"
 }
 
 fn compute_status(set: &StatefulSet, pods: &[Pod], update_revision: &str) -> StatefulSetStatus {
@@ -387,13 +400,7 @@ fn compute_status(set: &StatefulSet, pods: &[Pod], update_revision: &str) -> Sta
     let available = count(&|pod| phase(pod) == "Running" && is_available(pod, min_ready));
     let mut current = count(&|pod| revision(pod) == Some(current_revision.as_str()));
     let updated = count(&|pod| revision(pod) == Some(update_revision));
-    let rolling = spec
-        .update_strategy
-        .as_ref()
-        .and_then(|s| s.type_.as_deref())
-        .unwrap_or("RollingUpdate")
-        == "RollingUpdate";
-    if rolling && updated == replicas && ready == replicas {
+    if rolls(set) && updated == replicas && ready == replicas {
         current_revision = update_revision.to_string();
         current = updated;
     }
