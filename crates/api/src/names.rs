@@ -1,8 +1,15 @@
 //! Names of the objects tusk derives from a resource's name. Keeping them here means the
 //! operator, the backup Job and the tests cannot disagree.
 
-/// The name of every cluster's daily system schedule.
-pub const DEFAULT_SCHEDULE: &str = "default";
+/// The suffix of every cluster's daily system schedule, `<cluster>-default`.
+pub const DEFAULT_SCHEDULE_SUFFIX: &str = "default";
+
+/// The name of a cluster's daily system schedule. It carries the cluster's name because a
+/// namespace may hold several clusters (a restore beside its source, for one), and a schedule's
+/// `cluster` cannot change once set.
+pub fn default_schedule(cluster: &str) -> String {
+    format!("{cluster}-{DEFAULT_SCHEDULE_SUFFIX}")
+}
 
 /// Port PostgreSQL listens on inside every instance.
 pub const POSTGRES_PORT: u16 = 5432;

@@ -56,6 +56,13 @@ async fn main() {
             .and_then(|value| value.parse().ok())
             .unwrap_or(60),
     );
+    // RUST_LOG shows what the operator does while converging, for investigating a slow run.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let dir = tempfile::tempdir().expect("temporary directory");
     let (sandbox, client) = support::sandbox().await;
     let s3 = support::s3(dir.path()).await;
@@ -78,6 +85,7 @@ async fn main() {
     futures::future::join_all(creates).await;
     let created = started.elapsed();
 
+    let mut last_report = Instant::now();
     loop {
         let stateful_sets = count::<k8s_openapi::api::apps::v1::StatefulSet>(&client).await;
         let services = count::<k8s_openapi::api::core::v1::Service>(&client).await;
@@ -89,6 +97,13 @@ async fn main() {
             && schedules >= clusters
         {
             break;
+        }
+        if last_report.elapsed() >= Duration::from_secs(10) {
+            eprintln!(
+                "after {:.0} s: {stateful_sets} StatefulSets, {services} Services, {config_maps} ConfigMaps, {schedules} schedules",
+                started.elapsed().as_secs_f64()
+            );
+            last_report = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -122,8 +122,10 @@ async fn elephant_gets_its_children_and_takes_them_along_when_deleted() {
     let config_map: ConfigMap =
         eventually("the ConfigMap exists", || get(&client, "elephant-config")).await;
     let service: Service = eventually("the Service exists", || get(&client, "elephant-rw")).await;
-    let schedule: PostgresBackupSchedule =
-        eventually("the default schedule exists", || get(&client, "default")).await;
+    let schedule: PostgresBackupSchedule = eventually("the default schedule exists", || {
+        get(&client, "elephant-default")
+    })
+    .await;
     for meta in [
         &sts.metadata,
         &credentials.metadata,
@@ -237,7 +239,7 @@ async fn elephant_gets_its_children_and_takes_them_along_when_deleted() {
                 .is_none()
             && get::<ConfigMap>(&client, "elephant-config").await.is_none()
             && get::<Service>(&client, "elephant-rw").await.is_none()
-            && get::<PostgresBackupSchedule>(&client, "default")
+            && get::<PostgresBackupSchedule>(&client, "elephant-default")
                 .await
                 .is_none()
             && get::<PostgresBackupRequest>(&client, "my-backup")

@@ -620,7 +620,7 @@ pub fn keep_immutable_fields(desired: &mut StatefulSet, existing: &StatefulSet) 
 
 fn default_schedule(cluster: &str, owner: &OwnerReference) -> PostgresBackupSchedule {
     let mut schedule = PostgresBackupSchedule::new(
-        names::DEFAULT_SCHEDULE,
+        &names::default_schedule(cluster),
         PostgresBackupScheduleSpec {
             cluster: ClusterReference::new(cluster),
             interval: Some(24),
@@ -726,7 +726,7 @@ pub(crate) mod tests {
         );
         assert_eq!(
             children.default_schedule.metadata.name.as_deref(),
-            Some("default")
+            Some("elephant-default")
         );
         assert_eq!(children.default_schedule.spec.interval, Some(24));
         assert_eq!(
