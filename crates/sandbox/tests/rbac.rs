@@ -428,7 +428,7 @@ async fn nobody_grants_more_than_they_hold() {
         "delegate",
         json!([
             {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]},
-            {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"], "verbs": ["create"]},
+            {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"], "verbs": ["create", "patch"]},
             {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"], "verbs": ["bind"], "resourceNames": ["bindable"]},
         ]),
         ("default", "delegate"),
@@ -461,6 +461,27 @@ async fn nobody_grants_more_than_they_hold() {
         text.contains("attempting to grant RBAC permissions not currently held"),
         "{text}"
     );
+    // Server-side apply is checked the same way.
+    let apply = PatchParams::apply("delegate");
+    roles
+        .patch(
+            "applied",
+            &apply,
+            &Patch::Apply(&role("applied", "configmaps")),
+        )
+        .await
+        .expect("applying what it holds");
+    let (code, _) = message(
+        roles
+            .patch(
+                "applied",
+                &apply,
+                &Patch::Apply(&role("applied", "secrets")),
+            )
+            .await
+            .expect_err("applying more"),
+    );
+    assert_eq!(code, 403);
 
     let bindings: Api<RoleBinding> = Api::namespaced(delegate, "default");
     let binding = |name: &str, kind: &str, role: &str| -> RoleBinding {
