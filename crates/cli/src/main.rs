@@ -4,6 +4,7 @@
 //! Every subcommand lives in its own module under `commands/`.
 
 mod commands;
+mod kube_client;
 
 use std::process::ExitCode;
 

@@ -10,7 +10,8 @@ use common::api_error;
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, Error};
 use serde_json::json;
 use tusk_sandbox::Sandbox;
@@ -77,6 +78,16 @@ async fn token_of(admin: &Client, namespace: &str, name: &str) -> String {
         .status
         .and_then(|status| status.token)
         .expect("a token")
+}
+
+/// The Api of a tusk kind in `namespace`.
+fn tusk_api_in(client: &Client, namespace: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("postgres.tusk.dev", "v1", kind);
+    Api::namespaced_with(
+        client.clone(),
+        namespace,
+        &ApiResource::from_gvk_with_plural(&gvk, plural),
+    )
 }
 
 /// The message of an API error, or panics if it is not one.
@@ -428,7 +439,7 @@ async fn nobody_grants_more_than_they_hold() {
         "delegate",
         json!([
             {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]},
-            {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"], "verbs": ["create"]},
+            {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"], "verbs": ["create", "patch"]},
             {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"], "verbs": ["bind"], "resourceNames": ["bindable"]},
         ]),
         ("default", "delegate"),
@@ -461,6 +472,27 @@ async fn nobody_grants_more_than_they_hold() {
         text.contains("attempting to grant RBAC permissions not currently held"),
         "{text}"
     );
+    // Server-side apply is checked the same way.
+    let apply = PatchParams::apply("delegate");
+    roles
+        .patch(
+            "applied",
+            &apply,
+            &Patch::Apply(&role("applied", "configmaps")),
+        )
+        .await
+        .expect("applying what it holds");
+    let (code, _) = message(
+        roles
+            .patch(
+                "applied",
+                &apply,
+                &Patch::Apply(&role("applied", "secrets")),
+            )
+            .await
+            .expect_err("applying more"),
+    );
+    assert_eq!(code, 403);
 
     let bindings: Api<RoleBinding> = Api::namespaced(delegate, "default");
     let binding = |name: &str, kind: &str, role: &str| -> RoleBinding {
@@ -499,4 +531,123 @@ async fn nobody_grants_more_than_they_hold() {
         )
         .await
         .expect("the bind verb allows binding what it does not hold");
+}
+
+#[tokio::test]
+async fn the_backup_job_role_in_deploy_lets_a_job_report_and_nothing_more() {
+    let sandbox = Sandbox::builder().start().await.expect("sandbox starts");
+    let admin = sandbox.client().await.expect("client");
+    common::install_crds(&admin).await;
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let manifest = |path: &str| -> serde_json::Value {
+        let text = std::fs::read_to_string(format!("{root}/{path}")).expect("manifest");
+        serde_yaml_ng::from_str(&text).expect("YAML")
+    };
+    let cluster_roles: Api<ClusterRole> = Api::all(admin.clone());
+    cluster_roles
+        .create(
+            &PostParams::default(),
+            &parse(manifest("deploy/backup-job-role.yaml")),
+        )
+        .await
+        .expect("the shipped ClusterRole is accepted");
+    create_namespace(&admin, "shop").await;
+    create_namespace(&admin, "elsewhere").await;
+    create_service_account(&admin, "shop", "tusk-backup").await;
+    let bindings: Api<RoleBinding> = Api::namespaced(admin.clone(), "shop");
+    bindings
+        .create(
+            &PostParams::default(),
+            &parse(json!({
+                "metadata": {"name": "tusk-backup"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "tusk-backup-job"},
+                "subjects": [{"kind": "ServiceAccount", "name": "tusk-backup"}],
+            })),
+        )
+        .await
+        .expect("bound in shop");
+    let clusters = tusk_api_in(&admin, "shop", "PostgresCluster", "postgresclusters");
+    clusters
+        .create(
+            &PostParams::default(),
+            &common::object(manifest("examples/elephant.yaml")),
+        )
+        .await
+        .expect("elephant created");
+    let requests = tusk_api_in(
+        &admin,
+        "shop",
+        "PostgresBackupRequest",
+        "postgresbackuprequests",
+    );
+    requests
+        .create(
+            &PostParams::default(),
+            &common::object(manifest("examples/my-backup.yaml")),
+        )
+        .await
+        .expect("request created");
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), "elsewhere");
+    secrets
+        .create(
+            &PostParams::default(),
+            &parse(json!({"metadata": {"name": "private"}, "data": {"k": "dg=="}})),
+        )
+        .await
+        .expect("secret created");
+
+    let job = client_with_token(&sandbox, &token_of(&admin, "shop", "tusk-backup").await).await;
+    let own = tusk_api_in(
+        &job,
+        "shop",
+        "PostgresBackupRequest",
+        "postgresbackuprequests",
+    );
+    own.get("my-backup").await.expect("reads its request");
+    let reported = own
+        .patch_status(
+            "my-backup",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"message": "copying"}})),
+        )
+        .await
+        .expect("reports on its request");
+    assert_eq!(reported.data["status"]["message"], "copying");
+    // Only the status: the request itself is not the Job's to change.
+    let (code, _) = message(
+        own.patch(
+            "my-backup",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+        )
+        .await
+        .expect_err("not the spec"),
+    );
+    assert_eq!(code, 403);
+    let other_secrets: Api<Secret> = Api::namespaced(job.clone(), "elsewhere");
+    let (code, text) = message(
+        other_secrets
+            .get("private")
+            .await
+            .expect_err("other namespace"),
+    );
+    assert_eq!(code, 403);
+    assert_eq!(
+        text,
+        "secrets \"private\" is forbidden: User \"system:serviceaccount:shop:tusk-backup\" cannot get resource \"secrets\" in API group \"\" in the namespace \"elsewhere\""
+    );
+    let job_clusters = tusk_api_in(&job, "shop", "PostgresCluster", "postgresclusters");
+    let (code, text) = message(
+        job_clusters
+            .delete("elephant", &DeleteParams::default())
+            .await
+            .expect_err("not its to delete"),
+    );
+    assert_eq!(code, 403);
+    assert!(
+        text.contains(
+            "cannot delete resource \"postgresclusters\" in API group \"postgres.tusk.dev\""
+        ),
+        "{text}"
+    );
 }

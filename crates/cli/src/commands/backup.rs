@@ -144,7 +144,7 @@ pub async fn run(command: BackupCommand) -> anyhow::Result<()> {
     match command {
         BackupCommand::Run(args) => {
             let (settings, passphrase) = JobSettings::from_env(args.request)?;
-            let client = kube::Client::try_default()
+            let client = crate::kube_client::client()
                 .await
                 .context("cannot reach the Kubernetes API (in-cluster config or KUBECONFIG)")?;
             run_job(client, &settings, &passphrase).await?;

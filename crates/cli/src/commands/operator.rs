@@ -85,9 +85,9 @@ impl OperatorArgs {
 pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     let config = args.configuration()?;
     tusk_operator::install_crypto_provider();
-    let client = kube::Client::try_default()
+    let client = crate::kube_client::client()
         .await
-        .context("cannot reach Kubernetes (no kubeconfig and not in a cluster)")?;
+        .context("cannot reach Kubernetes")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let shutdown = async move {

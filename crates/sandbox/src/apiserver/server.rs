@@ -218,7 +218,13 @@ impl Server {
         rbac::authorize_request(&self.store.read(), &user, &access)?;
         let body = read_body(request).await?;
         if rbac::may_escalate(&user, &access) {
-            let object = decode(&body, &content_type)?;
+            // An apply patch is the whole object, in YAML (or JSON, which YAML includes).
+            let media = if access.apply_patch {
+                "application/yaml"
+            } else {
+                &content_type
+            };
+            let object = decode(&body, media)?;
             rbac::check_escalation(&self.store.read(), &user, &access, &object)?;
         }
         let mut opts = WriteOptions {
