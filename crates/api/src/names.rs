@@ -11,6 +11,12 @@ pub fn default_schedule(cluster: &str) -> String {
     format!("{cluster}-{DEFAULT_SCHEDULE_SUFFIX}")
 }
 
+/// The environment variable in which the kubelet gives pods a Service's cluster IP (its
+/// "service link"): `elephant-rw` becomes `ELEPHANT_RW_SERVICE_HOST`.
+pub fn service_host_env(service: &str) -> String {
+    format!("{}_SERVICE_HOST", service.to_uppercase().replace('-', "_"))
+}
+
 /// Port PostgreSQL listens on inside every instance.
 pub const POSTGRES_PORT: u16 = 5432;
 

@@ -86,11 +86,13 @@ pub fn job(
             credentials.clone(),
             secret_keys::BACKUP_PASSPHRASE,
         ),
+        // The kubelet's service link for the database Service, expanded by the kubelet: it
+        // needs no cluster DNS, so it works alike on every cluster and in the sandbox.
         env(
             "PGHOST",
             format!(
-                "{}.{namespace}.svc",
-                names::read_write_service(&cluster_name)
+                "$({})",
+                names::service_host_env(&names::read_write_service(&cluster_name))
             ),
         ),
         env("PGPORT", names::POSTGRES_PORT.to_string()),
@@ -311,7 +313,7 @@ mod tests {
         assert_eq!(plain("TUSK_STORE_ALLOW_HTTP").as_deref(), Some("true"));
         assert_eq!(
             plain("PGHOST").as_deref(),
-            Some("elephant-rw.project-a.svc")
+            Some("$(ELEPHANT_RW_SERVICE_HOST)")
         );
         assert_eq!(plain("PGPORT").as_deref(), Some("5432"));
         assert_eq!(plain("TUSK_BACKUP_COMPRESSION").as_deref(), Some("gzip"));

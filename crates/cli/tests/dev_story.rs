@@ -1,0 +1,591 @@
+//! The seed story, end to end: `tusk dev` driven with the real kubectl and psql, as a newcomer
+//! would after the README's quick start. Every step asserts what the user sees, and a failure
+//! says what they would have seen instead.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tusk_sandbox::Sandbox;
+use tusk_sandbox::runtime::RuntimeOptions;
+
+const TUSK: &str = env!("CARGO_BIN_EXE_tusk");
+const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
+const BUCKET: &str = "tusk-backups";
+
+/// `tusk dev` as a child process, with what it printed kept for failure messages.
+struct Dev {
+    child: Child,
+    data_dir: PathBuf,
+    output: Arc<Mutex<String>>,
+}
+
+impl Dev {
+    fn start(data_dir: &Path) -> Self {
+        let mut child = Command::new(TUSK)
+            .args(["dev", "--data-dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tusk dev starts");
+        let output = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let mut text = output.lock().unwrap();
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+            });
+        }
+        let dev = Self {
+            child,
+            data_dir: data_dir.to_owned(),
+            output,
+        };
+        dev.wait_for_output("tusk dev is running", Duration::from_secs(60));
+        dev
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        self.data_dir.join("kubeconfig")
+    }
+
+    fn printed(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    fn wait_for_output(&self, text: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !self.printed().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "tusk dev never printed {text:?}; it printed:\n{}",
+                self.printed()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Ctrl-C, as a user stops it.
+    fn interrupt(mut self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .expect("SIGINT is sent");
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(
+                    status.success(),
+                    "tusk dev exited with {status} after Ctrl-C; it printed:\n{}",
+                    self.printed()
+                );
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tusk dev does not stop after Ctrl-C"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.child.id() as i32),
+                nix::sys::signal::Signal::SIGINT,
+            );
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let _ = self.child.kill();
+        }
+    }
+}
+
+/// kubectl against one cluster.
+struct Kubectl {
+    kubeconfig: PathBuf,
+}
+
+impl Kubectl {
+    fn run(&self, args: &[&str]) -> Result<String, String> {
+        let output = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .expect("kubectl runs");
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(format!(
+                "`kubectl {}` failed: {}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr),
+                String::from_utf8_lossy(&output.stdout)
+            ))
+        }
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        self.run(args).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        serde_json::from_str(&self.ok(&all)).expect("kubectl prints JSON")
+    }
+
+    fn get_json(&self, args: &[&str]) -> Option<Value> {
+        let mut all = vec!["get"];
+        all.extend(args);
+        all.extend(["-o", "json"]);
+        self.run(&all)
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+    }
+
+    /// A Secret's value, decoded the way users do it with kubectl.
+    fn secret_value(&self, secret: &str, key: &str) -> String {
+        let template = format!("go-template={{{{index .data \"{key}\" | base64decode}}}}");
+        let value = self.ok(&["get", "secret", secret, "-o", &template]);
+        assert!(!value.is_empty(), "Secret {secret} has no key {key}");
+        value
+    }
+
+    /// Polls `probe` until it returns `Some`; on timeout, fails with what the user saw last.
+    fn until<T>(
+        &self,
+        what: &str,
+        limit: Duration,
+        mut probe: impl FnMut() -> Result<T, String>,
+    ) -> T {
+        let deadline = Instant::now() + limit;
+        loop {
+            match probe() {
+                Ok(value) => return value,
+                Err(seen) if Instant::now() >= deadline => {
+                    panic!("waited {limit:?} for {what}; instead the user saw: {seen}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(500)),
+            }
+        }
+    }
+
+    fn wait_ready(&self, kind: &str, name: &str, limit: Duration) {
+        self.until(&format!("{kind} {name} to become Ready"), limit, || {
+            let text = self.run(&["get", kind, name, "-o", "jsonpath={.status.phase}"])?;
+            if text == "Ready" {
+                Ok(())
+            } else {
+                Err(format!(
+                    "phase {text:?}; {}",
+                    self.run(&["describe", kind, name]).unwrap_or_default()
+                ))
+            }
+        });
+    }
+}
+
+fn psql(
+    host: &str,
+    user: &str,
+    password: &str,
+    database: &str,
+    sql: &str,
+) -> Result<String, String> {
+    let output = Command::new("psql")
+        .args([
+            "-h",
+            host,
+            "-U",
+            user,
+            "-d",
+            database,
+            "-X",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "5")
+        .output()
+        .expect("psql runs");
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    } else {
+        Err(format!("psql: {}", String::from_utf8_lossy(&output.stderr)))
+    }
+}
+
+/// The superuser connection to a cluster through its Service, as a user on this machine would
+/// make it: the Service's address and the password from the generated Secret.
+fn superuser_sql(kubectl: &Kubectl, cluster: &str, sql: &str) -> Result<String, String> {
+    let host = kubectl.run(&[
+        "get",
+        "service",
+        &format!("{cluster}-rw"),
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ])?;
+    let credentials = format!("{cluster}-credentials");
+    let user = kubectl.secret_value(&credentials, "superuser-name");
+    let password = kubectl.secret_value(&credentials, "superuser-password");
+    psql(&host, &user, &password, "postgres", sql)
+}
+
+fn postgres_processes_under(dir: &Path) -> Vec<String> {
+    let output = Command::new("ps")
+        .args(["-eo", "pid,args"])
+        .output()
+        .expect("ps runs");
+    let needle = dir.to_string_lossy().into_owned();
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|line| line.contains("postgres") && line.contains(&needle))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn objects_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(next) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&next) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if !path.to_string_lossy().contains(".s3s") {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_story_runs_end_to_end_on_tusk_dev() {
+    let temp = tempfile::tempdir().unwrap();
+    let dev_dir = temp.path().join("dev");
+    let dev = Dev::start(&dev_dir);
+    let kubectl = Kubectl {
+        kubeconfig: dev.kubeconfig(),
+    };
+    let example = |name: &str| format!("{EXAMPLES}/{name}");
+    let bucket_dir = dev_dir.join("s3").join(BUCKET);
+
+    // 1. A database on demand.
+    kubectl.ok(&["apply", "-f", &example("elephant.yaml")]);
+    kubectl.wait_ready("postgrescluster", "elephant", Duration::from_secs(90));
+    kubectl.until(
+        "psql to create a table in elephant",
+        Duration::from_secs(30),
+        || {
+            superuser_sql(
+                &kubectl,
+                "elephant",
+                "CREATE TABLE IF NOT EXISTS animals (name text); \
+             INSERT INTO animals VALUES ('asian'), ('african'), ('mammoth');",
+            )
+        },
+    );
+
+    // 2. A backup, watched to the end.
+    kubectl.ok(&["apply", "-f", &example("my-backup.yaml")]);
+    let listing = kubectl.until("my-backup to succeed", Duration::from_secs(120), || {
+        let text = kubectl.run(&["get", "pgbr", "my-backup"])?;
+        if text.contains("Succeeded") {
+            Ok(text)
+        } else if text.contains("Failed") {
+            panic!(
+                "the backup failed: {text}\n{}",
+                kubectl
+                    .run(&["describe", "pgbr", "my-backup"])
+                    .unwrap_or_default()
+            )
+        } else {
+            Err(text)
+        }
+    });
+    assert!(listing.contains("100"), "progress is not shown: {listing}");
+    let backup = kubectl.json(&["get", "pgb", "my-backup"]);
+    let spec = &backup["spec"];
+    for field in ["size", "startLsn", "stopLsn", "runDuration"] {
+        assert!(
+            spec.get(field).is_some_and(|value| !value.is_null()),
+            "PostgresBackup my-backup shows no {field}: {backup}"
+        );
+    }
+    let key = spec["s3"]["path"]
+        .as_str()
+        .expect("the backup records its path");
+    let object = bucket_dir.join(key);
+    assert!(
+        object.is_file(),
+        "the backup's object {key} is not in the embedded S3 bucket"
+    );
+    let passphrase = kubectl.secret_value("elephant-credentials", "backup-passphrase");
+    let tarball = temp.path().join("my-backup.tar");
+    let passphrase_file = temp.path().join("passphrase");
+    std::fs::write(&passphrase_file, &passphrase).unwrap();
+    let decrypted = Command::new(TUSK)
+        .args(["backup", "decrypt", "--passphrase-file"])
+        .arg(&passphrase_file)
+        .arg(&object)
+        .arg(&tarball)
+        .output()
+        .expect("tusk backup decrypt runs");
+    assert!(
+        decrypted.status.success(),
+        "tusk backup decrypt: {}",
+        String::from_utf8_lossy(&decrypted.stderr)
+    );
+    let listed = Command::new("tar")
+        .arg("-tf")
+        .arg(&tarball)
+        .output()
+        .expect("tar runs");
+    let names = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.status.success() && names.contains("PG_VERSION"),
+        "the decrypted backup is not a tar of a data directory: {names}"
+    );
+
+    // 3. A restore into a new cluster.
+    kubectl.ok(&["apply", "-f", &example("restore/elephant-restored.yaml")]);
+    kubectl.wait_ready(
+        "postgrescluster",
+        "elephant-restored",
+        Duration::from_secs(120),
+    );
+    let rows = kubectl.until("the restored rows", Duration::from_secs(30), || {
+        superuser_sql(
+            &kubectl,
+            "elephant-restored",
+            "SELECT string_agg(name, ',' ORDER BY name) FROM animals",
+        )
+    });
+    assert_eq!(rows, "african,asian,mammoth");
+
+    // 4. The customer's cluster gets a tunnel to elephant.
+    let customer_dir = temp.path().join("customer");
+    let customer = Sandbox::builder()
+        .data_dir(customer_dir.join("apiserver"))
+        .kubeconfig_path(customer_dir.join("kubeconfig"))
+        .runtime(
+            RuntimeOptions::new(customer_dir.join("runtime"))
+                .tusk_executable(TUSK)
+                .pod_network(std::net::Ipv4Addr::new(127, 32, 0, 0), 16),
+        )
+        .start()
+        .await
+        .expect("the customer's sandbox starts");
+    let customer_kubectl = Kubectl {
+        kubeconfig: customer.kubeconfig_path().to_owned(),
+    };
+    let secret = kubectl.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "customer-kubeconfig",
+        &format!(
+            "--from-file=kubeconfig={}",
+            customer.kubeconfig_path().display()
+        ),
+        "--dry-run=client",
+        "-o",
+        "json",
+    ]);
+    apply_text(&kubectl, &secret);
+    kubectl.ok(&["apply", "-f", &example("remote-cluster.yaml")]);
+    let tunnel_ip = customer_kubectl.until(
+        "the tunnel Service in the customer's cluster",
+        Duration::from_secs(60),
+        || {
+            customer_kubectl
+                .run(&[
+                    "get",
+                    "service",
+                    "elephant",
+                    "-o",
+                    "jsonpath={.spec.clusterIP}",
+                ])
+                .and_then(|ip| {
+                    if ip.is_empty() {
+                        Err("no IP yet".into())
+                    } else {
+                        Ok(ip)
+                    }
+                })
+        },
+    );
+    let user = customer_kubectl.secret_value("elephant-connection", "user");
+    let password = customer_kubectl.secret_value("elephant-connection", "password");
+    let database = customer_kubectl.secret_value("elephant-connection", "dbname");
+    let through_tunnel =
+        customer_kubectl.until("psql through the tunnel", Duration::from_secs(60), || {
+            psql(
+                &tunnel_ip,
+                &user,
+                &password,
+                &database,
+                "SELECT current_user",
+            )
+        });
+    assert_eq!(through_tunnel, user);
+
+    // 5. Deleting a backup deletes its data.
+    let second = r#"{"apiVersion":"postgres.tusk.dev/v1","kind":"PostgresBackupRequest","metadata":{"name":"second-backup"},"spec":{"cluster":{"name":"elephant"}}}"#;
+    apply_text(&kubectl, second);
+    kubectl.until("second-backup to succeed", Duration::from_secs(120), || {
+        let phase = kubectl.run(&[
+            "get",
+            "pgbr",
+            "second-backup",
+            "-o",
+            "jsonpath={.status.phase}",
+        ])?;
+        (phase == "Succeeded").then_some(()).ok_or(phase)
+    });
+    kubectl.ok(&["delete", "pgb", "my-backup", "--timeout=60s"]);
+    let events = kubectl.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=my-backup",
+    ]);
+    assert!(
+        events.contains("Deleting backup my-backup from S3"),
+        "no Finalizer event: {events}"
+    );
+    assert!(
+        !object.exists(),
+        "the deleted backup's object is still in S3"
+    );
+
+    // 6. A missing bucket blocks deletion with the store's words, until it is back.
+    let aside = dev_dir.join("s3").join("bucket-aside");
+    std::fs::rename(&bucket_dir, &aside).unwrap();
+    kubectl.ok(&["delete", "pgb", "second-backup", "--wait=false"]);
+    let described = kubectl.until(
+        "a repeated Warning about the missing bucket",
+        Duration::from_secs(120),
+        || {
+            let text = kubectl.run(&["describe", "pgb", "second-backup"])?;
+            (text.contains("Warning")
+                && text.contains("The specified bucket does not exist")
+                && text.contains("(x"))
+            .then(|| text.clone())
+            .ok_or(text)
+        },
+    );
+    assert!(described.contains("Error"), "{described}");
+    std::fs::rename(&aside, &bucket_dir).unwrap();
+    kubectl.until(
+        "second-backup to be deleted",
+        Duration::from_secs(120),
+        || match kubectl.get_json(&["pgb", "second-backup"]) {
+            None => Ok(()),
+            Some(_) => Err(kubectl
+                .run(&["describe", "pgb", "second-backup"])
+                .unwrap_or_default()),
+        },
+    );
+
+    // 7. Deleting the project leaves nothing behind.
+    kubectl.ok(&["delete", "pgrc", "elephant-customer", "--timeout=60s"]);
+    kubectl.ok(&["delete", "postgrescluster", "elephant", "--timeout=120s"]);
+    kubectl.until(
+        "elephant's objects to be gone",
+        Duration::from_secs(60),
+        || {
+            let left = kubectl.ok(&[
+            "get",
+            "secrets,configmaps,services,statefulsets,pods,persistentvolumeclaims,pgbr,pgbs,pgb",
+            "-l",
+            "postgres.tusk.dev/cluster=elephant",
+            "-o",
+            "name",
+        ]);
+            left.trim().is_empty().then_some(()).ok_or(left)
+        },
+    );
+    let elephant_prefix = bucket_dir.join("dev").join("default").join("elephant");
+    kubectl.until(
+        "elephant's S3 prefix to be empty",
+        Duration::from_secs(60),
+        || {
+            let left = objects_under(&elephant_prefix);
+            left.is_empty().then_some(()).ok_or(format!("{left:?}"))
+        },
+    );
+    let runtime_dir = dev_dir.join("runtime");
+    kubectl.until(
+        "elephant's PostgreSQL to stop",
+        Duration::from_secs(60),
+        || {
+            let left: Vec<String> = postgres_processes_under(&runtime_dir)
+                .into_iter()
+                .filter(|line| line.contains("elephant-0") || line.contains("/elephant/"))
+                .filter(|line| !line.contains("elephant-restored"))
+                .collect();
+            left.is_empty().then_some(()).ok_or(format!("{left:?}"))
+        },
+    );
+
+    customer.shutdown().await;
+    dev.interrupt();
+    let left = postgres_processes_under(&dev_dir);
+    assert!(
+        left.is_empty(),
+        "PostgreSQL still runs after Ctrl-C: {left:?}"
+    );
+}
+
+fn apply_text(kubectl: &Kubectl, manifest: &str) {
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubectl.kubeconfig)
+        .args(["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(manifest.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "kubectl apply: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
