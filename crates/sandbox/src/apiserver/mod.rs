@@ -11,8 +11,8 @@
 //! # Ok(()) }
 //! ```
 
-mod defaults;
 mod auth;
+mod defaults;
 mod discovery;
 mod error;
 mod events;
@@ -22,8 +22,8 @@ mod persist;
 mod rbac;
 pub(crate) mod resources;
 mod server;
-mod services;
 mod serviceaccounts;
+mod services;
 pub(crate) mod store;
 mod tls;
 mod watch;

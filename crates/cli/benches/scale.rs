@@ -1,24 +1,28 @@
-//! Scale benchmark (not a test): 1,000 PostgresClusters created at once on the sandbox.
+//! Scale benchmark (not a test): 1,000 PostgresClusters created at once on the sandbox, with
+//! the operator running as its own `tusk operator` process, as it does in a cluster.
 //!
-//! Prints the time until every child exists, the peak RSS of this process (the operator and the
-//! sandbox API server share it, so the operator's own share is lower), and the API writes per
-//! minute once everything has converged (the target is zero: no status write without a
-//! change, no re-apply that bumps a resourceVersion).
+//! Prints the time until every child of every cluster exists, the operator process's peak RSS
+//! (VmHWM, read from /proc), and the API writes per minute once everything has converged (the
+//! target is zero: no status write without a change, no re-apply that bumps a
+//! resourceVersion).
 //!
-//! Run with `cargo bench -p tusk-operator --bench scale`; `TUSK_BENCH_CLUSTERS` changes the
-//! count and `TUSK_BENCH_IDLE_SECONDS` the idle measurement window (default 60).
+//! Run with `cargo bench -p tusk-cli --bench scale`; `TUSK_BENCH_CLUSTERS` changes the count
+//! and `TUSK_BENCH_IDLE_SECONDS` the idle measurement window (default 60).
 
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kube::Client;
 use kube::api::{Api, ListParams, PostParams};
 use tusk_api::{PostgresBackupSchedule, PostgresCluster};
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../../operator/tests/support/mod.rs"]
 mod support;
 
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+const TUSK: &str = env!("CARGO_BIN_EXE_tusk");
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
         .find_map(|line| line.strip_prefix("VmHWM:"))
@@ -44,31 +48,58 @@ where
         .unwrap_or(0)
 }
 
-#[tokio::main]
-async fn main() {
-    let clusters: usize = std::env::var("TUSK_BENCH_CLUSTERS")
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
         .ok()
         .and_then(|value| value.parse().ok())
-        .unwrap_or(1000);
-    let idle = Duration::from_secs(
-        std::env::var("TUSK_BENCH_IDLE_SECONDS")
-            .ok()
-            .and_then(|value| value.parse().ok())
-            .unwrap_or(60),
-    );
-    // RUST_LOG shows what the operator does while converging, for investigating a slow run.
-    if std::env::var_os("RUST_LOG").is_some() {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_writer(std::io::stderr)
-            .init();
-    }
+        .unwrap_or(default)
+}
+
+/// `tusk operator` against the sandbox, configured for the test store.
+fn spawn_operator(
+    kubeconfig: &std::path::Path,
+    config: &tusk_operator::config::OperatorConfig,
+    dir: &std::path::Path,
+) -> Child {
+    let credentials = config
+        .store
+        .credentials
+        .as_ref()
+        .expect("store credentials");
+    let file = dir.join("operator.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "store:\n  url: {url}\n  endpoint: {endpoint}\n  allowHttp: true\n  credentials:\n    namespace: {namespace}\n    name: {name}\n    accessKeyIdKey: {access}\n    secretAccessKeyKey: {secret}\nhttpAddress: 127.0.0.1:0\nleaderElection:\n  enabled: false\n",
+            url = config.store.url,
+            endpoint = config.store.endpoint.as_deref().unwrap_or_default(),
+            namespace = credentials.namespace,
+            name = credentials.name,
+            access = credentials.access_key_id_key,
+            secret = credentials.secret_access_key_key,
+        ),
+    )
+    .expect("operator configuration is written");
+    Command::new(TUSK)
+        .args(["operator", "--config"])
+        .arg(&file)
+        .env("KUBECONFIG", kubeconfig)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("tusk operator starts")
+}
+
+#[tokio::main]
+async fn main() {
+    let clusters = env_number("TUSK_BENCH_CLUSTERS", 1000) as usize;
+    let idle = Duration::from_secs(env_number("TUSK_BENCH_IDLE_SECONDS", 60));
     let dir = tempfile::tempdir().expect("temporary directory");
     let (sandbox, client) = support::sandbox().await;
     let s3 = support::s3(dir.path()).await;
     let config = support::config(&client, &s3).await;
     support::namespace(&client, "bench").await;
-    let operator = support::Operator::start(config, client.clone());
+    let mut operator = spawn_operator(sandbox.kubeconfig_path(), &config, dir.path());
 
     let api: Api<PostgresCluster> = Api::namespaced(client.clone(), "bench");
     let started = Instant::now();
@@ -98,6 +129,9 @@ async fn main() {
         {
             break;
         }
+        if let Ok(Some(status)) = operator.try_wait() {
+            panic!("tusk operator exited with {status} before converging");
+        }
         if last_report.elapsed() >= Duration::from_secs(10) {
             eprintln!(
                 "after {:.0} s: {stateful_sets} StatefulSets, {services} Services, {config_maps} ConfigMaps, {schedules} schedules",
@@ -114,17 +148,19 @@ async fn main() {
     tokio::time::sleep(idle).await;
     let writes = sandbox.resource_version() - before;
     let per_minute = writes as f64 * 60.0 / idle.as_secs_f64();
+    let operator_rss = peak_rss_mib(operator.id());
 
-    println!("clusters:                     {clusters}");
+    println!("clusters:                       {clusters}");
     println!(
-        "all created (API calls):      {:.1} s",
+        "all created (API calls):        {:.1} s",
         created.as_secs_f64()
     );
     println!(
-        "every child exists after:     {:.1} s",
+        "every child exists after:       {:.1} s",
         converged.as_secs_f64()
     );
-    println!("peak RSS (operator+sandbox):  {:.0} MiB", peak_rss_mib());
-    println!("API writes/min once converged: {per_minute:.1}");
-    operator.stop().await;
+    println!("operator peak RSS:              {operator_rss:.0} MiB");
+    println!("API writes/min once converged:  {per_minute:.1}");
+    let _ = operator.kill();
+    let _ = operator.wait();
 }
