@@ -168,25 +168,27 @@ async fn database_service_ip(
         .filter(|ip| !ip.is_empty() && ip != "None"))
 }
 
+/// Reports that the link waits for something in the workload cluster, and looks again later.
+async fn wait_for(
+    context: &Context,
+    link: &PostgresRemoteCluster,
+    namespace: &str,
+    waiting: String,
+    again_in: Duration,
+) -> Result<Action> {
+    let condition =
+        DesiredCondition::new(types::READY, FALSE, condition_reasons::CREATING, waiting);
+    write_status(context, link, namespace, None, condition).await?;
+    Ok(Action::requeue(again_in))
+}
+
 async fn apply(link: &PostgresRemoteCluster, context: &Context, namespace: &str) -> Result<Action> {
     let cluster = &link.spec.cluster.name;
     let secret_name = &link.spec.remote_cluster.name;
     let reference = link.object_ref(&());
     let Some(credentials) = app_credentials(context, namespace, cluster).await? else {
-        write_status(
-            context,
-            link,
-            namespace,
-            None,
-            DesiredCondition::new(
-                types::READY,
-                FALSE,
-                condition_reasons::CREATING,
-                format!("Waiting for the credentials of PostgresCluster {cluster}"),
-            ),
-        )
-        .await?;
-        return Ok(Action::requeue(Duration::from_secs(10)));
+        let waiting = format!("Waiting for the credentials of PostgresCluster {cluster}");
+        return wait_for(context, link, namespace, waiting, Duration::from_secs(10)).await;
     };
     let connection = match connect(context, namespace, secret_name).await {
         Ok(connection) => connection,
@@ -224,20 +226,9 @@ async fn apply(link: &PostgresRemoteCluster, context: &Context, namespace: &str)
     };
     let service_ip = if context.config.tunnel.needs_service_ip() {
         let Some(ip) = database_service_ip(context, namespace, cluster).await? else {
-            write_status(
-                context,
-                link,
-                namespace,
-                None,
-                DesiredCondition::new(
-                    types::READY,
-                    FALSE,
-                    condition_reasons::CREATING,
-                    format!("Waiting for the Service of PostgresCluster {cluster} to get an IP"),
-                ),
-            )
-            .await?;
-            return Ok(Action::requeue(Duration::from_secs(5)));
+            let waiting =
+                format!("Waiting for the Service of PostgresCluster {cluster} to get an IP");
+            return wait_for(context, link, namespace, waiting, Duration::from_secs(5)).await;
         };
         Some(ip)
     } else {
