@@ -147,6 +147,24 @@ fn wait_for<T>(dir: &Path, what: &str, limit: Duration, mut probe: impl FnMut() 
     }
 }
 
+/// The process groups the runtime's records (`pods/<uid>/containers/<name>.pgid`) name.
+fn recorded_groups(dir: &Path) -> Vec<i32> {
+    let pods = std::fs::read_dir(dir.join("runtime/pods")).expect("the runtime has a pods dir");
+    pods.flatten()
+        .filter_map(|pod| std::fs::read_dir(pod.path().join("containers")).ok())
+        .flat_map(|records| records.flatten())
+        .filter(|record| record.path().extension().is_some_and(|e| e == "pgid"))
+        .map(|record| {
+            let text = std::fs::read_to_string(record.path()).expect("a record is readable");
+            let group = text
+                .split_whitespace()
+                .next()
+                .expect("a record names a group");
+            group.parse().expect("a group id is a number")
+        })
+        .collect()
+}
+
 /// The pod's phase and its container's restart count, once it is Running.
 fn running_restart_count(dir: &Path) -> Option<i64> {
     let jsonpath = "{.status.phase} {.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].state.running.startedAt}";
@@ -242,6 +260,11 @@ fn containers_orphaned_by_a_killed_sandbox_are_ended_before_their_pods_run_again
         vec![successor],
         "exactly one instance of the container should run"
     );
+    assert_eq!(
+        recorded_groups(&dir),
+        vec![successor.group],
+        "the runtime should record the running container's process group, and only it"
+    );
     let log = std::fs::read_to_string(dir.join("sandbox.log")).unwrap_or_default();
     assert!(
         log.contains("left behind"),
@@ -267,4 +290,9 @@ fn containers_orphaned_by_a_killed_sandbox_are_ended_before_their_pods_run_again
         "no container process should outlive a stopped sandbox"
     );
     assert!(group_members(successor.group).is_empty());
+    assert_eq!(
+        recorded_groups(&dir),
+        Vec::<i32>::new(),
+        "the runtime should forget the groups it stopped itself"
+    );
 }
