@@ -271,6 +271,27 @@ fn containers_orphaned_by_a_killed_sandbox_are_ended_before_their_pods_run_again
         "the restarted sandbox should say what it cleaned up:\n{log}"
     );
 
+    // The container crashing under the same runtime: it restarts, and its record follows.
+    killpg(Pid::from_raw(successor.group), Signal::SIGKILL).expect("the container can be killed");
+    wait_for(
+        &dir,
+        "the restart to be counted",
+        Duration::from_secs(30),
+        || running_restart_count(&dir).filter(|count| *count > restarts),
+    );
+    let restarted = wait_for(
+        &dir,
+        "the restarted container's process",
+        Duration::from_secs(10),
+        || processes_with(&marker).first().copied(),
+    );
+    assert_ne!(restarted.group, successor.group);
+    assert_eq!(
+        recorded_groups(&dir),
+        vec![restarted.group],
+        "a restart should replace the container's record"
+    );
+
     kill(second.pid(), Signal::SIGINT).expect("SIGINT reaches tusk sandbox");
     let exited = wait_for(
         &dir,
@@ -289,7 +310,7 @@ fn containers_orphaned_by_a_killed_sandbox_are_ended_before_their_pods_run_again
         Vec::new(),
         "no container process should outlive a stopped sandbox"
     );
-    assert!(group_members(successor.group).is_empty());
+    assert!(group_members(restarted.group).is_empty());
     assert_eq!(
         recorded_groups(&dir),
         Vec::<i32>::new(),
