@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::Args;
 use tokio::signal::unix::{SignalKind, signal};
 use tusk_sandbox::Sandbox;
+use tusk_sandbox::runtime::RuntimeOptions;
 
 /// Arguments of `tusk sandbox`.
 #[derive(Debug, Args)]
@@ -19,6 +20,11 @@ pub struct SandboxArgs {
     /// Keep objects in this directory across restarts (default: in memory only).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Also run pods, as local processes, keeping their directories, volumes and logs here
+    /// (default: pods are stored but nothing runs them). Containers a killed earlier run left
+    /// behind are ended when it starts.
+    #[arg(long)]
+    runtime_dir: Option<PathBuf>,
 }
 
 /// Runs `tusk sandbox` until SIGINT or SIGTERM.
@@ -28,6 +34,9 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
         .kubeconfig_path(&args.kubeconfig);
     if let Some(dir) = &args.data_dir {
         builder = builder.data_dir(dir);
+    }
+    if let Some(dir) = &args.runtime_dir {
+        builder = builder.runtime(RuntimeOptions::new(dir));
     }
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;

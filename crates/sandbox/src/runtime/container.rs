@@ -154,7 +154,12 @@ pub(crate) async fn supervise(ctx: &PodContext, init: bool, index: usize) -> Opt
             .create(&ctx.uid, &container.name, restart_count)
             .and_then(|(path, file)| {
                 log_path = Some(path);
-                ContainerProcess::spawn(&launch, file)
+                let record = super::leftovers::record_path(
+                    &ctx.node.options.pods_dir(),
+                    &ctx.uid,
+                    &container.name,
+                );
+                ContainerProcess::spawn(&launch, file, record)
             });
         let mut process = match spawned {
             Ok(process) => process,

@@ -19,6 +19,7 @@
 
 mod container;
 mod env;
+mod leftovers;
 mod logs;
 mod network;
 mod pod;
@@ -258,6 +259,16 @@ struct Worker {
 }
 
 async fn run(node: Arc<Node>) {
+    // Containers a killed previous run left behind go first, as a crashed node's containers
+    // are gone before its kubelet starts pods again.
+    let pods_dir = node.options.pods_dir();
+    let cleaned = tokio::task::spawn_blocking(move || leftovers::kill_leftovers(&pods_dir)).await;
+    if let Ok(killed @ 1..) = cleaned {
+        tracing::info!(
+            killed,
+            "ended the containers a previous run of the runtime left behind"
+        );
+    }
     let mut background = JoinSet::new();
     background.spawn(pvc::provision(node.clone()));
     background.spawn(watch_sources(node.clone()));

@@ -90,11 +90,14 @@ impl Launch {
 pub(crate) struct ContainerProcess {
     child: Child,
     group: Option<Pid>,
+    /// Where the group is recorded for a later run of the runtime, should this one be killed.
+    record: PathBuf,
 }
 
 impl ContainerProcess {
-    /// Starts the process, its output appended to `log`.
-    pub fn spawn(launch: &Launch, log: std::fs::File) -> std::io::Result<Self> {
+    /// Starts the process, its output appended to `log`, its process group recorded in
+    /// `record` until it is stopped.
+    pub fn spawn(launch: &Launch, log: std::fs::File, record: PathBuf) -> std::io::Result<Self> {
         let stderr = log.try_clone()?;
         let child = launch
             .command()
@@ -105,7 +108,17 @@ impl ContainerProcess {
             .id()
             .and_then(|pid| i32::try_from(pid).ok())
             .map(Pid::from_raw);
-        Ok(Self { child, group })
+        if let Some(group) = group
+            && let Err(error) = super::leftovers::record(&record, group)
+        {
+            // The container runs all the same; only a crash of the runtime would orphan it.
+            tracing::warn!(%error, record = %record.display(), "cannot record a container's process group");
+        }
+        Ok(Self {
+            child,
+            group,
+            record,
+        })
     }
 
     /// Waits until the process exits, then kills whatever it left in its group, as a container's
@@ -137,6 +150,7 @@ impl ContainerProcess {
         // The group id cannot be reused while any member lives, so this reaches only ours.
         if let Some(group) = self.group.take() {
             let _ = killpg(group, Signal::SIGKILL);
+            super::leftovers::forget(&self.record);
         }
     }
 }
