@@ -111,19 +111,18 @@ fn an_unknown_command_fails_with_usage() {
 }
 
 #[test]
-fn a_command_that_is_not_built_yet_fails_and_says_so() {
-    for command in ["dev"].iter().copied() {
-        let output = tusk(&[command]);
-        assert!(
-            !output.status.success(),
-            "`tusk {command}` pretended to succeed"
-        );
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            stderr.contains(&format!(
-                "`tusk {command}` is not available in this build yet"
-            )),
-            "{stderr}"
-        );
-    }
+fn tusk_dev_names_a_data_directory_it_cannot_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_directory = dir.path().join("taken");
+    std::fs::write(&not_a_directory, "a file, not a directory").unwrap();
+    let output = tusk(&["dev", "--data-dir", not_a_directory.to_str().unwrap()]);
+    assert!(
+        !output.status.success(),
+        "`tusk dev` started on a file as its data directory"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("cannot create {}", not_a_directory.display())),
+        "{stderr}"
+    );
 }

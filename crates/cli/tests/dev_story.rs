@@ -589,3 +589,161 @@ fn apply_text(kubectl: &Kubectl, manifest: &str) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// The data directory's `postmaster.pid` of the PostgreSQL serving `claim`, found under the
+/// runtime's directory by the claim's uid (PVC directories are named by it).
+fn postmaster_pid(runtime_dir: &Path, claim_uid: &str) -> Option<i32> {
+    objects_under(runtime_dir)
+        .into_iter()
+        .filter(|path| path.ends_with("postmaster.pid"))
+        .filter(|path| path.to_string_lossy().contains(claim_uid))
+        .find_map(|path| {
+            std::fs::read_to_string(path)
+                .ok()?
+                .lines()
+                .next()?
+                .trim()
+                .parse()
+                .ok()
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tusk_dev_recovers_from_a_killed_postgres_and_from_being_killed_itself() {
+    let temp = tempfile::tempdir().unwrap();
+    let dev_dir = temp.path().join("dev");
+    let dev = Dev::start(&dev_dir);
+    let kubectl = Kubectl {
+        kubeconfig: dev.kubeconfig(),
+    };
+    kubectl.ok(&["apply", "-f", &format!("{EXAMPLES}/elephant.yaml")]);
+    kubectl.wait_ready("postgrescluster", "elephant", Duration::from_secs(90));
+    // Enough data that a backup takes a while, in rows that do not compress away.
+    kubectl.until(
+        "psql to load data into elephant",
+        Duration::from_secs(60),
+        || {
+            superuser_sql(
+                &kubectl,
+                "elephant",
+                "CREATE TABLE IF NOT EXISTS noise AS \
+             SELECT g, md5(g::text) || md5((g * 7)::text) AS digest \
+             FROM generate_series(1, 1500000) g",
+            )
+        },
+    );
+
+    // PostgreSQL killed outright: the runtime restarts the container and the cluster heals.
+    let claim_uid = kubectl.ok(&[
+        "get",
+        "pvc",
+        "data-elephant-0",
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
+    let runtime_dir = dev_dir.join("runtime");
+    let pid = postmaster_pid(&runtime_dir, &claim_uid)
+        .expect("elephant's data directory has a postmaster.pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("PostgreSQL is killed");
+    kubectl.until(
+        "elephant-0 to be restarted",
+        Duration::from_secs(60),
+        || {
+            let restarts = kubectl.run(&[
+                "get",
+                "pod",
+                "elephant-0",
+                "-o",
+                "jsonpath={.status.containerStatuses[0].restartCount}",
+            ])?;
+            (restarts.parse::<u32>().unwrap_or(0) >= 1)
+                .then_some(())
+                .ok_or(format!("restartCount {restarts:?}"))
+        },
+    );
+    kubectl.wait_ready("postgrescluster", "elephant", Duration::from_secs(90));
+    let rows = kubectl.until("elephant to answer again", Duration::from_secs(60), || {
+        superuser_sql(&kubectl, "elephant", "SELECT count(*) FROM noise")
+    });
+    assert_eq!(rows, "1500000", "rows lost in the crash");
+
+    // tusk dev killed outright in the middle of a backup, then started again.
+    let request = r#"{"apiVersion":"postgres.tusk.dev/v1","kind":"PostgresBackupRequest","metadata":{"name":"interrupted"},"spec":{"cluster":{"name":"elephant"}}}"#;
+    apply_text(&kubectl, request);
+    kubectl.until("the backup to be running", Duration::from_secs(60), || {
+        let phase = kubectl.run(&[
+            "get",
+            "pgbr",
+            "interrupted",
+            "-o",
+            "jsonpath={.status.phase}",
+        ])?;
+        match phase.as_str() {
+            "Running" | "Succeeded" | "Failed" => Ok(()),
+            _ => Err(phase),
+        }
+    });
+    let mut dev = dev;
+    dev.child.kill().expect("tusk dev is killed");
+    dev.child.wait().unwrap();
+    drop(dev);
+    let dev = Dev::start(&dev_dir);
+    let outcome = kubectl.until(
+        "the interrupted backup to end",
+        Duration::from_secs(240),
+        || {
+            let phase = kubectl.run(&[
+                "get",
+                "pgbr",
+                "interrupted",
+                "-o",
+                "jsonpath={.status.phase}",
+            ])?;
+            match phase.as_str() {
+                "Succeeded" | "Failed" => Ok(phase),
+                _ => Err(format!(
+                    "phase {phase:?}; {}",
+                    kubectl
+                        .run(&["describe", "pgbr", "interrupted"])
+                        .unwrap_or_default()
+                )),
+            }
+        },
+    );
+    // Every object under base/ belongs to a PostgresBackup that exists.
+    let recorded: Vec<String> = kubectl.json(&["get", "pgb"])["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|backup| backup["spec"]["s3"]["path"].as_str().map(str::to_owned))
+        .collect();
+    let bucket_dir = dev_dir.join("s3").join(BUCKET);
+    let orphans: Vec<PathBuf> = objects_under(&bucket_dir)
+        .into_iter()
+        .filter(|path| path.to_string_lossy().contains("/base/"))
+        .filter(|path| !recorded.iter().any(|key| path.ends_with(key)))
+        .collect();
+    assert!(
+        orphans.is_empty(),
+        "the {outcome} backup left objects no PostgresBackup records: {orphans:?}"
+    );
+    if outcome == "Succeeded" {
+        assert!(
+            !recorded.is_empty(),
+            "the request succeeded without a PostgresBackup"
+        );
+    }
+    kubectl.wait_ready("postgrescluster", "elephant", Duration::from_secs(90));
+
+    dev.interrupt();
+    let left = postgres_processes_under(&dev_dir);
+    assert!(
+        left.is_empty(),
+        "PostgreSQL still runs after Ctrl-C: {left:?}"
+    );
+}
