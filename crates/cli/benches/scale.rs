@@ -6,8 +6,9 @@
 //! target is zero: no status write without a change, no re-apply that bumps a
 //! resourceVersion).
 //!
-//! Run with `cargo bench -p tusk-cli --bench scale`; `TUSK_BENCH_CLUSTERS` changes the count
-//! and `TUSK_BENCH_IDLE_SECONDS` the idle measurement window (default 60).
+//! Run with `cargo bench -p tusk-cli --bench scale`; `TUSK_BENCH_CLUSTERS` changes the count,
+//! `TUSK_BENCH_IDLE_SECONDS` the idle measurement window (default 60), and
+//! `TUSK_BENCH_SHOW_WRITES` lists the objects written during that window.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -147,6 +148,9 @@ async fn main() {
     let before = sandbox.resource_version();
     tokio::time::sleep(idle).await;
     let writes = sandbox.resource_version() - before;
+    if std::env::var_os("TUSK_BENCH_SHOW_WRITES").is_some() {
+        show_writes_since(&client, before).await;
+    }
     let per_minute = writes as f64 * 60.0 / idle.as_secs_f64();
     let operator_rss = peak_rss_mib(operator.id());
 
@@ -163,4 +167,42 @@ async fn main() {
     println!("API writes/min once converged:  {per_minute:.1}");
     let _ = operator.kill();
     let _ = operator.wait();
+}
+
+/// Lists every object written since resourceVersion `before`, to explain a non-zero idle write
+/// rate (set `TUSK_BENCH_SHOW_WRITES`).
+async fn show_writes_since(client: &Client, before: u64) {
+    use kube::api::DynamicObject;
+    use kube::discovery::{Discovery, verbs};
+    let Ok(discovery) = Discovery::new(client.clone()).run().await else {
+        eprintln!("discovery failed; cannot list the idle writes");
+        return;
+    };
+    for group in discovery.groups() {
+        for (resource, capabilities) in group.recommended_resources() {
+            if !capabilities.supports_operation(verbs::LIST) {
+                continue;
+            }
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+            let Ok(list) = api.list(&ListParams::default()).await else {
+                continue;
+            };
+            for object in list.items {
+                let written_at: u64 = object
+                    .metadata
+                    .resource_version
+                    .as_deref()
+                    .and_then(|rv| rv.parse().ok())
+                    .unwrap_or(0);
+                if written_at > before {
+                    eprintln!(
+                        "written while idle: {} {}/{} at resourceVersion {written_at}",
+                        resource.kind,
+                        object.metadata.namespace.as_deref().unwrap_or("-"),
+                        object.metadata.name.as_deref().unwrap_or("-"),
+                    );
+                }
+            }
+        }
+    }
 }
