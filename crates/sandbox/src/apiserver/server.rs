@@ -65,6 +65,16 @@ fn error_response(error: &ApiError) -> Response<Body> {
 
 type Query = HashMap<String, String>;
 
+/// A request header as text; absent or not text reads as empty, as the API server treats both.
+fn header_text(request: &Request<Incoming>, name: header::HeaderName) -> String {
+    request
+        .headers()
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
 fn parse_query(query: Option<&str>) -> Query {
     url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .into_owned()
@@ -143,11 +153,7 @@ impl Server {
                     .ok_or_else(ApiError::no_route);
             }
             (Method::GET, ["openapi", "v2"]) => {
-                let accept = request
-                    .headers()
-                    .get(header::ACCEPT)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
+                let accept = header_text(&request, header::ACCEPT);
                 if accept.contains("protobuf") {
                     return Ok(openapi_v2_protobuf());
                 }
@@ -196,24 +202,9 @@ impl Server {
                 .ok_or_else(ApiError::no_route);
         }
         let target = self.resolve(group, version, rest)?;
-        let accept = request
-            .headers()
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let content_type = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let user_agent = request
-            .headers()
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
+        let accept = header_text(&request, header::ACCEPT);
+        let content_type = header_text(&request, header::CONTENT_TYPE);
+        let user_agent = header_text(&request, header::USER_AGENT);
         let access = access_request(&method, &target, &query, &content_type);
         rbac::authorize_request(&self.store.read(), &user, &access)?;
         let body = read_body(request).await?;
