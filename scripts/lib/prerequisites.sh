@@ -44,6 +44,14 @@ ensure_prerequisites() {
     if ! command -v tar >/dev/null || ! command -v gzip >/dev/null; then
         apt_install tar gzip
     fi
+    # The local runtime's tests run real programs in pods (python3's http.server), and the
+    # end-to-end tests look for leftover processes with ps.
+    if ! command -v python3 >/dev/null; then
+        apt_install python3
+    fi
+    if ! command -v ps >/dev/null; then
+        apt_install procps
+    fi
     # PostgreSQL refuses to run as root; tests and the local runtime run it as this user.
     if ! id postgres >/dev/null 2>&1; then
         useradd --system --create-home --shell /usr/sbin/nologin postgres
