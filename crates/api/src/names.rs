@@ -62,6 +62,25 @@ pub fn backup_job(request: &str) -> String {
     format!("{request}-backup")
 }
 
+/// The prefix under which every object of one incarnation of a cluster is stored:
+/// `<store prefix>/<namespace>/<cluster>/<cluster uid>`. The uid makes it unique: a cluster
+/// re-created under the same name starts with an empty prefix, and nothing of the old one's is
+/// ever read, overwritten or deleted through it. Every credential a tenant's pods hold reaches
+/// only below this prefix.
+pub fn cluster_storage_prefix(
+    store_prefix: &str,
+    namespace: &str,
+    cluster: &str,
+    cluster_uid: &str,
+) -> String {
+    let store_prefix = store_prefix.trim_matches('/');
+    if store_prefix.is_empty() {
+        format!("{namespace}/{cluster}/{cluster_uid}")
+    } else {
+        format!("{store_prefix}/{namespace}/{cluster}/{cluster_uid}")
+    }
+}
+
 /// The prefix under which all of a cluster's objects are stored:
 /// `<prefix>/<namespace>/<cluster>`.
 pub fn storage_prefix(store_prefix: &str, namespace: &str, cluster: &str) -> String {
