@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
+use tusk_api::PostgresBackupRequest;
 
 use crate::support::{Dev, Kubectl, files_under, token_of};
 
@@ -132,6 +134,11 @@ async fn a_forged_backup_naming_another_tenants_data_deletes_and_restores_nothin
         .expect("a key")
         .to_owned();
     let victim_object = dev.s3_dir().join(BUCKET).join(&victim_key);
+    // `<store prefix>/victim/...`: the store prefix is `tusk dev`'s.
+    let store_prefix = victim_key
+        .split_once("/victim/")
+        .map(|(prefix, _)| prefix.to_owned())
+        .expect("the key names the victim's namespace");
     assert!(victim_object.exists(), "{victim_object:?} is stored");
 
     elephant(&attacker, "mallory");
@@ -147,7 +154,7 @@ async fn a_forged_backup_naming_another_tenants_data_deletes_and_restores_nothin
         (
             "climb-out",
             json!({"bucket": BUCKET,
-                   "path": format!("tusk/attacker/mallory/{attacker_uid}/base/../../../../victim")}),
+                   "path": format!("{store_prefix}/attacker/mallory/{attacker_uid}/base/../../../../victim")}),
         ),
         // Requests the operator would sign with the platform's keys, sent to the attacker.
         (
@@ -201,7 +208,11 @@ async fn a_forged_backup_naming_another_tenants_data_deletes_and_restores_nothin
         victim_object.exists(),
         "the victim's backup object was deleted"
     );
-    let victim_files = files_under(&dev.s3_dir().join(BUCKET).join("tusk/victim"));
+    let victim_files = files_under(
+        &dev.s3_dir()
+            .join(BUCKET)
+            .join(format!("{store_prefix}/victim")),
+    );
     assert!(!victim_files.is_empty(), "the victim's prefix was emptied");
     assert_eq!(
         connections.load(Ordering::SeqCst),
@@ -246,25 +257,30 @@ async fn a_backup_jobs_token_reaches_its_own_request_and_cannot_forge_a_backup()
     let token = token_of(&dev.admin_client().await, "shop", "mine-backup").await;
     let job = dev.kubectl_with_token(&token, "shop", "job-token");
 
-    for (args, what) in [
-        (
-            vec![
-                "patch",
-                "pgbr",
+    // The Job's own calls, made with its token as `tusk backup run` makes them.
+    let job_client = dev.client_with_token(&token, "job-client").await;
+    let requests: Api<PostgresBackupRequest> = Api::namespaced(job_client.clone(), "shop");
+    let forbidden = |result: Result<PostgresBackupRequest, kube::Error>, what: &str| match result {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{what}: {status:?}"),
+        other => panic!("{what} was not refused: {other:?}"),
+    };
+    forbidden(
+        requests
+            .patch_status(
                 "other",
-                "--subresource=status",
-                "--type=merge",
-                "-p",
-                r#"{"status":{"phase":"Failed"}}"#,
-            ],
-            "patch another request's status",
-        ),
-        (vec!["get", "secrets"], "read Secrets"),
-        (vec!["get", "pgbr", "other"], "read another request"),
-    ] {
-        let refused = job.run(&args).expect_err(what);
-        assert!(refused.contains("forbidden"), "{what}: {refused}");
-    }
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"phase": "Failed"}})),
+            )
+            .await,
+        "patching another request's status",
+    );
+    forbidden(requests.get("other").await, "reading another request");
+    requests
+        .get("mine")
+        .await
+        .expect("it reads its own request");
+    let refused = job.run(&["get", "secrets"]).expect_err("reading Secrets");
+    assert!(refused.contains("forbidden"), "{refused}");
     let refused = job
         .try_apply_json(&forged_backup(
             "forged",
@@ -282,15 +298,14 @@ async fn a_backup_jobs_token_reaches_its_own_request_and_cannot_forge_a_backup()
         "startLsn": "0/2000028", "stopLsn": "0/2000100", "timeline": 1,
         "postgresVersion": "15", "runDuration": "1s"
     }}});
-    job.ok(&[
-        "patch",
-        "pgbr",
-        "mine",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &forged_result.to_string(),
-    ]);
+    requests
+        .patch_status(
+            "mine",
+            &PatchParams::default(),
+            &Patch::Merge(forged_result),
+        )
+        .await
+        .expect("a Job may report on its own request");
     let (phase, message) = tenant.until(
         "the forged report to end the request",
         Duration::from_secs(60),

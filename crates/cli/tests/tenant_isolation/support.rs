@@ -93,15 +93,13 @@ impl Dev {
 
     /// A kube client as the administrator.
     pub async fn admin_client(&self) -> kube::Client {
-        let kubeconfig =
-            kube::config::Kubeconfig::read_from(self.kubeconfig()).expect("kubeconfig");
-        let config = kube::Config::from_custom_kubeconfig(
-            kubeconfig,
-            &kube::config::KubeConfigOptions::default(),
-        )
-        .await
-        .expect("admin config");
-        kube::Client::try_from(config).expect("admin client")
+        client_from(&self.kubeconfig()).await
+    }
+
+    /// A kube client with nothing but `token`.
+    pub async fn client_with_token(&self, token: &str, file: &str) -> kube::Client {
+        let kubectl = self.kubectl_with_token(token, "default", file);
+        client_from(&kubectl.kubeconfig).await
     }
 
     /// Everything `tusk dev` printed so far.
@@ -188,6 +186,19 @@ impl Drop for Dev {
             let _ = self.child.kill();
         }
     }
+}
+
+/// A kube client from a kubeconfig file.
+async fn client_from(path: &Path) -> kube::Client {
+    tusk_operator::install_crypto_provider();
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .expect("client config");
+    kube::Client::try_from(config).expect("client")
 }
 
 /// A fresh token of a ServiceAccount, as anyone who can create pods with that account (or a
