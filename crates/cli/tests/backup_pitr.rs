@@ -99,7 +99,14 @@ async fn point_in_time_restore_through_the_wal_archive() {
 
     source.psql("INSERT INTO events (label) VALUES ('t1')");
     std::thread::sleep(Duration::from_millis(500));
-    let target = source.psql("SELECT clock_timestamp()::text");
+    // One instant in the forms customers write: RFC 3339 in UTC with `Z` and fractional
+    // seconds, and with an offset.
+    let forms = source.psql(
+        "SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') || ' ' || \
+         to_char(t AT TIME ZONE 'Etc/GMT-2', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+02:00\"') \
+         FROM (SELECT clock_timestamp() AS t) AS now",
+    );
+    let (target_utc, target_offset) = forms.split_once(' ').expect("two forms");
     std::thread::sleep(Duration::from_millis(500));
     source.psql("INSERT INTO events (label) VALUES ('t2')");
     let last_segment = source.psql("SELECT pg_walfile_name(pg_switch_wal())");
@@ -130,35 +137,95 @@ async fn point_in_time_restore_through_the_wal_archive() {
         .arg(scratch.path().join("x"))
         .output()
         .unwrap();
-    assert!(!missing.status.success());
+    // The end of the archive, as PostgreSQL must read it: exit status 1.
+    assert_eq!(missing.status.code(), Some(1));
     assert!(!scratch.path().join("x").exists());
 
     let target_dir = temp_dir();
-    let data_dir = target_dir.path().join("pitr");
-    let restored = tusk(&env)
-        .args([
-            "restore",
-            "run",
-            "--backup-key",
-            key,
-            "--wal-prefix",
-            WAL_PREFIX,
-        ])
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .args(["--target-time", &target])
+    let restore_to = |name: &str, options: &[&str]| {
+        let data_dir = target_dir.path().join(name);
+        let restored = tusk(&env)
+            .args([
+                "restore",
+                "run",
+                "--backup-key",
+                key,
+                "--wal-prefix",
+                WAL_PREFIX,
+            ])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(options)
+            .output()
+            .unwrap();
+        assert!(
+            restored.status.success(),
+            "{}",
+            String::from_utf8_lossy(&restored.stderr)
+        );
+        assert!(data_dir.join("recovery.signal").exists());
+        data_dir
+    };
+    let rows_after_recovery = |data_dir: &Path| {
+        let mut copy = Postgres::on_data_dir(data_dir, &["archive_mode=off".into()], &server_env);
+        copy.wait_until_promoted();
+        let rows =
+            copy.psql("SELECT coalesce(string_agg(label, ',' ORDER BY label), '') FROM events");
+        copy.stop();
+        rows
+    };
+
+    // To a point in time, in every RFC 3339 form: t1 committed before it, t2 after.
+    for (name, target) in [("utc", target_utc), ("offset", target_offset)] {
+        let data_dir = restore_to(name, &["--target-time", target]);
+        assert_eq!(rows_after_recovery(&data_dir), "t1", "target {target}");
+    }
+    // No target: the backup as it was taken, before t1; --latest: everything archived.
+    assert_eq!(rows_after_recovery(&restore_to("as-taken", &[])), "");
+    assert_eq!(
+        rows_after_recovery(&restore_to("latest", &["--latest"])),
+        "t1,t2"
+    );
+
+    // A corrupted segment after the consistency point is not the end of the archive:
+    // wal-fetch says so with a status above 125, and PostgreSQL stops recovery instead of
+    // promoting a history cut short.
+    {
+        use object_store::ObjectStoreExt;
+        store
+            .object_store()
+            .put(
+                &object_store::path::Path::from(format!("{WAL_PREFIX}/{last_segment}.gz.dare")),
+                object_store::PutPayload::from_static(b"not a sealed WAL segment"),
+            )
+            .await
+            .unwrap();
+    }
+    let corrupted = tusk(&env)
+        .args(["wal-fetch", "--wal-prefix", WAL_PREFIX, &last_segment])
+        .arg(scratch.path().join("y"))
         .output()
         .unwrap();
-    assert!(
-        restored.status.success(),
+    assert_eq!(
+        corrupted.status.code(),
+        Some(255),
         "{}",
-        String::from_utf8_lossy(&restored.stderr)
+        String::from_utf8_lossy(&corrupted.stderr)
     );
-    assert!(data_dir.join("recovery.signal").exists());
-
-    let copy = Postgres::on_data_dir(&data_dir, &["archive_mode=off".into()], &server_env);
-    copy.wait_until_promoted();
-    assert_eq!(copy.psql("SELECT string_agg(label, ',') FROM events"), "t1");
+    let data_dir = restore_to("corrupted", &["--latest"]);
+    let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // No connections before promotion: a server that starts at all has promoted.
+        Postgres::on_data_dir(
+            &data_dir,
+            &["archive_mode=off".into(), "hot_standby=off".into()],
+            &server_env,
+        )
+    }));
+    let failure = match started {
+        Ok(_) => panic!("PostgreSQL promoted on an archive with a corrupted segment"),
+        Err(panic) => panic.downcast_ref::<String>().cloned().unwrap_or_default(),
+    };
+    assert!(failure.contains("recovery must stop"), "{failure}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

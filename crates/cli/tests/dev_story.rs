@@ -478,7 +478,7 @@ async fn the_seed_story_runs_end_to_end_on_tusk_dev() {
         "involvedObject.name=my-backup",
     ]);
     assert!(
-        events.contains("Deleting backup my-backup from S3"),
+        events.contains("Deleting backup my-backup from the object store"),
         "no Finalizer event: {events}"
     );
     assert!(
