@@ -170,6 +170,81 @@ async fn zstd_backup_restores_too() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn another_backups_object_under_this_key_is_refused_before_postgres_starts() {
+    let source = Postgres::init(&[]);
+    source.psql("CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 1000) g");
+    let s3 = S3::start().await;
+    let store = s3.store("");
+    let backup = |key: &'static str| {
+        let store = store.clone();
+        let connection = source.connection();
+        async move {
+            run_backup(
+                &connection,
+                &store,
+                key,
+                &options(Compression::Gzip { level: 1 }),
+                Arc::new(Progress::default()),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let older = backup("older.tar.gz.dare").await;
+    source.psql("INSERT INTO t SELECT g FROM generate_series(1001, 5000) g");
+    let newer = backup("newer.tar.gz.dare").await;
+    assert_ne!(older.sha256, newer.sha256);
+    // Someone copies the newer backup's object over the older one's key: both decrypt with the
+    // cluster's passphrase, so only what was recorded can tell them apart.
+    let swapped = object_bytes(&store, "newer.tar.gz.dare").await;
+    store
+        .object_store()
+        .put(&ObjectPath::from("older.tar.gz.dare"), swapped.into())
+        .await
+        .unwrap();
+    let target = temp_dir();
+
+    // A different size is refused before a byte is unpacked.
+    let data_dir = target.path().join("by-size");
+    let recorded = RestoreOptions {
+        expected_size: Some(older.stored_bytes),
+        expected_sha256: Some(older.sha256.clone()),
+        ..restore_options()
+    };
+    let error = restore(&store, "older.tar.gz.dare", &data_dir, &recorded)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, RestoreError::Mismatch(_)), "{error}");
+    assert!(!data_dir.join("PG_VERSION").exists());
+
+    // The same size with other bytes is refused once they are read, and nothing is left.
+    let data_dir = target.path().join("by-digest");
+    let same_size = RestoreOptions {
+        expected_size: Some(newer.stored_bytes),
+        expected_sha256: Some(older.sha256.clone()),
+        ..restore_options()
+    };
+    let error = restore(&store, "older.tar.gz.dare", &data_dir, &same_size)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, RestoreError::Mismatch(_)), "{error}");
+    assert!(data_dir.join(RESTORE_INCOMPLETE_MARKER).exists());
+    assert!(!data_dir.join("PG_VERSION").exists());
+
+    // The object that matches its record restores.
+    let data_dir = target.path().join("matching");
+    let matching = RestoreOptions {
+        expected_size: Some(newer.stored_bytes),
+        expected_sha256: Some(newer.sha256.clone()),
+        ..restore_options()
+    };
+    restore(&store, "newer.tar.gz.dare", &data_dir, &matching)
+        .await
+        .unwrap();
+    assert!(data_dir.join("PG_VERSION").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn corrupted_object_is_refused_and_the_directory_marked_unusable() {
     let source = Postgres::init(&[]);
     let s3 = S3::start().await;
