@@ -95,14 +95,28 @@ const TOP_LEVEL_FIELDS: &[&str] = &[
 /// What each refused field would have made the operator do, for the message.
 fn refused_field_problem(field: &str) -> Option<&'static str> {
     Some(match field {
-        "exec" => "the operator never runs a credential plugin; use token or client-certificate-data and client-key-data",
-        "auth-provider" => "the operator never runs an auth provider; use token or client-certificate-data and client-key-data",
-        "tokenFile" => "the operator never reads a file named in a kubeconfig; put the token itself in token",
-        "client-certificate" | "client-key" => "the operator never reads a file named in a kubeconfig; use client-certificate-data and client-key-data",
-        "certificate-authority" => "the operator never reads a file named in a kubeconfig; use certificate-authority-data",
+        "exec" => {
+            "the operator never runs a credential plugin; use token or client-certificate-data and client-key-data"
+        }
+        "auth-provider" => {
+            "the operator never runs an auth provider; use token or client-certificate-data and client-key-data"
+        }
+        "tokenFile" => {
+            "the operator never reads a file named in a kubeconfig; put the token itself in token"
+        }
+        "client-certificate" | "client-key" => {
+            "the operator never reads a file named in a kubeconfig; use client-certificate-data and client-key-data"
+        }
+        "certificate-authority" => {
+            "the operator never reads a file named in a kubeconfig; use certificate-authority-data"
+        }
         "proxy-url" => "the operator connects to the cluster directly, never through a proxy",
-        "username" | "password" => "basic authentication is not supported; use token or client-certificate-data and client-key-data",
-        "as" | "as-uid" | "as-groups" | "as-user-extra" => "impersonation is not supported; give the credentials of the identity itself",
+        "username" | "password" => {
+            "basic authentication is not supported; use token or client-certificate-data and client-key-data"
+        }
+        "as" | "as-uid" | "as-groups" | "as-user-extra" => {
+            "impersonation is not supported; give the credentials of the identity itself"
+        }
         _ => return None,
     })
 }
@@ -304,7 +318,10 @@ fn check_user(body: &Mapping, path: &str) -> Result<RemoteCredential, Refusal> {
     match (token, certificate, key) {
         (Some(token), None, None) => Ok(RemoteCredential::Token(SecretString::from(token))),
         (None, Some(certificate_data), Some(key_data)) => {
-            decode_base64(&certificate_data, &format!("{path}.client-certificate-data"))?;
+            decode_base64(
+                &certificate_data,
+                &format!("{path}.client-certificate-data"),
+            )?;
             decode_base64(&key_data, &format!("{path}.client-key-data"))?;
             Ok(RemoteCredential::ClientCertificate {
                 certificate_data,
@@ -639,8 +656,8 @@ current-context: customer
             "https://user:pw@customer.example.com",
             "file:///etc/passwd",
         ] {
-            let text = kubeconfig("", &token_user())
-                .replace("https://customer.example.com:6443", server);
+            let text =
+                kubeconfig("", &token_user()).replace("https://customer.example.com:6443", server);
             assert_eq!(
                 refusal(&text).field,
                 "clusters[0].cluster.server",
@@ -660,9 +677,13 @@ current-context: customer
         assert_eq!(refusal(&text).field, "users[0].user.client-key-data");
         let text = kubeconfig("", "    {}\n");
         assert!(parse(&text).is_err());
-        let text = kubeconfig("", &token_user()).replace("current-context: customer", "current-context: other");
+        let text = kubeconfig("", &token_user())
+            .replace("current-context: customer", "current-context: other");
         assert_eq!(refusal(&text).field, "current-context");
-        let text = kubeconfig("    certificate-authority-data: bm90IHBlbQ==\n", &token_user());
+        let text = kubeconfig(
+            "    certificate-authority-data: bm90IHBlbQ==\n",
+            &token_user(),
+        );
         assert_eq!(
             refusal(&text).field,
             "clusters[0].cluster.certificate-authority-data"
@@ -676,7 +697,8 @@ current-context: customer
         let message = refusal(&text).to_string();
         assert!(!message.contains("path-xyz"), "{message}");
         let long_key = "k".repeat(500);
-        let text = kubeconfig("", &token_user()).replace("kind: Config", &format!("kind: Config\n{long_key}: 1"));
+        let text = kubeconfig("", &token_user())
+            .replace("kind: Config", &format!("kind: Config\n{long_key}: 1"));
         assert!(refusal(&text).to_string().len() < 200);
     }
 }

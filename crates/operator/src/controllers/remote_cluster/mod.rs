@@ -59,28 +59,28 @@ pub async fn run(
     );
     let links = controller.store();
     controller
-    // A refused or missing kubeconfig waits for its Secret to change instead of retrying.
-    .watches(
-        Api::<Secret>::all(client),
-        watcher::Config::default(),
-        move |secret| {
-            let namespace = secret.namespace();
-            let name = secret.name_any();
-            links
-                .state()
-                .into_iter()
-                .filter(|link| {
-                    link.namespace() == namespace && link.spec.remote_cluster.name == name
-                })
-                .map(|link| ObjectRef::from_obj(&*link))
-                .collect::<Vec<_>>()
-        },
-    )
-    .with_config(Config::default().concurrency(context.config.concurrency.remote_cluster))
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, context)
-    .for_each(|_| futures::future::ready(()))
-    .await;
+        // A refused or missing kubeconfig waits for its Secret to change instead of retrying.
+        .watches(
+            Api::<Secret>::all(client),
+            watcher::Config::default(),
+            move |secret| {
+                let namespace = secret.namespace();
+                let name = secret.name_any();
+                links
+                    .state()
+                    .into_iter()
+                    .filter(|link| {
+                        link.namespace() == namespace && link.spec.remote_cluster.name == name
+                    })
+                    .map(|link| ObjectRef::from_obj(&*link))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .with_config(Config::default().concurrency(context.config.concurrency.remote_cluster))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, context)
+        .for_each(|_| futures::future::ready(()))
+        .await;
 }
 
 fn error_policy(link: Arc<PostgresRemoteCluster>, error: &Error, context: Arc<Context>) -> Action {
@@ -600,9 +600,9 @@ async fn cleanup(
         } => (client, remote_namespace),
         Connection::NoSecret | Connection::Refused(_) => {
             let why = match &connection {
-                Connection::Refused(refusal) => format!(
-                    "The kubeconfig in Secret {secret_name} is refused ({refusal})"
-                ),
+                Connection::Refused(refusal) => {
+                    format!("The kubeconfig in Secret {secret_name} is refused ({refusal})")
+                }
                 _ => format!("Secret {secret_name} with the remote cluster's kubeconfig is gone"),
             };
             events::publish(
