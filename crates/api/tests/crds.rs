@@ -603,3 +603,19 @@ fn a_hand_edit_of_deploy_crds_is_detected() {
         vec!["postgresclusters.postgres.tusk.dev.yaml differs".to_owned()]
     );
 }
+
+/// docs/parameters.md lists every allowed setting, so the page a customer reads is the list the
+/// API server enforces.
+#[test]
+fn the_parameters_page_lists_every_allowed_setting() {
+    let page = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/parameters.md"),
+    )
+    .expect("docs/parameters.md");
+    let missing: Vec<&str> = tusk_api::cluster::ALLOWED_PARAMETERS
+        .iter()
+        .copied()
+        .filter(|name| !page.contains(&format!("`{name}`")))
+        .collect();
+    assert!(missing.is_empty(), "not in docs/parameters.md: {missing:?}");
+}

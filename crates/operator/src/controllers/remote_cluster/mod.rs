@@ -7,6 +7,12 @@
 //! customer's cluster cannot be reached, a Warning Event says so and the operator retries with
 //! backoff. When the kubeconfig Secret is gone, nothing can be cleaned up: a Warning Event says
 //! so and the finalizer is released, so deleting a project never blocks forever.
+//!
+//! The tenant writes the kubeconfig, so the operator takes only inline data from it (see
+//! [`kubeconfig`]): a kubeconfig that would make it run a plugin, read a file, use a proxy or
+//! contact a metadata address gives the link `InvalidSpec` (reason `RefusedKubeconfig`) and one
+//! Warning Event, and the link waits for its Secret to change. What the remote server says in
+//! an error reaches status, Events and logs only as one short line ([`remote_error_summary`]).
 
 pub mod build;
 pub mod kubeconfig;
