@@ -6,6 +6,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::{ClusterReference, TriggeredBy};
 
+/// The CEL rule that keeps a cron schedule to at most one run an hour: a macro (the hourly one
+/// included), or exactly five fields (so no seconds field) whose first, the minute, is one
+/// number. With a single minute no hour can match twice, whatever the other fields say.
+pub const AT_MOST_HOURLY_RULE: &str =
+    "self.startsWith('@') || self.matches('^[0-5]?[0-9](\\\\s+\\\\S+){4}$')";
+
 /// Backs a cluster up every `interval` hours, or on a cron `schedule`, and keeps the newest
 /// `keep` of its backups. Every cluster gets one called `default` (daily, triggeredBy system).
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
@@ -53,11 +59,16 @@ pub struct PostgresBackupScheduleSpec {
     pub interval: Option<i32>,
 
     /// A five-field cron expression in UTC, such as "30 2 * * *", or a macro such as "@daily".
-    /// Exactly one of interval and schedule is set.
+    /// A schedule runs at most once an hour: the minute field is a single number from 0 to 59,
+    /// and there is no seconds field. Exactly one of interval and schedule is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(
-        pattern = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|\S+(\s+\S+){4})$"
-    ))]
+    #[schemars(
+        regex(
+            pattern = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|\S+(\s+\S+){4})$"
+        ),
+        length(max = 128)
+    )]
+    #[x_kube(validation = Rule::new(AT_MOST_HOURLY_RULE).message("schedule may run at most once an hour: its minute field must be a single number from 0 to 59, as in \"30 2 * * *\" or \"0 * * * *\" (no seconds field, no ranges, lists or steps of minutes)").reason(Reason::FieldValueForbidden))]
     pub schedule: Option<String>,
 
     /// How many of this schedule's backups to retain; older ones are deleted. All are kept when

@@ -7,47 +7,329 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// PostgreSQL settings that tusk itself must control: where the server listens, where its files
-/// live, and how WAL is archived and restored. A cluster that sets any of them is refused at
-/// admission, because honouring it would break connectivity, backups or point-in-time recovery.
-pub const OWNED_PARAMETERS: &[&str] = &[
-    "listen_addresses",
-    "port",
-    "unix_socket_directories",
-    "unix_socket_group",
-    "unix_socket_permissions",
-    "data_directory",
-    "config_file",
-    "hba_file",
-    "ident_file",
-    "external_pid_file",
-    "archive_mode",
-    "archive_command",
-    "archive_library",
-    "restore_command",
-    "archive_cleanup_command",
-    "recovery_end_command",
-    "recovery_target",
-    "recovery_target_action",
-    "recovery_target_inclusive",
-    "recovery_target_lsn",
-    "recovery_target_name",
-    "recovery_target_time",
-    "recovery_target_timeline",
-    "recovery_target_xid",
-    "primary_conninfo",
-    "primary_slot_name",
-    "wal_level",
+/// The PostgreSQL settings a customer may change, lowercase. Everything else is refused at
+/// admission and never written to postgresql.conf: settings that name files, libraries or
+/// commands (`include*`, `dynamic_library_path`, `ssl_*`, `log_directory`, `archive_command`...)
+/// would let a tenant make the server read or run what it chooses, and settings that tusk owns
+/// (`listen_addresses`, `port`, `wal_level`, `archive_timeout`, `max_wal_senders`, `fsync`,
+/// `full_page_writes`...) would break connectivity, durability, backups or recovery.
+///
+/// `synchronous_commit` is allowed: any database user may already `SET` it for a session, and
+/// turning it off loses at most the last moments of commits on a crash, never consistency.
+pub const ALLOWED_PARAMETERS: &[&str] = &[
+    // Memory and resources.
+    "shared_buffers",
+    "effective_cache_size",
+    "work_mem",
+    "hash_mem_multiplier",
+    "maintenance_work_mem",
+    "autovacuum_work_mem",
+    "logical_decoding_work_mem",
+    "temp_buffers",
+    "temp_file_limit",
+    "max_stack_depth",
+    "effective_io_concurrency",
+    "maintenance_io_concurrency",
+    "max_worker_processes",
+    "max_parallel_workers",
+    "max_parallel_workers_per_gather",
+    "max_parallel_maintenance_workers",
+    "parallel_leader_participation",
+    // Connections and timeouts.
+    "max_connections",
+    "statement_timeout",
+    "lock_timeout",
+    "idle_in_transaction_session_timeout",
+    "idle_session_timeout",
+    "transaction_timeout",
+    "deadlock_timeout",
+    "tcp_keepalives_idle",
+    "tcp_keepalives_interval",
+    "tcp_keepalives_count",
+    "tcp_user_timeout",
+    "client_connection_check_interval",
+    "max_locks_per_transaction",
+    "max_pred_locks_per_transaction",
+    "max_pred_locks_per_relation",
+    "max_pred_locks_per_page",
+    "max_prepared_transactions",
+    // Planner and query tuning.
+    "random_page_cost",
+    "seq_page_cost",
+    "cpu_tuple_cost",
+    "cpu_index_tuple_cost",
+    "cpu_operator_cost",
+    "parallel_setup_cost",
+    "parallel_tuple_cost",
+    "min_parallel_table_scan_size",
+    "min_parallel_index_scan_size",
+    "default_statistics_target",
+    "constraint_exclusion",
+    "cursor_tuple_fraction",
+    "from_collapse_limit",
+    "join_collapse_limit",
+    "plan_cache_mode",
+    "recursive_worktable_factor",
+    "geqo",
+    "geqo_threshold",
+    "geqo_effort",
+    "geqo_pool_size",
+    "geqo_generations",
+    "geqo_selection_bias",
+    "geqo_seed",
+    "jit",
+    "jit_above_cost",
+    "jit_inline_above_cost",
+    "jit_optimize_above_cost",
+    "enable_async_append",
+    "enable_bitmapscan",
+    "enable_gathermerge",
+    "enable_group_by_reordering",
+    "enable_hashagg",
+    "enable_hashjoin",
+    "enable_incremental_sort",
+    "enable_indexonlyscan",
+    "enable_indexscan",
+    "enable_material",
+    "enable_memoize",
+    "enable_mergejoin",
+    "enable_nestloop",
+    "enable_parallel_append",
+    "enable_parallel_hash",
+    "enable_partition_pruning",
+    "enable_partitionwise_aggregate",
+    "enable_partitionwise_join",
+    "enable_presorted_aggregate",
+    "enable_seqscan",
+    "enable_sort",
+    "enable_tidscan",
+    // Autovacuum and vacuum.
+    "autovacuum",
+    "autovacuum_max_workers",
+    "autovacuum_naptime",
+    "autovacuum_vacuum_threshold",
+    "autovacuum_vacuum_insert_threshold",
+    "autovacuum_analyze_threshold",
+    "autovacuum_vacuum_scale_factor",
+    "autovacuum_vacuum_insert_scale_factor",
+    "autovacuum_analyze_scale_factor",
+    "autovacuum_freeze_max_age",
+    "autovacuum_multixact_freeze_max_age",
+    "autovacuum_vacuum_cost_delay",
+    "autovacuum_vacuum_cost_limit",
+    "vacuum_cost_delay",
+    "vacuum_cost_page_hit",
+    "vacuum_cost_page_miss",
+    "vacuum_cost_page_dirty",
+    "vacuum_cost_limit",
+    "vacuum_freeze_min_age",
+    "vacuum_freeze_table_age",
+    "vacuum_multixact_freeze_min_age",
+    "vacuum_multixact_freeze_table_age",
+    "vacuum_failsafe_age",
+    "vacuum_multixact_failsafe_age",
+    "vacuum_buffer_usage_limit",
+    // Background writer and checkpoints (durability stays on: no fsync, no full_page_writes).
+    "bgwriter_delay",
+    "bgwriter_lru_maxpages",
+    "bgwriter_lru_multiplier",
+    "bgwriter_flush_after",
+    "backend_flush_after",
+    "checkpoint_timeout",
+    "checkpoint_completion_target",
+    "checkpoint_warning",
+    "checkpoint_flush_after",
+    "max_wal_size",
+    "min_wal_size",
+    "wal_buffers",
+    "wal_compression",
+    "wal_writer_delay",
+    "wal_writer_flush_after",
+    "commit_delay",
+    "commit_siblings",
+    "synchronous_commit",
+    // Logging verbosity (never where logs go).
+    "log_min_duration_statement",
+    "log_min_duration_sample",
+    "log_statement_sample_rate",
+    "log_transaction_sample_rate",
+    "log_statement",
+    "log_lock_waits",
+    "log_temp_files",
+    "log_checkpoints",
+    "log_connections",
+    "log_disconnections",
+    "log_duration",
+    "log_autovacuum_min_duration",
+    "log_error_verbosity",
+    "log_line_prefix",
+    "log_min_messages",
+    "log_min_error_statement",
+    "log_parameter_max_length",
+    "log_parameter_max_length_on_error",
+    "log_timezone",
+    "client_min_messages",
+    "track_activities",
+    "track_activity_query_size",
+    "track_counts",
+    "track_functions",
+    "track_io_timing",
+    "track_wal_io_timing",
+    "track_commit_timestamp",
+    "compute_query_id",
+    // Statement behaviour, locale and formatting.
+    "search_path",
+    "default_transaction_isolation",
+    "default_transaction_read_only",
+    "default_transaction_deferrable",
+    "default_toast_compression",
+    "check_function_bodies",
+    "gin_pending_list_limit",
+    "gin_fuzzy_search_limit",
+    "datestyle",
+    "intervalstyle",
+    "timezone",
+    "extra_float_digits",
+    "client_encoding",
+    "lc_messages",
+    "lc_monetary",
+    "lc_numeric",
+    "lc_time",
+    "default_text_search_config",
+    "bytea_output",
+    "xmlbinary",
+    "xmloption",
+    // Preloadable libraries and their settings.
+    "shared_preload_libraries",
+    "pg_stat_statements.max",
+    "pg_stat_statements.track",
+    "pg_stat_statements.track_utility",
+    "pg_stat_statements.track_planning",
+    "pg_stat_statements.save",
+    "auto_explain.log_min_duration",
+    "auto_explain.log_analyze",
+    "auto_explain.log_buffers",
+    "auto_explain.log_timing",
+    "auto_explain.log_triggers",
+    "auto_explain.log_verbose",
+    "auto_explain.log_format",
+    "auto_explain.log_nested_statements",
+    "auto_explain.sample_rate",
+    "pg_prewarm.autoprewarm",
+    "pg_prewarm.autoprewarm_interval",
 ];
 
-/// The CEL rule that refuses [`OWNED_PARAMETERS`]. PostgreSQL matches setting names without
-/// regard to case, so the rule does too.
-pub fn owned_parameters_rule() -> String {
-    let quoted: Vec<String> = OWNED_PARAMETERS
-        .iter()
-        .map(|name| format!("'{name}'"))
-        .collect();
-    format!("!self.exists(k, k.lowerAscii() in [{}])", quoted.join(", "))
+/// The contrib libraries `shared_preload_libraries` may name, and only by name (never a path).
+pub const PRELOADABLE_LIBRARIES: &[&str] = &["auto_explain", "pg_prewarm", "pg_stat_statements"];
+
+/// Settings whose value is a time zone name such as `Europe/Berlin`: the only values that may
+/// contain '/', and then only as letters, digits, '_', '+' and '-' between slashes (never `..`).
+pub const TIME_ZONE_PARAMETERS: &[&str] = &["timezone", "log_timezone"];
+
+/// The longest parameter value, in characters. It bounds what the admission rules walk (the
+/// API server estimates each rule's cost from such bounds) and what reaches postgresql.conf.
+pub const MAX_PARAMETER_VALUE_LENGTH: usize = 1024;
+
+/// The most parameters a cluster may set.
+pub const MAX_PARAMETERS: usize = 256;
+
+/// The regular expression a time zone value must match.
+pub const TIME_ZONE_PATTERN: &str = "^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}$";
+
+/// Why a setting may not be written, or `None` when it may. The admission rules of
+/// `spec.parameters` say the same in CEL; the operator checks again before writing
+/// postgresql.conf, so a cluster admitted under older rules cannot slip through.
+pub fn parameter_refusal(name: &str, value: &str) -> Option<&'static str> {
+    if !ALLOWED_PARAMETERS.contains(&name) {
+        return Some("is not a setting customers may change");
+    }
+    if value.chars().count() > MAX_PARAMETER_VALUE_LENGTH {
+        return Some("has a value longer than 1024 characters");
+    }
+    if value.contains('\n') {
+        return Some("has a value with a line break");
+    }
+    if TIME_ZONE_PARAMETERS.contains(&name) {
+        return (!is_time_zone_name(value)).then_some("is not a time zone name");
+    }
+    if value.contains('/') {
+        return Some("has a value with '/', which could name a file");
+    }
+    if name == "shared_preload_libraries"
+        && !value
+            .split(',')
+            .map(str::trim)
+            .filter(|library| !library.is_empty())
+            .all(|library| PRELOADABLE_LIBRARIES.contains(&library))
+    {
+        return Some("may only list auto_explain, pg_prewarm and pg_stat_statements");
+    }
+    None
+}
+
+/// Whether `value` matches [`TIME_ZONE_PATTERN`], without a regex engine in this crate.
+fn is_time_zone_name(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('/').collect();
+    let word = |part: &str| {
+        !part.is_empty()
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '-'))
+    };
+    parts.len() <= 3
+        && parts.iter().all(|part| word(part))
+        && parts[0].starts_with(|c: char| c.is_ascii_alphabetic())
+}
+
+fn cel_list(items: &[&str]) -> String {
+    let quoted: Vec<String> = items.iter().map(|item| format!("'{item}'")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// The CEL rule that admits only [`ALLOWED_PARAMETERS`]. Names must be lowercase, so a setting
+/// cannot be given twice in different cases.
+pub fn allowed_parameters_rule() -> String {
+    format!("self.all(k, k in {})", cel_list(ALLOWED_PARAMETERS))
+}
+
+/// The message of [`allowed_parameters_rule`]: it names every refused setting.
+pub fn allowed_parameters_message() -> String {
+    format!(
+        "'parameters may not set ' + self.filter(k, !(k in {})).join(', ') + ': only the settings listed in the field description may be changed, in lowercase'",
+        cel_list(ALLOWED_PARAMETERS)
+    )
+}
+
+/// The CEL rule that refuses '/' in values, except for time zone names.
+pub fn no_path_rule() -> String {
+    format!(
+        "self.all(k, k in {zones} || !self[k].contains('/'))",
+        zones = cel_list(TIME_ZONE_PARAMETERS)
+    )
+}
+
+/// The message of [`no_path_rule`], naming the settings whose value has a '/'.
+pub fn no_path_message() -> String {
+    format!(
+        "'parameter values may not contain \\'/\\' (no file paths): ' + self.filter(k, !(k in {zones}) && self[k].contains('/')).join(', ')",
+        zones = cel_list(TIME_ZONE_PARAMETERS)
+    )
+}
+
+/// The CEL rule for time zone values.
+pub fn time_zone_rule() -> String {
+    format!(
+        "self.all(k, !(k in {zones}) || self[k].matches('{TIME_ZONE_PATTERN}'))",
+        zones = cel_list(TIME_ZONE_PARAMETERS)
+    )
+}
+
+/// The CEL rule that limits `shared_preload_libraries` to [`PRELOADABLE_LIBRARIES`].
+pub fn preload_libraries_rule() -> String {
+    let library = format!("({})", PRELOADABLE_LIBRARIES.join("|"));
+    format!(
+        "!('shared_preload_libraries' in self) || self['shared_preload_libraries'].matches('^ *({library}( *, *{library})*)? *$')"
+    )
 }
 
 /// A PostgreSQL database ordered by a customer. tusk runs it as a one-instance StatefulSet,
@@ -124,12 +406,29 @@ pub struct PostgresClusterSpec {
     pub postgres_version: Option<String>,
 
     /// PostgreSQL settings written to postgresql.conf after tusk's memory settings, so they
-    /// override them. Settings that tusk owns (listen_addresses, port, archive_command,
-    /// restore_command, data_directory, hba_file and the like) are refused.
+    /// override them. Names are lowercase and must be one of: memory (shared_buffers,
+    /// effective_cache_size, work_mem, hash_mem_multiplier, maintenance_work_mem,
+    /// autovacuum_work_mem, temp_buffers, temp_file_limit...), parallelism
+    /// (max_worker_processes, max_parallel_workers*), connections and timeouts (max_connections,
+    /// statement_timeout, lock_timeout, idle_in_transaction_session_timeout,
+    /// idle_session_timeout, transaction_timeout, deadlock_timeout, tcp_keepalives_*), the
+    /// planner (*_cost, enable_*, geqo*, jit*, default_statistics_target, join_collapse_limit...),
+    /// autovacuum_* and vacuum_*, checkpoints and WAL sizing (checkpoint_timeout,
+    /// checkpoint_completion_target, max_wal_size, min_wal_size, wal_compression,
+    /// synchronous_commit...), logging verbosity (log_min_duration_statement, log_statement,
+    /// log_lock_waits, log_line_prefix, track_*...), locale and formatting (datestyle, timezone,
+    /// lc_*, search_path...), and shared_preload_libraries limited to auto_explain, pg_prewarm
+    /// and pg_stat_statements with their pg_stat_statements.*, auto_explain.* and pg_prewarm.*
+    /// settings. The full list is in docs/parameters.md. Values are at most 1024 characters and
+    /// contain no line break and no '/' (time zone names excepted). Settings that name files,
+    /// libraries or commands, and those tusk owns (listen_addresses, port, wal_level, fsync,
+    /// full_page_writes, archive_*, ssl_*, include*...), are refused.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 256))]
-    #[x_kube(validation = Rule::new(owned_parameters_rule()).message("parameters may not set a setting that tusk owns (listen_addresses, port, archive_command, restore_command, data_directory, hba_file, recovery_target_*, wal_level and the like)").reason(Reason::FieldValueForbidden))]
-    #[x_kube(validation = Rule::new("self.all(k, k.matches('^[A-Za-z_][A-Za-z0-9_.]*$'))").message("parameter names may contain only letters, digits, '_' and '.'"))]
+    #[schemars(extend("maxProperties" = 256, "additionalProperties" = {"type": "string", "maxLength": 1024}))]
+    #[x_kube(validation = Rule::new(allowed_parameters_rule()).message(Message::Expression(allowed_parameters_message())).reason(Reason::FieldValueForbidden))]
+    #[x_kube(validation = Rule::new(no_path_rule()).message(Message::Expression(no_path_message())).reason(Reason::FieldValueForbidden))]
+    #[x_kube(validation = Rule::new(time_zone_rule()).message("timezone and log_timezone must be time zone names such as Europe/Berlin"))]
+    #[x_kube(validation = Rule::new(preload_libraries_rule()).message("shared_preload_libraries may only list auto_explain, pg_prewarm and pg_stat_statements, separated by commas").reason(Reason::FieldValueForbidden))]
     #[x_kube(validation = Rule::new("self.all(k, !self[k].contains('\\n'))").message("a parameter value may not contain a line break"))]
     pub parameters: BTreeMap<String, String>,
 

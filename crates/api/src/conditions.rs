@@ -34,6 +34,9 @@ pub mod reasons {
     pub const INVALID_SPEC: &str = "InvalidSpec";
     /// A remote cluster cannot be reached.
     pub const UNREACHABLE: &str = "Unreachable";
+    /// A remote cluster's kubeconfig asks for something the operator never does (run a plugin,
+    /// read a file, use a proxy, contact a metadata address); the message names the field.
+    pub const REFUSED_KUBECONFIG: &str = "RefusedKubeconfig";
     /// The object store refused an operation.
     pub const STORE_ERROR: &str = "StoreError";
 }

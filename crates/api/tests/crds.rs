@@ -234,17 +234,14 @@ fn the_admission_rules_are_in_the_crds() {
             .contains(&"self >= oldSelf")
     );
     let parameter_rules = rules_at(&cluster, "/properties/spec/properties/parameters").join("\n");
-    for owned in [
-        "listen_addresses",
-        "port",
-        "archive_command",
-        "restore_command",
-        "data_directory",
-        "hba_file",
+    for allowed in [
+        "'work_mem'",
+        "'max_connections'",
+        "'shared_preload_libraries'",
     ] {
         assert!(
-            parameter_rules.contains(&format!("'{owned}'")),
-            "{owned} is not refused"
+            parameter_rules.contains(allowed),
+            "{allowed} is not allowed"
         );
     }
     let schedule = schema_of("PostgresBackupSchedule");
@@ -286,36 +283,165 @@ fn cluster(spec: Value) -> Value {
     json!({"apiVersion": "postgres.tusk.dev/v1", "kind": "PostgresCluster", "metadata": {"name": "elephant"}, "spec": spec})
 }
 
+fn with_parameters(parameters: Value) -> Value {
+    cluster(
+        json!({"displayName": "x", "memorySize": 2, "postgresDiskSize": 1, "parameters": parameters}),
+    )
+}
+
 #[test]
-fn cel_refuses_owned_parameters_in_any_case_and_accepts_others() {
-    let base = json!({"displayName": "x", "memorySize": 2, "postgresDiskSize": 1});
-    let mut allowed = base.clone();
-    allowed["parameters"] =
-        json!({"max_connections": "200", "log_min_duration_statement": "250ms"});
+fn cel_admits_only_allowed_parameters_and_names_the_refused_ones() {
+    let allowed = with_parameters(json!({
+        "max_connections": "200",
+        "log_min_duration_statement": "250ms",
+        "shared_preload_libraries": "pg_stat_statements, auto_explain",
+        "timezone": "America/Argentina/Buenos_Aires",
+        "synchronous_commit": "off",
+        "search_path": "\"$user\", public",
+    }));
     assert_eq!(
-        cel_failures("PostgresCluster", &cluster(allowed), None),
+        cel_failures("PostgresCluster", &allowed, None),
         Vec::<String>::new()
     );
-    for owned in [
-        "port",
-        "Listen_Addresses",
-        "archive_command",
-        "restore_command",
-        "wal_level",
+    let refused = with_parameters(json!({
+        "include_dir": "conf.d",
+        "fsync": "off",
+        "work_mem": "64MB",
+    }));
+    let failures = cel_failures("PostgresCluster", &refused, None);
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(
+        failures[0].contains("spec.parameters")
+            && failures[0].contains("include_dir")
+            && failures[0].contains("fsync")
+            && !failures[0].contains("work_mem"),
+        "{failures:?}"
+    );
+    for (name, value) in [
+        ("port", "5433"),
+        ("Work_Mem", "64MB"),
+        ("archive_command", "curl evil"),
+        ("archive_timeout", "1"),
+        ("max_wal_senders", "0"),
+        ("wal_level", "minimal"),
+        ("full_page_writes", "off"),
+        ("dynamic_library_path", "/tmp"),
+        ("jit_provider", "evil"),
+        ("ssl_passphrase_command", "sh"),
+        ("log_directory", "/tmp"),
+        ("data_directory", "/"),
+        ("session_preload_libraries", "auto_explain"),
     ] {
-        let mut refused = base.clone();
-        refused["parameters"] = json!({ owned: "x" });
-        let failures = cel_failures("PostgresCluster", &cluster(refused), None);
+        let failures = cel_failures(
+            "PostgresCluster",
+            &with_parameters(json!({ name: value })),
+            None,
+        );
         assert!(
-            failures
-                .iter()
-                .any(|f| f.contains("spec.parameters") && f.contains("tusk owns")),
-            "{owned}: {failures:?}"
+            failures.iter().any(|f| f.contains(name)),
+            "{name} = {value}: {failures:?}"
         );
     }
-    let mut injected = base;
-    injected["parameters"] = json!({"work_mem": "4MB\nport = 1"});
-    assert!(!cel_failures("PostgresCluster", &cluster(injected), None).is_empty());
+    for (name, value, named) in [
+        ("search_path", "/etc/passwd", "search_path"),
+        ("log_line_prefix", "../../x", "log_line_prefix"),
+        ("timezone", "../../etc/passwd", "time zone"),
+        ("timezone", "Europe/../../x", "time zone"),
+        (
+            "shared_preload_libraries",
+            "/tmp/evil.so",
+            "shared_preload_libraries",
+        ),
+        (
+            "shared_preload_libraries",
+            "pg_stat_statements,evil",
+            "shared_preload_libraries",
+        ),
+        ("work_mem", "4MB\nport = 1", "line break"),
+    ] {
+        let failures = cel_failures(
+            "PostgresCluster",
+            &with_parameters(json!({ name: value })),
+            None,
+        );
+        assert!(
+            failures.iter().any(|f| f.contains(named)),
+            "{name} = {value}: {failures:?}"
+        );
+    }
+}
+
+/// The CEL rules and the operator's own check (`parameter_refusal`) agree on every case above
+/// and on every allowed name with a harmless value.
+#[test]
+fn cel_and_the_rust_check_agree() {
+    use tusk_api::cluster::{ALLOWED_PARAMETERS, parameter_refusal};
+    let mut cases: Vec<(String, String)> = ALLOWED_PARAMETERS
+        .iter()
+        .map(|name| (name.to_string(), "on".to_string()))
+        .collect();
+    for (name, value) in [
+        ("fsync", "off"),
+        ("include", "x"),
+        ("Work_Mem", "1MB"),
+        ("search_path", "a/b"),
+        ("timezone", "Europe/Berlin"),
+        ("timezone", "../x"),
+        ("log_timezone", "UTC"),
+        ("shared_preload_libraries", ""),
+        ("shared_preload_libraries", "pg_prewarm"),
+        ("shared_preload_libraries", "pg_prewarm,,x"),
+        ("work_mem", "1\n2"),
+    ] {
+        cases.push((name.into(), value.into()));
+    }
+    for (name, value) in cases {
+        let admitted = cel_failures(
+            "PostgresCluster",
+            &with_parameters(json!({ &name: &value })),
+            None,
+        )
+        .is_empty();
+        let written = parameter_refusal(&name, &value).is_none();
+        assert_eq!(admitted, written, "{name} = {value:?}");
+    }
+}
+
+/// kube-apiserver estimates the cost of every rule from the bounds of what it walks and refuses
+/// a CRD whose rules could cost too much (issue #13). Every string, list and map that a rule of
+/// ours walks is bounded, and kube-cel's estimate of each rule stays under the budget.
+#[test]
+fn every_rule_walks_only_bounded_values() {
+    use kube::core::cel::{WarningKind, compile_schema, estimate_rule_cost};
+    let cluster = schema_of("PostgresCluster");
+    let parameters = cluster
+        .pointer("/properties/spec/properties/parameters")
+        .unwrap();
+    assert_eq!(parameters["maxProperties"], json!(256));
+    assert_eq!(
+        parameters["additionalProperties"]["maxLength"],
+        json!(tusk_api::cluster::MAX_PARAMETER_VALUE_LENGTH)
+    );
+    let schedule = schema_of("PostgresBackupSchedule");
+    assert!(
+        schedule
+            .pointer("/properties/spec/properties/schedule/maxLength")
+            .is_some()
+    );
+    for (schema, pointer) in [
+        (&cluster, "/properties/spec/properties/parameters"),
+        (&schedule, "/properties/spec/properties/schedule"),
+    ] {
+        let node = schema.pointer(pointer).unwrap();
+        let compiled = compile_schema(node);
+        for rule in rules_at(schema, pointer) {
+            let over: Vec<_> = estimate_rule_cost(rule, &compiled)
+                .into_iter()
+                .filter(|warning| warning.kind == WarningKind::CostExceeded)
+                .collect();
+            assert!(over.is_empty(), "{rule}: {over:?}");
+        }
+    }
 }
 
 #[test]
@@ -369,6 +495,39 @@ fn cel_requires_exactly_one_of_interval_and_schedule() {
         )
         .is_empty()
     );
+}
+
+#[test]
+fn cel_refuses_a_schedule_that_could_run_more_than_once_an_hour() {
+    let schedule = |cron: &str| json!({"apiVersion": "postgres.tusk.dev/v1", "kind": "PostgresBackupSchedule", "metadata": {"name": "s"}, "spec": {"cluster": {"name": "a"}, "schedule": cron}});
+    for hourly_at_most in [
+        "30 2 * * *",
+        "0 * * * *",
+        "05 */2 * * 1-5",
+        "59 0 1 * *",
+        "@hourly",
+        "@daily",
+    ] {
+        let failures = cel_failures("PostgresBackupSchedule", &schedule(hourly_at_most), None);
+        assert!(failures.is_empty(), "{hourly_at_most}: {failures:?}");
+    }
+    for too_often in [
+        "* * * * *",
+        "*/5 * * * *",
+        "0,30 * * * *",
+        "0-59 * * * *",
+        "0 * * * * *",
+        "60 * * * *",
+        "*/1\t* * * *",
+    ] {
+        let failures = cel_failures("PostgresBackupSchedule", &schedule(too_often), None);
+        assert!(
+            failures
+                .iter()
+                .any(|f| f.contains("spec.schedule") && f.contains("at most once an hour")),
+            "{too_often}: {failures:?}"
+        );
+    }
 }
 
 #[test]
@@ -443,4 +602,20 @@ fn a_hand_edit_of_deploy_crds_is_detected() {
         drift(copy.path()),
         vec!["postgresclusters.postgres.tusk.dev.yaml differs".to_owned()]
     );
+}
+
+/// docs/parameters.md lists every allowed setting, so the page a customer reads is the list the
+/// API server enforces.
+#[test]
+fn the_parameters_page_lists_every_allowed_setting() {
+    let page = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/parameters.md"),
+    )
+    .expect("docs/parameters.md");
+    let missing: Vec<&str> = tusk_api::cluster::ALLOWED_PARAMETERS
+        .iter()
+        .copied()
+        .filter(|name| !page.contains(&format!("`{name}`")))
+        .collect();
+    assert!(missing.is_empty(), "not in docs/parameters.md: {missing:?}");
 }

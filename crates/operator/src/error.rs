@@ -154,8 +154,12 @@ pub enum Error {
         message: String,
     },
 
-    /// The customer's cluster did not answer or refused a request.
-    #[error("the remote cluster refused or did not answer while {action}: {source}")]
+    /// The customer's cluster did not answer or refused a request. Its own words are shortened:
+    /// the tenant chooses them.
+    #[error(
+        "the remote cluster refused or did not answer while {action}: {}",
+        crate::controllers::remote_cluster::remote_error_summary(.source)
+    )]
     RemoteUnreachable {
         /// What the operator was doing.
         action: String,

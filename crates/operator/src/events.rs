@@ -17,6 +17,8 @@ pub mod reasons {
     pub const FINALIZER: &str = "Finalizer";
     /// A step failed; the note is the failure's message.
     pub const ERROR: &str = "Error";
+    /// The spec, or something it names, cannot be used as written; the note says which field.
+    pub const INVALID_SPEC: &str = "InvalidSpec";
     /// A schedule created a backup request.
     pub const BACKUP_SCHEDULED: &str = "BackupScheduled";
     /// A schedule deleted a backup beyond its `keep`.

@@ -28,9 +28,28 @@ fn parse_cron(expression: &str) -> Result<Cron> {
         })
 }
 
-/// The moment the schedule is next due. `created_at` is the schedule's creation time, the
-/// anchor of its first run.
+/// The shortest time between two runs of one schedule, whatever its spec says. Admission
+/// already refuses a cron expression that could fire more often; this holds for a schedule
+/// admitted under older rules, or by an API server that skipped them.
+pub const MIN_GAP: SignedDuration = SignedDuration::from_hours(1);
+
+/// The moment the schedule is next due, never less than [`MIN_GAP`] after the last run.
+/// `created_at` is the schedule's creation time, the anchor of its first run.
 pub fn next_run(
+    spec: &PostgresBackupScheduleSpec,
+    created_at: Timestamp,
+    last_run_at: Option<Timestamp>,
+    cluster_uid: &str,
+) -> Result<Timestamp> {
+    let next = planned_run(spec, created_at, last_run_at, cluster_uid)?;
+    Ok(match last_run_at {
+        Some(last) => next.max(last + MIN_GAP),
+        None => next,
+    })
+}
+
+/// The moment the spec asks for, before [`MIN_GAP`] is applied.
+fn planned_run(
     spec: &PostgresBackupScheduleSpec,
     created_at: Timestamp,
     last_run_at: Option<Timestamp>,
@@ -142,6 +161,27 @@ mod tests {
             at("2026-01-01T11:00:00Z")
         );
         assert!(next_run(&spec(None, Some("61 * * * *")), created, None, "u").is_err());
+    }
+
+    #[test]
+    fn no_expression_runs_a_schedule_twice_within_an_hour() {
+        let created = at("2026-01-01T10:00:30Z");
+        for expression in ["* * * * *", "*/5 * * * *", "0,30 * * * *", "0 * * * * *"] {
+            let every_minute = spec(None, Some(expression));
+            let first = next_run(&every_minute, created, None, "u").unwrap();
+            assert!(first > created, "{expression}");
+            let second = next_run(&every_minute, created, Some(first), "u").unwrap();
+            assert!(
+                second >= first + MIN_GAP,
+                "{expression}: {first} then {second}"
+            );
+        }
+        // An hourly cron keeps its minute when runs are on time.
+        let hourly = spec(None, Some("15 * * * *"));
+        assert_eq!(
+            next_run(&hourly, created, Some(at("2026-01-01T10:15:00Z")), "u").unwrap(),
+            at("2026-01-01T11:15:00Z")
+        );
     }
 
     #[test]

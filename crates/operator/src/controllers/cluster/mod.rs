@@ -32,11 +32,13 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tusk_api::cluster::LastBackup;
+use tusk_api::conditions::{FALSE, TRUE, reasons as condition_reasons, types};
 use tusk_api::finalizers::CLUSTER_STORAGE;
 use tusk_api::{
     PostgresBackup, PostgresBackupSchedule, PostgresCluster, labels as api_labels, names,
 };
 
+use crate::conditions::{self, DesiredCondition};
 use crate::context::Context;
 use crate::controllers::backup::store as backup_store;
 use crate::error::{Error, Result};
@@ -228,6 +230,7 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
         last_backup,
         now: context.clock.now(),
     });
+    let status = report_refused_parameters(&context, &cluster, status).await;
     if cluster.status.as_ref() != Some(&status) {
         let clusters: Api<PostgresCluster> = Api::namespaced(client.clone(), &namespace);
         clusters
@@ -244,6 +247,61 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
             })?;
     }
     Ok(Action::requeue(RESYNC))
+}
+
+/// Adds the `InvalidSpec` condition for parameters left out of postgresql.conf (see
+/// [`postgresql_conf::refused_parameters`]), with a Warning Event when it first appears or
+/// changes.
+async fn report_refused_parameters(
+    context: &Context,
+    cluster: &PostgresCluster,
+    mut status: tusk_api::PostgresClusterStatus,
+) -> tusk_api::PostgresClusterStatus {
+    let refused = postgresql_conf::refused_parameters(cluster);
+    let previous = cluster
+        .status
+        .as_ref()
+        .and_then(|status| conditions::find(&status.conditions, types::INVALID_SPEC));
+    let desired = if refused.is_empty() {
+        if previous.is_none() {
+            return status;
+        }
+        DesiredCondition::new(
+            types::INVALID_SPEC,
+            FALSE,
+            condition_reasons::RECONCILED,
+            "Every parameter is written to postgresql.conf",
+        )
+    } else {
+        let message = format!(
+            "Parameters left out of postgresql.conf: {}",
+            refused.join("; ")
+        );
+        if previous.is_none_or(|previous| previous.status != TRUE || previous.message != message) {
+            events::publish(
+                &context.recorder,
+                &cluster.object_ref(&()),
+                EventType::Warning,
+                reasons::INVALID_SPEC,
+                "WriteConfiguration",
+                message.clone(),
+            )
+            .await;
+        }
+        DesiredCondition::new(
+            types::INVALID_SPEC,
+            TRUE,
+            condition_reasons::INVALID_SPEC,
+            message,
+        )
+    };
+    status.conditions = conditions::merge(
+        &status.conditions,
+        &[desired],
+        cluster.metadata.generation,
+        context.clock.now(),
+    );
+    status
 }
 
 /// A cluster that names no PostgreSQL version gets the operator's default written into its

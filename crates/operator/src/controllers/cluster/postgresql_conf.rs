@@ -12,6 +12,7 @@ use std::fmt::Write;
 
 use sha2::{Digest, Sha256};
 use tusk_api::PostgresCluster;
+use tusk_api::cluster::parameter_refusal;
 
 /// The ConfigMap key, and so the file name in the mounted volume, of postgresql.conf.
 pub const CONFIG_FILE_KEY: &str = "postgresql.conf";
@@ -76,10 +77,34 @@ pub fn settings(cluster: &PostgresCluster) -> Vec<(String, String)> {
         // Bounds how much committed work a restore can lose on a quiet database.
         settings.push(("archive_timeout".into(), "300".into()));
     }
+    // Admission refuses these already; a cluster admitted under older rules still never gets
+    // them into the file. `refused_parameters` says which were left out.
     for (name, value) in &spec.parameters {
-        settings.push((name.clone(), value.clone()));
+        if parameter_refusal(name, value).is_none() {
+            settings.push((name.clone(), value.clone()));
+        }
     }
     settings
+}
+
+/// The cluster's parameters that are not written to postgresql.conf, each as "name: why". The
+/// text names settings, never their values.
+pub fn refused_parameters(cluster: &PostgresCluster) -> Vec<String> {
+    cluster
+        .spec
+        .parameters
+        .iter()
+        .filter_map(|(name, value)| {
+            parameter_refusal(name, value).map(|why| {
+                let name: String = name
+                    .chars()
+                    .filter(|c| c.is_ascii_graphic())
+                    .take(64)
+                    .collect();
+                format!("{name} {why}")
+            })
+        })
+        .collect()
 }
 
 /// postgresql.conf as text.
@@ -169,6 +194,58 @@ mod tests {
     }
 
     #[test]
+    fn a_setting_off_the_allow_list_is_never_written() {
+        let attacks = [
+            ("include_dir", "/etc"),
+            ("fsync", "off"),
+            ("full_page_writes", "off"),
+            ("archive_command", "curl evil"),
+            ("archive_timeout", "1"),
+            ("max_wal_senders", "0"),
+            ("dynamic_library_path", "/tmp"),
+            ("ssl_passphrase_command", "sh -c id"),
+            ("shared_preload_libraries", "/tmp/evil.so"),
+            ("shared_preload_libraries", "pg_stat_statements, evil"),
+            ("log_directory", "/var/lib/tusk"),
+            ("search_path", "/etc/passwd"),
+            ("timezone", "../../../../etc/passwd"),
+            ("Work_Mem", "64MB"),
+        ];
+        for (name, value) in attacks {
+            let tenant = cluster(2, &[(name, value)]);
+            let conf = render(&tenant);
+            let line = format!("{name} = '{}'", quote(value));
+            assert!(!conf.contains(&line), "{line} was written:\n{conf}");
+            let refused = refused_parameters(&tenant);
+            assert_eq!(refused.len(), 1, "{name}: {refused:?}");
+            assert!(refused[0].starts_with(name), "{refused:?}");
+            assert!(!refused[0].contains(value), "{refused:?}");
+        }
+        let allowed = cluster(
+            2,
+            &[
+                (
+                    "shared_preload_libraries",
+                    "pg_stat_statements,auto_explain",
+                ),
+                ("timezone", "America/Argentina/Buenos_Aires"),
+                ("log_min_duration_statement", "250ms"),
+                ("synchronous_commit", "off"),
+            ],
+        );
+        assert!(refused_parameters(&allowed).is_empty());
+        let conf = render(&allowed);
+        assert!(
+            conf.contains("timezone = 'America/Argentina/Buenos_Aires'"),
+            "{conf}"
+        );
+        assert!(
+            conf.contains("shared_preload_libraries = 'pg_stat_statements,auto_explain'"),
+            "{conf}"
+        );
+    }
+
+    #[test]
     fn only_restart_settings_change_the_restart_hash() {
         let base = restart_hash(&cluster(2, &[]));
         assert_eq!(base, restart_hash(&cluster(2, &[("work_mem", "64MB")])));
@@ -181,7 +258,7 @@ mod tests {
             base,
             restart_hash(&cluster(
                 2,
-                &[("Shared_Preload_Libraries", "pg_stat_statements")]
+                &[("shared_preload_libraries", "pg_stat_statements")]
             ))
         );
     }

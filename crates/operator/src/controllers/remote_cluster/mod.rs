@@ -7,8 +7,15 @@
 //! customer's cluster cannot be reached, a Warning Event says so and the operator retries with
 //! backoff. When the kubeconfig Secret is gone, nothing can be cleaned up: a Warning Event says
 //! so and the finalizer is released, so deleting a project never blocks forever.
+//!
+//! The tenant writes the kubeconfig, so the operator takes only inline data from it (see
+//! [`kubeconfig`]): a kubeconfig that would make it run a plugin, read a file, use a proxy or
+//! contact a metadata address gives the link `InvalidSpec` (reason `RefusedKubeconfig`) and one
+//! Warning Event, and the link waits for its Secret to change. What the remote server says in
+//! an error reaches status, Events and logs only as one short line ([`remote_error_summary`]).
 
 pub mod build;
+pub mod kubeconfig;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,10 +24,10 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -36,6 +43,7 @@ use crate::error::{Error, Result, is_not_found};
 use crate::events::{self, reasons};
 use crate::ssa;
 use build::{AppCredentials, RemoteObjects, TunnelTarget};
+use kubeconfig::Refusal;
 
 /// The controller's name, in metrics and its field manager.
 pub const CONTROLLER: &str = "remote-cluster";
@@ -51,15 +59,34 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = context.client.clone();
-    Controller::new(
-        Api::<PostgresRemoteCluster>::all(client),
+    let controller = Controller::new(
+        Api::<PostgresRemoteCluster>::all(client.clone()),
         watcher::Config::default(),
-    )
-    .with_config(Config::default().concurrency(context.config.concurrency.remote_cluster))
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, context)
-    .for_each(|_| futures::future::ready(()))
-    .await;
+    );
+    let links = controller.store();
+    controller
+        // A refused or missing kubeconfig waits for its Secret to change instead of retrying.
+        .watches(
+            Api::<Secret>::all(client),
+            watcher::Config::default(),
+            move |secret| {
+                let namespace = secret.namespace();
+                let name = secret.name_any();
+                links
+                    .state()
+                    .into_iter()
+                    .filter(|link| {
+                        link.namespace() == namespace && link.spec.remote_cluster.name == name
+                    })
+                    .map(|link| ObjectRef::from_obj(&*link))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .with_config(Config::default().concurrency(context.config.concurrency.remote_cluster))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, context)
+        .for_each(|_| futures::future::ready(()))
+        .await;
 }
 
 fn error_policy(link: Arc<PostgresRemoteCluster>, error: &Error, context: Arc<Context>) -> Action {
@@ -85,17 +112,24 @@ async fn reconcile(link: Arc<PostgresRemoteCluster>, context: Arc<Context>) -> R
     .map_err(Error::from)
 }
 
-/// A client for the customer's cluster and the namespace the tunnel lives in, or `None` when
-/// the kubeconfig Secret does not exist.
-async fn connect(
-    context: &Context,
-    namespace: &str,
-    secret_name: &str,
-) -> Result<Option<(Client, String)>> {
+/// What came of reading the kubeconfig Secret.
+enum Connection {
+    /// A client for the customer's cluster and the namespace the tunnel lives in.
+    Ready { client: Client, namespace: String },
+    /// The kubeconfig Secret does not exist.
+    NoSecret,
+    /// The kubeconfig asks for something the operator never does; see [`kubeconfig`].
+    Refused(Refusal),
+}
+
+/// Reads the kubeconfig Secret and, when the kubeconfig passes [`kubeconfig::parse`] and its
+/// server resolves to an address the operator may contact, builds a client from the accepted
+/// fields only.
+async fn connect(context: &Context, namespace: &str, secret_name: &str) -> Result<Connection> {
     let secrets: Api<Secret> = Api::namespaced(context.client.clone(), namespace);
     let secret = match secrets.get_opt(secret_name).await {
         Ok(Some(secret)) => secret,
-        Ok(None) => return Ok(None),
+        Ok(None) => return Ok(Connection::NoSecret),
         Err(source) => {
             return Err(Error::Get {
                 kind: "Secret",
@@ -104,29 +138,149 @@ async fn connect(
             });
         }
     };
-    let unusable = |message: String| Error::RemoteKubeconfig {
-        secret: secret_name.to_owned(),
-        message,
-    };
-    let text = secret
+    let Some(text) = secret
         .data
         .as_ref()
         .and_then(|data| data.get(KUBECONFIG_KEY))
         .and_then(|value| String::from_utf8(value.0.clone()).ok())
-        .ok_or_else(|| unusable(format!("it has no UTF-8 key {KUBECONFIG_KEY:?}")))?;
-    // Errors below describe the kubeconfig's structure, never its credentials.
-    let kubeconfig = Kubeconfig::from_yaml(&text)
-        .map_err(|_| unusable("it is not a valid kubeconfig".to_owned()))?;
-    let mut config =
-        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-            .await
-            .map_err(|error| unusable(format!("{error}")))?;
+    else {
+        return Ok(Connection::Refused(Refusal {
+            field: format!("Secret {secret_name}"),
+            problem: format!("has no UTF-8 key {KUBECONFIG_KEY:?}"),
+        }));
+    };
+    let access = match kubeconfig::parse(&text) {
+        Ok(access) => access,
+        Err(refusal) => return Ok(Connection::Refused(refusal)),
+    };
+    let address = match access.resolve().await {
+        Ok(address) => address,
+        Err(kubeconfig::ResolveError::Refused(refusal)) => {
+            return Ok(Connection::Refused(refusal));
+        }
+        Err(error @ kubeconfig::ResolveError::Lookup) => {
+            return Err(Error::RemoteKubeconfig {
+                secret: secret_name.to_owned(),
+                message: error.to_string(),
+            });
+        }
+    };
+    let mut config = access.config(address);
     config.connect_timeout = Some(Duration::from_secs(5));
     config.read_timeout = Some(Duration::from_secs(15));
     config.write_timeout = Some(Duration::from_secs(15));
     let remote_namespace = config.default_namespace.clone();
-    let client = Client::try_from(config).map_err(|error| unusable(format!("{error}")))?;
-    Ok(Some((client, remote_namespace)))
+    // Errors here come from the certificate or key data; their text could quote it.
+    let client = match Client::try_from(config) {
+        Ok(client) => client,
+        Err(_) => {
+            return Ok(Connection::Refused(Refusal {
+                field: "users".to_owned(),
+                problem: "the client certificate or key cannot be loaded".to_owned(),
+            }));
+        }
+    };
+    Ok(Connection::Ready {
+        client,
+        namespace: remote_namespace,
+    })
+}
+
+/// Reports a refused kubeconfig on the link (an `InvalidSpec` condition and a Warning Event)
+/// and waits for the Secret or the link to change: retrying cannot help.
+async fn refuse(
+    context: &Context,
+    link: &PostgresRemoteCluster,
+    namespace: &str,
+    refusal: &Refusal,
+    action: &str,
+) -> Result<Action> {
+    let message = format!(
+        "The kubeconfig in Secret {} is refused: {refusal}",
+        link.spec.remote_cluster.name
+    );
+    let already_reported = link
+        .status
+        .as_ref()
+        .and_then(|status| conditions::find(&status.conditions, types::INVALID_SPEC))
+        .is_some_and(|condition| condition.status == TRUE && condition.message == message);
+    write_status_conditions(
+        context,
+        link,
+        namespace,
+        link.status
+            .as_ref()
+            .and_then(|status| status.endpoint.clone()),
+        &[
+            DesiredCondition::new(
+                types::INVALID_SPEC,
+                TRUE,
+                condition_reasons::REFUSED_KUBECONFIG,
+                message.clone(),
+            ),
+            DesiredCondition::new(
+                types::READY,
+                FALSE,
+                condition_reasons::INVALID_SPEC,
+                message.clone(),
+            ),
+        ],
+    )
+    .await?;
+    if !already_reported {
+        events::publish(
+            &context.recorder,
+            &link.object_ref(&()),
+            EventType::Warning,
+            reasons::INVALID_SPEC,
+            action,
+            message,
+        )
+        .await;
+    }
+    Ok(Action::await_change())
+}
+
+/// The most characters of a remote server's error text that reach a status, an Event or a log.
+pub const REMOTE_ERROR_CHARS: usize = 160;
+
+/// A remote server's error as one short line. The customer's cluster chooses this text, so it
+/// is never copied wholesale: it is cut to [`REMOTE_ERROR_CHARS`] and control characters become
+/// spaces.
+pub fn remote_error_summary(error: &kube::Error) -> String {
+    let text = match error {
+        kube::Error::Api(status) => {
+            format!("HTTP {} {}: {}", status.code, status.reason, status.message)
+        }
+        other => other.to_string(),
+    };
+    one_line(&text, REMOTE_ERROR_CHARS)
+}
+
+/// `text` on one line (every control character a space, runs of spaces one) and at most
+/// `limit` characters, with an ellipsis when cut.
+pub fn one_line(text: &str, limit: usize) -> String {
+    let mut line = String::new();
+    let mut count = 0;
+    let mut last_was_space = false;
+    for c in text.chars() {
+        let c = if c.is_control() || c.is_whitespace() {
+            ' '
+        } else {
+            c
+        };
+        if c == ' ' && last_was_space {
+            continue;
+        }
+        if count == limit {
+            line.push('…');
+            return line;
+        }
+        last_was_space = c == ' ';
+        line.push(c);
+        count += 1;
+    }
+    line
 }
 
 async fn app_credentials(
@@ -197,32 +351,42 @@ async fn apply(link: &PostgresRemoteCluster, context: &Context, namespace: &str)
             return Err(error);
         }
     };
-    let Some((remote, remote_namespace)) = connection else {
-        let message =
-            format!("Secret {secret_name} with the remote cluster's kubeconfig does not exist");
-        write_status(
-            context,
-            link,
-            namespace,
-            None,
-            DesiredCondition::new(
-                types::READY,
-                FALSE,
-                condition_reasons::INVALID_SPEC,
-                message.clone(),
-            ),
-        )
-        .await?;
-        events::publish(
-            &context.recorder,
-            &reference,
-            EventType::Warning,
-            reasons::ERROR,
-            "ConnectRemoteCluster",
-            message,
-        )
-        .await;
-        return Ok(Action::requeue(Duration::from_secs(60)));
+    let (remote, remote_namespace) = match connection {
+        Connection::Ready {
+            client,
+            namespace: remote_namespace,
+        } => (client, remote_namespace),
+        Connection::Refused(refusal) => {
+            return refuse(context, link, namespace, &refusal, "ConnectRemoteCluster").await;
+        }
+        Connection::NoSecret => {
+            let message =
+                format!("Secret {secret_name} with the remote cluster's kubeconfig does not exist");
+            write_status(
+                context,
+                link,
+                namespace,
+                None,
+                DesiredCondition::new(
+                    types::READY,
+                    FALSE,
+                    condition_reasons::INVALID_SPEC,
+                    message.clone(),
+                ),
+            )
+            .await?;
+            events::publish(
+                &context.recorder,
+                &reference,
+                EventType::Warning,
+                reasons::ERROR,
+                "ConnectRemoteCluster",
+                message,
+            )
+            .await;
+            // The Secret's creation wakes the link; this is only a safety net.
+            return Ok(Action::requeue(RESYNC));
+        }
     };
     let service_ip = if context.config.tunnel.needs_service_ip() {
         let Some(ip) = database_service_ip(context, namespace, cluster).await? else {
@@ -270,17 +434,25 @@ async fn apply(link: &PostgresRemoteCluster, context: &Context, namespace: &str)
         )
         .await;
     }
-    write_status(
+    write_status_conditions(
         context,
         link,
         namespace,
         Some(endpoint),
-        DesiredCondition::new(
-            types::READY,
-            TRUE,
-            condition_reasons::AVAILABLE,
-            "The tunnel objects exist in the remote cluster",
-        ),
+        &[
+            DesiredCondition::new(
+                types::READY,
+                TRUE,
+                condition_reasons::AVAILABLE,
+                "The tunnel objects exist in the remote cluster",
+            ),
+            DesiredCondition::new(
+                types::INVALID_SPEC,
+                FALSE,
+                condition_reasons::RECONCILED,
+                "The kubeconfig is accepted",
+            ),
+        ],
     )
     .await?;
     Ok(Action::requeue(RESYNC))
@@ -362,11 +534,21 @@ async fn write_status(
     endpoint: Option<String>,
     ready: DesiredCondition,
 ) -> Result<()> {
+    write_status_conditions(context, link, namespace, endpoint, &[ready]).await
+}
+
+async fn write_status_conditions(
+    context: &Context,
+    link: &PostgresRemoteCluster,
+    namespace: &str,
+    endpoint: Option<String>,
+    desired: &[DesiredCondition],
+) -> Result<()> {
     let previous = link.status.clone().unwrap_or_default();
     let status = PostgresRemoteClusterStatus {
         conditions: conditions::merge(
             &previous.conditions,
-            &[ready],
+            desired,
             link.metadata.generation,
             context.clock.now(),
         ),
@@ -417,22 +599,34 @@ async fn cleanup(
             return Err(error);
         }
     };
-    let Some((remote, remote_namespace)) = connection else {
-        events::publish(
-            &context.recorder,
-            &reference,
-            EventType::Warning,
-            reasons::CLEANUP_SKIPPED,
-            "DeleteTunnel",
-            format!(
-                "Secret {secret_name} with the remote cluster's kubeconfig is gone, so nothing in that cluster can be cleaned up; delete Service {}, Deployment {} and Secret {} there by hand",
-                build::service_name(cluster),
-                build::deployment_name(cluster),
-                build::secret_name(cluster)
-            ),
-        )
-        .await;
-        return Ok(Action::await_change());
+    let (remote, remote_namespace) = match connection {
+        Connection::Ready {
+            client,
+            namespace: remote_namespace,
+        } => (client, remote_namespace),
+        Connection::NoSecret | Connection::Refused(_) => {
+            let why = match &connection {
+                Connection::Refused(refusal) => {
+                    format!("The kubeconfig in Secret {secret_name} is refused ({refusal})")
+                }
+                _ => format!("Secret {secret_name} with the remote cluster's kubeconfig is gone"),
+            };
+            events::publish(
+                &context.recorder,
+                &reference,
+                EventType::Warning,
+                reasons::CLEANUP_SKIPPED,
+                "DeleteTunnel",
+                format!(
+                    "{why}, so nothing in that cluster can be cleaned up; delete Service {}, Deployment {} and Secret {} there by hand",
+                    build::service_name(cluster),
+                    build::deployment_name(cluster),
+                    build::secret_name(cluster)
+                ),
+            )
+            .await;
+            return Ok(Action::await_change());
+        }
     };
     let result = delete_remote(&remote, &remote_namespace, cluster).await;
     if let Err(error) = &result {

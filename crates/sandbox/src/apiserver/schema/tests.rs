@@ -164,7 +164,7 @@ fn forbidden_parameter_is_refused_by_cel_on_spec_parameters() {
     assert!(
         errors[0]
             .message
-            .starts_with("Forbidden: parameters may not set a setting that tusk owns"),
+            .starts_with("Forbidden: parameters may not set Port:"),
         "{}",
         errors[0].message
     );
