@@ -70,7 +70,7 @@ pub struct PostgresBackupSpec {
     #[schemars(length(max = 253))]
     pub display_name: String,
 
-    /// Who asked for the backup: a user, or the system's schedule.
+    /// Who asked for the backup: a user, or the cluster's own daily schedule. Set by tusk.
     #[serde(default)]
     pub triggered_by: TriggeredBy,
 
@@ -86,10 +86,16 @@ pub struct PostgresBackupSpec {
     #[serde(default)]
     pub compression: Compression,
 
-    /// Size of the stored object in bytes.
+    /// Size of the stored object in bytes. A restore refuses an object of any other size.
     #[serde(default)]
     #[schemars(range(min = 0))]
     pub size: i64,
+
+    /// SHA-256 of the stored object, lowercase hex. A restore refuses an object whose bytes do
+    /// not hash to it, before PostgreSQL starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub sha256: Option<String>,
 
     /// How long the backup took, such as "1m23.4s".
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -5,10 +5,11 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::backup::Compression;
 use crate::common::{ClusterReference, TriggeredBy};
 
 /// Asks for one backup of a cluster now. A Job takes the backup and reports its progress here;
-/// on success a PostgresBackup of the same name records the result.
+/// tusk then checks the stored object and records it as a PostgresBackup of the same name.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[kube(
     group = "postgres.tusk.dev",
@@ -48,10 +49,6 @@ pub struct PostgresBackupRequestSpec {
     /// The PostgresCluster, in this namespace, to back up. Immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("cluster is immutable"))]
     pub cluster: ClusterReference,
-
-    /// Who asked for the backup; recorded on the resulting PostgresBackup.
-    #[serde(default)]
-    pub triggered_by: TriggeredBy,
 }
 
 /// The progress and outcome of a backup request.
@@ -89,6 +86,50 @@ pub struct PostgresBackupRequestStatus {
     /// The metadata.generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+
+    /// Who asked for the backup, as tusk determined it: `system` for a request of the
+    /// cluster's own daily schedule, `user` for every other. Recorded on the PostgresBackup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggered_by: Option<TriggeredBy>,
+
+    /// What the backup Job stored, as it reports it. tusk records a PostgresBackup only after
+    /// checking this against the object store: the object must be at the key tusk expects for
+    /// this request, with this size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<BackupResult>,
+}
+
+/// A finished backup as the Job reports it, before tusk has checked it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupResult {
+    /// The object's key in the store.
+    #[schemars(length(min = 1, max = 1024))]
+    pub key: String,
+    /// The stored size in bytes.
+    #[schemars(range(min = 0))]
+    pub size: i64,
+    /// SHA-256 of the stored bytes, lowercase hex.
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub sha256: String,
+    /// How the tar stream was compressed.
+    #[serde(default)]
+    pub compression: Compression,
+    /// WAL location where the backup started.
+    #[schemars(regex(pattern = r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$"))]
+    pub start_lsn: String,
+    /// WAL location where the backup ended.
+    #[schemars(regex(pattern = r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$"))]
+    pub stop_lsn: String,
+    /// The timeline the backup was taken on.
+    #[schemars(range(min = 1))]
+    pub timeline: i64,
+    /// The server's version, such as "15.8".
+    #[schemars(length(max = 64))]
+    pub postgres_version: String,
+    /// How long the backup took, such as "1m23s".
+    #[schemars(length(max = 64))]
+    pub run_duration: String,
 }
 
 /// Where a backup request is in its life.

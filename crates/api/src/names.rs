@@ -57,9 +57,16 @@ pub fn stateful_set(cluster: &str) -> String {
     cluster.to_owned()
 }
 
-/// The Job taking the backup a request asks for.
+/// The Job taking the backup a request asks for: `<request>-backup`, shortened with a hash
+/// when the request's name is too long for a Job (whose name becomes a pod label value).
 pub fn backup_job(request: &str) -> String {
-    format!("{request}-backup")
+    bounded_name(request, "backup", MAX_LABEL_NAME)
+}
+
+/// The ServiceAccount, Role and RoleBinding of one request's backup Job: the Job's token may
+/// touch that request and nothing else, so each request gets its own.
+pub fn backup_job_account(request: &str) -> String {
+    backup_job(request)
 }
 
 /// The prefix under which every object of one incarnation of a cluster is stored:
@@ -81,41 +88,51 @@ pub fn cluster_storage_prefix(
     }
 }
 
-/// The prefix under which all of a cluster's objects are stored:
-/// `<prefix>/<namespace>/<cluster>`.
-pub fn storage_prefix(store_prefix: &str, namespace: &str, cluster: &str) -> String {
-    let store_prefix = store_prefix.trim_matches('/');
-    if store_prefix.is_empty() {
-        format!("{namespace}/{cluster}")
-    } else {
-        format!("{store_prefix}/{namespace}/{cluster}")
+/// The object key of a base backup: `<cluster prefix>/base/<backup id>.tar.gz.dare`, where the
+/// cluster prefix comes from [`cluster_storage_prefix`] and the backup id is the uid of the
+/// PostgresBackupRequest that took it. A request name can be reused, and two requests of the
+/// same name in different clusters never meet: no backup ever overwrites another's object.
+pub fn base_backup_key(cluster_prefix: &str, backup_id: &str) -> String {
+    format!("{cluster_prefix}/{BASE_DIRECTORY}/{backup_id}.tar.gz.dare")
+}
+
+/// The directory of base backups below a cluster's prefix.
+pub const BASE_DIRECTORY: &str = "base";
+
+/// The prefix of a cluster's WAL archive: `<cluster prefix>/wal`.
+pub fn wal_prefix(cluster_prefix: &str) -> String {
+    format!("{cluster_prefix}/wal")
+}
+
+/// The object key of an archived WAL segment: `<cluster prefix>/wal/<segment>.gz.dare`.
+pub fn wal_segment_key(cluster_prefix: &str, segment: &str) -> String {
+    format!("{}/{segment}.gz.dare", wal_prefix(cluster_prefix))
+}
+
+/// The longest name Kubernetes accepts for objects named as DNS labels (Jobs, Services, and
+/// the pods' hostnames derived from them).
+pub const MAX_LABEL_NAME: usize = 63;
+
+/// `<base>-<suffix>`, shortened to at most `max` characters when needed: the base is cut and
+/// followed by eight hex digits of a hash of the whole base, so that two long names that share
+/// their beginning still get different results, and the same input always gives the same name.
+pub fn bounded_name(base: &str, suffix: &str, max: usize) -> String {
+    let full = format!("{base}-{suffix}");
+    if full.len() <= max {
+        return full;
     }
+    let hash = fnv1a(base.as_bytes());
+    let keep = max.saturating_sub(suffix.len() + 10);
+    let cut: String = base.chars().take(keep).collect();
+    let cut = cut.trim_end_matches(['-', '.']);
+    format!("{cut}-{hash:08x}-{suffix}")
 }
 
-/// The object key of a base backup: `<prefix>/<namespace>/<cluster>/base/<backup>.tar.gz.dare`.
-pub fn base_backup_key(store_prefix: &str, namespace: &str, cluster: &str, backup: &str) -> String {
-    format!(
-        "{}/base/{backup}.tar.gz.dare",
-        storage_prefix(store_prefix, namespace, cluster)
-    )
-}
-
-/// The prefix of a cluster's WAL archive: `<prefix>/<namespace>/<cluster>/wal`.
-pub fn wal_prefix(store_prefix: &str, namespace: &str, cluster: &str) -> String {
-    format!("{}/wal", storage_prefix(store_prefix, namespace, cluster))
-}
-
-/// The object key of an archived WAL segment: `.../wal/<segment>.gz.dare`.
-pub fn wal_segment_key(
-    store_prefix: &str,
-    namespace: &str,
-    cluster: &str,
-    segment: &str,
-) -> String {
-    format!(
-        "{}/{segment}.gz.dare",
-        wal_prefix(store_prefix, namespace, cluster)
-    )
+/// FNV-1a, 32 bits: a stable, dependency-free hash for shortening names (not for security).
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(*byte)).wrapping_mul(0x0100_0193)
+    })
 }
 
 #[cfg(test)]
@@ -124,13 +141,36 @@ mod tests {
 
     #[test]
     fn object_layout_matches_the_architecture() {
+        let prefix = cluster_storage_prefix("backups/", "project-a", "elephant", "9f1c-uid");
+        assert_eq!(prefix, "backups/project-a/elephant/9f1c-uid");
         assert_eq!(
-            base_backup_key("backups/", "project-a", "elephant", "my-backup"),
-            "backups/project-a/elephant/base/my-backup.tar.gz.dare"
+            base_backup_key(&prefix, "req-uid"),
+            "backups/project-a/elephant/9f1c-uid/base/req-uid.tar.gz.dare"
         );
         assert_eq!(
-            wal_segment_key("", "project-a", "elephant", "000000010000000000000003"),
-            "project-a/elephant/wal/000000010000000000000003.gz.dare"
+            wal_segment_key(
+                &cluster_storage_prefix("", "project-a", "elephant", "u"),
+                "000000010000000000000003"
+            ),
+            "project-a/elephant/u/wal/000000010000000000000003.gz.dare"
         );
+    }
+
+    #[test]
+    fn derived_names_always_fit_and_stay_distinct() {
+        assert_eq!(backup_job("my-backup"), "my-backup-backup");
+        let long_a = format!("{}-a", "x".repeat(61));
+        let long_b = format!("{}-b", "x".repeat(61));
+        for name in [&long_a, &long_b] {
+            let job = backup_job(name);
+            assert!(job.len() <= MAX_LABEL_NAME, "{job} is too long");
+            assert!(job.ends_with("-backup"));
+            assert!(job.chars().next().unwrap().is_ascii_alphanumeric());
+        }
+        assert_ne!(backup_job(&long_a), backup_job(&long_b));
+        assert_eq!(backup_job(&long_a), backup_job(&long_a));
+        // A cut that would end in '-' is trimmed, so the result stays a valid DNS label.
+        let dashes = format!("{}-{}", "a".repeat(45), "b".repeat(30));
+        assert!(!backup_job(&dashes).contains("--"));
     }
 }

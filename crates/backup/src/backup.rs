@@ -60,6 +60,8 @@ pub struct BackupOutcome {
     pub key: String,
     /// The stored (compressed and encrypted) size in bytes.
     pub stored_bytes: u64,
+    /// SHA-256 of the stored bytes, lowercase hex.
+    pub sha256: String,
     /// The size of the tar stream pg_basebackup produced.
     pub tar_bytes: u64,
     /// Start and stop LSN and timeline.
@@ -131,9 +133,10 @@ pub async fn run_backup(
         .and_then(|result| result.map_err(BackupError::Upload));
 
     match (produced, uploaded) {
-        (Ok((tar_bytes, wal_range)), Ok(stored_bytes)) => Ok(BackupOutcome {
+        (Ok((tar_bytes, wal_range)), Ok(stored)) => Ok(BackupOutcome {
             key: key.to_owned(),
-            stored_bytes,
+            stored_bytes: stored.size,
+            sha256: stored.sha256,
             tar_bytes,
             wal_range,
             postgres_version: server.version,

@@ -1,18 +1,19 @@
-//! `tusk backup run`: the backup Job. Reads its PostgresBackupRequest, streams the backup,
-//! reports progress in the request's status, records the PostgresBackup and ends the request
-//! as Succeeded or Failed with a reason a person can act on.
+//! `tusk backup run`: the backup Job. Reads its PostgresBackupRequest, streams the backup under
+//! the key tusk expects for that request, and reports progress and what it stored in the
+//! request's status, or ends it Failed with a reason a person can act on. Its token may touch
+//! nothing else: the operator checks the stored object and records the PostgresBackup.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::{Client, Resource};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
-use tusk_api::backup::{BackupEncryption, PostgresBackup, PostgresBackupSpec, S3Location};
-use tusk_api::backup_request::{BackupProgress, BackupRequestPhase, PostgresBackupRequest};
-use tusk_api::common::SecretKeySelector;
-use tusk_api::{PostgresCluster, names};
+use tusk_api::backup_request::{
+    BackupProgress, BackupRequestPhase, BackupResult, PostgresBackupRequest,
+};
+use tusk_api::names;
 
 use crate::backup::{BackupOptions, BackupOutcome, Progress, run_backup};
 use crate::compress::Compression;
@@ -147,7 +148,7 @@ pub async fn run_job(
     settings: &JobSettings,
     passphrase: &Passphrase,
 ) -> Result<(), JobError> {
-    let requests: Api<PostgresBackupRequest> = Api::namespaced(client.clone(), &settings.namespace);
+    let requests: Api<PostgresBackupRequest> = Api::namespaced(client, &settings.namespace);
     let request =
         requests
             .get(&settings.request)
@@ -157,12 +158,8 @@ pub async fn run_job(
                 name: settings.request.clone(),
                 source,
             })?;
-    if request
-        .status
-        .as_ref()
-        .and_then(|status| status.phase)
-        .is_some_and(BackupRequestPhase::is_finished)
-    {
+    let status = request.status.clone().unwrap_or_default();
+    if status.phase.is_some_and(BackupRequestPhase::is_finished) || status.result.is_some() {
         tracing::info!(request = %settings.request, "the request has already finished; nothing to do");
         return Ok(());
     }
@@ -179,16 +176,17 @@ pub async fn run_job(
     )
     .await?;
 
-    match take_backup(&client, settings, passphrase, &request, &requests).await {
-        Ok(backup_name) => {
+    match take_backup(settings, passphrase, &request, &requests).await {
+        Ok(result) => {
+            // The request stays Running: the operator checks the object against the store,
+            // records the PostgresBackup and only then marks the request Succeeded. The Job's
+            // own word is never enough to create a PostgresBackup.
             patch_status(
                 &requests,
                 &settings.request,
                 json!({
-                    "phase": BackupRequestPhase::Succeeded,
-                    "finishedAt": now(),
-                    "backupName": backup_name,
-                    "message": format!("Backup {backup_name} is complete"),
+                    "result": result,
+                    "message": "The backup is stored; tusk is checking it",
                 }),
             )
             .await
@@ -210,22 +208,41 @@ pub async fn run_job(
     }
 }
 
-/// Streams the backup and records it; the error is the message for the request's status.
+/// The key a request's backup is stored under: below its cluster's own prefix, named by the
+/// request's uid, so that no two requests ever share an object.
+pub fn backup_key(
+    store: &BackupStore,
+    namespace: &str,
+    cluster: &str,
+    cluster_uid: &str,
+    request_uid: &str,
+) -> String {
+    let cluster_prefix =
+        names::cluster_storage_prefix(store.prefix(), namespace, cluster, cluster_uid);
+    names::base_backup_key(&cluster_prefix, request_uid)
+}
+
+/// Streams the backup; the error is the message for the request's status.
 async fn take_backup(
-    client: &Client,
     settings: &JobSettings,
     passphrase: &Passphrase,
     request: &PostgresBackupRequest,
     requests: &Api<PostgresBackupRequest>,
-) -> Result<String, String> {
+) -> Result<BackupResult, String> {
     let cluster = request.spec.cluster.name.clone();
+    let request_uid = request
+        .metadata
+        .uid
+        .clone()
+        .ok_or_else(|| "The request has no uid".to_owned())?;
     let store = BackupStore::new(&settings.store)
         .map_err(|error| format!("Backup storage is misconfigured: {error}"))?;
-    let key = names::base_backup_key(
-        store.prefix(),
+    let key = backup_key(
+        &store,
         &settings.namespace,
         &cluster,
-        &settings.request,
+        &settings.cluster_uid,
+        &request_uid,
     );
     let options = BackupOptions {
         compression: settings.compression,
@@ -266,25 +283,11 @@ async fn take_backup(
         json!({ "progress": BackupProgress::complete(outcome.tar_bytes) }),
     )
     .await;
-
-    let backup = backup_resource(settings, request, &store, &outcome);
-    let backups: Api<PostgresBackup> = Api::namespaced(client.clone(), &settings.namespace);
-    match backups.create(&PostParams::default(), &backup).await {
-        Ok(_) => Ok(settings.request.clone()),
-        // A retried Job whose first attempt got this far: the resource describes this object.
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(settings.request.clone()),
-        Err(error) => {
-            // Without its PostgresBackup nothing would ever delete the object: remove it now.
-            if let Err(cleanup) = store.delete_object(&key).await {
-                tracing::error!(%key, %cleanup, "cannot delete the unrecorded backup object");
-            }
-            Err(format!("Cannot record the PostgresBackup: {error}"))
-        }
-    }
+    Ok(backup_result(settings, &outcome))
 }
 
 /// A duration as people read it: "42s", "3m7s", "1h2m3s".
-fn format_duration(duration: Duration) -> String {
+pub fn format_duration(duration: Duration) -> String {
     let seconds = duration.as_secs();
     let (hours, minutes, seconds) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
     match (hours, minutes) {
@@ -294,56 +297,18 @@ fn format_duration(duration: Duration) -> String {
     }
 }
 
-/// The PostgresBackup describing a finished backup, owned by its cluster.
-pub fn backup_resource(
-    settings: &JobSettings,
-    request: &PostgresBackupRequest,
-    store: &BackupStore,
-    outcome: &BackupOutcome,
-) -> PostgresBackup {
-    let cluster = &request.spec.cluster.name;
-    let owner = OwnerReference {
-        api_version: PostgresCluster::api_version(&()).into_owned(),
-        kind: PostgresCluster::kind(&()).into_owned(),
-        name: cluster.clone(),
-        uid: settings.cluster_uid.clone(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    };
-    let spec = PostgresBackupSpec {
-        cluster: request.spec.cluster.clone(),
-        display_name: settings.request.clone(),
-        triggered_by: request.spec.triggered_by,
-        encryption: BackupEncryption {
-            passphrase_secret_ref: SecretKeySelector {
-                name: names::credentials_secret(cluster),
-                key: names::secret_keys::BACKUP_PASSPHRASE.to_owned(),
-            },
-            ..BackupEncryption::default()
-        },
-        s3: S3Location {
-            bucket: store.bucket().to_owned(),
-            endpoint: store.endpoint().map(str::to_owned),
-            path: outcome.key.clone(),
-        },
-        compression: settings.compression.as_api(),
+/// What the Job reports of a finished backup.
+pub fn backup_result(settings: &JobSettings, outcome: &BackupOutcome) -> BackupResult {
+    BackupResult {
+        key: outcome.key.clone(),
         size: i64::try_from(outcome.stored_bytes).unwrap_or(i64::MAX),
-        run_duration: Some(format_duration(outcome.duration)),
-        start_lsn: Some(outcome.wal_range.start_lsn.clone()),
-        stop_lsn: Some(outcome.wal_range.stop_lsn.clone()),
-        timeline: Some(i64::from(outcome.wal_range.timeline)),
-        postgres_version: Some(outcome.postgres_version.clone()),
-        deletion_policy: Default::default(),
-    };
-    PostgresBackup {
-        metadata: ObjectMeta {
-            name: Some(settings.request.clone()),
-            namespace: Some(settings.namespace.clone()),
-            owner_references: Some(vec![owner]),
-            ..ObjectMeta::default()
-        },
-        spec,
-        status: None,
+        sha256: outcome.sha256.clone(),
+        compression: settings.compression.as_api(),
+        start_lsn: outcome.wal_range.start_lsn.clone(),
+        stop_lsn: outcome.wal_range.stop_lsn.clone(),
+        timeline: i64::from(outcome.wal_range.timeline),
+        postgres_version: outcome.postgres_version.clone(),
+        run_duration: format_duration(outcome.duration),
     }
 }
 
@@ -351,11 +316,9 @@ pub fn backup_resource(
 mod tests {
     use super::*;
     use crate::source::WalRange;
-    use tusk_api::backup_request::PostgresBackupRequestSpec;
-    use tusk_api::common::{ClusterReference, TriggeredBy};
 
     #[test]
-    fn backup_resource_is_owned_by_the_cluster_and_names_its_object() {
+    fn the_result_reports_what_was_stored_and_the_key_is_the_requests_own() {
         let settings = JobSettings {
             namespace: "project-a".into(),
             request: "nightly-1".into(),
@@ -366,22 +329,21 @@ mod tests {
             connection: PgConnection::default(),
             job_name: None,
         };
-        let request = PostgresBackupRequest::new(
-            "nightly-1",
-            PostgresBackupRequestSpec {
-                cluster: ClusterReference::new("elephant"),
-                triggered_by: TriggeredBy::System,
-            },
-        );
         let store = BackupStore::new(&StoreConfig {
             url: "s3://backups/tusk".into(),
             endpoint: Some("http://minio:9000".into()),
             ..StoreConfig::default()
         })
         .unwrap();
+        let key = backup_key(&store, "project-a", "elephant", "0b1c-uid", "req-uid");
+        assert_eq!(
+            key,
+            "tusk/project-a/elephant/0b1c-uid/base/req-uid.tar.gz.dare"
+        );
         let outcome = BackupOutcome {
-            key: "tusk/project-a/elephant/base/nightly-1.tar.gz.dare".into(),
+            key: key.clone(),
             stored_bytes: 1234,
+            sha256: "ab".repeat(32),
             tar_bytes: 99999,
             wal_range: WalRange {
                 timeline: 2,
@@ -391,32 +353,14 @@ mod tests {
             postgres_version: "15.8".into(),
             duration: Duration::from_secs(42),
         };
-        let backup = backup_resource(&settings, &request, &store, &outcome);
-        let owner = &backup.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!(
-            (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
-            ("PostgresCluster", "elephant", "0b1c-uid")
-        );
-        assert_eq!(owner.controller, Some(true));
-        assert_eq!(backup.spec.s3.bucket, "backups");
-        assert_eq!(
-            backup.spec.s3.endpoint.as_deref(),
-            Some("http://minio:9000")
-        );
-        assert_eq!(backup.spec.s3.path, outcome.key);
-        assert_eq!(
-            backup.spec.encryption.passphrase_secret_ref.name,
-            "elephant-credentials"
-        );
-        assert_eq!(
-            backup.spec.encryption.passphrase_secret_ref.key,
-            "backup-passphrase"
-        );
-        assert_eq!(backup.spec.size, 1234);
-        assert_eq!(backup.spec.timeline, Some(2));
-        assert_eq!(backup.spec.start_lsn.as_deref(), Some("0/5000028"));
-        assert_eq!(backup.spec.triggered_by, TriggeredBy::System);
-        assert_eq!(backup.spec.run_duration.as_deref(), Some("42s"));
+        let result = backup_result(&settings, &outcome);
+        assert_eq!(result.key, key);
+        assert_eq!(result.size, 1234);
+        assert_eq!(result.sha256, "ab".repeat(32));
+        assert_eq!(result.timeline, 2);
+        assert_eq!(result.start_lsn, "0/5000028");
+        assert_eq!(result.stop_lsn, "0/5000100");
+        assert_eq!(result.run_duration, "42s");
         assert_eq!(format_duration(Duration::from_secs(3727)), "1h2m7s");
         assert_eq!(format_duration(Duration::from_secs(187)), "3m7s");
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use object_store::path::Path as ObjectPath;
 use object_store::{MultipartUpload, ObjectStoreExt, PutPayloadMut};
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -90,14 +91,24 @@ async fn abort(upload: &mut Box<dyn MultipartUpload>, key: &str) -> Result<(), S
     }
 }
 
-/// Uploads everything received on `chunks` to `key` and returns the object's size. The object
+/// What was stored: the object's size and the SHA-256 of its bytes, exactly as uploaded. A
+/// restore checks the object it reads against both before PostgreSQL ever sees the data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredObject {
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 of the stored bytes, lowercase hex.
+    pub sha256: String,
+}
+
+/// Uploads everything received on `chunks` to `key` and returns what was stored. The object
 /// is committed only when [`UploadMessage::End`] arrives; if the channel closes first, or the
 /// store fails, the upload is aborted.
 pub async fn upload(
     store: &BackupStore,
     key: &str,
     mut chunks: mpsc::Receiver<UploadMessage>,
-) -> Result<u64, SinkError> {
+) -> Result<StoredObject, SinkError> {
     let location = ObjectPath::from(key);
     let mut upload = store
         .object_store()
@@ -111,8 +122,8 @@ pub async fn upload(
     // Stop the producer promptly whatever happened: it blocks on a full channel otherwise.
     drop(chunks);
     match result {
-        Ok(size) => match upload.complete().await {
-            Ok(_) => Ok(size),
+        Ok(stored) => match upload.complete().await {
+            Ok(_) => Ok(stored),
             Err(error) => {
                 let failure = SinkError::Complete(StoreError::request(
                     "completing the upload of",
@@ -151,10 +162,11 @@ async fn send_parts(
     parts: &mut JoinSet<object_store::Result<()>>,
     key: &str,
     chunks: &mut mpsc::Receiver<UploadMessage>,
-) -> Result<u64, SinkError> {
+) -> Result<StoredObject, SinkError> {
     let part_failed =
         |error| SinkError::Part(StoreError::request("uploading a part of", key, error));
     let mut size = 0u64;
+    let mut digest = Sha256::new();
     let mut part = PutPayloadMut::new();
     let mut part_index = 0;
     loop {
@@ -162,6 +174,7 @@ async fn send_parts(
         let last = match message {
             UploadMessage::Data(chunk) => {
                 size += chunk.len() as u64;
+                digest.update(&chunk);
                 part.push(chunk);
                 false
             }
@@ -192,9 +205,21 @@ async fn send_parts(
                     .map_err(|error| part_failed(object_store::Error::JoinError { source: error }))?
                     .map_err(part_failed)?;
             }
-            return Ok(size);
+            return Ok(StoredObject {
+                size,
+                sha256: hex_digest(digest),
+            });
         }
     }
+}
+
+/// A finished SHA-256 as lowercase hex, the form recorded on a PostgresBackup.
+pub fn hex_digest(digest: Sha256) -> String {
+    digest
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 #[cfg(test)]

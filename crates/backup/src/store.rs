@@ -13,6 +13,9 @@ use object_store::local::LocalFileSystem;
 use object_store::multipart::MultipartStore;
 use object_store::path::Path as ObjectPath;
 use object_store::{BackoffConfig, ObjectStore, ObjectStoreExt, RetryConfig};
+use sha2::{Digest, Sha256};
+
+use crate::sink::{StoredObject, hex_digest};
 
 /// Where backups are stored, as the operator's configuration or the Job's environment gives it.
 #[derive(Clone, Default)]
@@ -414,6 +417,28 @@ impl BackupStore {
             Err(error) if is_missing_object(&error) => Ok(false),
             Err(error) => Err(StoreError::request("looking up", key, error)),
         }
+    }
+
+    /// Reads an object through and returns its size and the SHA-256 of its bytes, or `None` when
+    /// it does not exist. Memory stays bounded: the object is hashed as it streams.
+    pub async fn digest(&self, key: &str) -> Result<Option<StoredObject>, StoreError> {
+        let result = match self.inner.get(&ObjectPath::from(key)).await {
+            Ok(result) => result,
+            Err(error) if is_missing_object(&error) => return Ok(None),
+            Err(error) => return Err(StoreError::request("reading", key, error)),
+        };
+        let mut stream = result.into_stream();
+        let mut digest = Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|error| StoreError::request("reading", key, error))?;
+            size += chunk.len() as u64;
+            digest.update(&chunk);
+        }
+        Ok(Some(StoredObject {
+            size,
+            sha256: hex_digest(digest),
+        }))
     }
 
     /// Joins the configured prefix and `relative` into a key.

@@ -12,7 +12,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use support::{Postgres, S3};
 use tusk_api::backup_request::{BackupRequestPhase, PostgresBackupRequestSpec};
-use tusk_api::common::{ClusterReference, TriggeredBy};
+use tusk_api::common::ClusterReference;
 use tusk_api::{PostgresBackup, PostgresBackupRequest, PostgresCluster};
 use tusk_sandbox::Sandbox;
 
@@ -68,7 +68,6 @@ async fn request(client: &kube::Client, name: &str) -> Api<PostgresBackupRequest
         name,
         PostgresBackupRequestSpec {
             cluster: ClusterReference::new("elephant"),
-            triggered_by: TriggeredBy::User,
         },
     );
     requests
@@ -102,12 +101,19 @@ fn backup_run(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn backup_run_records_the_backup_and_ends_the_request() {
+async fn backup_run_stores_under_the_requests_own_key_and_reports_what_it_stored() {
     let (sandbox, client, uid) = sandbox_with_cluster().await;
     let s3 = S3::start().await;
     let source = Postgres::init(&[]);
     source.pgbench_init(1);
     let requests = request(&client, "manual-1").await;
+    let request_uid = requests
+        .get("manual-1")
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
 
     let output = backup_run(&sandbox, &s3, &uid, "manual-1", source.port);
     assert!(
@@ -116,39 +122,38 @@ async fn backup_run_records_the_backup_and_ends_the_request() {
         String::from_utf8_lossy(&output.stderr)
     );
 
+    // The Job reports; it does not declare success, and it records no PostgresBackup: the
+    // operator does both after checking the store.
     let status = requests.get("manual-1").await.unwrap().status.unwrap();
-    assert_eq!(status.phase, Some(BackupRequestPhase::Succeeded));
-    assert_eq!(status.backup_name.as_deref(), Some("manual-1"));
-    assert!(status.started_at.is_some() && status.finished_at.is_some());
+    assert_eq!(status.phase, Some(BackupRequestPhase::Running));
+    assert!(status.started_at.is_some());
     let progress = status.progress.unwrap();
     assert_eq!(progress.percent, 100);
     assert!(progress.bytes_done > 0);
-
     let backups: Api<PostgresBackup> = Api::namespaced(client.clone(), NAMESPACE);
-    let backup = backups.get("manual-1").await.unwrap();
-    let owner = &backup.metadata.owner_references.unwrap()[0];
-    assert_eq!(
-        (owner.name.as_str(), owner.uid.as_str()),
-        ("elephant", uid.as_str())
+    assert!(
+        backups
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
     );
-    assert_eq!(backup.spec.s3.bucket, s3.bucket);
+
+    let result = status.result.expect("the Job reports what it stored");
+    let cluster_prefix = format!("prod/project-a/elephant/{uid}");
     assert_eq!(
-        backup.spec.s3.path,
-        "prod/project-a/elephant/base/manual-1.tar.gz.dare"
+        result.key,
+        format!("{cluster_prefix}/base/{request_uid}.tar.gz.dare")
     );
-    let stored = s3
-        .store("prod")
-        .list("prod/project-a/elephant/base")
-        .await
-        .unwrap();
+    let store = s3.store("prod");
+    let stored = store.list(&format!("{cluster_prefix}/base")).await.unwrap();
     assert_eq!(stored.len(), 1);
-    assert_eq!(backup.spec.size, stored[0].size as i64);
-    assert_eq!(backup.spec.timeline, Some(1));
-    assert!(backup.spec.start_lsn.is_some() && backup.spec.stop_lsn.is_some());
-    assert_eq!(
-        backup.spec.postgres_version.as_deref(),
-        Some(source.psql("SHOW server_version").as_str())
-    );
+    let read_back = store.digest(&result.key).await.unwrap().unwrap();
+    assert_eq!(result.size, read_back.size as i64);
+    assert_eq!(result.sha256, read_back.sha256);
+    assert_eq!(result.timeline, 1);
+    assert_eq!(result.postgres_version, source.psql("SHOW server_version"));
     sandbox.shutdown().await;
 }
 

@@ -204,7 +204,10 @@ async fn an_instance_bootstraps_from_a_backup_and_refuses_a_failed_restore() {
         ..StoreConfig::default()
     };
     let store = BackupStore::new(&store_config).unwrap();
-    let key = tusk_api::names::base_backup_key(store.prefix(), "ns", "source", "nightly");
+    let key = tusk_api::names::base_backup_key(
+        &tusk_api::names::cluster_storage_prefix(store.prefix(), "ns", "source", "source-uid"),
+        "nightly-uid",
+    );
     let passphrase = b"the source cluster's passphrase".to_vec();
     let connection = PgConnection {
         host: source.config.listen_host.to_string(),

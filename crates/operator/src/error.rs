@@ -137,6 +137,10 @@ pub enum Error {
     #[error("{0}")]
     StoreDelete(String),
 
+    /// Reading an object back from the store failed. The message is the store's own.
+    #[error("{0}")]
+    StoreRead(String),
+
     /// Deleting WAL that no remaining backup needs failed. The message is the store's own.
     #[error("{0}")]
     WalCleanup(String),
@@ -182,6 +186,7 @@ impl Error {
             Error::Serialize { .. } => "Serialize",
             Error::StoreConfig(_) => "StoreConfig",
             Error::StoreDelete(_) => "StoreDelete",
+            Error::StoreRead(_) => "StoreRead",
             Error::WalCleanup(_) => "WalCleanup",
             Error::RemoteKubeconfig { .. } => "RemoteKubeconfig",
             Error::RemoteUnreachable { .. } => "RemoteUnreachable",

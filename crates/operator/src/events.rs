@@ -29,6 +29,11 @@ pub mod reasons {
     pub const TUNNEL_READY: &str = "TunnelReady";
     /// The tunnel could not be cleaned up because the remote cluster's kubeconfig is gone.
     pub const CLEANUP_SKIPPED: &str = "CleanupSkipped";
+    /// A PostgresBackup names a location that is not where tusk stores its cluster's backups:
+    /// tusk neither deletes nor restores anything on its word.
+    pub const LOCATION_MISMATCH: &str = "LocationMismatch";
+    /// A backup Job's report did not match what the object store holds.
+    pub const BACKUP_UNVERIFIED: &str = "BackupUnverified";
 }
 
 /// Publishes an Event about `regarding`. A failure to publish is logged and otherwise ignored:

@@ -69,8 +69,26 @@ fn put_object(s3: &tusk_sandbox::s3::S3Server, bucket: &str, key: &str) {
     std::fs::write(path, b"encrypted bytes").unwrap();
 }
 
-fn backup(name: &str, bucket: &str, endpoint: &str, start_lsn: &str) -> PostgresBackup {
-    PostgresBackup::new(
+/// The prefix of `cluster`'s objects in the test store.
+fn prefix_of(cluster: &PostgresCluster) -> String {
+    names::cluster_storage_prefix(
+        PREFIX,
+        NS,
+        "elephant",
+        cluster.metadata.uid.as_ref().unwrap(),
+    )
+}
+
+/// A PostgresBackup as tusk records it: owned by `cluster`, in the configured bucket, below
+/// the cluster's prefix.
+fn backup(
+    name: &str,
+    cluster: &PostgresCluster,
+    bucket: &str,
+    endpoint: &str,
+    start_lsn: &str,
+) -> PostgresBackup {
+    let mut backup = PostgresBackup::new(
         name,
         PostgresBackupSpec {
             cluster: ClusterReference::new("elephant"),
@@ -86,10 +104,11 @@ fn backup(name: &str, bucket: &str, endpoint: &str, start_lsn: &str) -> Postgres
             s3: S3Location {
                 bucket: bucket.into(),
                 endpoint: Some(endpoint.into()),
-                path: names::base_backup_key(PREFIX, NS, "elephant", name),
+                path: names::base_backup_key(&prefix_of(cluster), &format!("{name}-uid")),
             },
             compression: Default::default(),
             size: 15,
+            sha256: None,
             run_duration: Some("1s".into()),
             start_lsn: Some(start_lsn.into()),
             stop_lsn: None,
@@ -97,7 +116,9 @@ fn backup(name: &str, bucket: &str, endpoint: &str, start_lsn: &str) -> Postgres
             postgres_version: Some("15.8".into()),
             deletion_policy: Default::default(),
         },
-    )
+    );
+    backup.metadata.owner_references = Some(vec![cluster.controller_owner_ref(&()).unwrap()]);
+    backup
 }
 
 fn controlled_by(meta: &ObjectMeta, cluster: &PostgresCluster) -> bool {
@@ -209,7 +230,6 @@ async fn elephant_gets_its_children_and_takes_them_along_when_deleted() {
         "my-backup",
         PostgresBackupRequestSpec {
             cluster: ClusterReference::new("elephant"),
-            triggered_by: Default::default(),
         },
     );
     requests
@@ -221,8 +241,7 @@ async fn elephant_gets_its_children_and_takes_them_along_when_deleted() {
         controlled_by(&request.metadata, &cluster).then_some(())
     })
     .await;
-    let mut owned_backup = backup("my-backup", BUCKET, s3.endpoint(), "0/2000028");
-    owned_backup.metadata.owner_references = Some(vec![cluster.controller_owner_ref(&()).unwrap()]);
+    let owned_backup = backup("my-backup", &cluster, BUCKET, s3.endpoint(), "0/2000028");
     Api::<PostgresBackup>::namespaced(client.clone(), NS)
         .create(&PostParams::default(), &owned_backup)
         .await
@@ -261,9 +280,13 @@ async fn deleting_a_backup_deletes_its_data_and_the_wal_only_it_needed() {
     let config = support::config(&client, &s3).await;
     namespace(&client, NS).await;
     let operator = Operator::start(config, client.clone());
+    let cluster = create_elephant(&client).await;
 
-    let b1 = backup("b1", BUCKET, s3.endpoint(), "0/2000028");
+    // b1 starts in segment 1, b2 in segment 3: deleting b1 frees segments 1 and 2 only.
+    let b1 = backup("b1", &cluster, BUCKET, s3.endpoint(), "0/1000028");
+    let b2 = backup("b2", &cluster, BUCKET, s3.endpoint(), "0/3000028");
     put_object(&s3, BUCKET, &b1.spec.s3.path);
+    put_object(&s3, BUCKET, &b2.spec.s3.path);
     for segment in [
         "000000010000000000000001",
         "000000010000000000000002",
@@ -272,11 +295,12 @@ async fn deleting_a_backup_deletes_its_data_and_the_wal_only_it_needed() {
         put_object(
             &s3,
             BUCKET,
-            &names::wal_segment_key(PREFIX, NS, "elephant", segment),
+            &names::wal_segment_key(&prefix_of(&cluster), segment),
         );
     }
     let backups: Api<PostgresBackup> = Api::namespaced(client.clone(), NS);
     backups.create(&PostParams::default(), &b1).await.unwrap();
+    backups.create(&PostParams::default(), &b2).await.unwrap();
     eventually("the finalizer is on", || async {
         let backup: PostgresBackup = get(&client, "b1").await?;
         backup
@@ -298,19 +322,27 @@ async fn deleting_a_backup_deletes_its_data_and_the_wal_only_it_needed() {
     })
     .await;
 
-    let prefix = names::storage_prefix(PREFIX, NS, "elephant");
-    let left = store(&s3, BUCKET).list(&prefix).await.unwrap();
-    assert!(
-        left.is_empty(),
-        "left in the store: {:?}",
-        left.iter().map(|o| &o.key).collect::<Vec<_>>()
+    let mut left: Vec<String> = store(&s3, BUCKET)
+        .list(&prefix_of(&cluster))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|object| object.key)
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            b2.spec.s3.path.clone(),
+            names::wal_segment_key(&prefix_of(&cluster), "000000010000000000000003"),
+        ]
     );
     let events = events_about(&client, NS, "b1").await;
     assert!(
         events
             .iter()
             .any(|e| e.reason.as_deref() == Some("Finalizer")
-                && e.note.as_deref() == Some("Deleting backup b1 from S3"))
+                && e.note.as_deref() == Some("Deleting backup b1 from the object store"))
     );
     operator.stop().await;
 }
@@ -320,15 +352,18 @@ async fn a_missing_bucket_blocks_deletion_until_it_exists() {
     let dir = tempfile::tempdir().unwrap();
     let (_sandbox, client) = support::sandbox().await;
     let s3 = support::s3(dir.path()).await;
-    let config = support::config(&client, &s3).await;
+    let mut config = support::config(&client, &s3).await;
+    // The configured bucket is missing, as when it was misnamed or is being re-created.
+    config.store.url = format!("s3://later-bucket/{PREFIX}");
     namespace(&client, NS).await;
     let operator = Operator::start(config, client.clone());
+    let cluster = create_elephant(&client).await;
 
     let backups: Api<PostgresBackup> = Api::namespaced(client.clone(), NS);
     backups
         .create(
             &PostParams::default(),
-            &backup("b2", "later-bucket", s3.endpoint(), "0/2000028"),
+            &backup("b2", &cluster, "later-bucket", s3.endpoint(), "0/2000028"),
         )
         .await
         .unwrap();
@@ -384,7 +419,6 @@ async fn a_failed_job_fails_its_request_with_the_reason() {
         "nightly",
         PostgresBackupRequestSpec {
             cluster: ClusterReference::new("elephant"),
-            triggered_by: Default::default(),
         },
     );
     requests
@@ -402,7 +436,7 @@ async fn a_failed_job_fails_its_request_with_the_reason() {
             .unwrap()
             .service_account_name
             .as_deref(),
-        Some("tusk-backup")
+        Some("nightly-backup")
     );
     let started: PostgresBackupRequest = eventually("the request is Pending", || async {
         let request: PostgresBackupRequest = get(&client, "nightly").await?;
@@ -515,7 +549,7 @@ async fn schedules_run_on_time_one_at_a_time_and_keep_the_newest() {
         "test-operator",
         Arc::new(clock.clone()),
     );
-    create_elephant(&client).await;
+    let cluster = create_elephant(&client).await;
     let schedules: Api<PostgresBackupSchedule> = Api::namespaced(client.clone(), NS);
     let mut hourly = PostgresBackupSchedule::new(
         "hourly",
@@ -561,11 +595,12 @@ async fn schedules_run_on_time_one_at_a_time_and_keep_the_newest() {
         let client = client.clone();
         let requests = requests.clone();
         let endpoint = s3.endpoint().to_owned();
+        let cluster = cluster.clone();
         async move {
             Api::<PostgresBackup>::namespaced(client, NS)
                 .create(
                     &PostParams::default(),
-                    &backup(&name, BUCKET, &endpoint, "0/2000028"),
+                    &backup(&name, &cluster, BUCKET, &endpoint, "0/2000028"),
                 )
                 .await
                 .unwrap();

@@ -81,7 +81,6 @@ async fn no_secret_reaches_an_event_a_status_or_a_log_line() {
         "doomed",
         PostgresBackupRequestSpec {
             cluster: ClusterReference::new("elephant"),
-            triggered_by: Default::default(),
         },
     );
     requests

@@ -2,7 +2,7 @@
 //!
 //! Both read the store from TUSK_STORE_URL and friends and the passphrase from
 //! TUSK_BACKUP_PASSPHRASE (or --passphrase-file). The archive lives at `--wal-prefix`, else
-//! TUSK_WAL_PREFIX, else `<store prefix>/<POD_NAMESPACE>/<TUSK_CLUSTER>/wal`.
+//! TUSK_WAL_PREFIX, else `<store prefix>/<POD_NAMESPACE>/<TUSK_CLUSTER>/<TUSK_CLUSTER_UID>/wal`.
 
 use std::path::PathBuf;
 
@@ -39,18 +39,14 @@ pub struct WalFetchArgs {
     pub destination: PathBuf,
 }
 
-/// `<store prefix>/<POD_NAMESPACE>/<TUSK_CLUSTER>/wal`, when both are set.
+/// `<store prefix>/<POD_NAMESPACE>/<TUSK_CLUSTER>/<TUSK_CLUSTER_UID>/wal`, when all are set.
 pub fn default_wal_prefix(store: &BackupStore) -> Option<String> {
-    let namespace = std::env::var("POD_NAMESPACE")
-        .ok()
-        .filter(|v| !v.is_empty())?;
-    let cluster = std::env::var("TUSK_CLUSTER")
-        .ok()
-        .filter(|v| !v.is_empty())?;
+    let variable = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let namespace = variable("POD_NAMESPACE")?;
+    let cluster = variable("TUSK_CLUSTER")?;
+    let uid = variable("TUSK_CLUSTER_UID")?;
     Some(tusk_api::names::wal_prefix(
-        store.prefix(),
-        &namespace,
-        &cluster,
+        &tusk_api::names::cluster_storage_prefix(store.prefix(), &namespace, &cluster, &uid),
     ))
 }
 
@@ -58,7 +54,7 @@ fn store_and_prefix(wal_prefix: Option<String>) -> anyhow::Result<(BackupStore, 
     let store = BackupStore::new(&StoreConfig::from_env()?)?;
     let prefix = wal_prefix
         .or_else(|| default_wal_prefix(&store))
-        .context("no WAL prefix: pass --wal-prefix, or set TUSK_WAL_PREFIX, or POD_NAMESPACE and TUSK_CLUSTER")?;
+        .context("no WAL prefix: pass --wal-prefix, or set TUSK_WAL_PREFIX, or POD_NAMESPACE, TUSK_CLUSTER and TUSK_CLUSTER_UID")?;
     Ok((store, prefix))
 }
 

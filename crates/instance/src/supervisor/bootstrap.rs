@@ -271,10 +271,11 @@ mod tests {
 
     #[test]
     fn the_wal_archive_sits_beside_the_base_backups() {
-        let key = tusk_api::names::base_backup_key("tusk", "ns", "src", "nightly");
+        let prefix = tusk_api::names::cluster_storage_prefix("tusk", "ns", "src", "uid");
+        let key = tusk_api::names::base_backup_key(&prefix, "nightly-uid");
         assert_eq!(
             wal_prefix_of_backup_key(&key),
-            Some(tusk_api::names::wal_prefix("tusk", "ns", "src"))
+            Some(tusk_api::names::wal_prefix(&prefix))
         );
         assert_eq!(wal_prefix_of_backup_key("loose-object.dare"), None);
     }

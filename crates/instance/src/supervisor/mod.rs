@@ -170,6 +170,8 @@ pub mod env {
     pub const APP_PASSWORD: &str = "TUSK_APP_PASSWORD";
     /// The cluster's name.
     pub const CLUSTER: &str = "TUSK_CLUSTER";
+    /// The cluster's uid: its objects live under a prefix that names it.
+    pub const CLUSTER_UID: &str = "TUSK_CLUSTER_UID";
     /// The pod's namespace.
     pub const NAMESPACE: &str = "POD_NAMESPACE";
     /// The PostgreSQL major version.
@@ -180,7 +182,7 @@ pub mod env {
     pub const BACKUP_PASSPHRASE: &str = "TUSK_BACKUP_PASSPHRASE";
     /// The PostgresBackup to bootstrap from.
     pub const RESTORE_BACKUP: &str = "TUSK_RESTORE_BACKUP";
-    /// The object key of the backup to bootstrap from (wins over [`RESTORE_BACKUP`]).
+    /// The object key of the backup to bootstrap from, as the operator checked it.
     pub const RESTORE_KEY: &str = "TUSK_RESTORE_KEY";
     /// The passphrase of the backup to bootstrap from, when it is not this cluster's.
     pub const RESTORE_PASSPHRASE: &str = "TUSK_RESTORE_PASSPHRASE";
@@ -237,26 +239,19 @@ impl InstanceConfig {
             None
         };
         let wal_archive_prefix = match (&store, archiving) {
-            (Some((_, prefix)), true) => Some(names::wal_prefix(
+            (Some((_, prefix)), true) => Some(names::wal_prefix(&names::cluster_storage_prefix(
                 prefix,
                 &required_env(env::NAMESPACE)?,
                 &required_env(env::CLUSTER)?,
-            )),
+                &required_env(env::CLUSTER_UID)?,
+            ))),
             _ => None,
         };
         let restore = match store {
-            Some((config, prefix)) if restore_requested => {
-                let key = match non_empty_env(env::RESTORE_KEY) {
-                    Some(key) => key,
-                    // Only right when the backup is this cluster's own: the instance cannot
-                    // read the PostgresBackup to find its source cluster.
-                    None => names::base_backup_key(
-                        &prefix,
-                        &required_env(env::NAMESPACE)?,
-                        &required_env(env::CLUSTER)?,
-                        &required_env(env::RESTORE_BACKUP)?,
-                    ),
-                };
+            Some((config, _)) if restore_requested => {
+                // The operator names the object after checking the PostgresBackup's location;
+                // the instance never guesses one.
+                let key = required_env(env::RESTORE_KEY)?;
                 let restore_passphrase = non_empty_env(env::RESTORE_PASSPHRASE);
                 let wal_passphrase_env =
                     restore_passphrase.as_ref().map(|_| env::RESTORE_PASSPHRASE);

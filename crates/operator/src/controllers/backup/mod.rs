@@ -2,7 +2,11 @@
 //! PostgresBackup, and on deletion removes the backup's data from the object store, then the
 //! WAL no remaining backup of the cluster needs, before letting the object go.
 //!
-//! A backup whose deletionPolicy is Retain keeps its data, and its deletion deletes no WAL.
+//! Only data at exactly the location tusk writes for the backup's cluster is deleted, in the
+//! configured store: a PostgresBackup naming anything else goes with a Warning Event and
+//! without a single request to any store. A backup whose deletionPolicy is Retain keeps its
+//! data, and its deletion deletes no WAL; neither does a deletion while a backup of the same
+//! cluster is in flight, nor one that would leave a live cluster without any archive.
 
 pub mod store;
 
@@ -17,13 +21,14 @@ use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use tusk_api::PostgresBackup;
 use tusk_api::backup::DeletionPolicy;
+use tusk_api::backup_request::BackupRequestPhase;
 use tusk_api::finalizers::BACKUP_STORAGE;
+use tusk_api::{PostgresBackup, PostgresBackupRequest, PostgresCluster, names};
 use tusk_backup::wal::{self, BackupPosition};
 
 use crate::context::Context;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, is_not_found};
 use crate::events::{self, reasons};
 use crate::ssa;
 
@@ -88,6 +93,25 @@ async fn reconcile(backup: Arc<PostgresBackup>, context: Arc<Context>) -> Result
 async fn cleanup(backup: &PostgresBackup, context: &Context, namespace: &str) -> Result<Action> {
     let name = backup.name_any();
     let reference = backup.object_ref(&());
+    let store = store::open(context).await?;
+    // Only a location exactly where tusk writes this cluster's backups is ever deleted. A
+    // PostgresBackup that names anything else (another tenant's prefix, another bucket, another
+    // endpoint) goes without tusk touching the store at all.
+    let cluster_prefix = match store::check_location(backup, &store) {
+        Ok(prefix) => prefix,
+        Err(reason) => {
+            events::publish(
+                &context.recorder,
+                &reference,
+                EventType::Warning,
+                reasons::LOCATION_MISMATCH,
+                "DeleteBackupData",
+                format!("Deleted no data: {reason}"),
+            )
+            .await;
+            return Ok(Action::await_change());
+        }
+    };
     if backup.spec.deletion_policy == DeletionPolicy::Retain {
         events::publish(
             &context.recorder,
@@ -96,7 +120,7 @@ async fn cleanup(backup: &PostgresBackup, context: &Context, namespace: &str) ->
             reasons::FINALIZER,
             "DeleteBackupData",
             format!(
-                "Keeping the data of backup {name} in S3 (deletionPolicy Retain): {}",
+                "Keeping the data of backup {name} in the object store (deletionPolicy Retain): {}",
                 backup.spec.s3.path
             ),
         )
@@ -109,21 +133,17 @@ async fn cleanup(backup: &PostgresBackup, context: &Context, namespace: &str) ->
         EventType::Normal,
         reasons::FINALIZER,
         "DeleteBackupData",
-        format!("Deleting backup {name} from S3"),
+        format!("Deleting backup {name} from the object store"),
     )
     .await;
-    let store = store::open(backup, context).await?;
     store
         .delete_object(&backup.spec.s3.path)
         .await
         .map_err(|error| Error::StoreDelete(error.to_string()))?;
 
-    let wal_cleanup_done = match store::wal_prefix_of(&backup.spec.s3.path) {
-        Some(wal_prefix) => {
-            let remaining = remaining_positions(backup, context, namespace).await?;
-            let report = wal::cleanup(&store, &wal_prefix, &remaining)
-                .await
-                .map_err(|error| Error::WalCleanup(error.to_string()))?;
+    let wal_prefix = names::wal_prefix(&cluster_prefix);
+    let keep = match wal_to_keep(backup, context, namespace).await? {
+        WalToKeep::Everything(why) => {
             events::publish(
                 &context.recorder,
                 &reference,
@@ -131,18 +151,33 @@ async fn cleanup(backup: &PostgresBackup, context: &Context, namespace: &str) ->
                 reasons::FINALIZER,
                 "DeleteWal",
                 format!(
-                    "Deleted {} archived WAL files no remaining backup of cluster {} needs; kept {}",
-                    report.deleted, backup.spec.cluster.name, report.kept
+                    "Kept the archived WAL of cluster {}: {why}",
+                    backup.spec.cluster.name
                 ),
             )
             .await;
-            true
+            return Ok(Action::await_change());
         }
-        None => false,
+        WalToKeep::From(positions) => positions,
     };
-    if wal_cleanup_done {
-        let api: Api<PostgresBackup> = Api::namespaced(context.client.clone(), namespace);
-        api.patch_status(
+    let report = wal::cleanup(&store, &wal_prefix, &keep)
+        .await
+        .map_err(|error| Error::WalCleanup(error.to_string()))?;
+    events::publish(
+        &context.recorder,
+        &reference,
+        EventType::Normal,
+        reasons::FINALIZER,
+        "DeleteWal",
+        format!(
+            "Deleted {} archived WAL files no remaining backup of cluster {} needs; kept {}",
+            report.deleted, backup.spec.cluster.name, report.kept
+        ),
+    )
+    .await;
+    let api: Api<PostgresBackup> = Api::namespaced(context.client.clone(), namespace);
+    match api
+        .patch_status(
             &name,
             &PatchParams {
                 field_manager: Some(ssa::field_manager(CONTROLLER)),
@@ -151,21 +186,61 @@ async fn cleanup(backup: &PostgresBackup, context: &Context, namespace: &str) ->
             &Patch::Merge(json!({"status": {"walCleanupDone": true}})),
         )
         .await
-        .map_err(|source| Error::PatchStatus {
-            kind: "PostgresBackup",
-            name,
-            source,
-        })?;
+    {
+        Ok(_) => {}
+        // Gone already: the cleanup it records has happened all the same.
+        Err(error) if is_not_found(&error) => {}
+        Err(source) => {
+            return Err(Error::PatchStatus {
+                kind: "PostgresBackup",
+                name,
+                source,
+            });
+        }
     }
     Ok(Action::await_change())
 }
 
-/// Where every other backup of the same cluster that is staying starts in the WAL.
-async fn remaining_positions(
+/// Which archived WAL a deletion must keep.
+enum WalToKeep {
+    /// Keep it all, for this reason.
+    Everything(String),
+    /// Keep what any of these backups needs, and everything newer than the oldest of them.
+    From(Vec<BackupPosition>),
+}
+
+/// What WAL the cluster still needs once `backup` is gone. A backup in flight needs WAL from a
+/// start it has not recorded yet, and a live cluster with no backup left will need its archive
+/// for the next one: in both cases nothing is deleted now; a later deletion trims it.
+async fn wal_to_keep(
     backup: &PostgresBackup,
     context: &Context,
     namespace: &str,
-) -> Result<Vec<BackupPosition>> {
+) -> Result<WalToKeep> {
+    let cluster_uid = store::owning_cluster_uid(backup);
+    let requests: Api<PostgresBackupRequest> = Api::namespaced(context.client.clone(), namespace);
+    let in_flight = requests
+        .list(&ListParams::default())
+        .await
+        .map_err(|source| Error::List {
+            kind: "PostgresBackupRequest",
+            source,
+        })?
+        .into_iter()
+        .any(|request| {
+            request.spec.cluster.name == backup.spec.cluster.name
+                && request.metadata.deletion_timestamp.is_none()
+                && !request
+                    .status
+                    .as_ref()
+                    .and_then(|status| status.phase)
+                    .is_some_and(BackupRequestPhase::is_finished)
+        });
+    if in_flight {
+        return Ok(WalToKeep::Everything(
+            "a backup of it is in progress and needs the WAL from its start".to_owned(),
+        ));
+    }
     let api: Api<PostgresBackup> = Api::namespaced(context.client.clone(), namespace);
     let backups = api
         .list(&ListParams::default())
@@ -174,10 +249,11 @@ async fn remaining_positions(
             kind: "PostgresBackup",
             source,
         })?;
-    Ok(backups
+    let remaining: Vec<BackupPosition> = backups
         .into_iter()
         .filter(|other| {
             other.spec.cluster.name == backup.spec.cluster.name
+                && store::owning_cluster_uid(other) == cluster_uid
                 && other.uid() != backup.uid()
                 && other.metadata.deletion_timestamp.is_none()
         })
@@ -190,5 +266,26 @@ async fn remaining_positions(
             // An unknown start keeps all WAL: the cleanup refuses to guess.
             start_lsn: other.spec.start_lsn.clone().unwrap_or_default(),
         })
-        .collect())
+        .collect();
+    if remaining.is_empty() {
+        let clusters: Api<PostgresCluster> = Api::namespaced(context.client.clone(), namespace);
+        let live = clusters
+            .get_opt(&backup.spec.cluster.name)
+            .await
+            .map_err(|source| Error::Get {
+                kind: "PostgresCluster",
+                name: backup.spec.cluster.name.clone(),
+                source,
+            })?
+            .is_some_and(|cluster| {
+                cluster.metadata.deletion_timestamp.is_none() && cluster.uid() == cluster_uid
+            });
+        if live {
+            return Ok(WalToKeep::Everything(
+                "no other backup remains, and the cluster's next backup will start from it"
+                    .to_owned(),
+            ));
+        }
+    }
+    Ok(WalToKeep::From(remaining))
 }

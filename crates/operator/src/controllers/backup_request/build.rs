@@ -1,5 +1,6 @@
-//! The backup Job of a request and the namespace's `tusk-backup` ServiceAccount, Role and
-//! RoleBinding, as plain values.
+//! The backup Job of a request and its own ServiceAccount, Role and RoleBinding, as plain
+//! values. Each request gets its own identity so that the Job's token (which anyone who can
+//! create pods in the namespace can also obtain) reaches that one request and nothing else.
 
 use std::collections::BTreeMap;
 
@@ -20,9 +21,6 @@ use crate::controllers::cluster::build::{
 };
 use crate::error::{Error, Result};
 use crate::labels::{self, COMPONENT_BACKUP};
-
-/// The ServiceAccount, Role and RoleBinding every backup Job of a namespace uses.
-pub const BACKUP_SERVICE_ACCOUNT: &str = "tusk-backup";
 
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {
@@ -153,7 +151,7 @@ pub fn job(
                 }),
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".to_owned()),
-                    service_account_name: Some(BACKUP_SERVICE_ACCOUNT.to_owned()),
+                    service_account_name: Some(names::backup_job_account(&request_name)),
                     security_context: Some(restricted_pod_security()),
                     containers: vec![container],
                     volumes: Some(vec![Volume {
@@ -170,12 +168,41 @@ pub fn job(
     })
 }
 
-/// The ServiceAccount, Role and RoleBinding of the backup Jobs in `namespace`. The Role allows
-/// exactly what `tusk backup run` does: read its request, report on it, record the backup.
-pub fn rbac(namespace: &str) -> (ServiceAccount, Role, RoleBinding) {
+/// The rules of a backup Job's Role, without the request's name: read its request and report
+/// on it. Nothing else: no Secrets (the kubelet hands the Job its credentials), no other
+/// request, and no PostgresBackup, which only the operator records after checking the store.
+pub fn backup_job_rules() -> Vec<PolicyRule> {
+    let rule = |resource: &str, verb: &str| PolicyRule {
+        api_groups: Some(vec![GROUP.to_owned()]),
+        resources: Some(vec![resource.to_owned()]),
+        verbs: vec![verb.to_owned()],
+        ..PolicyRule::default()
+    };
+    vec![
+        rule("postgresbackuprequests", "get"),
+        rule("postgresbackuprequests/status", "patch"),
+    ]
+}
+
+/// The ServiceAccount, Role and RoleBinding of one request's backup Job, owned by the request
+/// so that they go with it. The Role names the request in `resourceNames`: the token can read
+/// and report on that request only.
+pub fn rbac(request: &PostgresBackupRequest) -> Result<(ServiceAccount, Role, RoleBinding)> {
+    let request_name = request.name_any();
+    let namespace = request.namespace().ok_or(Error::MissingObjectKey {
+        kind: "PostgresBackupRequest",
+        field: "namespace",
+    })?;
+    let owner = request
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingObjectKey {
+            kind: "PostgresBackupRequest",
+            field: "uid",
+        })?;
+    let account = names::backup_job_account(&request_name);
     let meta = || ObjectMeta {
-        name: Some(BACKUP_SERVICE_ACCOUNT.to_owned()),
-        namespace: Some(namespace.to_owned()),
+        name: Some(account.clone()),
+        namespace: Some(namespace.clone()),
         labels: Some(BTreeMap::from([
             (
                 api_labels::MANAGED_BY.to_owned(),
@@ -186,13 +213,8 @@ pub fn rbac(namespace: &str) -> (ServiceAccount, Role, RoleBinding) {
                 COMPONENT_BACKUP.to_owned(),
             ),
         ])),
+        owner_references: Some(vec![owner.clone()]),
         ..ObjectMeta::default()
-    };
-    let rule = |resource: &str, verb: &str| PolicyRule {
-        api_groups: Some(vec![GROUP.to_owned()]),
-        resources: Some(vec![resource.to_owned()]),
-        verbs: vec![verb.to_owned()],
-        ..PolicyRule::default()
     };
     let service_account = ServiceAccount {
         metadata: meta(),
@@ -200,27 +222,31 @@ pub fn rbac(namespace: &str) -> (ServiceAccount, Role, RoleBinding) {
     };
     let role = Role {
         metadata: meta(),
-        rules: Some(vec![
-            rule("postgresbackuprequests", "get"),
-            rule("postgresbackuprequests/status", "patch"),
-            rule("postgresbackups", "create"),
-        ]),
+        rules: Some(
+            backup_job_rules()
+                .into_iter()
+                .map(|rule| PolicyRule {
+                    resource_names: Some(vec![request_name.clone()]),
+                    ..rule
+                })
+                .collect(),
+        ),
     };
     let binding = RoleBinding {
         metadata: meta(),
         role_ref: RoleRef {
             api_group: Some("rbac.authorization.k8s.io".to_owned()),
             kind: "Role".to_owned(),
-            name: BACKUP_SERVICE_ACCOUNT.to_owned(),
+            name: account.clone(),
         },
         subjects: Some(vec![Subject {
             kind: "ServiceAccount".to_owned(),
-            name: BACKUP_SERVICE_ACCOUNT.to_owned(),
-            namespace: Some(namespace.to_owned()),
+            name: account.clone(),
+            namespace: Some(namespace),
             ..Subject::default()
         }]),
     };
-    (service_account, role, binding)
+    Ok((service_account, role, binding))
 }
 
 #[cfg(test)]
@@ -234,7 +260,6 @@ mod tests {
             "my-backup",
             PostgresBackupRequestSpec {
                 cluster: ClusterReference::new("elephant"),
-                triggered_by: Default::default(),
             },
         );
         request.metadata.namespace = Some("project-a".into());
@@ -282,7 +307,10 @@ mod tests {
         let spec = job.spec.as_ref().unwrap();
         assert_eq!(spec.active_deadline_seconds, Some(7200));
         let pod = spec.template.spec.as_ref().unwrap();
-        assert_eq!(pod.service_account_name.as_deref(), Some("tusk-backup"));
+        assert_eq!(
+            pod.service_account_name.as_deref(),
+            Some("my-backup-backup")
+        );
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
         let container = &pod.containers[0];
         assert_eq!(
@@ -353,10 +381,10 @@ mod tests {
     }
 
     #[test]
-    fn the_role_allows_exactly_what_the_job_does() {
-        let (account, role, binding) = rbac("project-a");
-        assert_eq!(account.metadata.name.as_deref(), Some("tusk-backup"));
-        let mut granted: Vec<(String, String)> = role
+    fn the_role_allows_exactly_what_the_job_does_on_its_own_request() {
+        let (account, role, binding) = rbac(&request()).unwrap();
+        assert_eq!(account.metadata.name.as_deref(), Some("my-backup-backup"));
+        let mut granted: Vec<(String, String, Vec<String>)> = role
             .rules
             .unwrap()
             .into_iter()
@@ -365,34 +393,39 @@ mod tests {
                     rule.api_groups.as_deref(),
                     Some(&["postgres.tusk.dev".to_string()][..])
                 );
+                let names = rule.resource_names.clone().unwrap_or_default();
                 let verbs = rule.verbs.clone();
                 rule.resources
                     .unwrap()
                     .into_iter()
                     .flat_map(move |resource| {
+                        let names = names.clone();
                         verbs
                             .clone()
                             .into_iter()
-                            .map(move |verb| (resource.clone(), verb))
+                            .map(move |verb| (resource.clone(), verb, names.clone()))
                     })
             })
             .collect();
         granted.sort();
+        let own = vec!["my-backup".to_string()];
         assert_eq!(
             granted,
             [
-                ("postgresbackuprequests".to_string(), "get".to_string()),
-                (
-                    "postgresbackuprequests/status".to_string(),
-                    "patch".to_string()
-                ),
-                ("postgresbackups".to_string(), "create".to_string()),
+                ("postgresbackuprequests".into(), "get".into(), own.clone()),
+                ("postgresbackuprequests/status".into(), "patch".into(), own),
             ]
         );
-        assert_eq!(binding.role_ref.name, "tusk-backup");
-        assert_eq!(
-            binding.subjects.unwrap()[0].namespace.as_deref(),
-            Some("project-a")
-        );
+        for owners in [
+            &account.metadata.owner_references,
+            &role.metadata.owner_references,
+            &binding.metadata.owner_references,
+        ] {
+            assert_eq!(owners.as_ref().unwrap()[0].uid, "request-uid");
+        }
+        assert_eq!(binding.role_ref.name, "my-backup-backup");
+        let subject = &binding.subjects.unwrap()[0];
+        assert_eq!(subject.name, "my-backup-backup");
+        assert_eq!(subject.namespace.as_deref(), Some("project-a"));
     }
 }

@@ -182,7 +182,6 @@ mod tests {
             "r",
             PostgresBackupRequestSpec {
                 cluster: ClusterReference::new("elephant"),
-                triggered_by: Default::default(),
             },
         );
         request.status = Some(PostgresBackupRequestStatus {

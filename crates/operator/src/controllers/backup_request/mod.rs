@@ -4,11 +4,15 @@
 //! reports no progress for `backupJob.stallTimeout` is stopped and fails it, and the Job's
 //! `activeDeadlineSeconds` is a backstop for when the operator itself is down.
 //!
-//! The Job writes the request's progress and success; this controller writes Pending (with the
-//! Job's name) and Failed, and publishes BackupStarted, BackupSucceeded and BackupFailed.
+//! The Job writes the request's progress and reports what it stored; this controller writes
+//! Pending (with the Job's name), checks the report against the object store and records the
+//! PostgresBackup (see [`record`]), writes Succeeded or Failed, and publishes BackupStarted,
+//! BackupSucceeded and BackupFailed. Each Job runs under its own ServiceAccount, whose Role
+//! names its request alone.
 
 pub mod build;
 pub mod follow;
+pub mod record;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,8 +27,12 @@ use kube::runtime::events::EventType;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use tusk_api::backup_request::BackupRequestPhase;
-use tusk_api::{PostgresBackupRequest, PostgresCluster, labels as api_labels, names};
+use tusk_api::backup_request::{BackupRequestPhase, BackupResult};
+use tusk_api::common::TriggeredBy;
+use tusk_api::{
+    PostgresBackup, PostgresBackupRequest, PostgresBackupSchedule, PostgresCluster,
+    labels as api_labels, names,
+};
 
 use crate::context::Context;
 use crate::error::{Error, Result, is_not_found};
@@ -97,6 +105,15 @@ async fn reconcile(request: Arc<PostgresBackupRequest>, context: Arc<Context>) -
     if phase.is_some_and(BackupRequestPhase::is_finished) {
         forget_progress(&context, &request);
         report_outcome(&context, &request, &namespace).await?;
+        return Ok(Action::await_change());
+    }
+
+    if let Some(result) = request
+        .status
+        .as_ref()
+        .and_then(|status| status.result.clone())
+    {
+        finish(&context, &request, &result, &namespace).await?;
         return Ok(Action::await_change());
     }
 
@@ -179,13 +196,14 @@ async fn reconcile(request: Arc<PostgresBackupRequest>, context: Arc<Context>) -
                 name: name.clone(),
                 source,
             })?;
-            if fresh
-                .status
-                .as_ref()
-                .and_then(|status| status.phase)
+            let fresh_status = fresh.status.clone().unwrap_or_default();
+            if fresh_status
+                .phase
                 .is_some_and(BackupRequestPhase::is_finished)
             {
                 report_outcome(&context, &fresh, &namespace).await?;
+            } else if let Some(result) = &fresh_status.result {
+                finish(&context, &fresh, result, &namespace).await?;
             } else {
                 fail(
                     &context,
@@ -227,8 +245,34 @@ async fn start_job(
         return Ok(Action::await_change());
     };
 
+    // A request's PostgresBackup carries its name: refuse a name that one already has before
+    // spending a backup on it (recording checks again, in case one appears meanwhile).
+    let backups: Api<PostgresBackup> = Api::namespaced(client.clone(), namespace);
+    let request_name = request.name_any();
+    if backups
+        .get_opt(&request_name)
+        .await
+        .map_err(|source| Error::Get {
+            kind: "PostgresBackup",
+            name: request_name.clone(),
+            source,
+        })?
+        .is_some()
+    {
+        fail(
+            context,
+            request,
+            namespace,
+            &format!(
+                "A PostgresBackup named {request_name} already exists; request a backup under a name no PostgresBackup has"
+            ),
+        )
+        .await?;
+        return Ok(Action::await_change());
+    }
+
     adopt(context, request, &cluster, namespace).await?;
-    let (service_account, role, binding) = build::rbac(namespace);
+    let (service_account, role, binding) = build::rbac(request)?;
     ssa::apply(
         &Api::namespaced(client.clone(), namespace),
         CONTROLLER,
@@ -249,12 +293,34 @@ async fn start_job(
     .await?;
     let job = build::job(request, &cluster, &context.config)?;
     let job_name = job.name_any();
-    ssa::apply(
+    match ssa::apply(
         &Api::<Job>::namespaced(client.clone(), namespace),
         CONTROLLER,
         &job,
     )
-    .await?;
+    .await
+    {
+        Ok(_) => {}
+        // The API server refused the Job itself (invalid, forbidden by policy, over quota):
+        // retrying cannot help, and the request must say why rather than wait forever.
+        Err(Error::ApplyChild {
+            source: kube::Error::Api(status),
+            ..
+        }) if (400..500).contains(&status.code) && status.code != 409 && status.code != 429 => {
+            fail(
+                context,
+                request,
+                namespace,
+                &format!(
+                    "The API server refused the backup Job {job_name}: {}",
+                    status.message
+                ),
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
+        Err(error) => return Err(error),
+    }
 
     let mut status = json!({
         "jobName": job_name,
@@ -280,6 +346,85 @@ async fn start_job(
     )
     .await;
     Ok(Action::requeue(context.config.backup_job.stall_timeout))
+}
+
+/// Who asked for a backup. A customer can write anything into a request, so the answer comes
+/// from what only tusk writes: a request is the system's when the cluster's own daily schedule
+/// (whose spec tusk forces) names it as its latest request in its status, which customers
+/// cannot write. Decided when the backup is recorded: a schedule starts no new request while
+/// one of its own is unfinished, so it still names its request then.
+async fn origin(
+    context: &Context,
+    request: &PostgresBackupRequest,
+    namespace: &str,
+) -> Result<TriggeredBy> {
+    let schedule_name = names::default_schedule(&request.spec.cluster.name);
+    let schedules: Api<PostgresBackupSchedule> = Api::namespaced(context.client.clone(), namespace);
+    let schedule = schedules
+        .get_opt(&schedule_name)
+        .await
+        .map_err(|source| Error::Get {
+            kind: "PostgresBackupSchedule",
+            name: schedule_name.clone(),
+            source,
+        })?;
+    let named_by_system_schedule = schedule.is_some_and(|schedule| {
+        schedule
+            .status
+            .as_ref()
+            .and_then(|status| status.last_request.as_deref())
+            == Some(request.name_any().as_str())
+    });
+    Ok(if named_by_system_schedule {
+        TriggeredBy::System
+    } else {
+        TriggeredBy::User
+    })
+}
+
+/// Records a finished backup (see [`record`]) and ends the request accordingly.
+async fn finish(
+    context: &Context,
+    request: &PostgresBackupRequest,
+    result: &BackupResult,
+    namespace: &str,
+) -> Result<()> {
+    let triggered_by = origin(context, request, namespace).await?;
+    match record::record(context, request, result, triggered_by, namespace).await? {
+        record::Recorded::Succeeded(backup_name) => {
+            patch_status(
+                context,
+                request,
+                namespace,
+                json!({
+                    "triggeredBy": triggered_by,
+                    "phase": BackupRequestPhase::Succeeded,
+                    "finishedAt": Time(context.clock.now()),
+                    "backupName": backup_name,
+                    "message": format!("Backup {backup_name} is complete and checked"),
+                }),
+            )
+            .await?;
+            forget_progress(context, request);
+            let mut succeeded = request.clone();
+            let status = succeeded.status.get_or_insert_with(Default::default);
+            status.phase = Some(BackupRequestPhase::Succeeded);
+            status.backup_name = Some(backup_name);
+            report_outcome(context, &succeeded, namespace).await
+        }
+        record::Recorded::Failed(message) => {
+            events::publish(
+                &context.recorder,
+                &request.object_ref(&()),
+                EventType::Warning,
+                reasons::BACKUP_UNVERIFIED,
+                "RecordBackup",
+                message.clone(),
+            )
+            .await;
+            fail(context, request, namespace, &message).await
+        }
+    }
 }
 
 /// A request made by a person has no owner; it gets the cluster as its owner, like the

@@ -250,7 +250,6 @@ async fn create_request(
         request_name,
         PostgresBackupRequestSpec {
             cluster: schedule.spec.cluster.clone(),
-            triggered_by: schedule.spec.triggered_by,
         },
     );
     let mut request_labels = labels::for_cluster(&cluster_name, COMPONENT_BACKUP);

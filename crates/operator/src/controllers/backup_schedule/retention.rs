@@ -57,6 +57,7 @@ mod tests {
                 s3: S3Location::default(),
                 compression: Default::default(),
                 size: 0,
+                sha256: None,
                 run_duration: None,
                 start_lsn: None,
                 stop_lsn: None,

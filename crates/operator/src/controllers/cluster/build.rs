@@ -454,6 +454,10 @@ fn stateful_set(
         ),
     ];
     env.extend(store_env(name, config));
+    // The cluster's objects live under a prefix that names this incarnation of it.
+    if let Some(uid) = &cluster.metadata.uid {
+        env.push(plain_env("TUSK_CLUSTER_UID", uid.clone()));
+    }
     if let Some(restore) = &spec.restore {
         env.push(plain_env(
             "TUSK_RESTORE_BACKUP",
@@ -1014,6 +1018,7 @@ pub(crate) mod tests {
                 },
                 compression: Default::default(),
                 size: 1,
+                sha256: None,
                 run_duration: None,
                 start_lsn: None,
                 stop_lsn: None,

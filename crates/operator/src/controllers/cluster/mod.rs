@@ -34,6 +34,7 @@ use tusk_api::{
 };
 
 use crate::context::Context;
+use crate::controllers::backup::store as backup_store;
 use crate::error::{Error, Result};
 use crate::events::{self, reasons};
 use crate::ssa;
@@ -134,6 +135,27 @@ async fn reconcile(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Resu
             })?,
         None => None,
     };
+    // A restore reads only where tusk itself stored the backup's cluster's data: the
+    // PostgresBackup's recorded location must be exactly that, or nothing is built.
+    if let Some(backup) = &restore_backup {
+        let store = tusk_backup::BackupStore::new(&backup_store::store_config(&context, None))
+            .map_err(|error| Error::StoreConfig(error.to_string()))?;
+        if let Err(reason) = backup_store::check_location(backup, &store) {
+            events::publish(
+                &context.recorder,
+                &cluster.object_ref(&()),
+                EventType::Warning,
+                reasons::LOCATION_MISMATCH,
+                "Restore",
+                format!(
+                    "Cannot restore from PostgresBackup {}: {reason}",
+                    backup.name_any()
+                ),
+            )
+            .await;
+            return Ok(Action::requeue(Duration::from_secs(300)));
+        }
+    }
 
     // Build and apply.
     let children = build::build(
