@@ -184,7 +184,7 @@ fn part_etag(part: &PartId) -> ETag {
 
 fn part_from_etag(etag: &ETag) -> Option<PartId> {
     let hex = etag.value();
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     let bytes = (0..hex.len())
