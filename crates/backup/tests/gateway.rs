@@ -4,7 +4,7 @@
 //! what object_store refuses to send). Each refusal is checked at the store: nothing of the
 //! other tenant's changed and nothing was written.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tusk_backup::gateway::{
-    ClusterDirectory, ClusterIdentity, GatewayKey, GatewayOptions, StoreGateway,
+    ClusterDirectory, ClusterIdentity, ClusterRecord, GatewayKey, GatewayOptions, StoreGateway,
 };
 use tusk_backup::store::{BackupStore, StoreConfig};
 use tusk_sandbox::s3::{S3Options, S3Server};
@@ -23,14 +23,29 @@ use tusk_sandbox::s3::{S3Options, S3Server};
 const BUCKET: &str = "tusk-backups";
 const PREFIX: &str = "prod";
 
-/// The clusters that exist, as the API server would answer.
+/// The clusters that exist, as the API server would answer, and what each restores from.
 #[derive(Default)]
-struct Clusters(Mutex<HashSet<ClusterIdentity>>);
+struct Clusters(Mutex<HashMap<ClusterIdentity, ClusterRecord>>);
+
+impl Clusters {
+    fn add(&self, cluster: &ClusterIdentity, restore_source: Option<&ClusterIdentity>) {
+        self.0.lock().unwrap().insert(
+            cluster.clone(),
+            ClusterRecord {
+                restore_source: restore_source.cloned(),
+            },
+        );
+    }
+
+    fn remove(&self, cluster: &ClusterIdentity) {
+        self.0.lock().unwrap().remove(cluster);
+    }
+}
 
 #[async_trait::async_trait]
 impl ClusterDirectory for Clusters {
-    async fn exists(&self, cluster: &ClusterIdentity) -> Result<bool, String> {
-        Ok(self.0.lock().unwrap().contains(cluster))
+    async fn lookup(&self, cluster: &ClusterIdentity) -> Result<Option<ClusterRecord>, String> {
+        Ok(self.0.lock().unwrap().get(cluster).cloned())
     }
 }
 
@@ -94,7 +109,8 @@ impl World {
             "7f3d2a10-bbbb-4c2e-8e00-000000000002",
         );
         let clusters = Arc::new(Clusters::default());
-        clusters.0.lock().unwrap().extend([a.clone(), b.clone()]);
+        clusters.add(&a, None);
+        clusters.add(&b, None);
         let key = GatewayKey::generate();
         let gateway = StoreGateway::start(
             &platform,
@@ -411,11 +427,8 @@ async fn forged_wrong_and_void_credentials_are_refused() {
     let tenant = world.tenant(&world.a);
     tenant.get(&key).await.expect("A reads its own object");
     let reborn = cluster(&world.a.namespace, &world.a.name, "a-new-uid");
-    {
-        let mut clusters = world.clusters.0.lock().unwrap();
-        clusters.remove(&world.a);
-        clusters.insert(reborn);
-    }
+    world.clusters.remove(&world.a);
+    world.clusters.add(&reborn, None);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let error = refused("a deleted cluster's credentials", tenant.get(&key).await);
     assert!(error.contains("no longer exists"), "{error}");
@@ -429,6 +442,88 @@ async fn forged_wrong_and_void_credentials_are_refused() {
             .await,
     );
     assert_eq!(world.stored(&format!("{own}wal/2")).await, None);
+}
+
+#[tokio::test]
+async fn a_restored_cluster_reads_its_source_and_writes_only_its_own_prefix() {
+    let world = World::start().await;
+    let source = own_prefix(&world.a);
+    let backup = format!("{source}base/b1.tar.gz.dare");
+    world.plant(&backup, b"base backup").await;
+    world
+        .plant(&format!("{source}wal/1.gz.dare"), b"segment")
+        .await;
+    world
+        .plant(
+            &format!("{}wal/1.gz.dare", own_prefix(&world.b)),
+            b"other tenant",
+        )
+        .await;
+
+    // elephant-restored, in A's namespace, restores from a backup of A.
+    let restored = cluster(
+        "project-a",
+        "elephant-restored",
+        "5e0c1b7d-cccc-4a3e-8d00-000000000003",
+    );
+    world.clusters.add(&restored, Some(&world.a));
+    let tenant = world.tenant(&restored);
+    assert_eq!(
+        tenant
+            .get(&ObjectPath::from(backup.as_str()))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+        &b"base backup"[..]
+    );
+    let wal: Vec<_> = tenant
+        .list(Some(&ObjectPath::from(format!("{source}wal"))))
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(wal.len(), 1);
+    // Reading is all: the source's objects cannot be changed or added to.
+    refused(
+        "overwriting the source's backup",
+        tenant
+            .put(
+                &ObjectPath::from(backup.as_str()),
+                PutPayload::from_static(b"x"),
+            )
+            .await,
+    );
+    refused(
+        "deleting the source's backup",
+        tenant.delete(&ObjectPath::from(backup.as_str())).await,
+    );
+    assert_eq!(
+        world.stored(&backup).await.as_deref(),
+        Some(&b"base backup"[..])
+    );
+    // Its own prefix is writable as usual.
+    tenant
+        .put(
+            &ObjectPath::from(format!("{}wal/1.gz.dare", own_prefix(&restored))),
+            PutPayload::from_static(b"new timeline"),
+        )
+        .await
+        .unwrap();
+
+    // A restore source in another namespace grants nothing, whatever the directory says.
+    let thief = cluster("project-a", "thief", "9a9a9a9a-dddd-4b4b-8c00-000000000004");
+    world.clusters.add(&thief, Some(&world.b));
+    let thief = world.tenant(&thief);
+    refused(
+        "reading another namespace's restore source",
+        thief
+            .get(&ObjectPath::from(format!(
+                "{}wal/1.gz.dare",
+                own_prefix(&world.b)
+            )))
+            .await,
+    );
 }
 
 /// A GET signed by hand (SigV4, header form), for paths object_store will not produce.

@@ -6,13 +6,14 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta, PostParams};
-use tusk_api::PostgresCluster;
+use tusk_api::{PostgresBackup, PostgresCluster};
 
 use super::GatewayError;
-use super::access::ClusterDirectory;
+use super::access::{ClusterDirectory, ClusterRecord};
 use super::credentials::{ClusterIdentity, GatewayKey};
 
-/// Asks the API server whether a PostgresCluster exists with the uid its credentials name.
+/// Asks the API server whether a PostgresCluster exists with the uid its credentials name, and
+/// which cluster's backup it is restored from.
 #[derive(Clone)]
 pub struct KubeClusterDirectory {
     client: kube::Client,
@@ -27,14 +28,47 @@ impl KubeClusterDirectory {
 
 #[async_trait::async_trait]
 impl ClusterDirectory for KubeClusterDirectory {
-    async fn exists(&self, cluster: &ClusterIdentity) -> Result<bool, String> {
+    async fn lookup(&self, cluster: &ClusterIdentity) -> Result<Option<ClusterRecord>, String> {
         let clusters: Api<PostgresCluster> =
             Api::namespaced(self.client.clone(), &cluster.namespace);
-        let found = clusters
+        let Some(found) = clusters
             .get_opt(&cluster.name)
             .await
+            .map_err(|error| error.to_string())?
+        else {
+            return Ok(None);
+        };
+        if found.metadata.uid.as_deref() != Some(&cluster.uid) {
+            return Ok(None);
+        }
+        let Some(restore) = &found.spec.restore else {
+            return Ok(Some(ClusterRecord::default()));
+        };
+        // The source is the cluster that owns the backup (an ownerReference only tusk sets),
+        // in this namespace: the prefix tusk wrote that backup and its WAL under.
+        let backups: Api<PostgresBackup> = Api::namespaced(self.client.clone(), &cluster.namespace);
+        let backup = backups
+            .get_opt(&restore.backup.name)
+            .await
             .map_err(|error| error.to_string())?;
-        Ok(found.is_some_and(|found| found.metadata.uid.as_deref() == Some(&cluster.uid)))
+        let restore_source = backup.and_then(|backup| {
+            let owner = backup
+                .metadata
+                .owner_references
+                .as_ref()?
+                .iter()
+                .find(|owner| {
+                    owner.controller == Some(true)
+                        && owner.kind == "PostgresCluster"
+                        && owner.name == backup.spec.cluster.name
+                })?;
+            Some(ClusterIdentity {
+                namespace: cluster.namespace.clone(),
+                name: owner.name.clone(),
+                uid: owner.uid.clone(),
+            })
+        });
+        Ok(Some(ClusterRecord { restore_source }))
     }
 }
 

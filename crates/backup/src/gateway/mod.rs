@@ -6,8 +6,9 @@
 //!
 //! The order of checks on every request: the signature, against the secret derived from the
 //! access key id; the operation (only those tusk uses); the bucket; every key and list prefix,
-//! strictly under `<store prefix>/<namespace>/<cluster>/<uid>/`; and last, that the cluster
-//! still exists with that uid ([`access`]). Only then does the request reach the store.
+//! strictly under `<store prefix>/<namespace>/<cluster>/<uid>/` (reads also under the prefix of
+//! the cluster it is restored from, in the same namespace); and that the cluster still exists
+//! with that uid ([`access`]). Only then does the request reach the store.
 
 pub mod access;
 pub mod credentials;
@@ -25,7 +26,8 @@ use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 
 pub use access::{
-    ClusterDirectory, ClusterScopes, DEFAULT_CLUSTER_CACHE_TTL, DerivedKeys, StoreLayout,
+    ClusterDirectory, ClusterRecord, ClusterScopes, DEFAULT_CLUSTER_CACHE_TTL, DerivedKeys,
+    StoreLayout,
 };
 pub use credentials::{ClusterCredentials, ClusterIdentity, GatewayKey};
 pub use kubernetes::{KubeClusterDirectory, ensure_gateway_key};
