@@ -31,13 +31,27 @@ pub const SUPPORTED_OPERATIONS: &[&str] = &[
     "AbortMultipartUpload",
 ];
 
-/// Tells whether a PostgresCluster still exists with the given uid. The gateway asks it (and
-/// caches the answer briefly) so that the credentials of a deleted cluster stop working.
+/// The operations that only read. A cluster may read, never change, the prefix of the cluster
+/// it is restored from.
+pub const READ_OPERATIONS: &[&str] = &["GetObject", "HeadObject", "ListObjectsV2"];
+
+/// What the API server says about an existing cluster that matters to the gateway.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterRecord {
+    /// The cluster whose backup this one is restored from (`spec.restore`), identified by the
+    /// backup's owner; its prefix may be read (for the base backup and its WAL), never
+    /// written. Honoured only within the same namespace.
+    pub restore_source: Option<ClusterIdentity>,
+}
+
+/// Tells whether a PostgresCluster still exists with the given uid, and what it restores from.
+/// The gateway asks it (and caches the answer briefly) so that the credentials of a deleted
+/// cluster stop working.
 #[async_trait::async_trait]
 pub trait ClusterDirectory: Send + Sync + 'static {
-    /// Whether `cluster.namespace`/`cluster.name` exists and has `cluster.uid`. An error means
-    /// the answer is unknown; the gateway then refuses the request.
-    async fn exists(&self, cluster: &ClusterIdentity) -> Result<bool, String>;
+    /// `None` when `cluster.namespace`/`cluster.name` does not exist or has another uid. An
+    /// error means the answer is unknown; the gateway then refuses the request.
+    async fn lookup(&self, cluster: &ClusterIdentity) -> Result<Option<ClusterRecord>, String>;
 }
 
 /// Verifies signatures: the secret of an access key id is derived from it, so any well-formed
@@ -105,6 +119,39 @@ impl StoreLayout {
         }
     }
 
+    /// Like [`StoreLayout::check_key`], but also accepts the prefix of the cluster `record`
+    /// says this one is restored from, in the same namespace: for reads only.
+    pub fn check_read_key(
+        &self,
+        cluster: &ClusterIdentity,
+        record: &ClusterRecord,
+        key: &str,
+    ) -> S3Result<()> {
+        let own = self.check_key(cluster, key);
+        match restore_source(cluster, record) {
+            Some(source) if own.is_err() => self
+                .check_key(source, key)
+                .map_err(|_| own.err().unwrap_or_else(|| s3_error!(AccessDenied))),
+            _ => own,
+        }
+    }
+
+    /// Like [`StoreLayout::check_list_prefix`], also accepting the restore source's prefix.
+    pub fn check_read_list_prefix(
+        &self,
+        cluster: &ClusterIdentity,
+        record: &ClusterRecord,
+        prefix: &str,
+    ) -> S3Result<()> {
+        let own = self.check_list_prefix(cluster, prefix);
+        match restore_source(cluster, record) {
+            Some(source) if own.is_err() => self
+                .check_list_prefix(source, prefix)
+                .map_err(|_| own.err().unwrap_or_else(|| s3_error!(AccessDenied))),
+            _ => own,
+        }
+    }
+
     /// Refuses a list prefix that does not start with the cluster's prefix.
     pub fn check_list_prefix(&self, cluster: &ClusterIdentity, prefix: &str) -> S3Result<()> {
         let own = self.cluster_prefix(cluster);
@@ -122,6 +169,18 @@ impl StoreLayout {
             ))
         }
     }
+}
+
+/// The restore source a record names, if it lies in the signer's own namespace: a tenant can
+/// name any backup it can write a reference to, but only its own namespace's prefixes.
+fn restore_source<'a>(
+    cluster: &ClusterIdentity,
+    record: &'a ClusterRecord,
+) -> Option<&'a ClusterIdentity> {
+    record
+        .restore_source
+        .as_ref()
+        .filter(|source| source.namespace == cluster.namespace)
 }
 
 fn outside(own: &str) -> S3Error {
@@ -157,7 +216,7 @@ pub struct ClusterScopes {
     layout: StoreLayout,
     directory: Arc<dyn ClusterDirectory>,
     exists_ttl: Duration,
-    answers: Mutex<HashMap<ClusterIdentity, (Instant, bool)>>,
+    answers: Mutex<HashMap<ClusterIdentity, (Instant, Option<ClusterRecord>)>>,
 }
 
 impl ClusterScopes {
@@ -176,18 +235,18 @@ impl ClusterScopes {
         }
     }
 
-    async fn cluster_exists(&self, cluster: &ClusterIdentity) -> S3Result<bool> {
+    async fn record(&self, cluster: &ClusterIdentity) -> S3Result<Option<ClusterRecord>> {
         let now = Instant::now();
         {
             let mut answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((at, exists)) = answers.get(cluster) {
-                let ttl = if *exists {
+            if let Some((at, record)) = answers.get(cluster) {
+                let ttl = if record.is_some() {
                     self.exists_ttl
                 } else {
                     GONE_TTL.min(self.exists_ttl)
                 };
                 if now.duration_since(*at) < ttl {
-                    return Ok(*exists);
+                    return Ok(record.clone());
                 }
             }
             // Only signed requests get here, so the map holds issued credentials only; still,
@@ -195,7 +254,7 @@ impl ClusterScopes {
             let longest = self.exists_ttl.max(GONE_TTL);
             answers.retain(|_, (at, _)| now.duration_since(*at) < longest);
         }
-        let exists = self.directory.exists(cluster).await.map_err(|error| {
+        let record = self.directory.lookup(cluster).await.map_err(|error| {
             tracing::warn!(
                 namespace = %cluster.namespace,
                 cluster = %cluster.name,
@@ -210,9 +269,16 @@ impl ClusterScopes {
         self.answers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(cluster.clone(), (now, exists));
-        Ok(exists)
+            .insert(cluster.clone(), (now, record.clone()));
+        Ok(record)
     }
+}
+
+/// The record `check` attached to an authorized request.
+pub(crate) fn authorized_record(extensions: &http::Extensions) -> S3Result<&ClusterRecord> {
+    extensions
+        .get::<ClusterRecord>()
+        .ok_or_else(|| s3_error!(AccessDenied, "The request was not authorized"))
 }
 
 /// The cluster named by a request's verified credentials.
@@ -233,7 +299,7 @@ impl S3Access for ClusterScopes {
                 format!("The store gateway does not forward {operation}"),
             ));
         }
-        match cx.s3_path() {
+        let key = match cx.s3_path() {
             S3Path::Root => return Err(s3_error!(AccessDenied, "A bucket is required")),
             S3Path::Bucket { bucket } | S3Path::Object { bucket, .. }
                 if **bucket != *self.layout.bucket =>
@@ -243,10 +309,10 @@ impl S3Access for ClusterScopes {
                     format!("These credentials reach only bucket {}", self.layout.bucket),
                 ));
             }
-            S3Path::Object { key, .. } => self.layout.check_key(&cluster, key)?,
-            S3Path::Bucket { .. } => {}
-        }
-        if !self.cluster_exists(&cluster).await? {
+            S3Path::Object { key, .. } => Some(key.to_string()),
+            S3Path::Bucket { .. } => None,
+        };
+        let Some(record) = self.record(&cluster).await? else {
             return Err(S3Error::with_message(
                 S3ErrorCode::AccessDenied,
                 format!(
@@ -254,14 +320,24 @@ impl S3Access for ClusterScopes {
                     cluster.namespace, cluster.name, cluster.uid
                 ),
             ));
+        };
+        if let Some(key) = key {
+            if READ_OPERATIONS.contains(&operation) {
+                self.layout.check_read_key(&cluster, &record, &key)?;
+            } else {
+                self.layout.check_key(&cluster, &key)?;
+            }
         }
+        // The operation's own check and the forwarder read it from the request.
+        cx.extensions_mut().insert(record);
         Ok(())
     }
 
     async fn list_objects_v2(&self, req: &mut S3Request<ListObjectsV2Input>) -> S3Result<()> {
         let cluster = signer(req.credentials.as_ref())?;
+        let record = authorized_record(&req.extensions)?;
         let prefix = req.input.prefix.as_deref().unwrap_or_default();
-        self.layout.check_list_prefix(&cluster, prefix)
+        self.layout.check_read_list_prefix(&cluster, record, prefix)
     }
 
     async fn delete_objects(&self, req: &mut S3Request<DeleteObjectsInput>) -> S3Result<()> {
@@ -314,6 +390,42 @@ mod tests {
         ] {
             assert!(layout.check_key(&cluster, key).is_err(), "{key:?}");
         }
+    }
+
+    #[test]
+    fn a_restoring_cluster_reads_its_source_in_its_own_namespace_only() {
+        let layout = layout();
+        let restored = ClusterIdentity {
+            name: "restored".into(),
+            uid: "u2".into(),
+            ..elephant()
+        };
+        let record = ClusterRecord {
+            restore_source: Some(elephant()),
+        };
+        let source_key = "prod/project-a/elephant/u1/base/b.tar.gz.dare";
+        assert!(
+            layout
+                .check_read_key(&restored, &record, source_key)
+                .is_ok()
+        );
+        assert!(layout.check_key(&restored, source_key).is_err());
+        assert!(
+            layout
+                .check_read_list_prefix(&restored, &record, "prod/project-a/elephant/u1/wal/")
+                .is_ok()
+        );
+        let foreign = ClusterRecord {
+            restore_source: Some(ClusterIdentity {
+                namespace: "project-b".into(),
+                ..elephant()
+            }),
+        };
+        assert!(
+            layout
+                .check_read_key(&restored, &foreign, "prod/project-b/elephant/u1/base/b")
+                .is_err()
+        );
     }
 
     #[test]

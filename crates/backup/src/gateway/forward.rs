@@ -24,7 +24,7 @@ use s3s::dto::{
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::access::{StoreLayout, signer};
+use super::access::{READ_OPERATIONS, StoreLayout, authorized_record, signer};
 
 /// S3's own page size for listings.
 const MAX_KEYS: usize = 1000;
@@ -62,13 +62,25 @@ impl Forwarder {
         }
     }
 
-    /// The store path of `key`, after checking again that the signer may use it.
-    fn path<T>(&self, req: &S3Request<T>, bucket: &str, key: &str) -> S3Result<ObjectPath> {
+    /// The store path of `key`, after checking again that the signer may use it for
+    /// `operation`.
+    fn path<T>(
+        &self,
+        operation: &str,
+        req: &S3Request<T>,
+        bucket: &str,
+        key: &str,
+    ) -> S3Result<ObjectPath> {
         let cluster = signer(req.credentials.as_ref())?;
+        let record = authorized_record(&req.extensions)?;
         if bucket != self.layout.bucket {
             return Err(s3_error!(AccessDenied));
         }
-        self.layout.check_key(&cluster, key)?;
+        if READ_OPERATIONS.contains(&operation) {
+            self.layout.check_read_key(&cluster, record, key)?;
+        } else {
+            self.layout.check_key(&cluster, key)?;
+        }
         ObjectPath::parse(key).map_err(|_| s3_error!(InvalidArgument, "Invalid object key"))
     }
 
@@ -236,7 +248,7 @@ impl S3 for Forwarder {
         &self,
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
-        let path = self.path(&req, &req.input.bucket, &req.input.key)?;
+        let path = self.path("GetObject", &req, &req.input.bucket, &req.input.key)?;
         let range = req.input.range.map(|range| match range {
             Range::Int {
                 first,
@@ -280,7 +292,7 @@ impl S3 for Forwarder {
         &self,
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
-        let path = self.path(&req, &req.input.bucket, &req.input.key)?;
+        let path = self.path("HeadObject", &req, &req.input.bucket, &req.input.key)?;
         let meta = self
             .objects
             .head(&path)
@@ -298,7 +310,7 @@ impl S3 for Forwarder {
         &self,
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
-        let path = self.path(&req, &req.input.bucket, &req.input.key)?;
+        let path = self.path("PutObject", &req, &req.input.bucket, &req.input.key)?;
         let PutObjectInput {
             body,
             content_length,
@@ -336,7 +348,7 @@ impl S3 for Forwarder {
         &self,
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
-        let path = self.path(&req, &req.input.bucket, &req.input.key)?;
+        let path = self.path("DeleteObject", &req, &req.input.bucket, &req.input.key)?;
         match self.objects.delete(&path).await {
             Ok(()) => {}
             Err(object_store::Error::NotFound { .. }) => {}
@@ -351,7 +363,7 @@ impl S3 for Forwarder {
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
         let mut deleted = Vec::new();
         for object in &req.input.delete.objects {
-            let path = self.path(&req, &req.input.bucket, &object.key)?;
+            let path = self.path("DeleteObjects", &req, &req.input.bucket, &object.key)?;
             match self.objects.delete(&path).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(error) => return Err(backend_error("DeleteObjects", &object.key, error)),
@@ -377,7 +389,11 @@ impl S3 for Forwarder {
             return Err(s3_error!(AccessDenied));
         }
         let prefix = input.prefix.clone().unwrap_or_default();
-        self.layout.check_list_prefix(&cluster, &prefix)?;
+        self.layout.check_read_list_prefix(
+            &cluster,
+            authorized_record(&req.extensions)?,
+            &prefix,
+        )?;
         // object_store lists folders; S3 prefixes are plain strings. List the folder the
         // prefix ends in, then keep what starts with the prefix.
         let folder = &prefix[..prefix.rfind('/').unwrap_or(0)];
@@ -472,7 +488,12 @@ impl S3 for Forwarder {
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
-        let path = self.path(&req, &req.input.bucket, &req.input.key)?;
+        let path = self.path(
+            "CreateMultipartUpload",
+            &req,
+            &req.input.bucket,
+            &req.input.key,
+        )?;
         let upload_id = self
             .multipart
             .create_multipart(&path)
@@ -490,7 +511,7 @@ impl S3 for Forwarder {
         &self,
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
-        let path = self.path(&req, &req.input.bucket, &req.input.key)?;
+        let path = self.path("UploadPart", &req, &req.input.bucket, &req.input.key)?;
         let UploadPartInput {
             body,
             content_length,
@@ -525,7 +546,12 @@ impl S3 for Forwarder {
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
-        let path = self.path(&req, &req.input.bucket, &req.input.key)?;
+        let path = self.path(
+            "CompleteMultipartUpload",
+            &req,
+            &req.input.bucket,
+            &req.input.key,
+        )?;
         let CompleteMultipartUploadInput {
             bucket,
             if_match,
@@ -581,7 +607,12 @@ impl S3 for Forwarder {
         &self,
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
-        let path = self.path(&req, &req.input.bucket, &req.input.key)?;
+        let path = self.path(
+            "AbortMultipartUpload",
+            &req,
+            &req.input.bucket,
+            &req.input.key,
+        )?;
         self.multipart
             .abort_multipart(&path, &req.input.upload_id)
             .await
