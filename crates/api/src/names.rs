@@ -128,6 +128,21 @@ pub fn bounded_name(base: &str, suffix: &str, max: usize) -> String {
     format!("{cut}-{hash:08x}-{suffix}")
 }
 
+/// The longest label value Kubernetes accepts.
+pub const MAX_LABEL_VALUE: usize = 63;
+
+/// A name as a label value: unchanged when it fits, else cut and followed by eight hex digits
+/// of a hash of the whole name, so that it stays valid, stable and distinct.
+pub fn label_value(name: &str) -> String {
+    if name.len() <= MAX_LABEL_VALUE {
+        return name.to_owned();
+    }
+    let hash = fnv1a(name.as_bytes());
+    let cut: String = name.chars().take(MAX_LABEL_VALUE - 9).collect();
+    let cut = cut.trim_end_matches(['-', '.', '_']);
+    format!("{cut}-{hash:08x}")
+}
+
 /// FNV-1a, 32 bits: a stable, dependency-free hash for shortening names (not for security).
 fn fnv1a(bytes: &[u8]) -> u32 {
     bytes.iter().fold(0x811c_9dc5_u32, |hash, byte| {
@@ -168,6 +183,16 @@ mod tests {
             assert!(job.chars().next().unwrap().is_ascii_alphanumeric());
         }
         assert_ne!(backup_job(&long_a), backup_job(&long_b));
+        assert_eq!(label_value("my-backup"), "my-backup");
+        for name in [&long_a, &long_b] {
+            let value = label_value(&format!("{name}-{name}"));
+            assert!(value.len() <= MAX_LABEL_VALUE, "{value}");
+            assert!(value.chars().last().unwrap().is_ascii_alphanumeric());
+        }
+        assert_ne!(
+            label_value(&format!("{long_a}{long_a}")),
+            label_value(&format!("{long_a}{long_b}"))
+        );
         assert_eq!(backup_job(&long_a), backup_job(&long_a));
         // A cut that would end in '-' is trimmed, so the result stays a valid DNS label.
         let dashes = format!("{}-{}", "a".repeat(45), "b".repeat(30));

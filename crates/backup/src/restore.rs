@@ -8,10 +8,12 @@ use std::path::{Path, PathBuf};
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::compress::decompressing_reader;
 use crate::pipe::ChunkReader;
+use crate::sink::{StoredObject, hex_digest};
 use crate::store::{BackupStore, StoreError};
 
 /// A data directory holding this file is an unfinished or failed restore; the instance
@@ -23,9 +25,19 @@ pub const RESTORE_INCOMPLETE_MARKER: &str = "tusk-restore-incomplete";
 pub struct RestoreOptions {
     /// The passphrase the backup was encrypted with. Never logged.
     pub passphrase: Vec<u8>,
-    /// Stop replaying WAL at this time (PostgreSQL's `recovery_target_time` syntax, e.g.
-    /// "2026-11-23 20:00:00+00"); then promote.
+    /// Stop replaying WAL at this time, then promote: RFC 3339 in any form (`Z`, an offset,
+    /// fractional seconds), which is given to PostgreSQL as UTC with a numeric offset, the
+    /// form its `recovery_target_time` accepts at startup; or PostgreSQL's own syntax.
     pub target_time: Option<String>,
+    /// Without a target time: replay every archived segment (the latest state) instead of
+    /// stopping as soon as the backup is consistent (the backup as it was taken).
+    pub latest: bool,
+    /// The object's size as recorded when it was stored; a different size is refused before
+    /// a byte is unpacked.
+    pub expected_size: Option<u64>,
+    /// The SHA-256 of the object as recorded when it was stored (lowercase hex); the restore
+    /// fails, leaving no data behind, when the bytes read do not hash to it.
+    pub expected_sha256: Option<String>,
     /// The command PostgreSQL runs to fetch archived WAL, with `%f` and `%p`, e.g.
     /// `'/usr/local/bin/tusk' wal-fetch --wal-prefix ns/c/wal %f %p`. Needed for a target time
     /// and for backups taken without their WAL.
@@ -69,6 +81,10 @@ pub enum RestoreError {
         "the backup carries no WAL (the cluster archived it) and no restore command was given, so PostgreSQL could never reach a consistent state"
     )]
     NoWal,
+    /// The stored object is not the one the backup recorded (another backup's object copied
+    /// over it, a truncated or altered object).
+    #[error("the backup object does not match what was recorded when it was stored: {0}")]
+    Mismatch(String),
     /// The unpacking thread panicked or was cancelled.
     #[error("the restore stopped unexpectedly: {0}")]
     Stage(String),
@@ -155,6 +171,14 @@ async fn restore_into(
         .get(&ObjectPath::from(key))
         .await
         .map_err(|error| StoreError::request("downloading", key, error))?;
+    if let Some(expected) = options.expected_size
+        && object.meta.size != expected
+    {
+        return Err(RestoreError::Mismatch(format!(
+            "it holds {} bytes, the backup recorded {expected}",
+            object.meta.size
+        )));
+    }
     let (sender, receiver) = mpsc::channel::<io::Result<bytes::Bytes>>(8);
     let unpacker = {
         let data_dir = data_dir.to_owned();
@@ -163,17 +187,37 @@ async fn restore_into(
             unpack(ChunkReader::new(receiver), &passphrase, &data_dir)
         })
     };
-    forward_download(object, key, sender).await;
+    let downloaded = forward_download(object, key, sender).await;
     let tar_bytes = unpacker
         .await
         .map_err(|error| RestoreError::Stage(error.to_string()))??;
+    if let Some(expected) = &options.expected_sha256
+        && downloaded.sha256 != *expected
+    {
+        return Err(RestoreError::Mismatch(
+            "its SHA-256 differs from the one recorded".to_owned(),
+        ));
+    }
+    if let Some(expected) = options.expected_size
+        && downloaded.size != expected
+    {
+        return Err(RestoreError::Mismatch(format!(
+            "{} bytes were read, the backup recorded {expected}",
+            downloaded.size
+        )));
+    }
 
     let has_wal = has_wal_segments(&data_dir.join("pg_wal")).map_err(data_dir_error(data_dir))?;
-    let recovery_configured = if options.target_time.is_some() || !has_wal {
+    let recovery_configured = if options.target_time.is_some() || options.latest || !has_wal {
         let Some(restore_command) = &options.restore_command else {
             return Err(RestoreError::NoWal);
         };
-        write_recovery_settings(data_dir, restore_command, options.target_time.as_deref())?;
+        let target = match &options.target_time {
+            Some(time) => RecoveryTarget::Time(postgres_target_time(time)),
+            None if options.latest => RecoveryTarget::Latest,
+            None => RecoveryTarget::Consistent,
+        };
+        write_recovery_settings(data_dir, restore_command, &target)?;
         true
     } else {
         false
@@ -268,22 +312,33 @@ pub async fn download_tar<W: Write + Send + 'static>(
 }
 
 /// Feeds a download into a blocking stage's channel; a download error becomes the stage's
-/// read error, so the stage fails rather than seeing a clean end.
+/// read error, so the stage fails rather than seeing a clean end. Returns the size and digest
+/// of what was forwarded.
 async fn forward_download(
     object: object_store::GetResult,
     key: &str,
     sender: mpsc::Sender<io::Result<bytes::Bytes>>,
-) {
+) -> StoredObject {
     let mut chunks = object.into_stream();
+    let mut digest = Sha256::new();
+    let mut size = 0u64;
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|error| {
             io::Error::other(StoreError::request("downloading", key, error).to_string())
         });
+        if let Ok(bytes) = &chunk {
+            digest.update(bytes);
+            size += bytes.len() as u64;
+        }
         let failed = chunk.is_err();
         if sender.send(chunk).await.is_err() || failed {
             // The stage stopped (its error says why) or now has the download error.
             break;
         }
+    }
+    StoredObject {
+        size,
+        sha256: hex_digest(digest),
     }
 }
 
@@ -320,12 +375,41 @@ fn conf_quote(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
 }
 
+/// Where WAL replay stops.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum RecoveryTarget {
+    /// As soon as the backup is consistent: the database as it was when the backup ended.
+    Consistent,
+    /// At the end of the archive: the latest state.
+    Latest,
+    /// After the last transaction committed at or before this time (PostgreSQL's syntax).
+    Time(String),
+}
+
+/// An RFC 3339 time as PostgreSQL's `recovery_target_time` accepts it at startup: UTC with a
+/// numeric offset. PostgreSQL checks the setting before it has loaded its time-zone
+/// abbreviations, so `Z` is refused and the server never starts. A value that is not RFC 3339
+/// is passed on unchanged for PostgreSQL to judge.
+pub fn postgres_target_time(time: &str) -> String {
+    match time.parse::<jiff::Timestamp>() {
+        Ok(timestamp) => {
+            let utc = timestamp.to_zoned(jiff::tz::TimeZone::UTC);
+            if utc.subsec_nanosecond() == 0 {
+                utc.strftime("%Y-%m-%d %H:%M:%S+00").to_string()
+            } else {
+                utc.strftime("%Y-%m-%d %H:%M:%S%.6f+00").to_string()
+            }
+        }
+        Err(_) => time.to_owned(),
+    }
+}
+
 /// Appends the recovery settings to postgresql.auto.conf (which wins over postgresql.conf) and
 /// creates recovery.signal.
 fn write_recovery_settings(
     data_dir: &Path,
     restore_command: &str,
-    target_time: Option<&str>,
+    target: &RecoveryTarget,
 ) -> Result<(), RestoreError> {
     let auto_conf = data_dir.join("postgresql.auto.conf");
     let mut settings = String::from("\n# Written by tusk restore.\n");
@@ -333,14 +417,17 @@ fn write_recovery_settings(
         "restore_command = {}\n",
         conf_quote(restore_command)
     ));
-    match target_time {
-        Some(time) => {
+    match target {
+        RecoveryTarget::Consistent => {
+            settings.push_str("recovery_target = 'immediate'\n");
+            settings.push_str("recovery_target_action = 'promote'\n");
+        }
+        RecoveryTarget::Time(time) => {
             settings.push_str(&format!("recovery_target_time = {}\n", conf_quote(time)));
             settings.push_str("recovery_target_action = 'promote'\n");
         }
-        None => {
-            // No target: replay the whole archive, then promote. That reaches the latest state
-            // and, for a backup without WAL, the consistency point on the way.
+        RecoveryTarget::Latest => {
+            // No target: replay the whole archive, then promote.
         }
     }
     let mut file = fs::OpenOptions::new()
@@ -403,7 +490,7 @@ mod tests {
         write_recovery_settings(
             dir.path(),
             "/bin/tusk wal-fetch --wal-prefix 'a b' %f %p",
-            Some("2026-11-23 20:00:00+00"),
+            &RecoveryTarget::Time("2026-11-23 20:00:00+00".into()),
         )
         .unwrap();
         let conf = fs::read_to_string(dir.path().join("postgresql.auto.conf")).unwrap();
@@ -414,6 +501,23 @@ mod tests {
         assert!(conf.contains("recovery_target_time = '2026-11-23 20:00:00+00'"));
         assert!(conf.contains("recovery_target_action = 'promote'"));
         assert!(dir.path().join("recovery.signal").exists());
+
+        let consistent = tempfile::tempdir().unwrap();
+        write_recovery_settings(consistent.path(), "x", &RecoveryTarget::Consistent).unwrap();
+        let conf = fs::read_to_string(consistent.path().join("postgresql.auto.conf")).unwrap();
+        assert!(conf.contains("recovery_target = 'immediate'"), "{conf}");
+    }
+
+    #[test]
+    fn every_rfc3339_form_becomes_a_time_postgresql_accepts_at_startup() {
+        for (given, expected) in [
+            ("2026-12-01T21:42:35Z", "2026-12-01 21:42:35+00"),
+            ("2026-12-01T23:42:35+02:00", "2026-12-01 21:42:35+00"),
+            ("2026-12-01T21:42:35.25Z", "2026-12-01 21:42:35.250000+00"),
+            ("2026-12-01 21:42:35+00", "2026-12-01 21:42:35+00"),
+        ] {
+            assert_eq!(postgres_target_time(given), expected, "{given}");
+        }
     }
 
     #[test]

@@ -58,7 +58,14 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("tusk: {error:#}");
-            ExitCode::FAILURE
+            if error
+                .downcast_ref::<commands::wal::RecoveryMustStop>()
+                .is_some()
+            {
+                ExitCode::from(commands::wal::RECOVERY_MUST_STOP)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -507,11 +507,11 @@ mod in_a_cluster {
         let pod_spec = job.spec.and_then(|s| s.template.spec).expect("pod spec");
         assert_eq!(
             pod_spec.service_account_name.as_deref(),
-            Some("tusk-backup")
+            Some("my-backup-backup")
         );
 
         // The Job's token: its own request's status, and nothing else.
-        let job_client = client_as(&sandbox, &admin, NS, "tusk-backup").await;
+        let job_client = client_as(&sandbox, &admin, NS, "my-backup-backup").await;
         let own_requests: Api<PostgresBackupRequest> = Api::namespaced(job_client.clone(), NS);
         own_requests
             .get("my-backup")

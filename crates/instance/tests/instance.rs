@@ -238,6 +238,8 @@ async fn an_instance_bootstraps_from_a_backup_and_refuses_a_failed_restore() {
         key: key.clone(),
         passphrase,
         target_time: None,
+        expected_size: None,
+        expected_sha256: None,
         wal_prefix: None,
         wal_passphrase_env: None,
     };

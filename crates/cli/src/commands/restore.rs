@@ -26,9 +26,20 @@ pub struct RunArgs {
     /// The backup object as a URL (s3://bucket/key), instead of --backup-key.
     #[arg(long)]
     pub url: Option<String>,
-    /// Recover up to this time (e.g. "2026-11-23 20:00:00+00"), then promote.
-    #[arg(long)]
+    /// Recover up to this time (RFC 3339, e.g. "2026-11-23T20:00:00Z", or PostgreSQL's
+    /// "2026-11-23 20:00:00+00"), then promote. Without it, and without --latest, the backup
+    /// is restored as it was taken: recovery stops as soon as it is consistent.
+    #[arg(long, conflicts_with = "latest")]
     pub target_time: Option<String>,
+    /// Replay every archived WAL segment after the backup: the latest state.
+    #[arg(long)]
+    pub latest: bool,
+    /// The object's size as recorded; a different object is refused before it is unpacked.
+    #[arg(long)]
+    pub expected_size: Option<u64>,
+    /// The object's SHA-256 as recorded (lowercase hex); the restore fails if the bytes differ.
+    #[arg(long)]
+    pub expected_sha256: Option<String>,
     /// Where the cluster's WAL is archived; PostgreSQL fetches from there with
     /// `tusk wal-fetch`. Defaults as for `tusk wal-fetch`.
     #[arg(long, env = "TUSK_WAL_PREFIX")]
@@ -70,6 +81,9 @@ pub async fn run(command: RestoreCommand) -> anyhow::Result<()> {
             let options = RestoreOptions {
                 passphrase,
                 target_time: args.target_time,
+                latest: args.latest,
+                expected_size: args.expected_size,
+                expected_sha256: args.expected_sha256,
                 restore_command: wal_prefix.as_deref().map(wal_fetch_command),
             };
             let outcome = restore(&store, &key, &args.data_dir, &options).await?;

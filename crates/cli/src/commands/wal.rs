@@ -73,9 +73,27 @@ pub async fn push(args: WalPushArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `tusk wal-fetch`. A file missing from the archive exits non-zero, which tells
-/// PostgreSQL the archive ends there.
+/// Runs `tusk wal-fetch`. A file missing from the archive exits 1, which tells PostgreSQL the
+/// archive ends there. Every other failure (an unreadable, corrupted or tampered segment, an
+/// unreachable store, a missing passphrase) must not read as that end: PostgreSQL would promote
+/// on a shortened history. Those exit with [`RECOVERY_MUST_STOP`], which PostgreSQL treats as
+/// fatal, stopping recovery loudly.
 pub async fn fetch(args: WalFetchArgs) -> anyhow::Result<()> {
+    match fetch_segment(args).await {
+        Ok(()) => Ok(()),
+        Err(error)
+            if matches!(
+                error.downcast_ref::<wal::WalError>(),
+                Some(wal::WalError::NotArchived(_))
+            ) =>
+        {
+            Err(error)
+        }
+        Err(error) => Err(anyhow::Error::new(RecoveryMustStop(format!("{error:#}")))),
+    }
+}
+
+async fn fetch_segment(args: WalFetchArgs) -> anyhow::Result<()> {
     // TLS to the API server and to an https object store needs rustls' provider chosen.
     tusk_operator::install_crypto_provider();
     let passphrase = super::backup::passphrase(args.passphrase_file.as_deref())?;
@@ -83,3 +101,13 @@ pub async fn fetch(args: WalFetchArgs) -> anyhow::Result<()> {
     wal::fetch(&store, &prefix, &args.name, &args.destination, &passphrase).await?;
     Ok(())
 }
+
+/// The exit status of a `wal-fetch` that failed for any reason but the end of the archive.
+/// PostgreSQL aborts recovery when restore_command exits above 125 (as for a shell's "command
+/// not found"), instead of taking the failure for the end of the archive.
+pub const RECOVERY_MUST_STOP: u8 = 255;
+
+/// A `wal-fetch` failure that must stop recovery; `main` exits with [`RECOVERY_MUST_STOP`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}; recovery must stop here rather than treat this as the end of the archive")]
+pub struct RecoveryMustStop(String);

@@ -156,6 +156,9 @@ pub async fn restore_backup(
     let options = RestoreOptions {
         passphrase: source.passphrase.clone(),
         target_time: source.target_time.clone(),
+        latest: false,
+        expected_size: source.expected_size,
+        expected_sha256: source.expected_sha256.clone(),
         restore_command: source
             .wal_prefix
             .as_deref()

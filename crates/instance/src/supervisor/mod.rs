@@ -106,6 +106,10 @@ pub struct RestoreSource {
     pub passphrase: Vec<u8>,
     /// Recover up to this time, then promote.
     pub target_time: Option<String>,
+    /// The backup object's size as recorded on its PostgresBackup.
+    pub expected_size: Option<u64>,
+    /// The backup object's SHA-256 as recorded on its PostgresBackup.
+    pub expected_sha256: Option<String>,
     /// The source cluster's WAL archive, for PostgreSQL's restore_command.
     pub wal_prefix: Option<String>,
     /// The environment variable holding the archive's passphrase when it is not this
@@ -121,6 +125,8 @@ impl std::fmt::Debug for RestoreSource {
             .field("key", &self.key)
             .field("passphrase", &"<redacted>")
             .field("target_time", &self.target_time)
+            .field("expected_size", &self.expected_size)
+            .field("expected_sha256", &self.expected_sha256)
             .field("wal_prefix", &self.wal_prefix)
             .field("wal_passphrase_env", &self.wal_passphrase_env)
             .finish()
@@ -190,6 +196,10 @@ pub mod env {
     pub const RESTORE_WAL_PREFIX: &str = "TUSK_RESTORE_WAL_PREFIX";
     /// Recover up to this time.
     pub const RESTORE_TARGET_TIME: &str = "TUSK_RESTORE_TARGET_TIME";
+    /// The backup object's recorded size in bytes.
+    pub const RESTORE_SIZE: &str = "TUSK_RESTORE_SIZE";
+    /// The backup object's recorded SHA-256.
+    pub const RESTORE_SHA256: &str = "TUSK_RESTORE_SHA256";
 }
 
 fn non_empty_env(name: &'static str) -> Option<String> {
@@ -265,6 +275,15 @@ impl InstanceConfig {
                     key,
                     passphrase: passphrase.into_bytes(),
                     target_time: non_empty_env(env::RESTORE_TARGET_TIME),
+                    expected_size: non_empty_env(env::RESTORE_SIZE)
+                        .map(|size| {
+                            size.parse().map_err(|_| InstanceError::InvalidEnv {
+                                name: env::RESTORE_SIZE,
+                                reason: "expected a size in bytes".to_owned(),
+                            })
+                        })
+                        .transpose()?,
+                    expected_sha256: non_empty_env(env::RESTORE_SHA256),
                     wal_prefix,
                     wal_passphrase_env,
                 })
@@ -326,6 +345,14 @@ pub enum InstanceError {
     /// A required environment variable is missing.
     #[error("environment variable {0} is not set")]
     MissingEnv(&'static str),
+    /// An environment variable holds an unusable value.
+    #[error("environment variable {name}: {reason}")]
+    InvalidEnv {
+        /// The variable.
+        name: &'static str,
+        /// What is wrong with its value.
+        reason: String,
+    },
     /// The object store settings are unusable.
     #[error("object store: {0}")]
     Store(#[source] StoreError),

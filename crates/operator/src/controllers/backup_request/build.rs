@@ -70,7 +70,11 @@ pub fn job(
     })?;
     let credentials = names::credentials_secret(&cluster_name);
     let mut job_labels = labels::for_cluster(&cluster_name, COMPONENT_BACKUP);
-    job_labels.insert(api_labels::BACKUP_REQUEST.to_owned(), request_name.clone());
+    // A request's name may be longer than a label value may be.
+    job_labels.insert(
+        api_labels::BACKUP_REQUEST.to_owned(),
+        names::label_value(&request_name),
+    );
 
     let mut environment = vec![
         pod_namespace_env(),

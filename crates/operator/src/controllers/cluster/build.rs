@@ -473,6 +473,11 @@ fn stateful_set(
                     format!("{cluster_prefix}/wal"),
                 ));
             }
+            // What the restore checks the object against before PostgreSQL starts.
+            env.push(plain_env("TUSK_RESTORE_SIZE", backup.spec.size.to_string()));
+            if let Some(sha256) = &backup.spec.sha256 {
+                env.push(plain_env("TUSK_RESTORE_SHA256", sha256.clone()));
+            }
             let passphrase = &backup.spec.encryption.passphrase_secret_ref;
             env.push(secret_env(
                 "TUSK_RESTORE_PASSPHRASE",

@@ -4,7 +4,8 @@
 //! Reconcile is a pipeline: read what exists, build the desired children (pure, in
 //! [`build`]), apply them ([`apply`]), compute the status ([`status`]), and write it only when
 //! it changed. Children carry a controller ownerReference, so deleting the cluster lets the
-//! garbage collector remove them; no finalizer is needed.
+//! garbage collector remove them. What the cluster has in the object store is removed by its
+//! finalizer `postgrescluster.postgres.tusk.dev/storage` ([`delete`]).
 //!
 //! `status.lastBackup` is computed here from the cluster's PostgresBackups (which the cluster
 //! owns, so a new backup triggers a reconcile), rather than written by the backup_request
@@ -13,6 +14,7 @@
 
 pub mod apply;
 pub mod build;
+pub mod delete;
 pub mod postgresql_conf;
 pub mod status;
 
@@ -25,10 +27,12 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tusk_api::cluster::LastBackup;
+use tusk_api::finalizers::CLUSTER_STORAGE;
 use tusk_api::{
     PostgresBackup, PostgresBackupSchedule, PostgresCluster, labels as api_labels, names,
 };
@@ -88,10 +92,40 @@ fn error_policy(cluster: Arc<PostgresCluster>, error: &Error, context: Arc<Conte
 
 async fn reconcile(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<Action> {
     let _timer = context.metrics.reconcile_started(CONTROLLER);
-    if cluster.meta().deletion_timestamp.is_some() {
-        // The garbage collector removes the children.
-        return Ok(Action::await_change());
-    }
+    let namespace = cluster.namespace().ok_or(Error::MissingObjectKey {
+        kind: "PostgresCluster",
+        field: "namespace",
+    })?;
+    let api: Api<PostgresCluster> = Api::namespaced(context.client.clone(), &namespace);
+    // The garbage collector removes the children in the cluster; the finalizer removes what
+    // the cluster has in the object store.
+    finalizer(&api, CLUSTER_STORAGE, cluster, |event| async {
+        match event {
+            FinalizerEvent::Apply(cluster) => apply(cluster, context.clone()).await,
+            FinalizerEvent::Cleanup(cluster) => {
+                let reference = cluster.object_ref(&());
+                let result = delete::cleanup(&cluster, &context, &reference).await;
+                if let Err(error) = &result {
+                    events::publish(
+                        &context.recorder,
+                        &reference,
+                        EventType::Warning,
+                        reasons::ERROR,
+                        "DeleteClusterData",
+                        error.to_string(),
+                    )
+                    .await;
+                }
+                result.map(|()| Action::await_change())
+            }
+        }
+    })
+    .await
+    .map_err(Error::from)
+}
+
+/// Keeps the cluster's children and status in step with its spec.
+async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<Action> {
     let namespace = cluster.namespace().ok_or(Error::MissingObjectKey {
         kind: "PostgresCluster",
         field: "namespace",

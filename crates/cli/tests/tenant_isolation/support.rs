@@ -1,0 +1,394 @@
+//! The platform under attack: `tusk dev` as a child process, the real kubectl, and tenants who
+//! hold nothing but a token of a ServiceAccount in their own namespace.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::{Api, PostParams};
+use serde_json::{Value, json};
+
+const TUSK: &str = env!("CARGO_BIN_EXE_tusk");
+const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy");
+
+/// `tusk dev` as a child process, with what it printed kept for failure messages.
+pub struct Dev {
+    child: Child,
+    data_dir: PathBuf,
+    output: Arc<Mutex<String>>,
+    _temp: tempfile::TempDir,
+}
+
+impl Dev {
+    /// Starts `tusk dev` in a fresh data directory and installs the customer ClusterRole, as a
+    /// platform team's `kubectl apply -k deploy/` does.
+    pub fn start() -> Self {
+        let temp = tempfile::tempdir().expect("a temporary directory");
+        let data_dir = temp.path().join("dev");
+        let mut child = Command::new(TUSK)
+            .args(["dev", "--data-dir"])
+            .arg(&data_dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tusk dev starts");
+        let output = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let mut text = output.lock().unwrap_or_else(|e| e.into_inner());
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+            });
+        }
+        let dev = Self {
+            child,
+            data_dir,
+            output,
+            _temp: temp,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !dev.printed().contains("tusk dev is running") {
+            assert!(
+                Instant::now() < deadline,
+                "tusk dev never started; it printed:\n{}",
+                dev.printed()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        dev.admin().ok(&[
+            "apply",
+            "-f",
+            &format!("{DEPLOY}/customer-clusterrole.yaml"),
+        ]);
+        dev
+    }
+
+    /// The administrator's kubeconfig, which `tusk dev` writes.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data_dir.join("kubeconfig")
+    }
+
+    /// The embedded S3 server's directory: every bucket is a directory in it.
+    pub fn s3_dir(&self) -> PathBuf {
+        self.data_dir.join("s3")
+    }
+
+    /// kubectl as the platform's administrator.
+    pub fn admin(&self) -> Kubectl {
+        Kubectl {
+            kubeconfig: self.kubeconfig(),
+            namespace: None,
+        }
+    }
+
+    /// A kube client as the administrator.
+    pub async fn admin_client(&self) -> kube::Client {
+        client_from(&self.kubeconfig()).await
+    }
+
+    /// A kube client with nothing but `token`.
+    pub async fn client_with_token(&self, token: &str, file: &str) -> kube::Client {
+        let kubectl = self.kubectl_with_token(token, "default", file);
+        client_from(&kubectl.kubeconfig).await
+    }
+
+    /// Everything `tusk dev` printed so far.
+    pub fn printed(&self) -> String {
+        self.output
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A project: its namespace, and a ServiceAccount `tenant` there bound to the shipped
+    /// `tusk-customer` ClusterRole. With `hostile`, the token may also do anything to tusk's
+    /// kinds, Secrets, ConfigMaps, Services and Pods in its namespace: the strongest tenant
+    /// the threat model allows.
+    pub async fn tenant(&self, namespace: &str, hostile: bool) -> Kubectl {
+        let admin = self.admin();
+        let mut objects = vec![
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}),
+            json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                   "metadata": {"name": "tenant", "namespace": namespace}}),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                   "metadata": {"name": "tenant-customer", "namespace": namespace},
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                               "name": "tusk-customer"},
+                   "subjects": [{"kind": "ServiceAccount", "name": "tenant",
+                                 "namespace": namespace}]}),
+        ];
+        if hostile {
+            objects.push(
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                "metadata": {"name": "hostile", "namespace": namespace},
+                "rules": [
+                    {"apiGroups": ["postgres.tusk.dev"], "resources": ["*"], "verbs": ["*"]},
+                    {"apiGroups": [""],
+                     "resources": ["secrets", "configmaps", "services", "pods", "pods/log"],
+                     "verbs": ["*"]}
+                ]}),
+            );
+            objects.push(json!({"apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": "hostile", "namespace": namespace},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                            "name": "hostile"},
+                "subjects": [{"kind": "ServiceAccount", "name": "tenant",
+                              "namespace": namespace}]}));
+        }
+        for object in objects {
+            admin.apply_json(&object);
+        }
+        let client = self.admin_client().await;
+        let token = token_of(&client, namespace, "tenant").await;
+        self.kubectl_with_token(&token, namespace, &format!("tenant-{namespace}"))
+    }
+
+    /// kubectl with nothing but `token`, defaulting to `namespace`.
+    pub fn kubectl_with_token(&self, token: &str, namespace: &str, file: &str) -> Kubectl {
+        let mut kubeconfig: Value = serde_json::to_value(
+            kube::config::Kubeconfig::read_from(self.kubeconfig()).expect("kubeconfig"),
+        )
+        .expect("kubeconfig as JSON");
+        for user in kubeconfig["users"].as_array_mut().expect("users") {
+            user["user"] = json!({"token": token});
+        }
+        let path = self.data_dir.join(format!("{file}.kubeconfig"));
+        std::fs::write(&path, serde_json::to_vec(&kubeconfig).expect("JSON")).expect("written");
+        Kubectl {
+            kubeconfig: path,
+            namespace: Some(namespace.to_owned()),
+        }
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.child.id() as i32),
+                nix::sys::signal::Signal::SIGINT,
+            );
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let _ = self.child.kill();
+        }
+    }
+}
+
+/// A kube client from a kubeconfig file.
+async fn client_from(path: &Path) -> kube::Client {
+    tusk_operator::install_crypto_provider();
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .expect("client config");
+    kube::Client::try_from(config).expect("client")
+}
+
+/// A fresh token of a ServiceAccount, as anyone who can create pods with that account (or a
+/// TokenRequest) can obtain it.
+pub async fn token_of(admin: &kube::Client, namespace: &str, account: &str) -> String {
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
+    let request = serde_json::from_value(json!({"spec": {"audiences": []}})).expect("TokenRequest");
+    accounts
+        .create_token_request(account, &PostParams::default(), &request)
+        .await
+        .expect("a token is issued")
+        .status
+        .and_then(|status| status.token)
+        .expect("a token")
+}
+
+/// The real kubectl with one kubeconfig.
+pub struct Kubectl {
+    kubeconfig: PathBuf,
+    namespace: Option<String>,
+}
+
+impl Kubectl {
+    /// Runs kubectl; the error carries what kubectl printed.
+    pub fn run(&self, args: &[&str]) -> Result<String, String> {
+        self.run_with_input(args, None)
+    }
+
+    fn run_with_input(&self, args: &[&str], input: Option<&[u8]>) -> Result<String, String> {
+        let mut command = Command::new("kubectl");
+        command.arg("--kubeconfig").arg(&self.kubeconfig);
+        if let Some(namespace) = &self.namespace {
+            command.args(["--namespace", namespace]);
+        }
+        command
+            .args(args)
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("kubectl runs");
+        if let Some(input) = input {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input)
+                .expect("kubectl reads its input");
+        }
+        let output = child.wait_with_output().expect("kubectl ends");
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(format!(
+                "`kubectl {}` failed: {}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr),
+                String::from_utf8_lossy(&output.stdout)
+            ))
+        }
+    }
+
+    /// Runs kubectl and fails the test if it fails.
+    pub fn ok(&self, args: &[&str]) -> String {
+        self.run(args).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// `kubectl apply -f -` of one object.
+    pub fn apply_json(&self, object: &Value) -> String {
+        self.try_apply_json(object)
+            .unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// `kubectl apply -f -` of one object, which may be refused.
+    pub fn try_apply_json(&self, object: &Value) -> Result<String, String> {
+        let body = serde_json::to_vec(object).expect("JSON");
+        self.run_with_input(&["apply", "-f", "-"], Some(&body))
+    }
+
+    /// `kubectl get ... -o json`, or `None` when it fails (not found, forbidden).
+    pub fn get_json(&self, args: &[&str]) -> Option<Value> {
+        let mut all = vec!["get"];
+        all.extend(args);
+        all.extend(["-o", "json"]);
+        self.run(&all)
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+    }
+
+    /// The Events about one object, as `(type, reason, note)`.
+    pub fn events_about(&self, name: &str) -> Vec<(String, String, String)> {
+        let selector = format!("regarding.name={name}");
+        let Some(list) = self.get_json(&["events.events.k8s.io", "--field-selector", &selector])
+        else {
+            return Vec::new();
+        };
+        list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|event| {
+                let text = |field: &str| event[field].as_str().unwrap_or_default().to_owned();
+                (text("type"), text("reason"), text("note"))
+            })
+            .collect()
+    }
+
+    /// Polls `probe` until it returns `Ok`; on timeout, fails with what was seen last.
+    pub fn until<T>(
+        &self,
+        what: &str,
+        limit: Duration,
+        mut probe: impl FnMut() -> Result<T, String>,
+    ) -> T {
+        let deadline = Instant::now() + limit;
+        loop {
+            match probe() {
+                Ok(value) => return value,
+                Err(seen) if Instant::now() >= deadline => {
+                    panic!("waited {limit:?} for {what}; instead saw: {seen}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(500)),
+            }
+        }
+    }
+
+    /// Waits for a PostgresCluster to be Ready.
+    pub fn wait_ready(&self, cluster: &str) {
+        self.until(
+            &format!("PostgresCluster {cluster} to become Ready"),
+            Duration::from_secs(120),
+            || {
+                let phase = self.run(&[
+                    "get",
+                    "postgrescluster",
+                    cluster,
+                    "-o",
+                    "jsonpath={.status.phase}",
+                ])?;
+                (phase == "Ready").then_some(()).ok_or(phase)
+            },
+        );
+    }
+
+    /// Creates a backup request and waits for it to end; returns its final phase and message.
+    pub fn backup(&self, cluster: &str, request: &str) -> (String, String) {
+        self.apply_json(&json!({
+            "apiVersion": "postgres.tusk.dev/v1", "kind": "PostgresBackupRequest",
+            "metadata": {"name": request}, "spec": {"cluster": {"name": cluster}}
+        }));
+        self.until(
+            &format!("backup request {request} to end"),
+            Duration::from_secs(120),
+            || {
+                let status = self
+                    .get_json(&["pgbr", request])
+                    .map(|request| request["status"].clone())
+                    .ok_or("no request")?;
+                match status["phase"].as_str() {
+                    Some(phase @ ("Succeeded" | "Failed")) => Ok((
+                        phase.to_owned(),
+                        status["message"].as_str().unwrap_or_default().to_owned(),
+                    )),
+                    other => Err(format!("phase {other:?}")),
+                }
+            },
+        )
+    }
+}
+
+/// Every regular file below `dir`, except the S3 server's own metadata.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(next) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&next) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if !path.to_string_lossy().contains(".s3s") {
+                found.push(path);
+            }
+        }
+    }
+    found
+}

@@ -1,0 +1,116 @@
+//! What deleting a PostgresCluster does outside Kubernetes: its finalizer removes every object
+//! the cluster has in the store (base backups, the whole WAL archive, leftovers of backups that
+//! were never recorded) before the cluster goes, whether or not it ever had a backup. Backups
+//! whose deletionPolicy is Retain keep their object and the WAL from their start on.
+//!
+//! The prefix names the cluster's uid, so a cluster re-created under the same name starts with
+//! an empty archive even while this cleanup is still running or was blocked.
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use kube::runtime::events::EventType;
+use tusk_api::backup::DeletionPolicy;
+use tusk_api::{PostgresBackup, PostgresCluster, names};
+use tusk_backup::wal::{self, BackupPosition};
+
+use crate::context::Context;
+use crate::controllers::backup::store;
+use crate::error::{Error, Result};
+use crate::events::{self, reasons};
+
+/// Removes the cluster's objects from the store; an error keeps the finalizer (and so the
+/// cluster) until a retry succeeds.
+pub async fn cleanup(
+    cluster: &PostgresCluster,
+    context: &Context,
+    reference: &ObjectReference,
+) -> Result<()> {
+    let namespace = cluster.namespace().ok_or(Error::MissingObjectKey {
+        kind: "PostgresCluster",
+        field: "namespace",
+    })?;
+    let uid = cluster.uid();
+    let store = store::open(context).await?;
+    let prefix = store::prefix_of_cluster(&store, cluster)?;
+
+    let backups: Api<PostgresBackup> = Api::namespaced(context.client.clone(), &namespace);
+    let retained: Vec<PostgresBackup> = backups
+        .list(&ListParams::default())
+        .await
+        .map_err(|source| Error::List {
+            kind: "PostgresBackup",
+            source,
+        })?
+        .into_iter()
+        .filter(|backup| {
+            backup.spec.deletion_policy == DeletionPolicy::Retain
+                && store::owning_cluster_uid(backup) == uid
+                && store::check_location(backup, &store).is_ok()
+        })
+        .collect();
+
+    let deleted = if retained.is_empty() {
+        store
+            .delete_prefix(&prefix)
+            .await
+            .map_err(|error| Error::StoreDelete(error.to_string()))?
+    } else {
+        let keep: Vec<&str> = retained
+            .iter()
+            .map(|backup| backup.spec.s3.path.as_str())
+            .collect();
+        let base = format!("{prefix}/{}", names::BASE_DIRECTORY);
+        let mut deleted = 0;
+        for object in store
+            .list(&base)
+            .await
+            .map_err(|error| Error::StoreDelete(error.to_string()))?
+        {
+            if !keep.contains(&object.key.as_str()) {
+                store
+                    .delete_object(&object.key)
+                    .await
+                    .map_err(|error| Error::StoreDelete(error.to_string()))?;
+                deleted += 1;
+            }
+        }
+        let positions: Vec<BackupPosition> = retained
+            .iter()
+            .map(|backup| BackupPosition {
+                timeline: backup
+                    .spec
+                    .timeline
+                    .and_then(|timeline| u32::try_from(timeline).ok())
+                    .unwrap_or(1),
+                start_lsn: backup.spec.start_lsn.clone().unwrap_or_default(),
+            })
+            .collect();
+        let report = wal::cleanup(&store, &names::wal_prefix(&prefix), &positions)
+            .await
+            .map_err(|error| Error::WalCleanup(error.to_string()))?;
+        deleted + report.deleted
+    };
+    let note = if retained.is_empty() {
+        format!(
+            "Deleted the {deleted} objects of cluster {} from the object store",
+            cluster.name_any()
+        )
+    } else {
+        format!(
+            "Deleted {deleted} objects of cluster {} from the object store; kept the {} backups whose deletionPolicy is Retain and the WAL they need",
+            cluster.name_any(),
+            retained.len()
+        )
+    };
+    events::publish(
+        &context.recorder,
+        reference,
+        EventType::Normal,
+        reasons::FINALIZER,
+        "DeleteClusterData",
+        note,
+    )
+    .await;
+    Ok(())
+}
