@@ -107,16 +107,16 @@ async fn a_tenants_store_keys_reach_its_own_clusters_prefix_and_nothing_else() {
     );
     assert!(!every_secret_value.contains(platform_secret));
     assert!(!every_secret_value.contains(platform_key_id));
-    let stateful_set = attacker
-        .get_json(&["statefulset", "mallory"])
-        .expect("the instance's StatefulSet");
-    let template = stateful_set["spec"]["template"].to_string();
+    let pod = attacker
+        .get_json(&["pod", "mallory-0"])
+        .expect("the instance's pod");
+    let pod_spec = pod["spec"].to_string();
     let store_port = state["port"].as_u64().expect("the store's port");
     assert!(
-        !template.contains(&format!("127.0.0.1:{store_port}")),
-        "{template}"
+        !pod_spec.contains(&format!("127.0.0.1:{store_port}")),
+        "{pod_spec}"
     );
-    let env = stateful_set["spec"]["template"]["spec"]["containers"][0]["env"]
+    let env = pod["spec"]["containers"][0]["env"]
         .as_array()
         .expect("the instance's environment")
         .clone();
