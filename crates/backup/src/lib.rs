@@ -7,6 +7,7 @@
 
 pub mod backup;
 pub mod compress;
+pub mod gateway;
 pub mod job;
 pub mod pipe;
 pub mod restore;

@@ -10,6 +10,7 @@ use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
+use object_store::multipart::MultipartStore;
 use object_store::path::Path as ObjectPath;
 use object_store::{BackoffConfig, ObjectStore, ObjectStoreExt, RetryConfig};
 use sha2::{Digest, Sha256};
@@ -202,6 +203,7 @@ fn store_message(error: &object_store::Error) -> String {
 #[derive(Clone, Debug)]
 pub struct BackupStore {
     inner: Arc<dyn ObjectStore>,
+    multipart: Option<Multipart>,
     bucket: String,
     prefix: String,
     endpoint: Option<String>,
@@ -223,6 +225,22 @@ fn retry_config() -> RetryConfig {
     }
 }
 
+/// The multipart view of the same client, which has no `Debug` of its own.
+#[derive(Clone)]
+struct Multipart(Arc<dyn MultipartStore>);
+
+impl fmt::Debug for Multipart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MultipartStore")
+    }
+}
+
+/// One client seen both as an object store and as a multipart store.
+fn both<S: ObjectStore + MultipartStore>(store: S) -> (Arc<dyn ObjectStore>, Option<Multipart>) {
+    let store = Arc::new(store);
+    (store.clone(), Some(Multipart(store)))
+}
+
 impl BackupStore {
     /// Builds the store client. Does no I/O except creating a `file://` directory.
     pub fn new(config: &StoreConfig) -> Result<Self, StoreError> {
@@ -233,7 +251,8 @@ impl BackupStore {
         let url = url::Url::parse(&config.url).map_err(|error| invalid(&error.to_string()))?;
         let bucket = url.host_str().unwrap_or_default().to_owned();
         let path_prefix = url.path().trim_matches('/').to_owned();
-        let (inner, bucket, prefix): (Arc<dyn ObjectStore>, String, String) = match url.scheme() {
+        type Clients = (Arc<dyn ObjectStore>, Option<Multipart>);
+        let ((inner, multipart), bucket, prefix): (Clients, String, String) = match url.scheme() {
             "s3" => {
                 if bucket.is_empty() {
                     return Err(invalid("no bucket name, expected s3://bucket/prefix"));
@@ -255,7 +274,7 @@ impl BackupStore {
                     builder = builder.with_secret_access_key(secret);
                 }
                 let store = builder.build().map_err(StoreError::Configure)?;
-                (Arc::new(store), bucket, path_prefix)
+                (both(store), bucket, path_prefix)
             }
             "gs" => {
                 if bucket.is_empty() {
@@ -266,7 +285,7 @@ impl BackupStore {
                     .with_retry(retry_config())
                     .build()
                     .map_err(StoreError::Configure)?;
-                (Arc::new(store), bucket, path_prefix)
+                (both(store), bucket, path_prefix)
             }
             "az" | "azure" => {
                 if bucket.is_empty() {
@@ -277,7 +296,7 @@ impl BackupStore {
                     .with_retry(retry_config())
                     .build()
                     .map_err(StoreError::Configure)?;
-                (Arc::new(store), bucket, path_prefix)
+                (both(store), bucket, path_prefix)
             }
             "file" => {
                 let dir = url
@@ -288,7 +307,7 @@ impl BackupStore {
                 })?;
                 let store =
                     LocalFileSystem::new_with_prefix(&dir).map_err(StoreError::Configure)?;
-                (Arc::new(store), String::new(), String::new())
+                ((Arc::new(store), None), String::new(), String::new())
             }
             other => {
                 return Err(invalid(&format!(
@@ -298,6 +317,7 @@ impl BackupStore {
         };
         Ok(Self {
             inner,
+            multipart,
             bucket,
             prefix,
             endpoint: config.endpoint.clone(),
@@ -322,6 +342,12 @@ impl BackupStore {
     /// The underlying object_store client.
     pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
         &self.inner
+    }
+
+    /// The low-level multipart client of the same store, which the store gateway forwards
+    /// uploads to; `None` for `file://`.
+    pub fn multipart_store(&self) -> Option<&Arc<dyn MultipartStore>> {
+        self.multipart.as_ref().map(|multipart| &multipart.0)
     }
 
     /// Deletes one object. Deleting a missing object succeeds; a missing bucket is an error.

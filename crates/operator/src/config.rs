@@ -64,8 +64,86 @@ pub struct StoreSettings {
     /// Allow plain-HTTP endpoints. Default false. Env `TUSK_STORE_ALLOW_HTTP`.
     pub allow_http: bool,
     /// The Secret holding the store's access keys. Absent when the store needs none (a file
-    /// store, or credentials from the pod's identity).
+    /// store, or credentials from the operator's pod identity). Only the operator uses them:
+    /// instances and backup Jobs reach the store through the gateway.
     pub credentials: Option<StoreCredentials>,
+    /// The S3 gateway, served by every operator replica, through which instances and backup
+    /// Jobs reach the store with credentials that reach only their own cluster's prefix.
+    pub gateway: GatewaySettings,
+}
+
+impl StoreSettings {
+    /// Whether pods reach the store through the gateway: every store but `file://`, which
+    /// exists for tests on one machine and has no credentials to guard.
+    pub fn uses_gateway(&self) -> bool {
+        !self.url.starts_with("file:")
+    }
+
+    /// The store URL pods use: always `s3://` (the gateway speaks S3 whatever the store
+    /// behind it), with the configured bucket and prefix.
+    pub fn gateway_url(&self) -> String {
+        match self.url.split_once("://") {
+            Some((_, rest)) => format!("s3://{}", rest.trim_end_matches('/')),
+            None => self.url.clone(),
+        }
+    }
+}
+
+/// The object-store gateway.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct GatewaySettings {
+    /// Where each replica serves the gateway. Default `0.0.0.0:9000`. Flag
+    /// `--store-gateway-address`, env `TUSK_STORE_GATEWAY_ADDRESS`.
+    pub address: SocketAddr,
+    /// The URL under which pods in every namespace reach the gateway: the `tusk-store-gateway`
+    /// Service. Default `http://tusk-store-gateway.tusk-system.svc:9000`. Flag
+    /// `--store-gateway-endpoint`, env `TUSK_STORE_GATEWAY_ENDPOINT`.
+    pub endpoint: String,
+    /// The Secret holding the key every cluster's gateway secret is derived from. The operator
+    /// creates it with a random key when it does not exist.
+    pub key_secret: GatewayKeySecret,
+    /// Request bodies (objects and upload parts) the gateway holds in memory at once, in MiB;
+    /// a larger single body is refused. Default 256.
+    pub buffer_mib: u32,
+    /// How long the gateway trusts that a cluster exists before asking again; a deleted
+    /// cluster's credentials work at most this long. Default `30s`.
+    #[serde(deserialize_with = "duration")]
+    pub cluster_cache_ttl: Duration,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self {
+            address: SocketAddr::from(([0, 0, 0, 0], 9000)),
+            endpoint: "http://tusk-store-gateway.tusk-system.svc:9000".to_owned(),
+            key_secret: GatewayKeySecret::default(),
+            buffer_mib: 256,
+            cluster_cache_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Where the gateway key is kept: a Secret in the operator's own namespace, never a tenant's.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct GatewayKeySecret {
+    /// Namespace of the Secret. Default `POD_NAMESPACE`, else `tusk-system`.
+    pub namespace: String,
+    /// Name of the Secret. Default `tusk-store-gateway`.
+    pub name: String,
+    /// The Secret's key holding the gateway key. Default `key`.
+    pub key: String,
+}
+
+impl Default for GatewayKeySecret {
+    fn default() -> Self {
+        Self {
+            namespace: std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "tusk-system".to_owned()),
+            name: "tusk-store-gateway".to_owned(),
+            key: "key".to_owned(),
+        }
+    }
 }
 
 /// A Secret holding object-store access keys.
@@ -291,6 +369,10 @@ pub struct Overrides {
     pub store_region: Option<String>,
     /// `store.allowHttp`.
     pub store_allow_http: Option<bool>,
+    /// `store.gateway.address`.
+    pub store_gateway_address: Option<SocketAddr>,
+    /// `store.gateway.endpoint`.
+    pub store_gateway_endpoint: Option<String>,
     /// `postgres.defaultVersion`.
     pub default_postgres_version: Option<String>,
     /// `backupJob.image`.
@@ -378,6 +460,8 @@ impl OperatorConfig {
             store_endpoint,
             store_region,
             store_allow_http,
+            store_gateway_address,
+            store_gateway_endpoint,
             default_postgres_version,
             backup_image,
             backup_stall_timeout,
@@ -399,6 +483,12 @@ impl OperatorConfig {
         }
         if let Some(allow_http) = store_allow_http {
             self.store.allow_http = allow_http;
+        }
+        if let Some(address) = store_gateway_address {
+            self.store.gateway.address = address;
+        }
+        if let Some(endpoint) = store_gateway_endpoint {
+            self.store.gateway.endpoint = endpoint;
         }
         if let Some(version) = default_postgres_version {
             self.postgres.default_version = version;
@@ -461,6 +551,34 @@ impl OperatorConfig {
         }
         if scheme != "file" && rest.split('/').next().unwrap_or_default().is_empty() {
             return Err(invalid("store.url", format!("{url:?} names no bucket")));
+        }
+        let gateway = &self.store.gateway;
+        let gateway_url = url::Url::parse(&gateway.endpoint).ok();
+        if !gateway_url.as_ref().is_some_and(|url| {
+            matches!(url.scheme(), "http" | "https")
+                && url.host_str().is_some()
+                && url.path() == "/"
+                && url.query().is_none()
+        }) {
+            return Err(invalid(
+                "store.gateway.endpoint",
+                format!(
+                    "{:?} must be an http:// or https:// URL with no path, such as http://tusk-store-gateway.tusk-system.svc:9000",
+                    gateway.endpoint
+                ),
+            ));
+        }
+        if gateway.buffer_mib == 0 {
+            return Err(invalid("store.gateway.bufferMib", "must be at least 1"));
+        }
+        if gateway.key_secret.namespace.is_empty()
+            || gateway.key_secret.name.is_empty()
+            || gateway.key_secret.key.is_empty()
+        {
+            return Err(invalid(
+                "store.gateway.keySecret",
+                "namespace, name and key must not be empty",
+            ));
         }
         if let Some(endpoint) = &self.store.endpoint {
             if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
@@ -604,6 +722,15 @@ store:
   credentials:
     namespace: tusk-system
     name: store
+  gateway:
+    address: 127.0.0.1:19000
+    endpoint: http://gateway.example:9000
+    keySecret:
+      namespace: platform
+      name: gateway-key
+      key: hmac
+    bufferMib: 64
+    clusterCacheTtl: 10s
 postgres:
   defaultVersion: "16"
   images:
@@ -626,6 +753,14 @@ httpAddress: 127.0.0.1:0
         let mut config = OperatorConfig::from_yaml(text).unwrap();
         config.validate().unwrap();
         assert_eq!(config.backup_job.stall_timeout, Duration::from_secs(90));
+        assert_eq!(config.store.gateway.endpoint, "http://gateway.example:9000");
+        assert_eq!(config.store.gateway.key_secret.name, "gateway-key");
+        assert_eq!(
+            config.store.gateway.cluster_cache_ttl,
+            Duration::from_secs(10)
+        );
+        assert_eq!(config.store.gateway_url(), "s3://backups/prod");
+        assert!(config.store.uses_gateway());
         assert_eq!(
             config
                 .store
@@ -690,6 +825,11 @@ httpAddress: 127.0.0.1:0
         config.store.endpoint = Some("http://minio:9000".into());
         let error = config.validate().unwrap_err().to_string();
         assert!(error.contains("`store.endpoint`"), "{error}");
+
+        let mut config = OperatorConfig::from_yaml(MINIMAL).unwrap();
+        config.store.gateway.endpoint = "tusk-store-gateway:9000".into();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("`store.gateway.endpoint`"), "{error}");
 
         let mut config = OperatorConfig::from_yaml(MINIMAL).unwrap();
         config.leader_election.renew_interval = Duration::from_secs(20);

@@ -62,6 +62,18 @@ async fn no_secret_reaches_an_event_a_status_or_a_log_line() {
         secrets.get_opt("elephant-credentials").await.ok()?
     })
     .await;
+    // The cluster's store keys are its own gateway keys, naming it, not the platform's.
+    let store_keys = eventually("the backup-store Secret exists", || async {
+        secrets.get_opt("elephant-backup-store").await.ok()?
+    })
+    .await
+    .data
+    .unwrap();
+    let access_key_id = String::from_utf8(store_keys["access-key-id"].0.clone()).unwrap();
+    assert!(
+        access_key_id.starts_with("tusk.project-a.elephant."),
+        "{access_key_id}"
+    );
 
     // A backup whose Job fails.
     let requests: Api<PostgresBackupRequest> = Api::namespaced(client.clone(), NS);
@@ -196,4 +208,42 @@ async fn no_secret_reaches_an_event_a_status_or_a_log_line() {
     for value in &secret_values {
         assert!(!observed.contains(value.as_str()), "a secret value leaked");
     }
+
+    // The platform's store keys are nowhere in the tenant's namespace: no Secret, no pod
+    // template of the instance or of a backup Job.
+    let platform_keys = [s3.access_key(), s3.secret_key()];
+    for secret in secrets.list(&ListParams::default()).await.unwrap() {
+        for (key, value) in secret.data.unwrap_or_default() {
+            let value = String::from_utf8_lossy(&value.0);
+            assert!(
+                !platform_keys
+                    .iter()
+                    .any(|platform| value.contains(platform)),
+                "Secret {} key {key} holds the platform's store keys",
+                secret.metadata.name.unwrap_or_default()
+            );
+        }
+    }
+    let mut templates =
+        serde_json::to_string(&jobs.list(&ListParams::default()).await.unwrap().items).unwrap();
+    templates.push_str(
+        &serde_json::to_string(
+            &Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(client.clone(), NS)
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items,
+        )
+        .unwrap(),
+    );
+    assert!(templates.contains("elephant-backup-store"));
+    assert!(
+        !platform_keys
+            .iter()
+            .any(|platform| templates.contains(platform))
+    );
+    assert!(
+        !templates.contains(s3.endpoint()),
+        "pods are pointed at the gateway"
+    );
 }

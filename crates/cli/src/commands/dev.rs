@@ -1,7 +1,8 @@
 //! `tusk dev`: the whole platform on one machine, in one process.
 //!
 //! It starts the sandbox API server with its local runtime (pods become local processes), the
-//! embedded S3 server with the backup bucket, and the operator configured for that store, then
+//! embedded S3 server with the backup bucket, the store gateway in front of it (through which
+//! pods reach the store), and the operator configured for that store, then
 //! installs the CRDs and writes a kubeconfig. Everything it keeps lives under one directory, so
 //! running it again resumes the same clusters, data and backups; Ctrl-C stops every process it
 //! started, PostgreSQL included.
@@ -50,6 +51,9 @@ struct StoreState {
     port: u16,
     access_key: String,
     secret_key: String,
+    /// The store gateway's port, which pods name in their environment.
+    #[serde(default)]
+    gateway_port: Option<u16>,
 }
 
 impl StoreState {
@@ -107,9 +111,32 @@ async fn start_store(data_dir: &Path) -> anyhow::Result<S3Server> {
         port: server.address().port(),
         access_key: server.access_key().to_owned(),
         secret_key: server.secret_key().to_owned(),
+        gateway_port: previous.and_then(|state| state.gateway_port),
     }
     .save(data_dir)?;
     Ok(server)
+}
+
+/// Starts the store gateway in front of the embedded S3 server, on the port of the previous
+/// run if any (pods name it), and points `config` at it.
+async fn start_gateway(
+    data_dir: &Path,
+    config: &mut OperatorConfig,
+    client: &kube::Client,
+) -> anyhow::Result<Option<tusk_backup::gateway::StoreGateway>> {
+    let mut state = StoreState::load(data_dir)?
+        .context("the store state file vanished while tusk dev was starting")?;
+    config.store.gateway.address =
+        SocketAddr::from((Ipv4Addr::LOCALHOST, state.gateway_port.unwrap_or(0)));
+    let gateway = super::operator::start_store_gateway(config, client)
+        .await
+        .context("cannot start the store gateway")?;
+    if let Some(gateway) = &gateway {
+        config.store.gateway.endpoint = format!("http://{}", gateway.address());
+        state.gateway_port = Some(gateway.address().port());
+        state.save(data_dir)?;
+    }
+    Ok(gateway)
 }
 
 /// The newest PostgreSQL major version installed here, which new clusters default to.
@@ -135,6 +162,8 @@ fn operator_config(store: &S3Server) -> anyhow::Result<OperatorConfig> {
         access_key_id_key: "access-key-id".to_owned(),
         secret_access_key_key: "secret-access-key".to_owned(),
     });
+    // The gateway key is created in the operator's namespace on first start.
+    config.store.gateway.key_secret.namespace = SYSTEM_NAMESPACE.to_owned();
     if let Some(version) = local_postgres_version() {
         config.postgres.default_version = version;
     }
@@ -217,7 +246,7 @@ async fn wait_for_crds(client: &kube::Client) -> anyhow::Result<()> {
     anyhow::bail!("the API server does not serve PostgresClusters after installing the CRDs")
 }
 
-fn usage(kubeconfig: &Path, store: &S3Server) -> String {
+fn usage(kubeconfig: &Path, store: &S3Server, gateway: &str) -> String {
     let kubeconfig = kubeconfig.display();
     format!(
         "\
@@ -229,7 +258,8 @@ tusk dev is running. In another terminal:
   kubectl apply -f examples/my-backup.yaml
   kubectl get pgbr,pgb
 
-Backups go to the embedded S3 server at {endpoint}, bucket {BUCKET}.
+Backups go to the embedded S3 server at {endpoint}, bucket {BUCKET}; databases and backup
+Jobs reach it through the store gateway at {gateway}, each with keys for its own prefix only.
 Press Ctrl-C to stop everything; run `tusk dev` again to resume.
 ",
         endpoint = store.endpoint()
@@ -263,13 +293,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .context("cannot connect to the sandbox")?;
     install(&client, &store).await?;
     wait_for_crds(&client).await?;
-    let config = operator_config(&store)?;
+    let mut config = operator_config(&store)?;
+    let gateway = start_gateway(&data_dir, &mut config, &client).await?;
+    let gateway_endpoint = config.store.gateway.endpoint.clone();
 
     let (stop_operator, operator_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut operator = tokio::spawn(tusk_operator::run(config, client, async move {
         let _ = operator_stopped.await;
     }));
-    eprint!("{}", usage(&kubeconfig, &store));
+    eprint!("{}", usage(&kubeconfig, &store, &gateway_endpoint));
 
     // The operator ending on its own is a failure to report, not a reason to keep the
     // databases running unmanaged.
@@ -292,6 +324,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         }
     }
     sandbox.shutdown().await;
+    if let Some(gateway) = gateway {
+        gateway.shutdown().await;
+    }
     store.shutdown().await;
     outcome
 }

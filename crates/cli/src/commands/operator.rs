@@ -3,9 +3,15 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use clap::Args;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
 use tokio::signal::unix::{SignalKind, signal};
+use tusk_backup::gateway::{GatewayOptions, KubeClusterDirectory, StoreGateway};
+use tusk_backup::store::{BackupStore, StoreConfig};
 use tusk_operator::config::{OperatorConfig, Overrides};
 
 /// Arguments of `tusk operator`. Each flag overrides one key of the configuration file, and
@@ -27,6 +33,12 @@ pub struct OperatorArgs {
     /// store.allowHttp: allow a plain-HTTP endpoint.
     #[arg(long, env = "TUSK_STORE_ALLOW_HTTP")]
     store_allow_http: Option<bool>,
+    /// store.gateway.address: where this replica serves the store gateway.
+    #[arg(long, env = "TUSK_STORE_GATEWAY_ADDRESS")]
+    store_gateway_address: Option<SocketAddr>,
+    /// store.gateway.endpoint: the URL pods reach the store gateway at.
+    #[arg(long, env = "TUSK_STORE_GATEWAY_ENDPOINT")]
+    store_gateway_endpoint: Option<String>,
     /// postgres.defaultVersion.
     #[arg(long, env = "TUSK_DEFAULT_POSTGRES_VERSION")]
     default_postgres_version: Option<String>,
@@ -67,6 +79,8 @@ impl OperatorArgs {
             store_endpoint: self.store_endpoint,
             store_region: self.store_region,
             store_allow_http: self.store_allow_http,
+            store_gateway_address: self.store_gateway_address,
+            store_gateway_endpoint: self.store_gateway_endpoint,
             default_postgres_version: self.default_postgres_version,
             backup_image: self.backup_image,
             backup_stall_timeout: self.backup_stall_timeout,
@@ -97,6 +111,99 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         }
         tracing::info!("stopping the operator");
     };
-    tusk_operator::run(config, client, shutdown).await?;
+    // Every replica serves the gateway, leader or not, so pods reach the store whichever
+    // replica the Service picks.
+    let gateway = start_store_gateway(&config, &client).await?;
+    let outcome = tusk_operator::run(config, client, shutdown).await;
+    if let Some(gateway) = gateway {
+        gateway.shutdown().await;
+    }
+    outcome?;
     Ok(())
+}
+
+/// The operator's own store client: the configured store with the platform's keys, read from
+/// the Secret the configuration names.
+pub async fn platform_store(
+    config: &OperatorConfig,
+    client: &kube::Client,
+) -> anyhow::Result<BackupStore> {
+    let settings = &config.store;
+    let (access_key_id, secret_access_key) = match &settings.credentials {
+        None => (None, None),
+        Some(credentials) => {
+            let secret = Api::<Secret>::namespaced(client.clone(), &credentials.namespace)
+                .get(&credentials.name)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot read the store's keys from Secret {}/{}",
+                        credentials.namespace, credentials.name
+                    )
+                })?;
+            let value = |key: &str| -> anyhow::Result<String> {
+                let bytes = secret
+                    .data
+                    .as_ref()
+                    .and_then(|data| data.get(key))
+                    .with_context(|| {
+                        format!(
+                            "Secret {}/{} has no key {key:?}",
+                            credentials.namespace, credentials.name
+                        )
+                    })?;
+                String::from_utf8(bytes.0.clone()).with_context(|| {
+                    format!(
+                        "Secret {}/{}: {key:?} is not text",
+                        credentials.namespace, credentials.name
+                    )
+                })
+            };
+            (
+                Some(value(&credentials.access_key_id_key)?),
+                Some(value(&credentials.secret_access_key_key)?),
+            )
+        }
+    };
+    Ok(BackupStore::new(&StoreConfig {
+        url: settings.url.clone(),
+        endpoint: settings.endpoint.clone(),
+        region: settings.region.clone(),
+        access_key_id,
+        secret_access_key,
+        allow_http: settings.allow_http,
+    })?)
+}
+
+/// Starts the store gateway in front of the configured store, unless the store is `file://`
+/// (which pods use directly). The platform's keys and the gateway key are read once, at
+/// start-up: rotating either means restarting the replicas.
+pub async fn start_store_gateway(
+    config: &OperatorConfig,
+    client: &kube::Client,
+) -> anyhow::Result<Option<StoreGateway>> {
+    if !config.store.uses_gateway() {
+        return Ok(None);
+    }
+    let settings = &config.store.gateway;
+    let store = platform_store(config, client).await?;
+    let key = tusk_backup::gateway::ensure_gateway_key(
+        client,
+        &settings.key_secret.namespace,
+        &settings.key_secret.name,
+        &settings.key_secret.key,
+    )
+    .await?;
+    let gateway = StoreGateway::start(
+        &store,
+        GatewayOptions {
+            address: settings.address,
+            key,
+            buffer_limit: u64::from(settings.buffer_mib) * 1024 * 1024,
+            cluster_cache_ttl: settings.cluster_cache_ttl,
+        },
+        Arc::new(KubeClusterDirectory::new(client.clone())),
+    )
+    .await?;
+    Ok(Some(gateway))
 }

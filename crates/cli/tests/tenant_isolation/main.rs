@@ -3,4 +3,5 @@
 //! would look for: the refusal, or the Event and status that explain why nothing happened.
 
 mod backups;
+mod store_gateway;
 mod support;

@@ -338,9 +338,10 @@ mod tests {
         assert_eq!(plain("TUSK_CLUSTER_UID").as_deref(), Some("cluster-uid"));
         assert_eq!(plain("TUSK_WAL_ARCHIVING").as_deref(), Some("true"));
         assert_eq!(plain("TUSK_STORE_URL").as_deref(), Some("s3://backups/x"));
+        // The Job reaches the store through the operator's gateway, never the store itself.
         assert_eq!(
             plain("TUSK_STORE_ENDPOINT").as_deref(),
-            Some("http://127.0.0.1:9000")
+            Some("http://tusk-store-gateway.tusk-system.svc:9000")
         );
         assert_eq!(plain("TUSK_STORE_ALLOW_HTTP").as_deref(), Some("true"));
         assert_eq!(

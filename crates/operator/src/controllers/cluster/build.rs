@@ -25,6 +25,7 @@ use tusk_api::names::{self, secret_keys};
 use tusk_api::{
     PostgresBackup, PostgresBackupSchedule, PostgresBackupScheduleSpec, PostgresCluster,
 };
+use tusk_backup::gateway::ClusterCredentials;
 
 use super::postgresql_conf;
 use crate::config::{BACKUP_STORE_ACCESS_KEY_ID, BACKUP_STORE_SECRET_ACCESS_KEY, OperatorConfig};
@@ -54,8 +55,9 @@ const PASSPHRASE_LENGTH: usize = 48;
 pub struct Children {
     /// `<cluster>-credentials`.
     pub credentials: Secret,
-    /// `<cluster>-backup-store`, a copy of the operator's object-store keys for the instance
-    /// (WAL archiving) and the backup Jobs of this namespace; absent when the store needs none.
+    /// `<cluster>-backup-store`: the cluster's own store-gateway credentials, for the instance
+    /// (WAL archiving) and the backup Jobs; they reach only this cluster's prefix. Absent for a
+    /// `file://` store, which pods use directly.
     pub backup_store: Option<Secret>,
     /// `<cluster>-config`.
     pub config_map: ConfigMap,
@@ -67,28 +69,14 @@ pub struct Children {
     pub default_schedule: PostgresBackupSchedule,
 }
 
-/// The operator's object-store keys, read from its Secret.
-#[derive(Clone, PartialEq, Eq)]
-pub struct StoreKeys {
-    /// The access key id.
-    pub access_key_id: Vec<u8>,
-    /// The secret access key.
-    pub secret_access_key: Vec<u8>,
-}
-
-impl std::fmt::Debug for StoreKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("StoreKeys { .. }")
-    }
-}
-
 /// Builds every child of `cluster`. `existing_credentials` is the credentials Secret as it is
 /// now: the values in it are kept, so passwords are generated once and never change.
+/// `store_credentials` are the cluster's gateway credentials, derived by the caller.
 pub fn build(
     cluster: &PostgresCluster,
     config: &OperatorConfig,
     existing_credentials: Option<&Secret>,
-    store_keys: Option<&StoreKeys>,
+    store_credentials: Option<&ClusterCredentials>,
     restore_backup: Option<&PostgresBackup>,
 ) -> Result<Children> {
     let name = cluster
@@ -107,7 +95,7 @@ pub fn build(
         })?;
     Ok(Children {
         credentials: credentials(name, &owner, existing_credentials),
-        backup_store: store_keys.map(|keys| backup_store(name, &owner, keys)),
+        backup_store: store_credentials.map(|keys| backup_store(name, &owner, keys)),
         config_map: config_map(cluster, name, &owner),
         service: service(name, &owner),
         stateful_set: stateful_set(cluster, name, &owner, config, restore_backup),
@@ -182,12 +170,12 @@ pub fn credentials(cluster: &str, owner: &OwnerReference, existing: Option<&Secr
     }
 }
 
-/// The name of the per-cluster copy of the object-store keys.
+/// The name of the Secret holding a cluster's store-gateway credentials.
 pub fn backup_store_secret(cluster: &str) -> String {
     format!("{cluster}-backup-store")
 }
 
-fn backup_store(cluster: &str, owner: &OwnerReference, keys: &StoreKeys) -> Secret {
+fn backup_store(cluster: &str, owner: &OwnerReference, keys: &ClusterCredentials) -> Secret {
     Secret {
         metadata: meta(
             backup_store_secret(cluster),
@@ -198,11 +186,11 @@ fn backup_store(cluster: &str, owner: &OwnerReference, keys: &StoreKeys) -> Secr
         data: Some(BTreeMap::from([
             (
                 BACKUP_STORE_ACCESS_KEY_ID.to_owned(),
-                ByteString(keys.access_key_id.clone()),
+                ByteString(keys.access_key_id.clone().into_bytes()),
             ),
             (
                 BACKUP_STORE_SECRET_ACCESS_KEY.to_owned(),
-                ByteString(keys.secret_access_key.clone()),
+                ByteString(keys.secret_access_key.clone().into_bytes()),
             ),
         ])),
         ..Secret::default()
@@ -300,36 +288,37 @@ pub fn pod_ip_env() -> EnvVar {
     downward_env("POD_IP", "status.podIP")
 }
 
-/// The object-store settings every process that talks to the store needs; the keys come from
-/// the cluster's `<cluster>-backup-store` Secret by reference.
+/// The object-store settings every process that talks to the store needs. Pods reach the store
+/// only through the operator's gateway, with the cluster's own credentials (by reference to
+/// `<cluster>-backup-store`), never with the platform's: the store's own endpoint, region and
+/// keys stay in the operator. Only a `file://` store (one machine, no credentials) is used
+/// directly.
 pub fn store_env(cluster: &str, config: &OperatorConfig) -> Vec<EnvVar> {
     let store = &config.store;
-    let mut env = vec![plain_env("TUSK_STORE_URL", store.url.clone())];
-    if let Some(endpoint) = &store.endpoint {
-        env.push(plain_env("TUSK_STORE_ENDPOINT", endpoint.clone()));
+    if !store.uses_gateway() {
+        return vec![plain_env("TUSK_STORE_URL", store.url.clone())];
     }
-    if let Some(region) = &store.region {
-        env.push(plain_env("TUSK_STORE_REGION", region.clone()));
-    }
-    env.push(plain_env(
-        "TUSK_STORE_ALLOW_HTTP",
-        store.allow_http.to_string(),
-    ));
-    if store.credentials.is_some() {
-        env.push(secret_env(
+    let gateway = &store.gateway.endpoint;
+    vec![
+        plain_env("TUSK_STORE_URL", store.gateway_url()),
+        plain_env("TUSK_STORE_ENDPOINT", gateway.trim_end_matches('/')),
+        plain_env(
+            "TUSK_STORE_ALLOW_HTTP",
+            gateway.starts_with("http://").to_string(),
+        ),
+        secret_env(
             "AWS_ACCESS_KEY_ID",
             backup_store_secret(cluster),
             BACKUP_STORE_ACCESS_KEY_ID,
             false,
-        ));
-        env.push(secret_env(
+        ),
+        secret_env(
             "AWS_SECRET_ACCESS_KEY",
             backup_store_secret(cluster),
             BACKUP_STORE_SECRET_ACCESS_KEY,
             false,
-        ));
-    }
-    env
+        ),
+    ]
 }
 
 /// The restricted container security context every tusk container runs with.
@@ -943,21 +932,51 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn store_keys_are_copied_only_by_reference_into_pods() {
-        let keys = StoreKeys {
-            access_key_id: b"AKIDEXAMPLE".to_vec(),
-            secret_access_key: b"very-secret-key".to_vec(),
-        };
-        let children = build(&elephant(), &config(), None, Some(&keys), None).unwrap();
+    fn pods_get_the_gateway_and_their_clusters_own_credentials_by_reference() {
+        let keys = tusk_backup::gateway::GatewayKey::new(vec![9; 32])
+            .unwrap()
+            .credentials_for(&tusk_backup::gateway::ClusterIdentity {
+                namespace: "project-a".into(),
+                name: "elephant".into(),
+                uid: "uid-1".into(),
+            });
+        let mut config = config();
+        config.store.endpoint = Some("https://platform-store.example".into());
+        config.store.region = Some("eu-central-1".into());
+        let children = build(&elephant(), &config, None, Some(&keys), None).unwrap();
         let store = children.backup_store.as_ref().unwrap();
         assert_eq!(
             store.metadata.name.as_deref(),
             Some("elephant-backup-store")
         );
+        let data = store.data.as_ref().unwrap();
+        assert_eq!(
+            data[BACKUP_STORE_ACCESS_KEY_ID].0,
+            b"tusk.project-a.elephant.uid-1"
+        );
+        assert_eq!(
+            data[BACKUP_STORE_SECRET_ACCESS_KEY].0,
+            keys.secret_access_key.as_bytes()
+        );
         let template = serde_json::to_string(&children.stateful_set).unwrap();
-        assert!(!template.contains("very-secret-key"));
+        assert!(!template.contains(&keys.secret_access_key));
         assert!(template.contains("elephant-backup-store"));
-        assert_eq!(format!("{keys:?}"), "StoreKeys { .. }");
+        // Pods see the gateway, never the store's own endpoint or region.
+        let env = container(&children).env.unwrap();
+        let value = |name: &str| {
+            env.iter()
+                .find(|var| var.name == name)
+                .and_then(|var| var.value.clone())
+        };
+        assert_eq!(value("TUSK_STORE_URL").as_deref(), Some("s3://backups/x"));
+        assert_eq!(
+            value("TUSK_STORE_ENDPOINT").as_deref(),
+            Some("http://tusk-store-gateway.tusk-system.svc:9000")
+        );
+        assert_eq!(value("TUSK_STORE_ALLOW_HTTP").as_deref(), Some("true"));
+        assert!(!template.contains("platform-store.example"));
+        assert!(!template.contains("eu-central-1"));
+        assert!(!format!("{keys:?}").contains(&keys.secret_access_key));
     }
 
     #[test]

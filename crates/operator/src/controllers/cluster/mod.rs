@@ -44,7 +44,7 @@ use crate::controllers::backup::store as backup_store;
 use crate::error::{Error, Result};
 use crate::events::{self, reasons};
 use crate::ssa;
-use build::StoreKeys;
+use tusk_backup::gateway::{ClusterCredentials, ClusterIdentity};
 
 /// The controller's name, in metrics and its field manager.
 pub const CONTROLLER: &str = "cluster";
@@ -149,7 +149,7 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
                 name: credentials_name,
                 source,
             })?;
-    let store_keys = read_store_keys(&context).await?;
+    let store_credentials = store_credentials(&context, &namespace, &cluster).await?;
     let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), &namespace);
     let existing_stateful_set = stateful_sets
         .get_opt(&names::stateful_set(&name))
@@ -198,7 +198,7 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
         &cluster,
         &context.config,
         existing_credentials.as_ref(),
-        store_keys.as_ref(),
+        store_credentials.as_ref(),
         restore_backup.as_ref(),
     )?;
     let stateful_set =
@@ -335,36 +335,40 @@ async fn record_default_version(
     Ok(Arc::new(patched))
 }
 
-/// The operator's object-store keys, when its configuration names a Secret for them.
-async fn read_store_keys(context: &Context) -> Result<Option<StoreKeys>> {
-    let Some(credentials) = &context.config.store.credentials else {
+/// The cluster's store-gateway credentials, derived from the gateway key (created on first
+/// use); `None` for a `file://` store, which pods use directly. The platform's own store keys
+/// are never read here: they must not reach a tenant's namespace.
+async fn store_credentials(
+    context: &Context,
+    namespace: &str,
+    cluster: &PostgresCluster,
+) -> Result<Option<ClusterCredentials>> {
+    let store = &context.config.store;
+    if !store.uses_gateway() {
         return Ok(None);
-    };
-    let api: Api<Secret> = Api::namespaced(context.client.clone(), &credentials.namespace);
-    let secret = api
-        .get(&credentials.name)
-        .await
-        .map_err(|source| Error::Get {
-            kind: "Secret",
-            name: format!("{}/{}", credentials.namespace, credentials.name),
-            source,
+    }
+    let uid = cluster
+        .metadata
+        .uid
+        .clone()
+        .ok_or(Error::MissingObjectKey {
+            kind: "PostgresCluster",
+            field: "uid",
         })?;
-    let value = |key: &str| -> Result<Vec<u8>> {
-        secret
-            .data
-            .as_ref()
-            .and_then(|data| data.get(key))
-            .map(|value| value.0.clone())
-            .ok_or_else(|| Error::SecretKeyMissing {
-                namespace: credentials.namespace.clone(),
-                name: credentials.name.clone(),
-                key: key.to_owned(),
-            })
-    };
-    Ok(Some(StoreKeys {
-        access_key_id: value(&credentials.access_key_id_key)?,
-        secret_access_key: value(&credentials.secret_access_key_key)?,
-    }))
+    let secret = &store.gateway.key_secret;
+    let key = tusk_backup::gateway::ensure_gateway_key(
+        &context.client,
+        &secret.namespace,
+        &secret.name,
+        &secret.key,
+    )
+    .await
+    .map_err(|error| Error::StoreConfig(error.to_string()))?;
+    Ok(Some(key.credentials_for(&ClusterIdentity {
+        namespace: namespace.to_owned(),
+        name: cluster.name_any(),
+        uid,
+    })))
 }
 
 /// The newest PostgresBackup of the cluster that is not being deleted.
