@@ -763,3 +763,50 @@ async fn bootstrap_once(
     database::ensure_roles(&client, roles).await?;
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(owner: &str, replication: &str) -> InstanceConfig {
+        let credentials = |name: &str| Credentials {
+            name: name.to_owned(),
+            password: "x".to_owned(),
+        };
+        InstanceConfig {
+            config_file: PathBuf::new(),
+            data_dir: PathBuf::new(),
+            health_port: 0,
+            listen_host: IpAddr::from([127, 0, 0, 1]),
+            postgres_port: 5432,
+            postgres_bin_dir: PathBuf::new(),
+            owner: credentials(owner),
+            replication: credentials(replication),
+            wal_archive_prefix: None,
+            restore: None,
+            run_as: None,
+            tusk_executable: PathBuf::new(),
+            reload_interval: DEFAULT_RELOAD_INTERVAL,
+        }
+    }
+
+    #[test]
+    fn the_customer_cannot_be_handed_a_role_that_is_not_its_own() {
+        assert!(config("app", "tusk_replication").validate_roles().is_ok());
+        for (owner, replication) in [
+            ("postgres", "tusk_replication"),
+            ("pg_execute_server_program", "tusk_replication"),
+            ("app", "postgres"),
+            ("app", "pg_read_server_files"),
+            ("app", "app"),
+        ] {
+            assert!(
+                matches!(
+                    config(owner, replication).validate_roles(),
+                    Err(InstanceError::ReservedRole(_))
+                ),
+                "{owner}/{replication} accepted"
+            );
+        }
+    }
+}
