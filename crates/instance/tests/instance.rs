@@ -298,3 +298,19 @@ async fn a_shutdown_while_bootstrapping_starts_nothing_and_the_next_start_recove
         .expect("the instance started after an interrupted bootstrap is not usable");
     instance.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_data_directory_too_deep_for_a_socket_still_admits_the_supervisor() {
+    // A sandbox pod's data directory lies deep in its root; a socket there would be too long.
+    let root = tempfile::tempdir().unwrap();
+    let mut config = common::instance_config(root.path(), "");
+    let deep = root.path().join("d".repeat(100));
+    std::fs::create_dir(&deep).unwrap();
+    std::fs::set_permissions(&deep, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    config.data_dir = deep.join("pgdata");
+    let mut instance = Instance::start_with(root, config);
+    // Readiness is the management role's query through the socket.
+    instance.wait_ready().await;
+    instance.owner().await;
+    instance.stop().await.unwrap();
+}
