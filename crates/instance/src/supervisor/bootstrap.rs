@@ -168,8 +168,8 @@ pub async fn restore_backup(
 /// A restored backup, or a cluster from before this rule, may carry any of these (a customer
 /// who once was a superuser could have made more); an interrupted restore or upgrade simply
 /// runs this again. It runs PostgreSQL once in single-user mode, which needs no
-/// authentication and opens no socket. The script holds no secret, so PostgreSQL's own
-/// messages may be quoted in the error.
+/// authentication and opens no socket. The script holds no secret, so PostgreSQL's messages
+/// (a restore's recovery among them) go to the container log as they are.
 pub async fn secure_roles(
     postgres: &Path,
     data_dir: &Path,
@@ -192,7 +192,7 @@ pub async fn secure_roles(
         .env_remove(super::env::REPLICATION_PASSWORD)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
         .kill_on_drop(true);
     super::drop_privileges(&mut command, run_as);
     tracing::info!("securing the roles before PostgreSQL starts");
@@ -210,21 +210,19 @@ pub async fn secure_roles(
         drop(stdin);
     }
     let output = child.wait_with_output().await.map_err(spawn_error)?;
-    // Single-user mode reports a failed statement and goes on to the next one, so its exit
-    // status alone does not tell.
-    let messages = String::from_utf8_lossy(&output.stderr).into_owned()
-        + &String::from_utf8_lossy(&output.stdout);
-    let failure = messages
-        .lines()
-        .find(|line| line.contains("ERROR:") || line.contains("FATAL:") || line.contains("PANIC:"));
-    match (output.status.success(), failure) {
-        (true, None) => Ok(()),
-        (_, failure) => Err(InstanceError::SecureRoles {
-            status: output.status,
-            message: failure.unwrap_or_default().trim().to_owned(),
-        }),
+    // Single-user mode reports a failed statement and goes on to the next one, so neither its
+    // exit status nor its messages tell; the script's last query checks the outcome itself.
+    let secured = String::from_utf8_lossy(&output.stdout).contains(ROLES_SECURED);
+    if output.status.success() && secured {
+        Ok(())
+    } else {
+        Err(InstanceError::SecureRoles(output.status))
     }
 }
+
+/// What the last query of [`secure_roles_script`] prints when the roles are as they must be.
+/// The script spells it differently, so that only the query's result can contain it.
+const ROLES_SECURED: &str = "TUSK ROLES SECURED";
 
 /// The statements of [`secure_roles`], one a line (single-user mode runs a line at a time).
 pub fn secure_roles_script(replication_role: &str) -> String {
@@ -265,6 +263,20 @@ pub fn secure_roles_script(replication_role: &str) -> String {
              EXECUTE format('REVOKE %I FROM %I GRANTED BY %I CASCADE', m.granted, m.member, m.grantor); \
              ELSE EXECUTE format('REVOKE %I FROM %I CASCADE', m.granted, m.member); END IF; \
              END LOOP; END $tusk$"
+        ),
+        // The postcondition, checked rather than assumed.
+        format!(
+            "SELECT CASE WHEN \
+             EXISTS (SELECT 1 FROM pg_catalog.pg_authid WHERE rolname = {mgmt_name} \
+             AND rolsuper AND rolcanlogin AND rolpassword IS NULL) \
+             AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_authid WHERE rolname <> {mgmt_name} \
+             AND rolname NOT LIKE 'pg\\_%' AND (CASE WHEN oid = 10 THEN rolcanlogin OR rolpassword IS NOT NULL \
+             ELSE rolsuper OR rolbypassrls OR (rolreplication AND rolname <> {replication}) \
+             OR (rolcreaterole AND current_setting('server_version_num')::int < {safe_createrole}) END)) \
+             AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members a \
+             JOIN pg_catalog.pg_authid g ON g.oid = a.roleid JOIN pg_catalog.pg_authid u ON u.oid = a.member \
+             WHERE g.rolname IN ({server_access}) AND u.rolname <> {mgmt_name}) \
+             THEN upper('tusk roles secured') ELSE 'not secured' END"
         ),
     ]
     .iter()
@@ -328,6 +340,15 @@ mod tests {
             foreign,
             format!("TUSK_BACKUP_PASSPHRASE=\"${{TUSK_RESTORE_PASSPHRASE}}\" {plain}")
         );
+    }
+
+    #[test]
+    fn only_the_checking_query_can_print_that_the_roles_are_secured() {
+        let script = secure_roles_script("tusk_replication");
+        assert!(!script.contains(ROLES_SECURED));
+        // Single-user mode runs a line at a time: one statement a line.
+        assert_eq!(script.lines().count(), 5);
+        assert!(script.contains("'tusk_replication'"));
     }
 
     #[test]

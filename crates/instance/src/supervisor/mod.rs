@@ -395,14 +395,12 @@ pub enum InstanceError {
         /// What it printed on stderr.
         stderr: String,
     },
-    /// Putting the roles in order in single-user mode failed.
-    #[error("securing the roles in single-user mode failed ({status}): {message}")]
-    SecureRoles {
-        /// postgres' exit status.
-        status: ExitStatus,
-        /// PostgreSQL's first error message (the statements hold no secret).
-        message: String,
-    },
+    /// Putting the roles in order in single-user mode failed; PostgreSQL's own messages are in
+    /// the log just before.
+    #[error(
+        "securing the roles in single-user mode failed ({0}); PostgreSQL's messages above say why"
+    )]
+    SecureRoles(ExitStatus),
     /// Restoring the backup failed.
     #[error("restoring the backup: {0}")]
     Restore(#[source] tusk_backup::RestoreError),
