@@ -308,6 +308,8 @@ async fn a_restore_interrupted_after_unpacking_converges_to_this_clusters_roles(
              ALTER ROLE {OWNER} SUPERUSER CREATEROLE BYPASSRLS; \
              GRANT pg_execute_server_program TO legacy; \
              GRANT pg_read_server_files TO {OWNER}; \
+             GRANT SET, ALTER SYSTEM ON PARAMETER ssl_passphrase_command TO {OWNER}; \
+             GRANT ALTER SYSTEM ON PARAMETER work_mem TO PUBLIC; \
              ALTER ROLE {MANAGEMENT} PASSWORD 'the customer knew this one'"
         ))
         .await
@@ -372,6 +374,12 @@ async fn a_restore_interrupted_after_unpacking_converges_to_this_clusters_roles(
     )
     .await;
     refused(&owner, "SELECT pg_read_file('/etc/passwd')").await;
+    refused(
+        &owner,
+        "ALTER SYSTEM SET ssl_passphrase_command = 'env > /tmp/tusk-owner-was-here'",
+    )
+    .await;
+    refused(&owner, "ALTER SYSTEM SET work_mem = '1MB'").await;
     drop(owner);
     let legacy = restored
         .connect("legacy", "legacy password", OWNER)

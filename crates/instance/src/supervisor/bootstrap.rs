@@ -162,8 +162,9 @@ pub async fn restore_backup(
 /// Puts the roles in the order tusk relies on before the server accepts any connection, at
 /// every start: the management role exists, is a superuser and has no password; no other role
 /// is a superuser, bypasses row security, replicates (but `replication_role`) or holds a role
-/// that runs programs or touches server files ([`SERVER_ACCESS_ROLES`]); below PostgreSQL 16
-/// no other role has CREATEROLE (there it lets a role grant itself those roles).
+/// that runs programs or touches server files ([`SERVER_ACCESS_ROLES`]) or a privilege on a
+/// server parameter; below PostgreSQL 16 no other role has CREATEROLE (there it lets a role
+/// grant itself those roles). Needs PostgreSQL 15 or later.
 ///
 /// A restored backup, or a cluster from before this rule, may carry any of these (a customer
 /// who once was a superuser could have made more); an interrupted restore or upgrade simply
@@ -264,6 +265,19 @@ pub fn secure_roles_script(replication_role: &str) -> String {
              ELSE EXECUTE format('REVOKE %I FROM %I CASCADE', m.granted, m.member); END IF; \
              END LOOP; END $tusk$"
         ),
+        // A superuser could grant SET or ALTER SYSTEM on a parameter (PostgreSQL 15 and later),
+        // ssl_passphrase_command among them, which runs a program.
+        format!(
+            "DO $tusk$ DECLARE a record; BEGIN \
+             FOR a IN SELECT p.parname, x.grantee FROM pg_catalog.pg_parameter_acl p, \
+             LATERAL pg_catalog.aclexplode(p.paracl) x \
+             WHERE x.grantee NOT IN (10, (SELECT oid FROM pg_catalog.pg_authid WHERE rolname = {mgmt_name})) LOOP \
+             EXECUTE format('REVOKE ALL ON PARAMETER %s FROM %s CASCADE', \
+             (SELECT string_agg(quote_ident(part), '.') FROM unnest(string_to_array(a.parname, '.')) AS part), \
+             CASE WHEN a.grantee = 0 THEN 'PUBLIC' \
+             ELSE quote_ident((SELECT rolname FROM pg_catalog.pg_authid WHERE oid = a.grantee)) END); \
+             END LOOP; END $tusk$"
+        ),
         // The postcondition, checked rather than assumed.
         format!(
             "SELECT CASE WHEN \
@@ -276,6 +290,8 @@ pub fn secure_roles_script(replication_role: &str) -> String {
              AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members a \
              JOIN pg_catalog.pg_authid g ON g.oid = a.roleid JOIN pg_catalog.pg_authid u ON u.oid = a.member \
              WHERE g.rolname IN ({server_access}) AND u.rolname <> {mgmt_name}) \
+             AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_parameter_acl p, LATERAL pg_catalog.aclexplode(p.paracl) x \
+             WHERE x.grantee NOT IN (10, (SELECT oid FROM pg_catalog.pg_authid WHERE rolname = {mgmt_name}))) \
              THEN upper('tusk roles secured') ELSE 'not secured' END"
         ),
     ]
@@ -347,7 +363,7 @@ mod tests {
         let script = secure_roles_script("tusk_replication");
         assert!(!script.contains(ROLES_SECURED));
         // Single-user mode runs a line at a time: one statement a line.
-        assert_eq!(script.lines().count(), 5);
+        assert_eq!(script.lines().count(), 6);
         assert!(script.contains("'tusk_replication'"));
     }
 
