@@ -23,18 +23,25 @@ pub const POSTGRES_PORT: u16 = 5432;
 /// Port of `tusk instance`'s health endpoints.
 pub const INSTANCE_HEALTH_PORT: u16 = 8000;
 
-/// Keys of the cluster credentials Secret.
+/// Keys of the cluster credentials Secret. Everything in it is readable by the customer, so it
+/// holds only what the customer may have: the owner role's login, the backup Job's replication
+/// login and the backup passphrase. tusk's own superuser has no password at all.
 pub mod secret_keys {
-    /// The superuser's name.
-    pub const SUPERUSER_NAME: &str = "superuser-name";
-    /// The superuser's password.
-    pub const SUPERUSER_PASSWORD: &str = "superuser-password";
-    /// The application user's name.
-    pub const APP_USER_NAME: &str = "app-user-name";
-    /// The application user's password.
-    pub const APP_USER_PASSWORD: &str = "app-user-password";
+    /// The owner role's name: the customer's login.
+    pub const USERNAME: &str = "username";
+    /// The owner role's password.
+    pub const PASSWORD: &str = "password";
+    /// The database the owner role owns.
+    pub const DBNAME: &str = "dbname";
+    /// The replication role's name, which the backup Job's pg_basebackup logs in as.
+    pub const REPLICATION_USERNAME: &str = "replication-username";
+    /// The replication role's password.
+    pub const REPLICATION_PASSWORD: &str = "replication-password";
     /// The passphrase every backup of the cluster is encrypted with.
     pub const BACKUP_PASSPHRASE: &str = "backup-passphrase";
+    /// Where the owner role's password was kept before it was renamed [`PASSWORD`]; read
+    /// once so that an existing cluster keeps its password.
+    pub const LEGACY_APP_USER_PASSWORD: &str = "app-user-password";
 }
 
 /// The Secret holding a cluster's generated passwords and backup passphrase.

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{APP_PASSWORD, APP_USER, Instance, SUPERUSER, SUPERUSER_PASSWORD};
+use common::{Instance, OWNER, OWNER_PASSWORD, REPLICATION, REPLICATION_PASSWORD};
 use tusk_backup::{
     BackupOptions, BackupStore, Compression, PgConnection, Progress, StoreConfig, WalMode,
     run_backup,
@@ -22,7 +22,7 @@ async fn show(client: &tokio_postgres::Client, setting: &str) -> String {
 }
 
 #[tokio::test]
-async fn a_fresh_instance_serves_both_users_and_stops_cleanly() {
+async fn a_fresh_instance_serves_its_roles_and_stops_cleanly() {
     let mut instance = Instance::start("work_mem = '4MB'\n");
     instance.wait_ready().await;
     assert_eq!(
@@ -30,10 +30,7 @@ async fn a_fresh_instance_serves_both_users_and_stops_cleanly() {
         Some(200)
     );
 
-    let superuser = instance
-        .connect(SUPERUSER, SUPERUSER_PASSWORD, "postgres")
-        .await
-        .expect("the superuser cannot log in with its password");
+    let superuser = instance.management("postgres").await;
     let is_superuser: bool = superuser
         .query_one(
             "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
@@ -55,13 +52,10 @@ async fn a_fresh_instance_serves_both_users_and_stops_cleanly() {
         "scram-sha-256"
     );
 
-    let app = instance
-        .connect(APP_USER, APP_PASSWORD, APP_USER)
-        .await
-        .expect("the application user cannot log in to its database");
+    let app = instance.owner().await;
     app.batch_execute("CREATE TABLE notes (body text); INSERT INTO notes VALUES ('kept')")
         .await
-        .expect("the application user cannot create tables in its database");
+        .expect("the owner cannot create tables in its database");
     let app_is_superuser: bool = app
         .query_one(
             "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
@@ -71,9 +65,7 @@ async fn a_fresh_instance_serves_both_users_and_stops_cleanly() {
         .unwrap()
         .get(0);
     assert!(!app_is_superuser);
-    let wrong = instance
-        .connect(APP_USER, "not-the-password", APP_USER)
-        .await;
+    let wrong = instance.connect(OWNER, "not-the-password", OWNER).await;
     assert!(wrong.is_err(), "a wrong password was accepted");
     drop((superuser, app));
 
@@ -99,10 +91,7 @@ async fn a_fresh_instance_serves_both_users_and_stops_cleanly() {
     // Starting again reuses the data directory: no initdb, the data is still there.
     instance.restart();
     instance.wait_ready().await;
-    let app = instance
-        .connect(APP_USER, APP_PASSWORD, APP_USER)
-        .await
-        .unwrap();
+    let app = instance.owner().await;
     let body: String = app
         .query_one("SELECT body FROM notes", &[])
         .await
@@ -117,10 +106,7 @@ async fn a_fresh_instance_serves_both_users_and_stops_cleanly() {
 async fn a_changed_configuration_is_reloaded_and_a_dead_postgres_fails_the_supervisor() {
     let mut instance = Instance::start("work_mem = '4MB'\n");
     instance.wait_ready().await;
-    let client = instance
-        .connect(SUPERUSER, SUPERUSER_PASSWORD, "postgres")
-        .await
-        .unwrap();
+    let client = instance.owner().await;
     assert_eq!(show(&client, "work_mem").await, "4MB");
 
     // The kubelet replaces a ConfigMap file rather than writing into it.
@@ -131,10 +117,7 @@ async fn a_changed_configuration_is_reloaded_and_a_dead_postgres_fails_the_super
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         // A reload reaches each session between statements, so ask on a fresh one each time.
-        let fresh = instance
-            .connect(SUPERUSER, SUPERUSER_PASSWORD, "postgres")
-            .await
-            .unwrap();
+        let fresh = instance.owner().await;
         if show(&fresh, "work_mem").await == "12MB" {
             break;
         }
@@ -190,10 +173,7 @@ async fn an_instance_bootstraps_from_a_backup_and_refuses_a_failed_restore() {
     // A source cluster with some data, backed up with tusk-backup into a file:// store.
     let mut source = Instance::start("");
     source.wait_ready().await;
-    let app = source
-        .connect(APP_USER, APP_PASSWORD, APP_USER)
-        .await
-        .unwrap();
+    let app = source.owner().await;
     app.batch_execute("CREATE TABLE orders AS SELECT generate_series(1, 1000) AS id")
         .await
         .unwrap();
@@ -209,11 +189,12 @@ async fn an_instance_bootstraps_from_a_backup_and_refuses_a_failed_restore() {
         "nightly-uid",
     );
     let passphrase = b"the source cluster's passphrase".to_vec();
+    // The backup Job's login: the replication role, no superuser.
     let connection = PgConnection {
         host: source.config.listen_host.to_string(),
         port: 5432,
-        user: SUPERUSER.to_owned(),
-        password: Some(SUPERUSER_PASSWORD.to_owned()),
+        user: REPLICATION.to_owned(),
+        password: Some(REPLICATION_PASSWORD.to_owned()),
     };
     let options = BackupOptions {
         compression: Compression::Gzip { level: 1 },
@@ -264,25 +245,21 @@ async fn an_instance_bootstraps_from_a_backup_and_refuses_a_failed_restore() {
     let mut config = common::instance_config(root.path(), "");
     config.restore = Some(restore_source(passphrase));
     // This cluster's own credentials, not the source's, open the restored database.
-    config.superuser.password = "the new cluster's superuser password".to_owned();
-    let new_superuser = config.superuser.clone();
+    config.owner.password = "the new cluster's owner password".to_owned();
+    let new_owner = config.owner.clone();
     let mut restored = Instance::start_with(root, config);
     restored.wait_ready().await;
-    restored
-        .connect(&new_superuser.name, &new_superuser.password, "postgres")
-        .await
-        .expect("the new superuser password does not open the restored cluster");
     assert!(
         restored
-            .connect(SUPERUSER, SUPERUSER_PASSWORD, "postgres")
+            .connect(OWNER, OWNER_PASSWORD, OWNER)
             .await
             .is_err(),
-        "the source cluster's superuser password still works"
+        "the source cluster's owner password still works"
     );
     let app = restored
-        .connect(APP_USER, APP_PASSWORD, APP_USER)
+        .connect(&new_owner.name, &new_owner.password, OWNER)
         .await
-        .unwrap();
+        .expect("the new owner password does not open the restored cluster");
     let count: i64 = app
         .query_one("SELECT count(*) FROM orders", &[])
         .await
@@ -321,8 +298,24 @@ async fn a_shutdown_while_bootstrapping_starts_nothing_and_the_next_start_recove
     let mut instance = Instance::start_with(root, config);
     instance.wait_ready().await;
     instance
-        .connect(APP_USER, APP_PASSWORD, APP_USER)
+        .connect(OWNER, OWNER_PASSWORD, OWNER)
         .await
         .expect("the instance started after an interrupted bootstrap is not usable");
+    instance.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_data_directory_too_deep_for_a_socket_still_admits_the_supervisor() {
+    // A sandbox pod's data directory lies deep in its root; a socket there would be too long.
+    let root = tempfile::tempdir().unwrap();
+    let mut config = common::instance_config(root.path(), "");
+    let deep = root.path().join("d".repeat(100));
+    std::fs::create_dir(&deep).unwrap();
+    std::fs::set_permissions(&deep, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    config.data_dir = deep.join("pgdata");
+    let mut instance = Instance::start_with(root, config);
+    // Readiness is the management role's query through the socket.
+    instance.wait_ready().await;
+    instance.owner().await;
     instance.stop().await.unwrap();
 }

@@ -221,9 +221,9 @@ async fn a_real_postgresql_is_reachable_through_the_tunnel() {
     let client = common::connect(
         "127.0.0.1",
         tunnel.address.port(),
-        common::APP_USER,
-        common::APP_PASSWORD,
-        common::APP_USER,
+        common::OWNER,
+        common::OWNER_PASSWORD,
+        common::OWNER,
     )
     .await
     .expect("cannot connect to PostgreSQL through the tunnel");
@@ -236,7 +236,7 @@ async fn a_real_postgresql_is_reachable_through_the_tunnel() {
     let echoed: String = row.get(0);
     let user: String = row.get(1);
     assert_eq!(echoed.len(), text.len() * 5);
-    assert_eq!(user, common::APP_USER);
+    assert_eq!(user, common::OWNER);
     // The server sees the tunnel, not the client, as its peer.
     let peer: Option<String> = client
         .query_one("SELECT host(inet_client_addr())", &[])

@@ -753,7 +753,7 @@ async fn linking_a_remote_cluster_builds_the_tunnel_there_and_unlinking_removes_
     create_elephant(&client).await;
     let credentials: Secret =
         eventually("credentials exist", || get(&client, "elephant-credentials")).await;
-    let app_password = credentials.data.unwrap()["app-user-password"].clone();
+    let app_password = credentials.data.unwrap()["password"].clone();
 
     kubeconfig_secret(
         &client,

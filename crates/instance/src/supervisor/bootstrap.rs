@@ -1,7 +1,7 @@
 //! Turning an empty volume into a data directory: `initdb`, or a restore from a backup.
 
 use std::fs;
-use std::io::{self, Write as _};
+use std::io;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
@@ -9,7 +9,10 @@ use tokio::process::Command;
 use tusk_backup::restore::{RESTORE_INCOMPLETE_MARKER, RestoreOptions, wal_fetch_command};
 use tusk_backup::{BackupStore, restore};
 
-use super::{Credentials, InstanceError, RestoreSource, RunAs};
+use postgres_protocol::escape::{escape_identifier, escape_literal};
+
+use super::database::{MANAGEMENT_ROLE, SAFE_CREATEROLE_VERSION, SERVER_ACCESS_ROLES};
+use super::{InstanceError, RestoreSource, RunAs};
 
 /// What the data directory holds when the supervisor starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,8 +60,9 @@ pub fn create_data_dir(data_dir: &Path, run_as: Option<RunAs>) -> Result<(), Ins
     Ok(())
 }
 
-/// Runs `initdb` with SCRAM authentication and the superuser's name and password. The password
-/// reaches initdb through a private file removed as soon as initdb ends.
+/// Runs `initdb` with the management role as its superuser, without a password: the
+/// management role authenticates by peer over the Unix socket only (tusk writes pg_hba.conf
+/// itself before the server first starts).
 ///
 /// initdb writes into a staging directory beside the data directory, which is renamed into
 /// place only when initdb succeeded: a pod killed halfway leaves no half-made data directory
@@ -66,7 +70,6 @@ pub fn create_data_dir(data_dir: &Path, run_as: Option<RunAs>) -> Result<(), Ins
 pub async fn initdb(
     initdb: &Path,
     data_dir: &Path,
-    superuser: &Credentials,
     run_as: Option<RunAs>,
 ) -> Result<(), InstanceError> {
     let staging = staging_dir(data_dir);
@@ -80,24 +83,22 @@ pub async fn initdb(
         Err(source) => return Err(io_error(&staging)(source)),
     }
     create_data_dir(&staging, run_as)?;
-    let password_file = private_password_file(&superuser.password, run_as)?;
     let mut command = Command::new(initdb);
     command
         .arg("--pgdata")
         .arg(&staging)
         .arg("--username")
-        .arg(&superuser.name)
-        .arg("--pwfile")
-        .arg(password_file.path())
+        .arg(MANAGEMENT_ROLE)
         .args([
-            "--auth=scram-sha-256",
+            "--auth-local=peer",
+            "--auth-host=reject",
             "--encoding=UTF8",
             "--no-locale",
             "--data-checksums",
         ])
         .kill_on_drop(true);
     super::drop_privileges(&mut command, run_as);
-    tracing::info!(data_dir = %data_dir.display(), superuser = %superuser.name, "initialising a new data directory");
+    tracing::info!(data_dir = %data_dir.display(), "initialising a new data directory");
     let output = command
         .output()
         .await
@@ -105,7 +106,6 @@ pub async fn initdb(
             program: initdb.to_owned(),
             source,
         })?;
-    drop(password_file);
     if !output.status.success() {
         return Err(InstanceError::Initdb {
             status: output.status,
@@ -123,26 +123,6 @@ fn staging_dir(data_dir: &Path) -> std::path::PathBuf {
     let mut name = data_dir.file_name().unwrap_or_default().to_owned();
     name.push(".initdb");
     data_dir.with_file_name(name)
-}
-
-/// A 0600 temporary file holding `password`, readable by the PostgreSQL user only.
-fn private_password_file(
-    password: &str,
-    run_as: Option<RunAs>,
-) -> Result<tempfile::NamedTempFile, InstanceError> {
-    let io_error = |source| InstanceError::PasswordFile { source };
-    let mut file = tempfile::Builder::new()
-        .prefix("tusk-initdb-")
-        .permissions(fs::Permissions::from_mode(0o600))
-        .tempfile()
-        .map_err(io_error)?;
-    if let Some(user) = run_as {
-        std::os::unix::fs::chown(file.path(), Some(user.uid), Some(user.gid)).map_err(io_error)?;
-    }
-    file.write_all(password.as_bytes()).map_err(io_error)?;
-    file.write_all(b"\n").map_err(io_error)?;
-    file.flush().map_err(io_error)?;
-    Ok(file)
 }
 
 /// Restores the backup into the (empty) data directory with tusk-backup, then hands the files
@@ -182,41 +162,44 @@ pub async fn restore_backup(
     Ok(())
 }
 
-/// Makes the restored cluster's superuser the one this cluster's credentials name: a backup
-/// carries the roles and passwords of the cluster it was taken from. Runs PostgreSQL once in
-/// single-user mode, which needs no authentication and opens no socket, to create or update
-/// the role; the password travels as a SCRAM verifier on its standard input.
-pub async fn adopt_superuser(
+/// Puts the roles in the order tusk relies on before the server accepts any connection, at
+/// every start: the management role exists, is a superuser and has no password; no other role
+/// is a superuser, bypasses row security, replicates (but `replication_role`) or holds a role
+/// that runs programs or touches server files ([`SERVER_ACCESS_ROLES`]) or a privilege on a
+/// server parameter; below PostgreSQL 16 no other role has CREATEROLE (there it lets a role
+/// grant itself those roles). Needs PostgreSQL 15 or later.
+///
+/// A restored backup, or a cluster from before this rule, may carry any of these (a customer
+/// who once was a superuser could have made more); an interrupted restore or upgrade simply
+/// runs this again. It runs PostgreSQL once in single-user mode, which needs no
+/// authentication and opens no socket. The script holds no secret, so PostgreSQL's messages
+/// (a restore's recovery among them) go to the container log as they are.
+pub async fn secure_roles(
     postgres: &Path,
     data_dir: &Path,
-    superuser: &Credentials,
+    settings: &[String],
+    replication_role: &str,
     run_as: Option<RunAs>,
 ) -> Result<(), InstanceError> {
     use tokio::io::AsyncWriteExt as _;
 
-    let role = postgres_protocol::escape::escape_identifier(&superuser.name);
-    let name = postgres_protocol::escape::escape_literal(&superuser.name);
-    let verifier = postgres_protocol::escape::escape_literal(
-        &postgres_protocol::password::scram_sha_256(superuser.password.as_bytes()),
-    );
-    // Single-user mode runs one statement per line.
-    let script = format!(
-        "DO $tusk$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {name}) THEN \
-         CREATE ROLE {role} WITH SUPERUSER; END IF; END $tusk$\n\
-         ALTER ROLE {role} WITH SUPERUSER LOGIN REPLICATION PASSWORD {verifier}\n"
-    );
+    let script = secure_roles_script(replication_role);
     let mut command = Command::new(postgres);
     command
         .arg("--single")
         .arg("-D")
         .arg(data_dir)
-        .arg("postgres")
+        .args(settings)
+        // template1 cannot be dropped, unlike `postgres`.
+        .arg("template1")
+        .env_remove(super::env::OWNER_PASSWORD)
+        .env_remove(super::env::REPLICATION_PASSWORD)
         .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
         .kill_on_drop(true);
     super::drop_privileges(&mut command, run_as);
-    tracing::info!(superuser = %superuser.name, "setting the restored cluster's superuser password");
+    tracing::info!("securing the roles before PostgreSQL starts");
     let spawn_error = |source| InstanceError::Spawn {
         program: postgres.to_owned(),
         source,
@@ -230,13 +213,94 @@ pub async fn adopt_superuser(
         // Closing stdin ends the session.
         drop(stdin);
     }
-    let status = child.wait().await.map_err(spawn_error)?;
-    if status.success() {
+    let output = child.wait_with_output().await.map_err(spawn_error)?;
+    // Single-user mode reports a failed statement and goes on to the next one, so neither its
+    // exit status nor its messages tell; the script's last query checks the outcome itself.
+    let secured = String::from_utf8_lossy(&output.stdout).contains(ROLES_SECURED);
+    if output.status.success() && secured {
         Ok(())
     } else {
-        // Its output is not passed on: an error message could quote the statement.
-        Err(InstanceError::AdoptSuperuser(status))
+        Err(InstanceError::SecureRoles(output.status))
     }
+}
+
+/// What the last query of [`secure_roles_script`] prints when the roles are as they must be.
+/// The script spells it differently, so that only the query's result can contain it.
+const ROLES_SECURED: &str = "TUSK ROLES SECURED";
+
+/// The statements of [`secure_roles`], one a line (single-user mode runs a line at a time).
+pub fn secure_roles_script(replication_role: &str) -> String {
+    let mgmt = escape_identifier(MANAGEMENT_ROLE);
+    let mgmt_name = escape_literal(MANAGEMENT_ROLE);
+    let replication = escape_literal(replication_role);
+    let server_access = SERVER_ACCESS_ROLES
+        .iter()
+        .map(|role| escape_literal(role))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let safe_createrole = SAFE_CREATEROLE_VERSION;
+    [
+        format!(
+            "DO $tusk$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_authid WHERE rolname = {mgmt_name}) THEN CREATE ROLE {mgmt}; END IF; END $tusk$"
+        ),
+        format!("ALTER ROLE {mgmt} WITH SUPERUSER LOGIN REPLICATION PASSWORD NULL"),
+        // The bootstrap superuser (oid 10) cannot lose SUPERUSER; when it is not the
+        // management role (a renamed one in an old backup), it can no longer log in instead.
+        format!(
+            "DO $tusk$ DECLARE r record; BEGIN \
+             FOR r IN SELECT oid, rolname, rolsuper, rolbypassrls, rolreplication, rolcreaterole FROM pg_catalog.pg_authid \
+             WHERE rolname <> {mgmt_name} AND rolname NOT LIKE 'pg\\_%' LOOP \
+             IF r.oid = 10 THEN EXECUTE format('ALTER ROLE %I WITH NOLOGIN PASSWORD NULL', r.rolname); CONTINUE; END IF; \
+             IF r.rolsuper OR r.rolbypassrls OR (r.rolreplication AND r.rolname <> {replication}) THEN \
+             EXECUTE format('ALTER ROLE %I WITH NOSUPERUSER NOBYPASSRLS NOREPLICATION', r.rolname); END IF; \
+             IF r.rolcreaterole AND current_setting('server_version_num')::int < {safe_createrole} THEN \
+             EXECUTE format('ALTER ROLE %I WITH NOCREATEROLE', r.rolname); END IF; \
+             END LOOP; END $tusk$"
+        ),
+        format!(
+            "DO $tusk$ DECLARE m record; BEGIN \
+             FOR m IN SELECT g.rolname AS granted, u.rolname AS member, gr.rolname AS grantor FROM pg_catalog.pg_auth_members a \
+             JOIN pg_catalog.pg_authid g ON g.oid = a.roleid JOIN pg_catalog.pg_authid u ON u.oid = a.member \
+             LEFT JOIN pg_catalog.pg_authid gr ON gr.oid = a.grantor \
+             WHERE g.rolname IN ({server_access}) AND u.rolname <> {mgmt_name} LOOP \
+             IF current_setting('server_version_num')::int >= {safe_createrole} AND m.grantor IS NOT NULL THEN \
+             EXECUTE format('REVOKE %I FROM %I GRANTED BY %I CASCADE', m.granted, m.member, m.grantor); \
+             ELSE EXECUTE format('REVOKE %I FROM %I CASCADE', m.granted, m.member); END IF; \
+             END LOOP; END $tusk$"
+        ),
+        // A superuser could grant SET or ALTER SYSTEM on a parameter (PostgreSQL 15 and later),
+        // ssl_passphrase_command among them, which runs a program.
+        format!(
+            "DO $tusk$ DECLARE a record; BEGIN \
+             FOR a IN SELECT p.parname, x.grantee FROM pg_catalog.pg_parameter_acl p, \
+             LATERAL pg_catalog.aclexplode(p.paracl) x \
+             WHERE x.grantee NOT IN (10, (SELECT oid FROM pg_catalog.pg_authid WHERE rolname = {mgmt_name})) LOOP \
+             EXECUTE format('REVOKE ALL ON PARAMETER %s FROM %s CASCADE', \
+             (SELECT string_agg(quote_ident(part), '.') FROM unnest(string_to_array(a.parname, '.')) AS part), \
+             CASE WHEN a.grantee = 0 THEN 'PUBLIC' \
+             ELSE quote_ident((SELECT rolname FROM pg_catalog.pg_authid WHERE oid = a.grantee)) END); \
+             END LOOP; END $tusk$"
+        ),
+        // The postcondition, checked rather than assumed.
+        format!(
+            "SELECT CASE WHEN \
+             EXISTS (SELECT 1 FROM pg_catalog.pg_authid WHERE rolname = {mgmt_name} \
+             AND rolsuper AND rolcanlogin AND rolpassword IS NULL) \
+             AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_authid WHERE rolname <> {mgmt_name} \
+             AND rolname NOT LIKE 'pg\\_%' AND (CASE WHEN oid = 10 THEN rolcanlogin OR rolpassword IS NOT NULL \
+             ELSE rolsuper OR rolbypassrls OR (rolreplication AND rolname <> {replication}) \
+             OR (rolcreaterole AND current_setting('server_version_num')::int < {safe_createrole}) END)) \
+             AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members a \
+             JOIN pg_catalog.pg_authid g ON g.oid = a.roleid JOIN pg_catalog.pg_authid u ON u.oid = a.member \
+             WHERE g.rolname IN ({server_access}) AND u.rolname <> {mgmt_name}) \
+             AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_parameter_acl p, LATERAL pg_catalog.aclexplode(p.paracl) x \
+             WHERE x.grantee NOT IN (10, (SELECT oid FROM pg_catalog.pg_authid WHERE rolname = {mgmt_name}))) \
+             THEN upper('tusk roles secured') ELSE 'not secured' END"
+        ),
+    ]
+    .iter()
+    .map(|statement| format!("{statement}\n"))
+    .collect()
 }
 
 /// Gives every file under `root` (symlinks themselves, not their targets) to `user`.
@@ -296,6 +360,15 @@ mod tests {
             foreign,
             format!("TUSK_BACKUP_PASSPHRASE=\"${{TUSK_RESTORE_PASSPHRASE}}\" {plain}")
         );
+    }
+
+    #[test]
+    fn only_the_checking_query_can_print_that_the_roles_are_secured() {
+        let script = secure_roles_script("tusk_replication");
+        assert!(!script.contains(ROLES_SECURED));
+        // Single-user mode runs a line at a time: one statement a line.
+        assert_eq!(script.lines().count(), 6);
+        assert!(script.contains("'tusk_replication'"));
     }
 
     #[test]

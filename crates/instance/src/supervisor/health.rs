@@ -2,8 +2,9 @@
 //!
 //! - `/livez` is 200 while the supervisor runs and its `postgres` child is alive. It does not
 //!   touch the database, so a busy server is not restarted for being slow.
-//! - `/readyz` is 200 when PostgreSQL accepts a superuser connection over TCP, is not in
-//!   recovery, and the supervisor has finished bootstrapping (the application user exists).
+//! - `/readyz` is 200 when PostgreSQL accepts the management role over the Unix socket, is
+//!   not in recovery, and the supervisor has finished bootstrapping (the owner role, its
+//!   database and the replication role are in place).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +21,7 @@ use super::database::Connection;
 pub struct HealthState {
     /// Set while the `postgres` child process runs.
     pub postgres_running: AtomicBool,
-    /// Set once the application user and database are in place.
+    /// Set once the owner role, its database and the replication role are in place.
     pub bootstrapped: AtomicBool,
     /// How to reach the server.
     pub connection: Connection,

@@ -2,16 +2,19 @@
 //!
 //! One run goes:
 //! 1. refuse a data directory that a failed restore marked unusable;
-//! 2. bootstrap an empty data directory, with `initdb` or from a backup (the restored cluster
-//!    then takes this cluster's superuser name and password, see
-//!    [`bootstrap::adopt_superuser`]);
-//! 3. write the data directory's postgresql.conf (an include of the mounted ConfigMap file) and
-//!    pg_hba.conf, and start `postgres -D` as a child with tusk's own settings on its command
-//!    line (see [`settings`]);
-//! 4. serve `/livez` and `/readyz` (see [`health`]) and make sure the application user and its
-//!    database exist, with the password of this cluster's credentials (set at every start, so a
-//!    rotated password takes effect with the next restart);
-//! 5. until told to stop: reload PostgreSQL (SIGHUP) whenever the mounted configuration's
+//! 2. bootstrap an empty data directory, with `initdb` or from a backup;
+//! 3. put the roles in order in single-user mode, before any connection is possible: the
+//!    management role is the only superuser and has no password, and no customer role holds
+//!    anything that runs programs or touches server files (see [`bootstrap::secure_roles`]).
+//!    This runs at every start, so a restored backup or an interrupted restore converges too;
+//! 4. write the data directory's postgresql.conf (an include of the mounted ConfigMap file),
+//!    pg_hba.conf and pg_ident.conf, and start `postgres -D` as a child with tusk's own
+//!    settings on its command line (see [`settings`]);
+//! 5. serve `/livez` and `/readyz` (see [`health`]) and, as the management role over the Unix
+//!    socket, make sure the owner role, its database and the replication role exist with this
+//!    cluster's passwords (set at every start, so a rotated password takes effect with the
+//!    next restart; see [`database::ensure_roles`]);
+//! 6. until told to stop: reload PostgreSQL (SIGHUP) whenever the mounted configuration's
 //!    content changes. A shutdown request becomes a fast shutdown (SIGINT to postgres) and the
 //!    supervisor returns when postgres has exited; if postgres dies on its own, the supervisor
 //!    returns an error so that the container is restarted.
@@ -28,7 +31,8 @@ pub mod settings;
 
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::Arc;
@@ -148,10 +152,10 @@ pub struct InstanceConfig {
     pub postgres_port: u16,
     /// The directory holding `initdb` and `postgres`.
     pub postgres_bin_dir: PathBuf,
-    /// The superuser (initdb's `--username`).
-    pub superuser: Credentials,
-    /// The application user, created with a database of the same name.
-    pub app_user: Option<Credentials>,
+    /// The customer's owner role, created with a database of the same name.
+    pub owner: Credentials,
+    /// The role the backup Job's pg_basebackup logs in as.
+    pub replication: Credentials,
     /// The WAL archive's prefix in the object store when WAL archiving is on.
     pub wal_archive_prefix: Option<String>,
     /// Bootstrap from this backup instead of `initdb`.
@@ -166,14 +170,15 @@ pub struct InstanceConfig {
 
 /// The environment variables the operator sets on the instance container.
 pub mod env {
-    /// The superuser's name.
-    pub const SUPERUSER: &str = "PGUSER";
-    /// The superuser's password.
-    pub const SUPERUSER_PASSWORD: &str = "PGPASSWORD";
-    /// The application user's name.
-    pub const APP_USER: &str = "TUSK_APP_USER";
-    /// The application user's password.
-    pub const APP_PASSWORD: &str = "TUSK_APP_PASSWORD";
+    /// The owner role's name. A plain value set by the operator, never read from the
+    /// credentials Secret, which the customer can edit.
+    pub const OWNER: &str = "TUSK_OWNER";
+    /// The owner role's password.
+    pub const OWNER_PASSWORD: &str = "TUSK_OWNER_PASSWORD";
+    /// The replication role's name, set like [`OWNER`].
+    pub const REPLICATION_USER: &str = "TUSK_REPLICATION_USER";
+    /// The replication role's password.
+    pub const REPLICATION_PASSWORD: &str = "TUSK_REPLICATION_PASSWORD";
     /// The cluster's name.
     pub const CLUSTER: &str = "TUSK_CLUSTER";
     /// The cluster's uid: its objects live under a prefix that names it.
@@ -219,16 +224,13 @@ impl InstanceConfig {
         health_port: u16,
         listen_host: IpAddr,
     ) -> Result<Self, InstanceError> {
-        let superuser = Credentials {
-            name: required_env(env::SUPERUSER)?,
-            password: required_env(env::SUPERUSER_PASSWORD)?,
+        let owner = Credentials {
+            name: required_env(env::OWNER)?,
+            password: required_env(env::OWNER_PASSWORD)?,
         };
-        let app_user = match non_empty_env(env::APP_USER) {
-            Some(name) => Some(Credentials {
-                name,
-                password: required_env(env::APP_PASSWORD)?,
-            }),
-            None => None,
+        let replication = Credentials {
+            name: required_env(env::REPLICATION_USER)?,
+            password: required_env(env::REPLICATION_PASSWORD)?,
         };
         let archiving = matches!(
             non_empty_env(env::WAL_ARCHIVING).as_deref(),
@@ -299,8 +301,8 @@ impl InstanceConfig {
             postgres_bin_dir: find_postgres_bin_dir(
                 non_empty_env(env::POSTGRES_VERSION).as_deref(),
             ),
-            superuser,
-            app_user,
+            owner,
+            replication,
             wal_archive_prefix,
             restore,
             run_as: None,
@@ -309,14 +311,18 @@ impl InstanceConfig {
         })
     }
 
-    /// The address the supervisor itself connects to: the listen address, or loopback when
-    /// PostgreSQL listens on every address.
-    fn connect_host(&self) -> IpAddr {
-        if self.listen_host.is_unspecified() {
-            IpAddr::V4(Ipv4Addr::LOCALHOST)
-        } else {
-            self.listen_host
+    /// Refuses role names that would hand the customer, or take from tusk, a role that is not
+    /// theirs: the management role, a predefined `pg_` role, or one role for two purposes.
+    pub fn validate_roles(&self) -> Result<(), InstanceError> {
+        for role in [&self.owner.name, &self.replication.name] {
+            if role == database::MANAGEMENT_ROLE || role.starts_with("pg_") {
+                return Err(InstanceError::ReservedRole(role.clone()));
+            }
         }
+        if self.owner.name == self.replication.name {
+            return Err(InstanceError::ReservedRole(self.owner.name.clone()));
+        }
+        Ok(())
     }
 }
 
@@ -385,13 +391,15 @@ pub enum InstanceError {
         #[source]
         source: io::Error,
     },
-    /// The private file handing initdb the password could not be written.
-    #[error("writing initdb's password file: {source}")]
-    PasswordFile {
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
+    /// A role name in the configuration belongs to tusk or to PostgreSQL.
+    #[error("role name {0:?} is reserved; the owner and replication roles need names of their own")]
+    ReservedRole(String),
+    /// The user the supervisor runs as has no name, which peer authentication needs.
+    #[error("the supervisor's user id {0} has no user name; peer authentication needs one")]
+    NamelessUser(u32),
+    /// The socket directory could not be set up.
+    #[error("socket directory: {0}")]
+    SocketDir(#[source] io::Error),
     /// A PostgreSQL program could not be started.
     #[error("cannot run {program}: {source}")]
     Spawn {
@@ -409,9 +417,12 @@ pub enum InstanceError {
         /// What it printed on stderr.
         stderr: String,
     },
-    /// Setting the superuser's password in a restored cluster failed.
-    #[error("setting the superuser's password in the restored cluster failed ({0})")]
-    AdoptSuperuser(ExitStatus),
+    /// Putting the roles in order in single-user mode failed; PostgreSQL's own messages are in
+    /// the log just before.
+    #[error(
+        "securing the roles in single-user mode failed ({0}); PostgreSQL's messages above say why"
+    )]
+    SecureRoles(ExitStatus),
     /// Restoring the backup failed.
     #[error("restoring the backup: {0}")]
     Restore(#[source] tusk_backup::RestoreError),
@@ -461,6 +472,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), InstanceError> {
     let run_as = config.run_as.filter(|_| nix::unistd::geteuid().is_root());
+    config.validate_roles()?;
+    // Peer authentication admits the management role to the user the supervisor runs as.
+    let supervisor_uid = nix::unistd::geteuid();
+    let supervisor_user = nix::unistd::User::from_uid(supervisor_uid)
+        .ok()
+        .flatten()
+        .ok_or(InstanceError::NamelessUser(supervisor_uid.as_raw()))?
+        .name;
     tokio::pin!(shutdown);
     // Bootstrapping can take long (a restore downloads a whole backup); a pod deleted
     // meanwhile must not wait for the kubelet's SIGKILL. Stopping then is safe: initdb works in
@@ -472,7 +491,19 @@ pub async fn run(
             return Ok(());
         }
     }
-    write_owned_files(&config, run_as)?;
+    write_owned_files(&config, &supervisor_user, run_as)?;
+    let socket_dir = SocketDir::choose(&config, run_as)?;
+    let owned_settings = owned_settings(&config, socket_dir.path());
+    // With tusk's settings, so that WAL written meanwhile (a restore's recovery ends here) is
+    // archived as the server would archive it.
+    bootstrap::secure_roles(
+        &config.postgres_bin_dir.join("postgres"),
+        &config.data_dir,
+        &owned_settings,
+        &config.replication.name,
+        run_as,
+    )
+    .await?;
 
     let health_address = SocketAddr::new(config.listen_host, config.health_port);
     let health_listener =
@@ -483,12 +514,11 @@ pub async fn run(
                 source,
             })?;
     let state = Arc::new(HealthState::new(Connection {
-        host: config.connect_host().to_string(),
+        socket_dir: socket_dir.path().to_owned(),
         port: config.postgres_port,
-        superuser: config.superuser.clone(),
     }));
 
-    let mut postgres = start_postgres(&config, run_as)?;
+    let mut postgres = start_postgres(&config, &owned_settings, run_as)?;
     let child_id = postgres.id();
     let pid = child_id
         .and_then(|pid| i32::try_from(pid).ok())
@@ -503,14 +533,60 @@ pub async fn run(
     let health_server = tokio::spawn(serve_health(health_listener, Arc::clone(&state)));
     let bootstrap_task = tokio::spawn(finish_bootstrap(
         Arc::clone(&state),
-        config.app_user.clone(),
+        database::Roles {
+            owner: config.owner.clone(),
+            replication: config.replication.clone(),
+        },
     ));
 
     let outcome = supervise(&config, &mut postgres, pid, shutdown.as_mut()).await;
     state.postgres_running.store(false, Ordering::SeqCst);
     bootstrap_task.abort();
     health_server.abort();
+    drop(socket_dir);
     outcome
+}
+
+/// The directory of PostgreSQL's Unix socket: the data directory, which only the PostgreSQL
+/// user can enter, or, when a socket path there would be too long (a data directory deep in a
+/// sandbox pod's root), a private directory of the same mode under the temporary directory,
+/// removed when the supervisor returns.
+enum SocketDir {
+    DataDir(PathBuf),
+    Private(tempfile::TempDir),
+}
+
+impl SocketDir {
+    fn choose(config: &InstanceConfig, run_as: Option<RunAs>) -> Result<Self, InstanceError> {
+        let data_dir = absolute(&config.data_dir);
+        if settings::socket_path_fits(&data_dir, config.postgres_port) {
+            return Ok(Self::DataDir(data_dir));
+        }
+        let private = tempfile::Builder::new()
+            .prefix("tusk-pg-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir()
+            .map_err(InstanceError::SocketDir)?;
+        if let Some(user) = run_as {
+            std::os::unix::fs::chown(private.path(), Some(user.uid), Some(user.gid))
+                .map_err(InstanceError::SocketDir)?;
+        }
+        if !settings::socket_path_fits(private.path(), config.postgres_port) {
+            return Err(InstanceError::SocketDir(io::Error::other(format!(
+                "{} is too long for a Unix socket path",
+                private.path().display()
+            ))));
+        }
+        tracing::info!(socket_dir = %private.path().display(), "the data directory's path is too long for a socket; using a private directory");
+        Ok(Self::Private(private))
+    }
+
+    fn path(&self) -> &Path {
+        match self {
+            Self::DataDir(path) => path,
+            Self::Private(dir) => dir.path(),
+        }
+    }
 }
 
 /// Makes sure the data directory holds a PostgreSQL cluster: refuses one a failed restore
@@ -529,24 +605,11 @@ async fn prepare_data_dir(
             Ok(())
         }
         DataDirState::Empty => match &config.restore {
-            Some(source) => {
-                bootstrap::restore_backup(source, data_dir, run_as).await?;
-                bootstrap::adopt_superuser(
-                    &config.postgres_bin_dir.join("postgres"),
-                    data_dir,
-                    &config.superuser,
-                    run_as,
-                )
-                .await
-            }
+            // The restored roles are put in order by `secure_roles` and `ensure_roles`, which
+            // run at every start: a restore interrupted after this returns converges too.
+            Some(source) => bootstrap::restore_backup(source, data_dir, run_as).await,
             None => {
-                bootstrap::initdb(
-                    &config.postgres_bin_dir.join("initdb"),
-                    data_dir,
-                    &config.superuser,
-                    run_as,
-                )
-                .await
+                bootstrap::initdb(&config.postgres_bin_dir.join("initdb"), data_dir, run_as).await
             }
         },
     }
@@ -606,15 +669,26 @@ async fn supervise(
     }
 }
 
-/// Writes postgresql.conf and pg_hba.conf into the data directory, every start, so that they
-/// always say what this version of tusk means.
-fn write_owned_files(config: &InstanceConfig, run_as: Option<RunAs>) -> Result<(), InstanceError> {
+/// Writes postgresql.conf, pg_hba.conf and pg_ident.conf into the data directory, every start,
+/// so that they always say what this version of tusk means.
+fn write_owned_files(
+    config: &InstanceConfig,
+    supervisor_user: &str,
+    run_as: Option<RunAs>,
+) -> Result<(), InstanceError> {
     let files = [
         (
-            "postgresql.conf",
+            settings::POSTGRESQL_CONF,
             settings::postgresql_conf(&absolute(&config.config_file)),
         ),
-        ("pg_hba.conf", settings::pg_hba_conf().to_owned()),
+        (
+            settings::PG_HBA_CONF,
+            settings::pg_hba_conf(&config.replication.name),
+        ),
+        (
+            settings::PG_IDENT_CONF,
+            settings::pg_ident_conf(supervisor_user),
+        ),
     ];
     for (name, content) in files {
         let path = config.data_dir.join(name);
@@ -634,26 +708,36 @@ fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
 }
 
-/// Starts `postgres -D <data>` with tusk's settings on its command line. Its output goes to the
-/// supervisor's, which is the container log.
-fn start_postgres(config: &InstanceConfig, run_as: Option<RunAs>) -> Result<Child, InstanceError> {
-    let owned = settings::OwnedSettings {
+/// tusk's settings as `postgres` arguments (see [`settings::OwnedSettings`]).
+fn owned_settings(config: &InstanceConfig, socket_dir: &Path) -> Vec<String> {
+    settings::OwnedSettings {
         listen_host: &config.listen_host.to_string(),
         port: config.postgres_port,
-        socket_dir: &absolute(&config.data_dir),
+        data_dir: &absolute(&config.data_dir),
+        socket_dir,
         wal_archive_prefix: config.wal_archive_prefix.as_deref(),
         tusk_executable: &config.tusk_executable,
-    };
+    }
+    .command_line()
+}
+
+/// Starts `postgres -D <data>` with tusk's settings on its command line. Its output goes to the
+/// supervisor's, which is the container log.
+fn start_postgres(
+    config: &InstanceConfig,
+    owned_settings: &[String],
+    run_as: Option<RunAs>,
+) -> Result<Child, InstanceError> {
     let program = config.postgres_bin_dir.join("postgres");
     let mut command = Command::new(&program);
     command
         .arg("-D")
         .arg(&config.data_dir)
-        .args(owned.command_line())
+        .args(owned_settings)
         // PostgreSQL has no use for the passwords; archive_command keeps the store settings
         // and the backup passphrase it needs.
-        .env_remove(env::SUPERUSER_PASSWORD)
-        .env_remove(env::APP_PASSWORD)
+        .env_remove(env::OWNER_PASSWORD)
+        .env_remove(env::REPLICATION_PASSWORD)
         .kill_on_drop(true);
     drop_privileges(&mut command, run_as);
     command
@@ -667,11 +751,11 @@ async fn serve_health(listener: TcpListener, state: Arc<HealthState>) {
     }
 }
 
-/// Waits until the server accepts connections as a primary, then makes sure the application
-/// user and database exist; only then is the instance ready.
-async fn finish_bootstrap(state: Arc<HealthState>, app_user: Option<Credentials>) {
+/// Waits until the server accepts connections as a primary, then makes sure the owner role,
+/// its database and the replication role are in place; only then is the instance ready.
+async fn finish_bootstrap(state: Arc<HealthState>, roles: database::Roles) {
     loop {
-        match bootstrap_once(&state, app_user.as_ref()).await {
+        match bootstrap_once(&state, &roles).await {
             Ok(true) => {
                 state.bootstrapped.store(true, Ordering::SeqCst);
                 tracing::info!("instance bootstrapped");
@@ -686,7 +770,7 @@ async fn finish_bootstrap(state: Arc<HealthState>, app_user: Option<Credentials>
 
 async fn bootstrap_once(
     state: &HealthState,
-    app_user: Option<&Credentials>,
+    roles: &database::Roles,
 ) -> Result<bool, tokio_postgres::Error> {
     let client = state.connection.connect().await?;
     let in_recovery: bool = client
@@ -696,8 +780,53 @@ async fn bootstrap_once(
     if in_recovery {
         return Ok(false);
     }
-    if let Some(app) = app_user {
-        database::ensure_app_user(&client, app).await?;
-    }
+    database::ensure_roles(&client, roles).await?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(owner: &str, replication: &str) -> InstanceConfig {
+        let credentials = |name: &str| Credentials {
+            name: name.to_owned(),
+            password: "x".to_owned(),
+        };
+        InstanceConfig {
+            config_file: PathBuf::new(),
+            data_dir: PathBuf::new(),
+            health_port: 0,
+            listen_host: IpAddr::from([127, 0, 0, 1]),
+            postgres_port: 5432,
+            postgres_bin_dir: PathBuf::new(),
+            owner: credentials(owner),
+            replication: credentials(replication),
+            wal_archive_prefix: None,
+            restore: None,
+            run_as: None,
+            tusk_executable: PathBuf::new(),
+            reload_interval: DEFAULT_RELOAD_INTERVAL,
+        }
+    }
+
+    #[test]
+    fn the_customer_cannot_be_handed_a_role_that_is_not_its_own() {
+        assert!(config("app", "tusk_replication").validate_roles().is_ok());
+        for (owner, replication) in [
+            ("postgres", "tusk_replication"),
+            ("pg_execute_server_program", "tusk_replication"),
+            ("app", "postgres"),
+            ("app", "pg_read_server_files"),
+            ("app", "app"),
+        ] {
+            assert!(
+                matches!(
+                    config(owner, replication).validate_roles(),
+                    Err(InstanceError::ReservedRole(_))
+                ),
+                "{owner}/{replication} accepted"
+            );
+        }
+    }
 }

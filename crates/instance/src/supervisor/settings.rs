@@ -2,12 +2,24 @@
 //!
 //! The ConfigMap's postgresql.conf holds the user-visible settings and is included from the data
 //! directory's postgresql.conf, so that a changed ConfigMap takes effect on reload. The settings
-//! tusk depends on (where PostgreSQL listens, WAL archiving) are given on the `postgres` command
-//! line instead: command-line settings win over every file, so neither a user parameter nor
-//! `ALTER SYSTEM` can take them away.
+//! tusk depends on (where PostgreSQL listens, which authentication files it reads, WAL
+//! archiving) are given on the `postgres` command line instead: command-line settings win over
+//! every file, so neither a user parameter nor a key added to the ConfigMap can take them away.
 
 use std::fmt::Write as _;
 use std::path::Path;
+
+use super::database::MANAGEMENT_ROLE;
+
+/// The data directory's postgresql.conf.
+pub const POSTGRESQL_CONF: &str = "postgresql.conf";
+/// The data directory's pg_hba.conf.
+pub const PG_HBA_CONF: &str = "pg_hba.conf";
+/// The data directory's pg_ident.conf.
+pub const PG_IDENT_CONF: &str = "pg_ident.conf";
+/// The pg_ident.conf map that lets the supervisor's operating-system user log in as the
+/// management role.
+pub const IDENT_MAP: &str = "tusk";
 
 /// The longest Unix socket path Linux accepts (`sun_path` is 108 bytes with its NUL).
 const MAX_SOCKET_PATH: usize = 107;
@@ -19,7 +31,10 @@ pub struct OwnedSettings<'a> {
     pub listen_host: &'a str,
     /// The port PostgreSQL listens on.
     pub port: u16,
-    /// The directory for PostgreSQL's Unix socket.
+    /// The data directory, which holds the authentication files tusk writes.
+    pub data_dir: &'a Path,
+    /// The directory for PostgreSQL's Unix socket; the supervisor's only way in (see
+    /// [`socket_path_fits`]).
     pub socket_dir: &'a Path,
     /// The WAL archive's prefix in the object store, when archiving is on.
     pub wal_archive_prefix: Option<&'a str>,
@@ -30,18 +45,25 @@ pub struct OwnedSettings<'a> {
 impl OwnedSettings<'_> {
     /// The settings as (name, value) pairs, in the order they are passed.
     pub fn pairs(&self) -> Vec<(&'static str, String)> {
-        let socket = self.socket_dir.join(format!(".s.PGSQL.{}", self.port));
-        // A data directory deep in a sandbox pod's root can exceed the socket path limit; the
-        // socket is a convenience (everything tusk does goes over TCP), so go without it then.
-        let socket_dirs = if socket.as_os_str().len() <= MAX_SOCKET_PATH {
-            self.socket_dir.display().to_string()
-        } else {
-            String::new()
-        };
         let mut pairs = vec![
             ("listen_addresses", self.listen_host.to_owned()),
             ("port", self.port.to_string()),
-            ("unix_socket_directories", socket_dirs),
+            (
+                "unix_socket_directories",
+                self.socket_dir.display().to_string(),
+            ),
+            // Only the PostgreSQL user (and root) may even reach the socket.
+            ("unix_socket_permissions", "0700".to_owned()),
+            // A customer who adds a file to the ConfigMap must not be able to point PostgreSQL
+            // at it as its authentication rules.
+            (
+                "hba_file",
+                self.data_dir.join(PG_HBA_CONF).display().to_string(),
+            ),
+            (
+                "ident_file",
+                self.data_dir.join(PG_IDENT_CONF).display().to_string(),
+            ),
             ("wal_level", "replica".to_owned()),
         ];
         match self.wal_archive_prefix {
@@ -85,18 +107,47 @@ pub fn postgresql_conf(config_file: &Path) -> String {
     text
 }
 
-/// pg_hba.conf: password (SCRAM) authentication for everyone, over TCP and the Unix socket,
-/// including replication connections, which the backup Job's pg_basebackup makes as the
-/// superuser. `all` in the database column does not cover replication, hence its own lines.
-pub fn pg_hba_conf() -> &'static str {
-    "# Written by tusk instance at every start. Do not edit.\n\
-     # TYPE  DATABASE     USER  ADDRESS     METHOD\n\
-     local   all          all               scram-sha-256\n\
-     host    all          all   0.0.0.0/0   scram-sha-256\n\
-     host    all          all   ::/0        scram-sha-256\n\
-     local   replication  all               scram-sha-256\n\
-     host    replication  all   0.0.0.0/0   scram-sha-256\n\
-     host    replication  all   ::/0        scram-sha-256\n"
+/// Whether a socket for `port` in `dir` fits Linux's socket path limit.
+pub fn socket_path_fits(dir: &Path, port: u16) -> bool {
+    dir.join(format!(".s.PGSQL.{port}")).as_os_str().len() <= MAX_SOCKET_PATH
+}
+
+/// pg_hba.conf. The first matching line decides:
+/// - the management role comes in over the Unix socket only, by peer authentication through
+///   [`IDENT_MAP`], and is rejected over TCP whatever password is offered;
+/// - every other role logs in with a password (SCRAM), over TCP;
+/// - replication connections (which `all` in the database column does not cover) only for
+///   `replication_role`, the backup Job's pg_basebackup.
+pub fn pg_hba_conf(replication_role: &str) -> String {
+    let mgmt = hba_quote(MANAGEMENT_ROLE);
+    let replication = hba_quote(replication_role);
+    format!(
+        "# Written by tusk instance at every start. Do not edit.\n\
+         # TYPE  DATABASE     USER  ADDRESS  METHOD\n\
+         local   all          {mgmt}         peer map={IDENT_MAP}\n\
+         local   replication  {mgmt}         peer map={IDENT_MAP}\n\
+         host    all          {mgmt}  all    reject\n\
+         host    replication  {mgmt}  all    reject\n\
+         host    all          all     all    scram-sha-256\n\
+         host    replication  {replication}  all  scram-sha-256\n"
+    )
+}
+
+/// pg_ident.conf: the operating-system user the supervisor runs as is the management role.
+pub fn pg_ident_conf(supervisor_user: &str) -> String {
+    format!(
+        "# Written by tusk instance at every start. Do not edit.\n\
+         # MAPNAME  SYSTEM-USERNAME  PG-USERNAME\n\
+         {IDENT_MAP}  {}  {}\n",
+        hba_quote(supervisor_user),
+        hba_quote(MANAGEMENT_ROLE)
+    )
+}
+
+/// Quotes a name for pg_hba.conf and pg_ident.conf: double quotes make it a name, not a keyword
+/// (`all`, `+group`, `@file`, a `/regex`).
+fn hba_quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Quotes a word for `/bin/sh`, which runs archive_command.
@@ -127,6 +178,7 @@ mod tests {
         OwnedSettings {
             listen_host: "127.0.4.2",
             port: 5432,
+            data_dir: Path::new("/data"),
             socket_dir,
             wal_archive_prefix: archive,
             tusk_executable: Path::new("/usr/local/bin/tusk"),
@@ -165,16 +217,51 @@ mod tests {
     }
 
     #[test]
-    fn an_overlong_socket_path_disables_the_socket() {
-        let short = PathBuf::from("/var/lib/postgresql/data/pgdata");
+    fn the_socket_and_the_authentication_files_are_tusks() {
+        let pairs = settings(Path::new("/run/pg"), None).pairs();
+        assert_eq!(value(&pairs, "unix_socket_directories"), "/run/pg");
+        assert_eq!(value(&pairs, "unix_socket_permissions"), "0700");
+        assert_eq!(value(&pairs, "hba_file"), "/data/pg_hba.conf");
+        assert_eq!(value(&pairs, "ident_file"), "/data/pg_ident.conf");
+        assert!(socket_path_fits(
+            Path::new("/var/lib/postgresql/data/pgdata"),
+            5432
+        ));
+        assert!(!socket_path_fits(
+            &PathBuf::from(format!("/{}", "d".repeat(100))),
+            5432
+        ));
+    }
+
+    #[test]
+    fn the_management_role_is_rejected_over_tcp_before_any_password_rule() {
+        let hba = pg_hba_conf("tusk_replication");
+        let rules: Vec<Vec<&str>> = hba
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .map(|line| line.split_whitespace().collect())
+            .collect();
+        let first_host_rule = rules.iter().position(|r| r[0] == "host").unwrap();
         assert_eq!(
-            value(&settings(&short, None).pairs(), "unix_socket_directories"),
-            "/var/lib/postgresql/data/pgdata"
+            rules[first_host_rule],
+            ["host", "all", "\"postgres\"", "all", "reject"]
         );
-        let long = PathBuf::from(format!("/{}", "d".repeat(120)));
+        assert!(
+            rules
+                .iter()
+                .any(|r| r[..3] == ["host", "replication", "\"tusk_replication\""])
+        );
+        assert!(
+            rules
+                .iter()
+                .filter(|r| r[0] == "local")
+                .all(|r| r[2] == "\"postgres\"" && r[3] == "peer")
+        );
         assert_eq!(
-            value(&settings(&long, None).pairs(), "unix_socket_directories"),
-            ""
+            pg_ident_conf("post\"gres"),
+            "# Written by tusk instance at every start. Do not edit.\n\
+             # MAPNAME  SYSTEM-USERNAME  PG-USERNAME\n\
+             tusk  \"post\"\"gres\"  \"postgres\"\n"
         );
     }
 

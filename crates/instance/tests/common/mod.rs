@@ -15,14 +15,16 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tusk_instance::supervisor::{self, Credentials, InstanceConfig, InstanceError, RunAs};
 
-/// The superuser every test instance gets.
-pub const SUPERUSER: &str = "postgres";
+/// The customer's owner role every test instance gets, and its database.
+pub const OWNER: &str = "app";
 /// Its password.
-pub const SUPERUSER_PASSWORD: &str = "super secret 'quoted' password";
-/// The application user.
-pub const APP_USER: &str = "app";
+pub const OWNER_PASSWORD: &str = "owner secret 'quoted' password";
+/// The backup Job's replication role.
+pub const REPLICATION: &str = "tusk_replication";
 /// Its password.
-pub const APP_PASSWORD: &str = "app-password-123";
+pub const REPLICATION_PASSWORD: &str = "replication-password-123";
+/// tusk's management role.
+pub const MANAGEMENT: &str = tusk_instance::supervisor::database::MANAGEMENT_ROLE;
 
 /// A loopback address no other test (in this process or another) is likely to use, so that
 /// every instance can listen on PostgreSQL's fixed port 5432, as it does in a pod.
@@ -67,14 +69,14 @@ pub fn instance_config(root: &Path, postgresql_conf: &str) -> InstanceConfig {
         listen_host: host,
         postgres_port: 5432,
         postgres_bin_dir: supervisor::find_postgres_bin_dir(Some("15")),
-        superuser: Credentials {
-            name: SUPERUSER.to_owned(),
-            password: SUPERUSER_PASSWORD.to_owned(),
+        owner: Credentials {
+            name: OWNER.to_owned(),
+            password: OWNER_PASSWORD.to_owned(),
         },
-        app_user: Some(Credentials {
-            name: APP_USER.to_owned(),
-            password: APP_PASSWORD.to_owned(),
-        }),
+        replication: Credentials {
+            name: REPLICATION.to_owned(),
+            password: REPLICATION_PASSWORD.to_owned(),
+        },
         wal_archive_prefix: None,
         restore: None,
         run_as: Some(RunAs::lookup("postgres").expect("the tests need a local postgres user")),
@@ -151,6 +153,29 @@ impl Instance {
             database,
         )
         .await
+    }
+
+    /// Connects as the owner role to its database over TCP.
+    pub async fn owner(&self) -> tokio_postgres::Client {
+        self.connect(OWNER, OWNER_PASSWORD, OWNER)
+            .await
+            .expect("the owner cannot log in to its database")
+    }
+
+    /// Connects as the management role to `database` through the Unix socket, as the
+    /// supervisor does (this test process is the supervisor's user).
+    pub async fn management(&self, database: &str) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::Config::new()
+            .host_path(&self.config.data_dir)
+            .port(5432)
+            .user(MANAGEMENT)
+            .dbname(database)
+            .connect_timeout(Duration::from_secs(5))
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("the management role cannot log in through the socket");
+        tokio::spawn(connection);
+        client
     }
 
     /// Asks the supervisor to stop (what SIGTERM does) and returns its result.

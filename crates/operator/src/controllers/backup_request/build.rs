@@ -17,7 +17,8 @@ use tusk_api::{GROUP, PostgresBackupRequest, PostgresCluster, labels as api_labe
 
 use crate::config::OperatorConfig;
 use crate::controllers::cluster::build::{
-    pod_namespace_env, restricted_container_security, restricted_pod_security, store_env,
+    REPLICATION_ROLE, pod_namespace_env, restricted_container_security, restricted_pod_security,
+    store_env,
 };
 use crate::error::{Error, Result};
 use crate::labels::{self, COMPONENT_BACKUP};
@@ -98,8 +99,10 @@ pub fn job(
             ),
         ),
         env("PGPORT", names::POSTGRES_PORT.to_string()),
-        secret_env("PGUSER", credentials.clone(), secret_keys::SUPERUSER_NAME),
-        secret_env("PGPASSWORD", credentials, secret_keys::SUPERUSER_PASSWORD),
+        // The replication role: pg_basebackup needs nothing more, and its password may sit in
+        // the tenant's namespace. Its name is the cluster's constant, not the Secret's copy.
+        env("PGUSER", REPLICATION_ROLE.to_owned()),
+        secret_env("PGPASSWORD", credentials, secret_keys::REPLICATION_PASSWORD),
         env(
             "TUSK_BACKUP_COMPRESSION",
             config.backup_job.compression.clone(),
@@ -356,7 +359,7 @@ mod tests {
         );
         assert_eq!(
             secret("PGPASSWORD"),
-            Some(("elephant-credentials".into(), "superuser-password".into()))
+            Some(("elephant-credentials".into(), "replication-password".into()))
         );
         assert_eq!(
             secret("AWS_SECRET_ACCESS_KEY"),

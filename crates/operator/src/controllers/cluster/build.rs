@@ -42,10 +42,10 @@ pub const DATA_MOUNT: &str = "/var/lib/postgresql/data";
 pub const CONFIG_MOUNT: &str = "/etc/tusk";
 /// The user and group the instance runs as.
 pub const POSTGRES_UID: i64 = 999;
-/// The superuser's name in every cluster.
-pub const SUPERUSER_NAME: &str = "postgres";
-/// The application user's name, and its database's, in every cluster.
-pub const APP_USER_NAME: &str = "app";
+/// The customer's owner role, and its database's name, in every cluster.
+pub const OWNER_ROLE: &str = "app";
+/// The role the backup Job's pg_basebackup logs in as, in every cluster.
+pub const REPLICATION_ROLE: &str = "tusk_replication";
 
 const PASSWORD_LENGTH: usize = 32;
 const PASSPHRASE_LENGTH: usize = 48;
@@ -120,34 +120,39 @@ fn random_string(length: usize) -> String {
         .collect()
 }
 
-/// The credentials Secret, keeping every value already present.
+/// The credentials Secret, keeping every password already present. It lives in the tenant's
+/// namespace, so it holds only logins the customer may have: the owner role's and the
+/// replication role's, never a superuser's (tusk's management role has no password). The role
+/// names in it are for the customer to read; the instance takes them from the pod template.
 pub fn credentials(cluster: &str, owner: &OwnerReference, existing: Option<&Secret>) -> Secret {
     let existing_data = existing.and_then(|secret| secret.data.as_ref());
-    let keep_or = |key: &str, generate: &dyn Fn() -> Vec<u8>| -> ByteString {
+    let existing_value = |key: &str| {
         existing_data
             .and_then(|data| data.get(key))
             .filter(|value| !value.0.is_empty())
             .cloned()
-            .unwrap_or_else(|| ByteString(generate()))
     };
+    let keep_or = |key: &str, generate: &dyn Fn() -> Vec<u8>| -> ByteString {
+        existing_value(key).unwrap_or_else(|| ByteString(generate()))
+    };
+    let plain = |value: &str| ByteString(value.as_bytes().to_vec());
     let data = BTreeMap::from([
+        (secret_keys::USERNAME.to_owned(), plain(OWNER_ROLE)),
         (
-            secret_keys::SUPERUSER_NAME.to_owned(),
-            ByteString(SUPERUSER_NAME.as_bytes().to_vec()),
+            secret_keys::PASSWORD.to_owned(),
+            // A cluster made before the key was renamed keeps its owner's password.
+            existing_value(secret_keys::PASSWORD)
+                .or_else(|| existing_value(secret_keys::LEGACY_APP_USER_PASSWORD))
+                .unwrap_or_else(|| ByteString(random_string(PASSWORD_LENGTH).into_bytes())),
+        ),
+        (secret_keys::DBNAME.to_owned(), plain(OWNER_ROLE)),
+        (
+            secret_keys::REPLICATION_USERNAME.to_owned(),
+            plain(REPLICATION_ROLE),
         ),
         (
-            secret_keys::SUPERUSER_PASSWORD.to_owned(),
-            keep_or(secret_keys::SUPERUSER_PASSWORD, &|| {
-                random_string(PASSWORD_LENGTH).into_bytes()
-            }),
-        ),
-        (
-            secret_keys::APP_USER_NAME.to_owned(),
-            ByteString(APP_USER_NAME.as_bytes().to_vec()),
-        ),
-        (
-            secret_keys::APP_USER_PASSWORD.to_owned(),
-            keep_or(secret_keys::APP_USER_PASSWORD, &|| {
+            secret_keys::REPLICATION_PASSWORD.to_owned(),
+            keep_or(secret_keys::REPLICATION_PASSWORD, &|| {
                 random_string(PASSWORD_LENGTH).into_bytes()
             }),
         ),
@@ -422,28 +427,20 @@ fn stateful_set(
         plain_env("TUSK_CLUSTER", name),
         plain_env("TUSK_POSTGRES_VERSION", version),
         plain_env("TUSK_WAL_ARCHIVING", spec.wal_archiving.to_string()),
+        // Role names are plain values: the customer can edit the Secret, and a name taken
+        // from it could make the supervisor hand out a role that is not the customer's.
+        plain_env("TUSK_OWNER", OWNER_ROLE),
         secret_env(
-            "PGUSER",
+            "TUSK_OWNER_PASSWORD",
             credentials.clone(),
-            secret_keys::SUPERUSER_NAME,
+            secret_keys::PASSWORD,
             false,
         ),
+        plain_env("TUSK_REPLICATION_USER", REPLICATION_ROLE),
         secret_env(
-            "PGPASSWORD",
+            "TUSK_REPLICATION_PASSWORD",
             credentials.clone(),
-            secret_keys::SUPERUSER_PASSWORD,
-            false,
-        ),
-        secret_env(
-            "TUSK_APP_USER",
-            credentials.clone(),
-            secret_keys::APP_USER_NAME,
-            false,
-        ),
-        secret_env(
-            "TUSK_APP_PASSWORD",
-            credentials.clone(),
-            secret_keys::APP_USER_PASSWORD,
+            secret_keys::REPLICATION_PASSWORD,
             false,
         ),
         secret_env(
@@ -737,13 +734,13 @@ pub(crate) mod tests {
     fn credentials_are_generated_once_and_kept() {
         let first = children().credentials;
         let data = first.data.as_ref().unwrap();
-        let password = &data[secret_keys::SUPERUSER_PASSWORD].0;
+        let password = &data[secret_keys::PASSWORD].0;
         assert_eq!(password.len(), PASSWORD_LENGTH);
         assert_eq!(
             data[secret_keys::BACKUP_PASSPHRASE].0.len(),
             PASSPHRASE_LENGTH
         );
-        assert_ne!(password, &data[secret_keys::APP_USER_PASSWORD].0);
+        assert_ne!(password, &data[secret_keys::REPLICATION_PASSWORD].0);
 
         let again = build(&elephant(), &config(), Some(&first), None, None)
             .unwrap()
@@ -752,9 +749,46 @@ pub(crate) mod tests {
 
         let other = children().credentials;
         assert_ne!(
-            other.data.as_ref().unwrap()[secret_keys::SUPERUSER_PASSWORD].0,
+            other.data.as_ref().unwrap()[secret_keys::PASSWORD].0,
             *password
         );
+    }
+
+    #[test]
+    fn the_credentials_hold_no_superuser_and_keep_an_old_owner_password() {
+        let old = Secret {
+            data: Some(BTreeMap::from([
+                (
+                    "superuser-name".to_owned(),
+                    ByteString(b"postgres".to_vec()),
+                ),
+                ("superuser-password".to_owned(), ByteString(b"su".to_vec())),
+                (
+                    secret_keys::LEGACY_APP_USER_PASSWORD.to_owned(),
+                    ByteString(b"the owner's old password".to_vec()),
+                ),
+            ])),
+            ..Secret::default()
+        };
+        let owner = elephant().controller_owner_ref(&()).unwrap();
+        let secret = credentials("elephant", &owner, Some(&old));
+        let data = secret.data.unwrap();
+        let keys: Vec<&str> = data.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "backup-passphrase",
+                "dbname",
+                "password",
+                "replication-password",
+                "replication-username",
+                "username"
+            ]
+        );
+        assert_eq!(data["username"].0, b"app");
+        assert_eq!(data["dbname"].0, b"app");
+        assert_eq!(data["replication-username"].0, b"tusk_replication");
+        assert_eq!(data["password"].0, b"the owner's old password");
     }
 
     #[test]
@@ -832,25 +866,47 @@ pub(crate) mod tests {
     fn no_secret_value_is_in_the_pod_template() {
         let children = children();
         let template = serde_json::to_string(&children.stateful_set).unwrap();
-        for value in children.credentials.data.as_ref().unwrap().values() {
+        let secrets = [
+            secret_keys::PASSWORD,
+            secret_keys::REPLICATION_PASSWORD,
+            secret_keys::BACKUP_PASSPHRASE,
+        ];
+        for key in secrets {
+            let value = &children.credentials.data.as_ref().unwrap()[key];
             let value = String::from_utf8(value.0.clone()).unwrap();
-            if value.len() > 8 {
-                assert!(!template.contains(&value));
-            }
+            assert!(!template.contains(&value), "{key} is in the pod template");
         }
         let env = container(&children).env.unwrap();
-        let password = env.iter().find(|e| e.name == "PGPASSWORD").unwrap();
-        assert!(password.value.is_none());
+        for name in ["TUSK_OWNER_PASSWORD", "TUSK_REPLICATION_PASSWORD"] {
+            let password = env.iter().find(|e| e.name == name).unwrap();
+            assert!(password.value.is_none());
+            assert_eq!(
+                password
+                    .value_from
+                    .as_ref()
+                    .unwrap()
+                    .secret_key_ref
+                    .as_ref()
+                    .unwrap()
+                    .name,
+                "elephant-credentials"
+            );
+        }
+        // No superuser login reaches the pod, and role names do not come from the Secret,
+        // which the customer can edit.
+        assert!(
+            env.iter()
+                .all(|e| e.name != "PGUSER" && e.name != "PGPASSWORD")
+        );
+        let plain = |name: &str| {
+            env.iter()
+                .find(|e| e.name == name)
+                .and_then(|e| e.value.clone())
+        };
+        assert_eq!(plain("TUSK_OWNER").as_deref(), Some("app"));
         assert_eq!(
-            password
-                .value_from
-                .as_ref()
-                .unwrap()
-                .secret_key_ref
-                .as_ref()
-                .unwrap()
-                .name,
-            "elephant-credentials"
+            plain("TUSK_REPLICATION_USER").as_deref(),
+            Some("tusk_replication")
         );
     }
 

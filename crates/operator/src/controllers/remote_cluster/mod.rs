@@ -298,8 +298,8 @@ async fn app_credentials(
     Ok(secret.and_then(|secret| {
         let data = secret.data?;
         Some(AppCredentials {
-            user: data.get(secret_keys::APP_USER_NAME)?.0.clone(),
-            password: data.get(secret_keys::APP_USER_PASSWORD)?.0.clone(),
+            user: data.get(secret_keys::USERNAME)?.0.clone(),
+            password: data.get(secret_keys::PASSWORD)?.0.clone(),
         })
     }))
 }
