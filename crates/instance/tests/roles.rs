@@ -271,7 +271,10 @@ async fn backup(
         ..StoreConfig::default()
     };
     let store = BackupStore::new(&store_config).unwrap();
-    let key = tusk_api::names::base_backup_key(store.prefix(), "ns", "source", "nightly");
+    let key = tusk_api::names::base_backup_key(
+        &tusk_api::names::cluster_storage_prefix(store.prefix(), "ns", "source", "source-uid"),
+        "nightly-uid",
+    );
     let connection = PgConnection {
         host: instance.config.listen_host.to_string(),
         port: 5432,
@@ -337,6 +340,8 @@ async fn a_restore_interrupted_after_unpacking_converges_to_this_clusters_roles(
         key,
         passphrase: b"passphrase".to_vec(),
         target_time: None,
+        expected_size: None,
+        expected_sha256: None,
         wal_prefix: None,
         wal_passphrase_env: None,
     };
