@@ -59,6 +59,16 @@ impl ContainerProcess {
     /// Starts the process, its output appended to `log`, its process group recorded in
     /// `record` until it is stopped.
     pub fn spawn(launch: &Launch, log: std::fs::File, record: PathBuf) -> std::io::Result<Self> {
+        // A bare name is one `resolve_program` found nowhere the pod may run it from; left to
+        // execvp, it would report the last directory it could not enter instead.
+        if !launch
+            .program
+            .as_os_str()
+            .as_encoded_bytes()
+            .contains(&b'/')
+        {
+            return Err(std::io::ErrorKind::NotFound.into());
+        }
         let stderr = log.try_clone()?;
         let child = launch
             .command()
