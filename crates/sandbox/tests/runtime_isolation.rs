@@ -120,9 +120,12 @@ async fn events(client: &Client, pod: &str) -> Vec<String> {
         .collect()
 }
 
-async fn wait_for_event(client: &Client, pod: &str, needle: &str) -> String {
+/// Waits for the pod's event saying `needle`, or for the host's files to change (the attack
+/// worked), whichever comes first; the host is checked first.
+async fn wait_for_refusal(client: &Client, pod: &str, needle: &str, host: &Path) -> String {
     let mut seen = Vec::new();
     for _ in 0..300 {
+        assert_eq!(host_contents(host), untouched(), "the host's files changed");
         seen = events(client, pod).await;
         if let Some(found) = seen.iter().find(|e| e.contains(needle)) {
             return found.clone();
@@ -348,7 +351,7 @@ async fn a_symlink_planted_over_a_mount_point_is_not_followed_after_a_restart() 
     sandbox.shutdown().await;
 
     let (sandbox, client) = start_on(root.path(), Some(data.path())).await;
-    let refused = wait_for_event(&client, "planter", "symlink").await;
+    let refused = wait_for_refusal(&client, "planter", "symlink", host.path()).await;
     assert!(refused.starts_with("FailedMount: "), "{refused}");
     assert_eq!(host_contents(host.path()), untouched());
     sandbox.shutdown().await;
@@ -471,7 +474,7 @@ async fn a_host_path_volume_is_refused() {
         ),
     )
     .await;
-    let refused = wait_for_event(&client, "host-reader", "hostPath").await;
+    let refused = wait_for_refusal(&client, "host-reader", "hostPath", host.path()).await;
     assert_eq!(
         refused,
         "FailedMount: MountVolume.SetUp failed for volume \"host\" : hostPath volumes are not \
@@ -521,14 +524,15 @@ async fn paths_with_dot_dot_are_refused() {
         ),
     )
     .await;
-    let sub_path = wait_for_event(&client, "sub-path", "invalid subPath").await;
+    let sub_path = wait_for_refusal(&client, "sub-path", "invalid subPath", host.path()).await;
     assert!(
         sub_path.starts_with(
             "FailedMount: MountVolume.SetUp failed for volume \"data\" : invalid subPath: "
         ) && sub_path.ends_with("must not contain '..'"),
         "{sub_path}"
     );
-    let mount_path = wait_for_event(&client, "mount-path", "invalid mountPath").await;
+    let mount_path =
+        wait_for_refusal(&client, "mount-path", "invalid mountPath", host.path()).await;
     assert!(
         mount_path.ends_with("must not contain '..'"),
         "{mount_path}"
