@@ -279,11 +279,9 @@ async fn run(node: Arc<Node>) {
         );
     }
     if node.runs_as_root {
-        // The users of pods whose directories went while the runtime was down.
+        // The users of pods whose directories went while no runtime ran them.
         let users_node = node.clone();
-        let pods_dir = node.options.pods_dir();
-        let removed =
-            tokio::task::spawn_blocking(move || users_node.users.remove_orphans(&pods_dir)).await;
+        let removed = tokio::task::spawn_blocking(move || users_node.users.remove_orphans()).await;
         if let Ok(removed @ 1..) = removed {
             tracing::info!(removed, "removed the local users of pods that are gone");
         }

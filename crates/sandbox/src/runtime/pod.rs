@@ -102,6 +102,13 @@ pub(crate) async fn run(node: Arc<Node>, mut updates: watch::Receiver<Option<Arc
     // Under a root runtime the pod gets a local user of its own; nothing runs before it has
     // one, since running as root or as someone else's user is what it must never do.
     let user = if node.runs_as_root {
+        // The pod's directory comes first: a runtime starting meanwhile removes the users of
+        // pods without one.
+        if let Err(error) = std::fs::create_dir(&pod_dir)
+            && error.kind() != std::io::ErrorKind::AlreadyExists
+        {
+            tracing::warn!(%error, pod = %pod.name_any(), "cannot create a pod's directory");
+        }
         let users = node.clone();
         let pod_uid = uid.clone();
         let ensured = tokio::task::spawn_blocking(move || users.users.ensure(&pod_uid)).await;

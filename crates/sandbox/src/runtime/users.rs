@@ -6,9 +6,9 @@
 //! The users are real passwd and group entries, created with `groupadd` and `useradd` (which
 //! take the same locks as every other tool that edits those files), because programs look
 //! themselves up: PostgreSQL's initdb asks getpwuid for its own name. Each entry's comment
-//! names the pod and the runtime directory, so that a pod keeps its user across a restart of
-//! the runtime, and a runtime removes only its own entries: several runtimes (tests in
-//! parallel, several `tusk dev`s) can share one host.
+//! names the pod and the runtime's pods directory, so that a pod keeps its user across a
+//! restart of the runtime, and several runtimes (tests in parallel, several `tusk dev`s) can
+//! share one host: an entry goes when its pod's directory does, whichever runtime notices.
 
 use std::path::Path;
 use std::process::Command;
@@ -32,8 +32,8 @@ const COMMENT_PREFIX: &str = "tusk pod ";
 /// One runtime's pod users.
 #[derive(Debug)]
 pub(crate) struct PodUsers {
-    /// Names the runtime directory in each entry's comment.
-    tag: String,
+    /// Names the runtime's pods directory in each entry's comment.
+    pods_dir: String,
     /// One change at a time from this process: the tools refuse to wait for each other.
     changes: Mutex<()>,
 }
@@ -54,18 +54,14 @@ impl PodUsers {
     /// The users of the runtime whose pods live in `pods_dir`.
     pub fn new(pods_dir: &Path) -> Self {
         let canonical = std::fs::canonicalize(pods_dir).unwrap_or_else(|_| pods_dir.to_path_buf());
-        let digest = ring::digest::digest(
-            &ring::digest::SHA256,
-            canonical.as_os_str().as_encoded_bytes(),
-        );
         Self {
-            tag: hex(&digest.as_ref()[..6]),
+            pods_dir: canonical.to_string_lossy().into_owned(),
             changes: Mutex::new(()),
         }
     }
 
     fn comment(&self, pod_uid: &str) -> String {
-        format!("{COMMENT_PREFIX}{pod_uid} {}", self.tag)
+        format!("{COMMENT_PREFIX}{pod_uid} {}", self.pods_dir)
     }
 
     /// The user of pod `pod_uid`: the one it had (across restarts of the runtime), or a new
@@ -77,6 +73,13 @@ impl PodUsers {
         {
             return Err(UserError(format!(
                 "the pod uid {pod_uid:?} cannot name a user"
+            )));
+        }
+        // The comment field cannot hold these; useradd would refuse the entry.
+        if self.pods_dir.contains([':', '\n', ',', '=']) {
+            return Err(UserError(format!(
+                "the runtime directory {:?} holds a character a passwd entry cannot",
+                self.pods_dir
             )));
         }
         let comment = self.comment(pod_uid);
@@ -146,11 +149,15 @@ impl PodUsers {
     /// process still running under it (one that left its container's process group) is
     /// killed first, so that the uid is free for another pod. Blocking.
     pub fn release(&self, pod_uid: &str) {
-        let comment = self.comment(pod_uid);
+        self.release_entry(&self.comment(pod_uid));
+    }
+
+    /// Removes the users whose comment is `comment`.
+    fn release_entry(&self, comment: &str) {
         let _one_at_a_time = self.changes.lock().unwrap_or_else(|e| e.into_inner());
         for (name, uid) in entries()
             .into_iter()
-            .filter(|(_, _, c)| *c == comment)
+            .filter(|(_, _, c)| c == comment)
             .map(|(n, u, _)| (n, u))
         {
             kill_processes_of(uid);
@@ -165,21 +172,24 @@ impl PodUsers {
         }
     }
 
-    /// Removes this runtime's users whose pods have no directory any more (their pods went
-    /// while the runtime was not running). Blocking.
-    pub fn remove_orphans(&self, pods_dir: &Path) -> usize {
-        let suffix = format!(" {}", self.tag);
+    /// Removes the pod users whose pods have no directory any more: this runtime's pods that
+    /// went while it was not running, and the pods of runtimes whose directory is gone (a
+    /// test's temporary one). Blocking; meant to run before the runtime runs any pod.
+    pub fn remove_orphans(&self) -> usize {
         let orphans: Vec<String> = entries()
             .into_iter()
             .filter_map(|(_, _, comment)| {
-                let pod_uid = comment
-                    .strip_prefix(COMMENT_PREFIX)?
-                    .strip_suffix(&suffix)?;
-                (!pods_dir.join(pod_uid).exists()).then(|| pod_uid.to_string())
+                let rest = comment.strip_prefix(COMMENT_PREFIX)?;
+                let (pod_uid, pods_dir) = rest.split_once(' ')?;
+                let pods_dir = Path::new(pods_dir);
+                let gone = pods_dir.is_absolute()
+                    && !pod_uid.is_empty()
+                    && !pods_dir.join(pod_uid).exists();
+                gone.then_some(comment)
             })
             .collect();
-        for pod_uid in &orphans {
-            self.release(pod_uid);
+        for comment in &orphans {
+            self.release_entry(comment);
         }
         orphans.len()
     }
@@ -195,10 +205,6 @@ fn candidate(pod_uid: &str, attempt: u32) -> u32 {
     let bytes = digest.as_ref();
     let value = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     FIRST_ID + value % ID_COUNT
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The pod users in /etc/passwd: `(name, uid, comment)`.
