@@ -544,3 +544,47 @@ async fn paths_with_dot_dot_are_refused() {
     assert_eq!(host_contents(host.path()), untouched());
     sandbox.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_users_of_a_removed_runtime_directory_are_removed_by_the_next_runtime() {
+    if !runs_as_root() {
+        eprintln!("skipped: only a runtime running as root gives pods users of their own");
+        return;
+    }
+    let first_root = tempfile::tempdir().expect("runtime dir");
+    let (sandbox, client) = start_on(first_root.path(), None).await;
+    create(
+        &client,
+        &shell_pod(
+            "left",
+            "echo \"uid=$(id -u)\"; exec sleep 60",
+            json!({}),
+            json!({}),
+        ),
+    )
+    .await;
+    let log = wait_for_log(&client, "left", "uid=").await;
+    let uid: u32 = field(&log, "uid").parse().expect("uid");
+    // A shutdown keeps the pod, and its user, for the next run in the same directory...
+    sandbox.shutdown().await;
+    let lookup = || {
+        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .expect("lookup")
+            .is_some()
+    };
+    assert!(lookup(), "the user stays while its pod may resume");
+    // ...which never comes once the directory is gone, as a test's temporary one goes.
+    drop(first_root);
+    let second_root = tempfile::tempdir().expect("runtime dir");
+    let (sandbox, _client) = start_on(second_root.path(), None).await;
+    let mut still_there = true;
+    for _ in 0..100 {
+        still_there = lookup();
+        if !still_there {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!still_there, "the next runtime removed the orphaned user");
+    sandbox.shutdown().await;
+}

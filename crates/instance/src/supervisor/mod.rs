@@ -509,6 +509,10 @@ async fn prepare_data_dir(
         DataDirState::Empty => match &config.restore {
             Some(source) => {
                 bootstrap::restore_backup(source, data_dir, run_as).await?;
+                // The restored postgresql.conf is the source cluster's: its include names the
+                // source's configuration file, which single-user mode would read. Under tusk
+                // dev that is another pod's file, which this pod cannot (and must not) read.
+                write_owned_files(config, run_as)?;
                 bootstrap::adopt_superuser(
                     &config.postgres_bin_dir.join("postgres"),
                     data_dir,
