@@ -273,3 +273,53 @@ fn refused(error: Errno, path: &Path) -> io::Error {
 pub(crate) fn starts_with_dots(name: &OsStr) -> bool {
     name.as_bytes().starts_with(b"..")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_a_pod_names_stays_below_where_it_is_resolved() {
+        let names = |path: &str| {
+            components(path).map(|c| {
+                c.iter()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(names("/var/lib/data").unwrap(), ["var", "lib", "data"]);
+        assert_eq!(names("a/./b/").unwrap(), ["a", "b"]);
+        assert_eq!(names("..data/key").unwrap(), ["..data", "key"]);
+        assert!(names("../etc").is_err());
+        assert!(names("/data/../../dev/null").is_err());
+        assert!(names("a/b/..").is_err());
+    }
+
+    #[test]
+    fn a_symlink_on_the_way_is_refused_and_removing_it_spares_its_target() {
+        let base = tempfile::tempdir().expect("temp dir");
+        let outside = tempfile::tempdir().expect("temp dir");
+        std::fs::write(outside.path().join("kept"), "x").expect("file");
+        std::os::unix::fs::symlink(outside.path(), base.path().join("link")).expect("symlink");
+        let dir = Dir::open(base.path()).expect("open");
+        let error = dir
+            .descend(
+                &[OsString::from("link"), OsString::from("new")],
+                0o755,
+                None,
+            )
+            .expect_err("a symlink is not followed");
+        assert!(error.to_string().contains("symlink"), "{error}");
+        assert!(!outside.path().join("new").exists());
+        std::fs::create_dir(base.path().join("inner")).expect("dir");
+        std::os::unix::fs::symlink(outside.path(), base.path().join("inner/link"))
+            .expect("symlink");
+        dir.remove(OsStr::new("inner")).expect("removed");
+        dir.remove(OsStr::new("link")).expect("removed");
+        assert_eq!(
+            std::fs::read_to_string(outside.path().join("kept")).expect("kept"),
+            "x"
+        );
+        assert!(Dir::open(&base.path().join("link")).is_err());
+    }
+}
