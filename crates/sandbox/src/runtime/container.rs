@@ -9,6 +9,7 @@ use kube::ResourceExt;
 use tokio::sync::{Notify, watch};
 
 use super::Node;
+use super::beneath::{Dir, components};
 use super::env::{self, expand};
 use super::probe::{ProbeRunner, Target};
 use super::process::{ContainerProcess, Identity, Launch, exit_code, resolve_program};
@@ -479,6 +480,13 @@ async fn probe(ctx: &PodContext, init: bool, index: usize, target: &Target<'_>) 
 
 /// Resolves the container's command, arguments, environment, directory and user.
 async fn prepare(ctx: &PodContext, container: &Container) -> Result<Launch, String> {
+    // The name becomes a file name (its logs, its process record).
+    if !is_container_name(&container.name) {
+        return Err(format!(
+            "invalid container name {:?}: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character",
+            container.name
+        ));
+    }
     let environment = env::build(&ctx.node, &ctx.pod, container, &ctx.pod_ip, &ctx.rebase)
         .await
         .map_err(|error| error.0)?;
@@ -503,6 +511,7 @@ async fn prepare(ctx: &PodContext, container: &Container) -> Result<Launch, Stri
         &ctx.node.tusk_executable,
         environment.get("PATH"),
         ctx.pg_bindir.as_deref(),
+        ctx.pod_identity.as_ref(),
     )
     .unwrap_or_else(|| std::path::PathBuf::from(&name));
     let working_dir = match container.working_dir.as_deref().filter(|d| !d.is_empty()) {
@@ -510,28 +519,27 @@ async fn prepare(ctx: &PodContext, container: &Container) -> Result<Launch, Stri
             let rebased = ctx.rebase.path(dir);
             let path = std::path::PathBuf::from(&rebased);
             if rebased == dir && !path.exists() {
-                // A directory the image would have had: it lives in the pod's root.
-                let own = ctx.rebase.mount_point(dir);
-                std::fs::create_dir_all(&own).map_err(|error| {
+                // A directory the image would have had: it lives in the pod's root, created
+                // without following any symlink the pod may have put there.
+                let cannot = |error: std::io::Error| {
                     format!("cannot create the working directory {dir}: {error}")
-                })?;
-                own
+                };
+                let relative =
+                    components(dir).map_err(|error| format!("invalid workingDir: {error}"))?;
+                let owner = ctx.pod_identity.as_ref().map(|id| (id.uid, id.gid));
+                Dir::open(ctx.rebase.root())
+                    .and_then(|root| root.descend(&relative, 0o755, owner))
+                    .map_err(cannot)?;
+                ctx.rebase.mount_point(dir)
             } else {
                 path
             }
         }
         None => ctx.rebase.root().to_path_buf(),
     };
-    let security = container.security_context.clone().unwrap_or_default();
-    let identity = if security.run_as_user.is_some() {
-        super::process::identity(
-            ctx.node.runs_as_root,
-            security.run_as_user,
-            security.run_as_group,
-        )
-    } else {
-        ctx.pod_identity.clone()
-    };
+    // The pod's own user runs every container: a container's runAsUser cannot pick another
+    // local user (some other pod's, or a host user's).
+    let identity = ctx.pod_identity.clone();
     let mut env = environment;
     if env.get("HOME").is_none() {
         let home = identity
@@ -547,4 +555,15 @@ async fn prepare(ctx: &PodContext, container: &Container) -> Result<Launch, Stri
         working_dir,
         identity,
     })
+}
+
+/// Whether `name` is a DNS-1123 label, as Kubernetes requires of container names.
+pub(crate) fn is_container_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
 }

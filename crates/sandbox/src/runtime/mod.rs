@@ -2,8 +2,11 @@
 //! pods no node runs yet onto itself, runs their containers as local process groups, and writes
 //! their status, Events and logs as the kubelet does.
 //!
-//! Nothing here needs root or namespaces: each mountPath is rebased under the pod's own root
-//! directory, and each pod gets a loopback address of its own.
+//! Nothing here needs namespaces: each mountPath is rebased under the pod's own root
+//! directory, and each pod gets a loopback address of its own. Run as root, the runtime runs
+//! each pod as a local user of its own (`users`), so that pods cannot read each other's
+//! environments and files; it never follows a symlink a pod could have planted (`beneath`),
+//! and it refuses hostPath volumes. Run as another user, it runs every pod as that user.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -17,6 +20,7 @@
 //! # Ok(()) }
 //! ```
 
+mod beneath;
 mod container;
 mod env;
 mod leftovers;
@@ -27,6 +31,7 @@ mod probe;
 mod process;
 mod pvc;
 mod status;
+mod users;
 mod volumes;
 
 use std::collections::{HashMap, HashSet};
@@ -154,6 +159,8 @@ pub(crate) struct Node {
     pub pg_bindir: Option<PathBuf>,
     /// Whether the runtime may run processes as other users.
     pub runs_as_root: bool,
+    /// The pods' local users (used only when the runtime runs as root).
+    pub users: users::PodUsers,
 }
 
 impl Node {
@@ -206,6 +213,7 @@ impl Runtime {
             None => std::env::current_exe().unwrap_or_else(|_| PathBuf::from("tusk")),
         };
         let shutdown = CancellationToken::new();
+        let pods_dir = options.pods_dir();
         let reporter = Reporter {
             controller: "kubelet".to_string(),
             instance: Some(NODE_NAME.to_string()),
@@ -222,6 +230,7 @@ impl Runtime {
             tusk_executable,
             pg_bindir: process::postgres_bindir(),
             runs_as_root: nix::unistd::geteuid().is_root(),
+            users: users::PodUsers::new(&pods_dir),
         });
         let task = tokio::spawn(run(node));
         Ok(Self {
@@ -268,6 +277,14 @@ async fn run(node: Arc<Node>) {
             killed,
             "ended the containers a previous run of the runtime left behind"
         );
+    }
+    if node.runs_as_root {
+        // The users of pods whose directories went while no runtime ran them.
+        let users_node = node.clone();
+        let removed = tokio::task::spawn_blocking(move || users_node.users.remove_orphans()).await;
+        if let Ok(removed @ 1..) = removed {
+            tracing::info!(removed, "removed the local users of pods that are gone");
+        }
     }
     let mut background = JoinSet::new();
     background.spawn(pvc::provision(node.clone()));

@@ -12,6 +12,7 @@ use serde_json::Value;
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinSet;
 
+use super::beneath::{Dir, Owner};
 use super::container::{PodContext, supervise};
 use super::status::{PodState, StatusRenderer};
 use super::volumes::{PodVolumes, Rebase, mounts, pod_volume_list};
@@ -98,30 +99,46 @@ pub(crate) async fn run(node: Arc<Node>, mut updates: watch::Receiver<Option<Arc
         .map(|(path, _, _)| path)
         .collect();
     let rebase = Rebase::new(root.clone(), mount_paths);
-    let security = spec.security_context.clone().unwrap_or_default();
-    let pod_identity = super::process::identity(
-        node.runs_as_root,
-        security.run_as_user,
-        security.run_as_group,
-    );
-    // The volumes belong to the pod's user, or else to the first container that names one.
-    let first_container_user = spec
-        .containers
-        .iter()
-        .filter_map(|c| c.security_context.as_ref())
-        .find(|s| s.run_as_user.is_some());
-    let volume_user = pod_identity.clone().or_else(|| {
-        let context = first_container_user?;
-        super::process::identity(node.runs_as_root, context.run_as_user, context.run_as_group)
-    });
-    let owner = volume_user.as_ref().map(|id| {
-        (
-            id.uid,
-            security
-                .fs_group
-                .and_then(|g| u32::try_from(g).ok())
-                .unwrap_or(id.gid),
-        )
+    // Under a root runtime the pod gets a local user of its own; nothing runs before it has
+    // one, since running as root or as someone else's user is what it must never do.
+    let user = if node.runs_as_root {
+        // The pod's directory comes first: a runtime starting meanwhile removes the users of
+        // pods without one.
+        if let Err(error) = std::fs::create_dir(&pod_dir)
+            && error.kind() != std::io::ErrorKind::AlreadyExists
+        {
+            tracing::warn!(%error, pod = %pod.name_any(), "cannot create a pod's directory");
+        }
+        let users = node.clone();
+        let pod_uid = uid.clone();
+        let ensured = tokio::task::spawn_blocking(move || users.users.ensure(&pod_uid)).await;
+        match ensured {
+            Ok(Ok(user)) => Some(user),
+            failed => {
+                let message = match failed {
+                    Ok(Err(error)) => error.to_string(),
+                    _ => "cannot create the pod's local user".to_string(),
+                };
+                node.event(
+                    &pod,
+                    true,
+                    "FailedCreatePodSandBox",
+                    format!("Failed to create pod sandbox: {message}"),
+                )
+                .await;
+                let end = wait_for_end(&node, &mut updates, false).await;
+                finish(&node, &pod, &uid, &pod_dir, end).await;
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    let owner = user.as_ref().map(|user| (user.uid, user.gid));
+    let pod_identity = user.map(|user| super::process::Identity {
+        uid: user.uid,
+        gid: user.gid,
+        home: root.clone(),
     });
 
     let state = Arc::new(Mutex::new(PodState::new(&pod, ip)));
@@ -134,7 +151,7 @@ pub(crate) async fn run(node: Arc<Node>, mut updates: watch::Receiver<Option<Arc
     };
     status.write(&state).await;
 
-    if let Err(error) = prepare_root(&root, owner) {
+    if let Err(error) = prepare_pod_dir(&node, &uid, owner) {
         node.event(
             &pod,
             true,
@@ -296,17 +313,25 @@ async fn wait_for_end(
     }
 }
 
-/// After the containers stopped: removes a deleted pod from the API and its directory.
-async fn finish(node: &Node, pod: &Pod, uid: &str, pod_dir: &std::path::Path, end: End) {
+/// After the containers stopped: removes a deleted pod from the API, its directory and its
+/// local user.
+async fn finish(node: &Arc<Node>, pod: &Pod, uid: &str, pod_dir: &std::path::Path, end: End) {
     match end {
-        End::Deleted(_) => {
-            delete_now(node, pod, uid).await;
-            let _ = std::fs::remove_dir_all(pod_dir);
-        }
-        End::Gone => {
-            let _ = std::fs::remove_dir_all(pod_dir);
-        }
-        End::Shutdown(_) => {}
+        End::Deleted(_) => delete_now(node, pod, uid).await,
+        End::Gone => {}
+        End::Shutdown(_) => return,
+    }
+    // std's remove_dir_all never follows a symlink: whatever the pod planted in its root or
+    // volumes goes, and what it points at stays.
+    if let Err(error) = std::fs::remove_dir_all(pod_dir)
+        && error.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(%error, pod = %pod.name_any(), "cannot remove a pod's directory");
+    }
+    if node.runs_as_root {
+        let node = node.clone();
+        let uid = uid.to_string();
+        let _ = tokio::task::spawn_blocking(move || node.users.release(&uid)).await;
     }
 }
 
@@ -326,23 +351,24 @@ async fn delete_now(node: &Node, pod: &Pod, uid: &str) {
     }
 }
 
-/// The pod's root directory: mount points and the directories an image would have.
-fn prepare_root(root: &std::path::Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(root)?;
-    if let Some(parent) = root.parent() {
-        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o711))?;
-    }
-    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755))?;
-    if let Some((uid, gid)) = owner {
-        nix::unistd::chown(
-            root,
-            Some(nix::unistd::Uid::from_raw(uid)),
-            Some(nix::unistd::Gid::from_raw(gid)),
-        )
-        .map_err(std::io::Error::from)?;
-    }
-    Ok(())
+/// The pod's directory and the directories in it, with owners and modes that keep every
+/// other pod out: the pod directory and its `volumes` belong to the runtime (so the pod cannot
+/// replace what the runtime writes into) and only the pod's group may pass through them; the
+/// root directory is the pod's own, and nobody else's.
+fn prepare_pod_dir(node: &Node, uid: &str, owner: Owner) -> std::io::Result<()> {
+    let pods = Dir::open(&node.options.pods_dir())?;
+    let runtime_only = owner.map(|(_, gid)| (nix::unistd::geteuid().as_raw(), gid));
+    let traversable = if owner.is_some() { 0o710 } else { 0o700 };
+    let pod_dir = pods.child_or_create(std::ffi::OsStr::new(uid), traversable, runtime_only)?;
+    pod_dir.chmod(traversable)?;
+    pod_dir.chown(runtime_only)?;
+    let volumes =
+        pod_dir.child_or_create(std::ffi::OsStr::new("volumes"), traversable, runtime_only)?;
+    volumes.chmod(traversable)?;
+    volumes.chown(runtime_only)?;
+    let root = pod_dir.child_or_create(std::ffi::OsStr::new("root"), 0o700, owner)?;
+    root.chmod(0o700)?;
+    root.chown(owner)
 }
 
 /// Writes the pod's status when, and only when, it changed.

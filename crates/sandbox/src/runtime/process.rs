@@ -7,56 +7,17 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
-use nix::unistd::{Pid, User};
+use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
-/// Who a container's processes run as, when not as the runtime itself.
+/// Who a container's processes run as, when not as the runtime itself: its pod's own local
+/// user (see `users`), whatever `runAsUser` the pod asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Identity {
     pub uid: u32,
     pub gid: u32,
+    /// `HOME` for a container that sets none: the pod's root directory.
     pub home: PathBuf,
-}
-
-/// The local user a pod's `runAsUser` maps to when the runtime runs as root: that uid's user
-/// if there is one, else an unprivileged one that exists. `None`: run as the runtime's user.
-pub(crate) fn identity(
-    runs_as_root: bool,
-    run_as_user: Option<i64>,
-    run_as_group: Option<i64>,
-) -> Option<Identity> {
-    let wanted = run_as_user.filter(|uid| *uid != 0)?;
-    if !runs_as_root {
-        return None;
-    }
-    let exact = u32::try_from(wanted).ok().and_then(|uid| {
-        User::from_uid(nix::unistd::Uid::from_raw(uid))
-            .ok()
-            .flatten()
-    });
-    let (user, gid) = match exact {
-        // The uid exists here: its runAsGroup is honoured as asked.
-        Some(user) => {
-            let gid = run_as_group
-                .and_then(|gid| u32::try_from(gid).ok())
-                .unwrap_or(user.gid.as_raw());
-            (user, gid)
-        }
-        // A stand-in user keeps its own group, the one its files belong to.
-        None => {
-            let stand_in = User::from_name("postgres")
-                .ok()
-                .flatten()
-                .or_else(|| User::from_name("nobody").ok().flatten())?;
-            let gid = stand_in.gid.as_raw();
-            (stand_in, gid)
-        }
-    };
-    Some(Identity {
-        uid: user.uid.as_raw(),
-        gid,
-        home: user.dir,
-    })
 }
 
 /// Everything needed to start one container process.
@@ -98,6 +59,16 @@ impl ContainerProcess {
     /// Starts the process, its output appended to `log`, its process group recorded in
     /// `record` until it is stopped.
     pub fn spawn(launch: &Launch, log: std::fs::File, record: PathBuf) -> std::io::Result<Self> {
+        // A bare name is one `resolve_program` found nowhere the pod may run it from; left to
+        // execvp, it would report the last directory it could not enter instead.
+        if !launch
+            .program
+            .as_os_str()
+            .as_encoded_bytes()
+            .contains(&b'/')
+        {
+            return Err(std::io::ErrorKind::NotFound.into());
+        }
         let stderr = log.try_clone()?;
         let child = launch
             .command()
@@ -224,12 +195,14 @@ pub(crate) async fn run_probe_command(
 }
 
 /// Finds a container's program: `tusk` is the tusk executable, a path is taken as is, and
-/// other names are looked up in PATH, then in PostgreSQL's bin directory.
+/// other names are looked up in PATH, then in PostgreSQL's bin directory, skipping what the
+/// pod's user could not run (the runtime's PATH may lead through its own private home).
 pub(crate) fn resolve_program(
     name: &str,
     tusk: &Path,
     search_path: Option<&str>,
     pg_bindir: Option<&Path>,
+    identity: Option<&Identity>,
 ) -> Option<PathBuf> {
     if name == "tusk" {
         return Some(tusk.to_path_buf());
@@ -249,12 +222,41 @@ pub(crate) fn resolve_program(
         .map(PathBuf::as_path)
         .chain(pg_bindir)
         .map(|dir| dir.join(name))
-        .find(|candidate| is_executable(candidate))
+        .find(|candidate| is_executable(candidate, identity))
 }
 
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+/// Whether `path` is an executable file that `identity` (the runtime itself if `None`) may
+/// reach and run, by the permission bits of the file and of every directory on its way.
+fn is_executable(path: &Path, identity: Option<&Identity>) -> bool {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        return false;
+    }
+    let Some(identity) = identity else {
+        return true;
+    };
+    let may_execute = |meta: &std::fs::Metadata| {
+        let mode = meta.mode();
+        let bit = if meta.uid() == identity.uid {
+            0o100
+        } else if meta.gid() == identity.gid {
+            0o010
+        } else {
+            0o001
+        };
+        mode & bit != 0
+    };
+    let Ok(real) = std::fs::canonicalize(path) else {
+        return false;
+    };
+    may_execute(&meta)
+        && real
+            .ancestors()
+            .skip(1)
+            .all(|dir| std::fs::metadata(dir).is_ok_and(|meta| may_execute(&meta)))
 }
 
 /// PostgreSQL's programs: `pg_config --bindir`, or the newest of Debian's packages.

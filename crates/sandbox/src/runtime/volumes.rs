@@ -5,7 +5,7 @@
 //! rename, so a reader never sees half of an update.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
@@ -17,6 +17,7 @@ use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 
 use super::Node;
+use super::beneath::{Dir, Owner, components, is_plain_name, starts_with_dots};
 use super::env::pod_field;
 
 /// Where Kubernetes mounts the service-account token, CA and namespace.
@@ -89,7 +90,9 @@ pub(crate) struct PodVolumes {
     pub dirs: BTreeMap<String, PathBuf>,
     /// The projected volumes and what was last written to each.
     projected: Vec<(Volume, Payload)>,
-    owner: Option<(u32, u32)>,
+    /// The runtime's directory of the pod's volumes.
+    volumes_dir: PathBuf,
+    owner: Owner,
 }
 
 /// The volumes of `pod`, the implicit service-account one included.
@@ -164,17 +167,20 @@ pub(crate) fn mounts(pod: &Pod, volumes: &[Volume]) -> Vec<(String, String, Opti
 
 impl PodVolumes {
     /// Sets up every volume under `volumes_dir` and links every mount under the pod's root.
+    /// Nothing the pod names (volume names, mount paths, subPaths) leads the runtime outside
+    /// those two directories and the pod's claims, and no symlink in them is followed.
     pub async fn set_up(
         node: &Node,
         pod: &Pod,
         volumes: &[Volume],
         volumes_dir: &Path,
         rebase: &Rebase,
-        owner: Option<(u32, u32)>,
+        owner: Owner,
     ) -> Result<Self, MountError> {
         let mut this = Self {
             dirs: BTreeMap::new(),
             projected: Vec::new(),
+            volumes_dir: volumes_dir.to_path_buf(),
             owner,
         };
         let io = |volume: &str| {
@@ -184,50 +190,63 @@ impl PodVolumes {
                 message: error.to_string(),
             }
         };
+        let refuse = |volume: &str, message: String| MountError {
+            volume: volume.to_string(),
+            message,
+        };
+        for volume in volumes {
+            let name = &volume.name;
+            // The name becomes a directory name.
+            if !is_volume_name(name) {
+                return Err(refuse(
+                    name,
+                    "a volume name must be a lowercase RFC 1123 label".to_string(),
+                ));
+            }
+        }
+        let pod_volumes = Dir::open(volumes_dir).map_err(io("(all)"))?;
         for volume in volumes {
             let name = &volume.name;
             let dir = if volume.empty_dir.is_some() {
-                let dir = volumes_dir.join(name);
-                std::fs::create_dir_all(&dir).map_err(io(name))?;
-                // emptyDir is world-writable, as the kubelet makes it.
-                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+                // emptyDir is world-writable, as the kubelet makes it; the pod's volumes
+                // directory keeps every other pod out.
+                let dir = pod_volumes
+                    .child_or_create(OsStr::new(name), 0o777, owner)
                     .map_err(io(name))?;
-                chown(&dir, owner).map_err(io(name))?;
-                dir
+                dir.chmod(0o777).map_err(io(name))?;
+                dir.chown(owner).map_err(io(name))?;
+                volumes_dir.join(name)
             } else if let Some(claim) = &volume.persistent_volume_claim {
-                let dir = claim_dir(node, pod, &claim.claim_name)
+                claim_dir(node, pod, &claim.claim_name, owner)
                     .await
-                    .map_err(|message| MountError {
-                        volume: name.clone(),
-                        message,
-                    })?;
-                chown(&dir, owner).map_err(io(name))?;
-                dir
-            } else if let Some(host) = &volume.host_path {
-                PathBuf::from(&host.path)
+                    .map_err(|message| refuse(name, message))?
+            } else if volume.host_path.is_some() {
+                // The pods run on the host itself, without a mount namespace: a hostPath
+                // would hand the host's files to a tenant.
+                return Err(refuse(
+                    name,
+                    "hostPath volumes are not allowed: the sandbox runs pods on the host itself, so a hostPath would expose the host's files".to_string(),
+                ));
             } else if volume.secret.is_some()
                 || volume.config_map.is_some()
                 || volume.projected.is_some()
                 || volume.downward_api.is_some()
             {
-                let dir = volumes_dir.join(name);
                 let payload = payload(node, pod, volume)
                     .await
-                    .map_err(|message| MountError {
-                        volume: name.clone(),
-                        message,
-                    })?;
-                write_atomically(&dir, &payload, owner).map_err(io(name))?;
+                    .map_err(|message| refuse(name, message))?;
+                write_atomically(&pod_volumes, name, &payload, owner).map_err(io(name))?;
                 this.projected.push((volume.clone(), payload));
-                dir
+                volumes_dir.join(name)
             } else {
-                return Err(MountError {
-                    volume: name.clone(),
-                    message: "this kind of volume is not supported by the sandbox".to_string(),
-                });
+                return Err(refuse(
+                    name,
+                    "this kind of volume is not supported by the sandbox".to_string(),
+                ));
             };
             this.dirs.insert(name.clone(), dir);
         }
+        let pod_root = Dir::open(rebase.root()).map_err(io("(root)"))?;
         for (mount_path, volume, sub_path) in mounts(pod, volumes) {
             let Some(dir) = this.dirs.get(&volume) else {
                 return Err(MountError {
@@ -235,24 +254,45 @@ impl PodVolumes {
                     volume,
                 });
             };
+            let mount = components(&mount_path)
+                .map_err(|error| refuse(&volume, format!("invalid mountPath: {error}")))?;
+            let Some((mount_name, mount_parents)) = mount.split_last() else {
+                return Err(refuse(
+                    &volume,
+                    "invalid mountPath: \"/\" cannot be a mount point".to_string(),
+                ));
+            };
             let target = match &sub_path {
                 Some(sub) => {
-                    let target = dir.join(sub);
-                    if !target.exists() {
-                        std::fs::create_dir_all(&target).map_err(io(&volume))?;
-                        chown(&target, owner).map_err(io(&volume))?;
+                    let relative = components(sub)
+                        .map_err(|error| refuse(&volume, format!("invalid subPath: {error}")))?;
+                    if !sub_path_is_relative(sub) {
+                        return Err(refuse(
+                            &volume,
+                            format!("invalid subPath: {sub:?} must be a relative path"),
+                        ));
                     }
-                    target
+                    if let Some((last, parents)) = relative.split_last() {
+                        let parent = Dir::open(dir)
+                            .and_then(|volume_dir| volume_dir.descend(parents, 0o755, owner))
+                            .map_err(io(&volume))?;
+                        // What is there already is the pod's to follow, not the runtime's.
+                        if !parent.exists(last).map_err(io(&volume))? {
+                            parent
+                                .child_or_create(last, 0o755, owner)
+                                .map_err(io(&volume))?;
+                        }
+                    }
+                    relative
+                        .iter()
+                        .fold(dir.clone(), |path, name| path.join(name))
                 }
                 None => dir.clone(),
             };
-            link(
-                &rebase.mount_point(&mount_path),
-                &target,
-                rebase.root(),
-                owner,
-            )
-            .map_err(io(&volume))?;
+            pod_root
+                .descend(mount_parents, 0o755, owner)
+                .and_then(|parent| parent.replace_with_symlink(&target, mount_name))
+                .map_err(io(&volume))?;
         }
         Ok(this)
     }
@@ -262,12 +302,11 @@ impl PodVolumes {
     pub async fn refresh(&mut self, node: &Node, pod: &Pod) -> Vec<MountError> {
         let mut errors = Vec::new();
         for (volume, written) in &mut self.projected {
-            let Some(dir) = self.dirs.get(&volume.name) else {
-                continue;
-            };
             match payload(node, pod, volume).await {
                 Ok(payload) if payload == *written => {}
-                Ok(payload) => match write_atomically(dir, &payload, self.owner) {
+                Ok(payload) => match Dir::open(&self.volumes_dir).and_then(|pod_volumes| {
+                    write_atomically(&pod_volumes, &volume.name, &payload, self.owner)
+                }) {
                     Ok(()) => *written = payload,
                     Err(error) => errors.push(MountError {
                         volume: volume.name.clone(),
@@ -330,8 +369,10 @@ impl PodVolumes {
     }
 }
 
-/// The directory of a bound claim, which outlives every pod using it.
-async fn claim_dir(node: &Node, pod: &Pod, claim: &str) -> Result<PathBuf, String> {
+/// The directory of a bound claim, which outlives every pod using it. It belongs to the pod
+/// mounting it: a claim's next pod (a StatefulSet's pod created again, with a user of its own)
+/// is given everything in it, as the kubelet gives a volume to the pod's fsGroup.
+async fn claim_dir(node: &Node, pod: &Pod, claim: &str, owner: Owner) -> Result<PathBuf, String> {
     let claims: Api<PersistentVolumeClaim> =
         Api::namespaced(node.client.clone(), &pod.namespace().unwrap_or_default());
     let found = claims
@@ -348,9 +389,29 @@ async fn claim_dir(node: &Node, pod: &Pod, claim: &str) -> Result<PathBuf, Strin
     let uid = found
         .uid()
         .ok_or_else(|| format!("persistentvolumeclaim \"{claim}\" has no uid"))?;
-    let dir = super::pvc::claim_dir(&node.options, &uid);
-    std::fs::create_dir_all(&dir).map_err(|error| error.to_string())?;
-    Ok(dir)
+    if !is_plain_name(&uid) {
+        return Err(format!(
+            "persistentvolumeclaim \"{claim}\" has an invalid uid"
+        ));
+    }
+    let path = super::pvc::claim_dir(&node.options, &uid);
+    let claims_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let owned = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let dir = Dir::open(&claims_dir)?.child_or_create(OsStr::new(&uid), 0o770, owner)?;
+        dir.chmod(0o770)?;
+        if let Some(owner) = owner
+            && dir.owner()? != owner
+        {
+            dir.chown_tree(Some(owner))?;
+        }
+        Ok(())
+    })
+    .await;
+    match owned {
+        Ok(Ok(())) => Ok(path),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(error) => Err(error.to_string()),
+    }
 }
 
 /// Which keys of a Secret or ConfigMap a volume projects, and with which file mode.
@@ -628,97 +689,79 @@ async fn request_token(
         .ok_or_else(|| format!("failed to fetch token: the token request for serviceaccount \"{account}\" returned no token"))
 }
 
-fn chown(path: &Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
-    if let Some((uid, gid)) = owner {
-        nix::unistd::chown(
-            path,
-            Some(nix::unistd::Uid::from_raw(uid)),
-            Some(nix::unistd::Gid::from_raw(gid)),
-        )
-        .map_err(std::io::Error::from)?;
-    }
-    Ok(())
+/// Whether `name` is a DNS-1123 label, as Kubernetes requires of volume names.
+fn is_volume_name(name: &str) -> bool {
+    super::container::is_container_name(name)
 }
 
-/// Makes `link` a symlink to `target`, creating the directories above it (owned by the pod's
-/// user, so that it can create siblings as it could in its own filesystem).
-fn link(link: &Path, target: &Path, root: &Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
-    if let Some(parent) = link.parent() {
-        let mut missing = Vec::new();
-        let mut dir = parent;
-        while !dir.exists() && dir.starts_with(root) {
-            missing.push(dir.to_path_buf());
-            match dir.parent() {
-                Some(up) => dir = up,
-                None => break,
-            }
-        }
-        std::fs::create_dir_all(parent)?;
-        for dir in missing {
-            chown(&dir, owner)?;
-        }
-    }
-    match std::fs::symlink_metadata(link) {
-        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(link)?,
-        Ok(_) => std::fs::remove_file(link)?,
-        Err(_) => {}
-    }
-    std::os::unix::fs::symlink(target, link)
+/// A subPath is relative to its volume, as Kubernetes requires.
+fn sub_path_is_relative(sub: &str) -> bool {
+    !sub.starts_with('/')
 }
 
-/// Writes `payload` into `dir` with the `..data` symlink swap.
+/// Writes `payload` into the volume `name` of `pod_volumes` with the `..data` symlink swap.
+/// The volume's directory and the timestamped directories belong to the runtime, so the pod
+/// can change nothing in them; only the files are the pod's (for modes like 0600 to let it
+/// read them).
 fn write_atomically(
-    dir: &Path,
+    pod_volumes: &Dir,
+    name: &str,
     payload: &Payload,
-    owner: Option<(u32, u32)>,
+    owner: Owner,
 ) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    let runtime_only = None;
+    let dir = pod_volumes.child_or_create(OsStr::new(name), 0o755, runtime_only)?;
+    dir.chmod(0o755)?;
     let stamp = format!(
         "..{}",
         jiff::Timestamp::now().strftime("%Y_%m_%d_%H_%M_%S.%f")
     );
-    let fresh = dir.join(&stamp);
-    std::fs::create_dir_all(&fresh)?;
-    chown(&fresh, owner)?;
+    let stamp_name = OsStr::new(&stamp);
+    dir.remove(stamp_name)?;
+    let fresh = dir.child_or_create(stamp_name, 0o755, runtime_only)?;
     for (path, file) in payload {
-        let relative = Path::new(path);
-        if relative.is_absolute() || relative.components().any(|c| c.as_os_str() == "..") {
+        let Ok(relative) = components(path) else {
             continue;
-        }
-        let target = fresh.join(relative);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(&target, &file.bytes)?;
-        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(file.mode))?;
-        chown(&target, owner)?;
+        };
+        let Some((file_name, parents)) = relative.split_last() else {
+            continue;
+        };
+        let parent = fresh.descend(parents, 0o755, runtime_only)?;
+        parent.remove(file_name)?;
+        parent.write_new(file_name, &file.bytes, file.mode, owner)?;
     }
-    let data = dir.join("..data");
-    let previous = std::fs::read_link(&data).ok();
-    let staging = dir.join("..data_tmp");
-    let _ = std::fs::remove_file(&staging);
-    std::os::unix::fs::symlink(&stamp, &staging)?;
-    std::fs::rename(&staging, &data)?;
+    let data = OsStr::new("..data");
+    let previous = dir.read_link(data);
+    let staging = OsStr::new("..data_tmp");
+    dir.replace_with_symlink(Path::new(&stamp), staging)?;
+    dir.rename(staging, data)?;
     // The visible names: one symlink per top-level entry, through `..data`.
     let tops: std::collections::BTreeSet<String> = payload
         .keys()
-        .filter_map(|path| path.split('/').next().map(str::to_string))
+        .filter_map(|path| {
+            components(path)
+                .ok()?
+                .first()
+                .map(|top| top.to_string_lossy().into_owned())
+        })
         .collect();
     for top in &tops {
-        let visible = dir.join(top);
-        if std::fs::symlink_metadata(&visible).is_err() {
-            std::os::unix::fs::symlink(Path::new("..data").join(top), &visible)?;
+        let visible = OsStr::new(top);
+        if !dir.exists(visible)? {
+            dir.replace_with_symlink(&Path::new("..data").join(top), visible)?;
         }
     }
-    for entry in std::fs::read_dir(dir)?.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.starts_with("..") && !tops.contains(&name) {
-            let _ = std::fs::remove_file(entry.path());
+    for entry in dir.names()? {
+        if !starts_with_dots(&entry) && !tops.contains(entry.to_string_lossy().as_ref()) {
+            dir.remove(&entry)?;
         }
     }
-    if let Some(previous) = previous.filter(|p| p.as_os_str() != stamp.as_str()) {
-        let _ = std::fs::remove_dir_all(dir.join(previous));
+    if let Some(previous) = previous.filter(|p| p.as_os_str() != stamp_name)
+        && starts_with_dots(&previous)
+        && is_plain_name(&previous.to_string_lossy())
+        && previous != data
+    {
+        dir.remove(&previous)?;
     }
     Ok(())
 }
