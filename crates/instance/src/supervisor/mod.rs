@@ -539,7 +539,7 @@ pub async fn run(
         },
     ));
 
-    let outcome = supervise(&config, &mut postgres, pid, shutdown.as_mut()).await;
+    let outcome = supervise(&config, run_as, &mut postgres, pid, shutdown.as_mut()).await;
     state.postgres_running.store(false, Ordering::SeqCst);
     bootstrap_task.abort();
     health_server.abort();
@@ -619,6 +619,7 @@ async fn prepare_data_dir(
 /// turns its exit into the supervisor's result.
 async fn supervise(
     config: &InstanceConfig,
+    run_as: Option<RunAs>,
     postgres: &mut Child,
     pid: Option<Pid>,
     shutdown: impl Future<Output = ()>,
@@ -657,6 +658,7 @@ async fn supervise(
                     Ok(current) if loaded_config.as_ref() != Some(&current) => {
                         if loaded_config.is_some() {
                             tracing::info!(file = %config.config_file.display(), "configuration changed: reloading postgres");
+                            write_checked_config(config, run_as)?;
                             signal(Signal::SIGHUP)?;
                         }
                         loaded_config = Some(current);
@@ -669,18 +671,44 @@ async fn supervise(
     }
 }
 
-/// Writes postgresql.conf, pg_hba.conf and pg_ident.conf into the data directory, every start,
-/// so that they always say what this version of tusk means.
+/// The mounted configuration, checked (see [`settings::checked_settings`]); each dropped line
+/// is logged by setting name, never by value.
+fn checked_config(config: &InstanceConfig) -> String {
+    let mounted = std::fs::read_to_string(&config.config_file).unwrap_or_default();
+    let (checked, dropped) = settings::checked_settings(&mounted);
+    for line in dropped {
+        tracing::warn!(file = %config.config_file.display(), %line, "ignoring a configuration line tusk does not allow");
+    }
+    checked
+}
+
+/// Writes the checked copy of the mounted configuration that postgresql.conf includes.
+fn write_checked_config(
+    config: &InstanceConfig,
+    run_as: Option<RunAs>,
+) -> Result<(), InstanceError> {
+    let path = config.data_dir.join(settings::CHECKED_SETTINGS);
+    let io_error = |source| InstanceError::DataDir {
+        path: path.clone(),
+        source,
+    };
+    std::fs::write(&path, checked_config(config)).map_err(io_error)?;
+    if let Some(user) = run_as {
+        std::os::unix::fs::chown(&path, Some(user.uid), Some(user.gid)).map_err(io_error)?;
+    }
+    Ok(())
+}
+
+/// Writes postgresql.conf, the checked settings, pg_hba.conf and pg_ident.conf into the data
+/// directory, every start, so that they always say what this version of tusk means.
 fn write_owned_files(
     config: &InstanceConfig,
     supervisor_user: &str,
     run_as: Option<RunAs>,
 ) -> Result<(), InstanceError> {
     let files = [
-        (
-            settings::POSTGRESQL_CONF,
-            settings::postgresql_conf(&absolute(&config.config_file)),
-        ),
+        (settings::POSTGRESQL_CONF, settings::postgresql_conf()),
+        (settings::CHECKED_SETTINGS, checked_config(config)),
         (
             settings::PG_HBA_CONF,
             settings::pg_hba_conf(&config.replication.name),

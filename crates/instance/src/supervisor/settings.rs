@@ -92,19 +92,78 @@ impl OwnedSettings<'_> {
     }
 }
 
-/// The data directory's postgresql.conf: only an include of the mounted file, so that what the
-/// operator renders is the whole configuration (besides the command-line settings).
-pub fn postgresql_conf(config_file: &Path) -> String {
+/// The checked copy of the ConfigMap's settings, in the data directory.
+pub const CHECKED_SETTINGS: &str = "tusk-settings.conf";
+
+/// The data directory's postgresql.conf: only an include of [`CHECKED_SETTINGS`], so that what
+/// the operator renders, once checked, is the whole configuration (besides the command-line
+/// settings).
+pub fn postgresql_conf() -> String {
     let mut text = String::from(
         "# Written by tusk instance at every start. Do not edit: the settings come from the\n\
-         # cluster's ConfigMap, included below, and from tusk on the postgres command line.\n",
+         # cluster's ConfigMap, checked and copied below, and from tusk on the postgres\n\
+         # command line.\n",
     );
-    let _ = writeln!(
-        text,
-        "include '{}'",
-        conf_quote(&config_file.display().to_string())
-    );
+    let _ = writeln!(text, "include '{CHECKED_SETTINGS}'");
     text
+}
+
+/// The ConfigMap's settings as PostgreSQL may read them. The ConfigMap lives in the tenant's
+/// namespace, where the tenant may edit it directly, bypassing admission: so every line must be
+/// exactly what the operator writes (`name = 'value'`) for a setting customers may change, with
+/// a value the allow-list accepts (`tusk_api::cluster::parameter_refusal`). Anything else
+/// (`include`, a file path, a setting off the list, another syntax) is dropped. Returns the
+/// checked text and a description of each dropped line that names the setting, never its value.
+pub fn checked_settings(mounted: &str) -> (String, Vec<String>) {
+    let mut checked = String::from("# Checked by tusk instance from the cluster's ConfigMap.\n");
+    let mut dropped = Vec::new();
+    for (number, line) in mounted.lines().enumerate() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        match parse_setting(trimmed) {
+            Some((name, value)) => match tusk_api::cluster::parameter_refusal(name, &value) {
+                None => {
+                    let _ = writeln!(checked, "{name} = '{}'", conf_quote(&value));
+                }
+                Some(why) => dropped.push(format!("line {}: {name} {why}", number + 1)),
+            },
+            None => dropped.push(format!(
+                "line {}: not a setting in the form name = 'value'",
+                number + 1
+            )),
+        }
+    }
+    (checked, dropped)
+}
+
+/// `name = 'value'` as the operator writes it, with `''` for a quote inside the value.
+fn parse_setting(line: &str) -> Option<(&str, String)> {
+    let (name, rest) = line.split_once(" = '")?;
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.')
+    {
+        return None;
+    }
+    let body = rest.strip_suffix('\'')?;
+    let mut value = String::new();
+    let mut chars = body.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\'' {
+            // Inside the value a quote only appears doubled.
+            if chars.next() != Some('\'') {
+                return None;
+            }
+        } else if c == '\\' && chars.next() != Some('\\') {
+            // The operator writes a backslash doubled; nothing else is meant.
+            return None;
+        }
+        value.push(c);
+    }
+    Some((name, value))
 }
 
 /// Whether a socket for `port` in `dir` fits Linux's socket path limit.
@@ -268,11 +327,44 @@ mod tests {
     #[test]
     fn awkward_values_are_quoted() {
         assert_eq!(shell_quote("it's here"), r"'it'\''s here'");
-        assert_eq!(
-            postgresql_conf(Path::new("/etc/o'k/postgresql.conf")),
-            "# Written by tusk instance at every start. Do not edit: the settings come from the\n\
-             # cluster's ConfigMap, included below, and from tusk on the postgres command line.\n\
-             include '/etc/o''k/postgresql.conf'\n"
+        assert!(postgresql_conf().contains("include 'tusk-settings.conf'\n"));
+    }
+
+    #[test]
+    fn only_allowed_settings_in_the_operators_form_reach_postgresql() {
+        // What the operator writes passes, quotes and backslashes included.
+        let (checked, dropped) = checked_settings(
+            "# tusk\nshared_buffers = '512MB'\nwork_mem = '64MB'\n\
+             log_line_prefix = 'it''s \\\\here'\n",
         );
+        assert!(dropped.is_empty(), "{dropped:?}");
+        assert!(checked.contains("shared_buffers = '512MB'\n"), "{checked}");
+        assert!(
+            checked.contains("log_line_prefix = 'it''s \\\\here'\n"),
+            "{checked}"
+        );
+
+        // What a tenant could write into the ConfigMap by hand does not.
+        for attack in [
+            "include_dir = 'conf.d'",
+            "include '/etc/passwd'",
+            "ssl_passphrase_command = 'sh -c id'",
+            "shared_preload_libraries = '/tmp/evil.so'",
+            "log_directory = '/var/lib'",
+            "fsync = 'off'",
+            "work_mem = 64MB",
+            "work_mem='64MB'",
+            "Work_Mem = '64MB'",
+            "work_mem = '64MB' # and 'more'",
+            "work_mem = '64MB' include 'x'",
+        ] {
+            let (checked, dropped) = checked_settings(attack);
+            assert_eq!(dropped.len(), 1, "{attack} was kept: {checked}");
+            assert!(
+                !checked.contains("off") && !checked.contains('/'),
+                "{checked}"
+            );
+            assert!(!dropped[0].contains("sh -c") && !dropped[0].contains("/tmp"));
+        }
     }
 }
