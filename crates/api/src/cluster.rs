@@ -439,17 +439,34 @@ pub struct PostgresClusterSpec {
     pub restore: Option<RestoreSource>,
 }
 
-/// Where a new cluster's data comes from.
+/// Where a new cluster's data comes from, and how far past the backup it recovers. At most one
+/// of targetTime, targetLSN and latest may be set; with none, the backup is restored exactly as
+/// it was taken.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.targetTime) ? 1 : 0) + (has(self.targetLSN) ? 1 : 0) + (has(self.latest) && self.latest ? 1 : 0) <= 1").message("set at most one of targetTime, targetLSN and latest"))]
 pub struct RestoreSource {
     /// The PostgresBackup, in this namespace, to restore.
     pub backup: BackupReference,
 
-    /// Recover to this moment (RFC 3339) by replaying archived WAL after the backup. The source
-    /// cluster must have had walArchiving on. When absent, the backup is restored as it was taken.
+    /// Recover every transaction committed at or before this moment (RFC 3339 in any form:
+    /// `Z`, an offset, fractional seconds) and none after, by replaying the archived WAL of the
+    /// backup's cluster, which must have had walArchiving on. A moment before the backup ended,
+    /// or beyond the archived WAL, stops the restore (PostgreSQL refuses to promote short of
+    /// its target). When absent (and without targetLSN or latest), the backup is restored
+    /// exactly as it was taken: recovery stops as soon as it is consistent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_time: Option<Time>,
+
+    /// Recover up to and including this WAL location, such as "0/3000060", replaying the
+    /// archived WAL of the backup's cluster.
+    #[serde(default, rename = "targetLSN", skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$"))]
+    pub target_lsn: Option<String>,
+
+    /// Replay every archived WAL segment of the backup's cluster: the latest state it archived.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub latest: bool,
 }
 
 /// A reference to a PostgresBackup in the same namespace.

@@ -29,7 +29,9 @@ pub struct RestoreOptions {
     /// fractional seconds), which is given to PostgreSQL as UTC with a numeric offset, the
     /// form its `recovery_target_time` accepts at startup; or PostgreSQL's own syntax.
     pub target_time: Option<String>,
-    /// Without a target time: replay every archived segment (the latest state) instead of
+    /// Stop replaying WAL once this location (such as "0/3000060") is replayed, then promote.
+    pub target_lsn: Option<String>,
+    /// Without a target: replay every archived segment (the latest state) instead of
     /// stopping as soon as the backup is consistent (the backup as it was taken).
     pub latest: bool,
     /// The object's size as recorded when it was stored; a different size is refused before
@@ -208,14 +210,19 @@ async fn restore_into(
     }
 
     let has_wal = has_wal_segments(&data_dir.join("pg_wal")).map_err(data_dir_error(data_dir))?;
-    let recovery_configured = if options.target_time.is_some() || options.latest || !has_wal {
+    let recovery_configured = if options.target_time.is_some()
+        || options.target_lsn.is_some()
+        || options.latest
+        || !has_wal
+    {
         let Some(restore_command) = &options.restore_command else {
             return Err(RestoreError::NoWal);
         };
-        let target = match &options.target_time {
-            Some(time) => RecoveryTarget::Time(postgres_target_time(time)),
-            None if options.latest => RecoveryTarget::Latest,
-            None => RecoveryTarget::Consistent,
+        let target = match (&options.target_time, &options.target_lsn) {
+            (Some(time), _) => RecoveryTarget::Time(postgres_target_time(time)),
+            (None, Some(lsn)) => RecoveryTarget::Lsn(lsn.clone()),
+            (None, None) if options.latest => RecoveryTarget::Latest,
+            (None, None) => RecoveryTarget::Consistent,
         };
         write_recovery_settings(data_dir, restore_command, &target)?;
         true
@@ -384,6 +391,8 @@ enum RecoveryTarget {
     Latest,
     /// After the last transaction committed at or before this time (PostgreSQL's syntax).
     Time(String),
+    /// Once this WAL location is replayed.
+    Lsn(String),
 }
 
 /// An RFC 3339 time as PostgreSQL's `recovery_target_time` accepts it at startup: UTC with a
@@ -424,6 +433,10 @@ fn write_recovery_settings(
         }
         RecoveryTarget::Time(time) => {
             settings.push_str(&format!("recovery_target_time = {}\n", conf_quote(time)));
+            settings.push_str("recovery_target_action = 'promote'\n");
+        }
+        RecoveryTarget::Lsn(lsn) => {
+            settings.push_str(&format!("recovery_target_lsn = {}\n", conf_quote(lsn)));
             settings.push_str("recovery_target_action = 'promote'\n");
         }
         RecoveryTarget::Latest => {

@@ -107,6 +107,7 @@ async fn point_in_time_restore_through_the_wal_archive() {
          FROM (SELECT clock_timestamp() AS t) AS now",
     );
     let (target_utc, target_offset) = forms.split_once(' ').expect("two forms");
+    let target_lsn = source.psql("SELECT pg_current_wal_insert_lsn()");
     std::thread::sleep(Duration::from_millis(500));
     source.psql("INSERT INTO events (label) VALUES ('t2')");
     let last_segment = source.psql("SELECT pg_walfile_name(pg_switch_wal())");
@@ -180,6 +181,9 @@ async fn point_in_time_restore_through_the_wal_archive() {
         let data_dir = restore_to(name, &["--target-time", target]);
         assert_eq!(rows_after_recovery(&data_dir), "t1", "target {target}");
     }
+    // To a WAL location written after t1 and before t2.
+    let data_dir = restore_to("lsn", &["--target-lsn", &target_lsn]);
+    assert_eq!(rows_after_recovery(&data_dir), "t1", "target {target_lsn}");
     // No target: the backup as it was taken, before t1; --latest: everything archived.
     assert_eq!(rows_after_recovery(&restore_to("as-taken", &[])), "");
     assert_eq!(

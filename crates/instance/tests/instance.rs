@@ -219,6 +219,8 @@ async fn an_instance_bootstraps_from_a_backup_and_refuses_a_failed_restore() {
         key: key.clone(),
         passphrase,
         target_time: None,
+        target_lsn: None,
+        latest: false,
         expected_size: None,
         expected_sha256: None,
         wal_prefix: None,

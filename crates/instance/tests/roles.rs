@@ -340,6 +340,8 @@ async fn a_restore_interrupted_after_unpacking_converges_to_this_clusters_roles(
         key,
         passphrase: b"passphrase".to_vec(),
         target_time: None,
+        target_lsn: None,
+        latest: false,
         expected_size: None,
         expected_sha256: None,
         wal_prefix: None,

@@ -29,8 +29,11 @@ pub struct RunArgs {
     /// Recover up to this time (RFC 3339, e.g. "2026-11-23T20:00:00Z", or PostgreSQL's
     /// "2026-11-23 20:00:00+00"), then promote. Without it, and without --latest, the backup
     /// is restored as it was taken: recovery stops as soon as it is consistent.
-    #[arg(long, conflicts_with = "latest")]
+    #[arg(long, conflicts_with_all = ["latest", "target_lsn"])]
     pub target_time: Option<String>,
+    /// Recover up to and including this WAL location (such as "0/3000060"), then promote.
+    #[arg(long, conflicts_with = "latest")]
+    pub target_lsn: Option<String>,
     /// Replay every archived WAL segment after the backup: the latest state.
     #[arg(long)]
     pub latest: bool,
@@ -81,6 +84,7 @@ pub async fn run(command: RestoreCommand) -> anyhow::Result<()> {
             let options = RestoreOptions {
                 passphrase,
                 target_time: args.target_time,
+                target_lsn: args.target_lsn,
                 latest: args.latest,
                 expected_size: args.expected_size,
                 expected_sha256: args.expected_sha256,

@@ -306,23 +306,7 @@ async fn a_backup_jobs_token_reaches_its_own_request_and_cannot_forge_a_backup()
         )
         .await
         .expect("a Job may report on its own request");
-    let (phase, message) = tenant.until(
-        "the forged report to end the request",
-        Duration::from_secs(60),
-        || {
-            let status = tenant
-                .get_json(&["pgbr", "mine"])
-                .map(|request| request["status"].clone())
-                .ok_or("no request")?;
-            match status["phase"].as_str() {
-                Some(phase @ ("Succeeded" | "Failed")) => Ok((
-                    phase.to_owned(),
-                    status["message"].as_str().unwrap_or_default().to_owned(),
-                )),
-                other => Err(format!("phase {other:?}")),
-            }
-        },
-    );
+    let (phase, message) = tenant.outcome_of("mine");
     assert_eq!(phase, "Failed", "{message}");
     assert!(message.contains("not at the key tusk expects"), "{message}");
     assert!(tenant.get_json(&["pgb", "mine"]).is_none());

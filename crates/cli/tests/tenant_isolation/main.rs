@@ -2,6 +2,7 @@
 //! `tusk dev` with a tenant's token (never the administrator's), each asserting what a person
 //! would look for: the refusal, or the Event and status that explain why nothing happened.
 
+mod admission;
 mod backups;
 mod store_gateway;
 mod support;

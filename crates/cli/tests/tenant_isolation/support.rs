@@ -353,6 +353,11 @@ impl Kubectl {
             "apiVersion": "postgres.tusk.dev/v1", "kind": "PostgresBackupRequest",
             "metadata": {"name": request}, "spec": {"cluster": {"name": cluster}}
         }));
+        self.outcome_of(request)
+    }
+
+    /// Waits for a backup request to end; returns its final phase and message.
+    pub fn outcome_of(&self, request: &str) -> (String, String) {
         self.until(
             &format!("backup request {request} to end"),
             Duration::from_secs(120),

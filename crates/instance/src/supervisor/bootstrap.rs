@@ -136,7 +136,8 @@ pub async fn restore_backup(
     let options = RestoreOptions {
         passphrase: source.passphrase.clone(),
         target_time: source.target_time.clone(),
-        latest: false,
+        target_lsn: source.target_lsn.clone(),
+        latest: source.latest,
         expected_size: source.expected_size,
         expected_sha256: source.expected_sha256.clone(),
         restore_command: source

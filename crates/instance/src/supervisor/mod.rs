@@ -110,6 +110,10 @@ pub struct RestoreSource {
     pub passphrase: Vec<u8>,
     /// Recover up to this time, then promote.
     pub target_time: Option<String>,
+    /// Recover up to this WAL location, then promote.
+    pub target_lsn: Option<String>,
+    /// Replay the whole archive instead of stopping once consistent.
+    pub latest: bool,
     /// The backup object's size as recorded on its PostgresBackup.
     pub expected_size: Option<u64>,
     /// The backup object's SHA-256 as recorded on its PostgresBackup.
@@ -129,6 +133,8 @@ impl std::fmt::Debug for RestoreSource {
             .field("key", &self.key)
             .field("passphrase", &"<redacted>")
             .field("target_time", &self.target_time)
+            .field("target_lsn", &self.target_lsn)
+            .field("latest", &self.latest)
             .field("expected_size", &self.expected_size)
             .field("expected_sha256", &self.expected_sha256)
             .field("wal_prefix", &self.wal_prefix)
@@ -201,6 +207,10 @@ pub mod env {
     pub const RESTORE_WAL_PREFIX: &str = "TUSK_RESTORE_WAL_PREFIX";
     /// Recover up to this time.
     pub const RESTORE_TARGET_TIME: &str = "TUSK_RESTORE_TARGET_TIME";
+    /// Recover up to this WAL location.
+    pub const RESTORE_TARGET_LSN: &str = "TUSK_RESTORE_TARGET_LSN";
+    /// "true" to replay the whole archive.
+    pub const RESTORE_LATEST: &str = "TUSK_RESTORE_LATEST";
     /// The backup object's recorded size in bytes.
     pub const RESTORE_SIZE: &str = "TUSK_RESTORE_SIZE";
     /// The backup object's recorded SHA-256.
@@ -277,6 +287,8 @@ impl InstanceConfig {
                     key,
                     passphrase: passphrase.into_bytes(),
                     target_time: non_empty_env(env::RESTORE_TARGET_TIME),
+                    target_lsn: non_empty_env(env::RESTORE_TARGET_LSN),
+                    latest: non_empty_env(env::RESTORE_LATEST).as_deref() == Some("true"),
                     expected_size: non_empty_env(env::RESTORE_SIZE)
                         .map(|size| {
                             size.parse().map_err(|_| InstanceError::InvalidEnv {

@@ -486,6 +486,12 @@ fn stateful_set(
         if let Some(target) = &restore.target_time {
             env.push(plain_env("TUSK_RESTORE_TARGET_TIME", target.0.to_string()));
         }
+        if let Some(target) = &restore.target_lsn {
+            env.push(plain_env("TUSK_RESTORE_TARGET_LSN", target.clone()));
+        }
+        if restore.latest {
+            env.push(plain_env("TUSK_RESTORE_LATEST", "true"));
+        }
     }
 
     let container = Container {
@@ -1094,6 +1100,8 @@ pub(crate) mod tests {
                 name: "nightly".into(),
             },
             target_time: None,
+            target_lsn: None,
+            latest: false,
         });
         let children = build(&cluster, &config(), None, None, Some(&source)).unwrap();
         let env = container(&children).env.unwrap();

@@ -354,15 +354,11 @@ fn defaults_are_applied() {
     schema.default(&mut obj);
     assert_eq!(obj["spec"]["walArchiving"], json!(false));
 
-    let schema = compiled("PostgresBackupRequest");
-    let mut obj = json!({"metadata": {"name": "r"}, "spec": {"cluster": {"name": "db"}}});
-    schema.default(&mut obj);
-    assert_eq!(obj["spec"]["triggeredBy"], "user");
-
     let schema = compiled("PostgresBackup");
     let mut obj = json!({"metadata": {"name": "b"}, "spec": {"cluster": {"name": "db"}}});
     schema.default(&mut obj);
     assert_eq!(obj["spec"]["deletionPolicy"], "Delete");
+    assert_eq!(obj["spec"]["triggeredBy"], "user");
     assert_eq!(obj["spec"]["compression"], "gzip");
     // A nested default applies only where the parent object exists.
     assert!(obj["spec"].get("encryption").is_none());
