@@ -186,10 +186,16 @@ async fn point_in_time_restore_through_the_wal_archive() {
     assert_eq!(rows_after_recovery(&data_dir), "t1", "target {target_lsn}");
     // No target: the backup as it was taken, before t1; --latest: everything archived.
     assert_eq!(rows_after_recovery(&restore_to("as-taken", &[])), "");
-    assert_eq!(
-        rows_after_recovery(&restore_to("latest", &["--latest"])),
-        "t1,t2"
+    let latest = restore_to("latest", &["--latest"]);
+    assert_eq!(rows_after_recovery(&latest), "t1,t2");
+    // And the whole of it, every database, role and row, is the source's.
+    let mut copy = Postgres::on_data_dir(&latest, &["archive_mode=off".into()], &server_env);
+    copy.wait_until_promoted();
+    assert!(
+        copy.dumpall() == source.dumpall(),
+        "pg_dumpall of the restored cluster differs from the source's"
     );
+    copy.stop();
 
     // A corrupted segment after the consistency point is not the end of the archive:
     // wal-fetch says so with a status above 125, and PostgreSQL stops recovery instead of
