@@ -630,36 +630,3 @@ async fn dot_dot_segments_do_not_climb_out_of_the_prefix() {
     .await;
     assert_eq!(status, 403, "{response}");
 }
-
-/// A rough measure of what the gateway costs, not a test: run with
-/// `cargo test -p tusk-backup --test gateway -- --ignored --nocapture`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a benchmark: run by hand"]
-async fn throughput_direct_and_through_the_gateway() {
-    let world = World::start().await;
-    let content: Vec<u8> = (0..200 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
-    let own = own_prefix(&world.a);
-    for (label, client) in [
-        ("direct", world.platform.object_store().clone()),
-        ("gateway", world.tenant(&world.a)),
-    ] {
-        let path = ObjectPath::from(format!("{own}base/{label}"));
-        let started = std::time::Instant::now();
-        let mut upload = WriteMultipart::new_with_chunk_size(
-            client.put_multipart(&path).await.unwrap(),
-            8 << 20,
-        );
-        upload.write(&content);
-        upload.finish().await.unwrap();
-        let uploaded = started.elapsed();
-        let started = std::time::Instant::now();
-        let read = client.get(&path).await.unwrap().bytes().await.unwrap();
-        let downloaded = started.elapsed();
-        assert_eq!(read.len(), content.len());
-        println!(
-            "{label}: upload 200 MiB in {uploaded:?} ({:.0} MiB/s), download in {downloaded:?} ({:.0} MiB/s)",
-            200.0 / uploaded.as_secs_f64(),
-            200.0 / downloaded.as_secs_f64()
-        );
-    }
-}
