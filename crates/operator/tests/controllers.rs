@@ -272,6 +272,126 @@ async fn elephant_gets_its_children_and_takes_them_along_when_deleted() {
     operator.stop().await;
 }
 
+/// The keys below a prefix in the test store, sorted.
+async fn keys_under(s3: &tusk_sandbox::s3::S3Server, prefix: &str) -> Vec<String> {
+    let mut keys: Vec<String> = store(s3, BUCKET)
+        .list(prefix)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|object| object.key)
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[tokio::test]
+async fn deleting_a_backup_while_another_is_in_flight_keeps_every_wal_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_sandbox, client) = support::sandbox().await;
+    let s3 = support::s3(dir.path()).await;
+    let config = support::config(&client, &s3).await;
+    namespace(&client, NS).await;
+    let operator = Operator::start(config, client.clone());
+    let cluster = create_elephant(&client).await;
+
+    // Without the backup in flight, deleting b1 would free segments 1 and 2: b2 starts in 3.
+    let b1 = backup("b1", &cluster, BUCKET, s3.endpoint(), "0/1000028");
+    let b2 = backup("b2", &cluster, BUCKET, s3.endpoint(), "0/3000028");
+    put_object(&s3, BUCKET, &b1.spec.s3.path);
+    put_object(&s3, BUCKET, &b2.spec.s3.path);
+    let segments = ["000000010000000000000001", "000000010000000000000002"];
+    for segment in segments {
+        put_object(
+            &s3,
+            BUCKET,
+            &names::wal_segment_key(&prefix_of(&cluster), segment),
+        );
+    }
+    let backups: Api<PostgresBackup> = Api::namespaced(client.clone(), NS);
+    backups.create(&PostParams::default(), &b1).await.unwrap();
+    backups.create(&PostParams::default(), &b2).await.unwrap();
+    // A backup is in flight: it needs WAL from a start it has not recorded yet.
+    Api::<PostgresBackupRequest>::namespaced(client.clone(), NS)
+        .create(
+            &PostParams::default(),
+            &PostgresBackupRequest::new(
+                "in-flight",
+                PostgresBackupRequestSpec {
+                    cluster: ClusterReference::new("elephant"),
+                },
+            ),
+        )
+        .await
+        .unwrap();
+    eventually("the finalizer is on", || async {
+        let backup: PostgresBackup = get(&client, "b1").await?;
+        (!backup.finalizers().is_empty()).then_some(())
+    })
+    .await;
+    backups.delete("b1", &DeleteParams::default()).await.unwrap();
+    eventually("the backup is gone", || async {
+        get::<PostgresBackup>(&client, "b1")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let mut kept: Vec<String> = segments
+        .iter()
+        .map(|segment| names::wal_segment_key(&prefix_of(&cluster), segment))
+        .collect();
+    kept.push(b2.spec.s3.path.clone());
+    kept.sort();
+    assert_eq!(keys_under(&s3, &prefix_of(&cluster)).await, kept);
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn deleting_a_cluster_removes_all_it_stored_even_without_a_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_sandbox, client) = support::sandbox().await;
+    let s3 = support::s3(dir.path()).await;
+    let config = support::config(&client, &s3).await;
+    namespace(&client, NS).await;
+    let operator = Operator::start(config, client.clone());
+    let first = create_elephant(&client).await;
+    eventually("the storage finalizer is on", || async {
+        let cluster: PostgresCluster = get(&client, "elephant").await?;
+        cluster
+            .finalizers()
+            .iter()
+            .any(|f| f == tusk_api::finalizers::CLUSTER_STORAGE)
+            .then_some(())
+    })
+    .await;
+    // Archived WAL and the object of a backup that was never recorded.
+    let stored = [
+        names::wal_segment_key(&prefix_of(&first), "000000010000000000000001"),
+        names::base_backup_key(&prefix_of(&first), "never-recorded"),
+    ];
+    for key in &stored {
+        put_object(&s3, BUCKET, key);
+    }
+    Api::<PostgresCluster>::namespaced(client.clone(), NS)
+        .delete("elephant", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the cluster is gone", || async {
+        get::<PostgresCluster>(&client, "elephant")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(keys_under(&s3, &prefix_of(&first)).await, Vec::<String>::new());
+
+    // A cluster of the same name starts with a prefix of its own.
+    let second = create_elephant(&client).await;
+    assert_ne!(prefix_of(&first), prefix_of(&second));
+    operator.stop().await;
+}
+
 #[tokio::test]
 async fn deleting_a_backup_deletes_its_data_and_the_wal_only_it_needed() {
     let dir = tempfile::tempdir().unwrap();
