@@ -329,7 +329,10 @@ async fn deleting_a_backup_while_another_is_in_flight_keeps_every_wal_segment() 
         (!backup.finalizers().is_empty()).then_some(())
     })
     .await;
-    backups.delete("b1", &DeleteParams::default()).await.unwrap();
+    backups
+        .delete("b1", &DeleteParams::default())
+        .await
+        .unwrap();
     eventually("the backup is gone", || async {
         get::<PostgresBackup>(&client, "b1")
             .await
@@ -384,7 +387,10 @@ async fn deleting_a_cluster_removes_all_it_stored_even_without_a_backup() {
             .then_some(())
     })
     .await;
-    assert_eq!(keys_under(&s3, &prefix_of(&first)).await, Vec::<String>::new());
+    assert_eq!(
+        keys_under(&s3, &prefix_of(&first)).await,
+        Vec::<String>::new()
+    );
 
     // A cluster of the same name starts with a prefix of its own.
     let second = create_elephant(&client).await;
