@@ -85,6 +85,19 @@ async fn crud_with_kubernetes_errors() {
             .as_deref()
             .is_some_and(|n| n.starts_with("gen-") && n.len() == 9)
     );
+    // A long prefix is cut, as kube-apiserver's name generator does, so the name still fits
+    // 63 characters (a Job named at the limit still gets pods).
+    let long_prefix = format!("{}-", "j".repeat(62));
+    let mut long = config_map("");
+    long.metadata.name = None;
+    long.metadata.generate_name = Some(long_prefix.clone());
+    let long = maps
+        .create(&PostParams::default(), &long)
+        .await
+        .expect("a long generateName");
+    let name = long.metadata.name.unwrap();
+    assert_eq!(name.len(), 63, "{name}");
+    assert!(name.starts_with(&long_prefix[..58]), "{name}");
 
     let (code, _, fields) = api_error(
         maps.create(&PostParams::default(), &config_map("Not_Valid"))

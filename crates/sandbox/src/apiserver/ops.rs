@@ -100,6 +100,10 @@ fn random_uid() -> String {
     )
 }
 
+/// The longest prefix of a generated name kube-apiserver keeps (63 less the 5-character
+/// random suffix).
+const MAX_GENERATED_PREFIX: usize = 58;
+
 fn generated_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
@@ -455,6 +459,9 @@ pub(crate) fn create(
         if name.is_empty() {
             match metadata.get("generateName").and_then(Value::as_str) {
                 Some(prefix) if !prefix.is_empty() => {
+                    // As kube-apiserver's name generator: the prefix is cut to 58 characters so
+                    // that prefix and the five random ones fit a 63-character name.
+                    let prefix: String = prefix.chars().take(MAX_GENERATED_PREFIX).collect();
                     let generated = format!("{prefix}{}", generated_suffix());
                     metadata.insert("name".into(), Value::String(generated));
                 }
