@@ -3,7 +3,8 @@
 //!
 //! A DARE 2.0 stream cuts the plaintext into payloads of 64 KiB and seals each one as a package
 //! `header(16) | ciphertext | tag(16)` with AES-256-GCM or ChaCha20-Poly1305. The format is
-//! described byte by byte in `design/DARE.md`; [`package`] holds the constants.
+//! described byte by byte in the repository's `docs/backup-format.md`; [`package`] holds the
+//! constants.
 //!
 //! - [`EncryptWriter`] / [`DecryptReader`] wrap `std::io` streams,
 //! - [`AsyncEncryptWriter`] / [`AsyncDecryptReader`] wrap tokio streams,

@@ -1,4 +1,4 @@
-//! The bytes of a stream follow DARE.md: checked against the AEAD crates used directly.
+//! The bytes of a stream follow docs/backup-format.md: checked against the AEAD crates used directly.
 
 mod common;
 

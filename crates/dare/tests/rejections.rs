@@ -1,4 +1,4 @@
-//! Every defect DARE.md lists is refused with its own error, and no plaintext of an
+//! Every defect docs/backup-format.md lists is refused with its own error, and no plaintext of an
 //! unauthenticated package is ever released.
 
 mod common;

@@ -71,7 +71,7 @@ pub async fn decrypt_async(key: &Key, stream: &[u8]) -> (Vec<u8>, Option<DareErr
     }
 }
 
-/// Seals one package straight with the AEAD crates, following DARE.md rather than the crate.
+/// Seals one package straight with the AEAD crates, following docs/backup-format.md rather than the crate.
 pub fn seal_package(
     key_bytes: &[u8; 32],
     suite: CipherSuite,

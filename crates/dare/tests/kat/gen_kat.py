@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Independent DARE 2.0 encoder used to produce the known-answer values in src/package.rs tests.
 
-It follows design/DARE.md with the AEADs of the Python `cryptography` package (OpenSSL), so the
+It follows docs/backup-format.md with the AEADs of the Python `cryptography` package (OpenSSL), so the
 expected values do not come from the Rust code under test. Run: python3 gen_kat.py
 """
 import hashlib
