@@ -77,10 +77,22 @@ pub async fn initdb(
         let path = path.to_owned();
         move |source| InstanceError::DataDir { path, source }
     };
-    match fs::remove_dir_all(&staging) {
-        Ok(()) => tracing::info!(staging = %staging.display(), "removed an unfinished initdb"),
-        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-        Err(source) => return Err(io_error(&staging)(source)),
+    // An initdb killed by a shutdown may go on writing for a moment after its kill, so that a
+    // quick restart finds files appearing while it removes them: try again for a while.
+    let mut attempts = 0;
+    loop {
+        match fs::remove_dir_all(&staging) {
+            Ok(()) => {
+                tracing::info!(staging = %staging.display(), "removed an unfinished initdb");
+                break;
+            }
+            Err(error) if error.kind() == io::ErrorKind::NotFound => break,
+            Err(error) if error.kind() == io::ErrorKind::DirectoryNotEmpty && attempts < 50 => {
+                attempts += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(source) => return Err(io_error(&staging)(source)),
+        }
     }
     create_data_dir(&staging, run_as)?;
     let mut command = Command::new(initdb);
