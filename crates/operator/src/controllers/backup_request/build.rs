@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{
     SecretKeySelector, ServiceAccount, Volume, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 use tusk_api::names::{self, secret_keys};
 use tusk_api::{GROUP, PostgresBackupRequest, PostgresCluster, labels as api_labels};
@@ -46,14 +46,8 @@ fn secret_env(name: &str, secret: String, key: &str) -> EnvVar {
     }
 }
 
-/// The Job that takes the backup `request` asks for, following the contract with
-/// `tusk backup run`: no credential in its arguments or in plain environment values.
-pub fn job(
-    request: &PostgresBackupRequest,
-    cluster: &PostgresCluster,
-    config: &OperatorConfig,
-) -> Result<Job> {
-    let request_name = request.name_any();
+/// A request's name, namespace, and the ownerReference that makes its children go with it.
+fn identity(request: &PostgresBackupRequest) -> Result<(String, String, OwnerReference)> {
     let namespace = request.namespace().ok_or(Error::MissingObjectKey {
         kind: "PostgresBackupRequest",
         field: "namespace",
@@ -64,6 +58,17 @@ pub fn job(
             kind: "PostgresBackupRequest",
             field: "uid",
         })?;
+    Ok((request.name_any(), namespace, owner))
+}
+
+/// The Job that takes the backup `request` asks for, following the contract with
+/// `tusk backup run`: no credential in its arguments or in plain environment values.
+pub fn job(
+    request: &PostgresBackupRequest,
+    cluster: &PostgresCluster,
+    config: &OperatorConfig,
+) -> Result<Job> {
+    let (request_name, namespace, owner) = identity(request)?;
     let cluster_name = cluster.name_any();
     let cluster_uid = cluster.uid().ok_or(Error::MissingObjectKey {
         kind: "PostgresCluster",
@@ -195,17 +200,7 @@ pub fn backup_job_rules() -> Vec<PolicyRule> {
 /// so that they go with it. The Role names the request in `resourceNames`: the token can read
 /// and report on that request only.
 pub fn rbac(request: &PostgresBackupRequest) -> Result<(ServiceAccount, Role, RoleBinding)> {
-    let request_name = request.name_any();
-    let namespace = request.namespace().ok_or(Error::MissingObjectKey {
-        kind: "PostgresBackupRequest",
-        field: "namespace",
-    })?;
-    let owner = request
-        .controller_owner_ref(&())
-        .ok_or(Error::MissingObjectKey {
-            kind: "PostgresBackupRequest",
-            field: "uid",
-        })?;
+    let (request_name, namespace, owner) = identity(request)?;
     let account = names::backup_job_account(&request_name);
     let meta = || ObjectMeta {
         name: Some(account.clone()),
