@@ -25,7 +25,12 @@ struct Dev {
 
 impl Dev {
     fn start(data_dir: &Path) -> Self {
-        let mut child = Command::new(TUSK)
+        Self::start_from(Path::new(TUSK), data_dir)
+    }
+
+    /// `tusk dev` run from the executable at `tusk`.
+    fn start_from(tusk: &Path, data_dir: &Path) -> Self {
+        let mut child = Command::new(tusk)
             .args(["dev", "--data-dir"])
             .arg(data_dir)
             .env("RUST_LOG", "info")
@@ -760,4 +765,36 @@ async fn tusk_dev_recovers_from_a_killed_postgres_and_from_being_killed_itself()
         left.is_empty(),
         "PostgreSQL still runs after Ctrl-C: {left:?}"
     );
+}
+
+/// Run as root from a private directory (mode 0700, as a checkout under `/root` is), with the
+/// executable and the data directory both inside it, `tusk dev` runs databases: the users
+/// pods run as cannot pass through that directory, so the runtime keeps pods, volumes and a
+/// copy of the executable in a directory of its own, and the user's directory stays private.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tusk_dev_runs_databases_from_a_private_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let temp = tempfile::tempdir().unwrap();
+    let private = temp.path().join("checkout");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let tusk = private.join("tusk");
+    std::fs::copy(TUSK, &tusk).unwrap();
+    let dev_dir = private.join("dev");
+    let dev = Dev::start_from(&tusk, &dev_dir);
+    let node_dir = std::fs::read_link(dev_dir.join("runtime").join("node")).ok();
+    let kubectl = Kubectl {
+        kubeconfig: dev.kubeconfig(),
+    };
+    kubectl.ok(&["apply", "-f", &format!("{EXAMPLES}/elephant.yaml")]);
+    kubectl.wait_ready("postgrescluster", "elephant", Duration::from_secs(180));
+    let mode = std::fs::metadata(&private).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode, 0o700,
+        "tusk dev opened the private directory to others"
+    );
+    dev.interrupt();
+    if let Some(node_dir) = node_dir {
+        std::fs::remove_dir_all(&node_dir).unwrap();
+    }
 }

@@ -238,8 +238,8 @@ impl SandboxBuilder {
             }
         })?;
         let shutdown = CancellationToken::new();
-        let runtime_logs = self
-            .runtime
+        let runtime_options = self.runtime.map(crate::runtime::place).transpose()?;
+        let runtime_logs = runtime_options
             .as_ref()
             .map(|options| Arc::new(crate::runtime::LogFiles::new(options)));
         let pod_logs = match &runtime_logs {
@@ -275,7 +275,7 @@ impl SandboxBuilder {
             runtime: None,
             workloads_shutdown: CancellationToken::new(),
         };
-        if let (Some(options), Some(logs)) = (self.runtime, runtime_logs) {
+        if let (Some(options), Some(logs)) = (runtime_options, runtime_logs) {
             let client = sandbox.client().await.map_err(StartError::Client)?;
             let api = crate::runtime::ApiEndpoint {
                 port: addr.port(),

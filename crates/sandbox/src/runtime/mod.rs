@@ -6,7 +6,11 @@
 //! directory, and each pod gets a loopback address of its own. Run as root, the runtime runs
 //! each pod as a local user of its own (`users`), so that pods cannot read each other's
 //! environments and files; it never follows a symlink a pod could have planted (`beneath`),
-//! and it refuses hostPath volumes. Run as another user, it runs every pod as that user.
+//! and it refuses hostPath volumes. Those users must reach the pods' files and the executable
+//! they run: when the runtime directory or the executable sits in a private directory, the
+//! runtime keeps pods and volumes in a directory of its own under [`SYSTEM_DIR`] and runs a
+//! copy of the executable (`placement`), rather than opening the user's directories. Run as
+//! another user, it runs every pod as that user.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -26,6 +30,7 @@ mod env;
 mod leftovers;
 mod logs;
 mod network;
+mod placement;
 mod pod;
 mod probe;
 mod process;
@@ -51,6 +56,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use logs::LogFiles;
+pub use placement::SYSTEM_DIR;
+pub(crate) use placement::place;
 
 /// The name of the node the runtime is, as pods' `spec.nodeName` shows it.
 pub const NODE_NAME: &str = "tusk-sandbox";
