@@ -1221,3 +1221,68 @@ async fn a_stopped_pod_held_by_a_finalizer_goes_when_it_is_removed() {
     wait_until_gone(client, "held").await;
     cluster.sandbox.shutdown().await;
 }
+
+/// The kubelet's Events are core/v1 Events from client-go's recorder: `source` names the
+/// kubelet and the node, `firstTimestamp`/`lastTimestamp` bound them, and a repeat counts up
+/// on the same Event (`count`), so `kubectl get events --sort-by=.lastTimestamp` lists them.
+#[tokio::test]
+async fn kubelet_events_carry_their_source_times_and_count() {
+    let cluster = start().await;
+    let client = &cluster.client;
+    create(client, &shell_pod("repeat", "exit 1", json!({}), json!({}))).await;
+    wait_for(client, "repeat", "restarted twice", |p| {
+        container_status(p)["restartCount"].as_i64() >= Some(2)
+    })
+    .await;
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let listed = events
+        .list(&ListParams::default().fields("involvedObject.name=repeat"))
+        .await
+        .expect("events")
+        .items;
+    let kubelet: Vec<&Event> = listed
+        .iter()
+        .filter(|e| e.reason.as_deref() != Some("Scheduled"))
+        .collect();
+    assert!(!kubelet.is_empty(), "no kubelet events: {listed:?}");
+    for event in &kubelet {
+        let source = event.source.clone().unwrap_or_default();
+        assert_eq!(source.component.as_deref(), Some("kubelet"), "{event:?}");
+        assert_eq!(source.host.as_deref(), Some("tusk-sandbox"), "{event:?}");
+        assert!(
+            event.first_timestamp.is_some() && event.last_timestamp.is_some(),
+            "{event:?}"
+        );
+        assert!(event.count >= Some(1), "{event:?}");
+    }
+    let started: Vec<&&Event> = kubelet
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("Started"))
+        .collect();
+    assert_eq!(started.len(), 1, "a repeat makes no new Event: {started:?}");
+    assert!(
+        started[0].count >= Some(2),
+        "the repeated start counts up: {:?}",
+        started[0]
+    );
+    assert!(
+        started[0].last_timestamp.as_ref().map(|t| t.0)
+            >= started[0].first_timestamp.as_ref().map(|t| t.0)
+    );
+    let sorted = kubectl(
+        &cluster,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=repeat",
+            "--sort-by=.lastTimestamp",
+        ],
+    )
+    .await;
+    assert!(
+        sorted.contains("Started") && sorted.contains("BackOff"),
+        "kubectl get events --sort-by=.lastTimestamp printed {sorted:?}"
+    );
+    cluster.sandbox.shutdown().await;
+}

@@ -27,6 +27,7 @@
 mod beneath;
 mod container;
 mod env;
+mod kubelet_events;
 mod leftovers;
 mod logs;
 mod network;
@@ -158,7 +159,7 @@ pub(crate) struct Node {
     pub api: ApiEndpoint,
     pub logs: Arc<LogFiles>,
     pub addresses: network::Addresses,
-    pub recorder: Recorder,
+    pub events: kubelet_events::KubeletEvents,
     pub sources: broadcast::Sender<SourceChange>,
     pub shutdown: CancellationToken,
     pub tusk_executable: PathBuf,
@@ -171,23 +172,11 @@ pub(crate) struct Node {
 }
 
 impl Node {
-    /// Records an Event on a pod, as the kubelet does; failing to is not worth more than a log
-    /// line.
+    /// Records an Event on a pod, as the kubelet does.
     pub async fn event(&self, pod: &Pod, warning: bool, reason: &str, note: String) {
-        let event = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.to_string(),
-            note: Some(note),
-            action: reason.to_string(),
-            secondary: None,
-        };
-        if let Err(error) = self.recorder.publish(&event, &pod.object_ref(&())).await {
-            tracing::debug!(%error, pod = %pod.name_any(), reason, "cannot record a pod event");
-        }
+        self.events
+            .record(&pod.object_ref(&()), warning, reason, &note)
+            .await;
     }
 }
 
@@ -221,12 +210,8 @@ impl Runtime {
         };
         let shutdown = CancellationToken::new();
         let pods_dir = options.pods_dir();
-        let reporter = Reporter {
-            controller: "kubelet".to_string(),
-            instance: Some(NODE_NAME.to_string()),
-        };
         let node = Arc::new(Node {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: kubelet_events::KubeletEvents::new(client.clone()),
             options,
             client,
             api,

@@ -1,0 +1,193 @@
+//! The kubelet's Events. The kubelet records core/v1 Events through client-go's event
+//! recorder: named `<object>.<nanoseconds in hex>`, with `source` (component `kubelet`, host
+//! the node), `firstTimestamp`, `lastTimestamp` and `count`; an Event identical to one it
+//! recorded before on the same object counts up on that Event (`count`, `lastTimestamp`)
+//! instead of making another. `kubectl get events --sort-by=.lastTimestamp` and `describe`'s
+//! `(x5 over 2m)` rely on those fields.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+use super::NODE_NAME;
+
+/// The component the Events name as their source.
+const COMPONENT: &str = "kubelet";
+
+/// What makes two Events the same one, as client-go's event logger compares them.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Identity {
+    object_uid: String,
+    object_kind: String,
+    object_name: String,
+    object_namespace: String,
+    field_path: String,
+    type_: String,
+    reason: String,
+    message: String,
+}
+
+/// Where an Event recorded before is, and how many times it happened.
+struct Recorded {
+    name: String,
+    count: i32,
+    first_timestamp: jiff::Timestamp,
+}
+
+/// Records the node's Events.
+pub(crate) struct KubeletEvents {
+    client: Client,
+    recorded: Mutex<HashMap<Identity, Recorded>>,
+}
+
+impl KubeletEvents {
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            recorded: Mutex::default(),
+        }
+    }
+
+    /// Records that `reason` happened to `object`; failing to is not worth more than a log
+    /// line, as for the kubelet.
+    pub async fn record(
+        &self,
+        object: &ObjectReference,
+        warning: bool,
+        reason: &str,
+        message: &str,
+    ) {
+        let identity = Identity {
+            object_uid: object.uid.clone().unwrap_or_default(),
+            object_kind: object.kind.clone().unwrap_or_default(),
+            object_name: object.name.clone().unwrap_or_default(),
+            object_namespace: object.namespace.clone().unwrap_or_default(),
+            field_path: object.field_path.clone().unwrap_or_default(),
+            type_: if warning { "Warning" } else { "Normal" }.to_string(),
+            reason: reason.to_string(),
+            message: message.to_string(),
+        };
+        // Events of cluster-scoped objects go to the default namespace, as client-go's do.
+        let namespace = match identity.object_namespace.as_str() {
+            "" => "default".to_string(),
+            namespace => namespace.to_string(),
+        };
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
+        let now = jiff::Timestamp::now();
+        // Times go out in whole seconds, as metav1.Time does.
+        let timestamp = jiff::Timestamp::from_second(now.as_second()).unwrap_or(now);
+        let repeated = {
+            let recorded = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
+            recorded
+                .get(&identity)
+                .map(|seen| (seen.name.clone(), seen.count + 1, seen.first_timestamp))
+        };
+        if let Some((name, count, first_timestamp)) = repeated {
+            let patch = json!({"count": count, "lastTimestamp": Time(timestamp)});
+            let patched = api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await;
+            match patched {
+                Ok(_) => {
+                    self.remember(identity, name, count, first_timestamp);
+                    return;
+                }
+                // Gone (expired, or deleted): record it anew, keeping its history.
+                Err(error) => {
+                    tracing::debug!(%error, event = %name, "cannot count an event up; recording it anew");
+                    let name = event_name(&identity.object_name, now);
+                    let event = event(
+                        object,
+                        &identity,
+                        &name,
+                        &namespace,
+                        count,
+                        first_timestamp,
+                        timestamp,
+                    );
+                    if self.create(&api, &event).await {
+                        self.remember(identity, name, count, first_timestamp);
+                    }
+                    return;
+                }
+            }
+        }
+        let name = event_name(&identity.object_name, now);
+        let event = event(
+            object, &identity, &name, &namespace, 1, timestamp, timestamp,
+        );
+        if self.create(&api, &event).await {
+            self.remember(identity, name, 1, timestamp);
+        }
+    }
+
+    async fn create(&self, api: &Api<Event>, event: &Event) -> bool {
+        match api.create(&PostParams::default(), event).await {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::debug!(%error, reason = ?event.reason, "cannot record an event");
+                false
+            }
+        }
+    }
+
+    fn remember(
+        &self,
+        identity: Identity,
+        name: String,
+        count: i32,
+        first_timestamp: jiff::Timestamp,
+    ) {
+        let mut recorded = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
+        recorded.insert(
+            identity,
+            Recorded {
+                name,
+                count,
+                first_timestamp,
+            },
+        );
+    }
+}
+
+/// client-go's Event name: the object's name and the time in nanoseconds, in hex.
+fn event_name(object_name: &str, now: jiff::Timestamp) -> String {
+    format!("{object_name}.{:x}", now.as_nanosecond())
+}
+
+fn event(
+    object: &ObjectReference,
+    identity: &Identity,
+    name: &str,
+    namespace: &str,
+    count: i32,
+    first_timestamp: jiff::Timestamp,
+    last_timestamp: jiff::Timestamp,
+) -> Event {
+    Event {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(namespace.to_string()),
+            ..ObjectMeta::default()
+        },
+        involved_object: object.clone(),
+        type_: Some(identity.type_.clone()),
+        reason: Some(identity.reason.clone()),
+        message: Some(identity.message.clone()),
+        source: Some(EventSource {
+            component: Some(COMPONENT.to_string()),
+            host: Some(NODE_NAME.to_string()),
+        }),
+        reporting_component: Some(COMPONENT.to_string()),
+        reporting_instance: Some(NODE_NAME.to_string()),
+        first_timestamp: Some(Time(first_timestamp)),
+        last_timestamp: Some(Time(last_timestamp)),
+        count: Some(count),
+        ..Event::default()
+    }
+}
