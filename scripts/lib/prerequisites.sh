@@ -1,6 +1,7 @@
 # Installs, from Debian packages only, the programs tusk's tests and `tusk dev` run for real:
-# the PostgreSQL server and client tools, kubectl, and cmake (zlib-ng's build). Nothing is
-# downloaded from anywhere else. Sourced by scripts/test and scripts/dev.
+# the PostgreSQL server and client tools, kubectl, the Python Kubernetes client, and cmake
+# (zlib-ng's build). Nothing is downloaded from anywhere else. Sourced by scripts/test and
+# scripts/dev.
 
 apt_updated=false
 
@@ -48,6 +49,11 @@ ensure_prerequisites() {
     # end-to-end tests look for leftover processes with ps.
     if ! command -v python3 >/dev/null; then
         apt_install python3
+    fi
+    # The client-library tests drive the sandbox with the official Python client, in Debian's
+    # Python.
+    if ! /usr/bin/python3 -c 'import kubernetes' 2>/dev/null; then
+        apt_install python3-kubernetes
     fi
     if ! command -v ps >/dev/null; then
         apt_install procps

@@ -230,6 +230,28 @@ fn validate_name(rt: &ResourceType, name: &str) -> Option<Cause> {
     Some(cause("metadata.name", "FieldValueInvalid", message))
 }
 
+/// Fills in the `kind` and `apiVersion` a create or update body of a built-in kind leaves
+/// out, from the endpoint it was sent to, as kube-apiserver's typed decoding does (client
+/// libraries send bodies without them). Custom kinds are decoded untyped there and keep
+/// needing their `kind`.
+pub(crate) fn default_type(rt: &ResourceType, body: &mut Value) {
+    if rt.custom {
+        return;
+    }
+    let Some(fields) = body.as_object_mut() else {
+        return;
+    };
+    for (field, value) in [("kind", rt.kind.clone()), ("apiVersion", rt.api_version())] {
+        if fields
+            .get(field)
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            fields.insert(field.into(), Value::String(value));
+        }
+    }
+}
+
 /// Checks that the body names the kind and version of the endpoint it was sent to.
 pub(crate) fn check_type(rt: &ResourceType, body: &Value) -> Result<(), ApiError> {
     if !body.is_object() {
@@ -425,6 +447,7 @@ pub(crate) fn create(
     mut body: Value,
     opts: &mut WriteOptions,
 ) -> Result<Arc<Value>, ApiError> {
+    default_type(rt, &mut body);
     check_type(rt, &body)?;
     if meta_str(&body, "resourceVersion").is_some_and(|rv| !rv.is_empty()) {
         return Err(ApiError::bad_request(
@@ -732,10 +755,11 @@ pub(crate) fn replace(
     store: &Store,
     rt: &ResourceType,
     key: &Key,
-    body: Value,
+    mut body: Value,
     subresource: Option<&str>,
     opts: &mut WriteOptions,
 ) -> Result<Arc<Value>, ApiError> {
+    default_type(rt, &mut body);
     check_type(rt, &body)?;
     let body_name = meta_str(&body, "name").unwrap_or_default();
     if body_name != key.1 {
