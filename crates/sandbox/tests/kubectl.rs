@@ -212,3 +212,132 @@ async fn kubectl_applies_gets_describes_watches_and_deletes() {
     assert!(maps.get_opt("described").await.expect("get").is_none());
     sandbox.shutdown().await;
 }
+
+/// What `kubectl get ... -w` printed by the time `expected` appeared (or ten seconds passed),
+/// with `change` made once the watch is open.
+async fn watched(
+    sandbox: &Sandbox,
+    args: &[&str],
+    change: impl std::future::Future<Output = ()>,
+    expected: &str,
+) -> String {
+    let mut watch = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", sandbox.kubeconfig_path())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kubectl get -w");
+    let mut stdout = watch.stdout.take().expect("stdout");
+    let mut seen = String::new();
+    // The first row, from the watch's initial events, comes before the change.
+    read_until(&mut stdout, &mut seen, |seen| seen.lines().count() >= 2).await;
+    change.await;
+    read_until(&mut stdout, &mut seen, |seen| seen.contains(expected)).await;
+    let _ = watch.kill().await;
+    seen
+}
+
+/// Appends what `stdout` prints to `seen` until `done` says so, or ten seconds passed.
+async fn read_until(
+    stdout: &mut tokio::process::ChildStdout,
+    seen: &mut String,
+    done: impl Fn(&str) -> bool,
+) {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done(seen) && tokio::time::Instant::now() < deadline {
+        let mut buffer = [0u8; 1024];
+        if let Ok(Ok(n @ 1..)) =
+            tokio::time::timeout(Duration::from_secs(1), stdout.read(&mut buffer)).await
+        {
+            seen.push_str(&String::from_utf8_lossy(&buffer[..n]));
+        }
+    }
+}
+
+/// kube-apiserver answers a watch with `as=Table` with one Table per event (column
+/// definitions on the first only), so `kubectl get -w` keeps every column on every row: a
+/// pod's STATUS, a custom kind's printer columns.
+#[tokio::test]
+async fn kubectl_get_watch_keeps_the_columns_of_every_row() {
+    use k8s_openapi::api::core::v1::Pod;
+    let sandbox = Sandbox::builder().start().await.expect("sandbox starts");
+    let client = sandbox.client().await.expect("client");
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    pods.create(
+        &Default::default(),
+        &serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "watched"},
+            "spec": {"containers": [{"name": "main", "image": "busybox"}]},
+        }))
+        .expect("a pod"),
+    )
+    .await
+    .expect("pod created");
+    let running = async {
+        pods.patch_status(
+            "watched",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"status": {"phase": "Running"}})),
+        )
+        .await
+        .expect("status written");
+    };
+    let seen = watched(&sandbox, &["get", "pods", "-w"], running, "Running").await;
+    let header = seen.lines().next().unwrap_or_default();
+    assert!(
+        header.split_whitespace().collect::<Vec<_>>()
+            == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
+        "kubectl get -w printed {seen:?}"
+    );
+    let row = seen.lines().find(|line| line.contains("Running"));
+    assert!(
+        row.is_some_and(|row| row.split_whitespace().count() == 5),
+        "the changed pod's row lost its columns: {seen:?}"
+    );
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let crds = crd_manifests(dir.path());
+    kubectl_ok(&sandbox, &["apply", "-f", crds.to_str().expect("utf-8")]).await;
+    kubectl_ok(&sandbox, &["apply", "-f", "examples/my-backup.yaml"]).await;
+    let requests: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client,
+        "default",
+        &kube::api::ApiResource {
+            group: "postgres.tusk.dev".into(),
+            version: "v1".into(),
+            api_version: "postgres.tusk.dev/v1".into(),
+            kind: "PostgresBackupRequest".into(),
+            plural: "postgresbackuprequests".into(),
+        },
+    );
+    let progressing = async {
+        requests
+            .patch_status(
+                "my-backup",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"status": {"phase": "Running", "progress": {"bytesDone": 42, "bytesTotal": 100, "percent": 42}}})),
+            )
+            .await
+            .expect("status written");
+    };
+    let seen = watched(
+        &sandbox,
+        &["get", "pgbr", "my-backup", "-w"],
+        progressing,
+        "Running",
+    )
+    .await;
+    let header = seen.lines().next().unwrap_or_default();
+    assert!(
+        header.contains("PHASE") && header.contains("PROGRESS %"),
+        "kubectl get pgbr -w printed {seen:?}"
+    );
+    let row = seen.lines().find(|line| line.contains("Running"));
+    assert!(
+        row.is_some_and(|row| row.contains("elephant") && row.contains("42")),
+        "the backup request's row lost its printer columns: {seen:?}"
+    );
+}

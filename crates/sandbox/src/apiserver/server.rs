@@ -253,7 +253,7 @@ impl Server {
             }
             (Method::GET, Target::Collection { rt, namespace }) => {
                 if flag(&query, "watch") {
-                    return self.watch(rt, namespace, &query);
+                    return self.watch(rt, namespace, &query, wants_table);
                 }
                 return self.list(&rt, namespace.as_deref(), &query, wants_table);
             }
@@ -538,6 +538,7 @@ impl Server {
             timeout: None,
             bookmarks: false,
             send_initial_events: false,
+            table: None,
         };
         let (items, list_rv, next, remaining) = {
             let state = self.store.read();
@@ -619,6 +620,7 @@ impl Server {
         rt: Arc<ResourceType>,
         namespace: Option<String>,
         query: &Query,
+        wants_table: bool,
     ) -> Result<Response<Body>, ApiError> {
         let (labels, fields) = self.selectors(&rt, query)?;
         let timeout = match query.get("timeoutSeconds") {
@@ -636,6 +638,12 @@ impl Server {
             timeout,
             bookmarks: flag(query, "allowWatchBookmarks"),
             send_initial_events: flag(query, "sendInitialEvents"),
+            table: wants_table.then(|| {
+                query
+                    .get("includeObject")
+                    .cloned()
+                    .unwrap_or_else(|| "Metadata".to_string())
+            }),
         };
         let lines = watch::start(self.store.clone(), request, self.shutdown.clone())?;
         let stream = futures::stream::unfold(lines, |mut lines| async move {
@@ -675,6 +683,7 @@ impl Server {
             timeout: None,
             bookmarks: false,
             send_initial_events: false,
+            table: None,
         };
         let keys: Vec<Key> = {
             let state = self.store.read();

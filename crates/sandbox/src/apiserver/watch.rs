@@ -10,7 +10,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::error::ApiError;
-use super::ext::{FieldSelector, LabelSelector};
+use super::ext::{FieldSelector, LabelSelector, render_table};
 use super::ops::present;
 use super::resources::ResourceType;
 use super::store::{Change, EventType, Store, watch_line};
@@ -30,6 +30,8 @@ pub(crate) struct WatchRequest {
     pub timeout: Option<Duration>,
     pub bookmarks: bool,
     pub send_initial_events: bool,
+    /// When the client asked for Tables (`as=Table`): the `includeObject` of each row.
+    pub table: Option<String>,
 }
 
 impl WatchRequest {
@@ -87,6 +89,42 @@ impl WatchRequest {
                 &present(&self.rt, &change.object),
             ))
         }
+    }
+
+    /// The line as the client asked for it: with `as=Table`, each event's object becomes a
+    /// Table of one row, whose column definitions only the first event carries (as
+    /// kube-apiserver sets `noHeaders` after the first); ERROR events keep their Status.
+    fn as_requested(&self, line: Bytes, headers_sent: &mut bool) -> Bytes {
+        let Some(include) = &self.table else {
+            return line;
+        };
+        let Ok(event) = serde_json::from_slice::<Value>(&line) else {
+            return line;
+        };
+        let event_type = event
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let Some(object) = event.get("object").filter(|_| event_type != "ERROR") else {
+            return line;
+        };
+        let resource_version = object
+            .pointer("/metadata/resourceVersion")
+            .cloned()
+            .unwrap_or_else(|| json!(""));
+        let mut table = render_table(
+            &self.rt.api_version(),
+            &self.rt.kind,
+            self.rt.columns.as_deref(),
+            std::slice::from_ref(object),
+            include,
+            json!({"resourceVersion": resource_version}),
+        );
+        if *headers_sent {
+            table["columnDefinitions"] = Value::Null;
+        }
+        *headers_sent = true;
+        watch_line(event_type, &table)
     }
 
     fn bookmark(&self, rv: u64, initial_events_end: bool) -> Bytes {
@@ -172,7 +210,9 @@ pub(crate) fn start(
     let (first, expired) = first;
     let timeout = request.timeout.unwrap_or(DEFAULT_TIMEOUT);
     tokio::spawn(async move {
+        let mut headers_sent = false;
         for line in first {
+            let line = request.as_requested(line, &mut headers_sent);
             if lines.send(line).await.is_err() {
                 return;
             }
@@ -195,7 +235,7 @@ pub(crate) fn start(
                         }
                         last_rv = change.rv;
                         if let Some(line) = request.render(&change)
-                            && lines.send(line).await.is_err() {
+                            && lines.send(request.as_requested(line, &mut headers_sent)).await.is_err() {
                                 return;
                             }
                     }
@@ -207,7 +247,8 @@ pub(crate) fn start(
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 _ = bookmarks.tick(), if request.bookmarks => {
-                    if lines.send(request.bookmark(last_rv, false)).await.is_err() {
+                    let bookmark = request.as_requested(request.bookmark(last_rv, false), &mut headers_sent);
+                    if lines.send(bookmark).await.is_err() {
                         return;
                     }
                 }
