@@ -1,7 +1,7 @@
-# Installs, from Debian packages only, the programs tusk's tests and `tusk dev` run for real:
-# the PostgreSQL server and client tools, kubectl, the Python Kubernetes client, and cmake
-# (zlib-ng's build). Nothing is downloaded from anywhere else. Sourced by scripts/test and
-# scripts/dev.
+# Installs the programs tusk's tests and `tusk dev` run for real: from Debian packages the
+# PostgreSQL server and client tools, kubectl and cmake (zlib-ng's build); from PyPI, into a
+# virtual environment under target/, the official Python Kubernetes client. Nothing is
+# downloaded from anywhere else. Sourced by scripts/test and scripts/dev.
 
 apt_updated=false
 
@@ -50,11 +50,6 @@ ensure_prerequisites() {
     if ! command -v python3 >/dev/null; then
         apt_install python3
     fi
-    # The client-library tests drive the sandbox with the official Python client, in Debian's
-    # Python.
-    if ! /usr/bin/python3 -c 'import kubernetes' 2>/dev/null; then
-        apt_install python3-kubernetes
-    fi
     if ! command -v ps >/dev/null; then
         apt_install procps
     fi
@@ -63,4 +58,25 @@ ensure_prerequisites() {
         useradd --system --create-home --shell /usr/sbin/nologin postgres
     fi
     export PATH="$bindir:$PATH"
+}
+
+# The client-library tests drive the sandbox with the official Python client from PyPI, pinned,
+# in a virtual environment of its own (target/test-tools/python), so neither the system's Python
+# nor the user's is touched. The tests find it there, or at TUSK_TEST_PYTHON.
+PYTHON_CLIENT_VERSION=37.0.3
+
+ensure_python_client() {
+    local venv="target/test-tools/python"
+    if "$venv/bin/python" -c "import kubernetes, sys; sys.exit(kubernetes.__version__ != '$PYTHON_CLIENT_VERSION')" 2>/dev/null; then
+        return
+    fi
+    echo "installing the Python Kubernetes client $PYTHON_CLIENT_VERSION from PyPI" >&2
+    rm -rf "$venv"
+    # Debian's python3 creates virtual environments only with python3-venv installed.
+    if ! python3 -m venv "$venv" 2>/dev/null; then
+        rm -rf "$venv"
+        apt_install python3-venv
+        python3 -m venv "$venv"
+    fi
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "kubernetes==$PYTHON_CLIENT_VERSION"
 }

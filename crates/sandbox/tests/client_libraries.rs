@@ -1,5 +1,5 @@
-//! The official Python client (Debian package `python3-kubernetes`) against the sandbox, used
-//! as its users write it.
+//! The official Python client (`kubernetes` from PyPI, which scripts/test installs into
+//! target/test-tools/python) against the sandbox, used as its users write it.
 
 use tokio::process::Command;
 
@@ -8,9 +8,16 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 use tusk_sandbox::Sandbox;
 
-/// Debian's Python, which the Debian package installs the client for (a `python3` earlier on
-/// the PATH, such as pyenv's, would not have it).
-const PYTHON: &str = "/usr/bin/python3";
+/// The Python with the client installed: `TUSK_TEST_PYTHON`, or the virtual environment
+/// scripts/test creates.
+fn python_executable() -> std::path::PathBuf {
+    std::env::var_os("TUSK_TEST_PYTHON")
+        .map(Into::into)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../target/test-tools/python/bin/python")
+        })
+}
 
 /// Runs `script` (without blocking the sandbox serving it) with the Python client configured from the sandbox's kubeconfig (as
 /// `config`), and returns what it printed.
@@ -19,12 +26,12 @@ async fn python(sandbox: &Sandbox, script: &str) -> String {
         "from kubernetes import client, config\nconfig.load_kube_config({:?})\n",
         sandbox.kubeconfig_path().display().to_string()
     );
-    let output = Command::new(PYTHON)
+    let output = Command::new(python_executable())
         .arg("-c")
         .arg(prelude + script)
         .output()
         .await
-        .expect("python3 runs (install the Debian package python3-kubernetes)");
+        .expect("the Python client's interpreter runs (scripts/test installs it; or set TUSK_TEST_PYTHON)");
     assert!(
         output.status.success(),
         "the Python client failed: {}{}",
