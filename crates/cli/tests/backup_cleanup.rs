@@ -17,12 +17,21 @@ use support::{Dev, Kubectl};
 
 const NAMESPACE: &str = "shop";
 
-/// Creates a cluster and waits for it to be Ready.
+/// About 150 MB of text that compresses to roughly half: a dozen parts of 8 MiB, which takes
+/// long enough to back up that the backup can be caught halfway.
+const FILLER: &str = "CREATE TABLE filler AS SELECT g AS id, \
+     (SELECT string_agg(md5(random()::text || s), '') \
+      FROM generate_series(1, 30 + 0 * g) AS s) AS body \
+     FROM generate_series(1, 150000) AS g";
+
+/// Creates a cluster that archives WAL and waits for it to be Ready.
 fn ready_cluster(shop: &Kubectl, name: &str) {
     shop.apply_json(&json!({
         "apiVersion": "postgres.tusk.dev/v1", "kind": "PostgresCluster",
         "metadata": {"name": name},
-        "spec": {"displayName": name, "memorySize": 1, "postgresDiskSize": 1}
+        "spec": {
+            "displayName": name, "memorySize": 1, "postgresDiskSize": 1, "walArchiving": true
+        }
     }));
     shop.wait_ready(name);
 }
@@ -109,15 +118,7 @@ async fn a_backup_killed_mid_upload_leaves_no_multipart_upload_once_its_request_
     let admin = dev.admin();
     let shop = dev.tenant(NAMESPACE, false).await;
     ready_cluster(&shop, "elephant");
-    // About 150 MB of text that compresses to roughly half: a dozen parts of 8 MiB, which takes
-    // long enough to upload that the process can be killed halfway.
-    owner_sql(
-        &admin,
-        "elephant",
-        "CREATE TABLE filler AS SELECT g AS id, \
-         (SELECT string_agg(md5(random()::text || g), '') FROM generate_series(1, 30)) AS body \
-         FROM generate_series(1, 150000) AS g",
-    );
+    owner_sql(&admin, "elephant", FILLER);
 
     let request = "killed-mid-upload";
     shop.apply_json(&json!({
@@ -250,5 +251,59 @@ async fn a_backup_waiting_for_wal_that_cannot_be_archived_fails_with_the_archive
     assert!(
         warning.2.contains("WAL is not being archived"),
         "the Event does not name the cause: {warning:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_only_other_backup_while_one_is_in_flight_keeps_the_new_one_restorable() {
+    let dev = Dev::start();
+    let admin = dev.admin();
+    let shop = dev.tenant(NAMESPACE, false).await;
+    ready_cluster(&shop, "source");
+    owner_sql(&admin, "source", FILLER);
+    let (phase, message) = shop.backup("source", "first");
+    assert_eq!(phase, "Succeeded", "{message}");
+    owner_sql(
+        &admin,
+        "source",
+        "CREATE TABLE marks AS SELECT generate_series(1, 1234) AS n",
+    );
+
+    shop.apply_json(&json!({
+        "apiVersion": "postgres.tusk.dev/v1", "kind": "PostgresBackupRequest",
+        "metadata": {"name": "second"}, "spec": {"cluster": {"name": "source"}}
+    }));
+    shop.until(
+        "the second backup to be uploading",
+        Duration::from_secs(120),
+        || {
+            let status = shop
+                .get_json(&["pgbr", "second"])
+                .map(|request| request["status"].clone())
+                .ok_or("no request")?;
+            (!status["upload"].is_null())
+                .then_some(())
+                .ok_or(format!("{status}"))
+        },
+    );
+    shop.ok(&["delete", "pgb", "first", "--wait=true", "--timeout=60s"]);
+    let phase = shop.ok(&["get", "pgbr", "second", "-o", "jsonpath={.status.phase}"]);
+    assert_eq!(
+        phase, "Running",
+        "the second backup finished before the first was deleted; the test proves nothing"
+    );
+    let (phase, message) = shop.outcome_of("second");
+    assert_eq!(phase, "Succeeded", "{message}");
+
+    shop.apply_json(&json!({
+        "apiVersion": "postgres.tusk.dev/v1", "kind": "PostgresCluster",
+        "metadata": {"name": "copy"},
+        "spec": {"displayName": "copy", "memorySize": 1, "postgresDiskSize": 1,
+                 "restore": {"backup": {"name": "second"}}}
+    }));
+    shop.wait_ready("copy");
+    assert_eq!(
+        owner_sql(&admin, "copy", "SELECT count(*) FROM marks"),
+        "1234"
     );
 }

@@ -3,7 +3,8 @@
 //! without grace) cannot, and S3 keeps the parts of an unfinished upload forever. So the Job
 //! records the upload's id in the request's status before it sends any data, and once the
 //! request has ended and no pod of its Job runs any more, this aborts that upload with the
-//! platform's credentials and clears the record.
+//! platform's credentials and clears the record. Deleting the cluster aborts the recorded
+//! uploads of backups still in flight (see [`abort_recorded`]).
 //!
 //! The record is written through a token a tenant can reach, so it is only a claim: the upload
 //! is aborted only at the exact key tusk expects for this request's backup, below its cluster's
@@ -137,6 +138,57 @@ mod tests {
                 ..Default::default()
             }),
             ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn only_an_upload_at_the_requests_own_key_is_aborted() {
+        use tusk_api::PostgresBackupRequestSpec;
+        use tusk_api::backup_request::{PostgresBackupRequestStatus, UploadInProgress};
+        use tusk_api::common::ClusterReference;
+
+        let dir = tempfile::tempdir().unwrap();
+        let url = url::Url::from_directory_path(dir.path()).unwrap();
+        let store = BackupStore::new(&tusk_backup::StoreConfig {
+            url: url.to_string(),
+            ..Default::default()
+        })
+        .unwrap();
+        let prefix = "shop/elephant/cluster-uid";
+        let with_upload = |key: &str| {
+            let mut request = PostgresBackupRequest::new(
+                "nightly",
+                PostgresBackupRequestSpec {
+                    cluster: ClusterReference::new("elephant"),
+                },
+            );
+            request.metadata.uid = Some("request-uid".into());
+            request.status = Some(PostgresBackupRequestStatus {
+                upload: Some(UploadInProgress {
+                    key: key.into(),
+                    upload_id: "upload-1".into(),
+                }),
+                ..Default::default()
+            });
+            request
+        };
+        let own = format!("{prefix}/base/request-uid.tar.gz.dare");
+        assert!(
+            abort_recorded(&store, prefix, &with_upload(&own))
+                .await
+                .unwrap()
+        );
+        for foreign in [
+            "shop/other/other-uid/base/request-uid.tar.gz.dare",
+            "shop/elephant/cluster-uid/base/another-request.tar.gz.dare",
+            "shop/elephant/cluster-uid/wal/000000010000000000000001.gz.dare",
+        ] {
+            assert!(
+                !abort_recorded(&store, prefix, &with_upload(foreign))
+                    .await
+                    .unwrap(),
+                "{foreign}"
+            );
         }
     }
 
