@@ -1,7 +1,8 @@
 //! What a backup leaves behind when it does not finish, on `tusk dev` with the real kubectl,
 //! PostgreSQL and the S3 server: a backup whose process is killed mid-upload leaves no
-//! multipart upload once its request has ended, and a backup waiting for WAL that cannot be
-//! archived fails with the archiver's error rather than "no progress".
+//! multipart upload once its request has ended, a backup waiting for WAL that cannot be
+//! archived fails with the archiver's error rather than "no progress", and deleting the only
+//! other backup while one is in flight leaves the new backup restorable.
 
 // Shared with the tenant_isolation suite, whose helpers this test does not all need.
 #[allow(dead_code)]
@@ -284,6 +285,32 @@ async fn deleting_the_only_other_backup_while_one_is_in_flight_keeps_the_new_one
             (!status["upload"].is_null())
                 .then_some(())
                 .ok_or(format!("{status}"))
+        },
+    );
+    // The segment the second backup started in must be in the archive before the first backup
+    // is deleted: fill it and the next with WAL, then wait for the archiver to pass them.
+    let before = owner_sql(
+        &admin,
+        "source",
+        "SELECT pg_walfile_name(pg_current_wal_lsn())",
+    );
+    owner_sql(
+        &admin,
+        "source",
+        "CREATE TABLE churn AS SELECT g, md5(g::text) FROM generate_series(1, 500000) AS g",
+    );
+    shop.until(
+        "the second backup's first segments to be archived",
+        Duration::from_secs(60),
+        || {
+            let archived = owner_sql(
+                &admin,
+                "source",
+                "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+            );
+            (archived.as_str() >= before.as_str())
+                .then_some(())
+                .ok_or(format!("archived up to {archived:?}, waiting for {before}"))
         },
     );
     shop.ok(&["delete", "pgb", "first", "--wait=true", "--timeout=60s"]);
