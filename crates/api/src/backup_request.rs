@@ -97,6 +97,31 @@ pub struct PostgresBackupRequestStatus {
     /// this request, with this size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<BackupResult>,
+
+    /// The multipart upload the backup Job is writing, recorded before any data is sent, so
+    /// that tusk can abort it when the request fails, even if the Job was killed. tusk aborts
+    /// only an upload whose key lies under the cluster's own prefix, and clears this field once
+    /// the upload is completed or aborted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<UploadInProgress>,
+
+    /// Why the backup is not making progress, as the Job last saw it: for a backup waiting for
+    /// WAL to be archived, the archiver's last failure. A stalled backup fails with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub stall_cause: Option<String>,
+}
+
+/// An unfinished multipart upload in the object store.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadInProgress {
+    /// The object's key in the store.
+    #[schemars(length(min = 1, max = 1024))]
+    pub key: String,
+    /// The id the store gave the upload.
+    #[schemars(length(min = 1, max = 1024))]
+    pub upload_id: String,
 }
 
 /// A finished backup as the Job reports it, before tusk has checked it.

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::compress::{CompressWriter, Compression};
 use crate::pipe::{CHUNK_SIZE, ChunkReader, ChunkWriter};
-use crate::sink::{self, SinkError};
+use crate::sink::{self, SinkError, UploadStarted};
 use crate::source::{self, BaseBackup, PgConnection, SourceError, WalMode, WalRange};
 use crate::store::BackupStore;
 
@@ -100,6 +100,19 @@ pub async fn run_backup(
     options: &BackupOptions,
     progress: Arc<Progress>,
 ) -> Result<BackupOutcome, BackupError> {
+    run_identified_backup(connection, store, key, options, progress, None).await
+}
+
+/// [`run_backup`], telling `upload_started` the multipart upload's id before any data is sent,
+/// so that the upload can be aborted by someone else if this process dies.
+pub async fn run_identified_backup(
+    connection: &PgConnection,
+    store: &BackupStore,
+    key: &str,
+    options: &BackupOptions,
+    progress: Arc<Progress>,
+    upload_started: Option<UploadStarted>,
+) -> Result<BackupOutcome, BackupError> {
     let started = Instant::now();
     let server = source::server_info(connection).await?;
     progress
@@ -111,7 +124,9 @@ pub async fn run_backup(
     let upload = {
         let store = store.clone();
         let key = key.to_owned();
-        tokio::spawn(async move { sink::upload(&store, &key, upload_receiver).await })
+        tokio::spawn(
+            async move { sink::upload(&store, &key, upload_receiver, upload_started).await },
+        )
     };
 
     let producer = {

@@ -11,13 +11,14 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use tusk_api::backup_request::{
-    BackupProgress, BackupRequestPhase, BackupResult, PostgresBackupRequest,
+    BackupProgress, BackupRequestPhase, BackupResult, PostgresBackupRequest, UploadInProgress,
 };
 use tusk_api::names;
 
-use crate::backup::{BackupOptions, BackupOutcome, Progress, run_backup};
+use crate::backup::{BackupOptions, BackupOutcome, Progress, run_identified_backup};
 use crate::compress::Compression;
-use crate::source::{PgConnection, WalMode};
+use crate::sink::UploadStarted;
+use crate::source::{PgConnection, WalMode, archiver_failure};
 use crate::store::{BackupStore, StoreConfig};
 
 /// How often progress is written to the request's status.
@@ -244,6 +245,17 @@ async fn take_backup(
         &settings.cluster_uid,
         &request_uid,
     );
+    // A pod of this Job that died mid-upload (a retry after a node loss) left its upload
+    // recorded here; abort it before starting another, which replaces the record.
+    if let Some(leftover) = request
+        .status
+        .as_ref()
+        .and_then(|status| status.upload.as_ref())
+        .filter(|upload| upload.key == key)
+        && let Err(error) = store.abort_upload(&key, &leftover.upload_id).await
+    {
+        tracing::warn!(%error, "cannot abort the upload an earlier attempt left; its parts stay until a lifecycle rule removes them");
+    }
     let options = BackupOptions {
         compression: settings.compression,
         passphrase: passphrase.0.clone(),
@@ -256,34 +268,87 @@ async fn take_backup(
         pg_basebackup: None,
     };
     let progress = Arc::new(Progress::default());
-    let reporter = {
-        let progress = progress.clone();
+    let reporter = tokio::spawn(report_progress(
+        progress.clone(),
+        settings.connection.clone(),
+        requests.clone(),
+        settings.request.clone(),
+    ));
+    let upload_started: UploadStarted = {
         let requests = requests.clone();
         let name = settings.request.clone();
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(PROGRESS_INTERVAL);
-            loop {
-                ticks.tick().await;
-                let current = BackupProgress::new(progress.done(), progress.total());
+        let key = key.clone();
+        Box::new(move |upload_id| {
+            Box::pin(async move {
+                let upload = UploadInProgress { key, upload_id };
                 if let Err(error) =
-                    patch_status(&requests, &name, json!({ "progress": current })).await
+                    patch_status(&requests, &name, json!({ "upload": upload })).await
                 {
-                    // Progress is advisory; the backup goes on.
-                    tracing::warn!(%error, "cannot report progress");
+                    // The backup can still succeed; only a kill would now leave parts behind.
+                    tracing::warn!(%error, "cannot record the multipart upload's id");
                 }
-            }
+            })
         })
     };
-    let outcome = run_backup(&settings.connection, &store, &key, &options, progress).await;
+    let outcome = run_identified_backup(
+        &settings.connection,
+        &store,
+        &key,
+        &options,
+        progress,
+        Some(upload_started),
+    )
+    .await;
     reporter.abort();
     let outcome = outcome.map_err(|error| format!("Backup failed: {error}"))?;
     let _ = patch_status(
         requests,
         &settings.request,
-        json!({ "progress": BackupProgress::complete(outcome.tar_bytes) }),
+        json!({
+            "progress": BackupProgress::complete(outcome.tar_bytes),
+            "upload": null,
+            "stallCause": null,
+        }),
     )
     .await;
     Ok(backup_result(settings, &outcome))
+}
+
+/// Writes progress to the request's status every [`PROGRESS_INTERVAL`]. While no progress is
+/// made, asks PostgreSQL whether WAL archiving is failing (a backup that takes WAL from the
+/// archive waits for it at its end) and records that as the stall's cause.
+async fn report_progress(
+    progress: Arc<Progress>,
+    connection: PgConnection,
+    requests: Api<PostgresBackupRequest>,
+    name: String,
+) {
+    let mut ticks = tokio::time::interval(PROGRESS_INTERVAL);
+    let mut last_done = None;
+    let mut cause_recorded = false;
+    loop {
+        ticks.tick().await;
+        let done = progress.done();
+        let mut status = json!({ "progress": BackupProgress::new(done, progress.total()) });
+        if last_done == Some(done) {
+            match archiver_failure(&connection).await {
+                Ok(Some(failure)) => {
+                    status["stallCause"] = json!(failure.to_string());
+                    cause_recorded = true;
+                }
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, "cannot read the archiver's state"),
+            }
+        } else if cause_recorded {
+            status["stallCause"] = serde_json::Value::Null;
+            cause_recorded = false;
+        }
+        last_done = Some(done);
+        if let Err(error) = patch_status(&requests, &name, status).await {
+            // Progress is advisory; the backup goes on.
+            tracing::warn!(%error, "cannot report progress");
+        }
+    }
 }
 
 /// A duration as people read it: "42s", "3m7s", "1h2m3s".

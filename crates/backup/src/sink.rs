@@ -1,11 +1,16 @@
 //! Upload stage: a multipart upload with a bounded number of parts in flight. Any failure, of the
 //! store or of an earlier stage, aborts the upload, so no partial object and no orphaned part
-//! remains.
+//! remains. A process killed mid-upload cannot abort, so the upload's id is reported as soon as
+//! the store hands it out (see [`UploadStarted`]) for the operator to abort it later.
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjectPath;
-use object_store::{MultipartUpload, ObjectStoreExt, PutPayloadMut};
+use object_store::{MultipartId, MultipartUpload, ObjectStoreExt, PutPayload, PutPayloadMut};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -72,20 +77,97 @@ impl SinkError {
 /// reason an upload failed) has come back by the last one.
 const ABORT_ATTEMPTS: u32 = 4;
 
-async fn abort(upload: &mut Box<dyn MultipartUpload>, key: &str) -> Result<(), StoreError> {
-    let mut delay = Duration::from_secs(1);
-    let mut attempt = 1;
-    loop {
-        match upload.abort().await {
-            Ok(()) => return Ok(()),
-            Err(error) if attempt >= ABORT_ATTEMPTS => {
-                return Err(StoreError::request("aborting the upload of", key, error));
+/// Told the upload's id once the store has started the upload, before any part is sent, so that
+/// whoever outlives this process (the operator) can abort the upload should the process die.
+pub type UploadStarted = Box<dyn FnOnce(String) -> BoxFuture<'static, ()> + Send>;
+
+/// A multipart upload in progress, through whichever interface the store offers.
+enum Upload {
+    /// Addressed by its id, which another process can use to abort it.
+    Identified {
+        store: Arc<dyn MultipartStore>,
+        path: ObjectPath,
+        id: MultipartId,
+    },
+    /// A store without upload ids (`file://`), whose unfinished uploads are local files.
+    Anonymous(Box<dyn MultipartUpload>),
+}
+
+/// One uploaded part: its index and, for an identified upload, the id completion needs.
+type PartDone = object_store::Result<(usize, Option<PartId>)>;
+
+impl Upload {
+    async fn start(store: &BackupStore, key: &str) -> object_store::Result<Self> {
+        let path = ObjectPath::from(key);
+        Ok(match store.multipart_store() {
+            Some(multipart) => Upload::Identified {
+                id: multipart.create_multipart(&path).await?,
+                store: multipart.clone(),
+                path,
+            },
+            None => Upload::Anonymous(store.object_store().put_multipart(&path).await?),
+        })
+    }
+
+    fn id(&self) -> Option<&str> {
+        match self {
+            Upload::Identified { id, .. } => Some(id),
+            Upload::Anonymous(_) => None,
+        }
+    }
+
+    fn put_part(&mut self, index: usize, payload: PutPayload) -> BoxFuture<'static, PartDone> {
+        match self {
+            Upload::Identified { store, path, id } => {
+                let (store, path, id) = (store.clone(), path.clone(), id.clone());
+                Box::pin(async move {
+                    let part = store.put_part(&path, &id, index, payload).await?;
+                    Ok((index, Some(part)))
+                })
             }
-            Err(error) => {
-                tracing::warn!(%key, %error, attempt, "aborting the multipart upload failed, retrying");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-                attempt += 1;
+            Upload::Anonymous(upload) => {
+                let part = upload.put_part(payload);
+                Box::pin(async move { part.await.map(|()| (index, None)) })
+            }
+        }
+    }
+
+    async fn complete(
+        &mut self,
+        mut parts: Vec<(usize, Option<PartId>)>,
+    ) -> object_store::Result<()> {
+        match self {
+            Upload::Identified { store, path, id } => {
+                parts.sort_by_key(|(index, _)| *index);
+                let parts = parts.into_iter().filter_map(|(_, part)| part).collect();
+                store.complete_multipart(path, id, parts).await.map(|_| ())
+            }
+            Upload::Anonymous(upload) => upload.complete().await.map(|_| ()),
+        }
+    }
+
+    async fn abort_once(&mut self) -> object_store::Result<()> {
+        match self {
+            Upload::Identified { store, path, id } => store.abort_multipart(path, id).await,
+            Upload::Anonymous(upload) => upload.abort().await,
+        }
+    }
+
+    async fn abort(&mut self, key: &str) -> Result<(), StoreError> {
+        let mut delay = Duration::from_secs(1);
+        let mut attempt = 1;
+        loop {
+            match self.abort_once().await {
+                Ok(()) => return Ok(()),
+                Err(error) if attempt >= ABORT_ATTEMPTS => {
+                    return Err(StoreError::request("aborting the upload of", key, error));
+                }
+                Err(error) => {
+                    tracing::warn!(%key, %error, attempt, "aborting the multipart upload failed, retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
             }
         }
     }
@@ -103,27 +185,27 @@ pub struct StoredObject {
 
 /// Uploads everything received on `chunks` to `key` and returns what was stored. The object
 /// is committed only when [`UploadMessage::End`] arrives; if the channel closes first, or the
-/// store fails, the upload is aborted.
+/// store fails, the upload is aborted. `started` hears the upload's id, where the store has one,
+/// before the first part is sent.
 pub async fn upload(
     store: &BackupStore,
     key: &str,
     mut chunks: mpsc::Receiver<UploadMessage>,
+    started: Option<UploadStarted>,
 ) -> Result<StoredObject, SinkError> {
-    let location = ObjectPath::from(key);
-    let mut upload = store
-        .object_store()
-        .put_multipart(&location)
-        .await
-        .map_err(|error| {
-            SinkError::Start(StoreError::request("starting the upload of", key, error))
-        })?;
+    let mut upload = Upload::start(store, key).await.map_err(|error| {
+        SinkError::Start(StoreError::request("starting the upload of", key, error))
+    })?;
+    if let (Some(started), Some(id)) = (started, upload.id()) {
+        started(id.to_owned()).await;
+    }
     let mut parts = JoinSet::new();
     let result = send_parts(&mut upload, &mut parts, key, &mut chunks).await;
     // Stop the producer promptly whatever happened: it blocks on a full channel otherwise.
     drop(chunks);
     match result {
-        Ok(stored) => match upload.complete().await {
-            Ok(_) => Ok(stored),
+        Ok((stored, uploaded)) => match upload.complete(uploaded).await {
+            Ok(()) => Ok(stored),
             Err(error) => {
                 let failure = SinkError::Complete(StoreError::request(
                     "completing the upload of",
@@ -140,12 +222,8 @@ pub async fn upload(
     }
 }
 
-async fn abort_after(
-    upload: &mut Box<dyn MultipartUpload>,
-    key: &str,
-    failure: SinkError,
-) -> SinkError {
-    match abort(upload, key).await {
+async fn abort_after(upload: &mut Upload, key: &str, failure: SinkError) -> SinkError {
+    match upload.abort(key).await {
         Ok(()) => {
             tracing::info!(%key, "aborted the multipart upload");
             failure
@@ -158,13 +236,19 @@ async fn abort_after(
 }
 
 async fn send_parts(
-    upload: &mut Box<dyn MultipartUpload>,
-    parts: &mut JoinSet<object_store::Result<()>>,
+    upload: &mut Upload,
+    parts: &mut JoinSet<PartDone>,
     key: &str,
     chunks: &mut mpsc::Receiver<UploadMessage>,
-) -> Result<StoredObject, SinkError> {
+) -> Result<(StoredObject, Vec<(usize, Option<PartId>)>), SinkError> {
     let part_failed =
         |error| SinkError::Part(StoreError::request("uploading a part of", key, error));
+    let joined = |finished: Result<PartDone, tokio::task::JoinError>| {
+        finished
+            .map_err(|error| part_failed(object_store::Error::JoinError { source: error }))?
+            .map_err(part_failed)
+    };
+    let mut uploaded = Vec::new();
     let mut size = 0u64;
     let mut digest = Sha256::new();
     let mut part = PutPayloadMut::new();
@@ -183,32 +267,25 @@ async fn send_parts(
         if part.content_length() >= part_size(part_index) || (last && part.content_length() > 0) {
             while parts.len() >= PARTS_IN_FLIGHT {
                 if let Some(finished) = parts.join_next().await {
-                    finished
-                        .map_err(|error| {
-                            part_failed(object_store::Error::JoinError { source: error })
-                        })?
-                        .map_err(part_failed)?;
+                    uploaded.push(joined(finished)?);
                 }
             }
-            parts.spawn(upload.put_part(std::mem::take(&mut part).freeze()));
+            parts.spawn(upload.put_part(part_index, std::mem::take(&mut part).freeze()));
             part_index += 1;
         }
         // A failed part ends the upload as soon as it is noticed, not at the end.
         while let Some(finished) = parts.try_join_next() {
-            finished
-                .map_err(|error| part_failed(object_store::Error::JoinError { source: error }))?
-                .map_err(part_failed)?;
+            uploaded.push(joined(finished)?);
         }
         if last {
             while let Some(finished) = parts.join_next().await {
-                finished
-                    .map_err(|error| part_failed(object_store::Error::JoinError { source: error }))?
-                    .map_err(part_failed)?;
+                uploaded.push(joined(finished)?);
             }
-            return Ok(StoredObject {
+            let stored = StoredObject {
                 size,
                 sha256: hex_digest(digest),
-            });
+            };
+            return Ok((stored, uploaded));
         }
     }
 }

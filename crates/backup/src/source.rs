@@ -132,6 +132,26 @@ impl PgConnection {
         })
     }
 
+    /// Opens a connection; the driver task ends once the client is dropped.
+    async fn connect(
+        &self,
+    ) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), SourceError> {
+        let (client, connection) =
+            self.config()
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map_err(|source| SourceError::Connect {
+                    host: self.host.clone(),
+                    port: self.port,
+                    source,
+                })?;
+        // The connection's own result no longer matters once the client is gone.
+        let driver = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok((client, driver))
+    }
+
     fn config(&self) -> tokio_postgres::Config {
         let mut config = tokio_postgres::Config::new();
         config
@@ -175,16 +195,7 @@ pub struct ServerInfo {
 
 /// Connects and reads [`ServerInfo`]; also the check that the server is reachable at all.
 pub async fn server_info(connection: &PgConnection) -> Result<ServerInfo, SourceError> {
-    let (client, driver) = connection
-        .config()
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|source| SourceError::Connect {
-            host: connection.host.clone(),
-            port: connection.port,
-            source,
-        })?;
-    let driver = tokio::spawn(driver);
+    let (client, driver) = connection.connect().await?;
     let query = |query: &'static str| {
         let client = &client;
         async move {
@@ -207,6 +218,58 @@ pub async fn server_info(connection: &PgConnection) -> Result<ServerInfo, Source
         database_bytes: database_bytes.max(0).unsigned_abs(),
         archives_wal: archive_mode != "off",
     })
+}
+
+/// The archiver's failure, read from `pg_stat_archiver` when the last attempt to archive WAL
+/// failed (no success since): the segment, when, and how many attempts have failed. A backup
+/// that takes its WAL from the archive waits at its end for that WAL, so this is why it stalls.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchiverFailure {
+    /// The segment that last failed to archive.
+    pub wal: String,
+    /// When it last failed, RFC 3339 in UTC.
+    pub at: String,
+    /// Failed attempts since the server started.
+    pub failed_count: i64,
+}
+
+impl std::fmt::Display for ArchiverFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "WAL is not being archived: archiving segment {} failed at {} ({} failed attempts); \
+             the archive command's error is in the cluster's PostgreSQL log",
+            self.wal, self.at, self.failed_count
+        )
+    }
+}
+
+/// Reads `pg_stat_archiver` and returns the archiver's failure if archiving is failing now
+/// (its last attempt failed), `None` if it works or was never tried.
+pub async fn archiver_failure(
+    connection: &PgConnection,
+) -> Result<Option<ArchiverFailure>, SourceError> {
+    const QUERY: &str = "SELECT last_failed_wal, \
+         to_char(last_failed_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+         failed_count \
+         FROM pg_stat_archiver \
+         WHERE last_failed_time IS NOT NULL \
+         AND last_failed_time >= coalesce(last_archived_time, '-infinity')";
+    let (client, driver) = connection.connect().await?;
+    let row = client
+        .query_opt(QUERY, &[])
+        .await
+        .map_err(|source| SourceError::Query {
+            query: "pg_stat_archiver",
+            source,
+        })?;
+    drop(client);
+    let _ = driver.await;
+    Ok(row.map(|row| ArchiverFailure {
+        wal: row.get::<_, Option<String>>(0).unwrap_or_default(),
+        at: row.get::<_, Option<String>>(1).unwrap_or_default(),
+        failed_count: row.get(2),
+    }))
 }
 
 /// Finds a PostgreSQL client program: on PATH, then in `pg_config --bindir`, then in the

@@ -359,6 +359,24 @@ impl BackupStore {
         }
     }
 
+    /// Aborts the unfinished multipart upload `upload_id` of `key`, so that its parts stop
+    /// taking space. An upload that is already gone (completed or aborted) is not an error.
+    pub async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {
+        let Some(multipart) = self.multipart_store() else {
+            // A file:// store has no upload ids; nothing outside this process can abort.
+            return Ok(());
+        };
+        let upload_id = upload_id.to_owned();
+        match multipart
+            .abort_multipart(&ObjectPath::from(key), &upload_id)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(error) if is_missing_object(&error) => Ok(()),
+            Err(error) => Err(StoreError::request("aborting the upload of", key, error)),
+        }
+    }
+
     /// Deletes every object under `prefix` (a folder: `a/b` matches `a/b/c`, not `a/bc`) and
     /// returns how many there were.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<usize, StoreError> {

@@ -18,7 +18,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use serde::{Deserialize, Serialize};
 use tokio::signal::unix::{SignalKind, signal};
-use tusk_operator::config::{OperatorConfig, StoreCredentials};
+use tusk_operator::config::{OperatorConfig, Overrides, StoreCredentials};
 use tusk_sandbox::Sandbox;
 use tusk_sandbox::runtime::RuntimeOptions;
 use tusk_sandbox::s3::{S3Options, S3Server};
@@ -42,6 +42,10 @@ pub struct DevArgs {
     /// The API server's port on 127.0.0.1 (0 picks a free one; the kubeconfig names it).
     #[arg(long, default_value_t = 0)]
     pub port: u16,
+    /// How long a backup may make no progress before it is stopped and fails
+    /// (backupJob.stallTimeout, such as 10m).
+    #[arg(long, env = "TUSK_BACKUP_STALL_TIMEOUT")]
+    pub backup_stall_timeout: Option<String>,
 }
 
 /// What must stay the same from one run to the next: backups and pods name the store's
@@ -151,7 +155,10 @@ fn local_postgres_version() -> Option<String> {
     versions.last().map(u32::to_string)
 }
 
-fn operator_config(store: &S3Server) -> anyhow::Result<OperatorConfig> {
+fn operator_config(
+    store: &S3Server,
+    backup_stall_timeout: Option<String>,
+) -> anyhow::Result<OperatorConfig> {
     let mut config = OperatorConfig::default();
     config.store.url = format!("s3://{BUCKET}/dev");
     config.store.endpoint = Some(store.endpoint().to_owned());
@@ -174,9 +181,11 @@ fn operator_config(store: &S3Server) -> anyhow::Result<OperatorConfig> {
     config.leader_election.enabled = false;
     config.http_address = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     config
-        .validate()
-        .context("the operator configuration for `tusk dev` is invalid")?;
-    Ok(config)
+        .with_overrides(Overrides {
+            backup_stall_timeout,
+            ..Overrides::default()
+        })
+        .context("the operator configuration for `tusk dev` is invalid")
 }
 
 async fn apply<K>(api: &Api<K>, object: &K) -> anyhow::Result<()>
@@ -293,7 +302,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .context("cannot connect to the sandbox")?;
     install(&client, &store).await?;
     wait_for_crds(&client).await?;
-    let mut config = operator_config(&store)?;
+    let mut config = operator_config(&store, args.backup_stall_timeout.clone())?;
     let gateway = start_gateway(&data_dir, &mut config, &client).await?;
     let gateway_endpoint = config.store.gateway.endpoint.clone();
 

@@ -26,11 +26,17 @@ impl Dev {
     /// Starts `tusk dev` in a fresh data directory and installs the customer ClusterRole, as a
     /// platform team's `kubectl apply -k deploy/` does.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// [`Dev::start`] with more arguments for `tusk dev`, such as `--backup-stall-timeout`.
+    pub fn start_with(arguments: &[&str]) -> Self {
         let temp = tempfile::tempdir().expect("a temporary directory");
         let data_dir = temp.path().join("dev");
         let mut child = Command::new(TUSK)
             .args(["dev", "--data-dir"])
             .arg(&data_dir)
+            .args(arguments)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -146,14 +146,20 @@ pub fn decide(
         .saturating_add(timeout)
         .unwrap_or(Timestamp::MAX);
     if now >= deadline {
-        let mut message = format!(
-            "The backup made no progress for {}; its Job was stopped",
-            humantime::format_duration(stall_timeout)
-        );
-        if let Some(cause) = pod_reason(pods) {
-            message.push_str(": ");
-            message.push_str(&cause);
-        }
+        let waited = humantime::format_duration(stall_timeout);
+        // The Job's own diagnosis (WAL not being archived) names the cause better than the
+        // pod, which is merely waiting.
+        let message = match (status.stall_cause.as_deref(), pod_reason(pods)) {
+            (Some(cause), _) => {
+                format!("{cause}. The backup waited {waited} for it and its Job was stopped")
+            }
+            (None, Some(cause)) => {
+                format!("The backup made no progress for {waited}; its Job was stopped: {cause}")
+            }
+            (None, None) => {
+                format!("The backup made no progress for {waited}; its Job was stopped")
+            }
+        };
         return Verdict::Fail {
             message,
             delete_job: true,
@@ -319,6 +325,29 @@ mod tests {
             verdict,
             Verdict::Fail {
                 message: "The backup made no progress for 10m; its Job was stopped: ImagePullBackOff: Back-off pulling image".into(),
+                delete_job: true,
+            }
+        );
+    }
+
+    #[test]
+    fn a_stall_names_the_cause_the_job_found() {
+        let mut waiting = request(Some("j"));
+        waiting.status.as_mut().unwrap().stall_cause = Some(
+            "WAL is not being archived: archiving segment 000000010000000000000003 failed".into(),
+        );
+        let verdict = decide(
+            &waiting,
+            Some(&job(None)),
+            &[],
+            &mark(100),
+            at(700),
+            TEN_MINUTES,
+        );
+        assert_eq!(
+            verdict,
+            Verdict::Fail {
+                message: "WAL is not being archived: archiving segment 000000010000000000000003 failed. The backup waited 10m for it and its Job was stopped".into(),
                 delete_job: true,
             }
         );

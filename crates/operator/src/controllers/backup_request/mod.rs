@@ -13,6 +13,7 @@
 pub mod build;
 pub mod follow;
 pub mod record;
+pub mod upload;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -105,7 +106,12 @@ async fn reconcile(request: Arc<PostgresBackupRequest>, context: Arc<Context>) -
     if phase.is_some_and(BackupRequestPhase::is_finished) {
         forget_progress(&context, &request);
         report_outcome(&context, &request, &namespace).await?;
-        return Ok(Action::await_change());
+        return Ok(
+            match upload::abort_leftover(&context, &request, &namespace).await? {
+                upload::Cleanup::Done => Action::await_change(),
+                upload::Cleanup::WaitForPods(after) => Action::requeue(after),
+            },
+        );
     }
 
     if let Some(result) = request

@@ -1,6 +1,7 @@
 //! What deleting a PostgresCluster does outside Kubernetes: its finalizer removes every object
 //! the cluster has in the store (base backups, the whole WAL archive, leftovers of backups that
-//! were never recorded) before the cluster goes, whether or not it ever had a backup. Backups
+//! were never recorded, unfinished uploads of backups in flight) before the cluster goes,
+//! whether or not it ever had a backup. Backups
 //! whose deletionPolicy is Retain keep their object and the WAL from their start on.
 //!
 //! The prefix names the cluster's uid, so a cluster re-created under the same name starts with
@@ -11,11 +12,12 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use kube::runtime::events::EventType;
 use tusk_api::backup::DeletionPolicy;
-use tusk_api::{PostgresBackup, PostgresCluster, names};
+use tusk_api::{PostgresBackup, PostgresBackupRequest, PostgresCluster, names};
 use tusk_backup::wal::{self, BackupPosition};
 
 use crate::context::Context;
 use crate::controllers::backup::store;
+use crate::controllers::backup_request::upload;
 use crate::error::{Error, Result};
 use crate::events::{self, reasons};
 
@@ -33,6 +35,22 @@ pub async fn cleanup(
     let uid = cluster.uid();
     let store = store::open(context).await?;
     let prefix = store::prefix_of_cluster(&store, cluster)?;
+
+    // Backups in flight write multipart uploads, which are not objects: listing and deleting
+    // the prefix does not see them. Their requests (deleted after the cluster) record them.
+    let requests: Api<PostgresBackupRequest> = Api::namespaced(context.client.clone(), &namespace);
+    for request in requests
+        .list(&ListParams::default())
+        .await
+        .map_err(|source| Error::List {
+            kind: "PostgresBackupRequest",
+            source,
+        })?
+        .into_iter()
+        .filter(|request| request.spec.cluster.name == cluster.name_any())
+    {
+        upload::abort_recorded(&store, &prefix, &request).await?;
+    }
 
     let backups: Api<PostgresBackup> = Api::namespaced(context.client.clone(), &namespace);
     let retained: Vec<PostgresBackup> = backups
