@@ -89,6 +89,7 @@ async fn a_restore_test_proves_the_newest_backup_restores_and_a_tampered_one_fai
         .as_i64()
         .expect("the time to recover is recorded");
     assert!((0..180).contains(&recovery), "{recovery}");
+    eprintln!("time to recover on tusk dev: {recovery} s");
     assert!(run["dataAsOf"].is_string(), "{run}");
     let test = shop
         .get_json(&["pgrt", "nightly"])
@@ -147,6 +148,7 @@ async fn a_restore_test_proves_the_newest_backup_restores_and_a_tampered_one_fai
     let run = finished_run(&shop, "tampered", "tampered-restore-test");
     assert_eq!(run["result"], "Failed", "{run}");
     let reason = run["reason"].as_str().expect("a reason");
+    eprintln!("tampered backup: {reason}: {}", run["message"]);
     // The instance refuses the object before PostgreSQL starts and never becomes Ready: the
     // cluster says so (RestoreFailed) or the deadline does (Timeout).
     assert!(

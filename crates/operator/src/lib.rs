@@ -12,6 +12,7 @@ pub mod context;
 pub mod controllers;
 pub mod error;
 pub mod events;
+pub mod job_identity;
 pub mod labels;
 pub mod leader;
 pub mod metrics;

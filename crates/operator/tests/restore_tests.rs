@@ -102,6 +102,53 @@ async fn record_backup(
         .expect("the backup is recorded");
 }
 
+/// Waits until the cluster `name` no longer exists.
+async fn gone(clusters: &Api<PostgresCluster>, name: &str, what: &str) {
+    eventually(what, || async {
+        clusters.get_opt(name).await.ok()?.is_none().then_some(())
+    })
+    .await;
+}
+
+/// A sandbox with tusk's CRDs, an S3 server, the operator's configuration and the namespace.
+struct World {
+    _dir: tempfile::TempDir,
+    _sandbox: tusk_sandbox::Sandbox,
+    client: Client,
+    s3: tusk_sandbox::s3::S3Server,
+    config: tusk_operator::config::OperatorConfig,
+}
+
+impl World {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (sandbox, client) = support::sandbox().await;
+        let s3 = support::s3(dir.path()).await;
+        let config = support::config(&client, &s3).await;
+        namespace(&client, NS).await;
+        Self {
+            _dir: dir,
+            _sandbox: sandbox,
+            client,
+            s3,
+            config,
+        }
+    }
+}
+
+/// elephant, with one recorded backup.
+async fn elephant_with_a_backup(
+    client: &Client,
+    s3: &tusk_sandbox::s3::S3Server,
+) -> PostgresCluster {
+    let source = Api::<PostgresCluster>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &elephant())
+        .await
+        .expect("elephant");
+    record_backup(client, s3, &source).await;
+    source
+}
+
 async fn finished(client: &Client, name: &str) -> tusk_api::restore_test::RestoreTestRun {
     eventually(&format!("restore test {name} finishes a run"), || async {
         let run = test_object(client, name).await.status?.last_run?;
@@ -112,11 +159,13 @@ async fn finished(client: &Client, name: &str) -> tusk_api::restore_test::Restor
 
 #[tokio::test]
 async fn a_cluster_without_a_backup_fails_its_restore_test_with_the_reason() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (_sandbox, client) = support::sandbox().await;
-    let s3 = support::s3(dir.path()).await;
-    let config = support::config(&client, &s3).await;
-    namespace(&client, NS).await;
+    let World {
+        _dir,
+        _sandbox,
+        client,
+        s3: _,
+        config,
+    } = World::new().await;
     let operator = Operator::start(config, client.clone());
     Api::<PostgresCluster>::namespaced(client.clone(), NS)
         .create(&PostParams::default(), &elephant())
@@ -165,11 +214,13 @@ async fn a_cluster_without_a_backup_fails_its_restore_test_with_the_reason() {
 
 #[tokio::test]
 async fn a_throwaway_belongs_to_its_test_takes_no_backups_and_goes_when_the_run_times_out() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (_sandbox, client) = support::sandbox().await;
-    let s3 = support::s3(dir.path()).await;
-    let config = support::config(&client, &s3).await;
-    namespace(&client, NS).await;
+    let World {
+        _dir,
+        _sandbox,
+        client,
+        s3,
+        config,
+    } = World::new().await;
     // Ahead of the API server's clock, so that the test, created after this, is due at once.
     let clock = ManualClock::new(Timestamp::now() + SignedDuration::from_mins(1));
     let operator = Operator::start_with(
@@ -179,11 +230,7 @@ async fn a_throwaway_belongs_to_its_test_takes_no_backups_and_goes_when_the_run_
         Arc::new(clock.clone()),
     );
     let clusters: Api<PostgresCluster> = Api::namespaced(client.clone(), NS);
-    let source = clusters
-        .create(&PostParams::default(), &elephant())
-        .await
-        .expect("elephant");
-    record_backup(&client, &s3, &source).await;
+    let source = elephant_with_a_backup(&client, &s3).await;
     create_test(&client, "nightly", json!({})).await;
     let test = test_object(&client, "nightly").await;
 
@@ -281,14 +328,11 @@ async fn a_throwaway_belongs_to_its_test_takes_no_backups_and_goes_when_the_run_
     let run = finished(&client, "nightly").await;
     assert_eq!(run.reason.as_deref(), Some("Timeout"), "{run:?}");
     assert!(run.recovery_seconds.is_none());
-    eventually("the throwaway is deleted", || async {
-        clusters
-            .get_opt("nightly-restore-test")
-            .await
-            .ok()?
-            .is_none()
-            .then_some(())
-    })
+    gone(
+        &clusters,
+        "nightly-restore-test",
+        "the throwaway is deleted",
+    )
     .await;
     let source_after = clusters.get("elephant").await.expect("the source stays");
     assert_eq!(source_after.metadata.uid, source.metadata.uid);
@@ -315,14 +359,171 @@ async fn a_throwaway_belongs_to_its_test_takes_no_backups_and_goes_when_the_run_
         .delete("nightly", &DeleteParams::default())
         .await
         .expect("deleted");
-    eventually("the throwaway goes with its test", || async {
+    gone(
+        &clusters,
+        "nightly-restore-test",
+        "the throwaway goes with its test",
+    )
+    .await;
+    operator.stop().await;
+}
+
+/// Writes the status a StatefulSet's controller and kubelet would once its pod is ready, so
+/// that the cluster controller reports the cluster Ready.
+async fn pretend_ready(client: &Client, name: &str) {
+    let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
+    let stateful_set = eventually("the StatefulSet exists", || async {
+        stateful_sets.get_opt(name).await.ok().flatten()
+    })
+    .await;
+    let status = json!({"status": {
+        "observedGeneration": stateful_set.metadata.generation,
+        "replicas": 1, "readyReplicas": 1, "updatedReplicas": 1,
+        "currentRevision": "r1", "updateRevision": "r1",
+    }});
+    stateful_sets
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .expect("StatefulSet status");
+}
+
+#[tokio::test]
+async fn only_the_report_of_the_run_in_progress_counts_and_a_failed_check_fails_the_run() {
+    let World {
+        _dir,
+        _sandbox,
+        client,
+        s3,
+        config,
+    } = World::new().await;
+    let operator = Operator::start(config, client.clone());
+    let clusters: Api<PostgresCluster> = Api::namespaced(client.clone(), NS);
+    elephant_with_a_backup(&client, &s3).await;
+    create_test(&client, "nightly", json!({})).await;
+    let throwaway = eventually("the throwaway cluster exists", || async {
         clusters
             .get_opt("nightly-restore-test")
             .await
-            .ok()?
-            .is_none()
-            .then_some(())
+            .ok()
+            .flatten()
     })
     .await;
+    pretend_ready(&client, "nightly-restore-test").await;
+
+    // Ready: the time to recover is recorded and the check Job starts, with its own identity.
+    let run = eventually("the time to recover is recorded", || async {
+        let run = test_object(&client, "nightly").await.status?.last_run?;
+        run.recovery_seconds.is_some().then_some(run)
+    })
+    .await;
+    assert_eq!(run.result, RestoreTestResult::Running);
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), NS);
+    let job = eventually("the check Job exists", || async {
+        jobs.get_opt("nightly-restore-test-check")
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    assert_eq!(
+        job.metadata.owner_references.as_ref().expect("owner")[0].uid,
+        throwaway.metadata.uid.clone().expect("uid")
+    );
+    let roles: Api<k8s_openapi::api::rbac::v1::Role> = Api::namespaced(client.clone(), NS);
+    let role = roles
+        .get("nightly-restore-test-check")
+        .await
+        .expect("the Job's Role");
+    assert_eq!(
+        role.rules.expect("rules")[0].resource_names.as_deref(),
+        Some(&["nightly".to_owned()][..])
+    );
+
+    // A report naming another run is not taken.
+    let tests: Api<PostgresRestoreTest> = Api::namespaced(client.clone(), NS);
+    let report = |run_id: &str, passed: bool| {
+        json!({"status": {"report": {"runId": run_id, "amcheckPassed": passed,
+                                     "amcheckOutput": "heap table \"app.public.t\", block 0: invalid line pointer"}}})
+    };
+    tests
+        .patch_status(
+            "nightly",
+            &PatchParams::default(),
+            &Patch::Merge(report("another-run", true)),
+        )
+        .await
+        .expect("a forged report");
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let run = test_object(&client, "nightly")
+        .await
+        .status
+        .and_then(|status| status.last_run)
+        .expect("the run");
+    assert_eq!(run.result, RestoreTestResult::Running, "{run:?}");
+
+    // The run's own report, with corruption found: the run fails and the throwaway goes.
+    let uid = throwaway.metadata.uid.clone().expect("uid");
+    tests
+        .patch_status(
+            "nightly",
+            &PatchParams::default(),
+            &Patch::Merge(report(&uid, false)),
+        )
+        .await
+        .expect("the report");
+    let run = finished(&client, "nightly").await;
+    assert_eq!(run.reason.as_deref(), Some("CheckFailed"), "{run:?}");
+    assert!(
+        run.message
+            .as_deref()
+            .is_some_and(|message| message.contains("invalid line pointer")),
+        "{run:?}"
+    );
+    gone(
+        &clusters,
+        "nightly-restore-test",
+        "the throwaway is deleted",
+    )
+    .await;
+    assert!(
+        test_object(&client, "nightly")
+            .await
+            .status
+            .expect("status")
+            .report
+            .is_none()
+    );
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn a_cluster_of_the_throwaways_name_that_is_not_the_tests_is_never_touched() {
+    let World {
+        _dir,
+        _sandbox,
+        client,
+        s3,
+        config,
+    } = World::new().await;
+    let operator = Operator::start(config, client.clone());
+    let clusters: Api<PostgresCluster> = Api::namespaced(client.clone(), NS);
+    elephant_with_a_backup(&client, &s3).await;
+    let mut customers = elephant();
+    customers.metadata.name = Some("nightly-restore-test".into());
+    let customers = clusters
+        .create(&PostParams::default(), &customers)
+        .await
+        .expect("the customer's own cluster");
+    create_test(&client, "nightly", json!({})).await;
+
+    let run = finished(&client, "nightly").await;
+    assert_eq!(run.reason.as_deref(), Some("NameTaken"), "{run:?}");
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let still = clusters
+        .get("nightly-restore-test")
+        .await
+        .expect("the customer's cluster stays");
+    assert_eq!(still.metadata.uid, customers.metadata.uid);
+    assert!(still.metadata.deletion_timestamp.is_none());
     operator.stop().await;
 }

@@ -246,7 +246,8 @@ pub fn gibibytes(size: i32) -> Quantity {
     Quantity(format!("{size}Gi"))
 }
 
-fn secret_env(name: &str, secret: String, key: &str, optional: bool) -> EnvVar {
+/// An environment variable from a Secret's key, which the kubelet reads.
+pub fn secret_env(name: &str, secret: String, key: &str, optional: bool) -> EnvVar {
     EnvVar {
         name: name.to_owned(),
         value_from: Some(EnvVarSource {
@@ -261,7 +262,8 @@ fn secret_env(name: &str, secret: String, key: &str, optional: bool) -> EnvVar {
     }
 }
 
-fn plain_env(name: &str, value: impl Into<String>) -> EnvVar {
+/// An environment variable with a plain value.
+pub fn plain_env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {
         name: name.to_owned(),
         value: Some(value.into()),

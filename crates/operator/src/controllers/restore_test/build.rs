@@ -9,11 +9,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, PodSpec, PodTemplateSpec,
-    SecretKeySelector, ServiceAccount, Volume, VolumeMount,
+    Container, EmptyDirVolumeSource, PodSpec, PodTemplateSpec, ServiceAccount, Volume, VolumeMount,
 };
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use tusk_api::cluster::{BackupReference, RestoreSource};
 use tusk_api::names::{self, secret_keys};
@@ -22,9 +21,11 @@ use tusk_api::{GROUP, PostgresBackup, PostgresCluster, PostgresClusterSpec, Post
 
 use crate::config::OperatorConfig;
 use crate::controllers::cluster::build::{
-    OWNER_ROLE, pod_namespace_env, restricted_container_security, restricted_pod_security,
+    OWNER_ROLE, plain_env, pod_namespace_env, restricted_container_security,
+    restricted_pod_security, secret_env,
 };
 use crate::error::{Error, Result};
+use crate::job_identity::{JobIdentity, owner_of};
 use crate::labels;
 
 /// The component label value of a throwaway cluster's check Job.
@@ -119,30 +120,6 @@ fn test_labels(test: &PostgresRestoreTest, throwaway: &str) -> BTreeMap<String, 
     labels
 }
 
-fn env(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar {
-        name: name.to_owned(),
-        value: Some(value.into()),
-        ..EnvVar::default()
-    }
-}
-
-/// The throwaway's name, namespace, uid and the ownerReference that makes the check's objects
-/// go with it.
-fn throwaway_identity(throwaway: &PostgresCluster) -> Result<(String, String, OwnerReference)> {
-    let namespace = throwaway.namespace().ok_or(Error::MissingObjectKey {
-        kind: "PostgresCluster",
-        field: "namespace",
-    })?;
-    let owner = throwaway
-        .controller_owner_ref(&())
-        .ok_or(Error::MissingObjectKey {
-            kind: "PostgresCluster",
-            field: "uid",
-        })?;
-    Ok((throwaway.name_any(), namespace, owner))
-}
-
 /// The Job running `tusk restore-test check` against the throwaway: it logs in as the
 /// throwaway's owner role (the supervisor of a throwaway grants that role amcheck), reports
 /// on the test's status, and holds no credential in its arguments or plain environment.
@@ -151,7 +128,7 @@ pub fn check_job(
     throwaway: &PostgresCluster,
     config: &OperatorConfig,
 ) -> Result<Job> {
-    let (throwaway_name, namespace, owner) = throwaway_identity(throwaway)?;
+    let (throwaway_name, namespace, owner) = owner_of(throwaway, "PostgresCluster")?;
     let run_id = throwaway.uid().ok_or(Error::MissingObjectKey {
         kind: "PostgresCluster",
         field: "uid",
@@ -161,28 +138,22 @@ pub fn check_job(
     let environment = vec![
         pod_namespace_env(),
         // The kubelet's service link of the throwaway's Service: no cluster DNS needed.
-        env(
+        plain_env(
             "PGHOST",
             format!(
                 "$({})",
                 names::service_host_env(&names::read_write_service(&throwaway_name))
             ),
         ),
-        env("PGPORT", names::POSTGRES_PORT.to_string()),
-        env("PGUSER", OWNER_ROLE),
-        env("PGDATABASE", OWNER_ROLE),
-        EnvVar {
-            name: "PGPASSWORD".to_owned(),
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: names::credentials_secret(&throwaway_name),
-                    key: secret_keys::PASSWORD.to_owned(),
-                    optional: None,
-                }),
-                ..EnvVarSource::default()
-            }),
-            ..EnvVar::default()
-        },
+        plain_env("PGPORT", names::POSTGRES_PORT.to_string()),
+        plain_env("PGUSER", OWNER_ROLE),
+        plain_env("PGDATABASE", OWNER_ROLE),
+        secret_env(
+            "PGPASSWORD",
+            names::credentials_secret(&throwaway_name),
+            secret_keys::PASSWORD,
+            false,
+        ),
     ];
     let container = Container {
         name: "check".to_owned(),
@@ -259,46 +230,14 @@ pub fn check_rbac(
     test: &PostgresRestoreTest,
     throwaway: &PostgresCluster,
 ) -> Result<(ServiceAccount, Role, RoleBinding)> {
-    let (throwaway_name, namespace, owner) = throwaway_identity(throwaway)?;
-    let account = restore_test::check_job(&throwaway_name);
-    let meta = || ObjectMeta {
-        name: Some(account.clone()),
-        namespace: Some(namespace.clone()),
-        labels: Some(test_labels(test, &throwaway_name)),
-        owner_references: Some(vec![owner.clone()]),
-        ..ObjectMeta::default()
+    let (throwaway_name, namespace, owner) = owner_of(throwaway, "PostgresCluster")?;
+    let identity = JobIdentity {
+        name: &restore_test::check_job(&throwaway_name),
+        namespace: &namespace,
+        owner: &owner,
+        labels: test_labels(test, &throwaway_name),
     };
-    let role = Role {
-        metadata: meta(),
-        rules: Some(
-            check_job_rules()
-                .into_iter()
-                .map(|rule| PolicyRule {
-                    resource_names: Some(vec![test.name_any()]),
-                    ..rule
-                })
-                .collect(),
-        ),
-    };
-    let binding = RoleBinding {
-        metadata: meta(),
-        role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".to_owned()),
-            kind: "Role".to_owned(),
-            name: account.clone(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".to_owned(),
-            name: account.clone(),
-            namespace: Some(namespace.clone()),
-            ..Subject::default()
-        }]),
-    };
-    let service_account = ServiceAccount {
-        metadata: meta(),
-        ..ServiceAccount::default()
-    };
-    Ok((service_account, role, binding))
+    Ok(identity.build(check_job_rules(), &test.name_any()))
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::watcher;
@@ -40,6 +40,7 @@ use tusk_api::{PostgresBackup, PostgresCluster, PostgresRestoreTest, names, rest
 
 use crate::conditions::{self, DesiredCondition};
 use crate::context::Context;
+use crate::controllers::cluster;
 use crate::error::{Error, Result, is_conflict, is_not_found};
 use crate::events;
 use crate::metrics::RestoreTestLabels;
@@ -378,7 +379,9 @@ async fn start(run: &mut Run<'_>, clusters: &Api<PostgresCluster>) -> Result<()>
         );
         return finish(run, clusters, None, outcome).await;
     };
-    let Some(backup) = newest_backup(run, source_name).await? else {
+    let Some(backup) =
+        cluster::newest_backup(&run.context.client, &run.namespace, source_name).await?
+    else {
         let outcome = Outcome::failed(
             results::NO_BACKUP,
             format!("PostgresCluster {source_name} has no PostgresBackup to restore"),
@@ -420,33 +423,6 @@ async fn start(run: &mut Run<'_>, clusters: &Api<PostgresCluster>) -> Result<()>
     )
     .await;
     Ok(())
-}
-
-/// The newest PostgresBackup of `cluster` that is not being deleted.
-async fn newest_backup(run: &Run<'_>, cluster: &str) -> Result<Option<PostgresBackup>> {
-    let backups: Api<PostgresBackup> = Api::namespaced(run.context.client.clone(), &run.namespace);
-    let list = backups
-        .list(&ListParams::default())
-        .await
-        .map_err(|source| Error::List {
-            kind: "PostgresBackup",
-            source,
-        })?;
-    Ok(list
-        .into_iter()
-        .filter(|backup| {
-            backup.spec.cluster.name == cluster && backup.metadata.deletion_timestamp.is_none()
-        })
-        .max_by_key(|backup| {
-            (
-                backup
-                    .metadata
-                    .creation_timestamp
-                    .clone()
-                    .map(|time| time.0),
-                backup.name_any(),
-            )
-        }))
 }
 
 /// A run in progress: waits for the throwaway to be Ready, starts the check, and records the
