@@ -50,7 +50,7 @@ fn help_lists_every_command_the_architecture_names() {
 }
 
 #[test]
-fn crds_prints_the_five_definitions_that_deploy_crds_holds() {
+fn crds_prints_the_six_definitions_that_deploy_crds_holds() {
     let output = tusk(&["crds"]);
     assert!(output.status.success());
     let stream = String::from_utf8(output.stdout).expect("YAML is UTF-8");

@@ -518,7 +518,7 @@ async fn follow(
         let outcome = Outcome::failed(
             results::TIMEOUT,
             format!(
-                "The run did not finish within {} minutes (throwaway cluster {throwaway_name}: {phase}{})",
+                "The run did not finish within timeoutMinutes ({}) (throwaway cluster {throwaway_name}: {phase}{})",
                 run.test.spec.timeout_minutes(),
                 if job.is_some() {
                     ", check running"
