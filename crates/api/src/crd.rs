@@ -1,4 +1,4 @@
-//! The CustomResourceDefinitions of all five kinds, as `tusk crds` prints them and as
+//! The CustomResourceDefinitions of all six kinds, as `tusk crds` prints them and as
 //! deploy/crds/ stores them.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -6,7 +6,7 @@ use kube::CustomResourceExt;
 
 use crate::{
     PostgresBackup, PostgresBackupRequest, PostgresBackupSchedule, PostgresCluster,
-    PostgresRemoteCluster,
+    PostgresRemoteCluster, PostgresRestoreTest,
 };
 
 /// Serializing a generated CRD to YAML failed.
@@ -26,6 +26,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         PostgresBackupRequest::crd(),
         PostgresBackup::crd(),
         PostgresBackupSchedule::crd(),
+        PostgresRestoreTest::crd(),
     ]
 }
 

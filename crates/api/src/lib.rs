@@ -1,4 +1,4 @@
-//! tusk's API: the five custom resource kinds of group `postgres.tusk.dev/v1`, and the names,
+//! tusk's API: the six custom resource kinds of group `postgres.tusk.dev/v1`, and the names,
 //! labels, finalizers and condition vocabulary that every other tusk crate shares.
 //!
 //! This crate does no I/O and depends on no other tusk crate, so that the operator, the backup
@@ -23,6 +23,7 @@ pub mod finalizers;
 pub mod labels;
 pub mod names;
 pub mod remote_cluster;
+pub mod restore_test;
 
 pub use backup::{PostgresBackup, PostgresBackupSpec, PostgresBackupStatus};
 pub use backup_request::{
@@ -36,6 +37,7 @@ pub use crd::{crds, crds_yaml};
 pub use remote_cluster::{
     PostgresRemoteCluster, PostgresRemoteClusterSpec, PostgresRemoteClusterStatus,
 };
+pub use restore_test::{PostgresRestoreTest, PostgresRestoreTestSpec, PostgresRestoreTestStatus};
 
 /// The API group of every tusk resource.
 pub const GROUP: &str = "postgres.tusk.dev";

@@ -11,6 +11,7 @@ pub mod gateway;
 pub mod job;
 pub mod pipe;
 pub mod restore;
+pub mod restore_check;
 pub mod sink;
 pub mod source;
 pub mod store;

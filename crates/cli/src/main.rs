@@ -28,6 +28,9 @@ enum Command {
     /// Restore a backup into an empty data directory.
     #[command(subcommand)]
     Restore(commands::restore::RestoreCommand),
+    /// Check a restore test's throwaway cluster (what the check Job runs).
+    #[command(subcommand)]
+    RestoreTest(commands::restore_test::RestoreTestCommand),
     /// Archive one WAL segment (PostgreSQL's archive_command).
     WalPush(commands::wal::WalPushArgs),
     /// Fetch one archived WAL segment (PostgreSQL's restore_command).
@@ -75,6 +78,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Operator(args) => commands::operator::run(args).await,
         Command::Backup(command) => commands::backup::run(command).await,
         Command::Restore(command) => commands::restore::run(command).await,
+        Command::RestoreTest(command) => commands::restore_test::run(command).await,
         Command::WalPush(args) => commands::wal::push(args).await,
         Command::WalFetch(args) => commands::wal::fetch(args).await,
         Command::Instance(args) => commands::instance::run(args).await,

@@ -50,7 +50,7 @@ fn help_lists_every_command_the_architecture_names() {
 }
 
 #[test]
-fn crds_prints_the_five_definitions_that_deploy_crds_holds() {
+fn crds_prints_the_six_definitions_that_deploy_crds_holds() {
     let output = tusk(&["crds"]);
     assert!(output.status.success());
     let stream = String::from_utf8(output.stdout).expect("YAML is UTF-8");
@@ -71,6 +71,7 @@ fn crds_prints_the_five_definitions_that_deploy_crds_holds() {
             "postgresbackuprequests.postgres.tusk.dev",
             "postgresbackups.postgres.tusk.dev",
             "postgresbackupschedules.postgres.tusk.dev",
+            "postgresrestoretests.postgres.tusk.dev",
         ]
     );
 }
@@ -99,7 +100,7 @@ fn crds_output_dir_writes_one_file_per_definition() {
         })
         .collect();
     files.sort();
-    assert_eq!(files.len(), 5, "{files:?}");
+    assert_eq!(files.len(), 6, "{files:?}");
     assert!(files.contains(&"postgresclusters.postgres.tusk.dev.yaml".to_owned()));
 }
 

@@ -117,6 +117,7 @@ fn deploy_renders_everything_an_installation_needs() {
         "postgresbackups",
         "postgresbackupschedules",
         "postgresremoteclusters",
+        "postgresrestoretests",
     ] {
         find(
             &objects,
@@ -127,6 +128,7 @@ fn deploy_renders_everything_an_installation_needs() {
     find(&objects, "ServiceAccount", "tusk-operator");
     find(&objects, "ClusterRole", "tusk-operator");
     find(&objects, "ClusterRole", "tusk-backup-job");
+    find(&objects, "ClusterRole", "tusk-restore-check-job");
     let binding = find(&objects, "ClusterRoleBinding", "tusk-operator");
     assert_eq!(
         binding.pointer("/subjects/0/namespace"),
@@ -237,6 +239,18 @@ fn the_backup_job_rules_in_deploy_are_the_ones_the_operator_grants() {
         .cloned()
         .expect("rules");
     let rules = tusk_operator::controllers::backup_request::build::backup_job_rules();
+    let granted = serde_json::to_value(rules).expect("JSON");
+    assert_eq!(shipped, granted);
+}
+
+#[test]
+fn the_restore_check_job_rules_in_deploy_are_the_ones_the_operator_grants() {
+    let objects = rendered();
+    let shipped = find(&objects, "ClusterRole", "tusk-restore-check-job")
+        .get("rules")
+        .cloned()
+        .expect("rules");
+    let rules = tusk_operator::controllers::restore_test::build::check_job_rules();
     let granted = serde_json::to_value(rules).expect("JSON");
     assert_eq!(shipped, granted);
 }

@@ -1,4 +1,4 @@
-//! tusk's operator: five controllers that turn tusk's custom resources into running, backed-up
+//! tusk's operator: six controllers that turn tusk's custom resources into running, backed-up
 //! PostgreSQL, and clean up outside the cluster when they go.
 //!
 //! [`run`] is the whole operator: the HTTP server for metrics and probes, leader election, and
@@ -12,6 +12,7 @@ pub mod context;
 pub mod controllers;
 pub mod error;
 pub mod events;
+pub mod job_identity;
 pub mod labels;
 pub mod leader;
 pub mod metrics;
@@ -222,7 +223,7 @@ async fn lead_when_elected(
     outcome
 }
 
-/// Runs all five controllers until `shutdown` completes.
+/// Runs all six controllers until `shutdown` completes.
 pub async fn run_controllers(
     context: Arc<Context>,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -245,5 +246,6 @@ pub async fn run_controllers(
         backup_request::run(context.clone(), stopped()),
         backup_schedule::run(context.clone(), stopped()),
         backup::run(context.clone(), stopped()),
+        restore_test::run(context.clone(), stopped()),
     );
 }

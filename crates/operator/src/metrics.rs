@@ -1,12 +1,14 @@
 //! Prometheus metrics, served on `/metrics`: reconciles, reconcile errors by kind (the error
-//! variant) and reconcile durations, each per controller.
+//! variant) and reconcile durations, each per controller; and the outcome of restore tests.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use prometheus_client::encoding::{EncodeLabelSet, text::encode};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -28,6 +30,28 @@ pub struct ErrorLabels {
     pub error: &'static str,
 }
 
+/// Labels of a restore test's gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RestoreTestLabels {
+    /// The PostgresRestoreTest's namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// Labels of the restore test result counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RestoreResultLabels {
+    /// The PostgresRestoreTest's namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// `Passed` or `Failed`.
+    pub result: &'static str,
+    /// The run's reason, such as `Passed`, `Timeout` or `CheckFailed`.
+    pub reason: String,
+}
+
 /// The operator's metrics.
 #[derive(Clone)]
 pub struct Metrics {
@@ -35,6 +59,9 @@ pub struct Metrics {
     reconciles: Family<ControllerLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     durations: Family<ControllerLabels, Histogram>,
+    restore_recovery: Family<RestoreTestLabels, Gauge<f64, AtomicU64>>,
+    restore_success: Family<RestoreTestLabels, Gauge<f64, AtomicU64>>,
+    restore_results: Family<RestoreResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -63,11 +90,32 @@ impl Metrics {
             "How long reconciles took",
             durations.clone(),
         );
+        let restore_recovery = Family::<RestoreTestLabels, Gauge<f64, AtomicU64>>::default();
+        let restore_success = Family::<RestoreTestLabels, Gauge<f64, AtomicU64>>::default();
+        let restore_results = Family::<RestoreResultLabels, Counter>::default();
+        registry.register(
+            "restore_test_last_duration_seconds",
+            "Time to recover of a restore test's last run that reached a running PostgreSQL",
+            restore_recovery.clone(),
+        );
+        registry.register(
+            "restore_test_last_success_timestamp_seconds",
+            "Start of a restore test's last passed run, in seconds since the Unix epoch",
+            restore_success.clone(),
+        );
+        registry.register(
+            "restore_test_runs",
+            "Finished restore test runs, by result and reason",
+            restore_results.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             reconciles,
             errors,
             durations,
+            restore_recovery,
+            restore_success,
+            restore_results,
         }
     }
 
@@ -94,6 +142,36 @@ impl Metrics {
                 error: error.metric_label(),
             })
             .inc();
+    }
+
+    /// Records a finished restore test run: its result and reason, its time to recover when
+    /// PostgreSQL came up, and its start when it passed.
+    pub fn restore_test_finished(
+        &self,
+        test: RestoreTestLabels,
+        passed: bool,
+        reason: &str,
+        recovery_seconds: Option<i64>,
+        started_at: jiff::Timestamp,
+    ) {
+        self.restore_results
+            .get_or_create(&RestoreResultLabels {
+                namespace: test.namespace.clone(),
+                name: test.name.clone(),
+                result: if passed { "Passed" } else { "Failed" },
+                reason: reason.to_owned(),
+            })
+            .inc();
+        if let Some(seconds) = recovery_seconds {
+            self.restore_recovery
+                .get_or_create(&test)
+                .set(seconds as f64);
+        }
+        if passed {
+            self.restore_success
+                .get_or_create(&test)
+                .set(started_at.as_second() as f64);
+        }
     }
 
     /// The metrics in Prometheus' text format.

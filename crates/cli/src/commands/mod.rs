@@ -6,6 +6,7 @@ pub mod dev;
 pub mod instance;
 pub mod operator;
 pub mod restore;
+pub mod restore_test;
 pub mod sandbox;
 pub mod tunnel;
 pub mod wal;

@@ -53,11 +53,16 @@ impl Connection {
     /// Opens a session to the `postgres` database; the connection task runs in the background
     /// and ends with the client.
     pub async fn connect(&self) -> Result<Client, tokio_postgres::Error> {
+        self.connect_to("postgres").await
+    }
+
+    /// Opens a session to `database`, like [`Connection::connect`].
+    pub async fn connect_to(&self, database: &str) -> Result<Client, tokio_postgres::Error> {
         let (client, connection) = tokio_postgres::Config::new()
             .host_path(&self.socket_dir)
             .port(self.port)
             .user(MANAGEMENT_ROLE)
-            .dbname("postgres")
+            .dbname(database)
             .application_name("tusk-instance")
             .connect_timeout(CONNECT_TIMEOUT)
             .connect(NoTls)
@@ -86,6 +91,70 @@ pub struct Roles {
     pub owner: Credentials,
     /// The backup Job's replication role.
     pub replication: Credentials,
+    /// Whether this is a restore test's throwaway, whose owner role runs amcheck for the
+    /// check Job (see [`grant_amcheck`]).
+    pub restore_check: bool,
+}
+
+/// The schema amcheck is installed in where no database had it.
+pub const AMCHECK_SCHEMA: &str = "tusk_amcheck";
+
+/// Lets the owner role run `pg_amcheck` on every database that accepts connections: installs
+/// amcheck where missing (in its own schema, so no grant reaches the tenant's functions) and
+/// grants the owner EXECUTE on amcheck's functions, wherever they are. Only on a restore
+/// test's throwaway: amcheck's functions only read, but they are the management role's to
+/// hand out, and a customer's own cluster does not need them.
+pub async fn grant_amcheck(
+    connection: &Connection,
+    owner: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let client = connection.connect().await?;
+    let databases: Vec<String> = client
+        .query(
+            "SELECT datname FROM pg_database WHERE datallowconn ORDER BY datname",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let owner_literal = escape_literal(owner);
+    let owner = escape_identifier(owner);
+    let schema = escape_identifier(AMCHECK_SCHEMA);
+    for database in databases {
+        let client = connection.connect_to(&database).await?;
+        let installed = client
+            .query_opt(
+                "SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'amcheck'",
+                &[],
+            )
+            .await?;
+        let extension_schema = match installed {
+            Some(row) => row.get::<_, String>(0),
+            None => {
+                client
+                    .batch_execute(&format!(
+                        "CREATE SCHEMA IF NOT EXISTS {schema}; CREATE EXTENSION amcheck SCHEMA {schema}"
+                    ))
+                    .await?;
+                schema.clone()
+            }
+        };
+        // regnamespace::text is already quoted as an identifier where needed.
+        client
+            .batch_execute(&format!(
+                "GRANT USAGE ON SCHEMA {extension_schema} TO {owner};
+                 DO $grant$ DECLARE f regprocedure; BEGIN
+                   FOR f IN SELECT d.objid::regprocedure FROM pg_depend d
+                       JOIN pg_extension e ON e.oid = d.refobjid
+                       WHERE e.extname = 'amcheck' AND d.classid = 'pg_proc'::regclass AND d.deptype = 'e'
+                   LOOP EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', f, {owner_literal}); END LOOP;
+                 END $grant$"
+            ))
+            .await?;
+        tracing::info!(%database, "the owner role may run amcheck");
+    }
+    Ok(())
 }
 
 /// Makes the owner role, its database and the replication role exist with exactly the

@@ -176,6 +176,8 @@ pub struct InstanceConfig {
 
 /// The environment variables the operator sets on the instance container.
 pub mod env {
+    /// `true` on a restore test's throwaway: its owner role may run amcheck.
+    pub const RESTORE_CHECK: &str = "TUSK_RESTORE_CHECK";
     /// The owner role's name. A plain value set by the operator, never read from the
     /// credentials Secret, which the customer can edit.
     pub const OWNER: &str = "TUSK_OWNER";
@@ -548,6 +550,7 @@ pub async fn run(
         database::Roles {
             owner: config.owner.clone(),
             replication: config.replication.clone(),
+            restore_check: non_empty_env(env::RESTORE_CHECK).as_deref() == Some("true"),
         },
     ));
 
@@ -821,6 +824,9 @@ async fn bootstrap_once(
         return Ok(false);
     }
     database::ensure_roles(&client, roles).await?;
+    if roles.restore_check {
+        database::grant_amcheck(&state.connection, &roles.owner.name).await?;
+    }
     Ok(true)
 }
 

@@ -9,9 +9,9 @@ use k8s_openapi::api::core::v1::{
     Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, PodSpec, PodTemplateSpec,
     SecretKeySelector, ServiceAccount, Volume, VolumeMount,
 };
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 use tusk_api::names::{self, secret_keys};
 use tusk_api::{GROUP, PostgresBackupRequest, PostgresCluster, labels as api_labels};
 
@@ -21,6 +21,7 @@ use crate::controllers::cluster::build::{
     store_env,
 };
 use crate::error::{Error, Result};
+use crate::job_identity::{JobIdentity, owner_of};
 use crate::labels::{self, COMPONENT_BACKUP};
 
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
@@ -48,17 +49,7 @@ fn secret_env(name: &str, secret: String, key: &str) -> EnvVar {
 
 /// A request's name, namespace, and the ownerReference that makes its children go with it.
 fn identity(request: &PostgresBackupRequest) -> Result<(String, String, OwnerReference)> {
-    let namespace = request.namespace().ok_or(Error::MissingObjectKey {
-        kind: "PostgresBackupRequest",
-        field: "namespace",
-    })?;
-    let owner = request
-        .controller_owner_ref(&())
-        .ok_or(Error::MissingObjectKey {
-            kind: "PostgresBackupRequest",
-            field: "uid",
-        })?;
-    Ok((request.name_any(), namespace, owner))
+    owner_of(request, "PostgresBackupRequest")
 }
 
 /// The Job that takes the backup `request` asks for, following the contract with
@@ -201,11 +192,11 @@ pub fn backup_job_rules() -> Vec<PolicyRule> {
 /// and report on that request only.
 pub fn rbac(request: &PostgresBackupRequest) -> Result<(ServiceAccount, Role, RoleBinding)> {
     let (request_name, namespace, owner) = identity(request)?;
-    let account = names::backup_job_account(&request_name);
-    let meta = || ObjectMeta {
-        name: Some(account.clone()),
-        namespace: Some(namespace.clone()),
-        labels: Some(BTreeMap::from([
+    let identity = JobIdentity {
+        name: &names::backup_job_account(&request_name),
+        namespace: &namespace,
+        owner: &owner,
+        labels: BTreeMap::from([
             (
                 api_labels::MANAGED_BY.to_owned(),
                 api_labels::MANAGED_BY_VALUE.to_owned(),
@@ -214,41 +205,9 @@ pub fn rbac(request: &PostgresBackupRequest) -> Result<(ServiceAccount, Role, Ro
                 api_labels::COMPONENT.to_owned(),
                 COMPONENT_BACKUP.to_owned(),
             ),
-        ])),
-        owner_references: Some(vec![owner.clone()]),
-        ..ObjectMeta::default()
+        ]),
     };
-    let service_account = ServiceAccount {
-        metadata: meta(),
-        ..ServiceAccount::default()
-    };
-    let role = Role {
-        metadata: meta(),
-        rules: Some(
-            backup_job_rules()
-                .into_iter()
-                .map(|rule| PolicyRule {
-                    resource_names: Some(vec![request_name.clone()]),
-                    ..rule
-                })
-                .collect(),
-        ),
-    };
-    let binding = RoleBinding {
-        metadata: meta(),
-        role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".to_owned()),
-            kind: "Role".to_owned(),
-            name: account.clone(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".to_owned(),
-            name: account.clone(),
-            namespace: Some(namespace),
-            ..Subject::default()
-        }]),
-    };
-    Ok((service_account, role, binding))
+    Ok(identity.build(backup_job_rules(), &request_name))
 }
 
 #[cfg(test)]

@@ -56,7 +56,9 @@ pub async fn apply_children(
         &stateful_set,
     )
     .await?;
-    apply_default_schedule(client, namespace, &default_schedule).await?;
+    if let Some(default_schedule) = default_schedule {
+        apply_default_schedule(client, namespace, &default_schedule).await?;
+    }
     Ok(stateful_set)
 }
 

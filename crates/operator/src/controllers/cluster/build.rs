@@ -29,6 +29,7 @@ use tusk_backup::gateway::ClusterCredentials;
 
 use super::postgresql_conf;
 use crate::config::{BACKUP_STORE_ACCESS_KEY_ID, BACKUP_STORE_SECRET_ACCESS_KEY, OperatorConfig};
+use crate::controllers::restore_test::build::is_throwaway;
 use crate::error::{Error, Result};
 use crate::labels::{self, COMPONENT_BACKUP, COMPONENT_POSTGRES};
 
@@ -65,8 +66,9 @@ pub struct Children {
     pub service: Service,
     /// `<cluster>`.
     pub stateful_set: StatefulSet,
-    /// `default`.
-    pub default_schedule: PostgresBackupSchedule,
+    /// `<cluster>-default`; none for a restore test's throwaway, which must never take a
+    /// backup.
+    pub default_schedule: Option<PostgresBackupSchedule>,
 }
 
 /// Builds every child of `cluster`. `existing_credentials` is the credentials Secret as it is
@@ -99,7 +101,7 @@ pub fn build(
         config_map: config_map(cluster, name, &owner),
         service: service(name, &owner),
         stateful_set: stateful_set(cluster, name, &owner, config, restore_backup),
-        default_schedule: default_schedule(name, &owner),
+        default_schedule: (!is_throwaway(cluster)).then(|| default_schedule(name, &owner)),
     })
 }
 
@@ -244,7 +246,8 @@ pub fn gibibytes(size: i32) -> Quantity {
     Quantity(format!("{size}Gi"))
 }
 
-fn secret_env(name: &str, secret: String, key: &str, optional: bool) -> EnvVar {
+/// An environment variable from a Secret's key, which the kubelet reads.
+pub fn secret_env(name: &str, secret: String, key: &str, optional: bool) -> EnvVar {
     EnvVar {
         name: name.to_owned(),
         value_from: Some(EnvVarSource {
@@ -259,7 +262,8 @@ fn secret_env(name: &str, secret: String, key: &str, optional: bool) -> EnvVar {
     }
 }
 
-fn plain_env(name: &str, value: impl Into<String>) -> EnvVar {
+/// An environment variable with a plain value.
+pub fn plain_env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {
         name: name.to_owned(),
         value: Some(value.into()),
@@ -454,6 +458,10 @@ fn stateful_set(
     // The cluster's objects live under a prefix that names this incarnation of it.
     if let Some(uid) = &cluster.metadata.uid {
         env.push(plain_env("TUSK_CLUSTER_UID", uid.clone()));
+    }
+    // A restore test's throwaway lets its owner role run amcheck, for the check Job.
+    if is_throwaway(cluster) {
+        env.push(plain_env("TUSK_RESTORE_CHECK", "true"));
     }
     if let Some(restore) = &spec.restore {
         env.push(plain_env(
@@ -695,7 +703,7 @@ pub(crate) mod tests {
             &children.config_map.metadata,
             &children.service.metadata,
             &children.stateful_set.metadata,
-            &children.default_schedule.metadata,
+            &children.default_schedule.as_ref().unwrap().metadata,
         ];
         for meta in owners {
             let owner = &meta.owner_references.as_ref().unwrap()[0];
@@ -726,12 +734,26 @@ pub(crate) mod tests {
             Some("elephant")
         );
         assert_eq!(
-            children.default_schedule.metadata.name.as_deref(),
+            children
+                .default_schedule
+                .as_ref()
+                .unwrap()
+                .metadata
+                .name
+                .as_deref(),
             Some("elephant-default")
         );
-        assert_eq!(children.default_schedule.spec.interval, Some(24));
         assert_eq!(
-            children.default_schedule.spec.triggered_by,
+            children.default_schedule.as_ref().unwrap().spec.interval,
+            Some(24)
+        );
+        assert_eq!(
+            children
+                .default_schedule
+                .as_ref()
+                .unwrap()
+                .spec
+                .triggered_by,
             TriggeredBy::System
         );
     }

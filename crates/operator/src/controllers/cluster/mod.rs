@@ -222,7 +222,12 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
     }
 
     // Status.
-    let last_backup = newest_backup(client, &namespace, &name).await?;
+    let last_backup = newest_backup(client, &namespace, &name)
+        .await?
+        .map(|backup| LastBackup {
+            finished_at: backup.metadata.creation_timestamp.clone(),
+            name: backup.name_any(),
+        });
     let status = status::compute(&status::Observed {
         cluster: &cluster,
         stateful_set: &stateful_set,
@@ -372,11 +377,11 @@ async fn store_credentials(
 }
 
 /// The newest PostgresBackup of the cluster that is not being deleted.
-async fn newest_backup(
+pub async fn newest_backup(
     client: &kube::Client,
     namespace: &str,
     cluster: &str,
-) -> Result<Option<LastBackup>> {
+) -> Result<Option<PostgresBackup>> {
     let api: Api<PostgresBackup> = Api::namespaced(client.clone(), namespace);
     let backups = api
         .list(&ListParams::default())
@@ -399,9 +404,5 @@ async fn newest_backup(
                     .map(|time| time.0),
                 backup.name_any(),
             )
-        })
-        .map(|backup| LastBackup {
-            finished_at: backup.metadata.creation_timestamp.clone(),
-            name: backup.name_any(),
         }))
 }

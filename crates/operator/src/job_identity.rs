@@ -1,0 +1,91 @@
+//! The identity of a Job tusk runs in a tenant's namespace: a ServiceAccount of its own, a Role
+//! whose rules name the one object the Job may touch (`resourceNames`), and the RoleBinding
+//! between them, all owned by what the Job works for so that they go with it. Anyone who can
+//! create pods in the namespace can obtain the Job's token, so the token reaches that one
+//! object and nothing else.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::{Resource, ResourceExt};
+
+use crate::error::{Error, Result};
+
+/// The name and namespace of what a Job works for, and the controller ownerReference that
+/// makes the Job and its identity go with it. `kind` names it in errors.
+pub fn owner_of<K>(object: &K, kind: &'static str) -> Result<(String, String, OwnerReference)>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let namespace = object.namespace().ok_or(Error::MissingObjectKey {
+        kind,
+        field: "namespace",
+    })?;
+    let owner = object
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingObjectKey { kind, field: "uid" })?;
+    Ok((object.name_any(), namespace, owner))
+}
+
+/// Where and for what a Job's identity is made.
+pub struct JobIdentity<'a> {
+    /// The name of the ServiceAccount, Role and RoleBinding (the Job's own name).
+    pub name: &'a str,
+    /// Their namespace.
+    pub namespace: &'a str,
+    /// What they belong to.
+    pub owner: &'a OwnerReference,
+    /// Their labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl JobIdentity<'_> {
+    /// The ServiceAccount, the Role granting `rules` on `resource_name` only, and the
+    /// RoleBinding of the Role to the ServiceAccount.
+    pub fn build(
+        &self,
+        rules: Vec<PolicyRule>,
+        resource_name: &str,
+    ) -> (ServiceAccount, Role, RoleBinding) {
+        let meta = || ObjectMeta {
+            name: Some(self.name.to_owned()),
+            namespace: Some(self.namespace.to_owned()),
+            labels: Some(self.labels.clone()),
+            owner_references: Some(vec![self.owner.clone()]),
+            ..ObjectMeta::default()
+        };
+        let role = Role {
+            metadata: meta(),
+            rules: Some(
+                rules
+                    .into_iter()
+                    .map(|rule| PolicyRule {
+                        resource_names: Some(vec![resource_name.to_owned()]),
+                        ..rule
+                    })
+                    .collect(),
+            ),
+        };
+        let binding = RoleBinding {
+            metadata: meta(),
+            role_ref: RoleRef {
+                api_group: Some("rbac.authorization.k8s.io".to_owned()),
+                kind: "Role".to_owned(),
+                name: self.name.to_owned(),
+            },
+            subjects: Some(vec![Subject {
+                kind: "ServiceAccount".to_owned(),
+                name: self.name.to_owned(),
+                namespace: Some(self.namespace.to_owned()),
+                ..Subject::default()
+            }]),
+        };
+        let service_account = ServiceAccount {
+            metadata: meta(),
+            ..ServiceAccount::default()
+        };
+        (service_account, role, binding)
+    }
+}
