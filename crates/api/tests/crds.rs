@@ -290,7 +290,7 @@ fn with_parameters(parameters: Value) -> Value {
 }
 
 #[test]
-fn cel_admits_only_allowed_parameters_and_names_the_refused_ones() {
+fn cel_admits_only_allowed_parameters_and_names_a_refused_one() {
     let allowed = with_parameters(json!({
         "max_connections": "200",
         "log_min_duration_statement": "250ms",
@@ -310,10 +310,11 @@ fn cel_admits_only_allowed_parameters_and_names_the_refused_ones() {
     }));
     let failures = cel_failures("PostgresCluster", &refused, None);
     assert_eq!(failures.len(), 1, "{failures:?}");
+    // One of the refused settings is named (naming all would put the message over
+    // kube-apiserver's cost budget; see docs/parameters.md).
     assert!(
         failures[0].contains("spec.parameters")
-            && failures[0].contains("include_dir")
-            && failures[0].contains("fsync")
+            && (failures[0].contains("include_dir") || failures[0].contains("fsync"))
             && !failures[0].contains("work_mem"),
         "{failures:?}"
     );
@@ -409,7 +410,9 @@ fn cel_and_the_rust_check_agree() {
 
 /// kube-apiserver estimates the cost of every rule from the bounds of what it walks and refuses
 /// a CRD whose rules could cost too much (issue #13). Every string, list and map that a rule of
-/// ours walks is bounded, and kube-cel's estimate of each rule stays under the budget.
+/// ours walks is bounded, and kube-cel's (coarse) estimate of each rule stays under the budget.
+/// The estimate kube-apiserver makes, messageExpressions included, is checked against
+/// deploy/crds by the sandbox (`every_shipped_crd_is_well_within_the_cost_budgets`).
 #[test]
 fn every_rule_walks_only_bounded_values() {
     use kube::core::cel::{WarningKind, compile_schema, estimate_rule_cost};

@@ -340,4 +340,142 @@ async fn kubectl_get_watch_keeps_the_columns_of_every_row() {
         row.is_some_and(|row| row.contains("elephant") && row.contains("42")),
         "the backup request's row lost its printer columns: {seen:?}"
     );
+    sandbox.shutdown().await;
+}
+
+/// `kubectl apply --dry-run=server -k deploy/` passes every check the sandbox makes (the CEL
+/// cost budgets of the CRDs included) and stores nothing; the real apply then installs it.
+#[tokio::test]
+async fn deploy_passes_a_server_side_dry_run_that_stores_nothing() {
+    let sandbox = Sandbox::builder().start().await.expect("sandbox starts");
+    // Like kube-apiserver, the sandbox refuses namespaced objects, dry run or not, in a namespace
+    // that does not exist: the namespace is created for real first.
+    kubectl_ok(&sandbox, &["apply", "-f", "deploy/namespace.yaml"]).await;
+    let dry = kubectl_ok(&sandbox, &["apply", "--dry-run=server", "-k", "deploy/"]).await;
+    let lines: Vec<&str> = dry.lines().collect();
+    assert!(lines.len() >= 10, "{dry}");
+    assert!(
+        lines.iter().all(|line| line.ends_with("(server dry run)")),
+        "{dry}"
+    );
+    assert!(
+        dry.contains(
+            "customresourcedefinition.apiextensions.k8s.io/postgresclusters.postgres.tusk.dev created (server dry run)"
+        ),
+        "{dry}"
+    );
+    assert!(
+        dry.contains("deployment.apps/tusk-operator created (server dry run)"),
+        "{dry}"
+    );
+    let stored = kubectl_ok(
+        &sandbox,
+        &["get", "-k", "deploy/", "--ignore-not-found", "-o", "name"],
+    )
+    .await;
+    assert_eq!(
+        stored.trim(),
+        "namespace/tusk-system",
+        "a dry run stored objects"
+    );
+
+    let applied = kubectl_ok(&sandbox, &["apply", "-k", "deploy/"]).await;
+    assert_eq!(applied.lines().count(), lines.len(), "{applied}");
+    let stored = kubectl_ok(&sandbox, &["get", "-k", "deploy/", "-o", "name"]).await;
+    assert_eq!(stored.lines().count(), lines.len(), "{stored}");
+    sandbox.shutdown().await;
+}
+
+/// A CRD whose rule walks a map of strings with no maxLength, as PostgresCluster's parameters
+/// once were.
+fn parameters_crd(value_bounds: &str) -> String {
+    format!(
+        r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  names: {{kind: Widget, plural: widgets}}
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              parameters:
+                type: object
+                maxProperties: 256
+                additionalProperties: {{type: string{value_bounds}}}
+                x-kubernetes-validations:
+                - rule: "self.all(k, !self[k].contains('\\n'))"
+                  message: a parameter value may not contain a line break
+"#
+    )
+}
+
+#[tokio::test]
+async fn a_crd_over_the_cel_cost_budget_is_refused_with_kube_apiservers_message() {
+    let sandbox = Sandbox::builder().start().await.expect("sandbox starts");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("widgets.yaml");
+    let path_text = path.to_str().expect("utf-8").to_string();
+
+    std::fs::write(&path, parameters_crd("")).expect("written");
+    let (ok, _, stderr) = kubectl(&sandbox, &["apply", "-f", &path_text]).await;
+    assert!(!ok, "an over-budget CRD was accepted");
+    assert!(
+        stderr.contains(
+            "The CustomResourceDefinition \"widgets.example.com\" is invalid: spec.validation.openAPIV3Schema.properties[spec].properties[parameters].x-kubernetes-validations[0].rule: Forbidden: estimated rule cost exceeds budget by factor of 8.1x (try simplifying the rule, or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)"
+        ),
+        "{stderr}"
+    );
+    let (ok, _, _) = kubectl(&sandbox, &["get", "crd", "widgets.example.com"]).await;
+    assert!(!ok, "the refused CRD was stored");
+
+    // The same rule over values of at most 1024 characters is accepted.
+    std::fs::write(&path, parameters_crd(", maxLength: 1024")).expect("written");
+    kubectl_ok(&sandbox, &["apply", "-f", &path_text]).await;
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_dry_run_value_other_than_all_is_refused_and_nothing_is_stored() {
+    let sandbox = Sandbox::builder().start().await.expect("sandbox starts");
+    let client = sandbox.client().await.expect("client");
+    let body = serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "bogus", "namespace": "default"},
+    });
+    let request = http::Request::post("/api/v1/namespaces/default/configmaps?dryRun=Bogus")
+        .header("content-type", "application/json")
+        .body(kube::client::Body::from(
+            serde_json::to_vec(&body).expect("JSON"),
+        ))
+        .expect("request");
+    let response = client.send(request).await.expect("answered");
+    assert_eq!(response.status().as_u16(), 422);
+    let bytes = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .expect("body")
+        .to_bytes();
+    let status: serde_json::Value = serde_json::from_slice(&bytes).expect("a Status");
+    assert_eq!(
+        status["message"],
+        "CreateOptions.meta.k8s.io \"\" is invalid: dryRun: Unsupported value: [\"Bogus\"]: supported values: \"All\""
+    );
+    assert_eq!(status["details"]["causes"][0]["field"], "dryRun");
+    assert_eq!(
+        status["details"]["causes"][0]["reason"],
+        "FieldValueNotSupported"
+    );
+    let maps: Api<ConfigMap> = Api::default_namespaced(client);
+    assert!(maps.get_opt("bogus").await.expect("get").is_none());
+    sandbox.shutdown().await;
 }

@@ -93,10 +93,20 @@ impl ApiError {
     }
 
     pub fn invalid(rt: &ResourceType, name: &str, causes: Vec<Cause>) -> Self {
-        let qualified_kind = if rt.group.is_empty() {
-            rt.kind.clone()
+        Self::invalid_kind(&rt.group, &rt.kind, name, causes)
+    }
+
+    /// A 422 for invalid request options, such as `CreateOptions.meta.k8s.io "" is invalid:
+    /// dryRun: ...`.
+    pub fn invalid_options(options_kind: &str, causes: Vec<Cause>) -> Self {
+        Self::invalid_kind("meta.k8s.io", options_kind, "", causes)
+    }
+
+    fn invalid_kind(group: &str, kind: &str, name: &str, causes: Vec<Cause>) -> Self {
+        let qualified_kind = if group.is_empty() {
+            kind.to_string()
         } else {
-            format!("{}.{}", rt.kind, rt.group)
+            format!("{kind}.{group}")
         };
         let summary: Vec<String> = causes
             .iter()
@@ -122,7 +132,7 @@ impl ApiError {
             "Invalid",
             format!("{qualified_kind} \"{name}\" is invalid: {summary}"),
         )
-        .with_details(json!({"name": name, "group": rt.group, "kind": rt.kind, "causes": causes}))
+        .with_details(json!({"name": name, "group": group, "kind": kind, "causes": causes}))
     }
 
     pub fn forbidden(rt: &ResourceType, name: &str, why: &str) -> Self {

@@ -51,6 +51,63 @@ impl Schema {
     }
 }
 
+/// The causes kube-apiserver gives for a CRD whose CEL rules are estimated over its cost
+/// budgets. When every version has the same schema, kube-apiserver checks it once, as the
+/// top-level `spec.validation`; otherwise each version's `spec.versions[i].schema`. As there, a
+/// schema an update leaves unchanged is not held to the per-rule limit again (only to the
+/// whole-schema limit).
+pub(crate) fn crd_rule_cost_causes(crd: &Value, old: Option<&Value>) -> Vec<Cause> {
+    fn schemas(crd: &Value) -> Vec<(String, Option<&Value>)> {
+        crd.pointer("/spec/versions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|v| {
+                let name = v.get("name").and_then(Value::as_str).unwrap_or_default();
+                (name.to_string(), v.get("schema"))
+            })
+            .collect()
+    }
+    let versions = schemas(crd);
+    let old_versions = old.map(schemas).unwrap_or_default();
+    let unchanged = |name: &str, schema: Option<&Value>| {
+        old_versions
+            .iter()
+            .any(|(old_name, old_schema)| old_name == name && *old_schema == schema)
+    };
+    let identical = versions.iter().all(|(_, s)| *s == versions[0].1);
+    let mut located: Vec<(String, &Value, bool)> = Vec::new();
+    for (i, (name, schema)) in versions.iter().enumerate() {
+        let Some(open_api) = schema.and_then(|s| s.get("openAPIV3Schema")) else {
+            continue;
+        };
+        if identical {
+            located.push((
+                "spec.validation.openAPIV3Schema".into(),
+                open_api,
+                unchanged(name, *schema),
+            ));
+            break;
+        }
+        located.push((
+            format!("spec.versions[{i}].schema.openAPIV3Schema"),
+            open_api,
+            unchanged(name, *schema),
+        ));
+    }
+    located
+        .into_iter()
+        .flat_map(|(location, open_api, unchanged)| {
+            schema::cost::estimate(open_api, &location).violations(!unchanged)
+        })
+        .map(|error| Cause {
+            reason: error.reason.as_k8s_cause_type(),
+            field: error.field,
+            message: error.message,
+        })
+        .collect()
+}
+
 /// A CRD version's printer columns.
 pub(crate) struct Columns {
     columns: Vec<table::PrinterColumn>,

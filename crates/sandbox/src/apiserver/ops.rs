@@ -198,6 +198,30 @@ fn cause(field: &str, reason: &'static str, message: String) -> Cause {
     }
 }
 
+/// Whether a write is a dry run, from its `dryRun` values. kube-apiserver accepts only `All` and
+/// refuses anything else (before doing anything) with a 422 naming the request's options kind:
+/// `CreateOptions`, `UpdateOptions`, `PatchOptions` or `DeleteOptions`.
+pub(crate) fn dry_run(values: &[&str], options_kind: &str) -> Result<bool, ApiError> {
+    if values.iter().all(|v| *v == "All") {
+        return Ok(!values.is_empty());
+    }
+    let quoted: Vec<String> = values
+        .iter()
+        .map(|v| serde_json::to_string(v).unwrap_or_default())
+        .collect();
+    Err(ApiError::invalid_options(
+        options_kind,
+        vec![cause(
+            "dryRun",
+            "FieldValueNotSupported",
+            format!(
+                "Unsupported value: [{}]: supported values: \"All\"",
+                quoted.join(",")
+            ),
+        )],
+    ))
+}
+
 /// kube-apiserver's RFC 1123 subdomain rule for object names.
 fn validate_name(rt: &ResourceType, name: &str) -> Option<Cause> {
     let label = |part: &str| {
@@ -374,6 +398,10 @@ fn prepare_crd(rt: &ResourceType, crd: &mut Value, old: Option<&Value>) -> Resul
             &name,
             vec![cause("spec", "FieldValueInvalid", message)],
         ));
+    }
+    let over_budget = ext::crd_rule_cost_causes(crd, old);
+    if !over_budget.is_empty() {
+        return Err(ApiError::invalid(rt, &name, over_budget));
     }
     if let Some(old) = old {
         crd["status"] = old.get("status").cloned().unwrap_or(json!({}));

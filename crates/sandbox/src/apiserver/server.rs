@@ -218,8 +218,19 @@ impl Server {
             let object = decode(&body, media)?;
             rbac::check_escalation(&self.store.read(), &user, &access, &object)?;
         }
+        // Deletions check their dryRun with their DeleteOptions; reads ignore it.
+        let options_kind = match method {
+            Method::POST => Some("CreateOptions"),
+            Method::PUT => Some("UpdateOptions"),
+            Method::PATCH => Some("PatchOptions"),
+            _ => None,
+        };
+        let dry_run = match options_kind {
+            Some(kind) => ops::dry_run(query.get("dryRun").map(String::as_str).as_slice(), kind)?,
+            None => false,
+        };
         let mut opts = WriteOptions {
-            dry_run: query.get("dryRun").is_some_and(|v| v == "All"),
+            dry_run,
             field_manager: query
                 .get("fieldManager")
                 .cloned()
@@ -1011,11 +1022,15 @@ fn delete_request(query: &Query, body: &[u8]) -> Result<DeleteRequest, ApiError>
             )));
         }
     };
-    let dry_run = options
+    let mut dry_run_values: Vec<&str> = options
         .get("dryRun")
         .and_then(Value::as_array)
-        .is_some_and(|a| a.iter().any(|v| v == "All"))
-        || query.get("dryRun").is_some_and(|v| v == "All");
+        .into_iter()
+        .flatten()
+        .map(|v| v.as_str().unwrap_or_default())
+        .collect();
+    dry_run_values.extend(query.get("dryRun").map(String::as_str));
+    let dry_run = ops::dry_run(&dry_run_values, "DeleteOptions")?;
     Ok(DeleteRequest {
         propagation,
         precondition_uid: options

@@ -7,6 +7,7 @@
 //! paths (`spec.parameters`), transition rules only where an old value is correlated, and
 //! validation ratcheting (an unchanged value is never newly refused).
 
+pub mod cost;
 mod node;
 #[cfg(test)]
 mod tests;
