@@ -31,6 +31,7 @@ mod probe;
 mod process;
 mod pvc;
 mod status;
+mod termination;
 mod users;
 mod volumes;
 
