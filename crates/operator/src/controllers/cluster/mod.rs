@@ -23,11 +23,12 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -51,6 +52,9 @@ pub const CONTROLLER: &str = "cluster";
 
 /// How often a cluster is reconciled when nothing happens, as a safety net.
 const RESYNC: Duration = Duration::from_secs(600);
+/// How often a cluster whose instance is failing is looked at again, besides its pods' own
+/// changes: slow enough never to load the API server, quick enough to see it recover.
+const FAILING_RESYNC: Duration = Duration::from_secs(30);
 
 /// Runs the controller until `shutdown` completes.
 pub async fn run(
@@ -78,6 +82,15 @@ pub async fn run(
     .owns(
         Api::<PostgresBackup>::all(client.clone()),
         watcher::Config::default(),
+    )
+    // The instance pods belong to the StatefulSet, not the cluster: their label names it.
+    .watches(
+        Api::<Pod>::all(client.clone()),
+        managed.clone(),
+        |pod: Pod| {
+            let cluster = pod.labels().get(api_labels::CLUSTER)?.clone();
+            Some(ObjectRef::new(&cluster).within(&pod.namespace()?))
+        },
     )
     .with_config(Config::default().concurrency(context.config.concurrency.cluster))
     .graceful_shutdown_on(shutdown)
@@ -223,14 +236,19 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
 
     // Status.
     let last_backup = newest_backup(client, &namespace, &name).await?;
+    let pods = instance_pods(client, &namespace, &name).await?;
     let status = status::compute(&status::Observed {
         cluster: &cluster,
         stateful_set: &stateful_set,
+        pods: &pods,
         expanding_volumes: &expanding,
         last_backup,
         now: context.clock.now(),
     });
     let status = report_refused_parameters(&context, &cluster, status).await;
+    report_instance_failures(&context, &cluster, &status, &stateful_set, &pods).await;
+    let failing = conditions::find(&status.conditions, types::DEGRADED)
+        .is_some_and(|condition| condition.status == TRUE);
     if cluster.status.as_ref() != Some(&status) {
         let clusters: Api<PostgresCluster> = Api::namespaced(client.clone(), &namespace);
         clusters
@@ -246,8 +264,111 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
                 source,
             })?;
     }
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(if failing {
+        FAILING_RESYNC
+    } else {
+        RESYNC
+    }))
 }
+
+/// The cluster's instance pods (those the StatefulSet controls are picked by
+/// [`status::compute`]).
+async fn instance_pods(client: &kube::Client, namespace: &str, cluster: &str) -> Result<Vec<Pod>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let selector = crate::labels::selector_string(&crate::labels::instance_selector(cluster));
+    Ok(pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|source| Error::List {
+            kind: "Pod",
+            source,
+        })?
+        .items)
+}
+
+/// Publishes the Events of the instance's failures on the cluster: a Warning when a failure
+/// appears or changes and at each crash of the instance (the Recorder folds repeats into one
+/// Event with a count), a Normal `Recovered` when it clears.
+async fn report_instance_failures(
+    context: &Context,
+    cluster: &PostgresCluster,
+    status: &tusk_api::PostgresClusterStatus,
+    stateful_set: &StatefulSet,
+    pods: &[Pod],
+) {
+    let degraded = |status: Option<&tusk_api::PostgresClusterStatus>| {
+        status
+            .and_then(|status| conditions::find(&status.conditions, types::DEGRADED))
+            .filter(|condition| condition.status == TRUE)
+            .filter(|condition| INSTANCE_FAILURES.contains(&condition.reason.as_str()))
+            .map(|condition| (condition.reason.clone(), condition.message.clone()))
+    };
+    let before = degraded(cluster.status.as_ref());
+    let now = degraded(Some(status));
+    let reference = cluster.object_ref(&());
+
+    let restarts = status::instance_restarts(stateful_set, pods);
+    let crashed = {
+        let uid = cluster.uid().unwrap_or_default();
+        let mut seen = context
+            .instance_restarts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let previous = seen.insert(uid, restarts);
+        previous.is_some_and(|previous| restarts > previous)
+    };
+
+    match (&before, &now) {
+        (_, Some((reason, message))) if crashed || before.as_ref() != now.as_ref() => {
+            events::publish(
+                &context.recorder,
+                &reference,
+                EventType::Warning,
+                reason,
+                "RunInstance",
+                message.clone(),
+            )
+            .await;
+        }
+        (Some(_), None) => {
+            events::publish(
+                &context.recorder,
+                &reference,
+                EventType::Normal,
+                condition_reasons::RECOVERED,
+                "RunInstance",
+                "The instance runs again".to_owned(),
+            )
+            .await;
+        }
+        _ if crashed => {
+            // A crash the instance recovered from by itself (PostgreSQL was killed and the
+            // container restarted): only its Event tells.
+            if let Some(crash) = status::last_crash(stateful_set, pods) {
+                events::publish(
+                    &context.recorder,
+                    &reference,
+                    EventType::Warning,
+                    crash.reason,
+                    "RunInstance",
+                    format!("The instance restarted: {}", crash.message),
+                )
+                .await;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The reasons of the Degraded condition that come from the instance's pods.
+const INSTANCE_FAILURES: [&str; 6] = [
+    condition_reasons::CRASH_LOOP,
+    condition_reasons::INVALID_PARAMETER,
+    condition_reasons::RESTORE_FAILED,
+    condition_reasons::UNSCHEDULABLE,
+    condition_reasons::IMAGE_PULL_FAILED,
+    condition_reasons::CANNOT_START,
+];
 
 /// Adds the `InvalidSpec` condition for parameters left out of postgresql.conf (see
 /// [`postgresql_conf::refused_parameters`]), with a Warning Event when it first appears or
