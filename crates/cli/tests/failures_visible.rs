@@ -64,21 +64,36 @@ fn wait_degraded(kubectl: &Kubectl, cluster: &str, reason: &str, line: &str) -> 
     assert_eq!(phase, "Degraded", "the phase agrees with the conditions");
     let ready = condition(kubectl, cluster, "Ready").expect("a Ready condition");
     assert_eq!((ready.0.as_str(), ready.1.as_str()), ("False", reason));
-    kubectl.until(
-        &format!("a Warning {reason} Event on {cluster}"),
+    wait_event(
+        kubectl,
+        cluster,
+        ("Warning", reason, line),
         Duration::from_secs(10),
+    );
+    message
+}
+
+/// Waits for an Event on `cluster` of `(type, reason)` whose note contains the third element.
+fn wait_event(
+    kubectl: &Kubectl,
+    cluster: &str,
+    (type_, reason, line): (&str, &str, &str),
+    limit: Duration,
+) {
+    kubectl.until(
+        &format!("a {type_} {reason} Event on {cluster} saying {line}"),
+        limit,
         || {
             let events = kubectl.events_about(cluster);
             events
                 .iter()
-                .any(|(type_, seen, note)| {
-                    type_ == "Warning" && seen == reason && note.contains(line)
+                .any(|(seen_type, seen, note)| {
+                    seen_type == type_ && seen == reason && note.contains(line)
                 })
                 .then_some(())
                 .ok_or(format!("{events:?}"))
         },
     );
-    message
 }
 
 /// Counts the writes to the cluster and to Events in its namespace during `window`, as a
@@ -157,12 +172,11 @@ async fn a_refused_parameter_is_reported_on_the_cluster_and_clears_when_fixed() 
             }
         },
     );
-    let events = shop.events_about("banana");
-    assert!(
-        events
-            .iter()
-            .any(|(type_, reason, _)| type_ == "Normal" && reason == "Recovered"),
-        "{events:?}"
+    wait_event(
+        &shop,
+        "banana",
+        ("Normal", "Recovered", ""),
+        Duration::from_secs(10),
     );
 }
 
@@ -206,19 +220,11 @@ async fn a_killed_postgresql_leaves_a_warning_event_on_the_cluster() {
     )
     .expect("postgres is killed");
 
-    shop.until(
-        "a Warning Event recording the crash",
+    wait_event(
+        &shop,
+        "elephant",
+        ("Warning", "CrashLoop", "SIGKILL"),
         VISIBLE_WITHIN,
-        || {
-            let events = shop.events_about("elephant");
-            events
-                .iter()
-                .any(|(type_, reason, note)| {
-                    type_ == "Warning" && reason == "CrashLoop" && note.contains("SIGKILL")
-                })
-                .then_some(())
-                .ok_or(format!("{events:?}"))
-        },
     );
     shop.wait_ready("elephant");
 }
@@ -249,5 +255,56 @@ async fn a_failed_restore_is_reported_as_restore_failed() {
     assert!(
         condition(&shop, "restored", "Ready").is_some_and(|ready| ready.0 == "False"),
         "never promoted to Ready"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_targets_the_backup_cannot_meet_are_refused_or_fail_loudly() {
+    let dev = Dev::start();
+    let shop = dev.tenant("shop", false).await;
+    let mut source = cluster("elephant", json!({}));
+    source["spec"]["walArchiving"] = json!(true);
+    shop.apply_json(&source);
+    shop.wait_ready("elephant");
+    let (phase, message) = shop.backup("elephant", "nightly");
+    assert_eq!(phase, "Succeeded", "{message}");
+
+    // Before the backup's end: refused before anything is made.
+    let mut too_early = cluster("too-early", json!({}));
+    too_early["spec"]["restore"] = json!({"backup": {"name": "nightly"}, "targetLSN": "0/1"});
+    shop.apply_json(&too_early);
+    let refusal = shop.until("too-early refused", VISIBLE_WITHIN, || {
+        match condition(&shop, "too-early", "InvalidSpec") {
+            Some((status, _, message)) if status == "True" => Ok(message),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    assert!(refusal.contains("spec.restore.targetLSN"), "{refusal}");
+    wait_event(
+        &shop,
+        "too-early",
+        ("Warning", "InvalidSpec", "spec.restore.targetLSN"),
+        Duration::from_secs(10),
+    );
+    assert!(
+        shop.get_json(&["statefulset", "too-early"]).is_none(),
+        "a StatefulSet was made for a restore that cannot be met"
+    );
+
+    // Beyond the archived WAL: PostgreSQL's own refusal, and never Ready.
+    let mut too_late = cluster("too-late", json!({}));
+    too_late["spec"]["restore"] =
+        json!({"backup": {"name": "nightly"}, "targetTime": "2999-01-01T00:00:00Z"});
+    shop.apply_json(&too_late);
+    let message = wait_degraded(
+        &shop,
+        "too-late",
+        "RestoreFailed",
+        "recovery ended before configured recovery target was reached",
+    );
+    println!("RestoreFailed: {message}");
+    assert!(
+        condition(&shop, "too-late", "Ready").is_some_and(|ready| ready.0 == "False"),
+        "promoted short of its target"
     );
 }

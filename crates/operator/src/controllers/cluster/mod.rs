@@ -206,6 +206,15 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
         }
     }
 
+    if let Some(refusal) = restore_backup
+        .as_ref()
+        .and_then(|backup| status::restore_target_refusal(&cluster, backup))
+    {
+        refuse_restore(&context, &cluster, &name, &namespace, refusal).await?;
+        // spec.restore is immutable: only a new cluster can ask again.
+        return Ok(Action::await_change());
+    }
+
     // Build and apply.
     let children = build::build(
         &cluster,
@@ -250,25 +259,102 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
     let failing = conditions::find(&status.conditions, types::DEGRADED)
         .is_some_and(|condition| condition.status == TRUE);
     if cluster.status.as_ref() != Some(&status) {
-        let clusters: Api<PostgresCluster> = Api::namespaced(client.clone(), &namespace);
-        clusters
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "status": status })),
-            )
-            .await
-            .map_err(|source| Error::PatchStatus {
-                kind: "PostgresCluster",
-                name: name.clone(),
-                source,
-            })?;
+        write_status(client, &namespace, &name, &status).await?;
     }
     Ok(Action::requeue(if failing {
         FAILING_RESYNC
     } else {
         RESYNC
     }))
+}
+
+/// Reports a `spec.restore` that cannot be met: `InvalidSpec`, `Ready` and `Degraded` with the
+/// refusal (which names the field), phase `Degraded`, and a Warning Event when it is new.
+/// Nothing is built, so nothing starts.
+async fn refuse_restore(
+    context: &Context,
+    cluster: &PostgresCluster,
+    name: &str,
+    namespace: &str,
+    refusal: String,
+) -> Result<()> {
+    let previous = cluster.status.clone().unwrap_or_default();
+    let desired = [
+        DesiredCondition::new(
+            types::INVALID_SPEC,
+            TRUE,
+            condition_reasons::INVALID_SPEC,
+            &refusal,
+        ),
+        DesiredCondition::new(
+            types::READY,
+            FALSE,
+            condition_reasons::INVALID_SPEC,
+            &refusal,
+        ),
+        DesiredCondition::new(
+            types::PROGRESSING,
+            FALSE,
+            condition_reasons::INVALID_SPEC,
+            "Nothing is created for a restore that cannot be met",
+        ),
+        DesiredCondition::new(
+            types::DEGRADED,
+            TRUE,
+            condition_reasons::INVALID_SPEC,
+            &refusal,
+        ),
+    ];
+    let status = tusk_api::PostgresClusterStatus {
+        phase: Some(tusk_api::cluster::ClusterPhase::Degraded),
+        conditions: conditions::merge(
+            &previous.conditions,
+            &desired,
+            cluster.metadata.generation,
+            context.clock.now(),
+        ),
+        observed_generation: cluster.metadata.generation,
+        ..previous.clone()
+    };
+    if status == previous {
+        return Ok(());
+    }
+    let already_refused = conditions::find(&previous.conditions, types::INVALID_SPEC)
+        .is_some_and(|condition| condition.status == TRUE && condition.message == refusal);
+    if !already_refused {
+        events::publish(
+            &context.recorder,
+            &cluster.object_ref(&()),
+            EventType::Warning,
+            reasons::INVALID_SPEC,
+            "Restore",
+            refusal,
+        )
+        .await;
+    }
+    write_status(&context.client, namespace, name, &status).await
+}
+
+/// Writes the cluster's status.
+async fn write_status(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    status: &tusk_api::PostgresClusterStatus,
+) -> Result<()> {
+    Api::<PostgresCluster>::namespaced(client.clone(), namespace)
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await
+        .map_err(|source| Error::PatchStatus {
+            kind: "PostgresCluster",
+            name: name.to_owned(),
+            source,
+        })?;
+    Ok(())
 }
 
 /// The cluster's instance pods (those the StatefulSet controls are picked by

@@ -190,6 +190,32 @@ pub fn compute(observed: &Observed<'_>) -> PostgresClusterStatus {
     }
 }
 
+/// Why `spec.restore` cannot be met by its backup, before anything is built: a `targetLSN`
+/// before the WAL location where the backup ended, where the restored data is first
+/// consistent. The message names the field. (A `targetTime` before the backup's end is refused
+/// by PostgreSQL itself, `requested recovery stop point is before consistent recovery point`,
+/// and shows as `RestoreFailed`: the PostgresBackup records no exact end time to compare with.)
+pub fn restore_target_refusal(
+    cluster: &PostgresCluster,
+    backup: &tusk_api::PostgresBackup,
+) -> Option<String> {
+    let target = cluster.spec.restore.as_ref()?.target_lsn.as_deref()?;
+    let stop = backup.spec.stop_lsn.as_deref()?;
+    (parse_lsn(target)? < parse_lsn(stop)?).then(|| {
+        format!(
+            "spec.restore.targetLSN {target} is before {stop}, where PostgresBackup {} ended; \
+             the restored data is consistent only from there on",
+            backup.metadata.name.as_deref().unwrap_or_default()
+        )
+    })
+}
+
+/// A WAL location `X/Y` (hexadecimal halves) as one number.
+fn parse_lsn(lsn: &str) -> Option<u64> {
+    let (high, low) = lsn.split_once('/')?;
+    Some((u64::from_str_radix(high, 16).ok()? << 32) | u64::from_str_radix(low, 16).ok()?)
+}
+
 /// Why the instance is not running, as its pod says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InstanceFailure {
@@ -339,9 +365,10 @@ fn classify(message: &str) -> &'static str {
         "parameter \"",
         "configuration file",
     ];
-    const RESTORE: [&str; 6] = [
+    const RESTORE: [&str; 7] = [
         "restoring the backup",
         "recovery ended before",
+        "recovery stop point",
         "recovery target",
         "\"recovery_target",
         "unfinished restore",
@@ -670,6 +697,36 @@ mod tests {
         let crash = last_crash(&sts(1, "a", "a"), &[recovered]).unwrap();
         assert_eq!(crash.reason, reasons::CRASH_LOOP);
         assert!(crash.message.contains("SIGKILL"));
+    }
+
+    #[test]
+    fn a_target_lsn_before_the_backups_end_is_refused() {
+        let backup: tusk_api::PostgresBackup = serde_json::from_value(serde_json::json!({
+            "apiVersion": "postgres.tusk.dev/v1", "kind": "PostgresBackup",
+            "metadata": {"name": "nightly"},
+            "spec": {
+                "cluster": {"name": "source"}, "displayName": "n",
+                "triggeredBy": "user",
+                "encryption": {"algorithm": "dare", "passphraseSecretRef": {"name": "s", "key": "k"}},
+                "s3": {"bucket": "b", "path": "p"},
+                "size": 1, "startLsn": "0/2000028", "stopLsn": "1/A0000100",
+            },
+        }))
+        .unwrap();
+        let restoring = |target: &str| {
+            let mut cluster = cluster();
+            cluster.spec.restore = serde_json::from_value(serde_json::json!({
+                "backup": {"name": "nightly"}, "targetLSN": target,
+            }))
+            .unwrap();
+            restore_target_refusal(&cluster, &backup)
+        };
+        let refusal = restoring("1/9FFFFFFF").expect("refused");
+        assert!(refusal.contains("spec.restore.targetLSN"), "{refusal}");
+        assert_eq!(restoring("1/A0000100"), None);
+        // Compared as numbers, not as text.
+        assert_eq!(restoring("2/0"), None);
+        assert!(restoring("0/FFFFFFFF").is_some());
     }
 
     #[test]
