@@ -118,6 +118,11 @@ async fn reconcile(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Resu
         match event {
             FinalizerEvent::Apply(cluster) => apply(cluster, context.clone()).await,
             FinalizerEvent::Cleanup(cluster) => {
+                context
+                    .instance_restarts
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&cluster.uid().unwrap_or_default());
                 let reference = cluster.object_ref(&());
                 let result = delete::cleanup(&cluster, &context, &reference).await;
                 if let Err(error) = &result {
