@@ -39,6 +39,27 @@ pub mod reasons {
     pub const REFUSED_KUBECONFIG: &str = "RefusedKubeconfig";
     /// The object store refused an operation.
     pub const STORE_ERROR: &str = "StoreError";
+
+    // Why a cluster's instance is not running; the message is the container's termination
+    // message (PostgreSQL's decisive line, then the supervisor's error). docs/troubleshooting.md
+    // says what to do about each.
+
+    /// The instance's container keeps exiting and is restarted with a back-off.
+    pub const CRASH_LOOP: &str = "CrashLoop";
+    /// PostgreSQL refused a setting of `spec.parameters` (or derived from `memorySize`) at
+    /// startup.
+    pub const INVALID_PARAMETER: &str = "InvalidParameter";
+    /// Restoring `spec.restore` failed; the data directory is not used until the cluster is
+    /// recreated.
+    pub const RESTORE_FAILED: &str = "RestoreFailed";
+    /// The instance's pod cannot be placed on a node.
+    pub const UNSCHEDULABLE: &str = "Unschedulable";
+    /// The instance's image cannot be pulled.
+    pub const IMAGE_PULL_FAILED: &str = "ImagePullFailed";
+    /// The instance's container cannot be created or started at all.
+    pub const CANNOT_START: &str = "CannotStart";
+    /// A failure above cleared: the instance runs again.
+    pub const RECOVERED: &str = "Recovered";
 }
 
 /// The status value of a condition that holds.

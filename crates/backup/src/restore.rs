@@ -17,8 +17,12 @@ use crate::sink::{StoredObject, hex_digest};
 use crate::store::{BackupStore, StoreError};
 
 /// A data directory holding this file is an unfinished or failed restore; the instance
-/// supervisor refuses to start PostgreSQL on it.
+/// supervisor never starts PostgreSQL on it. A failed restore writes its error into the file
+/// (see [`recorded_failure`]); a restore that was interrupted (its process killed) leaves the
+/// file as it was written first, and can start over (see [`clear_interrupted`]).
 pub const RESTORE_INCOMPLETE_MARKER: &str = "tusk-restore-incomplete";
+/// How the marker of a failed restore starts; the error follows.
+const FAILED_PREFIX: &str = "failed: ";
 
 /// How the restored server reaches consistency and where it stops.
 #[derive(Clone, Debug, Default)]
@@ -119,8 +123,38 @@ pub async fn restore(
             if let Err(cleanup) = remove_all_but_marker(data_dir) {
                 tracing::error!(data_dir = %data_dir.display(), %cleanup, "cannot clear the failed restore; the marker file still blocks it");
             }
+            // The cause outlives this process: every later start reports it.
+            let marker = data_dir.join(RESTORE_INCOMPLETE_MARKER);
+            if let Err(write) = fs::write(&marker, format!("{FAILED_PREFIX}{error}\n")) {
+                tracing::error!(marker = %marker.display(), %write, "cannot record why the restore failed");
+            }
             Err(error)
         }
+    }
+}
+
+/// Why the restore into `data_dir` failed, if a failed restore left its marker there. `None`
+/// when there is no marker, or when the restore was interrupted rather than failed.
+pub fn recorded_failure(data_dir: &Path) -> Option<String> {
+    let marker = fs::read_to_string(data_dir.join(RESTORE_INCOMPLETE_MARKER)).ok()?;
+    marker
+        .strip_prefix(FAILED_PREFIX)
+        .map(|cause| cause.trim_end().to_owned())
+}
+
+/// Empties `data_dir` (a volume's `lost+found` aside), marker included, after a restore that was
+/// interrupted, so that the restore can start over. A failed restore is left alone: it would
+/// fail again the same way.
+pub fn clear_interrupted(data_dir: &Path) -> io::Result<()> {
+    if recorded_failure(data_dir).is_some() {
+        return Err(io::Error::other(
+            "the restore failed; it is not cleared to start over",
+        ));
+    }
+    remove_all_but_marker(data_dir)?;
+    match fs::remove_file(data_dir.join(RESTORE_INCOMPLETE_MARKER)) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
     }
 }
 
@@ -495,6 +529,38 @@ mod tests {
         ));
         assert!(dir.path().join("PG_VERSION").exists());
         assert!(!dir.path().join(RESTORE_INCOMPLETE_MARKER).exists());
+    }
+
+    #[test]
+    fn an_interrupted_restore_starts_over_and_a_failed_one_keeps_its_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("pgdata");
+        // Killed in the middle of unpacking: the marker as first written, half the files.
+        prepare_data_dir(&data).unwrap();
+        fs::create_dir_all(data.join("base/1")).unwrap();
+        fs::write(data.join("base/1/1259"), "half").unwrap();
+        fs::create_dir(data.join("lost+found")).unwrap();
+        assert_eq!(recorded_failure(&data), None);
+        clear_interrupted(&data).unwrap();
+        let left: Vec<_> = fs::read_dir(&data)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("lost+found")]);
+        prepare_data_dir(&data).expect("a cleared directory takes a new restore");
+
+        // A failure is recorded in the marker and is not cleared away.
+        fs::write(
+            data.join(RESTORE_INCOMPLETE_MARKER),
+            format!("{FAILED_PREFIX}the backup object's SHA-256 differs\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            recorded_failure(&data).as_deref(),
+            Some("the backup object's SHA-256 differs")
+        );
+        assert!(clear_interrupted(&data).is_err());
+        assert!(data.join(RESTORE_INCOMPLETE_MARKER).exists());
     }
 
     #[test]

@@ -169,7 +169,8 @@ async fn a_data_directory_marked_by_a_failed_restore_is_refused() {
 }
 
 #[tokio::test]
-async fn an_instance_bootstraps_from_a_backup_and_refuses_a_failed_restore() {
+async fn an_instance_bootstraps_from_a_backup_refuses_a_failed_restore_and_resumes_an_interrupted_one()
+ {
     // A source cluster with some data, backed up with tusk-backup into a file:// store.
     let mut source = Instance::start("");
     source.wait_ready().await;
@@ -236,16 +237,30 @@ async fn an_instance_bootstraps_from_a_backup_and_refuses_a_failed_restore() {
         matches!(first, Err(InstanceError::Restore(_))),
         "expected a failed restore, got {first:?}"
     );
+    // Every later start refuses it, and still says why it failed.
     let second = supervisor::run(failed.clone(), std::future::pending()).await;
-    assert!(
-        matches!(second, Err(InstanceError::RestoreIncomplete(_))),
-        "expected a refusal, got {second:?}"
-    );
+    match second {
+        Err(InstanceError::RestoreFailedEarlier { cause, .. }) => {
+            assert!(cause.contains("wrong passphrase"), "{cause}");
+        }
+        other => panic!("expected a refusal naming the cause, got {other:?}"),
+    }
 
-    // The right passphrase brings the data back.
+    // A restore killed in the middle of unpacking left its marker (as first written) and part
+    // of the files: the next start throws them away and restores again, and the right
+    // passphrase brings the data back.
     let root = tempfile::tempdir().unwrap();
     let mut config = common::instance_config(root.path(), "");
     config.restore = Some(restore_source(passphrase));
+    std::fs::create_dir_all(config.data_dir.join("base/1")).unwrap();
+    std::fs::write(config.data_dir.join("base/1/1259"), b"half a file").unwrap();
+    std::fs::write(
+        config
+            .data_dir
+            .join(tusk_backup::restore::RESTORE_INCOMPLETE_MARKER),
+        b"a tusk restore into this directory has not completed\n",
+    )
+    .unwrap();
     // This cluster's own credentials, not the source's, open the restored database.
     config.owner.password = "the new cluster's owner password".to_owned();
     let new_owner = config.owner.clone();

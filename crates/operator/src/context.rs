@@ -28,6 +28,11 @@ pub struct Context {
     /// it, keyed by the request's uid. Kept in memory: after a restart, a stalled backup is
     /// detected at most one stall timeout later than it would have been.
     pub backup_progress: Mutex<HashMap<String, ProgressMark>>,
+    /// How many times each cluster's instance containers had restarted when the operator last
+    /// looked, keyed by the cluster's uid: a higher count is a crash, reported with an Event.
+    /// Kept in memory: after an operator restart, a crash that happened meanwhile is reported
+    /// by the condition alone.
+    pub instance_restarts: Mutex<HashMap<String, i32>>,
 }
 
 /// A backup's progress as last seen by the operator.
@@ -62,6 +67,7 @@ impl Context {
             metrics,
             clock,
             backup_progress: Mutex::new(HashMap::new()),
+            instance_restarts: Mutex::new(HashMap::new()),
         }
     }
 }

@@ -186,13 +186,15 @@ pub async fn restore_backup(
 /// who once was a superuser could have made more); an interrupted restore or upgrade simply
 /// runs this again. It runs PostgreSQL once in single-user mode, which needs no
 /// authentication and opens no socket. The script holds no secret, so PostgreSQL's messages
-/// (a restore's recovery among them) go to the container log as they are.
+/// (a restore's recovery among them) go to the container log as they are, through
+/// `postgres_log`, which keeps the decisive one for the termination message.
 pub async fn secure_roles(
     postgres: &Path,
     data_dir: &Path,
     settings: &[String],
     replication_role: &str,
     run_as: Option<RunAs>,
+    postgres_log: &std::sync::Arc<super::PostgresLog>,
 ) -> Result<(), InstanceError> {
     use tokio::io::AsyncWriteExt as _;
 
@@ -209,7 +211,7 @@ pub async fn secure_roles(
         .env_remove(super::env::REPLICATION_PASSWORD)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
     super::drop_privileges(&mut command, run_as);
     tracing::info!("securing the roles before PostgreSQL starts");
@@ -218,6 +220,7 @@ pub async fn secure_roles(
         source,
     };
     let mut child = command.spawn().map_err(spawn_error)?;
+    let forwarding = super::forward_stderr(&mut child, postgres_log);
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(script.as_bytes())
@@ -227,6 +230,7 @@ pub async fn secure_roles(
         drop(stdin);
     }
     let output = child.wait_with_output().await.map_err(spawn_error)?;
+    let _ = tokio::time::timeout(super::OUTPUT_DRAIN, forwarding).await;
     // Single-user mode reports a failed statement and goes on to the next one, so neither its
     // exit status nor its messages tell; the script's last query checks the outcome itself.
     let secured = String::from_utf8_lossy(&output.stdout).contains(ROLES_SECURED);

@@ -1,7 +1,8 @@
 //! `tusk instance`: PostgreSQL's supervisor inside a database pod.
 //!
 //! One run goes:
-//! 1. refuse a data directory that a failed restore marked unusable;
+//! 1. refuse a data directory that a failed restore marked unusable (naming the recorded
+//!    cause), and start an interrupted restore over;
 //! 2. bootstrap an empty data directory, with `initdb` or from a backup;
 //! 3. put the roles in order in single-user mode, before any connection is possible: the
 //!    management role is the only superuser and has no password, and no customer role holds
@@ -27,6 +28,7 @@
 pub mod bootstrap;
 pub mod database;
 pub mod health;
+pub mod postgres_log;
 pub mod settings;
 
 use std::future::Future;
@@ -49,11 +51,15 @@ use tusk_backup::{StoreConfig, StoreError};
 use bootstrap::DataDirState;
 use database::Connection;
 use health::HealthState;
+use postgres_log::PostgresLog;
 
 /// How often the mounted configuration is compared with what PostgreSQL last loaded, by default.
 pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(3);
 /// How long the supervisor waits between attempts to reach a starting server.
 const BOOTSTRAP_RETRY: Duration = Duration::from_millis(500);
+/// How long PostgreSQL's remaining output is read after it exited (its children may hold the
+/// stream open a little longer).
+pub(crate) const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 
 /// A role's name and password. `Debug` never shows the password.
 #[derive(Clone)]
@@ -393,6 +399,16 @@ pub enum InstanceError {
         "data directory {0} holds a failed or unfinished restore; refusing to start PostgreSQL on it (empty the volume to restore again)"
     )]
     RestoreIncomplete(PathBuf),
+    /// A restore into the data directory failed before; its cause was recorded then.
+    #[error(
+        "the restore into data directory {path} failed earlier: {cause}; PostgreSQL is not started on it (recreate the cluster to restore again)"
+    )]
+    RestoreFailedEarlier {
+        /// The data directory.
+        path: PathBuf,
+        /// The recorded error.
+        cause: String,
+    },
     /// The data directory holds files but no PostgreSQL data.
     #[error("data directory {0} is not empty but holds no PostgreSQL data directory")]
     ForeignDataDir(PathBuf),
@@ -481,9 +497,28 @@ pub(crate) fn drop_privileges(command: &mut Command, run_as: Option<RunAs>) {
 
 /// Runs PostgreSQL until `shutdown` completes (then stops it fast and returns `Ok`) or until
 /// postgres exits on its own (an error).
+///
+/// An error is also written, after PostgreSQL's own decisive line if it printed one, to the
+/// container's termination message (see [`postgres_log`]) and as one line to stderr.
 pub async fn run(
     config: InstanceConfig,
     shutdown: impl Future<Output = ()>,
+) -> Result<(), InstanceError> {
+    let postgres_log = Arc::new(PostgresLog::default());
+    let result = run_logged(config, shutdown, &postgres_log).await;
+    if let Err(error) = &result {
+        let decisive = postgres_log.decisive_line();
+        let message = postgres_log::termination_message(decisive.as_deref(), &error.to_string());
+        tracing::error!(postgres = decisive.as_deref().unwrap_or_default(), %error, "the instance stops");
+        postgres_log::write_termination_message(&message);
+    }
+    result
+}
+
+async fn run_logged(
+    config: InstanceConfig,
+    shutdown: impl Future<Output = ()>,
+    postgres_log: &Arc<PostgresLog>,
 ) -> Result<(), InstanceError> {
     let run_as = config.run_as.filter(|_| nix::unistd::geteuid().is_root());
     config.validate_roles()?;
@@ -497,7 +532,7 @@ pub async fn run(
     tokio::pin!(shutdown);
     // Bootstrapping can take long (a restore downloads a whole backup); a pod deleted
     // meanwhile must not wait for the kubelet's SIGKILL. Stopping then is safe: initdb works in
-    // a staging directory, and an interrupted restore stays marked and refused.
+    // a staging directory, and an interrupted restore stays marked and starts over next time.
     tokio::select! {
         bootstrapped = prepare_data_dir(&config, run_as) => bootstrapped?,
         () = &mut shutdown => {
@@ -516,6 +551,7 @@ pub async fn run(
         &owned_settings,
         &config.replication.name,
         run_as,
+        postgres_log,
     )
     .await?;
 
@@ -532,7 +568,8 @@ pub async fn run(
         port: config.postgres_port,
     }));
 
-    let mut postgres = start_postgres(&config, &owned_settings, run_as)?;
+    let (mut postgres, postgres_output) =
+        start_postgres(&config, &owned_settings, run_as, postgres_log)?;
     let child_id = postgres.id();
     let pid = child_id
         .and_then(|pid| i32::try_from(pid).ok())
@@ -555,6 +592,8 @@ pub async fn run(
     ));
 
     let outcome = supervise(&config, run_as, &mut postgres, pid, shutdown.as_mut()).await;
+    // PostgreSQL's last words (why it stopped) are read before the outcome is reported.
+    let _ = tokio::time::timeout(OUTPUT_DRAIN, postgres_output).await;
     state.postgres_running.store(false, Ordering::SeqCst);
     bootstrap_task.abort();
     health_server.abort();
@@ -605,7 +644,8 @@ impl SocketDir {
 }
 
 /// Makes sure the data directory holds a PostgreSQL cluster: refuses one a failed restore
-/// marked, keeps an existing one, and bootstraps an empty one with a restore or initdb.
+/// marked, starts an interrupted restore over, keeps an existing one, and bootstraps an empty
+/// one with a restore or initdb.
 async fn prepare_data_dir(
     config: &InstanceConfig,
     run_as: Option<RunAs>,
@@ -613,7 +653,26 @@ async fn prepare_data_dir(
     let data_dir = config.data_dir.as_path();
     match bootstrap::inspect(data_dir)? {
         DataDirState::RestoreIncomplete => {
-            Err(InstanceError::RestoreIncomplete(data_dir.to_owned()))
+            if let Some(cause) = tusk_backup::restore::recorded_failure(data_dir) {
+                return Err(InstanceError::RestoreFailedEarlier {
+                    path: data_dir.to_owned(),
+                    cause,
+                });
+            }
+            let Some(source) = &config.restore else {
+                return Err(InstanceError::RestoreIncomplete(data_dir.to_owned()));
+            };
+            // The previous run was stopped in the middle of the restore (the pod was deleted
+            // or the node went down): what it unpacked is thrown away and the restore starts
+            // over from the backup.
+            tracing::warn!(data_dir = %data_dir.display(), "a restore was interrupted; starting it over");
+            tusk_backup::restore::clear_interrupted(data_dir).map_err(|source| {
+                InstanceError::DataDir {
+                    path: data_dir.to_owned(),
+                    source,
+                }
+            })?;
+            bootstrap::restore_backup(source, data_dir, run_as).await
         }
         DataDirState::Initialized => {
             tracing::info!(data_dir = %data_dir.display(), "using the existing data directory");
@@ -765,12 +824,14 @@ fn owned_settings(config: &InstanceConfig, socket_dir: &Path) -> Vec<String> {
 }
 
 /// Starts `postgres -D <data>` with tusk's settings on its command line. Its output goes to the
-/// supervisor's, which is the container log.
+/// supervisor's, which is the container log; its stderr passes through `postgres_log` (the
+/// returned task, which ends with the stream).
 fn start_postgres(
     config: &InstanceConfig,
     owned_settings: &[String],
     run_as: Option<RunAs>,
-) -> Result<Child, InstanceError> {
+    postgres_log: &Arc<PostgresLog>,
+) -> Result<(Child, tokio::task::JoinHandle<()>), InstanceError> {
     let program = config.postgres_bin_dir.join("postgres");
     let mut command = Command::new(&program);
     command
@@ -781,11 +842,28 @@ fn start_postgres(
         // and the backup passphrase it needs.
         .env_remove(env::OWNER_PASSWORD)
         .env_remove(env::REPLICATION_PASSWORD)
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
     drop_privileges(&mut command, run_as);
-    command
+    let mut child = command
         .spawn()
-        .map_err(|source| InstanceError::Spawn { program, source })
+        .map_err(|source| InstanceError::Spawn { program, source })?;
+    let forwarding = forward_stderr(&mut child, postgres_log);
+    Ok((child, forwarding))
+}
+
+/// Passes a PostgreSQL process's stderr through `postgres_log` in a task of its own.
+pub(crate) fn forward_stderr(
+    child: &mut Child,
+    postgres_log: &Arc<PostgresLog>,
+) -> tokio::task::JoinHandle<()> {
+    let stderr = child.stderr.take();
+    let postgres_log = Arc::clone(postgres_log);
+    tokio::spawn(async move {
+        if let Some(stderr) = stderr {
+            postgres_log.forward(stderr).await;
+        }
+    })
 }
 
 async fn serve_health(listener: TcpListener, state: Arc<HealthState>) {

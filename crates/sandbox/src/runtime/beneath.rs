@@ -198,6 +198,29 @@ impl Dir {
         Ok(())
     }
 
+    /// At most `limit` bytes from the start of the regular file `name`; a symlink there is
+    /// refused, never followed.
+    pub fn read_prefix(&self, name: &OsStr, limit: usize) -> io::Result<Vec<u8>> {
+        use std::io::Read;
+        let fd = openat(
+            self.fd.as_fd(),
+            name,
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|error| refused(error, &self.path.join(name)))?;
+        let file = std::fs::File::from(fd);
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::other(format!(
+                "{} is not a regular file",
+                self.path.join(name).display()
+            )));
+        }
+        let mut bytes = Vec::new();
+        file.take(limit as u64).read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
+
     /// Sets this directory's mode.
     pub fn chmod(&self, mode: u32) -> io::Result<()> {
         fchmod(self.fd.as_fd(), Mode::from_bits_truncate(mode)).map_err(errno)

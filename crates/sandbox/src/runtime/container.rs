@@ -14,6 +14,7 @@ use super::env::{self, expand};
 use super::probe::{ProbeRunner, Target};
 use super::process::{ContainerProcess, Identity, Launch, exit_code, resolve_program};
 use super::status::{ContainerRecord, PodState, State, Termination};
+use super::termination;
 use super::volumes::Rebase;
 use crate::apiserver::ops::now;
 
@@ -121,8 +122,14 @@ pub(crate) async fn supervise(ctx: &PodContext, init: bool, index: usize) -> Opt
         if ctx.stopping() {
             return last_exit;
         }
-        let launch = match prepare(ctx, &container).await {
-            Ok(launch) => launch,
+        let owner = ctx.pod_identity.as_ref().map(|id| (id.uid, id.gid));
+        let prepared = match prepare(ctx, &container).await {
+            Ok(launch) => termination::MessageFile::create(ctx.rebase.root(), &container, owner)
+                .map(|file| (launch, file)),
+            Err(message) => Err(message),
+        };
+        let (launch, message_file) = match prepared {
+            Ok(prepared) => prepared,
             Err(message) => {
                 ctx.update(init, index, |record| {
                     record.state = State::Waiting {
@@ -274,7 +281,7 @@ pub(crate) async fn supervise(ctx: &PodContext, init: bool, index: usize) -> Opt
         let termination = Termination {
             exit_code: code,
             reason: if code == 0 { "Completed" } else { "Error" }.to_string(),
-            message: None,
+            message: termination::message(&container, &message_file, code, log_path.as_deref()),
             started_at: Some(started_at),
             finished_at: now(),
             container_id: Some(container_id),

@@ -37,6 +37,7 @@ mod probe;
 mod process;
 mod pvc;
 mod status;
+mod termination;
 mod users;
 mod volumes;
 

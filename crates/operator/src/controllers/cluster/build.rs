@@ -537,6 +537,9 @@ fn stateful_set(
         readiness_probe: Some(health_probe("/readyz", 5, 3)),
         liveness_probe: Some(health_probe("/livez", 10, 6)),
         security_context: Some(restricted_container_security()),
+        // `tusk instance` writes why it stopped to /dev/termination-log; should it die before
+        // it can (a panic, a binary that does not start), the end of its log says why.
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         volume_mounts: Some(vec![
             mount(DATA_VOLUME, DATA_MOUNT, false),
             mount("config", CONFIG_MOUNT, true),

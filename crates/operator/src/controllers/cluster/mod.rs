@@ -23,11 +23,12 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -51,6 +52,9 @@ pub const CONTROLLER: &str = "cluster";
 
 /// How often a cluster is reconciled when nothing happens, as a safety net.
 const RESYNC: Duration = Duration::from_secs(600);
+/// How often a cluster whose instance is failing is looked at again, besides its pods' own
+/// changes: slow enough never to load the API server, quick enough to see it recover.
+const FAILING_RESYNC: Duration = Duration::from_secs(30);
 
 /// Runs the controller until `shutdown` completes.
 pub async fn run(
@@ -79,6 +83,15 @@ pub async fn run(
         Api::<PostgresBackup>::all(client.clone()),
         watcher::Config::default(),
     )
+    // The instance pods belong to the StatefulSet, not the cluster: their label names it.
+    .watches(
+        Api::<Pod>::all(client.clone()),
+        managed.clone(),
+        |pod: Pod| {
+            let cluster = pod.labels().get(api_labels::CLUSTER)?.clone();
+            Some(ObjectRef::new(&cluster).within(&pod.namespace()?))
+        },
+    )
     .with_config(Config::default().concurrency(context.config.concurrency.cluster))
     .graceful_shutdown_on(shutdown)
     .run(reconcile, error_policy, context)
@@ -105,6 +118,11 @@ async fn reconcile(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Resu
         match event {
             FinalizerEvent::Apply(cluster) => apply(cluster, context.clone()).await,
             FinalizerEvent::Cleanup(cluster) => {
+                context
+                    .instance_restarts
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&cluster.uid().unwrap_or_default());
                 let reference = cluster.object_ref(&());
                 let result = delete::cleanup(&cluster, &context, &reference).await;
                 if let Err(error) = &result {
@@ -193,6 +211,15 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
         }
     }
 
+    if let Some(refusal) = restore_backup
+        .as_ref()
+        .and_then(|backup| status::restore_target_refusal(&cluster, backup))
+    {
+        refuse_restore(&context, &cluster, &name, &namespace, refusal).await?;
+        // spec.restore is immutable: only a new cluster can ask again.
+        return Ok(Action::await_change());
+    }
+
     // Build and apply.
     let children = build::build(
         &cluster,
@@ -228,31 +255,216 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
             finished_at: backup.metadata.creation_timestamp.clone(),
             name: backup.name_any(),
         });
+    let pods = instance_pods(client, &namespace, &name).await?;
     let status = status::compute(&status::Observed {
         cluster: &cluster,
         stateful_set: &stateful_set,
+        pods: &pods,
         expanding_volumes: &expanding,
         last_backup,
         now: context.clock.now(),
     });
     let status = report_refused_parameters(&context, &cluster, status).await;
+    report_instance_failures(&context, &cluster, &status, &stateful_set, &pods).await;
+    let failing = conditions::find(&status.conditions, types::DEGRADED)
+        .is_some_and(|condition| condition.status == TRUE);
     if cluster.status.as_ref() != Some(&status) {
-        let clusters: Api<PostgresCluster> = Api::namespaced(client.clone(), &namespace);
-        clusters
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "status": status })),
-            )
-            .await
-            .map_err(|source| Error::PatchStatus {
-                kind: "PostgresCluster",
-                name: name.clone(),
-                source,
-            })?;
+        write_status(client, &namespace, &name, &status).await?;
     }
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(if failing {
+        FAILING_RESYNC
+    } else {
+        RESYNC
+    }))
 }
+
+/// Reports a `spec.restore` that cannot be met: `InvalidSpec`, `Ready` and `Degraded` with the
+/// refusal (which names the field), phase `Degraded`, and a Warning Event when it is new.
+/// Nothing is built, so nothing starts.
+async fn refuse_restore(
+    context: &Context,
+    cluster: &PostgresCluster,
+    name: &str,
+    namespace: &str,
+    refusal: String,
+) -> Result<()> {
+    let previous = cluster.status.clone().unwrap_or_default();
+    let desired = [
+        DesiredCondition::new(
+            types::INVALID_SPEC,
+            TRUE,
+            condition_reasons::INVALID_SPEC,
+            &refusal,
+        ),
+        DesiredCondition::new(
+            types::READY,
+            FALSE,
+            condition_reasons::INVALID_SPEC,
+            &refusal,
+        ),
+        DesiredCondition::new(
+            types::PROGRESSING,
+            FALSE,
+            condition_reasons::INVALID_SPEC,
+            "Nothing is created for a restore that cannot be met",
+        ),
+        DesiredCondition::new(
+            types::DEGRADED,
+            TRUE,
+            condition_reasons::INVALID_SPEC,
+            &refusal,
+        ),
+    ];
+    let status = tusk_api::PostgresClusterStatus {
+        phase: Some(tusk_api::cluster::ClusterPhase::Degraded),
+        conditions: conditions::merge(
+            &previous.conditions,
+            &desired,
+            cluster.metadata.generation,
+            context.clock.now(),
+        ),
+        observed_generation: cluster.metadata.generation,
+        ..previous.clone()
+    };
+    if status == previous {
+        return Ok(());
+    }
+    let already_refused = conditions::find(&previous.conditions, types::INVALID_SPEC)
+        .is_some_and(|condition| condition.status == TRUE && condition.message == refusal);
+    if !already_refused {
+        events::publish(
+            &context.recorder,
+            &cluster.object_ref(&()),
+            EventType::Warning,
+            reasons::INVALID_SPEC,
+            "Restore",
+            refusal,
+        )
+        .await;
+    }
+    write_status(&context.client, namespace, name, &status).await
+}
+
+/// Writes the cluster's status.
+async fn write_status(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    status: &tusk_api::PostgresClusterStatus,
+) -> Result<()> {
+    Api::<PostgresCluster>::namespaced(client.clone(), namespace)
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await
+        .map_err(|source| Error::PatchStatus {
+            kind: "PostgresCluster",
+            name: name.to_owned(),
+            source,
+        })?;
+    Ok(())
+}
+
+/// The cluster's instance pods (those the StatefulSet controls are picked by
+/// [`status::compute`]).
+async fn instance_pods(client: &kube::Client, namespace: &str, cluster: &str) -> Result<Vec<Pod>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let selector = crate::labels::selector_string(&crate::labels::instance_selector(cluster));
+    Ok(pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|source| Error::List {
+            kind: "Pod",
+            source,
+        })?
+        .items)
+}
+
+/// Publishes the Events of the instance's failures on the cluster: a Warning when a failure
+/// appears or changes and at each crash of the instance (the Recorder folds repeats into one
+/// Event with a count), a Normal `Recovered` when it clears.
+async fn report_instance_failures(
+    context: &Context,
+    cluster: &PostgresCluster,
+    status: &tusk_api::PostgresClusterStatus,
+    stateful_set: &StatefulSet,
+    pods: &[Pod],
+) {
+    let degraded = |status: Option<&tusk_api::PostgresClusterStatus>| {
+        status
+            .and_then(|status| conditions::find(&status.conditions, types::DEGRADED))
+            .filter(|condition| condition.status == TRUE)
+            .filter(|condition| INSTANCE_FAILURES.contains(&condition.reason.as_str()))
+            .map(|condition| (condition.reason.clone(), condition.message.clone()))
+    };
+    let before = degraded(cluster.status.as_ref());
+    let now = degraded(Some(status));
+    let reference = cluster.object_ref(&());
+
+    let restarts = status::instance_restarts(stateful_set, pods);
+    let crashed = {
+        let uid = cluster.uid().unwrap_or_default();
+        let mut seen = context
+            .instance_restarts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let previous = seen.insert(uid, restarts);
+        previous.is_some_and(|previous| restarts > previous)
+    };
+
+    match (&before, &now) {
+        (_, Some((reason, message))) if crashed || before.as_ref() != now.as_ref() => {
+            events::publish(
+                &context.recorder,
+                &reference,
+                EventType::Warning,
+                reason,
+                "RunInstance",
+                message.clone(),
+            )
+            .await;
+        }
+        (Some(_), None) => {
+            events::publish(
+                &context.recorder,
+                &reference,
+                EventType::Normal,
+                condition_reasons::RECOVERED,
+                "RunInstance",
+                "The instance runs again".to_owned(),
+            )
+            .await;
+        }
+        _ if crashed => {
+            // A crash the instance recovered from by itself (PostgreSQL was killed and the
+            // container restarted): only its Event tells.
+            if let Some(crash) = status::last_crash(stateful_set, pods) {
+                events::publish(
+                    &context.recorder,
+                    &reference,
+                    EventType::Warning,
+                    crash.reason,
+                    "RunInstance",
+                    format!("The instance restarted: {}", crash.message),
+                )
+                .await;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The reasons of the Degraded condition that come from the instance's pods.
+const INSTANCE_FAILURES: [&str; 6] = [
+    condition_reasons::CRASH_LOOP,
+    condition_reasons::INVALID_PARAMETER,
+    condition_reasons::RESTORE_FAILED,
+    condition_reasons::UNSCHEDULABLE,
+    condition_reasons::IMAGE_PULL_FAILED,
+    condition_reasons::CANNOT_START,
+];
 
 /// Adds the `InvalidSpec` condition for parameters left out of postgresql.conf (see
 /// [`postgresql_conf::refused_parameters`]), with a Warning Event when it first appears or

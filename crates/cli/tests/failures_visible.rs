@@ -1,0 +1,310 @@
+//! Failures visible on the PostgresCluster, on `tusk dev` with real PostgreSQL and the S3
+//! server: when the instance cannot run, the cluster's conditions say why with PostgreSQL's own
+//! line, a Warning Event on the cluster says it too, a Normal Event says when it cleared, and
+//! the operator does not hammer the API server meanwhile.
+
+// Shared with the tenant_isolation suite, whose helpers these tests do not all need.
+#[allow(dead_code)]
+#[path = "tenant_isolation/support.rs"]
+mod support;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::Api;
+use kube::runtime::watcher;
+use serde_json::{Value, json};
+use support::{Dev, Kubectl, files_under};
+use tusk_api::PostgresCluster;
+
+/// How long a failure may take to reach the cluster.
+const VISIBLE_WITHIN: Duration = Duration::from_secs(60);
+
+fn cluster(name: &str, parameters: Value) -> Value {
+    json!({
+        "apiVersion": "postgres.tusk.dev/v1", "kind": "PostgresCluster",
+        "metadata": {"name": name},
+        "spec": {"displayName": name, "memorySize": 1, "postgresDiskSize": 1, "parameters": parameters}
+    })
+}
+
+/// The cluster's condition of `type_` as `(status, reason, message)`.
+fn condition(kubectl: &Kubectl, cluster: &str, type_: &str) -> Option<(String, String, String)> {
+    let object = kubectl.get_json(&["pgc", cluster])?;
+    let condition = object["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|condition| condition["type"] == type_)?
+        .clone();
+    let text = |field: &str| condition[field].as_str().unwrap_or_default().to_owned();
+    Some((text("status"), text("reason"), text("message")))
+}
+
+/// Waits until the cluster is Degraded for `reason` with a message containing `line`, and a
+/// Warning Event of that reason carrying `line` is on the cluster. Returns the message.
+fn wait_degraded(kubectl: &Kubectl, cluster: &str, reason: &str, line: &str) -> String {
+    let message = kubectl.until(
+        &format!("{cluster} Degraded for {reason}"),
+        VISIBLE_WITHIN,
+        || {
+            let seen = condition(kubectl, cluster, "Degraded");
+            match &seen {
+                Some((status, seen_reason, message))
+                    if status == "True" && seen_reason == reason && message.contains(line) =>
+                {
+                    Ok(message.clone())
+                }
+                _ => Err(format!("{seen:?}")),
+            }
+        },
+    );
+    let phase = kubectl.ok(&["get", "pgc", cluster, "-o", "jsonpath={.status.phase}"]);
+    assert_eq!(phase, "Degraded", "the phase agrees with the conditions");
+    let ready = condition(kubectl, cluster, "Ready").expect("a Ready condition");
+    assert_eq!((ready.0.as_str(), ready.1.as_str()), ("False", reason));
+    wait_event(
+        kubectl,
+        cluster,
+        ("Warning", reason, line),
+        Duration::from_secs(10),
+    );
+    message
+}
+
+/// Waits for an Event on `cluster` of `(type, reason)` whose note contains the third element.
+fn wait_event(
+    kubectl: &Kubectl,
+    cluster: &str,
+    (type_, reason, line): (&str, &str, &str),
+    limit: Duration,
+) {
+    kubectl.until(
+        &format!("a {type_} {reason} Event on {cluster} saying {line}"),
+        limit,
+        || {
+            let events = kubectl.events_about(cluster);
+            events
+                .iter()
+                .any(|(seen_type, seen, note)| {
+                    seen_type == type_ && seen == reason && note.contains(line)
+                })
+                .then_some(())
+                .ok_or(format!("{events:?}"))
+        },
+    );
+}
+
+/// Counts the writes to the cluster and to Events in its namespace during `window`, as a
+/// watch sees them (each create or update is one change).
+async fn writes_during(dev: &Dev, namespace: &str, cluster: &str, window: Duration) -> usize {
+    let client = dev.admin_client().await;
+    let clusters: Api<PostgresCluster> = Api::namespaced(client.clone(), namespace);
+    let events: Api<Event> = Api::namespaced(client, namespace);
+    let selector = format!("metadata.name={cluster}");
+    let cluster_changes = watcher(clusters, watcher::Config::default().fields(&selector))
+        .filter(|event| futures::future::ready(matches!(event, Ok(watcher::Event::Apply(_)))))
+        .map(|_| ())
+        .boxed();
+    let event_changes = watcher(events, watcher::Config::default())
+        .filter(|event| {
+            futures::future::ready(matches!(
+                event,
+                Ok(watcher::Event::Apply(event))
+                    if event.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(cluster)
+            ))
+        })
+        .map(|_| ())
+        .boxed();
+    let mut changes = futures::stream::select(cluster_changes, event_changes);
+    let deadline = tokio::time::Instant::now() + window;
+    let mut count = 0;
+    while let Ok(Some(())) = tokio::time::timeout_at(deadline, changes.next()).await {
+        count += 1;
+    }
+    count
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_parameter_is_reported_on_the_cluster_and_clears_when_fixed() {
+    let dev = Dev::start();
+    let shop = dev.tenant("shop", false).await;
+    shop.apply_json(&cluster("banana", json!({"shared_buffers": "banana"})));
+
+    let started = Instant::now();
+    let message = wait_degraded(
+        &shop,
+        "banana",
+        "InvalidParameter",
+        r#"invalid value for parameter "shared_buffers": "banana""#,
+    );
+    println!("InvalidParameter after {:?}: {message}", started.elapsed());
+
+    // While it persists, the operator writes a few times a minute at most: each crash of the
+    // instance (the kubelet's back-off spaces them) counts once more on the Warning Event; the
+    // status, which has not changed, is not written.
+    let writes = writes_during(&dev, "shop", "banana", Duration::from_secs(60)).await;
+    println!("writes in a minute of persistent failure: {writes}");
+    assert!(writes <= 3, "{writes} writes in a minute");
+
+    shop.ok(&[
+        "patch",
+        "pgc",
+        "banana",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"parameters":{"shared_buffers":"128MB"}}}"#,
+    ]);
+    // The fix reaches the instance at its next restart, after the crash-loop back-off.
+    shop.until(
+        "banana Ready after the fix",
+        Duration::from_secs(240),
+        || {
+            let degraded = condition(&shop, "banana", "Degraded");
+            match &degraded {
+                Some((status, _, _)) if status == "False" => {
+                    let phase =
+                        shop.ok(&["get", "pgc", "banana", "-o", "jsonpath={.status.phase}"]);
+                    (phase == "Ready").then_some(()).ok_or(phase)
+                }
+                _ => Err(format!("{degraded:?}")),
+            }
+        },
+    );
+    wait_event(
+        &shop,
+        "banana",
+        ("Normal", "Recovered", ""),
+        Duration::from_secs(10),
+    );
+}
+
+/// The postmaster.pid of the only cluster in `dev`, in its volume under tusk dev's directory.
+fn postmaster_pid_file(dev: &Dev) -> PathBuf {
+    let data = dev
+        .kubeconfig()
+        .parent()
+        .expect("tusk dev's directory")
+        .to_owned();
+    files_under(&data)
+        .into_iter()
+        .find(|path| {
+            path.file_name()
+                .is_some_and(|name| name == "postmaster.pid")
+                && path
+                    .parent()
+                    .and_then(|parent| parent.file_name())
+                    .is_some_and(|name| name == "pgdata")
+        })
+        .expect("the running cluster's postmaster.pid")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_postgresql_leaves_a_warning_event_on_the_cluster() {
+    let dev = Dev::start();
+    let shop = dev.tenant("shop", false).await;
+    shop.apply_json(&cluster("elephant", json!({})));
+    shop.wait_ready("elephant");
+
+    let pid_file = postmaster_pid_file(&dev);
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .expect("postmaster.pid")
+        .lines()
+        .next()
+        .and_then(|line| line.trim().parse().ok())
+        .expect("a pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("postgres is killed");
+
+    wait_event(
+        &shop,
+        "elephant",
+        ("Warning", "CrashLoop", "SIGKILL"),
+        VISIBLE_WITHIN,
+    );
+    shop.wait_ready("elephant");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_restore_is_reported_as_restore_failed() {
+    let dev = Dev::start();
+    let shop = dev.tenant("shop", false).await;
+    shop.apply_json(&cluster("elephant", json!({})));
+    shop.wait_ready("elephant");
+    let (phase, message) = shop.backup("elephant", "nightly");
+    assert_eq!(phase, "Succeeded", "{message}");
+
+    // Someone with access to the store swaps bytes of the backup object.
+    let backup = shop.get_json(&["pgb", "nightly"]).expect("the backup");
+    let key = backup["spec"]["s3"]["path"].as_str().expect("a key");
+    let object = dev.s3_dir().join("tusk-backups").join(key);
+    let mut bytes = std::fs::read(&object).expect("the object");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&object, bytes).expect("the object is tampered with");
+
+    let mut restored = cluster("restored", json!({}));
+    restored["spec"]["restore"] = json!({"backup": {"name": "nightly"}});
+    shop.apply_json(&restored);
+    let message = wait_degraded(&shop, "restored", "RestoreFailed", "restor");
+    println!("RestoreFailed: {message}");
+    assert!(
+        condition(&shop, "restored", "Ready").is_some_and(|ready| ready.0 == "False"),
+        "never promoted to Ready"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_targets_the_backup_cannot_meet_are_refused_or_fail_loudly() {
+    let dev = Dev::start();
+    let shop = dev.tenant("shop", false).await;
+    let mut source = cluster("elephant", json!({}));
+    source["spec"]["walArchiving"] = json!(true);
+    shop.apply_json(&source);
+    shop.wait_ready("elephant");
+    let (phase, message) = shop.backup("elephant", "nightly");
+    assert_eq!(phase, "Succeeded", "{message}");
+
+    // Before the backup's end: refused before anything is made.
+    let mut too_early = cluster("too-early", json!({}));
+    too_early["spec"]["restore"] = json!({"backup": {"name": "nightly"}, "targetLSN": "0/1"});
+    shop.apply_json(&too_early);
+    let refusal = shop.until("too-early refused", VISIBLE_WITHIN, || {
+        match condition(&shop, "too-early", "InvalidSpec") {
+            Some((status, _, message)) if status == "True" => Ok(message),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    assert!(refusal.contains("spec.restore.targetLSN"), "{refusal}");
+    wait_event(
+        &shop,
+        "too-early",
+        ("Warning", "InvalidSpec", "spec.restore.targetLSN"),
+        Duration::from_secs(10),
+    );
+    assert!(
+        shop.get_json(&["statefulset", "too-early"]).is_none(),
+        "a StatefulSet was made for a restore that cannot be met"
+    );
+
+    // Beyond the archived WAL: PostgreSQL's own refusal, and never Ready.
+    let mut too_late = cluster("too-late", json!({}));
+    too_late["spec"]["restore"] =
+        json!({"backup": {"name": "nightly"}, "targetTime": "2999-01-01T00:00:00Z"});
+    shop.apply_json(&too_late);
+    let message = wait_degraded(
+        &shop,
+        "too-late",
+        "RestoreFailed",
+        "recovery ended before configured recovery target was reached",
+    );
+    println!("RestoreFailed: {message}");
+    assert!(
+        condition(&shop, "too-late", "Ready").is_some_and(|ready| ready.0 == "False"),
+        "promoted short of its target"
+    );
+}
