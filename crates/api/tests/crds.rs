@@ -144,6 +144,7 @@ fn every_kind_is_namespaced_with_status_short_name_category_and_printer_columns(
         ("PostgresBackupRequest", "pgbr"),
         ("PostgresBackup", "pgb"),
         ("PostgresBackupSchedule", "pgbs"),
+        ("PostgresRestoreTest", "pgrt"),
     ]);
     for crd in tusk_api::crds() {
         let kind = crd.spec.names.kind.as_str();

@@ -6,11 +6,15 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Container, EmptyDirVolumeSource, PodSpec, PodTemplateSpec, ServiceAccount, Volume, VolumeMount,
+};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
+use crate::controllers::cluster::build::{restricted_container_security, restricted_pod_security};
 use crate::error::{Error, Result};
 
 /// The name and namespace of what a Job works for, and the controller ownerReference that
@@ -87,5 +91,57 @@ impl JobIdentity<'_> {
             ..ServiceAccount::default()
         };
         (service_account, role, binding)
+    }
+}
+
+/// A Job that runs `container` once as the ServiceAccount `account`, under the restricted
+/// security profile with a writable /tmp of its own and nothing else mounted. It is never
+/// retried (a retry would start over from scratch; what it works for fails instead and is asked
+/// for again) and stops after `active_deadline_seconds`. The last lines of its output become
+/// the termination message, which the operator copies into the status when the Job fails.
+/// The pod template carries the Job's labels.
+pub fn run_once_job(
+    metadata: ObjectMeta,
+    account: String,
+    active_deadline_seconds: i64,
+    container: Container,
+) -> Job {
+    let container = Container {
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        security_context: Some(restricted_container_security()),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "tmp".to_owned(),
+            mount_path: "/tmp".to_owned(),
+            ..VolumeMount::default()
+        }]),
+        ..container
+    };
+    let pod_labels = metadata.labels.clone();
+    Job {
+        metadata,
+        spec: Some(JobSpec {
+            backoff_limit: Some(0),
+            active_deadline_seconds: Some(active_deadline_seconds),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: pod_labels,
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".to_owned()),
+                    service_account_name: Some(account),
+                    security_context: Some(restricted_pod_security()),
+                    containers: vec![container],
+                    volumes: Some(vec![Volume {
+                        name: "tmp".to_owned(),
+                        empty_dir: Some(EmptyDirVolumeSource::default()),
+                        ..Volume::default()
+                    }]),
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        ..Job::default()
     }
 }

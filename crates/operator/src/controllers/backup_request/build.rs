@@ -4,11 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, PodSpec, PodTemplateSpec,
-    SecretKeySelector, ServiceAccount, Volume, VolumeMount,
-};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Container, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::ResourceExt;
@@ -17,35 +14,11 @@ use tusk_api::{GROUP, PostgresBackupRequest, PostgresCluster, labels as api_labe
 
 use crate::config::OperatorConfig;
 use crate::controllers::cluster::build::{
-    REPLICATION_ROLE, pod_namespace_env, restricted_container_security, restricted_pod_security,
-    store_env,
+    REPLICATION_ROLE, plain_env, pod_namespace_env, secret_env, store_env,
 };
 use crate::error::{Error, Result};
-use crate::job_identity::{JobIdentity, owner_of};
+use crate::job_identity::{JobIdentity, owner_of, run_once_job};
 use crate::labels::{self, COMPONENT_BACKUP};
-
-fn env(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar {
-        name: name.to_owned(),
-        value: Some(value.into()),
-        ..EnvVar::default()
-    }
-}
-
-fn secret_env(name: &str, secret: String, key: &str) -> EnvVar {
-    EnvVar {
-        name: name.to_owned(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret,
-                key: key.to_owned(),
-                optional: None,
-            }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
-    }
-}
 
 /// A request's name, namespace, and the ownerReference that makes its children go with it.
 fn identity(request: &PostgresBackupRequest) -> Result<(String, String, OwnerReference)> {
@@ -75,8 +48,8 @@ pub fn job(
 
     let mut environment = vec![
         pod_namespace_env(),
-        env("TUSK_CLUSTER_UID", cluster_uid),
-        env("TUSK_WAL_ARCHIVING", cluster.spec.wal_archiving.to_string()),
+        plain_env("TUSK_CLUSTER_UID", cluster_uid),
+        plain_env("TUSK_WAL_ARCHIVING", cluster.spec.wal_archiving.to_string()),
     ];
     environment.extend(store_env(&cluster_name, config));
     environment.extend([
@@ -84,26 +57,32 @@ pub fn job(
             "TUSK_BACKUP_PASSPHRASE",
             credentials.clone(),
             secret_keys::BACKUP_PASSPHRASE,
+            false,
         ),
         // The kubelet's service link for the database Service, expanded by the kubelet: it
         // needs no cluster DNS, so it works alike on every cluster and in the sandbox.
-        env(
+        plain_env(
             "PGHOST",
             format!(
                 "$({})",
                 names::service_host_env(&names::read_write_service(&cluster_name))
             ),
         ),
-        env("PGPORT", names::POSTGRES_PORT.to_string()),
+        plain_env("PGPORT", names::POSTGRES_PORT.to_string()),
         // The replication role: pg_basebackup needs nothing more, and its password may sit in
         // the tenant's namespace. Its name is the cluster's constant, not the Secret's copy.
-        env("PGUSER", REPLICATION_ROLE.to_owned()),
-        secret_env("PGPASSWORD", credentials, secret_keys::REPLICATION_PASSWORD),
-        env(
+        plain_env("PGUSER", REPLICATION_ROLE.to_owned()),
+        secret_env(
+            "PGPASSWORD",
+            credentials,
+            secret_keys::REPLICATION_PASSWORD,
+            false,
+        ),
+        plain_env(
             "TUSK_BACKUP_COMPRESSION",
             config.backup_job.compression.clone(),
         ),
-        env(
+        plain_env(
             "TUSK_BACKUP_COMPRESSION_LEVEL",
             config.backup_job.compression_level.to_string(),
         ),
@@ -120,55 +99,21 @@ pub fn job(
             request_name.clone(),
         ]),
         env: Some(environment),
-        // The last lines of output become the termination message, which the operator copies
-        // into the request's status when the Job fails.
-        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
-        security_context: Some(restricted_container_security()),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "tmp".to_owned(),
-            mount_path: "/tmp".to_owned(),
-            ..VolumeMount::default()
-        }]),
         ..Container::default()
     };
-
-    Ok(Job {
-        metadata: ObjectMeta {
-            name: Some(names::backup_job(&request_name)),
-            namespace: Some(namespace),
-            labels: Some(job_labels.clone()),
-            owner_references: Some(vec![owner]),
-            ..ObjectMeta::default()
-        },
-        spec: Some(JobSpec {
-            // A retry would start over from scratch; the request fails instead and the
-            // schedule or the user asks again.
-            backoff_limit: Some(0),
-            active_deadline_seconds: Some(
-                i64::try_from(config.backup_job.active_deadline.as_secs()).unwrap_or(i64::MAX),
-            ),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(job_labels),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    restart_policy: Some("Never".to_owned()),
-                    service_account_name: Some(names::backup_job_account(&request_name)),
-                    security_context: Some(restricted_pod_security()),
-                    containers: vec![container],
-                    volumes: Some(vec![Volume {
-                        name: "tmp".to_owned(),
-                        empty_dir: Some(EmptyDirVolumeSource::default()),
-                        ..Volume::default()
-                    }]),
-                    ..PodSpec::default()
-                }),
-            },
-            ..JobSpec::default()
-        }),
-        ..Job::default()
-    })
+    let metadata = ObjectMeta {
+        name: Some(names::backup_job(&request_name)),
+        namespace: Some(namespace),
+        labels: Some(job_labels),
+        owner_references: Some(vec![owner]),
+        ..ObjectMeta::default()
+    };
+    Ok(run_once_job(
+        metadata,
+        names::backup_job_account(&request_name),
+        i64::try_from(config.backup_job.active_deadline.as_secs()).unwrap_or(i64::MAX),
+        container,
+    ))
 }
 
 /// The rules of a backup Job's Role, without the request's name: read its request and report
@@ -241,7 +186,7 @@ mod tests {
         .unwrap()
     }
 
-    fn env_of(job: &Job) -> Vec<EnvVar> {
+    fn env_of(job: &Job) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
         job.spec
             .as_ref()
             .unwrap()

@@ -7,10 +7,8 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, PodSpec, PodTemplateSpec, ServiceAccount, Volume, VolumeMount,
-};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Container, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
@@ -20,12 +18,9 @@ use tusk_api::restore_test::{self, RESTORE_TEST_LABEL};
 use tusk_api::{GROUP, PostgresBackup, PostgresCluster, PostgresClusterSpec, PostgresRestoreTest};
 
 use crate::config::OperatorConfig;
-use crate::controllers::cluster::build::{
-    OWNER_ROLE, plain_env, pod_namespace_env, restricted_container_security,
-    restricted_pod_security, secret_env,
-};
+use crate::controllers::cluster::build::{OWNER_ROLE, plain_env, pod_namespace_env, secret_env};
 use crate::error::{Error, Result};
-use crate::job_identity::{JobIdentity, owner_of};
+use crate::job_identity::{JobIdentity, owner_of, run_once_job};
 use crate::labels;
 
 /// The component label value of a throwaway cluster's check Job.
@@ -168,49 +163,17 @@ pub fn check_job(
             run_id,
         ]),
         env: Some(environment),
-        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
-        security_context: Some(restricted_container_security()),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "tmp".to_owned(),
-            mount_path: "/tmp".to_owned(),
-            ..VolumeMount::default()
-        }]),
         ..Container::default()
     };
+    let metadata = ObjectMeta {
+        name: Some(job_name.clone()),
+        namespace: Some(namespace),
+        labels: Some(job_labels),
+        owner_references: Some(vec![owner]),
+        ..ObjectMeta::default()
+    };
     let deadline = i64::from(test.spec.timeout_minutes()) * 60;
-    Ok(Job {
-        metadata: ObjectMeta {
-            name: Some(job_name.clone()),
-            namespace: Some(namespace),
-            labels: Some(job_labels.clone()),
-            owner_references: Some(vec![owner]),
-            ..ObjectMeta::default()
-        },
-        spec: Some(JobSpec {
-            backoff_limit: Some(0),
-            active_deadline_seconds: Some(deadline),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(job_labels),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    restart_policy: Some("Never".to_owned()),
-                    service_account_name: Some(job_name),
-                    security_context: Some(restricted_pod_security()),
-                    containers: vec![container],
-                    volumes: Some(vec![Volume {
-                        name: "tmp".to_owned(),
-                        empty_dir: Some(EmptyDirVolumeSource::default()),
-                        ..Volume::default()
-                    }]),
-                    ..PodSpec::default()
-                }),
-            },
-            ..JobSpec::default()
-        }),
-        ..Job::default()
-    })
+    Ok(run_once_job(metadata, job_name, deadline, container))
 }
 
 /// The rules of a check Job's Role, without the test's name: report on the test's status.
