@@ -9,6 +9,9 @@
 #[path = "tenant_isolation/support.rs"]
 mod support;
 
+#[path = "shared/owner_sql.rs"]
+mod shared;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -39,46 +42,7 @@ fn ready_cluster(shop: &Kubectl, name: &str) {
 
 /// Runs SQL as the cluster's owner through its Service, as a customer's psql would.
 fn owner_sql(admin: &Kubectl, cluster: &str, sql: &str) -> String {
-    let get = |args: &[&str]| {
-        let mut all = vec!["--namespace", NAMESPACE, "get"];
-        all.extend(args);
-        admin.ok(&all)
-    };
-    let secret = format!("{cluster}-credentials");
-    let field = |key: &str| {
-        get(&[
-            "secret",
-            &secret,
-            "-o",
-            &format!("go-template={{{{.data.{key} | base64decode}}}}"),
-        ])
-    };
-    let host = get(&[
-        "service",
-        &format!("{cluster}-rw"),
-        "-o",
-        "jsonpath={.spec.clusterIP}",
-    ]);
-    let output = Command::new("psql")
-        .args([
-            "-h",
-            &host,
-            "-U",
-            &field("username"),
-            "-d",
-            &field("dbname"),
-        ])
-        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .env("PGPASSWORD", field("password"))
-        .env("PGCONNECT_TIMEOUT", "5")
-        .output()
-        .expect("psql runs");
-    assert!(
-        output.status.success(),
-        "psql `{sql}`: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    shared::owner_sql(admin, NAMESPACE, cluster, sql).unwrap_or_else(|error| panic!("{error}"))
 }
 
 /// The S3 server's bookkeeping of unfinished multipart uploads: one `.upload-<id>.json` per

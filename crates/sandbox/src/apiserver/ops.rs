@@ -222,11 +222,12 @@ pub(crate) fn dry_run(values: &[&str], options_kind: &str) -> Result<bool, ApiEr
     ))
 }
 
-/// kube-apiserver's RFC 1123 subdomain rule for object names.
+/// kube-apiserver's RFC 1123 rules for object names: a label of at most 63 characters for
+/// namespaces and Services, else a subdomain of at most 253 characters, whose dot-separated
+/// parts (unlike DNS's) may be longer than 63.
 fn validate_name(rt: &ResourceType, name: &str) -> Option<Cause> {
-    let label = |part: &str| {
+    let part_matches = |part: &str| {
         !part.is_empty()
-            && part.len() <= 63
             && part
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
@@ -235,9 +236,9 @@ fn validate_name(rt: &ResourceType, name: &str) -> Option<Cause> {
     };
     let dns_label_only = rt.plural == "namespaces" || rt.plural == "services";
     let valid = if dns_label_only {
-        label(name)
+        name.len() <= 63 && part_matches(name)
     } else {
-        name.len() <= 253 && name.split('.').all(label)
+        name.len() <= 253 && name.split('.').all(part_matches)
     };
     if valid {
         return None;
@@ -252,6 +253,32 @@ fn validate_name(rt: &ResourceType, name: &str) -> Option<Cause> {
         )
     };
     Some(cause("metadata.name", "FieldValueInvalid", message))
+}
+
+/// kube-apiserver's rule for label values: at most 63 characters, empty or alphanumeric at both
+/// ends with `-`, `_` and `.` between.
+fn validate_label_values(stored: &Value) -> Option<Cause> {
+    let labels = stored.pointer("/metadata/labels")?.as_object()?;
+    labels.values().filter_map(Value::as_str).find_map(|value| {
+        let alphanumeric = |b: Option<&u8>| b.is_none_or(u8::is_ascii_alphanumeric);
+        let message = if value.len() > 63 {
+            "must be no more than 63 characters"
+        } else if !value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            || !alphanumeric(value.as_bytes().first())
+            || !alphanumeric(value.as_bytes().last())
+        {
+            "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"
+        } else {
+            return None;
+        };
+        Some(cause(
+            "metadata.labels",
+            "FieldValueInvalid",
+            format!("Invalid value: \"{value}\": {message}"),
+        ))
+    })
 }
 
 /// Fills in the `kind` and `apiVersion` a create or update body of a built-in kind leaves
@@ -541,7 +568,7 @@ pub(crate) fn create(
     }
     let mut stored = to_storage(rt, body);
     let name = meta_str(&stored, "name").unwrap_or_default().to_string();
-    if let Some(invalid) = validate_name(rt, &name) {
+    if let Some(invalid) = validate_name(rt, &name).or_else(|| validate_label_values(&stored)) {
         return Err(ApiError::invalid(rt, &name, vec![invalid]));
     }
     if rt.status_subresource

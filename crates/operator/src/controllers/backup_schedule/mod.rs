@@ -26,7 +26,7 @@ use tusk_api::backup_schedule::PostgresBackupScheduleStatus;
 use tusk_api::conditions::{FALSE, TRUE, reasons as condition_reasons, types};
 use tusk_api::{
     PostgresBackup, PostgresBackupRequest, PostgresBackupRequestSpec, PostgresBackupSchedule,
-    PostgresCluster, labels as api_labels,
+    PostgresCluster, labels as api_labels, names,
 };
 
 use crate::conditions::{self, DesiredCondition};
@@ -40,6 +40,10 @@ pub const CONTROLLER: &str = "backup-schedule";
 
 /// The annotation on a request holding the moment (by the operator's clock) its schedule ran.
 pub const SCHEDULED_AT_ANNOTATION: &str = "postgres.tusk.dev/scheduled-at";
+
+/// The annotation on a request holding its schedule's whole name: the schedule label holds it
+/// shortened with a hash when it is longer than a label value may be.
+pub const SCHEDULE_ANNOTATION: &str = "postgres.tusk.dev/schedule";
 
 /// Runs the controller until `shutdown` completes.
 pub async fn run(
@@ -55,7 +59,11 @@ pub async fn run(
         Api::<PostgresBackupRequest>::all(client.clone()),
         watcher::Config::default().labels(api_labels::SCHEDULE),
         |request| {
-            let schedule = request.labels().get(api_labels::SCHEDULE)?.clone();
+            let schedule = request
+                .annotations()
+                .get(SCHEDULE_ANNOTATION)
+                .or_else(|| request.labels().get(api_labels::SCHEDULE))?
+                .clone();
             Some(ObjectRef::new(&schedule).within(&request.namespace()?))
         },
     )
@@ -137,8 +145,9 @@ async fn reconcile(schedule: Arc<PostgresBackupSchedule>, context: Arc<Context>)
 
     let requests_api: Api<PostgresBackupRequest> = Api::namespaced(client.clone(), &namespace);
     let selector = format!(
-        "{}={name},{}={cluster_name}",
+        "{}={},{}={cluster_name}",
         api_labels::SCHEDULE,
+        names::label_value(&name),
         api_labels::CLUSTER
     );
     let requests = requests_api
@@ -253,12 +262,18 @@ async fn create_request(
         },
     );
     let mut request_labels = labels::for_cluster(&cluster_name, COMPONENT_BACKUP);
-    request_labels.insert(api_labels::SCHEDULE.to_owned(), schedule.name_any());
+    request_labels.insert(
+        api_labels::SCHEDULE.to_owned(),
+        names::label_value(&schedule.name_any()),
+    );
     request.metadata.labels = Some(request_labels);
     request.metadata.annotations = Some(
-        [(SCHEDULED_AT_ANNOTATION.to_owned(), now.to_string())]
-            .into_iter()
-            .collect(),
+        [
+            (SCHEDULED_AT_ANNOTATION.to_owned(), now.to_string()),
+            (SCHEDULE_ANNOTATION.to_owned(), schedule.name_any()),
+        ]
+        .into_iter()
+        .collect(),
     );
     request.metadata.owner_references = cluster.controller_owner_ref(&()).map(|owner| vec![owner]);
     let api: Api<PostgresBackupRequest> = Api::namespaced(context.client.clone(), namespace);

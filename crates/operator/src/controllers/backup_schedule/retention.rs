@@ -1,10 +1,10 @@
 //! `keep`: which of a schedule's backups are beyond the newest N.
 
 use kube::ResourceExt;
-use tusk_api::{PostgresBackup, labels};
+use tusk_api::{PostgresBackup, labels, names};
 
 /// Whether `backup` was made by the schedule `schedule` of `cluster`: it carries the schedule's
-/// label, or it is named like one of the schedule's requests (the backup Job names each backup
+/// label (its name as a label value), or it is named like one of the schedule's requests (the backup Job names each backup
 /// after its request).
 pub fn belongs_to(
     backup: &PostgresBackup,
@@ -15,7 +15,7 @@ pub fn belongs_to(
     if backup.spec.cluster.name != cluster {
         return false;
     }
-    backup.labels().get(labels::SCHEDULE).map(String::as_str) == Some(schedule)
+    backup.labels().get(labels::SCHEDULE) == Some(&names::label_value(schedule))
         || request_names.iter().any(|name| *name == backup.name_any())
 }
 
