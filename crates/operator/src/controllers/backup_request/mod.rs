@@ -224,6 +224,23 @@ async fn reconcile(request: Arc<PostgresBackupRequest>, context: Arc<Context>) -
     }
 }
 
+/// The PostgresCluster `request` names, in its namespace, if it exists.
+async fn requested_cluster(
+    context: &Context,
+    request: &PostgresBackupRequest,
+    namespace: &str,
+) -> Result<Option<PostgresCluster>> {
+    let cluster_name = &request.spec.cluster.name;
+    Api::<PostgresCluster>::namespaced(context.client.clone(), namespace)
+        .get_opt(cluster_name)
+        .await
+        .map_err(|source| Error::Get {
+            kind: "PostgresCluster",
+            name: cluster_name.clone(),
+            source,
+        })
+}
+
 async fn start_job(
     context: &Context,
     request: &PostgresBackupRequest,
@@ -231,16 +248,7 @@ async fn start_job(
 ) -> Result<Action> {
     let client = &context.client;
     let cluster_name = &request.spec.cluster.name;
-    let clusters: Api<PostgresCluster> = Api::namespaced(client.clone(), namespace);
-    let cluster = clusters
-        .get_opt(cluster_name)
-        .await
-        .map_err(|source| Error::Get {
-            kind: "PostgresCluster",
-            name: cluster_name.clone(),
-            source,
-        })?;
-    let Some(cluster) = cluster else {
+    let Some(cluster) = requested_cluster(context, request, namespace).await? else {
         fail(
             context,
             request,

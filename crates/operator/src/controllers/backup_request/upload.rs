@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use serde_json::json;
-use tusk_api::{PostgresBackupRequest, PostgresCluster, names};
+use tusk_api::{PostgresBackupRequest, names};
 use tusk_backup::BackupStore;
 
 use crate::context::Context;
@@ -74,15 +74,7 @@ pub async fn abort_leftover(
         return Ok(Cleanup::WaitForPods(POD_STOP_RECHECK));
     }
 
-    let cluster_name = &request.spec.cluster.name;
-    let cluster = Api::<PostgresCluster>::namespaced(context.client.clone(), namespace)
-        .get_opt(cluster_name)
-        .await
-        .map_err(|source| Error::Get {
-            kind: "PostgresCluster",
-            name: cluster_name.clone(),
-            source,
-        })?;
+    let cluster = super::requested_cluster(context, request, namespace).await?;
     let store = store::open(context).await?;
     let aborted = match &cluster {
         Some(cluster) => {
