@@ -39,6 +39,14 @@ pub mod secret_keys {
     pub const REPLICATION_PASSWORD: &str = "replication-password";
     /// The passphrase every backup of the cluster is encrypted with.
     pub const BACKUP_PASSPHRASE: &str = "backup-passphrase";
+    /// The PEM certificate of the cluster's own CA, which signs its server certificate: what a
+    /// client verifies the server against (`sslrootcert`).
+    pub const CA_CERT: &str = "ca.crt";
+    /// A libpq connection URI for the owner role, without the password, with
+    /// `sslmode=verify-full`.
+    pub const URI: &str = "uri";
+    /// The same connection as a JDBC URL, for the PostgreSQL JDBC driver.
+    pub const JDBC_URI: &str = "jdbc-uri";
     /// Where the owner role's password was kept before it was renamed [`PASSWORD`]; read
     /// once so that an existing cluster keeps its password.
     pub const LEGACY_APP_USER_PASSWORD: &str = "app-user-password";
@@ -47,6 +55,12 @@ pub mod secret_keys {
 /// The Secret holding a cluster's generated passwords and backup passphrase.
 pub fn credentials_secret(cluster: &str) -> String {
     format!("{cluster}-credentials")
+}
+
+/// The `kubernetes.io/tls` Secret holding a cluster's server certificate and key (and its CA's
+/// certificate), mounted into the instance.
+pub fn tls_secret(cluster: &str) -> String {
+    format!("{cluster}-tls")
 }
 
 /// The ConfigMap holding a cluster's postgresql.conf.

@@ -47,31 +47,17 @@ fn tail(text: &str, max: usize) -> String {
 /// Connects with the libpq variables of the environment, retrying for up to [`CONNECT_WAIT`]:
 /// the Service may route to the pod a moment after it is Ready.
 async fn connect() -> Result<tokio_postgres::Client, String> {
-    let var = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host(var("PGHOST").unwrap_or_else(|| "localhost".to_owned()))
-        .port(
-            var("PGPORT")
-                .and_then(|port| port.parse().ok())
-                .unwrap_or(5432),
-        )
-        .user(var("PGUSER").unwrap_or_else(|| "postgres".to_owned()))
-        .dbname(var("PGDATABASE").unwrap_or_else(|| "postgres".to_owned()))
-        .application_name("tusk-restore-check")
-        .connect_timeout(Duration::from_secs(10));
-    if let Some(password) = var("PGPASSWORD") {
-        config.password(password);
-    }
+    // Over TLS verified against the cluster's CA when PGSSLMODE says verify-full.
+    let connection = crate::PgConnection::from_env().map_err(|error| error.to_string())?;
+    let dbname = std::env::var("PGDATABASE")
+        .ok()
+        .filter(|value| !value.is_empty())
+        .unwrap_or_else(|| "postgres".to_owned());
     let deadline = tokio::time::Instant::now() + CONNECT_WAIT;
     loop {
-        match config.connect(tokio_postgres::NoTls).await {
-            Ok((client, connection)) => {
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                });
-                return Ok(client);
-            }
+        match connection.open(&dbname, "tusk-restore-check").await {
+            // The driver task runs on by itself until the client is dropped.
+            Ok((client, _driver)) => return Ok(client),
             Err(error) if tokio::time::Instant::now() >= deadline => {
                 return Err(format!("cannot connect to the throwaway cluster: {error}"));
             }

@@ -17,6 +17,12 @@ pub struct PgConnection {
     pub user: String,
     /// Password, if the server asks for one. Never logged.
     pub password: Option<String>,
+    /// The address to connect to when `host` is the name to verify (libpq's `hostaddr`).
+    pub hostaddr: Option<String>,
+    /// The CA certificate (PEM file) the server's certificate must chain to. With it, the
+    /// connection is TLS and the server must prove it is `host` (libpq's
+    /// `sslmode=verify-full`); without it, there is no TLS (for a Unix socket).
+    pub ssl_root_cert: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for PgConnection {
@@ -26,6 +32,8 @@ impl std::fmt::Debug for PgConnection {
             .field("port", &self.port)
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("hostaddr", &self.hostaddr)
+            .field("ssl_root_cert", &self.ssl_root_cert)
             .finish()
     }
 }
@@ -91,6 +99,9 @@ pub enum SourceError {
         "the backup stream has no backup_manifest with WAL-Ranges; cannot tell its start and stop LSN"
     )]
     NoManifest,
+    /// The TLS settings cannot be used (no CA file, an unreadable or empty one).
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The tar stream is malformed.
     #[error("the backup stream is not a valid tar archive: {0}")]
     Tar(#[source] io::Error),
@@ -113,8 +124,10 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 impl PgConnection {
-    /// Reads PGHOST (default /var/run/postgresql), PGPORT (5432), PGUSER (postgres) and
-    /// PGPASSWORD, as libpq does.
+    /// Reads PGHOST (default /var/run/postgresql), PGHOSTADDR, PGPORT (5432), PGUSER
+    /// (postgres), PGPASSWORD, PGSSLMODE and PGSSLROOTCERT, as libpq does. PGSSLMODE may be
+    /// `verify-full` (which needs PGSSLROOTCERT) or `disable`: tusk verifies the server or
+    /// does not use TLS at all, nothing in between.
     pub fn from_env() -> Result<Self, SourceError> {
         let var = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
         let port = match var("PGPORT") {
@@ -129,40 +142,92 @@ impl PgConnection {
             port,
             user: var("PGUSER").unwrap_or_else(|| "postgres".to_owned()),
             password: var("PGPASSWORD"),
+            hostaddr: var("PGHOSTADDR"),
+            ssl_root_cert: match var("PGSSLMODE").as_deref() {
+                None | Some("disable") => None,
+                Some("verify-full") => Some(PathBuf::from(var("PGSSLROOTCERT").ok_or(
+                    SourceError::InvalidSetting {
+                        setting: "PGSSLROOTCERT",
+                        reason: "sslmode verify-full needs the CA certificate's file".to_owned(),
+                    },
+                )?)),
+                Some(other) => {
+                    return Err(SourceError::InvalidSetting {
+                        setting: "PGSSLMODE",
+                        reason: format!("{other:?} is neither verify-full nor disable"),
+                    });
+                }
+            },
         })
     }
 
-    /// Opens a connection; the driver task ends once the client is dropped.
+    /// Opens a connection to the `postgres` database; the driver task ends once the client is
+    /// dropped.
     async fn connect(
         &self,
     ) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), SourceError> {
-        let (client, connection) =
-            self.config()
-                .connect(tokio_postgres::NoTls)
-                .await
-                .map_err(|source| SourceError::Connect {
-                    host: self.host.clone(),
-                    port: self.port,
-                    source,
-                })?;
+        self.open("postgres", "tusk-backup").await
+    }
+
+    /// Opens a connection to `dbname` as `application`, over verified TLS when
+    /// [`PgConnection::ssl_root_cert`] is set; the driver task ends once the client is dropped.
+    pub async fn open(
+        &self,
+        dbname: &str,
+        application: &str,
+    ) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), SourceError> {
+        let connect_error = |source| SourceError::Connect {
+            host: self.host.clone(),
+            port: self.port,
+            source,
+        };
         // The connection's own result no longer matters once the client is gone.
-        let driver = tokio::spawn(async move {
-            let _ = connection.await;
-        });
+        let (client, driver) = match &self.ssl_root_cert {
+            Some(ca_file) => {
+                let tls = crate::pg_tls::verifying_connector(ca_file)
+                    .map_err(|error| SourceError::Tls(error.to_string()))?;
+                let (client, connection) = self
+                    .config(dbname, application)
+                    .connect(tls)
+                    .await
+                    .map_err(connect_error)?;
+                let driver = tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+                (client, driver)
+            }
+            None => {
+                let (client, connection) = self
+                    .config(dbname, application)
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .map_err(connect_error)?;
+                let driver = tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+                (client, driver)
+            }
+        };
         Ok((client, driver))
     }
 
-    fn config(&self) -> tokio_postgres::Config {
+    fn config(&self, dbname: &str, application: &str) -> tokio_postgres::Config {
         let mut config = tokio_postgres::Config::new();
         config
             .host(&self.host)
             .port(self.port)
             .user(&self.user)
-            .dbname("postgres")
-            .application_name("tusk-backup")
+            .dbname(dbname)
+            .application_name(application)
             .connect_timeout(std::time::Duration::from_secs(10));
         if let Some(password) = &self.password {
             config.password(password);
+        }
+        if let Some(address) = self.hostaddr.as_deref().and_then(|a| a.parse().ok()) {
+            config.hostaddr(address);
+        }
+        if self.ssl_root_cert.is_some() {
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
         }
         config
     }
@@ -175,9 +240,24 @@ impl PgConnection {
             .env("PGPORT", self.port.to_string())
             .env("PGUSER", &self.user)
             .env_remove("PGPASSWORD")
-            .env_remove("PGDATABASE");
+            .env_remove("PGDATABASE")
+            .env_remove("PGHOSTADDR")
+            .env_remove("PGSSLROOTCERT");
         if let Some(password) = &self.password {
             command.env("PGPASSWORD", password);
+        }
+        if let Some(address) = &self.hostaddr {
+            command.env("PGHOSTADDR", address);
+        }
+        match &self.ssl_root_cert {
+            Some(ca_file) => {
+                command
+                    .env("PGSSLMODE", "verify-full")
+                    .env("PGSSLROOTCERT", ca_file);
+            }
+            None => {
+                command.env("PGSSLMODE", "disable");
+            }
         }
     }
 }

@@ -136,6 +136,8 @@ fn deploy_renders_everything_an_installation_needs() {
     );
     find(&objects, "Role", "tusk-operator-leader-election");
     find(&objects, "RoleBinding", "tusk-operator-leader-election");
+    find(&objects, "Role", "tusk-operator-ca");
+    find(&objects, "RoleBinding", "tusk-operator-ca");
     find(&objects, "ConfigMap", "tusk-operator");
     find(&objects, "Service", "tusk-operator-metrics");
     find(&objects, "NetworkPolicy", "tusk-operator");
@@ -564,11 +566,35 @@ mod in_a_cluster {
             403
         );
 
-        // Deletion takes everything along.
+        // The cluster's CA is kept in the operator's namespace, named after the cluster's uid.
+        let uid = clusters
+            .get("elephant")
+            .await
+            .expect("the cluster")
+            .metadata
+            .uid
+            .expect("a uid");
+        let operator_secrets: Api<Secret> = Api::namespaced(admin.clone(), "tusk-system");
+        let ca_secret = format!("tusk-ca-{uid}");
+        eventually(&logs, "the cluster's CA", || async {
+            operator_secrets.get_opt(&ca_secret).await.ok()?
+        })
+        .await;
+
+        // Deletion takes everything along, the CA in the operator's namespace too.
         clusters
             .delete("elephant", &DeleteParams::default())
             .await
             .expect("deleted");
+        eventually(&logs, "the cluster's CA is gone", || async {
+            operator_secrets
+                .get_opt(&ca_secret)
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        })
+        .await;
         eventually(&logs, "elephant and its children are gone", || async {
             let cluster_gone = clusters.get_opt("elephant").await.ok()?.is_none();
             let children = Api::<StatefulSet>::namespaced(admin.clone(), NS)

@@ -111,10 +111,7 @@ async fn connections_are_verified_tls_and_plaintext_is_refused() {
         "SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
     )
     .expect("the session's TLS version");
-    assert!(
-        protocol == "TLSv1.2" || protocol == "TLSv1.3",
-        "{protocol}"
-    );
+    assert!(protocol == "TLSv1.2" || protocol == "TLSv1.3", "{protocol}");
 
     // Every name of the Service in the cluster is in the certificate.
     for host in [
@@ -135,9 +132,7 @@ async fn connections_are_verified_tls_and_plaintext_is_refused() {
     }
 
     // The attack: plaintext from outside the pod, with the right password.
-    let plaintext = format!(
-        "host={address} port=5432 user=app dbname=app sslmode=disable"
-    );
+    let plaintext = format!("host={address} port=5432 user=app dbname=app sslmode=disable");
     let refused = psql(&plaintext, &password, "SELECT 1").expect_err("plaintext is refused");
     assert!(
         refused.contains("pg_hba.conf rejects connection for host")
@@ -160,7 +155,10 @@ async fn connections_are_verified_tls_and_plaintext_is_refused() {
         "other-ca.crt",
         &secret_value(&admin, "other", "mammoth-credentials", "ca.crt"),
     );
-    assert_ne!(std::fs::read(&ca).unwrap(), std::fs::read(&other_ca).unwrap());
+    assert_ne!(
+        std::fs::read(&ca).unwrap(),
+        std::fs::read(&other_ca).unwrap()
+    );
     let wrong_ca = format!(
         "host=elephant-rw.shop.svc hostaddr={address} port=5432 user=app dbname=app \
          sslmode=verify-full sslrootcert={other_ca}"
@@ -184,7 +182,10 @@ async fn connections_are_verified_tls_and_plaintext_is_refused() {
         "-o",
         "go-template={{range .items}}{{range $k, $v := .data}}{{if eq $k \"ca.key\"}}{{$v | base64decode}}{{end}}{{end}}{{end}}",
     ]);
-    assert!(ca_keys.contains("PRIVATE KEY"), "the CA keys are in tusk-system");
+    assert!(
+        ca_keys.contains("PRIVATE KEY"),
+        "the CA keys are in tusk-system"
+    );
     let tenant_secrets = admin.ok(&[
         "--namespace",
         "shop",

@@ -196,6 +196,7 @@ async fn an_instance_bootstraps_from_a_backup_refuses_a_failed_restore_and_resum
         port: 5432,
         user: REPLICATION.to_owned(),
         password: Some(REPLICATION_PASSWORD.to_owned()),
+        ..Default::default()
     };
     let options = BackupOptions {
         compression: Compression::Gzip { level: 1 },

@@ -280,6 +280,7 @@ async fn backup(
         port: 5432,
         user: user.to_owned(),
         password: Some(password.to_owned()),
+        ..Default::default()
     };
     let options = BackupOptions {
         compression: Compression::Gzip { level: 1 },

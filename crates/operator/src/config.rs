@@ -24,6 +24,8 @@ pub struct OperatorConfig {
     /// How a tunnel in a customer's cluster reaches each database from outside the workload
     /// cluster.
     pub tunnel: TunnelSettings,
+    /// The certificates every database serves TLS with.
+    pub tls: TlsSettings,
     /// How many objects each controller reconciles at once.
     pub concurrency: ConcurrencySettings,
     /// Leader election between operator replicas.
@@ -40,6 +42,7 @@ impl Default for OperatorConfig {
             postgres: PostgresSettings::default(),
             backup_job: BackupJobSettings::default(),
             tunnel: TunnelSettings::default(),
+            tls: TlsSettings::default(),
             concurrency: ConcurrencySettings::default(),
             leader_election: LeaderElectionSettings::default(),
             http_address: SocketAddr::from(([0, 0, 0, 0], 8080)),
@@ -286,6 +289,29 @@ impl TunnelSettings {
             .replace("{cluster}", cluster)
             .replace("{namespace}", namespace)
             .replace(SERVICE_IP_PLACEHOLDER, service_ip.unwrap_or_default())
+    }
+}
+
+/// The certificates every database serves TLS with: each cluster has its own CA, whose key
+/// stays in the operator's namespace (a tenant can read every Secret in its own).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// Namespace of the Secrets holding each cluster's CA key, `tusk-ca-<cluster uid>`.
+    /// Default `POD_NAMESPACE`, else `tusk-system`.
+    pub ca_namespace: String,
+    /// The workload cluster's DNS domain, for the `<service>.<namespace>.svc.<domain>` name in
+    /// every server certificate. Default `cluster.local`.
+    pub cluster_domain: String,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        Self {
+            ca_namespace: std::env::var("POD_NAMESPACE")
+                .unwrap_or_else(|_| "tusk-system".to_owned()),
+            cluster_domain: "cluster.local".to_owned(),
+        }
     }
 }
 
@@ -578,6 +604,20 @@ impl OperatorConfig {
             return Err(invalid(
                 "store.gateway.keySecret",
                 "namespace, name and key must not be empty",
+            ));
+        }
+        if self.tls.ca_namespace.is_empty() {
+            return Err(invalid("tls.caNamespace", "must not be empty"));
+        }
+        let domain = &self.tls.cluster_domain;
+        if domain.is_empty()
+            || !domain.split('.').all(|label| {
+                !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            })
+        {
+            return Err(invalid(
+                "tls.clusterDomain",
+                format!("{domain:?} must be a DNS domain such as cluster.local"),
             ));
         }
         if let Some(endpoint) = &self.store.endpoint {

@@ -168,6 +168,9 @@ pub enum Error {
         source: kube::Error,
     },
 
+    /// A cluster's CA or server certificate could not be made or read.
+    #[error("TLS certificates: {0}")]
+    Tls(String),
     /// Adding or removing a finalizer, or the cleanup behind it, failed.
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<finalizer::Error<Error>>),
@@ -194,6 +197,7 @@ impl Error {
             Error::WalCleanup(_) => "WalCleanup",
             Error::RemoteKubeconfig { .. } => "RemoteKubeconfig",
             Error::RemoteUnreachable { .. } => "RemoteUnreachable",
+            Error::Tls(_) => "Tls",
             Error::Finalizer(inner) => match inner.as_ref() {
                 finalizer::Error::ApplyFailed(error) | finalizer::Error::CleanupFailed(error) => {
                     error.metric_label()

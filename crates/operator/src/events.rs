@@ -36,6 +36,10 @@ pub mod reasons {
     pub const LOCATION_MISMATCH: &str = "LocationMismatch";
     /// A backup Job's report did not match what the object store holds.
     pub const BACKUP_UNVERIFIED: &str = "BackupUnverified";
+    /// A cluster's CA or server certificate could not be made, read or stored.
+    pub const CERTIFICATE_FAILED: &str = "CertificateFailed";
+    /// A cluster got a new server certificate (a name changed, or the old one was due).
+    pub const CERTIFICATE_ISSUED: &str = "CertificateIssued";
 }
 
 /// Publishes an Event about `regarding`. A failure to publish is logged and otherwise ignored:

@@ -8,13 +8,19 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, PodSpec, PodTemplateSpec, ServiceAccount, Volume, VolumeMount,
+    Container, EmptyDirVolumeSource, EnvVar, KeyToPath, PodSpec, PodTemplateSpec,
+    SecretVolumeSource, ServiceAccount, Volume, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
-use crate::controllers::cluster::build::{restricted_container_security, restricted_pod_security};
+use tusk_api::names;
+
+use crate::controllers::cluster::build::{
+    plain_env, restricted_container_security, restricted_pod_security,
+};
+use crate::controllers::cluster::tls;
 use crate::error::{Error, Result};
 
 /// The name and namespace of what a Job works for, and the controller ownerReference that
@@ -94,8 +100,30 @@ impl JobIdentity<'_> {
     }
 }
 
+/// Where a Job that connects to a database finds its cluster's CA certificate.
+pub const CA_MOUNT: &str = "/etc/tusk-ca";
+
+/// The libpq variables that point a Job at `cluster`'s database in `namespace`, over TLS that
+/// verifies the server (`sslmode=verify-full`) against the cluster's CA at [`CA_MOUNT`]. The
+/// address is the kubelet's service link, expanded by the kubelet, so no cluster DNS is
+/// needed; the name verified is the Service's, which the server certificate carries.
+pub fn database_env(cluster: &str, namespace: &str) -> Vec<EnvVar> {
+    let service = names::read_write_service(cluster);
+    vec![
+        plain_env("PGHOST", format!("{service}.{namespace}.svc")),
+        plain_env(
+            "PGHOSTADDR",
+            format!("$({})", names::service_host_env(&service)),
+        ),
+        plain_env("PGPORT", names::POSTGRES_PORT.to_string()),
+        plain_env("PGSSLMODE", "verify-full"),
+        plain_env("PGSSLROOTCERT", format!("{CA_MOUNT}/{}", tls::CA_CERT_KEY)),
+    ]
+}
+
 /// A Job that runs `container` once as the ServiceAccount `account`, under the restricted
-/// security profile with a writable /tmp of its own and nothing else mounted. It is never
+/// security profile with a writable /tmp of its own and, read-only, the CA certificate of
+/// `database_cluster` (from its `<cluster>-tls` Secret, the key left out). It is never
 /// retried (a retry would start over from scratch; what it works for fails instead and is asked
 /// for again) and stops after `active_deadline_seconds`. The last lines of its output become
 /// the termination message, which the operator copies into the status when the Job fails.
@@ -105,15 +133,24 @@ pub fn run_once_job(
     account: String,
     active_deadline_seconds: i64,
     container: Container,
+    database_cluster: &str,
 ) -> Job {
     let container = Container {
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         security_context: Some(restricted_container_security()),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "tmp".to_owned(),
-            mount_path: "/tmp".to_owned(),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "tmp".to_owned(),
+                mount_path: "/tmp".to_owned(),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "ca".to_owned(),
+                mount_path: CA_MOUNT.to_owned(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+        ]),
         ..container
     };
     let pod_labels = metadata.labels.clone();
@@ -132,11 +169,26 @@ pub fn run_once_job(
                     service_account_name: Some(account),
                     security_context: Some(restricted_pod_security()),
                     containers: vec![container],
-                    volumes: Some(vec![Volume {
-                        name: "tmp".to_owned(),
-                        empty_dir: Some(EmptyDirVolumeSource::default()),
-                        ..Volume::default()
-                    }]),
+                    volumes: Some(vec![
+                        Volume {
+                            name: "tmp".to_owned(),
+                            empty_dir: Some(EmptyDirVolumeSource::default()),
+                            ..Volume::default()
+                        },
+                        Volume {
+                            name: "ca".to_owned(),
+                            secret: Some(SecretVolumeSource {
+                                secret_name: Some(names::tls_secret(database_cluster)),
+                                items: Some(vec![KeyToPath {
+                                    key: tls::CA_CERT_KEY.to_owned(),
+                                    path: tls::CA_CERT_KEY.to_owned(),
+                                    ..KeyToPath::default()
+                                }]),
+                                ..SecretVolumeSource::default()
+                            }),
+                            ..Volume::default()
+                        },
+                    ]),
                     ..PodSpec::default()
                 }),
             },

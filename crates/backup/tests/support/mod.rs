@@ -212,6 +212,7 @@ impl Postgres {
             port: self.port,
             user: "postgres".into(),
             password: None,
+            ..Default::default()
         }
     }
 

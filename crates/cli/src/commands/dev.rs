@@ -171,6 +171,8 @@ fn operator_config(
     });
     // The gateway key is created in the operator's namespace on first start.
     config.store.gateway.key_secret.namespace = SYSTEM_NAMESPACE.to_owned();
+    // So is every cluster's CA.
+    config.tls.ca_namespace = SYSTEM_NAMESPACE.to_owned();
     if let Some(version) = local_postgres_version() {
         config.postgres.default_version = version;
     }

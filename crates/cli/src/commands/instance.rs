@@ -33,6 +33,10 @@ pub struct InstanceArgs {
     /// Ignored when not root.
     #[arg(long, env = "TUSK_RUN_AS")]
     pub run_as: Option<String>,
+    /// The directory holding the server certificate (tls.crt) and key (tls.key): PostgreSQL
+    /// then serves TLS and refuses TCP connections without it. The operator always gives it.
+    #[arg(long)]
+    pub tls_dir: Option<PathBuf>,
 }
 
 /// Runs `tusk instance` until SIGTERM or SIGINT, or until PostgreSQL exits.
@@ -42,6 +46,7 @@ pub async fn run(args: InstanceArgs) -> anyhow::Result<()> {
     if let Some(dir) = args.postgres_bin_dir {
         config.postgres_bin_dir = dir;
     }
+    config.tls_dir = args.tls_dir;
     config.run_as = args.run_as.as_deref().map(RunAs::lookup).transpose()?;
     let shutdown = tusk_instance::termination_signal()?;
     supervisor::run(config, shutdown).await?;

@@ -178,6 +178,10 @@ pub struct InstanceConfig {
     pub tusk_executable: PathBuf,
     /// How often the configuration file is checked for changes.
     pub reload_interval: Duration,
+    /// The directory of the mounted server certificate (`tls.crt`) and key (`tls.key`). With
+    /// it, PostgreSQL serves TLS and admits TCP connections only over TLS; the operator always
+    /// gives it. A new certificate in it is picked up by a reload.
+    pub tls_dir: Option<PathBuf>,
 }
 
 /// The environment variables the operator sets on the instance container.
@@ -328,6 +332,7 @@ impl InstanceConfig {
             run_as: None,
             tusk_executable: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("tusk")),
             reload_interval: DEFAULT_RELOAD_INTERVAL,
+            tls_dir: None,
         })
     }
 
@@ -702,7 +707,7 @@ async fn supervise(
         Some(pid) => kill(pid, signal).map_err(|source| InstanceError::Signal { signal, source }),
         None => Ok(()),
     };
-    let mut loaded_config = std::fs::read(&config.config_file).ok();
+    let mut loaded_config = watched_files(config).ok();
     let mut reload_timer = tokio::time::interval(config.reload_interval);
     reload_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -728,10 +733,10 @@ async fn supervise(
             _ = reload_timer.tick(), if !stopping => {
                 // The kubelet swaps a ConfigMap volume's files through a symlink, so the
                 // modification time says little: compare the content.
-                match std::fs::read(&config.config_file) {
+                match watched_files(config) {
                     Ok(current) if loaded_config.as_ref() != Some(&current) => {
                         if loaded_config.is_some() {
-                            tracing::info!(file = %config.config_file.display(), "configuration changed: reloading postgres");
+                            tracing::info!(file = %config.config_file.display(), "configuration or certificate changed: reloading postgres");
                             write_checked_config(config, run_as)?;
                             signal(Signal::SIGHUP)?;
                         }
@@ -743,6 +748,19 @@ async fn supervise(
             }
         }
     }
+}
+
+/// The content of what a change of reloads PostgreSQL: the mounted configuration and, with
+/// TLS, the server certificate and key.
+fn watched_files(config: &InstanceConfig) -> io::Result<Vec<u8>> {
+    let mut content = std::fs::read(&config.config_file)?;
+    if let Some(dir) = &config.tls_dir {
+        for file in [settings::TLS_CERT_FILE, settings::TLS_KEY_FILE] {
+            content.push(0);
+            content.extend(std::fs::read(dir.join(file))?);
+        }
+    }
+    Ok(content)
 }
 
 /// The mounted configuration, checked (see [`settings::checked_settings`]); each dropped line
@@ -785,7 +803,7 @@ fn write_owned_files(
         (settings::CHECKED_SETTINGS, checked_config(config)),
         (
             settings::PG_HBA_CONF,
-            settings::pg_hba_conf(&config.replication.name),
+            settings::pg_hba_conf(&config.replication.name, config.tls_dir.is_some()),
         ),
         (
             settings::PG_IDENT_CONF,
@@ -819,6 +837,7 @@ fn owned_settings(config: &InstanceConfig, socket_dir: &Path) -> Vec<String> {
         socket_dir,
         wal_archive_prefix: config.wal_archive_prefix.as_deref(),
         tusk_executable: &config.tusk_executable,
+        tls_dir: config.tls_dir.as_deref(),
     }
     .command_line()
 }
@@ -931,6 +950,7 @@ mod tests {
             run_as: None,
             tusk_executable: PathBuf::new(),
             reload_interval: DEFAULT_RELOAD_INTERVAL,
+            tls_dir: None,
         }
     }
 

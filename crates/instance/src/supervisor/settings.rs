@@ -21,6 +21,11 @@ pub const PG_IDENT_CONF: &str = "pg_ident.conf";
 /// management role.
 pub const IDENT_MAP: &str = "tusk";
 
+/// The server certificate's file in the TLS directory (a `kubernetes.io/tls` Secret's key).
+pub const TLS_CERT_FILE: &str = "tls.crt";
+/// The server key's file in the TLS directory.
+pub const TLS_KEY_FILE: &str = "tls.key";
+
 /// The longest Unix socket path Linux accepts (`sun_path` is 108 bytes with its NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
@@ -40,6 +45,8 @@ pub struct OwnedSettings<'a> {
     pub wal_archive_prefix: Option<&'a str>,
     /// The `tusk` executable PostgreSQL runs as archive_command.
     pub tusk_executable: &'a Path,
+    /// The directory holding the server certificate and key, when PostgreSQL serves TLS.
+    pub tls_dir: Option<&'a Path>,
 }
 
 impl OwnedSettings<'_> {
@@ -66,6 +73,21 @@ impl OwnedSettings<'_> {
             ),
             ("wal_level", "replica".to_owned()),
         ];
+        if let Some(dir) = self.tls_dir {
+            pairs.extend([
+                ("ssl", "on".to_owned()),
+                (
+                    "ssl_cert_file",
+                    dir.join(TLS_CERT_FILE).display().to_string(),
+                ),
+                ("ssl_key_file", dir.join(TLS_KEY_FILE).display().to_string()),
+                // No CA file: clients are not asked for certificates.
+                ("ssl_ca_file", String::new()),
+                ("ssl_min_protocol_version", "TLSv1.2".to_owned()),
+                // Only a program may hand PostgreSQL a key's passphrase; tusk's key has none.
+                ("ssl_passphrase_command", String::new()),
+            ]);
+        }
         match self.wal_archive_prefix {
             Some(prefix) => {
                 pairs.push(("archive_mode", "on".to_owned()));
@@ -174,12 +196,25 @@ pub fn socket_path_fits(dir: &Path, port: u16) -> bool {
 /// pg_hba.conf. The first matching line decides:
 /// - the management role comes in over the Unix socket only, by peer authentication through
 ///   [`IDENT_MAP`], and is rejected over TCP whatever password is offered;
-/// - every other role logs in with a password (SCRAM), over TCP;
+/// - with `tls`, every TCP connection without TLS is rejected, whoever it claims to be (with
+///   PostgreSQL's "pg_hba.conf rejects connection ... no encryption");
+/// - every other role logs in with a password (SCRAM), over TCP (with `tls`, only over TLS);
 /// - replication connections (which `all` in the database column does not cover) only for
 ///   `replication_role`, the backup Job's pg_basebackup.
-pub fn pg_hba_conf(replication_role: &str) -> String {
+pub fn pg_hba_conf(replication_role: &str, tls: bool) -> String {
     let mgmt = hba_quote(MANAGEMENT_ROLE);
     let replication = hba_quote(replication_role);
+    let (plaintext, tcp) = if tls {
+        (
+            "hostnossl  all          all     0.0.0.0/0  reject\n\
+             hostnossl  replication  all     0.0.0.0/0  reject\n\
+             hostnossl  all          all     ::/0       reject\n\
+             hostnossl  replication  all     ::/0       reject\n",
+            "hostssl",
+        )
+    } else {
+        ("", "host")
+    };
     format!(
         "# Written by tusk instance at every start. Do not edit.\n\
          # TYPE  DATABASE     USER  ADDRESS  METHOD\n\
@@ -187,8 +222,9 @@ pub fn pg_hba_conf(replication_role: &str) -> String {
          local   replication  {mgmt}         peer map={IDENT_MAP}\n\
          host    all          {mgmt}  all    reject\n\
          host    replication  {mgmt}  all    reject\n\
-         host    all          all     all    scram-sha-256\n\
-         host    replication  {replication}  all  scram-sha-256\n"
+         {plaintext}\
+         {tcp}  all          all     all    scram-sha-256\n\
+         {tcp}  replication  {replication}  all  scram-sha-256\n"
     )
 }
 
@@ -241,6 +277,7 @@ mod tests {
             socket_dir,
             wal_archive_prefix: archive,
             tusk_executable: Path::new("/usr/local/bin/tusk"),
+            tls_dir: None,
         }
     }
 
@@ -294,7 +331,7 @@ mod tests {
 
     #[test]
     fn the_management_role_is_rejected_over_tcp_before_any_password_rule() {
-        let hba = pg_hba_conf("tusk_replication");
+        let hba = pg_hba_conf("tusk_replication", false);
         let rules: Vec<Vec<&str>> = hba
             .lines()
             .filter(|line| !line.starts_with('#'))
@@ -322,6 +359,52 @@ mod tests {
              # MAPNAME  SYSTEM-USERNAME  PG-USERNAME\n\
              tusk  \"post\"\"gres\"  \"postgres\"\n"
         );
+    }
+
+    #[test]
+    fn with_tls_every_tcp_login_needs_tls_and_postgresql_serves_it() {
+        let hba = pg_hba_conf("tusk_replication", true);
+        let rules: Vec<Vec<&str>> = hba
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .map(|line| line.split_whitespace().collect())
+            .collect();
+        // Nothing admits a TCP login without TLS; plaintext is rejected before any password
+        // rule, for databases and replication, over IPv4 and IPv6.
+        assert!(
+            rules
+                .iter()
+                .filter(|r| r[0] == "host")
+                .all(|r| r.last() == Some(&"reject")),
+            "{hba}"
+        );
+        let first_password_rule = rules.iter().position(|r| r[0] == "hostssl").unwrap();
+        for database in ["all", "replication"] {
+            for address in ["0.0.0.0/0", "::/0"] {
+                let reject = rules
+                    .iter()
+                    .position(|r| r[..] == ["hostnossl", database, "all", address, "reject"])
+                    .unwrap_or_else(|| panic!("no reject of {database} from {address}: {hba}"));
+                assert!(reject < first_password_rule);
+            }
+        }
+        assert!(rules.iter().any(|r| r[..]
+            == [
+                "hostssl",
+                "replication",
+                "\"tusk_replication\"",
+                "all",
+                "scram-sha-256"
+            ]));
+
+        let dir = PathBuf::from("/data");
+        let mut settings = settings(&dir, None);
+        settings.tls_dir = Some(Path::new("/etc/tusk-tls"));
+        let pairs = settings.pairs();
+        assert_eq!(value(&pairs, "ssl"), "on");
+        assert_eq!(value(&pairs, "ssl_cert_file"), "/etc/tusk-tls/tls.crt");
+        assert_eq!(value(&pairs, "ssl_key_file"), "/etc/tusk-tls/tls.key");
+        assert_eq!(value(&pairs, "ssl_min_protocol_version"), "TLSv1.2");
     }
 
     #[test]

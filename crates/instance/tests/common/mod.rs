@@ -82,6 +82,7 @@ pub fn instance_config(root: &Path, postgresql_conf: &str) -> InstanceConfig {
         run_as: Some(RunAs::lookup("postgres").expect("the tests need a local postgres user")),
         tusk_executable: PathBuf::from("tusk"),
         reload_interval: Duration::from_millis(200),
+        tls_dir: None,
     }
 }
 

@@ -17,7 +17,7 @@ use crate::controllers::cluster::build::{
     REPLICATION_ROLE, plain_env, pod_namespace_env, secret_env, store_env,
 };
 use crate::error::{Error, Result};
-use crate::job_identity::{JobIdentity, owner_of, run_once_job};
+use crate::job_identity::{JobIdentity, database_env, owner_of, run_once_job};
 use crate::labels::{self, COMPONENT_BACKUP};
 
 /// A request's name, namespace, and the ownerReference that makes its children go with it.
@@ -52,6 +52,8 @@ pub fn job(
         plain_env("TUSK_WAL_ARCHIVING", cluster.spec.wal_archiving.to_string()),
     ];
     environment.extend(store_env(&cluster_name, config));
+    // The database over verified TLS, through the Service's address and name.
+    environment.extend(database_env(&cluster_name, &namespace));
     environment.extend([
         secret_env(
             "TUSK_BACKUP_PASSPHRASE",
@@ -59,16 +61,6 @@ pub fn job(
             secret_keys::BACKUP_PASSPHRASE,
             false,
         ),
-        // The kubelet's service link for the database Service, expanded by the kubelet: it
-        // needs no cluster DNS, so it works alike on every cluster and in the sandbox.
-        plain_env(
-            "PGHOST",
-            format!(
-                "$({})",
-                names::service_host_env(&names::read_write_service(&cluster_name))
-            ),
-        ),
-        plain_env("PGPORT", names::POSTGRES_PORT.to_string()),
         // The replication role: pg_basebackup needs nothing more, and its password may sit in
         // the tenant's namespace. Its name is the cluster's constant, not the Secret's copy.
         plain_env("PGUSER", REPLICATION_ROLE.to_owned()),
@@ -113,6 +105,7 @@ pub fn job(
         names::backup_job_account(&request_name),
         i64::try_from(config.backup_job.active_deadline.as_secs()).unwrap_or(i64::MAX),
         container,
+        &cluster_name,
     ))
 }
 
@@ -246,11 +239,38 @@ mod tests {
             Some("http://tusk-store-gateway.tusk-system.svc:9000")
         );
         assert_eq!(plain("TUSK_STORE_ALLOW_HTTP").as_deref(), Some("true"));
+        // The Service's address from its service link, its name verified against the
+        // cluster's CA, of which the Job sees the certificate only.
         assert_eq!(
             plain("PGHOST").as_deref(),
+            Some("elephant-rw.project-a.svc")
+        );
+        assert_eq!(
+            plain("PGHOSTADDR").as_deref(),
             Some("$(ELEPHANT_RW_SERVICE_HOST)")
         );
         assert_eq!(plain("PGPORT").as_deref(), Some("5432"));
+        assert_eq!(plain("PGSSLMODE").as_deref(), Some("verify-full"));
+        assert_eq!(
+            plain("PGSSLROOTCERT").as_deref(),
+            Some("/etc/tusk-ca/ca.crt")
+        );
+        let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let ca = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find_map(|volume| volume.secret.as_ref())
+            .unwrap();
+        assert_eq!(ca.secret_name.as_deref(), Some("elephant-tls"));
+        let items: Vec<&str> = ca
+            .items
+            .iter()
+            .flatten()
+            .map(|item| item.key.as_str())
+            .collect();
+        assert_eq!(items, ["ca.crt"], "the Job must not see the server key");
         assert_eq!(plain("TUSK_BACKUP_COMPRESSION").as_deref(), Some("gzip"));
         assert_eq!(
             secret("TUSK_BACKUP_PASSPHRASE"),

@@ -24,6 +24,7 @@ pub async fn apply_children(
     // Destructured without `..` so that a new kind of child cannot be forgotten here.
     let Children {
         credentials,
+        tls,
         backup_store,
         config_map,
         service,
@@ -32,6 +33,7 @@ pub async fn apply_children(
     } = children;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     ssa::apply(&secrets, CONTROLLER, &credentials).await?;
+    ssa::apply(&secrets, CONTROLLER, &tls).await?;
     if let Some(backup_store) = backup_store {
         ssa::apply(&secrets, CONTROLLER, &backup_store).await?;
     }

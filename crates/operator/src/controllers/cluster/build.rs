@@ -11,8 +11,9 @@ use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, Secret, SecretKeySelector, SecurityContext, Service,
-    ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+    ResourceRequirements, SeccompProfile, Secret, SecretKeySelector, SecretVolumeSource,
+    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -27,7 +28,7 @@ use tusk_api::{
 };
 use tusk_backup::gateway::ClusterCredentials;
 
-use super::postgresql_conf;
+use super::{postgresql_conf, tls};
 use crate::config::{BACKUP_STORE_ACCESS_KEY_ID, BACKUP_STORE_SECRET_ACCESS_KEY, OperatorConfig};
 use crate::controllers::restore_test::build::is_throwaway;
 use crate::error::{Error, Result};
@@ -41,6 +42,11 @@ pub const DATA_VOLUME: &str = "data";
 pub const DATA_MOUNT: &str = "/var/lib/postgresql/data";
 /// Where the ConfigMap is mounted in the instance.
 pub const CONFIG_MOUNT: &str = "/etc/tusk";
+/// Where the `<cluster>-tls` Secret (server certificate, key and CA) is mounted in the instance.
+pub const TLS_MOUNT: &str = "/etc/tusk-tls";
+/// The TLS files' mode: PostgreSQL refuses a key that others may read. The kubelet adds group
+/// read for the pod's fsGroup and makes root the owner, which PostgreSQL accepts too.
+pub const TLS_FILE_MODE: i32 = 0o600;
 /// The user and group the instance runs as.
 pub const POSTGRES_UID: i64 = 999;
 /// The customer's owner role, and its database's name, in every cluster.
@@ -56,6 +62,9 @@ const PASSPHRASE_LENGTH: usize = 48;
 pub struct Children {
     /// `<cluster>-credentials`.
     pub credentials: Secret,
+    /// `<cluster>-tls`: the server certificate and key PostgreSQL serves, made by
+    /// [`super::tls::server_secret`].
+    pub tls: Secret,
     /// `<cluster>-backup-store`: the cluster's own store-gateway credentials, for the instance
     /// (WAL archiving) and the backup Jobs; they reach only this cluster's prefix. Absent for a
     /// `file://` store, which pods use directly.
@@ -73,13 +82,15 @@ pub struct Children {
 
 /// Builds every child of `cluster`. `existing_credentials` is the credentials Secret as it is
 /// now: the values in it are kept, so passwords are generated once and never change.
-/// `store_credentials` are the cluster's gateway credentials, derived by the caller.
+/// `store_credentials` are the cluster's gateway credentials, derived by the caller, and
+/// `tls` its `<cluster>-tls` Secret, issued by the caller.
 pub fn build(
     cluster: &PostgresCluster,
     config: &OperatorConfig,
     existing_credentials: Option<&Secret>,
     store_credentials: Option<&ClusterCredentials>,
     restore_backup: Option<&PostgresBackup>,
+    tls: Secret,
 ) -> Result<Children> {
     let name = cluster
         .metadata
@@ -89,20 +100,33 @@ pub fn build(
             kind: "PostgresCluster",
             field: "name",
         })?;
-    let owner = cluster
-        .controller_owner_ref(&())
-        .ok_or(Error::MissingObjectKey {
-            kind: "PostgresCluster",
-            field: "uid",
-        })?;
+    let owner = controller_owner(cluster)?;
+    let namespace = cluster.metadata.namespace.as_deref().unwrap_or_default();
+    let ca_pem = tls
+        .data
+        .as_ref()
+        .and_then(|data| data.get(tls::CA_CERT_KEY))
+        .map(|value| value.0.clone())
+        .unwrap_or_default();
     Ok(Children {
-        credentials: credentials(name, &owner, existing_credentials),
+        credentials: credentials(name, namespace, &owner, existing_credentials, ca_pem),
+        tls,
         backup_store: store_credentials.map(|keys| backup_store(name, &owner, keys)),
         config_map: config_map(cluster, name, &owner),
         service: service(name, &owner),
         stateful_set: stateful_set(cluster, name, &owner, config, restore_backup),
         default_schedule: (!is_throwaway(cluster)).then(|| default_schedule(name, &owner)),
     })
+}
+
+/// The controller ownerReference that makes an object the cluster's child.
+pub fn controller_owner(cluster: &PostgresCluster) -> Result<OwnerReference> {
+    cluster
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingObjectKey {
+            kind: "PostgresCluster",
+            field: "uid",
+        })
 }
 
 fn meta(name: String, owner: &OwnerReference, labels: BTreeMap<String, String>) -> ObjectMeta {
@@ -126,7 +150,15 @@ fn random_string(length: usize) -> String {
 /// namespace, so it holds only logins the customer may have: the owner role's and the
 /// replication role's, never a superuser's (tusk's management role has no password). The role
 /// names in it are for the customer to read; the instance takes them from the pod template.
-pub fn credentials(cluster: &str, owner: &OwnerReference, existing: Option<&Secret>) -> Secret {
+/// `ca_pem` is the cluster's CA certificate; the `uri` and `jdbc-uri` name the `-rw` Service
+/// in `namespace` and verify the server against it (`sslmode=verify-full`).
+pub fn credentials(
+    cluster: &str,
+    namespace: &str,
+    owner: &OwnerReference,
+    existing: Option<&Secret>,
+    ca_pem: Vec<u8>,
+) -> Secret {
     let existing_data = existing.and_then(|secret| secret.data.as_ref());
     let existing_value = |key: &str| {
         existing_data
@@ -138,7 +170,23 @@ pub fn credentials(cluster: &str, owner: &OwnerReference, existing: Option<&Secr
         existing_value(key).unwrap_or_else(|| ByteString(generate()))
     };
     let plain = |value: &str| ByteString(value.as_bytes().to_vec());
+    // The namespaced `.svc` name resolves from every namespace, whatever the cluster domain.
+    let host = format!("{}.{namespace}.svc", names::read_write_service(cluster));
+    let port = names::POSTGRES_PORT;
     let data = BTreeMap::from([
+        (secret_keys::CA_CERT.to_owned(), ByteString(ca_pem)),
+        (
+            secret_keys::URI.to_owned(),
+            plain(&format!(
+                "postgresql://{OWNER_ROLE}@{host}:{port}/{OWNER_ROLE}?sslmode=verify-full"
+            )),
+        ),
+        (
+            secret_keys::JDBC_URI.to_owned(),
+            plain(&format!(
+                "jdbc:postgresql://{host}:{port}/{OWNER_ROLE}?user={OWNER_ROLE}&sslmode=verify-full"
+            )),
+        ),
         (secret_keys::USERNAME.to_owned(), plain(OWNER_ROLE)),
         (
             secret_keys::PASSWORD.to_owned(),
@@ -513,6 +561,8 @@ fn stateful_set(
             format!("{DATA_MOUNT}/pgdata"),
             "--health-port".to_owned(),
             names::INSTANCE_HEALTH_PORT.to_string(),
+            "--tls-dir".to_owned(),
+            TLS_MOUNT.to_owned(),
         ]),
         env: Some(env),
         ports: Some(vec![
@@ -543,6 +593,7 @@ fn stateful_set(
         volume_mounts: Some(vec![
             mount(DATA_VOLUME, DATA_MOUNT, false),
             mount("config", CONFIG_MOUNT, true),
+            mount("tls", TLS_MOUNT, true),
             mount("tmp", "/tmp", false),
             mount("run", "/var/run/postgresql", false),
         ]),
@@ -590,6 +641,15 @@ fn stateful_set(
                             config_map: Some(ConfigMapVolumeSource {
                                 name: names::config_map(name),
                                 ..ConfigMapVolumeSource::default()
+                            }),
+                            ..Volume::default()
+                        },
+                        Volume {
+                            name: "tls".to_owned(),
+                            secret: Some(SecretVolumeSource {
+                                secret_name: Some(names::tls_secret(name)),
+                                default_mode: Some(TLS_FILE_MODE),
+                                ..SecretVolumeSource::default()
                             }),
                             ..Volume::default()
                         },
@@ -682,8 +742,26 @@ pub(crate) mod tests {
         config
     }
 
+    /// A `<cluster>-tls` Secret from a fresh CA, as the controller issues it.
+    pub(crate) fn server_tls() -> Secret {
+        let cluster = elephant();
+        let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let ca = tls::generate_ca("project-a", "elephant", now).unwrap();
+        let names = tls::server_names("project-a", "elephant", "cluster.local", None);
+        tls::server_secret(
+            "project-a",
+            "elephant",
+            &cluster.controller_owner_ref(&()).unwrap(),
+            &ca,
+            &names,
+            None,
+            now,
+        )
+        .unwrap()
+    }
+
     fn children() -> Children {
-        build(&elephant(), &config(), None, None, None).unwrap()
+        build(&elephant(), &config(), None, None, None, server_tls()).unwrap()
     }
 
     fn container(children: &Children) -> Container {
@@ -763,7 +841,10 @@ pub(crate) mod tests {
 
     #[test]
     fn credentials_are_generated_once_and_kept() {
-        let first = children().credentials;
+        let tls = server_tls();
+        let first = build(&elephant(), &config(), None, None, None, tls.clone())
+            .unwrap()
+            .credentials;
         let data = first.data.as_ref().unwrap();
         let password = &data[secret_keys::PASSWORD].0;
         assert_eq!(password.len(), PASSWORD_LENGTH);
@@ -773,7 +854,7 @@ pub(crate) mod tests {
         );
         assert_ne!(password, &data[secret_keys::REPLICATION_PASSWORD].0);
 
-        let again = build(&elephant(), &config(), Some(&first), None, None)
+        let again = build(&elephant(), &config(), Some(&first), None, None, tls)
             .unwrap()
             .credentials;
         assert_eq!(again, first);
@@ -802,19 +883,31 @@ pub(crate) mod tests {
             ..Secret::default()
         };
         let owner = elephant().controller_owner_ref(&()).unwrap();
-        let secret = credentials("elephant", &owner, Some(&old));
+        let secret = credentials("elephant", "project-a", &owner, Some(&old), b"CA".to_vec());
         let data = secret.data.unwrap();
         let keys: Vec<&str> = data.keys().map(String::as_str).collect();
         assert_eq!(
             keys,
             [
                 "backup-passphrase",
+                "ca.crt",
                 "dbname",
+                "jdbc-uri",
                 "password",
                 "replication-password",
                 "replication-username",
+                "uri",
                 "username"
             ]
+        );
+        assert_eq!(data["ca.crt"].0, b"CA");
+        assert_eq!(
+            data["uri"].0,
+            b"postgresql://app@elephant-rw.project-a.svc:5432/app?sslmode=verify-full"
+        );
+        assert_eq!(
+            data["jdbc-uri"].0,
+            b"jdbc:postgresql://elephant-rw.project-a.svc:5432/app?user=app&sslmode=verify-full"
         );
         assert_eq!(data["username"].0, b"app");
         assert_eq!(data["dbname"].0, b"app");
@@ -890,6 +983,40 @@ pub(crate) mod tests {
         assert_eq!(
             container.command,
             Some(vec!["tusk".to_string(), "instance".to_string()])
+        );
+    }
+
+    #[test]
+    fn the_instance_serves_tls_from_its_clusters_secret() {
+        let children = children();
+        let container = container(&children);
+        let args = container.args.clone().unwrap();
+        let at = args.iter().position(|arg| arg == "--tls-dir").unwrap();
+        assert_eq!(args[at + 1], TLS_MOUNT);
+        let mount = container
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|mount| mount.mount_path == TLS_MOUNT)
+            .unwrap();
+        assert_eq!(mount.read_only, Some(true));
+        let pod = children.stateful_set.spec.template.spec.as_ref().unwrap();
+        let volume = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|volume| volume.name == mount.name)
+            .unwrap();
+        let secret = volume.secret.as_ref().unwrap();
+        assert_eq!(secret.secret_name.as_deref(), Some("elephant-tls"));
+        assert_eq!(secret.default_mode, Some(0o600));
+        assert_eq!(children.tls.metadata.name.as_deref(), Some("elephant-tls"));
+        // The customer's copy of the CA is the one that signed the server certificate.
+        assert_eq!(
+            children.credentials.data.as_ref().unwrap()["ca.crt"],
+            children.tls.data.as_ref().unwrap()["ca.crt"]
         );
     }
 
@@ -980,20 +1107,22 @@ pub(crate) mod tests {
     #[test]
     fn the_version_picks_the_image() {
         let mut cluster = elephant();
-        let default = container(&build(&cluster, &config(), None, None, None).unwrap());
+        let default =
+            container(&build(&cluster, &config(), None, None, None, server_tls()).unwrap());
         assert_eq!(
             default.image.as_deref(),
             Some("ghcr.io/tusk-dev/tusk-postgres:15")
         );
         cluster.spec.postgres_version = Some("16".into());
-        let sixteen = container(&build(&cluster, &config(), None, None, None).unwrap());
+        let sixteen =
+            container(&build(&cluster, &config(), None, None, None, server_tls()).unwrap());
         assert_eq!(sixteen.image.as_deref(), Some("example/pg:16"));
     }
 
     #[test]
     fn a_restart_setting_changes_the_pod_template_and_a_reload_setting_does_not() {
         let annotation = |cluster: &PostgresCluster| {
-            build(cluster, &config(), None, None, None)
+            build(cluster, &config(), None, None, None, server_tls())
                 .unwrap()
                 .stateful_set
                 .spec
@@ -1030,7 +1159,7 @@ pub(crate) mod tests {
         let mut config = config();
         config.store.endpoint = Some("https://platform-store.example".into());
         config.store.region = Some("eu-central-1".into());
-        let children = build(&elephant(), &config, None, Some(&keys), None).unwrap();
+        let children = build(&elephant(), &config, None, Some(&keys), None, server_tls()).unwrap();
         let store = children.backup_store.as_ref().unwrap();
         assert_eq!(
             store.metadata.name.as_deref(),
@@ -1070,12 +1199,12 @@ pub(crate) mod tests {
     fn existing_claim_templates_are_kept() {
         let mut small = elephant();
         small.spec.postgres_disk_size = 1;
-        let existing = build(&small, &config(), None, None, None)
+        let existing = build(&small, &config(), None, None, None, server_tls())
             .unwrap()
             .stateful_set;
         let mut large = elephant();
         large.spec.postgres_disk_size = 5;
-        let mut desired = build(&large, &config(), None, None, None)
+        let mut desired = build(&large, &config(), None, None, None, server_tls())
             .unwrap()
             .stateful_set;
         keep_immutable_fields(&mut desired, &existing);
@@ -1128,7 +1257,7 @@ pub(crate) mod tests {
             target_lsn: None,
             latest: false,
         });
-        let children = build(&cluster, &config(), None, None, Some(&source)).unwrap();
+        let children = build(&cluster, &config(), None, None, Some(&source), server_tls()).unwrap();
         let env = container(&children).env.unwrap();
         let value = |name: &str| {
             env.iter()

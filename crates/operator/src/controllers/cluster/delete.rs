@@ -33,6 +33,10 @@ pub async fn cleanup(
         field: "namespace",
     })?;
     let uid = cluster.uid();
+    // The CA goes first: it is in the operator's namespace, where no ownerReference reaches.
+    if let Some(uid) = &uid {
+        super::tls::delete_ca(&context.client, &context.config.tls.ca_namespace, uid).await?;
+    }
     let store = store::open(context).await?;
     let prefix = store::prefix_of_cluster(&store, cluster)?;
 

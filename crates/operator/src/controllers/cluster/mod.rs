@@ -17,6 +17,7 @@ pub mod build;
 pub mod delete;
 pub mod postgresql_conf;
 pub mod status;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -220,6 +221,22 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
         return Ok(Action::await_change());
     }
 
+    let tls_secret = match server_tls(&context, &cluster, &namespace).await {
+        Ok(secret) => secret,
+        Err(error) => {
+            events::publish(
+                &context.recorder,
+                &cluster.object_ref(&()),
+                EventType::Warning,
+                reasons::CERTIFICATE_FAILED,
+                "IssueCertificate",
+                error.to_string(),
+            )
+            .await;
+            return Err(error);
+        }
+    };
+
     // Build and apply.
     let children = build::build(
         &cluster,
@@ -227,6 +244,7 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
         existing_credentials.as_ref(),
         store_credentials.as_ref(),
         restore_backup.as_ref(),
+        tls_secret,
     )?;
     let stateful_set =
         apply::apply_children(client, &namespace, children, existing_stateful_set.as_ref()).await?;
@@ -276,6 +294,88 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
     } else {
         RESYNC
     }))
+}
+
+/// The cluster's `<cluster>-tls` Secret as it should be: the existing one while it is good,
+/// else a new certificate from the cluster's CA (made on first use), with a Normal Event.
+async fn server_tls(
+    context: &Context,
+    cluster: &PostgresCluster,
+    namespace: &str,
+) -> Result<Secret> {
+    let name = cluster.name_any();
+    let owner = build::controller_owner(cluster)?;
+    let uid = owner.uid.clone();
+    let client = &context.client;
+    let now = context.clock.now();
+    let ca = tls::ensure_ca(
+        client,
+        &context.config.tls.ca_namespace,
+        namespace,
+        &name,
+        &uid,
+        now,
+    )
+    .await?;
+    let tunnel = &context.config.tunnel;
+    // A template that names the Service's address gets it once the Service has one; the
+    // Service's creation brings another reconcile, which adds the address.
+    let service_ip = if tunnel.needs_service_ip() {
+        Api::<Service>::namespaced(client.clone(), namespace)
+            .get_opt(&names::read_write_service(&name))
+            .await
+            .map_err(|source| Error::Get {
+                kind: "Service",
+                name: names::read_write_service(&name),
+                source,
+            })?
+            .and_then(|service| service.spec?.cluster_ip)
+            .filter(|ip| !ip.is_empty() && ip != "None")
+    } else {
+        None
+    };
+    let external_host = (!tunnel.needs_service_ip() || service_ip.is_some())
+        .then(|| tunnel.external_host(namespace, &name, service_ip.as_deref()));
+    let server_names = tls::server_names(
+        namespace,
+        &name,
+        &context.config.tls.cluster_domain,
+        external_host.as_deref(),
+    );
+    let secret_name = names::tls_secret(&name);
+    let existing = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get_opt(&secret_name)
+        .await
+        .map_err(|source| Error::Get {
+            kind: "Secret",
+            name: secret_name.clone(),
+            source,
+        })?;
+    let secret = tls::server_secret(
+        namespace,
+        &name,
+        &owner,
+        &ca,
+        &server_names,
+        existing.as_ref(),
+        now,
+    )?;
+    let reissued = existing.as_ref().and_then(|old| old.data.as_ref()) != secret.data.as_ref();
+    if reissued {
+        events::publish(
+            &context.recorder,
+            &cluster.object_ref(&()),
+            EventType::Normal,
+            reasons::CERTIFICATE_ISSUED,
+            "IssueCertificate",
+            format!(
+                "Issued a server certificate for {}",
+                server_names.join(", ")
+            ),
+        )
+        .await;
+    }
+    Ok(secret)
 }
 
 /// Reports a `spec.restore` that cannot be met: `InvalidSpec`, `Ready` and `Degraded` with the

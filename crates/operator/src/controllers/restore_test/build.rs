@@ -20,7 +20,7 @@ use tusk_api::{GROUP, PostgresBackup, PostgresCluster, PostgresClusterSpec, Post
 use crate::config::OperatorConfig;
 use crate::controllers::cluster::build::{OWNER_ROLE, plain_env, pod_namespace_env, secret_env};
 use crate::error::{Error, Result};
-use crate::job_identity::{JobIdentity, owner_of, run_once_job};
+use crate::job_identity::{JobIdentity, database_env, owner_of, run_once_job};
 use crate::labels;
 
 /// The component label value of a throwaway cluster's check Job.
@@ -130,17 +130,10 @@ pub fn check_job(
     })?;
     let job_name = restore_test::check_job(&throwaway_name);
     let job_labels = test_labels(test, &throwaway_name);
-    let environment = vec![
-        pod_namespace_env(),
-        // The kubelet's service link of the throwaway's Service: no cluster DNS needed.
-        plain_env(
-            "PGHOST",
-            format!(
-                "$({})",
-                names::service_host_env(&names::read_write_service(&throwaway_name))
-            ),
-        ),
-        plain_env("PGPORT", names::POSTGRES_PORT.to_string()),
+    let mut environment = vec![pod_namespace_env()];
+    // The throwaway over verified TLS, through its Service's address and name.
+    environment.extend(database_env(&throwaway_name, &namespace));
+    environment.extend([
         plain_env("PGUSER", OWNER_ROLE),
         plain_env("PGDATABASE", OWNER_ROLE),
         secret_env(
@@ -149,7 +142,7 @@ pub fn check_job(
             secret_keys::PASSWORD,
             false,
         ),
-    ];
+    ]);
     let container = Container {
         name: "check".to_owned(),
         image: Some(config.backup_job.image.clone()),
@@ -173,7 +166,13 @@ pub fn check_job(
         ..ObjectMeta::default()
     };
     let deadline = i64::from(test.spec.timeout_minutes()) * 60;
-    Ok(run_once_job(metadata, job_name, deadline, container))
+    Ok(run_once_job(
+        metadata,
+        job_name,
+        deadline,
+        container,
+        &throwaway_name,
+    ))
 }
 
 /// The rules of a check Job's Role, without the test's name: report on the test's status.
