@@ -188,6 +188,21 @@ async fn a_configuration_postgresql_refuses_never_reaches_the_running_server() {
     assert_eq!(show(&fresh, "work_mem").await, "4MB");
     assert_eq!(instance.postmaster_pid(), Some(pid));
 
+    // A restart meanwhile (the pod was deleted) starts with the configuration PostgreSQL
+    // accepted last, and the refusal is still reported.
+    instance.stop().await.expect("a clean stop");
+    instance.restart();
+    instance.wait_ready().await;
+    let fresh = instance.owner().await;
+    assert_eq!(show(&fresh, "work_mem").await, "4MB");
+    let report = common::http_get(instance.health(), "/parameters").await;
+    assert!(
+        report
+            .as_ref()
+            .is_some_and(|(status, body)| *status == 200 && body.contains(r#""outcome":"Refused""#)),
+        "{report:?}"
+    );
+
     // A valid one is loaded, and what needs a restart says so.
     let report = offer_configuration(
         &instance,
