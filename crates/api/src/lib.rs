@@ -20,6 +20,7 @@ pub mod common;
 pub mod conditions;
 pub mod crd;
 pub mod finalizers;
+pub mod instance;
 pub mod labels;
 pub mod names;
 pub mod remote_cluster;

@@ -1,9 +1,13 @@
 //! Failures visible on the PostgresCluster, on `tusk dev` with real PostgreSQL and the S3
 //! server: when the instance cannot run, the cluster's conditions say why with PostgreSQL's own
 //! line, a Warning Event on the cluster says it too, a Normal Event says when it cleared, and
-//! the operator does not hammer the API server meanwhile.
+//! the operator does not hammer the API server meanwhile. A typo on a running cluster is
+//! checked by PostgreSQL before it takes effect: it is reported the same way, and the database
+//! keeps serving with its running configuration.
 
 // Shared with the tenant_isolation suite, whose helpers these tests do not all need.
+#[path = "shared/owner_sql.rs"]
+mod shared;
 #[allow(dead_code)]
 #[path = "tenant_isolation/support.rs"]
 mod support;
@@ -307,4 +311,143 @@ async fn restore_targets_the_backup_cannot_meet_are_refused_or_fail_loudly() {
         condition(&shop, "too-late", "Ready").is_some_and(|ready| ready.0 == "False"),
         "promoted short of its target"
     );
+}
+
+/// `{.status.observedGeneration}` and `{.metadata.generation}` of a cluster.
+fn generations(kubectl: &Kubectl, cluster: &str) -> (i64, i64) {
+    let object = kubectl.get_json(&["pgc", cluster]).expect("the cluster");
+    (
+        object["status"]["observedGeneration"].as_i64().unwrap_or(0),
+        object["metadata"]["generation"].as_i64().unwrap_or(0),
+    )
+}
+
+/// What shows that the instance was not restarted: the pod's uid, its container's restart
+/// count, and PostgreSQL's own start time.
+fn incarnation(admin: &Kubectl) -> (String, String, String) {
+    let pod = |path: &str| {
+        admin.ok(&[
+            "--namespace",
+            "shop",
+            "get",
+            "pod",
+            "elephant-0",
+            "-o",
+            &format!("jsonpath={path}"),
+        ])
+    };
+    (
+        pod("{.metadata.uid}"),
+        pod("{.status.containerStatuses[0].restartCount}"),
+        shared::owner_sql(
+            admin,
+            "shop",
+            "elephant",
+            "SELECT pg_postmaster_start_time()",
+        )
+        .expect("the database serves"),
+    )
+}
+
+fn set_parameter(shop: &Kubectl, name: &str, value: Value) {
+    shop.ok(&[
+        "patch",
+        "pgc",
+        "elephant",
+        "--type=merge",
+        "-p",
+        &json!({"spec": {"parameters": {name: value}}}).to_string(),
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typo_on_a_running_cluster_is_refused_by_postgresql_and_the_database_keeps_serving() {
+    let dev = Dev::start();
+    let shop = dev.tenant("shop", false).await;
+    let admin = dev.admin();
+    shop.apply_json(&cluster("elephant", json!({})));
+    shop.wait_ready("elephant");
+    let before = incarnation(&admin);
+
+    // A restart-only setting and a reload-only one: each typo is PostgreSQL's to refuse.
+    for setting in ["shared_buffers", "work_mem"] {
+        let (observed, _) = generations(&shop, "elephant");
+        set_parameter(&shop, setting, json!("banana"));
+        let line = format!(r#"invalid value for parameter "{setting}": "banana""#);
+        let started = Instant::now();
+        let message = shop.until(
+            &format!("elephant Degraded for InvalidParameter on {setting}"),
+            VISIBLE_WITHIN,
+            || match condition(&shop, "elephant", "Degraded") {
+                Some((status, reason, message))
+                    if status == "True"
+                        && reason == "InvalidParameter"
+                        && message.contains(&line) =>
+                {
+                    Ok(message)
+                }
+                other => Err(format!("{other:?}")),
+            },
+        );
+        println!(
+            "{setting}: InvalidParameter after {:?}: {message}",
+            started.elapsed()
+        );
+        wait_event(
+            &shop,
+            "elephant",
+            ("Warning", "InvalidParameter", &line),
+            Duration::from_secs(10),
+        );
+        // Give a roll, had one been started, the time to take the pod down.
+        std::thread::sleep(Duration::from_secs(10));
+        assert_eq!(
+            incarnation(&admin),
+            before,
+            "the instance was restarted for a refused {setting}"
+        );
+        let ready = condition(&shop, "elephant", "Ready").expect("a Ready condition");
+        assert_eq!(ready.0, "True", "the database keeps serving: {ready:?}");
+        assert_eq!(
+            generations(&shop, "elephant").0,
+            observed,
+            "observedGeneration claims a refused spec is in force"
+        );
+        let running = shared::owner_sql(&admin, "shop", "elephant", &format!("SHOW {setting}"))
+            .expect("the database serves");
+        assert_ne!(running, "banana");
+
+        // The fix clears it, with a Normal Event, and the spec is in force again.
+        set_parameter(&shop, setting, Value::Null);
+        shop.until(
+            &format!("elephant in force after fixing {setting}"),
+            VISIBLE_WITHIN,
+            || {
+                let degraded = condition(&shop, "elephant", "Degraded");
+                let (observed, generation) = generations(&shop, "elephant");
+                match &degraded {
+                    Some((status, _, _)) if status == "False" && observed == generation => Ok(()),
+                    _ => Err(format!("{degraded:?}, observed {observed} of {generation}")),
+                }
+            },
+        );
+        wait_event(
+            &shop,
+            "elephant",
+            ("Normal", "Recovered", ""),
+            Duration::from_secs(10),
+        );
+    }
+    assert_eq!(incarnation(&admin), before, "the instance was restarted");
+
+    // A valid restart-only change is applied by a restart, once PostgreSQL accepted it.
+    set_parameter(&shop, "shared_buffers", json!("200MB"));
+    shop.until("shared_buffers in force", Duration::from_secs(120), || {
+        let shown = shared::owner_sql(&admin, "shop", "elephant", "SHOW shared_buffers")?;
+        let (observed, generation) = generations(&shop, "elephant");
+        (shown == "200MB" && observed == generation)
+            .then_some(())
+            .ok_or(format!("{shown}, observed {observed} of {generation}"))
+    });
+    shop.wait_ready("elephant");
 }

@@ -142,6 +142,83 @@ async fn a_changed_configuration_is_reloaded_and_a_dead_postgres_fails_the_super
     }
 }
 
+/// Replaces the mounted configuration as the kubelet does, and waits until the instance's
+/// report at `/parameters` contains `expected`.
+async fn offer_configuration(instance: &Instance, content: &str, expected: &str) -> String {
+    let config_file = &instance.config.config_file;
+    let replacement = config_file.with_extension("new");
+    std::fs::write(&replacement, content).unwrap();
+    std::fs::rename(&replacement, config_file).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let report = common::http_get(instance.health(), "/parameters").await;
+        if let Some((200, body)) = &report
+            && body.contains(expected)
+        {
+            return body.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the report never said {expected}: {report:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_configuration_postgresql_refuses_never_reaches_the_running_server() {
+    let mut instance = Instance::start("work_mem = '4MB'\n");
+    instance.wait_ready().await;
+    let pid = instance.postmaster_pid().unwrap();
+
+    let report = offer_configuration(
+        &instance,
+        "work_mem = 'banana'\nshared_buffers = '64MB'\n",
+        r#""outcome":"Refused""#,
+    )
+    .await;
+    assert!(
+        report.contains(
+            r#"{"name":"work_mem","message":"invalid value for parameter \"work_mem\": \"banana\""#
+        ),
+        "{report}"
+    );
+    // The running configuration stays in force, and nothing restarted.
+    let fresh = instance.owner().await;
+    assert_eq!(show(&fresh, "work_mem").await, "4MB");
+    assert_eq!(instance.postmaster_pid(), Some(pid));
+
+    // A restart meanwhile (the pod was deleted) starts with the configuration PostgreSQL
+    // accepted last, and the refusal is still reported.
+    instance.stop().await.expect("a clean stop");
+    instance.restart();
+    instance.wait_ready().await;
+    let fresh = instance.owner().await;
+    assert_eq!(show(&fresh, "work_mem").await, "4MB");
+    let report = common::http_get(instance.health(), "/parameters").await;
+    assert!(
+        report
+            .as_ref()
+            .is_some_and(|(status, body)| *status == 200 && body.contains(r#""outcome":"Refused""#)),
+        "{report:?}"
+    );
+
+    // A valid one is loaded, and what needs a restart says so.
+    let report = offer_configuration(
+        &instance,
+        "work_mem = '12MB'\nshared_buffers = '64MB'\n",
+        r#""outcome":"Loaded""#,
+    )
+    .await;
+    assert!(
+        report.contains(r#""pendingRestart":["shared_buffers"]"#),
+        "{report}"
+    );
+    let fresh = instance.owner().await;
+    assert_eq!(show(&fresh, "work_mem").await, "12MB");
+    instance.stop().await.expect("a clean stop");
+}
+
 #[tokio::test]
 async fn a_data_directory_marked_by_a_failed_restore_is_refused() {
     let root = tempfile::tempdir().unwrap();

@@ -5,14 +5,19 @@
 //! - `/readyz` is 200 when PostgreSQL accepts the management role over the Unix socket, is
 //!   not in recovery, and the supervisor has finished bootstrapping (the owner role, its
 //!   database and the replication role are in place).
+//! - `/parameters` is what became of the last configuration the instance was given (see
+//!   [`super::parameters`]), as JSON; 503 until the server has started.
 
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use tusk_api::instance::{PARAMETERS_PATH, ParameterReport};
 
 use super::database::Connection;
 
@@ -25,6 +30,8 @@ pub struct HealthState {
     pub bootstrapped: AtomicBool,
     /// How to reach the server.
     pub connection: Connection,
+    /// What became of the last configuration, once the server has started.
+    pub parameters: Mutex<Option<ParameterReport>>,
 }
 
 impl HealthState {
@@ -34,7 +41,13 @@ impl HealthState {
             postgres_running: AtomicBool::new(false),
             bootstrapped: AtomicBool::new(false),
             connection,
+            parameters: Mutex::new(None),
         }
+    }
+
+    /// Replaces the configuration report.
+    pub fn report_parameters(&self, report: ParameterReport) {
+        *self.parameters.lock().unwrap_or_else(|e| e.into_inner()) = Some(report);
     }
 }
 
@@ -43,6 +56,7 @@ pub fn router(state: Arc<HealthState>) -> Router {
     Router::new()
         .route("/livez", get(liveness))
         .route("/readyz", get(readiness))
+        .route(PARAMETERS_PATH, get(parameters))
         .with_state(state)
 }
 
@@ -69,5 +83,21 @@ async fn readiness(State(state): State<Arc<HealthState>>) -> (StatusCode, &'stat
                 "not accepting connections\n",
             )
         }
+    }
+}
+
+async fn parameters(State(state): State<Arc<HealthState>>) -> Response {
+    let report = state
+        .parameters
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    match report {
+        Some(report) => axum::Json(report).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "postgres has not started yet\n",
+        )
+            .into_response(),
     }
 }

@@ -15,8 +15,11 @@
 //!    socket, make sure the owner role, its database and the replication role exist with this
 //!    cluster's passwords (set at every start, so a rotated password takes effect with the
 //!    next restart; see [`database::ensure_roles`]);
-//! 6. until told to stop: reload PostgreSQL (SIGHUP) whenever the mounted configuration's
-//!    content changes. A shutdown request becomes a fast shutdown (SIGINT to postgres) and the
+//! 6. until told to stop: whenever the mounted configuration's content changes, have
+//!    PostgreSQL check it and, only if it passes, load it (SIGHUP); report the outcome at
+//!    `/parameters` (see [`parameters`]). A start uses the previous checked configuration when
+//!    PostgreSQL refuses the mounted one, so a typo never takes a running database down.
+//!    A shutdown request becomes a fast shutdown (SIGINT to postgres) and the
 //!    supervisor returns when postgres has exited; if postgres dies on its own, the supervisor
 //!    returns an error so that the container is restarted.
 //!
@@ -28,6 +31,7 @@
 pub mod bootstrap;
 pub mod database;
 pub mod health;
+pub mod parameters;
 pub mod postgres_log;
 pub mod settings;
 
@@ -39,7 +43,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -545,7 +549,8 @@ async fn run_logged(
             return Ok(());
         }
     }
-    write_owned_files(&config, &supervisor_user, run_as)?;
+    let (start_settings, start_report) = settings_for_start(&config, run_as).await;
+    write_owned_files(&config, &start_settings, &supervisor_user, run_as)?;
     let socket_dir = SocketDir::choose(&config, run_as)?;
     let owned_settings = owned_settings(&config, socket_dir.path());
     // With tusk's settings, so that WAL written meanwhile (a restore's recovery ends here) is
@@ -572,6 +577,7 @@ async fn run_logged(
         socket_dir: socket_dir.path().to_owned(),
         port: config.postgres_port,
     }));
+    state.report_parameters(start_report);
 
     let (mut postgres, postgres_output) =
         start_postgres(&config, &owned_settings, run_as, postgres_log)?;
@@ -596,7 +602,15 @@ async fn run_logged(
         },
     ));
 
-    let outcome = supervise(&config, run_as, &mut postgres, pid, shutdown.as_mut()).await;
+    let outcome = supervise(
+        &config,
+        run_as,
+        &state,
+        &mut postgres,
+        pid,
+        shutdown.as_mut(),
+    )
+    .await;
     // PostgreSQL's last words (why it stopped) are read before the outcome is reported.
     let _ = tokio::time::timeout(OUTPUT_DRAIN, postgres_output).await;
     state.postgres_running.store(false, Ordering::SeqCst);
@@ -694,11 +708,12 @@ async fn prepare_data_dir(
     }
 }
 
-/// Watches postgres: forwards the shutdown request, reloads on configuration changes, and
-/// turns its exit into the supervisor's result.
+/// Watches postgres: forwards the shutdown request, loads configuration changes PostgreSQL
+/// accepts, and turns its exit into the supervisor's result.
 async fn supervise(
     config: &InstanceConfig,
     run_as: Option<RunAs>,
+    state: &HealthState,
     postgres: &mut Child,
     pid: Option<Pid>,
     shutdown: impl Future<Output = ()>,
@@ -707,7 +722,10 @@ async fn supervise(
         Some(pid) => kill(pid, signal).map_err(|source| InstanceError::Signal { signal, source }),
         None => Ok(()),
     };
-    let mut loaded_config = watched_files(config).ok();
+    let mut loaded_config = std::fs::read(&config.config_file).ok();
+    let mut loaded_certificate = certificate_files(config).ok();
+    // A configuration PostgreSQL was asked to load, and when, until the reload is confirmed.
+    let mut awaiting_reload: Option<(Vec<u8>, SystemTime)> = None;
     let mut reload_timer = tokio::time::interval(config.reload_interval);
     reload_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -733,31 +751,64 @@ async fn supervise(
             _ = reload_timer.tick(), if !stopping => {
                 // The kubelet swaps a ConfigMap volume's files through a symlink, so the
                 // modification time says little: compare the content.
-                match watched_files(config) {
+                match std::fs::read(&config.config_file) {
                     Ok(current) if loaded_config.as_ref() != Some(&current) => {
                         if loaded_config.is_some() {
-                            tracing::info!(file = %config.config_file.display(), "configuration or certificate changed: reloading postgres");
-                            write_checked_config(config, run_as)?;
-                            signal(Signal::SIGHUP)?;
+                            let candidate = checked_config(config, &current);
+                            match parameters::check(&postgres_program(config), &candidate, run_as).await {
+                                Ok(()) => {
+                                    tracing::info!(file = %config.config_file.display(), "configuration changed and PostgreSQL accepts it: reloading postgres");
+                                    write_checked_config(config, &candidate, run_as)?;
+                                    let signalled = SystemTime::now();
+                                    signal(Signal::SIGHUP)?;
+                                    state.report_parameters(parameters::loaded_report(&state.connection, &current, signalled).await);
+                                    awaiting_reload = Some((current.clone(), signalled));
+                                }
+                                Err(refused) => {
+                                    let names: Vec<&str> = refused.iter().map(|refused| refused.name.as_str()).collect();
+                                    tracing::warn!(settings = ?names, "PostgreSQL refuses the new configuration; the running one stays in force");
+                                    state.report_parameters(parameters::refused_report(&current, refused));
+                                    awaiting_reload = None;
+                                }
+                            }
                         }
                         loaded_config = Some(current);
                     }
-                    Ok(_) => {}
+                    Ok(_) => {
+                        if let Some((mounted, signalled)) = &awaiting_reload {
+                            let report = parameters::loaded_report(&state.connection, mounted, *signalled).await;
+                            if report.outcome == tusk_api::instance::ParameterOutcome::Loaded {
+                                awaiting_reload = None;
+                            }
+                            state.report_parameters(report);
+                        }
+                    }
                     Err(error) => tracing::debug!(%error, "cannot read the configuration file; trying again later"),
+                }
+                // A renewed certificate needs no check: PostgreSQL takes it on reload.
+                match certificate_files(config) {
+                    Ok(current) if loaded_certificate.as_ref() != Some(&current) => {
+                        if loaded_certificate.is_some() {
+                            tracing::info!("server certificate changed: reloading postgres");
+                            signal(Signal::SIGHUP)?;
+                        }
+                        loaded_certificate = Some(current);
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::debug!(%error, "cannot read the server certificate; trying again later"),
                 }
             }
         }
     }
 }
 
-/// The content of what a change of reloads PostgreSQL: the mounted configuration and, with
-/// TLS, the server certificate and key.
-fn watched_files(config: &InstanceConfig) -> io::Result<Vec<u8>> {
-    let mut content = std::fs::read(&config.config_file)?;
+/// The server certificate and key, when the instance serves TLS; a change is loaded by reload.
+fn certificate_files(config: &InstanceConfig) -> io::Result<Vec<u8>> {
+    let mut content = Vec::new();
     if let Some(dir) = &config.tls_dir {
         for file in [settings::TLS_CERT_FILE, settings::TLS_KEY_FILE] {
-            content.push(0);
             content.extend(std::fs::read(dir.join(file))?);
+            content.push(0);
         }
     }
     Ok(content)
@@ -765,18 +816,61 @@ fn watched_files(config: &InstanceConfig) -> io::Result<Vec<u8>> {
 
 /// The mounted configuration, checked (see [`settings::checked_settings`]); each dropped line
 /// is logged by setting name, never by value.
-fn checked_config(config: &InstanceConfig) -> String {
-    let mounted = std::fs::read_to_string(&config.config_file).unwrap_or_default();
-    let (checked, dropped) = settings::checked_settings(&mounted);
+fn checked_config(config: &InstanceConfig, mounted: &[u8]) -> String {
+    let (checked, dropped) = settings::checked_settings(&String::from_utf8_lossy(mounted));
     for line in dropped {
         tracing::warn!(file = %config.config_file.display(), %line, "ignoring a configuration line tusk does not allow");
     }
     checked
 }
 
+/// The `postgres` program.
+fn postgres_program(config: &InstanceConfig) -> PathBuf {
+    config.postgres_bin_dir.join("postgres")
+}
+
+/// The checked settings a start uses, and the report on the mounted configuration: the mounted
+/// configuration when PostgreSQL accepts it; else the data directory's previous checked copy
+/// if PostgreSQL accepts that, so that a typo never takes a running database down, even when
+/// its pod restarts meanwhile (reported as refused); else the mounted one, so that PostgreSQL's
+/// own refusal stops the start and is reported by it.
+async fn settings_for_start(
+    config: &InstanceConfig,
+    run_as: Option<RunAs>,
+) -> (String, tusk_api::instance::ParameterReport) {
+    let mounted = std::fs::read(&config.config_file).unwrap_or_default();
+    let candidate = checked_config(config, &mounted);
+    let accepted = tusk_api::instance::ParameterReport {
+        config_sha256: parameters::config_sha256(&mounted),
+        outcome: tusk_api::instance::ParameterOutcome::Loaded,
+        refused: Vec::new(),
+        pending_restart: Vec::new(),
+    };
+    let postgres = postgres_program(config);
+    let Err(refused) = parameters::check(&postgres, &candidate, run_as).await else {
+        return (candidate, accepted);
+    };
+    let previous = std::fs::read_to_string(config.data_dir.join(settings::CHECKED_SETTINGS)).ok();
+    match previous {
+        Some(previous)
+            if previous != candidate
+                && parameters::check(&postgres, &previous, run_as)
+                    .await
+                    .is_ok() =>
+        {
+            tracing::warn!(
+                "PostgreSQL refuses the mounted configuration; starting with the previous one"
+            );
+            (previous, parameters::refused_report(&mounted, refused))
+        }
+        _ => (candidate, accepted),
+    }
+}
+
 /// Writes the checked copy of the mounted configuration that postgresql.conf includes.
 fn write_checked_config(
     config: &InstanceConfig,
+    checked: &str,
     run_as: Option<RunAs>,
 ) -> Result<(), InstanceError> {
     let path = config.data_dir.join(settings::CHECKED_SETTINGS);
@@ -784,7 +878,7 @@ fn write_checked_config(
         path: path.clone(),
         source,
     };
-    std::fs::write(&path, checked_config(config)).map_err(io_error)?;
+    std::fs::write(&path, checked).map_err(io_error)?;
     if let Some(user) = run_as {
         std::os::unix::fs::chown(&path, Some(user.uid), Some(user.gid)).map_err(io_error)?;
     }
@@ -795,12 +889,13 @@ fn write_checked_config(
 /// directory, every start, so that they always say what this version of tusk means.
 fn write_owned_files(
     config: &InstanceConfig,
+    checked_settings: &str,
     supervisor_user: &str,
     run_as: Option<RunAs>,
 ) -> Result<(), InstanceError> {
     let files = [
         (settings::POSTGRESQL_CONF, settings::postgresql_conf()),
-        (settings::CHECKED_SETTINGS, checked_config(config)),
+        (settings::CHECKED_SETTINGS, checked_settings.to_owned()),
         (
             settings::PG_HBA_CONF,
             settings::pg_hba_conf(&config.replication.name, config.tls_dir.is_some()),

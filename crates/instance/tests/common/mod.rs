@@ -257,6 +257,11 @@ pub async fn connect(
 
 /// The status code of `GET path`, or None when nothing answers.
 pub async fn http_status(address: SocketAddr, path: &str) -> Option<u16> {
+    http_get(address, path).await.map(|(status, _)| status)
+}
+
+/// `GET path` on `address`: the status code and the body.
+pub async fn http_get(address: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(address))
         .await
         .ok()?
@@ -269,5 +274,10 @@ pub async fn http_status(address: SocketAddr, path: &str) -> Option<u16> {
         .ok()?
         .ok()?;
     let response = String::from_utf8_lossy(&response);
-    response.split_whitespace().nth(1)?.parse().ok()
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
 }

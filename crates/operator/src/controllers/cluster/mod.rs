@@ -7,6 +7,11 @@
 //! garbage collector remove them. What the cluster has in the object store is removed by its
 //! finalizer `postgrescluster.postgres.tusk.dev/storage` ([`delete`]).
 //!
+//! Before building, the serving instance is asked what became of the configuration the spec
+//! asks for ([`parameters`]): a restart-only setting restarts the pod only once PostgreSQL has
+//! accepted it, a refused one is reported as `InvalidParameter` while the database keeps
+//! serving, and `observedGeneration` advances only when the spec is in force.
+//!
 //! `status.lastBackup` is computed here from the cluster's PostgresBackups (which the cluster
 //! owns, so a new backup triggers a reconcile), rather than written by the backup_request
 //! controller: each controller writes only its own kind's status, and the value stays right
@@ -15,6 +20,7 @@
 pub mod apply;
 pub mod build;
 pub mod delete;
+pub mod parameters;
 pub mod postgresql_conf;
 pub mod status;
 pub mod tls;
@@ -56,6 +62,9 @@ const RESYNC: Duration = Duration::from_secs(600);
 /// How often a cluster whose instance is failing is looked at again, besides its pods' own
 /// changes: slow enough never to load the API server, quick enough to see it recover.
 const FAILING_RESYNC: Duration = Duration::from_secs(30);
+/// How often a cluster whose instance is loading a new configuration is looked at again: the
+/// instance's report is not a Kubernetes object, so no watch says when it changes.
+const CONFIG_RESYNC: Duration = Duration::from_secs(5);
 
 /// Runs the controller until `shutdown` completes.
 pub async fn run(
@@ -237,8 +246,20 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
         }
     };
 
+    // Where the serving instance stands with the configuration the spec asks for.
+    let pods = instance_pods(client, &namespace, &name).await?;
+    let rendered = postgresql_conf::render(&cluster);
+    let config_state = parameters::observe(
+        existing_stateful_set
+            .as_ref()
+            .and_then(|existing| status::serving_pod_ip(existing, &pods))
+            .as_deref(),
+        &parameters::config_sha256(&rendered),
+    )
+    .await;
+
     // Build and apply.
-    let children = build::build(
+    let mut children = build::build(
         &cluster,
         &context.config,
         existing_credentials.as_ref(),
@@ -246,6 +267,11 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
         restore_backup.as_ref(),
         tls_secret,
     )?;
+    hold_restart_until_accepted(
+        &mut children.stateful_set,
+        existing_stateful_set.as_ref(),
+        &config_state,
+    );
     let stateful_set =
         apply::apply_children(client, &namespace, children, existing_stateful_set.as_ref()).await?;
     let expanding =
@@ -273,7 +299,6 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
             finished_at: backup.metadata.creation_timestamp.clone(),
             name: backup.name_any(),
         });
-    let pods = instance_pods(client, &namespace, &name).await?;
     let status = status::compute(&status::Observed {
         cluster: &cluster,
         stateful_set: &stateful_set,
@@ -282,8 +307,23 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
         last_backup,
         now: context.clock.now(),
     });
+    let status = parameters::overlay(
+        status,
+        &config_state,
+        cluster.status.as_ref(),
+        cluster.metadata.generation,
+        context.clock.now(),
+    );
     let status = report_refused_parameters(&context, &cluster, status).await;
-    report_instance_failures(&context, &cluster, &status, &stateful_set, &pods).await;
+    report_instance_failures(
+        &context,
+        &cluster,
+        &status,
+        &stateful_set,
+        &pods,
+        config_state.event_action(),
+    )
+    .await;
     let failing = conditions::find(&status.conditions, types::DEGRADED)
         .is_some_and(|condition| condition.status == TRUE);
     if cluster.status.as_ref() != Some(&status) {
@@ -291,6 +331,8 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
     }
     Ok(Action::requeue(if failing {
         FAILING_RESYNC
+    } else if !config_state.in_force() {
+        CONFIG_RESYNC
     } else {
         RESYNC
     }))
@@ -376,6 +418,44 @@ async fn server_tls(
         .await;
     }
     Ok(secret)
+}
+
+/// Keeps the pod template's restart hash as it is while an instance serves and PostgreSQL has
+/// not accepted the new configuration (see [`parameters::template_restart_hash`]), so that a
+/// restart-only setting restarts the pod only once it is known to be good.
+fn hold_restart_until_accepted(
+    desired: &mut StatefulSet,
+    existing: Option<&StatefulSet>,
+    config_state: &parameters::ConfigState,
+) {
+    let annotation = |stateful_set: &StatefulSet| {
+        stateful_set
+            .spec
+            .template
+            .metadata
+            .as_ref()?
+            .annotations
+            .as_ref()?
+            .get(build::RESTART_HASH_ANNOTATION)
+            .cloned()
+    };
+    let existing = existing.and_then(annotation);
+    let Some(annotations) = desired
+        .spec
+        .template
+        .metadata
+        .as_mut()
+        .and_then(|metadata| metadata.annotations.as_mut())
+    else {
+        return;
+    };
+    if let Some(hash) = annotations.get_mut(build::RESTART_HASH_ANNOTATION) {
+        *hash = parameters::template_restart_hash(
+            std::mem::take(hash),
+            existing.as_deref(),
+            config_state,
+        );
+    }
 }
 
 /// Reports a `spec.restore` that cannot be met: `InvalidSpec`, `Ready` and `Degraded` with the
@@ -484,13 +564,15 @@ async fn instance_pods(client: &kube::Client, namespace: &str, cluster: &str) ->
 
 /// Publishes the Events of the instance's failures on the cluster: a Warning when a failure
 /// appears or changes and at each crash of the instance (the Recorder folds repeats into one
-/// Event with a count), a Normal `Recovered` when it clears.
+/// Event with a count), a Normal `Recovered` when it clears. `refusal_action` is the action of
+/// a configuration PostgreSQL refused, when that is the failure.
 async fn report_instance_failures(
     context: &Context,
     cluster: &PostgresCluster,
     status: &tusk_api::PostgresClusterStatus,
     stateful_set: &StatefulSet,
     pods: &[Pod],
+    refusal_action: Option<&str>,
 ) {
     let degraded = |status: Option<&tusk_api::PostgresClusterStatus>| {
         status
@@ -521,19 +603,24 @@ async fn report_instance_failures(
                 &reference,
                 EventType::Warning,
                 reason,
-                "RunInstance",
+                refusal_action.unwrap_or("RunInstance"),
                 message.clone(),
             )
             .await;
         }
-        (Some(_), None) => {
+        (Some((reason, _)), None) => {
+            let note = if reason == condition_reasons::INVALID_PARAMETER {
+                "PostgreSQL accepts the parameters; they are in force"
+            } else {
+                "The instance runs again"
+            };
             events::publish(
                 &context.recorder,
                 &reference,
                 EventType::Normal,
                 condition_reasons::RECOVERED,
                 "RunInstance",
-                "The instance runs again".to_owned(),
+                note.to_owned(),
             )
             .await;
         }

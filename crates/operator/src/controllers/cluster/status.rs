@@ -246,6 +246,20 @@ fn controlled_pods<'a>(
     })
 }
 
+/// The IP of an instance pod the StatefulSet controls that is Ready, as the kubelet reported
+/// it: the instance that serves now.
+pub fn serving_pod_ip(stateful_set: &StatefulSet, pods: &[Pod]) -> Option<String> {
+    controlled_pods(stateful_set, pods).find_map(|pod| {
+        let status = pod.status.as_ref()?;
+        let ready = status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|condition| condition.type_ == "Ready" && condition.status == TRUE);
+        ready.then(|| status.pod_ip.clone()).flatten()
+    })
+}
+
 /// How many times the instance containers have restarted, summed over the instance pods.
 pub fn instance_restarts(stateful_set: &StatefulSet, pods: &[Pod]) -> i32 {
     controlled_pods(stateful_set, pods)
