@@ -349,6 +349,7 @@ pub fn preload_libraries_rule() -> String {
     shortname = "pgc",
     category = "tusk",
     namespaced,
+    validation = Rule::new(crate::names::cluster_name_rule()).message(Message::Message(crate::names::cluster_name_message())),
     status = "PostgresClusterStatus",
     derive = "PartialEq",
     doc = "A PostgreSQL database ordered by a customer.",
