@@ -16,6 +16,7 @@ pub mod apply;
 pub mod build;
 pub mod delete;
 pub mod postgresql_conf;
+pub mod restore_progress;
 pub mod status;
 
 use std::sync::Arc;
@@ -55,6 +56,9 @@ const RESYNC: Duration = Duration::from_secs(600);
 /// How often a cluster whose instance is failing is looked at again, besides its pods' own
 /// changes: slow enough never to load the API server, quick enough to see it recover.
 const FAILING_RESYNC: Duration = Duration::from_secs(30);
+/// How often a restoring cluster's progress is read from its instance's log. Nothing else
+/// changes while a restore runs, so without this the status would stand still.
+const RESTORE_PROGRESS_RESYNC: Duration = Duration::from_secs(2);
 
 /// Runs the controller until `shutdown` completes.
 pub async fn run(
@@ -256,12 +260,26 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
             name: backup.name_any(),
         });
     let pods = instance_pods(client, &namespace, &name).await?;
+    let restoring = status::restore_under_way(&cluster, &stateful_set);
+    let restore_progress = match status::instance_pod(&stateful_set, &pods) {
+        Some(pod) if restoring => restore_progress::progress(
+            &cluster,
+            restore_backup.as_ref(),
+            restore_progress::read(client, pod).await,
+            cluster
+                .status
+                .as_ref()
+                .and_then(|status| status.restore_progress.as_ref()),
+        ),
+        _ => None,
+    };
     let status = status::compute(&status::Observed {
         cluster: &cluster,
         stateful_set: &stateful_set,
         pods: &pods,
         expanding_volumes: &expanding,
         last_backup,
+        restore_progress,
         now: context.clock.now(),
     });
     let status = report_refused_parameters(&context, &cluster, status).await;
@@ -273,6 +291,8 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
     }
     Ok(Action::requeue(if failing {
         FAILING_RESYNC
+    } else if status.restore_progress.is_some() || restoring {
+        RESTORE_PROGRESS_RESYNC
     } else {
         RESYNC
     }))
