@@ -372,11 +372,16 @@ async fn write_status(
     name: &str,
     status: &tusk_api::PostgresClusterStatus,
 ) -> Result<()> {
+    let mut body = json!(status);
+    // A merge patch keeps what it leaves out: a finished restore's progress must be removed.
+    if status.restore_progress.is_none() {
+        body["restoreProgress"] = serde_json::Value::Null;
+    }
     Api::<PostgresCluster>::namespaced(client.clone(), namespace)
         .patch_status(
             name,
             &PatchParams::default(),
-            &Patch::Merge(json!({ "status": status })),
+            &Patch::Merge(json!({ "status": body })),
         )
         .await
         .map_err(|source| Error::PatchStatus {
