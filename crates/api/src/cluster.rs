@@ -349,6 +349,7 @@ pub fn preload_libraries_rule() -> String {
     shortname = "pgc",
     category = "tusk",
     namespaced,
+    validation = Rule::new(crate::names::cluster_name_rule()).message(Message::Message(crate::names::cluster_name_message())),
     status = "PostgresClusterStatus",
     derive = "PartialEq",
     doc = "A PostgreSQL database ordered by a customer.",
@@ -371,6 +372,12 @@ pub fn preload_libraries_rule() -> String {
         description = "Disk in GiB"
     ),
     printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint"),
+    printcolumn(
+        name = "Restore",
+        type_ = "string",
+        json_path = ".status.restoreProgress.summary",
+        description = "How far a restore from a backup got"
+    ),
     printcolumn(
         name = "Last Backup",
         type_ = "string",
@@ -507,6 +514,60 @@ pub struct PostgresClusterStatus {
     /// The most recent successful backup of this cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup: Option<LastBackup>,
+
+    /// How far the restore from `spec.restore` got, while the phase is `Restoring`; absent
+    /// otherwise. The instance reports the bytes done and the replayed location through its
+    /// log, so they are only as trustworthy as what runs in the pod; the totals and targets
+    /// come from the PostgresBackup and the spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_progress: Option<RestoreProgress>,
+}
+
+/// How far a restore got.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreProgress {
+    /// The step under way.
+    pub stage: RestoreStage,
+
+    /// Bytes of the backup object downloaded and unpacked (during `BaseBackup`), at most
+    /// `bytesTotal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_done: Option<i64>,
+
+    /// The backup object's size, as its PostgresBackup records it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_total: Option<i64>,
+
+    /// The WAL location PostgreSQL has replayed up to (during `WalReplay`).
+    #[serde(
+        default,
+        rename = "replayedLSN",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub replayed_lsn: Option<String>,
+
+    /// Where replay stops: `spec.restore.targetLSN`, or without any target the location where
+    /// the backup ended (its stopLSN). Absent for a targetTime or `latest` restore.
+    #[serde(default, rename = "targetLSN", skip_serializing_if = "Option::is_none")]
+    pub target_lsn: Option<String>,
+
+    /// `spec.restore.targetTime`, when the restore has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_time: Option<Time>,
+
+    /// The above in a few words, for `kubectl get` and the conditions: `base backup 12.0 MiB
+    /// of 40.5 MiB`, `WAL replayed to 0/5A000028 of 0/9F000000`.
+    pub summary: String,
+}
+
+/// A step of a restore.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RestoreStage {
+    /// Downloading, decrypting and unpacking the base backup into the data directory.
+    BaseBackup,
+    /// PostgreSQL replays WAL up to its target, then promotes.
+    WalReplay,
 }
 
 /// The most recent successful backup of a cluster.

@@ -24,6 +24,7 @@ pub mod instance;
 pub mod labels;
 pub mod names;
 pub mod remote_cluster;
+pub mod restore_progress;
 pub mod restore_test;
 
 pub use backup::{PostgresBackup, PostgresBackupSpec, PostgresBackupStatus};

@@ -73,6 +73,28 @@ pub fn read_write_service(cluster: &str) -> String {
     format!("{cluster}-rw")
 }
 
+/// The longest PostgresCluster name. Its StatefulSet, named like the cluster, labels each pod
+/// `controller-revision-hash: <cluster>-<revision hash>`, and that hash has up to ten
+/// characters: a longer name makes a label value over [`MAX_LABEL_VALUE`] and the pod can never
+/// be created. Every other name derived from a cluster's (`<cluster>-rw`, `<cluster>-0`,
+/// `<cluster>-credentials`, ...) is shorter than that label or no DNS label at all.
+pub const MAX_CLUSTER_NAME: usize = MAX_LABEL_VALUE - 11;
+
+/// The admission rule, on a PostgresCluster's root, that refuses a name longer than
+/// [`MAX_CLUSTER_NAME`].
+pub fn cluster_name_rule() -> String {
+    format!("self.metadata.name.size() <= {MAX_CLUSTER_NAME}")
+}
+
+/// The message of [`cluster_name_rule`].
+pub fn cluster_name_message() -> String {
+    format!(
+        "a PostgresCluster name may have at most {MAX_CLUSTER_NAME} characters: its pod is labelled \
+         controller-revision-hash=<name>-<10-character hash>, and a label value may have at most \
+         {MAX_LABEL_VALUE}"
+    )
+}
+
 /// The StatefulSet running a cluster's instance.
 pub fn stateful_set(cluster: &str) -> String {
     cluster.to_owned()

@@ -4,6 +4,8 @@
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
@@ -48,6 +50,9 @@ pub struct RestoreOptions {
     /// `'/usr/local/bin/tusk' wal-fetch --wal-prefix ns/c/wal %f %p`. Needed for a target time
     /// and for backups taken without their WAL.
     pub restore_command: Option<String>,
+    /// Counts the bytes of the object downloaded so far, for whoever reports the restore's
+    /// progress. The unpacking follows the download closely (a few chunks behind).
+    pub downloaded_bytes: Arc<AtomicU64>,
 }
 
 /// What a restore did.
@@ -223,7 +228,7 @@ async fn restore_into(
             unpack(ChunkReader::new(receiver), &passphrase, &data_dir)
         })
     };
-    let downloaded = forward_download(object, key, sender).await;
+    let downloaded = forward_download(object, key, sender, &options.downloaded_bytes).await;
     let tar_bytes = unpacker
         .await
         .map_err(|error| RestoreError::Stage(error.to_string()))??;
@@ -346,7 +351,7 @@ pub async fn download_tar<W: Write + Send + 'static>(
             decrypt_to_tar(ChunkReader::new(receiver), &passphrase, &mut output)
         })
     };
-    forward_download(object, key, sender).await;
+    forward_download(object, key, sender, &AtomicU64::default()).await;
     writer
         .await
         .map_err(|error| RestoreError::Stage(error.to_string()))?
@@ -359,6 +364,7 @@ async fn forward_download(
     object: object_store::GetResult,
     key: &str,
     sender: mpsc::Sender<io::Result<bytes::Bytes>>,
+    progress: &AtomicU64,
 ) -> StoredObject {
     let mut chunks = object.into_stream();
     let mut digest = Sha256::new();
@@ -370,6 +376,7 @@ async fn forward_download(
         if let Ok(bytes) = &chunk {
             digest.update(bytes);
             size += bytes.len() as u64;
+            progress.store(size, Ordering::Relaxed);
         }
         let failed = chunk.is_err();
         if sender.send(chunk).await.is_err() || failed {

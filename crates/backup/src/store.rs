@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
+use object_store::ClientOptions;
 use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
@@ -213,6 +214,20 @@ pub struct BackupStore {
 /// backup against an unreachable store fails within a minute, long enough for a blip.
 const REQUEST_RETRY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a response may send nothing before its request fails. A whole request has no
+/// time limit of its own: object_store's default (30 seconds from connecting to the end of the
+/// body) failed the download of every base backup that took longer, that is every restore of
+/// a backup of some size.
+const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The HTTP client's settings: object_store's defaults, with [`STALL_TIMEOUT`] in place of a
+/// limit on the whole request.
+fn client_options() -> ClientOptions {
+    ClientOptions::new()
+        .with_timeout_disabled()
+        .with_read_timeout(STALL_TIMEOUT)
+}
+
 fn retry_config() -> RetryConfig {
     RetryConfig {
         backoff: BackoffConfig {
@@ -257,7 +272,9 @@ impl BackupStore {
                 if bucket.is_empty() {
                     return Err(invalid("no bucket name, expected s3://bucket/prefix"));
                 }
+                // The client options first: `with_allow_http` below is one of them.
                 let mut builder = AmazonS3Builder::new()
+                    .with_client_options(client_options())
                     .with_bucket_name(&bucket)
                     .with_region(config.region.as_deref().unwrap_or("us-east-1"))
                     .with_allow_http(config.allow_http)

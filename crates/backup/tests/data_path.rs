@@ -242,6 +242,13 @@ async fn another_backups_object_under_this_key_is_refused_before_postgres_starts
         .await
         .unwrap();
     assert!(data_dir.join("PG_VERSION").exists());
+    // Whoever reports the restore's progress saw every byte of the object, and no more.
+    assert_eq!(
+        matching
+            .downloaded_bytes
+            .load(std::sync::atomic::Ordering::Relaxed),
+        newer.stored_bytes
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

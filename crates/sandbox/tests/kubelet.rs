@@ -809,6 +809,24 @@ async fn kubectl_logs_reads_tails_and_follows() {
         kubectl(&cluster, &["logs", "chatty", "-c", "count", "--tail", "2"]).await,
         "line 4\nline 5\n"
     );
+    // A byte limit cuts the output, mid-line too, after the tail is chosen.
+    assert_eq!(
+        kubectl(
+            &cluster,
+            &[
+                "logs",
+                "chatty",
+                "-c",
+                "count",
+                "--tail",
+                "2",
+                "--limit-bytes",
+                "9"
+            ]
+        )
+        .await,
+        "line 4\nli"
+    );
     // Following returns once the container exits, with everything it wrote.
     assert_eq!(
         kubectl(&cluster, &["logs", "chatty", "-c", "count", "-f"]).await,

@@ -89,6 +89,7 @@ pub async fn run(command: RestoreCommand) -> anyhow::Result<()> {
                 expected_size: args.expected_size,
                 expected_sha256: args.expected_sha256,
                 restore_command: wal_prefix.as_deref().map(wal_fetch_command),
+                ..RestoreOptions::default()
             };
             let outcome = restore(&store, &key, &args.data_dir, &options).await?;
             tracing::info!(

@@ -56,3 +56,16 @@ pub fn owner_sql(
         ))
     }
 }
+
+/// SQL that creates the table `filler` of `rows` rows of `parts` random MD5s each (33 bytes a
+/// part on disk, compressing to about half): data big enough to make a backup or a restore
+/// take a while.
+#[allow(dead_code)] // Not every test that includes this file needs it.
+pub fn filler_sql(rows: u32, parts: u32) -> String {
+    format!(
+        "CREATE TABLE filler AS SELECT g AS id, \
+         (SELECT string_agg(md5(random()::text || s), '') \
+          FROM generate_series(1, {parts} + 0 * g) AS s) AS body \
+         FROM generate_series(1, {rows}) AS g"
+    )
+}

@@ -98,6 +98,33 @@ async fn settings_that_reach_files_or_durability_and_minutely_schedules_are_refu
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_name_too_long_for_its_pod_is_refused_and_the_longest_allowed_runs() {
+    let dev = Dev::start();
+    let tenant = dev.tenant("tenant", true).await;
+    let cluster = |name: &str| {
+        json!({
+            "apiVersion": "postgres.tusk.dev/v1", "kind": "PostgresCluster",
+            "metadata": {"name": name},
+            "spec": {"displayName": "long", "memorySize": 1, "postgresDiskSize": 1}
+        })
+    };
+    // 53 characters: the pod's controller-revision-hash label would have 64.
+    let too_long = format!("a{}", "b".repeat(52));
+    let refused = tenant
+        .try_apply_json(&cluster(&too_long))
+        .expect_err("a 53-character cluster name is refused");
+    assert!(
+        refused.contains("at most 52 characters") && refused.contains("controller-revision-hash"),
+        "{refused}"
+    );
+    assert!(tenant.get_json(&["pgc", &too_long]).is_none());
+    // 52 characters: its StatefulSet's pod is created and PostgreSQL runs.
+    let longest = format!("a{}", "b".repeat(51));
+    tenant.apply_json(&cluster(&longest));
+    tenant.wait_ready(&longest);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenants_pod_reads_no_other_pods_environment() {
     if !nix::unistd::geteuid().is_root() {
         // Without root the runtime cannot give pods users of their own (docs/security.md);

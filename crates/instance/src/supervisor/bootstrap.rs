@@ -4,8 +4,12 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::process::Command;
+use tusk_api::restore_progress::Reported;
 use tusk_backup::restore::{RESTORE_INCOMPLETE_MARKER, RestoreOptions, wal_fetch_command};
 use tusk_backup::{BackupStore, restore};
 
@@ -145,6 +149,7 @@ pub async fn restore_backup(
     run_as: Option<RunAs>,
 ) -> Result<(), InstanceError> {
     let store = BackupStore::new(&source.store).map_err(InstanceError::Store)?;
+    let downloaded = Arc::new(AtomicU64::new(0));
     let options = RestoreOptions {
         passphrase: source.passphrase.clone(),
         target_time: source.target_time.clone(),
@@ -156,11 +161,14 @@ pub async fn restore_backup(
             .wal_prefix
             .as_deref()
             .map(|prefix| restore_command(prefix, source.wal_passphrase_env)),
+        downloaded_bytes: Arc::clone(&downloaded),
     };
     tracing::info!(key = %source.key, data_dir = %data_dir.display(), target_time = ?source.target_time, "restoring the data directory from a backup");
-    let outcome = restore(&store, &source.key, data_dir, &options)
-        .await
-        .map_err(InstanceError::Restore)?;
+    let reporter = tokio::spawn(report_download(Arc::clone(&downloaded)));
+    let outcome = restore(&store, &source.key, data_dir, &options).await;
+    reporter.abort();
+    print_progress(Reported::BaseBackup(downloaded.load(Ordering::Relaxed)));
+    let outcome = outcome.map_err(InstanceError::Restore)?;
     tracing::info!(
         tar_bytes = outcome.tar_bytes,
         recovery = outcome.recovery_configured,
@@ -173,6 +181,25 @@ pub async fn restore_backup(
         })?;
     }
     Ok(())
+}
+
+/// How often a restore's download progress is written to the container log.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Writes the bytes downloaded so far to the container log every [`PROGRESS_INTERVAL`], where
+/// the operator reads them (see [`tusk_api::restore_progress`]), until aborted.
+async fn report_download(downloaded: Arc<AtomicU64>) {
+    let mut ticks = tokio::time::interval(PROGRESS_INTERVAL);
+    loop {
+        ticks.tick().await;
+        print_progress(Reported::BaseBackup(downloaded.load(Ordering::Relaxed)));
+    }
+}
+
+/// Writes one progress line to the container log (stderr, where PostgreSQL's lines go too).
+pub(crate) fn print_progress(progress: Reported) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{progress}");
 }
 
 /// Puts the roles in the order tusk relies on before the server accepts any connection, at
@@ -205,6 +232,9 @@ pub async fn secure_roles(
         .arg("-D")
         .arg(data_dir)
         .args(settings)
+        // A restore's WAL replay happens here: PostgreSQL reports where it got every second,
+        // and `postgres_log` turns that into the progress line the operator reads.
+        .args(["-c", "log_startup_progress_interval=1s"])
         // template1 cannot be dropped, unlike `postgres`.
         .arg("template1")
         .env_remove(super::env::OWNER_PASSWORD)

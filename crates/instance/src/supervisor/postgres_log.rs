@@ -12,8 +12,10 @@ use std::collections::VecDeque;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
+use tusk_api::restore_progress::{Lsn, Reported};
 
 /// Where the kubelet reads a container's termination message by default.
 pub const TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
@@ -26,6 +28,8 @@ const MAX_LINE: usize = 512;
 #[derive(Debug, Default)]
 pub struct PostgresLog {
     recent: Mutex<VecDeque<String>>,
+    /// The furthest WAL location PostgreSQL said its replay reached.
+    replayed: AtomicU64,
 }
 
 impl PostgresLog {
@@ -36,6 +40,13 @@ impl PostgresLog {
         while let Ok(Some(line)) = lines.next_line().await {
             // The container log gets the line whatever happens to the memory of it.
             let _ = writeln!(std::io::stderr(), "{line}");
+            // Recovery reads ahead (it may fetch the next segment before replaying the rest
+            // of this one), so only a location past every one reported before is reported.
+            if let Some(location) = replayed_location(&line)
+                && self.replayed.fetch_max(location.0, Ordering::Relaxed) < location.0
+            {
+                super::bootstrap::print_progress(Reported::WalReplay(location));
+            }
             self.remember(line);
         }
     }
@@ -73,6 +84,31 @@ const CONFIGURATION_COMPLAINTS: [&str; 4] = [
     "parameter \"",
     "syntax error in file",
 ];
+
+/// The size of a WAL segment file: PostgreSQL's default, which tusk never changes.
+const WAL_SEGMENT_SIZE: u64 = 16 * 1024 * 1024;
+
+/// Where WAL replay got, if `line` is one of PostgreSQL's recovery messages that says:
+/// `redo starts at 0/2000028`, `redo in progress, elapsed time: 1.00 s, current LSN:
+/// 0/5A000028` (every `log_startup_progress_interval`), `restored log file
+/// "00000001000000000000005A" from archive` (replay is about to enter that segment), `redo
+/// done at 0/5A000028 ...`.
+pub fn replayed_location(line: &str) -> Option<Lsn> {
+    let word_after = |marker: &str| {
+        let (_, rest) = line.split_once(marker)?;
+        rest.split([' ', ',']).next()
+    };
+    if let Some(location) = word_after("redo in progress, elapsed time: ")
+        .and(word_after("current LSN: "))
+        .or_else(|| word_after("redo starts at "))
+        .or_else(|| word_after("redo done at "))
+    {
+        return Lsn::parse(location);
+    }
+    let (_, rest) = line.split_once("restored log file \"")?;
+    let (segment, _) = rest.split_once("\" from archive")?;
+    Lsn::of_segment(segment, WAL_SEGMENT_SIZE)
+}
 
 /// Picks the decisive line from PostgreSQL's lines, oldest first: the last complaint about a
 /// setting if there is one (the FATAL that follows it only names the file), else the last
@@ -141,6 +177,35 @@ pub fn write_termination_message(message: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recovery_messages_say_where_replay_got() {
+        for (line, expected) in [
+            (
+                "2026-12-06 06:00:00.000 UTC [7] LOG:  redo starts at 0/2000028",
+                Some(0x200_0028),
+            ),
+            (
+                "LOG:  redo in progress, elapsed time: 1.00 s, current LSN: 0/5A000028",
+                Some(0x5A00_0028),
+            ),
+            (
+                "LOG:  restored log file \"00000001000000010000005A\" from archive",
+                Some(0x1_5A00_0000),
+            ),
+            (
+                "LOG:  redo done at 1/5A000028 system usage: CPU",
+                Some(0x1_5A00_0028),
+            ),
+            (
+                "LOG:  restored log file \"00000002.history\" from archive",
+                None,
+            ),
+            ("LOG:  database system is ready to accept connections", None),
+        ] {
+            assert_eq!(replayed_location(line), expected.map(Lsn), "{line}");
+        }
+    }
 
     #[test]
     fn a_setting_postgresql_refuses_is_the_decisive_line() {

@@ -763,6 +763,20 @@ impl Server {
             })?),
             None => None,
         };
+        // As the kubelet does: the output ends after this many bytes, mid-line if need be.
+        let limit_bytes = match query.get("limitBytes") {
+            Some(text) => Some(
+                text.parse::<usize>()
+                    .ok()
+                    .filter(|limit| *limit > 0)
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "limitBytes: Invalid value: {text}: must be greater than 0"
+                        ))
+                    })?,
+            ),
+            None => None,
+        };
         let request = LogRequest {
             namespace: key.0.clone(),
             pod: key.1.clone(),
@@ -775,6 +789,10 @@ impl Server {
         let body = match &self.pod_logs {
             Some(logs) => {
                 let chunks = logs.logs(request).map_err(ApiError::bad_request)?;
+                let chunks = match limit_bytes {
+                    Some(limit) => first_bytes(chunks, limit),
+                    None => chunks,
+                };
                 let shutdown = self.shutdown.clone();
                 let chunks = futures::StreamExt::take_until(chunks, shutdown.cancelled_owned());
                 UnsyncBoxBody::new(StreamBody::new(futures::StreamExt::map(chunks, |chunk| {
@@ -1075,4 +1093,20 @@ fn decode_continue(token: &str) -> Result<(u64, Key), ApiError> {
         .and_then(Value::as_str)
         .ok_or_else(invalid)?;
     Ok((rv, (ns.to_string(), name.to_string())))
+}
+
+/// The first `limit` bytes of a log stream, which then ends.
+fn first_bytes(chunks: super::LogStream, limit: usize) -> super::LogStream {
+    Box::pin(futures::StreamExt::scan(
+        chunks,
+        limit,
+        |remaining, mut chunk: Bytes| {
+            if *remaining == 0 {
+                return futures::future::ready(None);
+            }
+            chunk.truncate(*remaining);
+            *remaining -= chunk.len();
+            futures::future::ready(Some(chunk))
+        },
+    ))
 }

@@ -22,6 +22,7 @@ pub mod build;
 pub mod delete;
 pub mod parameters;
 pub mod postgresql_conf;
+pub mod restore_progress;
 pub mod status;
 pub mod tls;
 
@@ -65,6 +66,9 @@ const FAILING_RESYNC: Duration = Duration::from_secs(30);
 /// How often a cluster whose instance is loading a new configuration is looked at again: the
 /// instance's report is not a Kubernetes object, so no watch says when it changes.
 const CONFIG_RESYNC: Duration = Duration::from_secs(5);
+/// How often a restoring cluster's progress is read from its instance's log. Nothing else
+/// changes while a restore runs, so without this the status would stand still.
+const RESTORE_PROGRESS_RESYNC: Duration = Duration::from_secs(2);
 
 /// Runs the controller until `shutdown` completes.
 pub async fn run(
@@ -299,12 +303,26 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
             finished_at: backup.metadata.creation_timestamp.clone(),
             name: backup.name_any(),
         });
+    let restoring = status::restore_under_way(&cluster, &stateful_set);
+    let restore_progress = match status::instance_pod(&stateful_set, &pods) {
+        Some(pod) if restoring => restore_progress::progress(
+            &cluster,
+            restore_backup.as_ref(),
+            restore_progress::read(client, pod).await,
+            cluster
+                .status
+                .as_ref()
+                .and_then(|status| status.restore_progress.as_ref()),
+        ),
+        _ => None,
+    };
     let status = status::compute(&status::Observed {
         cluster: &cluster,
         stateful_set: &stateful_set,
         pods: &pods,
         expanding_volumes: &expanding,
         last_backup,
+        restore_progress,
         now: context.clock.now(),
     });
     let status = parameters::overlay(
@@ -331,6 +349,8 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
     }
     Ok(Action::requeue(if failing {
         FAILING_RESYNC
+    } else if status.restore_progress.is_some() || restoring {
+        RESTORE_PROGRESS_RESYNC
     } else if !config_state.in_force() {
         CONFIG_RESYNC
     } else {
@@ -532,11 +552,16 @@ async fn write_status(
     name: &str,
     status: &tusk_api::PostgresClusterStatus,
 ) -> Result<()> {
+    let mut body = json!(status);
+    // A merge patch keeps what it leaves out: a finished restore's progress must be removed.
+    if status.restore_progress.is_none() {
+        body["restoreProgress"] = serde_json::Value::Null;
+    }
     Api::<PostgresCluster>::namespaced(client.clone(), namespace)
         .patch_status(
             name,
             &PatchParams::default(),
-            &Patch::Merge(json!({ "status": status })),
+            &Patch::Merge(json!({ "status": body })),
         )
         .await
         .map_err(|source| Error::PatchStatus {

@@ -4,7 +4,7 @@
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
-use tusk_api::cluster::{ClusterPhase, LastBackup, PostgresClusterStatus};
+use tusk_api::cluster::{ClusterPhase, LastBackup, PostgresClusterStatus, RestoreProgress};
 use tusk_api::conditions::{FALSE, TRUE, reasons, types};
 use tusk_api::{PostgresCluster, names};
 
@@ -22,6 +22,8 @@ pub struct Observed<'a> {
     pub expanding_volumes: &'a [String],
     /// The newest backup of the cluster.
     pub last_backup: Option<LastBackup>,
+    /// How far the restore got, while [`restore_under_way`].
+    pub restore_progress: Option<RestoreProgress>,
     /// The current time.
     pub now: Timestamp,
 }
@@ -147,25 +149,30 @@ pub fn compute(observed: &Observed<'_>) -> PostgresClusterStatus {
             (
                 ClusterPhase::Restoring,
                 reasons::RESTORING,
-                "Restoring the data from a backup",
+                match &observed.restore_progress {
+                    Some(progress) => {
+                        format!("Restoring the data from a backup: {}", progress.summary)
+                    }
+                    None => "Restoring the data from a backup".to_owned(),
+                },
             )
         } else if sts_status.replicas > 0 {
             (
                 ClusterPhase::Creating,
                 reasons::STARTING,
-                "PostgreSQL is starting",
+                "PostgreSQL is starting".to_owned(),
             )
         } else {
             (
                 ClusterPhase::Creating,
                 reasons::CREATING,
-                "The instance is being created",
+                "The instance is being created".to_owned(),
             )
         };
         (
             phase,
             [
-                DesiredCondition::new(types::READY, FALSE, reason, message),
+                DesiredCondition::new(types::READY, FALSE, reason, &message),
                 DesiredCondition::new(types::PROGRESSING, TRUE, reason, message),
                 DesiredCondition::new(
                     types::DEGRADED,
@@ -187,7 +194,33 @@ pub fn compute(observed: &Observed<'_>) -> PostgresClusterStatus {
             names::POSTGRES_PORT
         )),
         last_backup: observed.last_backup.clone(),
+        restore_progress: observed
+            .restore_progress
+            .clone()
+            .filter(|_| phase == ClusterPhase::Restoring),
     }
+}
+
+/// Whether the cluster is still restoring from `spec.restore`: it was never Ready and its
+/// instance is not ready yet. Only then is the restore's progress read and shown.
+pub fn restore_under_way(cluster: &PostgresCluster, stateful_set: &StatefulSet) -> bool {
+    let ready = stateful_set
+        .status
+        .as_ref()
+        .and_then(|status| status.ready_replicas)
+        .unwrap_or(0)
+        >= 1;
+    let was_ready = cluster
+        .status
+        .as_ref()
+        .and_then(|status| conditions::find(&status.conditions, types::READY))
+        .is_some_and(|condition| condition.status == TRUE);
+    cluster.spec.restore.is_some() && !ready && !was_ready
+}
+
+/// The instance pod the StatefulSet controls, if it has one.
+pub fn instance_pod<'a>(stateful_set: &'a StatefulSet, pods: &'a [Pod]) -> Option<&'a Pod> {
+    controlled_pods(stateful_set, pods).next()
 }
 
 /// Why `spec.restore` cannot be met by its backup, before anything is built: a `targetLSN`
@@ -476,6 +509,7 @@ mod tests {
             pods: &[],
             expanding_volumes: &[],
             last_backup: None,
+            restore_progress: None,
             now: at(now),
         })
     }
@@ -531,6 +565,7 @@ mod tests {
             pods: &[],
             expanding_volumes: &["data-elephant-0".into()],
             last_backup: None,
+            restore_progress: None,
             now: at(2),
         });
         assert_eq!(growing.phase, Some(ClusterPhase::Updating));
@@ -584,6 +619,7 @@ mod tests {
             pods,
             expanding_volumes: &[],
             last_backup: None,
+            restore_progress: None,
             now: at(50),
         })
     }
