@@ -36,6 +36,8 @@ pub mod reasons {
     pub const LOCATION_MISMATCH: &str = "LocationMismatch";
     /// A backup Job's report did not match what the object store holds.
     pub const BACKUP_UNVERIFIED: &str = "BackupUnverified";
+    /// A deleted PostgresBackup's data was removed from the object store.
+    pub const BACKUP_DATA_DELETED: &str = "BackupDataDeleted";
 }
 
 /// Publishes an Event about `regarding`. A failure to publish is logged and otherwise ignored:
