@@ -223,6 +223,35 @@ pub struct BackupJobSettings {
     pub compression: String,
     /// The compression level. Default 6.
     pub compression_level: u32,
+    /// How long a backup Job whose request succeeded stays, with its pod and logs, before
+    /// Kubernetes deletes it (its `ttlSecondsAfterFinished`). The request keeps the result.
+    /// Default `1h`. Flag `--backup-job-ttl`, env `TUSK_BACKUP_JOB_TTL`.
+    #[serde(deserialize_with = "duration")]
+    pub succeeded_ttl: Duration,
+    /// The same for every other finished backup Job, kept longer so that its logs can be read.
+    /// A Job starts with this TTL, shortened to `succeededTtl` once its backup is recorded, so
+    /// that no Job goes before the operator has read its outcome. Default `24h`. Flag
+    /// `--failed-backup-job-ttl`, env `TUSK_FAILED_BACKUP_JOB_TTL`.
+    #[serde(deserialize_with = "duration")]
+    pub failed_ttl: Duration,
+}
+
+impl BackupJobSettings {
+    /// `succeededTtl` as `ttlSecondsAfterFinished`.
+    pub fn succeeded_ttl_seconds(&self) -> i32 {
+        ttl_seconds(self.succeeded_ttl)
+    }
+
+    /// `failedTtl` as `ttlSecondsAfterFinished`.
+    pub fn failed_ttl_seconds(&self) -> i32 {
+        ttl_seconds(self.failed_ttl)
+    }
+}
+
+/// A duration in whole seconds as a Job's `ttlSecondsAfterFinished` holds it (validation keeps
+/// it in range).
+fn ttl_seconds(ttl: Duration) -> i32 {
+    i32::try_from(ttl.as_secs()).unwrap_or(i32::MAX)
 }
 
 impl Default for BackupJobSettings {
@@ -233,6 +262,8 @@ impl Default for BackupJobSettings {
             active_deadline: Duration::from_secs(12 * 3600),
             compression: "gzip".to_owned(),
             compression_level: 6,
+            succeeded_ttl: Duration::from_secs(3600),
+            failed_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -383,6 +414,14 @@ fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::E
     humantime::parse_duration(&text).map_err(serde::de::Error::custom)
 }
 
+/// A duration given as an override, such as `10m`.
+fn parse_override(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(text).map_err(|error| ConfigError::Invalid {
+        key,
+        message: error.to_string(),
+    })
+}
+
 /// Single keys set on the command line or in `TUSK_*` environment variables; each overrides the
 /// file.
 #[derive(Clone, Debug, Default)]
@@ -405,6 +444,10 @@ pub struct Overrides {
     pub backup_image: Option<String>,
     /// `backupJob.stallTimeout`, as text such as `10m`.
     pub backup_stall_timeout: Option<String>,
+    /// `backupJob.succeededTtl`, as text such as `1h`.
+    pub backup_succeeded_ttl: Option<String>,
+    /// `backupJob.failedTtl`, as text such as `24h`.
+    pub backup_failed_ttl: Option<String>,
     /// `tunnel.image`.
     pub tunnel_image: Option<String>,
     /// `tunnel.externalHostTemplate`.
@@ -491,6 +534,8 @@ impl OperatorConfig {
             default_postgres_version,
             backup_image,
             backup_stall_timeout,
+            backup_succeeded_ttl,
+            backup_failed_ttl,
             tunnel_image,
             tunnel_host_template,
             tunnel_port,
@@ -523,11 +568,13 @@ impl OperatorConfig {
             self.backup_job.image = image;
         }
         if let Some(timeout) = backup_stall_timeout {
-            self.backup_job.stall_timeout =
-                humantime::parse_duration(&timeout).map_err(|error| ConfigError::Invalid {
-                    key: "backupJob.stallTimeout",
-                    message: error.to_string(),
-                })?;
+            self.backup_job.stall_timeout = parse_override("backupJob.stallTimeout", &timeout)?;
+        }
+        if let Some(ttl) = backup_succeeded_ttl {
+            self.backup_job.succeeded_ttl = parse_override("backupJob.succeededTtl", &ttl)?;
+        }
+        if let Some(ttl) = backup_failed_ttl {
+            self.backup_job.failed_ttl = parse_override("backupJob.failedTtl", &ttl)?;
         }
         if let Some(image) = tunnel_image {
             self.tunnel.image = image;
@@ -670,6 +717,20 @@ impl OperatorConfig {
                 "must be at least backupJob.stallTimeout",
             ));
         }
+        for (key, ttl) in [
+            ("backupJob.succeededTtl", self.backup_job.succeeded_ttl),
+            ("backupJob.failedTtl", self.backup_job.failed_ttl),
+        ] {
+            if i32::try_from(ttl.as_secs()).is_err() {
+                return Err(invalid(key, "must be shorter than 68 years"));
+            }
+        }
+        if self.backup_job.failed_ttl < self.backup_job.succeeded_ttl {
+            return Err(invalid(
+                "backupJob.failedTtl",
+                "must be at least backupJob.succeededTtl",
+            ));
+        }
         if !matches!(self.backup_job.compression.as_str(), "gzip" | "zstd") {
             return Err(invalid("backupJob.compression", "must be gzip or zstd"));
         }
@@ -744,6 +805,8 @@ mod tests {
         assert_eq!(config.store.url, "s3://backups/prod");
         assert_eq!(config.postgres.default_version, "15");
         assert_eq!(config.backup_job.stall_timeout, Duration::from_secs(600));
+        assert_eq!(config.backup_job.succeeded_ttl_seconds(), 3600);
+        assert_eq!(config.backup_job.failed_ttl_seconds(), 24 * 3600);
         assert_eq!(
             config.leader_election.lease_duration,
             Duration::from_secs(15)
@@ -779,6 +842,8 @@ backupJob:
   image: example/tusk:1
   stallTimeout: 90s
   activeDeadline: 2h
+  succeededTtl: 5m
+  failedTtl: 3d
 tunnel:
   image: example/tusk:1
   externalHostTemplate: "{cluster}-{namespace}.db.example.com"
@@ -793,6 +858,8 @@ httpAddress: 127.0.0.1:0
         let mut config = OperatorConfig::from_yaml(text).unwrap();
         config.validate().unwrap();
         assert_eq!(config.backup_job.stall_timeout, Duration::from_secs(90));
+        assert_eq!(config.backup_job.succeeded_ttl_seconds(), 300);
+        assert_eq!(config.backup_job.failed_ttl_seconds(), 3 * 24 * 3600);
         assert_eq!(config.store.gateway.endpoint, "http://gateway.example:9000");
         assert_eq!(config.store.gateway.key_secret.name, "gateway-key");
         assert_eq!(
@@ -875,6 +942,16 @@ httpAddress: 127.0.0.1:0
         config.leader_election.renew_interval = Duration::from_secs(20);
         let error = config.validate().unwrap_err().to_string();
         assert!(error.contains("`leaderElection.renewInterval`"), "{error}");
+
+        let mut config = OperatorConfig::from_yaml(MINIMAL).unwrap();
+        config.backup_job.failed_ttl = Duration::from_secs(60);
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("`backupJob.failedTtl`"), "{error}");
+
+        let mut config = OperatorConfig::from_yaml(MINIMAL).unwrap();
+        config.backup_job.succeeded_ttl = Duration::from_secs(u64::from(u32::MAX));
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("`backupJob.succeededTtl`"), "{error}");
     }
 
     #[test]
@@ -884,12 +961,14 @@ httpAddress: 127.0.0.1:0
             .with_overrides(Overrides {
                 store_url: Some("s3://other/x".into()),
                 backup_stall_timeout: Some("3m".into()),
+                backup_succeeded_ttl: Some("10s".into()),
                 tunnel_port: Some(6432),
                 ..Overrides::default()
             })
             .unwrap();
         assert_eq!(config.store.url, "s3://other/x");
         assert_eq!(config.backup_job.stall_timeout, Duration::from_secs(180));
+        assert_eq!(config.backup_job.succeeded_ttl, Duration::from_secs(10));
         assert_eq!(config.tunnel.external_port, 6432);
     }
 }

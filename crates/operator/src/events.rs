@@ -40,6 +40,8 @@ pub mod reasons {
     pub const CERTIFICATE_FAILED: &str = "CertificateFailed";
     /// A cluster got a new server certificate (a name changed, or the old one was due).
     pub const CERTIFICATE_ISSUED: &str = "CertificateIssued";
+    /// A deleted PostgresBackup's data was removed from the object store.
+    pub const BACKUP_DATA_DELETED: &str = "BackupDataDeleted";
 }
 
 /// Publishes an Event about `regarding`. A failure to publish is logged and otherwise ignored:

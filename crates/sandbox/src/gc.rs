@@ -3,7 +3,8 @@
 //! Like kube-controller-manager's, it works from the current state alone: after every deletion
 //! (and once a second as a safety net) it removes dependents whose owners are all gone, honours
 //! the `foregroundDeletion` and `orphan` finalizers, empties terminating namespaces and deleted
-//! CRDs, and releases them once they are empty.
+//! CRDs, and releases them once they are empty. It also drops Events once their TTL has
+//! passed, which etcd does for kube-apiserver.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -21,14 +22,15 @@ use crate::apiserver::store::{Key, Store};
 
 const SAFETY_NET: Duration = Duration::from_secs(1);
 
-/// Runs until `shutdown`.
-pub(crate) async fn run(store: Arc<Store>, shutdown: CancellationToken) {
+/// Runs until `shutdown`, also dropping Events `event_ttl` after their last write.
+pub(crate) async fn run(store: Arc<Store>, event_ttl: Duration, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = store.gc_wake.notified() => {}
             _ = tokio::time::sleep(SAFETY_NET) => {}
             _ = shutdown.cancelled() => return,
         }
+        store.expire_events(event_ttl);
         // Several passes, as one deletion can free the next (a foreground chain, a namespace).
         for _ in 0..8 {
             if !collect(&store) {

@@ -11,5 +11,6 @@ mod gc;
 pub mod proxy;
 pub mod runtime;
 pub mod s3;
+mod s3_store;
 
 pub use apiserver::{Sandbox, SandboxBuilder};

@@ -1,8 +1,8 @@
 //! An S3-compatible server on loopback, backed by a directory.
 //!
-//! s3s parses the S3 protocol and checks SigV4 signatures; s3s-fs stores buckets as
-//! directories and objects as files, multipart uploads included. This module adds what tests and
-//! `tusk dev` need around them: a random port, generated credentials, bucket creation and
+//! s3s parses the S3 protocol and checks SigV4 signatures; [`crate::s3_store`] stores buckets
+//! as directories and objects as files, multipart uploads included. This module adds what tests
+//! and `tusk dev` need around them: a random port, generated credentials, bucket creation and
 //! removal, a count of unfinished multipart uploads, and a switch that makes the server
 //! unreachable, to test what a client does when the store goes away mid-upload.
 
@@ -36,13 +36,14 @@ pub enum S3Error {
         #[source]
         source: io::Error,
     },
-    /// s3s-fs refused the storage directory.
-    #[error("S3 storage directory {path}: {message}")]
+    /// The storage directory cannot be used (not readable, or its leftovers not removable).
+    #[error("S3 storage directory {path}: {source}")]
     Backend {
         /// The directory.
         path: PathBuf,
-        /// s3s-fs's message.
-        message: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
     },
     /// The listening socket cannot be bound.
     #[error("cannot listen on {address}: {source}")]
@@ -120,10 +121,11 @@ impl S3Server {
             path: root.clone(),
             source,
         })?;
-        let backend = s3s_fs::FileSystem::new(&root).map_err(|error| S3Error::Backend {
-            path: root.clone(),
-            message: format!("{error:?}"),
-        })?;
+        let backend =
+            crate::s3_store::DirectoryStore::new(&root).map_err(|source| S3Error::Backend {
+                path: root.clone(),
+                source,
+            })?;
         let access_key = options.access_key.unwrap_or_else(|| random_token(20));
         let secret_key = options.secret_key.unwrap_or_else(|| random_token(40));
         let service = {
@@ -224,7 +226,7 @@ impl S3Server {
         }
     }
 
-    /// How many multipart uploads were started and neither completed nor aborted. s3s-fs keeps
+    /// How many multipart uploads were started and neither completed nor aborted. The store keeps
     /// one `.upload-<id>.json` file per such upload (and `.upload_id-<id>.part-<n>` per part).
     pub fn pending_multipart_uploads(&self) -> io::Result<usize> {
         let mut pending = 0;
@@ -279,9 +281,9 @@ enum ConnectionClosed {
     Protocol(s3s::StdError),
 }
 
-/// Refuses requests to a bucket that does not exist the way AWS S3 does, with its message.
-/// s3s-fs answers only the `NoSuchBucket` code, and that sentence is what users see in the
-/// operator's Warning Events, so the sandbox must say it as a real store would.
+/// Refuses requests to a bucket that does not exist the way AWS S3 does, with its message,
+/// before any operation starts. That sentence is what users see in the operator's Warning
+/// Events, so the sandbox must say it as a real store would.
 struct BucketsMustExist {
     root: PathBuf,
 }

@@ -526,3 +526,73 @@ async fn hostile_clients_get_status_errors() {
     assert_eq!(status_of(intruder, request).await, 401);
     sandbox.shutdown().await;
 }
+
+#[tokio::test]
+async fn events_go_once_their_ttl_has_passed_since_their_last_write() {
+    use k8s_openapi::api::core::v1::Event;
+    use std::time::{Duration, Instant};
+
+    let sandbox = Sandbox::builder()
+        .event_ttl(Duration::from_secs(3))
+        .start()
+        .await
+        .expect("sandbox starts");
+    let client = sandbox.client().await.expect("client");
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let event = |name: &str| -> Event {
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": name},
+            "involvedObject": {"kind": "ConfigMap", "name": "demo", "namespace": "default"},
+            "reason": "Tested", "message": "something happened", "type": "Normal", "count": 1,
+        }))
+        .expect("an Event")
+    };
+    let written = Instant::now();
+    for name in ["once", "repeated"] {
+        events
+            .create(&PostParams::default(), &event(name))
+            .await
+            .expect("created");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A repeat is a write, which renews the Event's lease.
+    events
+        .patch(
+            "repeated",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"count": 2})),
+        )
+        .await
+        .expect("patched");
+    let renewed = Instant::now();
+
+    while events.get_opt("once").await.expect("get").is_some() {
+        assert!(
+            written.elapsed() < Duration::from_secs(10),
+            "the Event outlived its TTL"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        written.elapsed() >= Duration::from_secs(3),
+        "the Event went {:?} after it was written, before its TTL",
+        written.elapsed()
+    );
+    assert!(
+        events.get_opt("repeated").await.expect("get").is_some(),
+        "the Event written again went with the TTL of its first write"
+    );
+    while events.get_opt("repeated").await.expect("get").is_some() {
+        assert!(
+            renewed.elapsed() < Duration::from_secs(10),
+            "the repeated Event outlived its TTL"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(renewed.elapsed() >= Duration::from_secs(3));
+    // Nothing else is touched.
+    let namespaces: Api<Namespace> = Api::all(client);
+    assert!(namespaces.get_opt("default").await.expect("get").is_some());
+    sandbox.shutdown().await;
+}

@@ -903,3 +903,73 @@ async fn a_parallel_statefulset_starts_all_its_pods_at_once() {
     assert_eq!(status.ready_replicas.unwrap_or(0), 0);
     cluster.stop().await;
 }
+
+#[tokio::test]
+async fn a_finished_job_and_its_pods_are_deleted_once_its_ttl_has_passed() {
+    let cluster = Cluster::start(ControllerOptions::default(), false, Outcome::Succeed).await;
+    let jobs: Api<Job> = cluster.api();
+    let pods = cluster.pods();
+    jobs.create(
+        &PostParams::default(),
+        &job("brief", json!({"ttlSecondsAfterFinished": 3})),
+    )
+    .await
+    .expect("created");
+    jobs.create(
+        &PostParams::default(),
+        &job("kept", json!({"ttlSecondsAfterFinished": 3600})),
+    )
+    .await
+    .expect("created");
+    eventually("both Jobs are Complete", 10, || async {
+        condition(&jobs.get("brief").await.expect("get"), "Complete").is_some()
+            && condition(&jobs.get("kept").await.expect("get"), "Complete").is_some()
+    })
+    .await;
+    let finished = std::time::Instant::now();
+    let brief_pods = ListParams::default().labels("job-name=brief");
+    assert_eq!(pods.list(&brief_pods).await.expect("listed").items.len(), 1);
+
+    eventually("the Job with a 3-second TTL is gone", 10, || async {
+        jobs.get_opt("brief").await.expect("get").is_none()
+    })
+    .await;
+    // The condition's time has a resolution of one second.
+    assert!(
+        finished.elapsed() >= Duration::from_secs(2),
+        "deleted after {:?}, before its TTL",
+        finished.elapsed()
+    );
+    eventually("its pod goes with it", 10, || async {
+        pods.list(&brief_pods)
+            .await
+            .expect("listed")
+            .items
+            .is_empty()
+    })
+    .await;
+    assert!(jobs.get_opt("kept").await.expect("get").is_some());
+    assert_eq!(
+        pods.list(&ListParams::default().labels("job-name=kept"))
+            .await
+            .expect("listed")
+            .items
+            .len(),
+        1,
+        "a Job whose TTL has not passed keeps its pod"
+    );
+
+    // Shortening the TTL of a finished Job applies at once, as on a real cluster.
+    jobs.patch(
+        "kept",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"ttlSecondsAfterFinished": 0}})),
+    )
+    .await
+    .expect("patched");
+    eventually("the Job whose TTL was shortened is gone", 10, || async {
+        jobs.get_opt("kept").await.expect("get").is_none()
+    })
+    .await;
+    cluster.stop().await;
+}

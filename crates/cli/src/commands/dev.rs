@@ -46,6 +46,14 @@ pub struct DevArgs {
     /// (backupJob.stallTimeout, such as 10m).
     #[arg(long, env = "TUSK_BACKUP_STALL_TIMEOUT")]
     pub backup_stall_timeout: Option<String>,
+    /// How long a succeeded backup's Job and pod stay before they are deleted
+    /// (backupJob.succeededTtl, such as 1h).
+    #[arg(long, env = "TUSK_BACKUP_JOB_TTL")]
+    pub backup_job_ttl: Option<String>,
+    /// How long any other finished backup Job and its pod stay (backupJob.failedTtl, such as
+    /// 24h).
+    #[arg(long, env = "TUSK_FAILED_BACKUP_JOB_TTL")]
+    pub failed_backup_job_ttl: Option<String>,
 }
 
 /// What must stay the same from one run to the next: backups and pods name the store's
@@ -155,10 +163,7 @@ fn local_postgres_version() -> Option<String> {
     versions.last().map(u32::to_string)
 }
 
-fn operator_config(
-    store: &S3Server,
-    backup_stall_timeout: Option<String>,
-) -> anyhow::Result<OperatorConfig> {
+fn operator_config(store: &S3Server, args: &DevArgs) -> anyhow::Result<OperatorConfig> {
     let mut config = OperatorConfig::default();
     config.store.url = format!("s3://{BUCKET}/dev");
     config.store.endpoint = Some(store.endpoint().to_owned());
@@ -184,7 +189,9 @@ fn operator_config(
     config.http_address = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     config
         .with_overrides(Overrides {
-            backup_stall_timeout,
+            backup_stall_timeout: args.backup_stall_timeout.clone(),
+            backup_succeeded_ttl: args.backup_job_ttl.clone(),
+            backup_failed_ttl: args.failed_backup_job_ttl.clone(),
             ..Overrides::default()
         })
         .context("the operator configuration for `tusk dev` is invalid")
@@ -304,7 +311,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .context("cannot connect to the sandbox")?;
     install(&client, &store).await?;
     wait_for_crds(&client).await?;
-    let mut config = operator_config(&store, args.backup_stall_timeout.clone())?;
+    let mut config = operator_config(&store, &args)?;
     let gateway = start_gateway(&data_dir, &mut config, &client).await?;
     let gateway_endpoint = config.store.gateway.endpoint.clone();
 

@@ -48,6 +48,12 @@ pub struct OperatorArgs {
     /// backupJob.stallTimeout, such as 10m.
     #[arg(long, env = "TUSK_BACKUP_STALL_TIMEOUT")]
     backup_stall_timeout: Option<String>,
+    /// backupJob.succeededTtl, such as 1h.
+    #[arg(long, env = "TUSK_BACKUP_JOB_TTL")]
+    backup_job_ttl: Option<String>,
+    /// backupJob.failedTtl, such as 24h.
+    #[arg(long, env = "TUSK_FAILED_BACKUP_JOB_TTL")]
+    failed_backup_job_ttl: Option<String>,
     /// tunnel.image.
     #[arg(long, env = "TUSK_TUNNEL_IMAGE")]
     tunnel_image: Option<String>,
@@ -84,6 +90,8 @@ impl OperatorArgs {
             default_postgres_version: self.default_postgres_version,
             backup_image: self.backup_image,
             backup_stall_timeout: self.backup_stall_timeout,
+            backup_succeeded_ttl: self.backup_job_ttl,
+            backup_failed_ttl: self.failed_backup_job_ttl,
             tunnel_image: self.tunnel_image,
             tunnel_host_template: self.tunnel_host_template,
             tunnel_port: self.tunnel_port,

@@ -300,8 +300,12 @@ impl Kubectl {
 
     /// The Events about one object, as `(type, reason, note)`.
     pub fn events_about(&self, name: &str) -> Vec<(String, String, String)> {
-        let selector = format!("regarding.name={name}");
-        let Some(list) = self.get_json(&["events.events.k8s.io", "--field-selector", &selector])
+        self.events_regarding(&format!("regarding.name={name}"))
+    }
+
+    /// The Events matching a field selector on `regarding.*`, as `(type, reason, note)`.
+    pub fn events_regarding(&self, selector: &str) -> Vec<(String, String, String)> {
+        let Some(list) = self.get_json(&["events.events.k8s.io", "--field-selector", selector])
         else {
             return Vec::new();
         };

@@ -37,6 +37,7 @@ pub mod table;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use rand::RngExt;
@@ -139,17 +140,40 @@ pub enum ClientError {
     Client(#[from] kube::Error),
 }
 
+/// How long an Event stays after its last write unless set: kube-apiserver's `--event-ttl`.
+const DEFAULT_EVENT_TTL: Duration = Duration::from_secs(3600);
+
 /// Options of a sandbox about to start.
-#[derive(Default)]
 pub struct SandboxBuilder {
     data_dir: Option<PathBuf>,
+    event_ttl: Duration,
     port: u16,
     kubeconfig_path: Option<PathBuf>,
     pod_logs: Option<Arc<dyn PodLogs>>,
     runtime: Option<crate::runtime::RuntimeOptions>,
 }
 
+impl Default for SandboxBuilder {
+    fn default() -> Self {
+        Self {
+            data_dir: None,
+            event_ttl: DEFAULT_EVENT_TTL,
+            port: 0,
+            kubeconfig_path: None,
+            pod_logs: None,
+            runtime: None,
+        }
+    }
+}
+
 impl SandboxBuilder {
+    /// Deletes each Event this long after it was last written (default one hour, as
+    /// kube-apiserver's `--event-ttl`).
+    pub fn event_ttl(mut self, ttl: Duration) -> Self {
+        self.event_ttl = ttl;
+        self
+    }
+
     /// Persists objects (and the resourceVersion) in this directory, reloading what is there.
     /// Without it, everything lives in memory only.
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
@@ -254,7 +278,11 @@ impl SandboxBuilder {
             pod_logs,
         });
         let mut tasks = JoinSet::new();
-        tasks.spawn(crate::gc::run(store.clone(), shutdown.clone()));
+        tasks.spawn(crate::gc::run(
+            store.clone(),
+            self.event_ttl,
+            shutdown.clone(),
+        ));
         tasks.spawn(serviceaccounts::run(store.clone(), shutdown.clone()));
         tasks.spawn(accept_loop(
             listener,

@@ -3,13 +3,16 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::{Notify, broadcast};
 
 use super::persist::Persist;
-use super::resources::{CRD_STORAGE, Registry, crd_resource_types, crd_storage_key};
+use super::resources::{
+    CRD_STORAGE, EVENTS_STORAGE, Registry, crd_resource_types, crd_storage_key,
+};
 
 /// Where an object lives in its collection: namespace (empty when cluster-scoped) and name.
 pub(crate) type Key = (String, String);
@@ -78,6 +81,9 @@ pub(crate) struct State {
     history: VecDeque<Arc<Change>>,
     /// The newest resourceVersion whose changes are no longer all in `history`.
     pub compacted_through: u64,
+    /// When each Event was last written: kube-apiserver stores Events under an etcd lease of
+    /// `--event-ttl` that every write renews, so an Event goes that long after its last write.
+    event_written: HashMap<Key, Instant>,
 }
 
 impl State {
@@ -143,6 +149,9 @@ impl Txn<'_> {
         let key = object_key(&object);
         let object = Arc::new(object);
         let collection = self.state.collections.entry(storage.clone()).or_default();
+        if &**storage == EVENTS_STORAGE {
+            self.state.event_written.insert(key.clone(), Instant::now());
+        }
         let previous = collection.insert(key, object.clone());
         let event_type = if previous.is_some() {
             EventType::Modified
@@ -159,6 +168,9 @@ impl Txn<'_> {
     /// Removes an object for good; its DELETED event carries a new resourceVersion.
     pub fn remove(&mut self, storage: &Arc<str>, key: &Key) -> Option<Arc<Value>> {
         let previous = self.state.collections.get_mut(storage)?.remove(key)?;
+        if &**storage == EVENTS_STORAGE {
+            self.state.event_written.remove(key);
+        }
         let rv = self.next_rv();
         let mut last = (*previous).clone();
         set_resource_version(&mut last, rv);
@@ -212,6 +224,33 @@ fn register_crd(registry: &mut Registry, crd: &Value) {
     }
 }
 
+/// When a stored Event was last written, as near as its own timestamps tell: the newest of
+/// its creation, last, event and series times (now when it has none).
+fn last_written(event: &Value) -> Instant {
+    let now = Instant::now();
+    let newest = [
+        "/metadata/creationTimestamp",
+        "/lastTimestamp",
+        "/eventTime",
+        "/series/lastObservedTime",
+    ]
+    .iter()
+    .filter_map(|pointer| {
+        event
+            .pointer(pointer)?
+            .as_str()?
+            .parse::<jiff::Timestamp>()
+            .ok()
+    })
+    .max();
+    let Some(newest) = newest else {
+        return now;
+    };
+    let age = jiff::Timestamp::now().duration_since(newest);
+    let age = std::time::Duration::try_from(age).unwrap_or_default();
+    now.checked_sub(age).unwrap_or(now)
+}
+
 pub(crate) fn object_key(object: &Value) -> Key {
     let text = |field: &str| {
         object
@@ -238,6 +277,7 @@ impl Store {
             collections: HashMap::new(),
             history: VecDeque::new(),
             compacted_through: rv,
+            event_written: HashMap::new(),
         };
         // CRDs first, so that their objects' collections are served.
         for (storage, object) in &objects {
@@ -247,6 +287,11 @@ impl Store {
         }
         for (storage, object) in objects {
             let key = object_key(&object);
+            if &*storage == EVENTS_STORAGE {
+                state
+                    .event_written
+                    .insert(key.clone(), last_written(&object));
+            }
             state
                 .collections
                 .entry(storage)
@@ -322,6 +367,40 @@ impl Store {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         guard.history.clear();
         guard.compacted_through = guard.rv;
+    }
+
+    /// Deletes every Event last written `ttl` or more ago, as etcd does when its lease
+    /// expires: at once, whatever its finalizers, with a DELETED watch event. Returns how many
+    /// went.
+    pub fn expire_events(&self, ttl: Duration) -> usize {
+        let expired: Vec<Key> = {
+            let state = self.read();
+            state
+                .event_written
+                .iter()
+                .filter(|(_, written)| written.elapsed() >= ttl)
+                .map(|(key, _)| key.clone())
+                .collect()
+        };
+        if expired.is_empty() {
+            return 0;
+        }
+        let storage: Arc<str> = Arc::from(EVENTS_STORAGE);
+        self.write(|txn| {
+            let mut removed = 0;
+            for key in &expired {
+                // Written again since it was read: its lease was renewed.
+                let still_expired = txn
+                    .state
+                    .event_written
+                    .get(key)
+                    .is_some_and(|written| written.elapsed() >= ttl);
+                if still_expired && txn.remove(&storage, key).is_some() {
+                    removed += 1;
+                }
+            }
+            removed
+        })
     }
 
     /// Waits until everything committed so far is on disk.

@@ -1,5 +1,5 @@
 //! The Job controller: runs pods until enough succeed, replaces failed ones up to the backoff
-//! limit, enforces activeDeadlineSeconds and ttlSecondsAfterFinished.
+//! limit, enforces activeDeadlineSeconds (ttlSecondsAfterFinished is [`super::ttl_after_finished`]'s).
 //!
 //! Pods are tracked with the `batch.kubernetes.io/job-tracking` finalizer, as the real
 //! controller does: a finished pod is first recorded in `status.uncountedTerminatedPods`, then
@@ -14,7 +14,7 @@ use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus, UncountedTerminatedPods};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, Patch, PostParams};
+use kube::api::{Api, Patch, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -269,23 +269,6 @@ pub(super) async fn reconcile(
     }
     write_status(&jobs, &name, Some(&stored), &status).await?;
 
-    if let Some(ttl) = spec.ttl_seconds_after_finished
-        && let Some(finished_at) = finished_at(&status)
-    {
-        let expires = finished_at + i64::from(ttl);
-        let left = expires - jiff::Timestamp::now().as_second();
-        if left <= 0 {
-            let params = DeleteParams::background();
-            match jobs.delete(&name, &params).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(status)) if status.code == 404 => {}
-                Err(error) => return Err(error.into()),
-            }
-            return Ok(Action::await_change());
-        }
-        let wait = Duration::from_secs(left.unsigned_abs());
-        requeue = Some(requeue.map_or(wait, |r: Duration| r.min(wait)));
-    }
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
 }
 
@@ -301,17 +284,6 @@ fn target_reason(status: &JobStatus, type_: &str) -> Option<(String, String)> {
                 c.message.clone().unwrap_or_default(),
             )
         })
-}
-
-/// When the Job reached Complete or Failed, in seconds since the epoch.
-fn finished_at(status: &JobStatus) -> Option<i64> {
-    status
-        .conditions
-        .iter()
-        .flatten()
-        .find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
-        .and_then(|c| c.last_transition_time.as_ref())
-        .map(|t| t.0.as_second())
 }
 
 /// Judges an unfinished Job (deadline, backoff limit, completions) and starts or stops pods.

@@ -1,5 +1,6 @@
 //! The workload controllers of the local runtime: what kube-controller-manager runs for
-//! StatefulSets, Deployments (through ReplicaSets), Jobs and Services' Endpoints.
+//! StatefulSets, Deployments (through ReplicaSets), Jobs (and their removal after
+//! `ttlSecondsAfterFinished`) and Services' Endpoints.
 //!
 //! Each is a kube-runtime [`Controller`](kube::runtime::Controller) talking to the API server
 //! over HTTPS like the real controller-manager. Reconcilers read the children they act on with a
@@ -12,6 +13,7 @@ mod endpoints;
 mod job;
 mod replicaset;
 mod statefulset;
+mod ttl_after_finished;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -81,8 +83,8 @@ pub(crate) struct Context {
     pub job_failures: std::sync::Mutex<std::collections::HashMap<String, tokio::time::Instant>>,
 }
 
-/// Runs the StatefulSet, Deployment, ReplicaSet, Job and Endpoints controllers until
-/// `shutdown`.
+/// Runs the StatefulSet, Deployment, ReplicaSet, Job, TTL-after-finished and Endpoints
+/// controllers until `shutdown`.
 pub async fn run(client: kube::Client, options: ControllerOptions, shutdown: CancellationToken) {
     let context = Arc::new(Context {
         client: client.clone(),
@@ -115,6 +117,12 @@ pub async fn run(client: kube::Client, options: ControllerOptions, shutdown: Can
             &shutdown
         ),
         job::release_orphans(client.clone(), shutdown.clone()),
+        drive(
+            ttl_after_finished::controller(&client),
+            ttl_after_finished::reconcile,
+            &context,
+            &shutdown
+        ),
         drive(
             endpoints::controller(&client),
             endpoints::reconcile,

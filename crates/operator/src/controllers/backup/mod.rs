@@ -17,7 +17,7 @@ use futures::StreamExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::finalizer::{Error as FinalizerError, Event as FinalizerEvent, finalizer};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -65,7 +65,23 @@ async fn reconcile(backup: Arc<PostgresBackup>, context: Arc<Context>) -> Result
         field: "namespace",
     })?;
     let api: Api<PostgresBackup> = Api::namespaced(context.client.clone(), &namespace);
-    finalizer(&api, BACKUP_STORAGE, backup, |event| async {
+    // The watch may still show a backup whose cleanup has finished and which is gone: act on
+    // the stored object, so that a finished deletion is neither repeated nor reported as a
+    // failure.
+    if backup.meta().deletion_timestamp.is_some() {
+        let stored = api
+            .get_opt(&backup.name_any())
+            .await
+            .map_err(|source| Error::Get {
+                kind: "PostgresBackup",
+                name: backup.name_any(),
+                source,
+            })?;
+        if stored.is_none_or(|stored| stored.uid() != backup.uid()) {
+            return Ok(Action::await_change());
+        }
+    }
+    let outcome = finalizer(&api, BACKUP_STORAGE, backup, |event| async {
         match event {
             // Nothing to keep in step while the backup exists; the finalizer is the point.
             FinalizerEvent::Apply(_) => Ok(Action::await_change()),
@@ -86,8 +102,15 @@ async fn reconcile(backup: Arc<PostgresBackup>, context: Arc<Context>) -> Result
             }
         }
     })
-    .await
-    .map_err(Error::from)
+    .await;
+    match outcome {
+        // The backup went between the read above and the finalizer's removal: its cleanup is
+        // done all the same.
+        Err(FinalizerError::RemoveFinalizer(error)) if is_not_found(&error) => {
+            Ok(Action::await_change())
+        }
+        other => other.map_err(Error::from),
+    }
 }
 
 async fn cleanup(backup: &PostgresBackup, context: &Context, namespace: &str) -> Result<Action> {
@@ -140,6 +163,18 @@ async fn cleanup(backup: &PostgresBackup, context: &Context, namespace: &str) ->
         .delete_object(&backup.spec.s3.path)
         .await
         .map_err(|error| Error::StoreDelete(error.to_string()))?;
+    events::publish(
+        &context.recorder,
+        &reference,
+        EventType::Normal,
+        reasons::BACKUP_DATA_DELETED,
+        "DeleteBackupData",
+        format!(
+            "Deleted backup {name} from the object store: {}",
+            backup.spec.s3.path
+        ),
+    )
+    .await;
 
     let wal_prefix = names::wal_prefix(&cluster_prefix);
     let keep = match wal_to_keep(backup, context, namespace).await? {

@@ -100,13 +100,18 @@ pub fn job(
         owner_references: Some(vec![owner]),
         ..ObjectMeta::default()
     };
-    Ok(run_once_job(
+    let mut job = run_once_job(
         metadata,
         names::backup_job_account(&request_name),
         i64::try_from(config.backup_job.active_deadline.as_secs()).unwrap_or(i64::MAX),
         container,
         &cluster_name,
-    ))
+    );
+    // The longer TTL until the operator has recorded a success (see `backupJob.failedTtl`).
+    if let Some(spec) = job.spec.as_mut() {
+        spec.ttl_seconds_after_finished = Some(config.backup_job.failed_ttl_seconds());
+    }
+    Ok(job)
 }
 
 /// The rules of a backup Job's Role, without the request's name: read its request and report
@@ -205,6 +210,8 @@ mod tests {
         assert_eq!(owner.controller, Some(true));
         let spec = job.spec.as_ref().unwrap();
         assert_eq!(spec.active_deadline_seconds, Some(7200));
+        // Until the operator has recorded a success, the Job keeps the failure's longer TTL.
+        assert_eq!(spec.ttl_seconds_after_finished, Some(24 * 3600));
         let pod = spec.template.spec.as_ref().unwrap();
         assert_eq!(
             pod.service_account_name.as_deref(),

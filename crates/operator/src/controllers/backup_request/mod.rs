@@ -528,6 +528,43 @@ async fn fail(
     report_outcome(context, &failed, namespace).await
 }
 
+/// Shortens the TTL of a succeeded request's Job from `backupJob.failedTtl`, which it started
+/// with, to `backupJob.succeededTtl`: its outcome is recorded in the request, and its logs are
+/// no longer needed for long.
+async fn keep_job_for_success(
+    context: &Context,
+    request: &PostgresBackupRequest,
+    namespace: &str,
+) -> Result<()> {
+    let jobs: Api<Job> = Api::namespaced(context.client.clone(), namespace);
+    let job_name = names::backup_job(&request.name_any());
+    let Some(job) = jobs.get_opt(&job_name).await.map_err(|source| Error::Get {
+        kind: "Job",
+        name: job_name.clone(),
+        source,
+    })?
+    else {
+        return Ok(());
+    };
+    let ttl = context.config.backup_job.succeeded_ttl_seconds();
+    let ours = job
+        .owner_references()
+        .iter()
+        .any(|owner| owner.controller == Some(true) && Some(&owner.uid) == request.uid().as_ref());
+    let current = job
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.ttl_seconds_after_finished);
+    if !ours || current.is_some_and(|current| current <= ttl) {
+        return Ok(());
+    }
+    let patch = json!({
+        "metadata": {"resourceVersion": job.resource_version()},
+        "spec": {"ttlSecondsAfterFinished": ttl},
+    });
+    merge_patch_if_present(&jobs, "Job", &job_name, &patch).await
+}
+
 /// Publishes BackupSucceeded or BackupFailed once per request.
 async fn report_outcome(
     context: &Context,
@@ -541,6 +578,9 @@ async fn report_outcome(
         return Ok(());
     }
     let status = request.status.clone().unwrap_or_default();
+    if status.phase == Some(BackupRequestPhase::Succeeded) {
+        keep_job_for_success(context, request, namespace).await?;
+    }
     let (type_, reason, note, outcome) = match status.phase {
         Some(BackupRequestPhase::Succeeded) => (
             EventType::Normal,
@@ -574,22 +614,29 @@ async fn report_outcome(
     .await;
     let api: Api<PostgresBackupRequest> = Api::namespaced(context.client.clone(), namespace);
     let patch = json!({"metadata": {"annotations": {OUTCOME_REPORTED_ANNOTATION: outcome}}});
-    match api
-        .patch(
-            &request.name_any(),
-            &PatchParams {
-                field_manager: Some(ssa::field_manager(CONTROLLER)),
-                ..PatchParams::default()
-            },
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
+    merge_patch_if_present(&api, "PostgresBackupRequest", &request.name_any(), &patch).await
+}
+
+/// Merge-patches an object as this controller; an object that is gone needs no patch.
+async fn merge_patch_if_present<K>(
+    api: &Api<K>,
+    kind: &'static str,
+    name: &str,
+    patch: &serde_json::Value,
+) -> Result<()>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let params = PatchParams {
+        field_manager: Some(ssa::field_manager(CONTROLLER)),
+        ..PatchParams::default()
+    };
+    match api.patch(name, &params, &Patch::Merge(patch)).await {
         Ok(_) => Ok(()),
         Err(error) if is_not_found(&error) => Ok(()),
         Err(source) => Err(Error::Patch {
-            kind: "PostgresBackupRequest",
-            name: request.name_any(),
+            kind,
+            name: name.to_owned(),
             source,
         }),
     }
