@@ -41,6 +41,51 @@ async fn python(sandbox: &Sandbox, script: &str) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// The Python client's writes of built-in kinds are decoded strictly when it asks
+/// (`fieldValidation=Strict`), and validated as kube-apiserver validates them.
+#[tokio::test]
+async fn python_client_sees_strict_decoding_and_validation_of_built_in_kinds() {
+    let sandbox = Sandbox::builder().start().await.expect("sandbox starts");
+    let answer = python(
+        &sandbox,
+        r#"
+import json
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import DynamicApiError
+# The typed API refuses unknown fields on the client; the dynamic one sends what it is given.
+deployments = DynamicClient(client.ApiClient()).resources.get(api_version="apps/v1", kind="Deployment")
+def deployment(name, labels, extra):
+    spec = {"selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": labels},
+                         "spec": {"containers": [{"name": "web", "image": "nginx"}]}}}
+    spec.update(extra)
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name}, "spec": spec}
+def create(body, validation):
+    return deployments.create(body=body, namespace="default", query_params=[("fieldValidation", validation)])
+for body in [deployment("typo", {"app": "web"}, {"replica": 3}), deployment("mismatch", {"app": "db"}, {})]:
+    try:
+        create(body, "Strict")
+        print("created")
+    except DynamicApiError as error:
+        status = json.loads(error.body)
+        print(error.status, status["reason"], status["message"])
+create(deployment("lenient", {"app": "web"}, {"replica": 3}), "Ignore")
+print(deployments.get(name="lenient", namespace="default").spec.replicas)
+"#,
+    )
+    .await;
+    let lines: Vec<&str> = answer.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "400 BadRequest Deployment in version \"v1\" cannot be handled as a Deployment: strict decoding error: unknown field \"spec.replica\"",
+            "422 Invalid Deployment.apps \"mismatch\" is invalid: spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"db\"}: `selector` does not match template `labels`",
+            "1",
+        ]
+    );
+    sandbox.shutdown().await;
+}
+
 /// The Python client's models leave `apiVersion` and `kind` out unless the caller sets them
 /// (its leader election creates its Lease so); kube-apiserver decodes a built-in kind's body
 /// with the endpoint's kind and version as defaults, while a custom kind's still needs its

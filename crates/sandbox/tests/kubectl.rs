@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
 use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
@@ -442,6 +443,84 @@ async fn a_crd_over_the_cel_cost_budget_is_refused_with_kube_apiservers_message(
     // The same rule over values of at most 1024 characters is accepted.
     std::fs::write(&path, parameters_crd(", maxLength: 1024")).expect("written");
     kubectl_ok(&sandbox, &["apply", "-f", &path_text]).await;
+    sandbox.shutdown().await;
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("written");
+    path.display().to_string()
+}
+
+const MISSPELLED_DEPLOYMENT: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: default
+spec:
+  replica: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: nginx
+        imagePullPolicyy: Always
+"#;
+
+/// kubectl's default (`--validate=strict`) refuses a misspelled field with kube-apiserver's
+/// message and stores nothing; `--validate=warn` creates the object without the unknown fields
+/// and prints a warning for each; `--validate=false` drops them silently.
+#[tokio::test]
+async fn kubectl_apply_refuses_a_misspelled_field_and_warns_when_asked_to() {
+    let sandbox = Sandbox::builder().start().await.expect("sandbox starts");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = write(dir.path(), "web.yaml", MISSPELLED_DEPLOYMENT);
+
+    let (ok, _, stderr) = kubectl(&sandbox, &["apply", "-f", &path]).await;
+    assert!(!ok, "a misspelled field was accepted");
+    assert!(
+        stderr.contains(
+            "Deployment in version \"v1\" cannot be handled as a Deployment: strict decoding error: unknown field \"spec.replica\", unknown field \"spec.template.spec.containers[0].imagePullPolicyy\""
+        ),
+        "{stderr}"
+    );
+    let (found, _, _) = kubectl(&sandbox, &["get", "deployment", "web"]).await;
+    assert!(!found, "the refused Deployment was stored");
+
+    let (ok, _, stderr) = kubectl(&sandbox, &["apply", "--validate=warn", "-f", &path]).await;
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("Warning: unknown field \"spec.replica\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "Warning: unknown field \"spec.template.spec.containers[0].imagePullPolicyy\""
+        ),
+        "{stderr}"
+    );
+    let client = sandbox.client().await.expect("client");
+    let stored = Api::<Deployment>::default_namespaced(client)
+        .get("web")
+        .await
+        .expect("created under Warn");
+    assert_eq!(
+        stored.spec.replicas,
+        Some(1),
+        "the misspelled replicas was dropped"
+    );
+
+    let ignored =
+        MISSPELLED_DEPLOYMENT.replace("name: web\n  namespace", "name: quiet\n  namespace");
+    let path = write(dir.path(), "quiet.yaml", &ignored);
+    let (ok, _, stderr) = kubectl(&sandbox, &["apply", "--validate=false", "-f", &path]).await;
+    assert!(ok, "{stderr}");
+    assert!(!stderr.contains("Warning"), "{stderr}");
     sandbox.shutdown().await;
 }
 

@@ -26,6 +26,8 @@ mod serviceaccounts;
 mod services;
 pub(crate) mod store;
 mod tls;
+mod typed;
+mod validation;
 mod watch;
 
 pub mod openapi;

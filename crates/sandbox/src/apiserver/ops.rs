@@ -17,6 +17,8 @@ use super::ext::{self, Cause};
 use super::resources::{CRD_STORAGE, NAMESPACE_STORAGE, ResourceType, crd_resource_types};
 use super::services;
 use super::store::{Key, Store, Txn, object_key};
+use super::typed;
+use super::validation;
 
 /// How a client asked for unknown fields to be treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +36,8 @@ pub(crate) struct WriteOptions {
     pub field_validation: FieldValidation,
     /// Warnings to return in `Warning` headers (unknown fields under `Warn`).
     pub warnings: Vec<String>,
+    /// The paths of the keys the request body gave twice, reported with the unknown fields.
+    pub duplicate_fields: Vec<String>,
 }
 
 /// The four patch content types.
@@ -235,18 +239,13 @@ fn validate_name(rt: &ResourceType, name: &str) -> Option<Cause> {
             && !part.ends_with('-')
     };
     let dns_label_only = rt.plural == "namespaces" || rt.plural == "services";
-    let valid = if dns_label_only {
-        name.len() <= 63 && part_matches(name)
-    } else {
-        name.len() <= 253 && name.split('.').all(part_matches)
-    };
-    if valid {
-        return None;
-    }
     let message = if dns_label_only {
         format!(
-            "Invalid value: \"{name}\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+            "Invalid value: \"{name}\": {}",
+            validation::dns1123_label_error(name)?
         )
+    } else if name.len() <= 253 && name.split('.').all(part_matches) {
+        return None;
     } else {
         format!(
             "Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
@@ -347,7 +346,10 @@ impl ApiError {
     }
 }
 
-/// Applies a CRD's structural schema: pruning (or refusing) unknown fields, defaults, validation.
+/// Applies the kind's schema: a CRD's structural schema prunes (or refuses) unknown fields,
+/// defaults and validates; a built-in kind drops the fields its type does not have and is
+/// validated as kube-apiserver validates it. Unknown and duplicate fields are refused under
+/// `Strict`, reported as warnings under `Warn`, and dropped silently under `Ignore`.
 fn apply_schema(
     rt: &ResourceType,
     name: &str,
@@ -355,41 +357,60 @@ fn apply_schema(
     old: Option<&Value>,
     opts: &mut WriteOptions,
 ) -> Result<(), ApiError> {
-    let Some(schema) = &rt.schema else {
-        return Ok(());
-    };
-    // The schema describes the body; the envelope is the server's and survives pruning.
-    let envelope: Vec<(String, Value)> = ["apiVersion", "kind", "metadata"]
+    let mut strict_errors: Vec<String> = opts
+        .duplicate_fields
         .iter()
-        .filter_map(|f| object.get(*f).map(|v| (f.to_string(), v.clone())))
+        .map(|p| format!("duplicate field \"{p}\""))
         .collect();
-    let pruned = schema.prune(object);
-    for (field, value) in envelope {
-        object[field] = value;
-    }
-    if !pruned.is_empty() {
+    let unknown = match &rt.schema {
+        Some(schema) => {
+            // The schema describes the body; the envelope is the server's and survives pruning.
+            let envelope: Vec<(String, Value)> = ["apiVersion", "kind", "metadata"]
+                .iter()
+                .filter_map(|f| object.get(*f).map(|v| (f.to_string(), v.clone())))
+                .collect();
+            let pruned = schema.prune(object);
+            for (field, value) in envelope {
+                object[field] = value;
+            }
+            pruned
+        }
+        None => {
+            let stored_kind = object
+                .get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let stored_group = if rt.group == "events.k8s.io" {
+                ""
+            } else {
+                rt.group.as_str()
+            };
+            typed::prune_unknown_fields(stored_group, &stored_kind, object)
+        }
+    };
+    strict_errors.extend(unknown.iter().map(|p| format!("unknown field \"{p}\"")));
+    if !strict_errors.is_empty() {
         match opts.field_validation {
             FieldValidation::Strict => {
-                let fields: Vec<String> = pruned
-                    .iter()
-                    .map(|p| format!("unknown field \"{p}\""))
-                    .collect();
                 return Err(ApiError::bad_request(format!(
                     "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
-                    fields.join(", "),
+                    strict_errors.join(", "),
                     kind = rt.kind,
                     version = rt.version,
                 )));
             }
-            FieldValidation::Warn => {
-                opts.warnings
-                    .extend(pruned.iter().map(|p| format!("unknown field \"{p}\"")));
-            }
+            FieldValidation::Warn => opts.warnings.extend(strict_errors),
             FieldValidation::Ignore => {}
         }
     }
-    schema.default(object);
-    let causes = schema.validate(object, old);
+    let causes = match &rt.schema {
+        Some(schema) => {
+            schema.default(object);
+            schema.validate(object, old)
+        }
+        None => validation::validate(rt, object, old),
+    };
     if causes.is_empty() {
         Ok(())
     } else {
@@ -886,6 +907,14 @@ pub(crate) fn patch(
     opts: &mut WriteOptions,
 ) -> Result<(Arc<Value>, bool), ApiError> {
     let patch_body = parse_patch_body(body, matches!(patch_type, PatchType::Apply { .. }))?;
+    if matches!(patch_type, PatchType::Apply { .. })
+        && patch_body
+            .pointer("/metadata/managedFields")
+            .is_some_and(|fields| !fields.is_null())
+    {
+        // kube-apiserver's apply refuses a body that carries field ownership of its own.
+        return Err(ApiError::bad_request("metadata.managedFields must be nil"));
+    }
     if patch_type == PatchType::Strategic && rt.custom {
         return Err(ApiError::unsupported_media_type(
             "application/strategic-merge-patch+json",

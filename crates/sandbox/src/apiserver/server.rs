@@ -22,6 +22,7 @@ use super::ops::{
 use super::rbac;
 use super::resources::{CRD_STORAGE, ResourceType};
 use super::store::{Key, Store};
+use super::typed;
 use super::watch::{self, WatchRequest};
 use super::{LogRequest, PodLogs};
 
@@ -241,6 +242,7 @@ impl Server {
                 _ => FieldValidation::Warn,
             },
             warnings: Vec::new(),
+            duplicate_fields: json_object_body_duplicates(&content_type, &body),
         };
         let wants_table = accept.contains("as=Table");
         let result = match (method, target) {
@@ -415,6 +417,9 @@ impl Server {
         };
         let (code, object, _rt) = result?;
         let mut response = json_response(code, &object);
+        // A write retried after a race validates again; each warning is sent once.
+        let mut sent = std::collections::HashSet::new();
+        opts.warnings.retain(|w| sent.insert(w.clone()));
         for warning in &opts.warnings {
             if let Ok(value) = header::HeaderValue::from_str(&format!(
                 "299 - \"{}\"",
@@ -982,6 +987,20 @@ async fn read_body(request: Request<Incoming>) -> Result<Bytes, ApiError> {
         Err(error) => Err(ApiError::bad_request(format!(
             "cannot read the request body: {error}"
         ))),
+    }
+}
+
+/// The keys a JSON object body (a created or replaced object, a merge or strategic merge patch)
+/// gives twice, for the strict decoding kube-apiserver does of such bodies.
+fn json_object_body_duplicates(content_type: &str, body: &[u8]) -> Vec<String> {
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    match media {
+        "application/json"
+        | ""
+        | "*/*"
+        | "application/merge-patch+json"
+        | "application/strategic-merge-patch+json" => typed::duplicate_fields(body),
+        _ => Vec::new(),
     }
 }
 

@@ -65,6 +65,7 @@ fn reconcile(store: &Store) {
             field_manager: "kube-controller-manager".to_string(),
             field_validation: FieldValidation::Ignore,
             warnings: Vec::new(),
+            duplicate_fields: Vec::new(),
         };
         let account = json!({
             "kind": "ServiceAccount",

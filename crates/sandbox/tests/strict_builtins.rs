@@ -1,0 +1,431 @@
+//! Built-in kinds decoded and validated as kube-apiserver does: duplicate fields under each
+//! `fieldValidation`, `metadata.managedFields` in an apply body, and the 422s of the fields
+//! tusk's objects set. (kubectl's unknown fields are in kubectl.rs, the Python client's in
+//! client_libraries.rs.)
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::client::Body;
+use serde_json::{Value, json};
+use tusk_sandbox::Sandbox;
+
+/// A raw request's answer: status code, `Warning` header texts, JSON body.
+struct Answer {
+    code: u16,
+    warnings: Vec<String>,
+    body: Value,
+}
+
+/// Sends `body` to `uri` with `fieldValidation=<validation>`.
+async fn send(
+    client: &kube::Client,
+    method: &str,
+    uri: &str,
+    validation: &str,
+    body: &str,
+) -> Answer {
+    let content_type = if method == "PATCH" {
+        "application/merge-patch+json"
+    } else {
+        "application/json"
+    };
+    let request = http::Request::builder()
+        .method(method)
+        .uri(format!("{uri}?fieldValidation={validation}"))
+        .header("content-type", content_type)
+        .body(Body::from(body.as_bytes().to_vec()))
+        .expect("request");
+    let response = client.send(request).await.expect("answered");
+    let code = response.status().as_u16();
+    let warnings = response
+        .headers()
+        .get_all(http::header::WARNING)
+        .iter()
+        .map(|v| v.to_str().unwrap_or_default().to_string())
+        .collect();
+    let bytes = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .expect("body")
+        .to_bytes();
+    Answer {
+        code,
+        warnings,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    }
+}
+
+fn deployment(name: &str, selector: Value, labels: Value, containers: Value) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "selector": {"matchLabels": selector},
+            "template": {"metadata": {"labels": labels}, "spec": {"containers": containers}},
+        },
+    })
+}
+
+/// A key given twice in a JSON body is a strict decoding error too, named by its path; under
+/// Warn it is a warning and the last value wins, under Ignore nothing is said.
+#[tokio::test]
+async fn duplicate_fields_are_refused_under_strict_and_reported_under_warn() {
+    let sandbox = Sandbox::builder().start().await.expect("sandbox starts");
+    let client = sandbox.client().await.expect("client");
+    let body = r#"{"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "twice", "labels": {"a": "1"}, "labels": {"a": "2"}},
+        "data": {"k": "v"}, "colour": "blue"}"#;
+    let uri = "/api/v1/namespaces/default/configmaps";
+
+    let strict = send(&client, "POST", uri, "Strict", body).await;
+    assert_eq!(strict.code, 400, "{}", strict.body);
+    assert_eq!(strict.body["reason"], "BadRequest");
+    assert_eq!(
+        strict.body["message"],
+        "ConfigMap in version \"v1\" cannot be handled as a ConfigMap: strict decoding error: duplicate field \"metadata.labels\", unknown field \"colour\""
+    );
+
+    let warned = send(&client, "POST", uri, "Warn", body).await;
+    assert_eq!(warned.code, 201, "{}", warned.body);
+    assert_eq!(
+        warned.warnings,
+        [
+            r#"299 - "duplicate field \"metadata.labels\"""#,
+            r#"299 - "unknown field \"colour\"""#
+        ]
+    );
+    assert_eq!(warned.body["metadata"]["labels"]["a"], "2");
+    assert!(warned.body.get("colour").is_none());
+
+    let object = format!("{uri}/twice");
+    let patch = r#"{"data": {"k": "w"}, "data": {"k": "x"}}"#;
+    let patched = send(&client, "PATCH", &object, "Strict", patch).await;
+    assert_eq!(patched.code, 400, "{}", patched.body);
+    assert!(
+        patched.body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("strict decoding error: duplicate field \"data\""),
+        "{}",
+        patched.body
+    );
+
+    let ignored = send(&client, "PATCH", &object, "Ignore", patch).await;
+    assert_eq!(ignored.code, 200, "{}", ignored.body);
+    assert!(ignored.warnings.is_empty());
+    assert_eq!(ignored.body["data"]["k"], "x");
+    sandbox.shutdown().await;
+}
+
+/// kube-apiserver's apply refuses a body carrying `metadata.managedFields`.
+#[tokio::test]
+async fn an_apply_body_with_managed_fields_is_refused() {
+    let sandbox = Sandbox::builder().start().await.expect("sandbox starts");
+    let client = sandbox.client().await.expect("client");
+    let maps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::default_namespaced(client);
+    let body = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "owned", "managedFields": [
+            {"manager": "me", "operation": "Apply", "apiVersion": "v1", "fieldsType": "FieldsV1", "fieldsV1": {}}
+        ]},
+        "data": {"k": "v"},
+    });
+    let error = maps
+        .patch("owned", &PatchParams::apply("me"), &Patch::Apply(&body))
+        .await
+        .expect_err("refused");
+    let kube::Error::Api(status) = error else {
+        panic!("expected an API error, got {error}");
+    };
+    assert_eq!(
+        (status.code, status.reason.as_str(), status.message.as_str()),
+        (400, "BadRequest", "metadata.managedFields must be nil")
+    );
+    assert!(maps.get_opt("owned").await.expect("get").is_none());
+
+    let mut without = body.clone();
+    without["metadata"]
+        .as_object_mut()
+        .expect("metadata")
+        .remove("managedFields");
+    maps.patch("owned", &PatchParams::apply("me"), &Patch::Apply(&without))
+        .await
+        .expect("applied without managedFields");
+    sandbox.shutdown().await;
+}
+
+/// The 422 a refused write gets: message and the causes' fields.
+async fn invalid<T>(result: Result<T, kube::Error>) -> (String, Vec<(String, String)>) {
+    let error = result.err().expect("refused");
+    let kube::Error::Api(status) = error else {
+        panic!("expected an API error, got {error}");
+    };
+    assert_eq!(
+        (status.code, status.reason.as_str()),
+        (422, "Invalid"),
+        "{}",
+        status.message
+    );
+    let causes = status
+        .details
+        .map(|d| d.causes.into_iter().map(|c| (c.field, c.reason)).collect())
+        .unwrap_or_default();
+    (status.message, causes)
+}
+
+fn typed<T: serde::de::DeserializeOwned>(value: Value) -> T {
+    serde_json::from_value(value).expect("a valid typed object")
+}
+
+/// The checks of a pod spec, wherever one appears (a Pod, a workload's template).
+#[tokio::test]
+async fn pod_specs_are_validated_with_kube_apiservers_messages() {
+    let sandbox = Sandbox::builder().start().await.expect("sandbox starts");
+    let client = sandbox.client().await.expect("client");
+    let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let post = PostParams::default();
+
+    let (message, causes) = invalid(
+        deployments
+            .create(
+                &post,
+                &typed(deployment(
+                    "mismatch",
+                    json!({"app": "web"}),
+                    json!({"app": "other", "tier": "db"}),
+                    json!([{"name": "web", "image": "nginx"}]),
+                )),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(
+        message,
+        "Deployment.apps \"mismatch\" is invalid: spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"other\", \"tier\":\"db\"}: `selector` does not match template `labels`"
+    );
+    assert_eq!(
+        causes,
+        [(
+            "spec.template.metadata.labels".to_string(),
+            "FieldValueInvalid".to_string()
+        )]
+    );
+
+    let (message, causes) = invalid(
+        pods.create(
+            &post,
+            &typed(json!({
+                "metadata": {"name": "names"},
+                "spec": {"containers": [
+                    {"name": "pg", "image": "postgres"},
+                    {"name": "pg", "image": "postgres"},
+                    {"name": "Side_car", "image": "busybox"},
+                ]},
+            })),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        causes,
+        [
+            (
+                "spec.containers[1].name".into(),
+                "FieldValueDuplicate".into()
+            ),
+            ("spec.containers[2].name".into(), "FieldValueInvalid".into()),
+        ]
+    );
+    assert!(
+        message.starts_with("Pod \"names\" is invalid: [spec.containers[1].name: Duplicate value: \"pg\", spec.containers[2].name: Invalid value: \"Side_car\": a lowercase RFC 1123 label must consist of"),
+        "{message}"
+    );
+
+    let (message, causes) = invalid(
+        deployments
+            .create(
+                &post,
+                &typed(deployment(
+                    "mounts",
+                    json!({"app": "db"}),
+                    json!({"app": "db"}),
+                    json!([{
+                        "name": "pg", "image": "postgres",
+                        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                        "resources": {"requests": {"memory": "2Gi", "cpu": "500m"}, "limits": {"memory": "1Gi", "cpu": 1}},
+                    }]),
+                )),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(
+        message,
+        "Deployment.apps \"mounts\" is invalid: [spec.template.spec.containers[0].volumeMounts[0].name: Not found: \"data\", spec.template.spec.containers[0].resources.requests: Invalid value: \"2Gi\": must be less than or equal to memory limit of 1Gi]"
+    );
+    assert_eq!(
+        causes
+            .iter()
+            .map(|(_, reason)| reason.as_str())
+            .collect::<Vec<_>>(),
+        ["FieldValueNotFound", "FieldValueInvalid"]
+    );
+
+    // The same spec with the volume and requests within limits is accepted.
+    let mut valid = deployment(
+        "mounts",
+        json!({"app": "db"}),
+        json!({"app": "db"}),
+        json!([{
+            "name": "pg", "image": "postgres",
+            "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+            "resources": {"requests": {"memory": "1Gi", "cpu": "500m"}, "limits": {"memory": "1Gi", "cpu": 1}},
+        }]),
+    );
+    valid["spec"]["template"]["spec"]["volumes"] = json!([{"name": "data", "emptyDir": {}}]);
+    deployments
+        .create(&post, &typed(valid))
+        .await
+        .expect("a valid Deployment is created");
+    sandbox.shutdown().await;
+}
+
+/// The fields an update may not change: a pod's spec outside images (and a few more), a
+/// StatefulSet's spec outside replicas, template and its update policies, a Job's template, a
+/// Deployment's selector.
+#[tokio::test]
+async fn immutable_fields_are_refused_on_update() {
+    let sandbox = Sandbox::builder().start().await.expect("sandbox starts");
+    let client = sandbox.client().await.expect("client");
+    let post = PostParams::default();
+    let merge = |patch: Value| Patch::Merge(patch);
+    let params = PatchParams::default();
+
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    pods.create(
+        &post,
+        &typed(json!({
+            "metadata": {"name": "db"},
+            "spec": {"containers": [{"name": "pg", "image": "postgres:16", "command": ["postgres"]}]},
+        })),
+    )
+    .await
+    .expect("pod created");
+    let containers = |image: &str, command: &str| json!({"spec": {"containers": [{"name": "pg", "image": image, "command": [command]}]}});
+    let (message, causes) = invalid(
+        pods.patch("db", &params, &merge(containers("postgres:16", "sh")))
+            .await,
+    )
+    .await;
+    assert!(
+        message.starts_with("Pod \"db\" is invalid: spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`,"),
+        "{message}"
+    );
+    assert_eq!(causes, [("spec".into(), "FieldValueForbidden".into())]);
+    let updated = pods
+        .patch("db", &params, &merge(containers("postgres:17", "postgres")))
+        .await
+        .expect("an image change is allowed");
+    assert_eq!(
+        updated.spec.expect("spec").containers[0].image.as_deref(),
+        Some("postgres:17")
+    );
+
+    let sets: Api<StatefulSet> = Api::default_namespaced(client.clone());
+    sets.create(
+        &post,
+        &typed(json!({
+            "metadata": {"name": "pg"},
+            "spec": {
+                "serviceName": "pg", "replicas": 1,
+                "selector": {"matchLabels": {"app": "pg"}},
+                "template": {"metadata": {"labels": {"app": "pg"}},
+                    "spec": {"containers": [{"name": "pg", "image": "postgres"}]}},
+            },
+        })),
+    )
+    .await
+    .expect("StatefulSet created");
+    let (message, _) = invalid(
+        sets.patch(
+            "pg",
+            &params,
+            &merge(json!({"spec": {"serviceName": "other"}})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        message,
+        "StatefulSet.apps \"pg\" is invalid: spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"
+    );
+    sets.patch(
+        "pg",
+        &params,
+        &merge(json!({"spec": {"replicas": 2, "minReadySeconds": 5}})),
+    )
+    .await
+    .expect("replicas and minReadySeconds may change");
+
+    let jobs: Api<Job> = Api::default_namespaced(client.clone());
+    jobs.create(
+        &post,
+        &typed(json!({
+            "metadata": {"name": "once"},
+            "spec": {"template": {"spec": {"restartPolicy": "Never",
+                "containers": [{"name": "run", "image": "busybox", "command": ["true"]}]}}},
+        })),
+    )
+    .await
+    .expect("Job created");
+    let (message, causes) = invalid(
+        jobs.patch(
+            "once",
+            &params,
+            &merge(json!({"spec": {"template": {"spec": {"containers": [
+                {"name": "run", "image": "busybox", "command": ["false"]}]}}}})),
+        )
+        .await,
+    )
+    .await;
+    assert!(
+        message.contains("spec.template: Invalid value: "),
+        "{message}"
+    );
+    assert!(message.ends_with(": field is immutable"), "{message}");
+    assert_eq!(
+        causes,
+        [("spec.template".into(), "FieldValueInvalid".into())]
+    );
+
+    let deployments: Api<Deployment> = Api::default_namespaced(client);
+    deployments
+        .create(
+            &post,
+            &typed(deployment(
+                "web",
+                json!({"app": "web"}),
+                json!({"app": "web", "tier": "front"}),
+                json!([{"name": "web", "image": "nginx"}]),
+            )),
+        )
+        .await
+        .expect("Deployment created");
+    let (_, causes) = invalid(
+        deployments
+            .patch(
+                "web",
+                &params,
+                &merge(json!({"spec": {"selector": {"matchLabels": {"tier": "front"}}}})),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(
+        causes,
+        [("spec.selector".into(), "FieldValueInvalid".into())]
+    );
+    sandbox.shutdown().await;
+}
