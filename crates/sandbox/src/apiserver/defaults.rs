@@ -21,13 +21,15 @@ fn spec(object: &mut Value) -> &mut Value {
     &mut object["spec"]
 }
 
-/// Defaults a StatefulSet, Deployment or Job on every write, as the API server's decoding does.
+/// Defaults a StatefulSet, Deployment, Job or Secret on every write, as the API server's
+/// decoding does.
 /// Other kinds are left alone.
 pub(crate) fn apply(rt: &ResourceType, object: &mut Value) {
     match (rt.group.as_str(), rt.plural.as_str()) {
         ("apps", "statefulsets") => stateful_set(spec(object)),
         ("apps", "deployments") => deployment(spec(object)),
         ("batch", "jobs") => job(spec(object)),
+        ("", "secrets") => default_field(object, "type", json!("Opaque")),
         _ => {}
     }
 }

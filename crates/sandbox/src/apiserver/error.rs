@@ -161,12 +161,19 @@ impl ApiError {
         .with_details(json!({}))
     }
 
-    pub fn unsupported_media_type(content_type: &str) -> Self {
+    /// A request body in a media type the endpoint does not take; built-in kinds also take
+    /// protobuf.
+    pub fn unsupported_media_type(content_type: &str, builtin: bool) -> Self {
+        let protobuf = if builtin {
+            ", application/vnd.kubernetes.protobuf"
+        } else {
+            ""
+        };
         Self::new(
             415,
             "UnsupportedMediaType",
             format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml ({content_type})"
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml{protobuf} ({content_type})"
             ),
         )
     }

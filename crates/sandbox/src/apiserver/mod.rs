@@ -19,6 +19,7 @@ mod events;
 mod ext;
 pub(crate) mod ops;
 mod persist;
+mod protobuf;
 mod rbac;
 pub(crate) mod resources;
 mod server;

@@ -918,6 +918,7 @@ pub(crate) fn patch(
     if patch_type == PatchType::Strategic && rt.custom {
         return Err(ApiError::unsupported_media_type(
             "application/strategic-merge-patch+json",
+            false,
         ));
     }
     if matches!(

@@ -19,6 +19,7 @@ use super::ext::{self, FieldSelector, LabelSelector};
 use super::ops::{
     self, DeleteRequest, Deleted, FieldValidation, PatchType, Propagation, WriteOptions, present,
 };
+use super::protobuf;
 use super::rbac;
 use super::resources::{CRD_STORAGE, ResourceType};
 use super::store::{Key, Store};
@@ -216,7 +217,8 @@ impl Server {
             } else {
                 &content_type
             };
-            let object = decode(&body, media)?;
+            let (Target::Collection { rt, .. } | Target::Object { rt, .. }) = &target;
+            let object = decode(&body, media, rt, &rt.kind)?;
             rbac::check_escalation(&self.store.read(), &user, &access, &object)?;
         }
         // Deletions check their dryRun with their DeleteOptions; reads ignore it.
@@ -254,7 +256,7 @@ impl Server {
                     subresource,
                 },
             ) if subresource.as_deref() == Some("token") => {
-                let request = decode(&body, &content_type)?;
+                let request = decode(&body, &content_type, &rt, "TokenRequest")?;
                 let state = self.store.read();
                 let answer = self.auth.token_request(&state, &rt, &key, request)?;
                 return Ok(json_response(201, &answer));
@@ -274,7 +276,7 @@ impl Server {
                 if rt.namespaced && namespace.is_none() {
                     return Err(ApiError::method_not_allowed("POST"));
                 }
-                let object = decode(&body, &content_type)?;
+                let object = decode(&body, &content_type, &rt, &rt.kind)?;
                 let created =
                     ops::create(&self.store, &rt, namespace.as_deref(), object, &mut opts)?;
                 Ok((201, present(&rt, &created), rt))
@@ -323,7 +325,7 @@ impl Server {
                     subresource,
                 },
             ) => {
-                let object = decode(&body, &content_type)?;
+                let object = decode(&body, &content_type, &rt, &rt.kind)?;
                 let stored = ops::replace(
                     &self.store,
                     &rt,
@@ -359,7 +361,7 @@ impl Server {
                             force: flag(&query, "force"),
                         }
                     }
-                    other => return Err(ApiError::unsupported_media_type(other)),
+                    other => return Err(ApiError::unsupported_media_type(other, false)),
                 };
                 let (stored, created) = ops::patch(
                     &self.store,
@@ -405,7 +407,7 @@ impl Server {
                     subresource: Some(subresource),
                 },
             ) if subresource == "binding" => {
-                let binding = decode(&body, &content_type)?;
+                let binding = decode(&body, &content_type, &rt, "Binding")?;
                 self.bind_pod(&rt, &key, &binding)?;
                 Ok((
                     201,
@@ -1004,15 +1006,22 @@ fn json_object_body_duplicates(content_type: &str, body: &[u8]) -> Vec<String> {
     }
 }
 
-/// Decodes a JSON or YAML request body.
-fn decode(body: &[u8], content_type: &str) -> Result<Value, ApiError> {
+/// Decodes a JSON, YAML or (for built-in kinds) protobuf request body to an endpoint of `rt`
+/// that takes a `kind`.
+fn decode(
+    body: &[u8],
+    content_type: &str,
+    rt: &ResourceType,
+    kind: &str,
+) -> Result<Value, ApiError> {
     let media = content_type.split(';').next().unwrap_or("").trim();
     match media {
         "application/json" | "" | "*/*" => serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}"))),
         "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml_ng::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("the request body is not valid YAML: {e}"))),
-        other => Err(ApiError::unsupported_media_type(other)),
+        protobuf::MEDIA_TYPE if !rt.custom => protobuf::decode_object(body, kind),
+        other => Err(ApiError::unsupported_media_type(other, !rt.custom)),
     }
 }
 

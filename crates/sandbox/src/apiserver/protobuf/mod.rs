@@ -1,0 +1,103 @@
+//! `application/vnd.kubernetes.protobuf` bodies, which kubectl (1.32 and later) and client-go
+//! send for built-in kinds.
+//!
+//! A body is the four bytes `k8s\0` and then a `runtime.Unknown` message: the object's
+//! `apiVersion` and `kind` in `typeMeta`, and the kind's own message (`api.core.v1.Namespace`,
+//! say) in `raw`. The object becomes the JSON that kube-apiserver would store for it, with
+//! [`codec`]'s table of k8s-pb's messages. Custom resources have no protobuf form: as from
+//! kube-apiserver, a protobuf body for one is answered 415.
+
+mod codec;
+
+use prost::Message as _;
+use serde_json::{Map, Value};
+
+use super::error::ApiError;
+
+/// The media type of Kubernetes' protobuf encoding.
+pub(super) const MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf";
+
+/// The bytes every protobuf body starts with.
+const MAGIC: &[u8] = b"k8s\0";
+
+/// Decodes a protobuf request body into the object's JSON form, with `apiVersion` and `kind`.
+/// `expected_kind` names the kind the endpoint takes, for the error message.
+pub(super) fn decode_object(body: &[u8], expected_kind: &str) -> Result<Value, ApiError> {
+    let unrecognised = |reason: String| {
+        ApiError::bad_request(format!(
+            "the object provided is unrecognized (must be of type {expected_kind}): {reason}"
+        ))
+    };
+    let envelope = body.strip_prefix(MAGIC).ok_or_else(|| {
+        unrecognised(format!(
+            "provided data does not appear to be a protobuf message, expected prefix {MAGIC:?}"
+        ))
+    })?;
+    let unknown = k8s_pb::apimachinery::pkg::runtime::Unknown::decode(envelope)
+        .map_err(|e| unrecognised(e.to_string()))?;
+    let type_meta = unknown.type_meta.unwrap_or_default();
+    let api_version = type_meta.api_version.unwrap_or_default();
+    let kind = type_meta.kind.unwrap_or_default();
+    if kind.is_empty() {
+        return Err(unrecognised("Object 'Kind' is missing".to_owned()));
+    }
+    if let Some(encoding) = unknown.content_encoding.filter(|e| !e.is_empty()) {
+        return Err(unrecognised(format!(
+            "unsupported content encoding {encoding:?}"
+        )));
+    }
+    let cannot_handle = |reason: String| {
+        let version = api_version.rsplit('/').next().unwrap_or_default();
+        ApiError::bad_request(format!(
+            "{kind} in version {version:?} cannot be handled as a {expected_kind}: {reason}"
+        ))
+    };
+    let message = codec::kind_message(&api_version, &kind).ok_or_else(|| {
+        cannot_handle(format!(
+            "no kind {kind:?} is registered for version {api_version:?}"
+        ))
+    })?;
+    let fields = codec::decode(message, unknown.raw.as_deref().unwrap_or_default())
+        .map_err(|reason| cannot_handle(format!("invalid protobuf: {reason}")))?;
+    let Value::Object(fields) = fields else {
+        return Err(cannot_handle("not an object".to_owned()));
+    };
+    let mut object = Map::new();
+    object.insert("apiVersion".to_owned(), Value::String(api_version));
+    object.insert("kind".to_owned(), Value::String(kind));
+    object.extend(fields);
+    Ok(Value::Object(object))
+}
+
+/// Encodes an object (with `apiVersion` and `kind`) as a protobuf body, or says why not.
+#[cfg(test)]
+pub(super) fn encode_object(object: &Value) -> Result<Vec<u8>, String> {
+    let text = |field: &str| {
+        object
+            .get(field)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    };
+    let (api_version, kind) = (text("apiVersion"), text("kind"));
+    let message = codec::kind_message(api_version, kind)
+        .ok_or_else(|| format!("no protobuf message for {api_version} {kind}"))?;
+    let mut fields = object.as_object().cloned().unwrap_or_default();
+    fields.remove("apiVersion");
+    fields.remove("kind");
+    let raw = codec::encode(message, &Value::Object(fields))?;
+    let unknown = k8s_pb::apimachinery::pkg::runtime::Unknown {
+        type_meta: Some(k8s_pb::apimachinery::pkg::runtime::TypeMeta {
+            api_version: Some(api_version.to_owned()),
+            kind: Some(kind.to_owned()),
+        }),
+        raw: Some(raw),
+        content_encoding: Some(String::new()),
+        content_type: Some(String::new()),
+    };
+    let mut body = MAGIC.to_vec();
+    unknown.encode(&mut body).map_err(|e| e.to_string())?;
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests;
