@@ -225,7 +225,23 @@ async fn a_restore_killed_during_and_after_the_unpack_recovers_with_the_backups_
         "the restore was Ready before the second kill"
     );
 
-    shop.wait_ready("copy");
+    // Two kills mean two unpacks and the kubelet's back-off (10 s, then 20 s) before the third
+    // start: on a loaded machine that is longer than a first start, so this waits longer, and
+    // says why the cluster is not Ready if it never gets there.
+    shop.until(
+        "the twice-killed restore to become Ready",
+        Duration::from_secs(200),
+        || {
+            let seen = shop.ok(&[
+                "get",
+                "pgc",
+                "copy",
+                "-o",
+                "jsonpath={.status.phase}: {.status.conditions[?(@.type==\"Degraded\")].message}",
+            ]);
+            seen.starts_with("Ready:").then_some(()).ok_or(seen)
+        },
+    );
     let rows = shop.until("the owner to log in", Duration::from_secs(30), || {
         owner_sql(&admin, "copy", "SELECT count(*), sum(n) FROM marks")
     });

@@ -829,6 +829,7 @@ mod tests {
                 "Memory",
                 "Disk",
                 "Endpoint",
+                "Restore",
                 "Last Backup",
                 "Age"
             ]
@@ -851,7 +852,7 @@ mod tests {
         assert_eq!(table["metadata"]["resourceVersion"], "42");
         assert_eq!(
             table["rows"][0]["cells"],
-            json!(["orders", "Orders", "Ready", 4, 20, null, null, "2d5h"])
+            json!(["orders", "Orders", "Ready", 4, 20, null, null, null, "2d5h"])
         );
         assert_eq!(table["columnDefinitions"][0]["format"], "name");
         assert_eq!(table["columnDefinitions"][3]["type"], "integer");
@@ -859,7 +860,7 @@ mod tests {
             table["columnDefinitions"][3]["description"],
             "Memory in GiB"
         );
-        assert_eq!(table["columnDefinitions"][6]["priority"], 1);
+        assert_eq!(table["columnDefinitions"][7]["priority"], 1);
         assert_eq!(table["rows"][0]["object"]["kind"], "PartialObjectMetadata");
         assert_eq!(table["rows"][0]["object"]["metadata"]["name"], "orders");
 
@@ -871,7 +872,7 @@ mod tests {
             at("2026-01-01T00:00:30Z"),
         );
         assert!(bare["rows"][0].get("object").is_none());
-        assert_eq!(bare["rows"][0]["cells"][7], "30s");
+        assert_eq!(bare["rows"][0]["cells"][8], "30s");
         let full = render_table_at(
             &columns,
             std::slice::from_ref(&cluster),
