@@ -220,7 +220,7 @@ async fn watched(
     sandbox: &Sandbox,
     args: &[&str],
     change: impl std::future::Future<Output = ()>,
-    expected: &str,
+    expected_row: impl Fn(&str) -> bool,
 ) -> String {
     let mut watch = Command::new("kubectl")
         .args(args)
@@ -234,7 +234,12 @@ async fn watched(
     // The first row, from the watch's initial events, comes before the change.
     read_until(&mut stdout, &mut seen, |seen| seen.lines().count() >= 2).await;
     change.await;
-    read_until(&mut stdout, &mut seen, |seen| seen.contains(expected)).await;
+    // kubectl writes a row cell by cell, so the watch is read until the whole row expected
+    // has arrived, not only its first cells.
+    read_until(&mut stdout, &mut seen, |seen| {
+        seen.lines().any(&expected_row)
+    })
+    .await;
     let _ = watch.kill().await;
     seen
 }
@@ -286,16 +291,17 @@ async fn kubectl_get_watch_keeps_the_columns_of_every_row() {
         .await
         .expect("status written");
     };
-    let seen = watched(&sandbox, &["get", "pods", "-w"], running, "Running").await;
+    let has_every_column =
+        |row: &str| row.contains("Running") && row.split_whitespace().count() == 5;
+    let seen = watched(&sandbox, &["get", "pods", "-w"], running, has_every_column).await;
     let header = seen.lines().next().unwrap_or_default();
     assert!(
         header.split_whitespace().collect::<Vec<_>>()
             == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
         "kubectl get -w printed {seen:?}"
     );
-    let row = seen.lines().find(|line| line.contains("Running"));
     assert!(
-        row.is_some_and(|row| row.split_whitespace().count() == 5),
+        seen.lines().any(has_every_column),
         "the changed pod's row lost its columns: {seen:?}"
     );
 
@@ -324,11 +330,13 @@ async fn kubectl_get_watch_keeps_the_columns_of_every_row() {
             .await
             .expect("status written");
     };
+    let has_printer_columns =
+        |row: &str| row.contains("Running") && row.contains("elephant") && row.contains("42");
     let seen = watched(
         &sandbox,
         &["get", "pgbr", "my-backup", "-w"],
         progressing,
-        "Running",
+        has_printer_columns,
     )
     .await;
     let header = seen.lines().next().unwrap_or_default();
@@ -336,9 +344,8 @@ async fn kubectl_get_watch_keeps_the_columns_of_every_row() {
         header.contains("PHASE") && header.contains("PROGRESS %"),
         "kubectl get pgbr -w printed {seen:?}"
     );
-    let row = seen.lines().find(|line| line.contains("Running"));
     assert!(
-        row.is_some_and(|row| row.contains("elephant") && row.contains("42")),
+        seen.lines().any(has_printer_columns),
         "the backup request's row lost its printer columns: {seen:?}"
     );
     sandbox.shutdown().await;
