@@ -54,3 +54,5 @@ pub fn api_error(error: Error) -> (u16, String, Vec<String>) {
 pub fn object(value: Value) -> DynamicObject {
     serde_json::from_value(value).expect("valid object")
 }
+
+pub mod kubectl;
