@@ -5,7 +5,6 @@
 #![allow(dead_code)]
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,10 +15,12 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use rand::RngExt;
 use serde_json::{Value, json};
-use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 use tusk_sandbox::Sandbox;
 use tusk_sandbox::controllers::{self, ControllerOptions};
+
+#[path = "../common/kubectl.rs"]
+mod kubectl_runner;
 
 /// What the stand-in kubelet does with a new pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,18 +92,7 @@ impl Cluster {
 
     /// Runs kubectl against the sandbox.
     pub async fn kubectl(&self, args: &[&str]) -> (bool, String, String) {
-        let output = Command::new("kubectl")
-            .args(args)
-            .env("KUBECONFIG", self.sandbox.kubeconfig_path())
-            .current_dir(repo())
-            .output()
-            .await
-            .expect("kubectl runs (install the Debian package `kubectl`)");
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
+        kubectl_runner::kubectl(&self.sandbox, args).await
     }
 
     /// Stops the controllers, the proxy and the sandbox.
@@ -113,10 +103,6 @@ impl Cluster {
         }
         self.sandbox.shutdown().await;
     }
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// A random pod address in 127.64.0.0/10, as the local runtime hands them out.
