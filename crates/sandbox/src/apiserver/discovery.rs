@@ -101,12 +101,20 @@ fn resource_json(rt: &ResourceType) -> Vec<Value> {
         }));
     }
     for sub in &rt.extra_subresources {
+        // As kube-apiserver lists them: the connect subresources take GET and POST, and name
+        // their options' kind.
+        let (kind, verbs) = match *sub {
+            "exec" => ("PodExecOptions", json!(["create", "get"])),
+            "attach" => ("PodAttachOptions", json!(["create", "get"])),
+            "portforward" => ("PodPortForwardOptions", json!(["create", "get"])),
+            _ => (rt.kind.as_str(), json!(["get"])),
+        };
         out.push(json!({
             "name": format!("{}/{sub}", rt.plural),
             "singularName": "",
             "namespaced": rt.namespaced,
-            "kind": rt.kind,
-            "verbs": ["get"],
+            "kind": kind,
+            "verbs": verbs,
         }));
     }
     out

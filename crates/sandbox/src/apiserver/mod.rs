@@ -26,6 +26,7 @@ mod server;
 mod serviceaccounts;
 mod services;
 pub(crate) mod store;
+mod streams;
 mod tls;
 mod typed;
 mod validation;
@@ -269,6 +270,9 @@ impl SandboxBuilder {
         let runtime_logs = runtime_options
             .as_ref()
             .map(|options| Arc::new(crate::runtime::LogFiles::new(options)));
+        let pod_access = runtime_options
+            .as_ref()
+            .map(|_| Arc::new(crate::runtime::exec::PodAccess::default()));
         let pod_logs = match &runtime_logs {
             Some(logs) => Some(logs.clone() as Arc<dyn PodLogs>),
             None => self.pod_logs,
@@ -279,6 +283,7 @@ impl SandboxBuilder {
             address: addr.to_string(),
             shutdown: shutdown.clone(),
             pod_logs,
+            pod_access: pod_access.clone(),
         });
         let mut tasks = JoinSet::new();
         tasks.spawn(crate::gc::run(
@@ -306,7 +311,9 @@ impl SandboxBuilder {
             runtime: None,
             workloads_shutdown: CancellationToken::new(),
         };
-        if let (Some(options), Some(logs)) = (runtime_options, runtime_logs) {
+        if let (Some(options), Some(logs), Some(access)) =
+            (runtime_options, runtime_logs, pod_access)
+        {
             let client = sandbox.client().await.map_err(StartError::Client)?;
             let api = crate::runtime::ApiEndpoint {
                 port: addr.port(),
@@ -317,6 +324,7 @@ impl SandboxBuilder {
                 client.clone(),
                 api,
                 logs,
+                access,
             )?);
             // Pods only run where something schedules them from workloads and routes
             // Services to them: the controller-manager's and kube-proxy's parts.
@@ -467,8 +475,10 @@ async fn accept_loop(
                 }
             };
             let service = hyper::service::service_fn(move |request| server.clone().handle(request));
+            // exec, attach and port-forward switch protocols on their connection.
             let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
             tokio::pin!(connection);
             tokio::select! {
                 _ = connection.as_mut() => {}

@@ -54,7 +54,16 @@ pub(crate) fn authorize_request(
     user: &User,
     request: &Request<'_>,
 ) -> Result<(), ApiError> {
-    let Some(verb) = verb(request.method, !request.name.is_empty(), request.watch) else {
+    // exec, attach and portforward run something in the pod whatever the method: kube-apiserver
+    // authorizes their SPDY POST as `create`, and since 1.35 (AuthorizePodWebsocketUpgrade-
+    // CreatePermission) their WebSocket GET needs `create` too, so `get` alone never execs.
+    let connect = super::streams::is_streaming(request.rt, request.subresource);
+    let verb = if connect {
+        Some("create")
+    } else {
+        verb(request.method, !request.name.is_empty(), request.watch)
+    };
+    let Some(verb) = verb else {
         // Methods no route serves are refused later, whoever asks.
         return Ok(());
     };

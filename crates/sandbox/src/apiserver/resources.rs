@@ -404,7 +404,7 @@ impl Registry {
             };
             let mut extra = Vec::new();
             if builtin.kind == "Pod" {
-                extra.extend(["log", "binding"]);
+                extra.extend(["log", "binding", "exec", "attach", "portforward"]);
             }
             if builtin.kind == "ServiceAccount" {
                 extra.push("token");

@@ -23,6 +23,7 @@ use super::protobuf;
 use super::rbac;
 use super::resources::{CRD_STORAGE, ResourceType};
 use super::store::{Key, Store};
+use super::streams;
 use super::typed;
 use super::watch::{self, WatchRequest};
 use super::{LogRequest, PodLogs};
@@ -39,6 +40,8 @@ pub(crate) struct Server {
     pub address: String,
     pub shutdown: CancellationToken,
     pub pod_logs: Option<Arc<dyn PodLogs>>,
+    /// The local runtime's running pods and containers, for exec, attach and port-forward.
+    pub pod_access: Option<Arc<crate::runtime::exec::PodAccess>>,
 }
 
 fn full(bytes: impl Into<Bytes>) -> Body {
@@ -209,6 +212,16 @@ impl Server {
         let user_agent = header_text(&request, header::USER_AGENT);
         let access = access_request(&method, &target, &query, &content_type);
         rbac::authorize_request(&self.store.read(), &user, &access)?;
+        if let Target::Object {
+            rt,
+            key,
+            subresource,
+        } = &target
+            && streams::is_streaming(rt, subresource.as_deref())
+        {
+            let subresource = subresource.as_deref().unwrap_or_default();
+            return streams::connect(&self, request, rt, key, subresource);
+        }
         let body = read_body(request).await?;
         if rbac::may_escalate(&user, &access) {
             // An apply patch is the whole object, in YAML (or JSON, which YAML includes).
@@ -736,34 +749,8 @@ impl Server {
     ) -> Result<Response<Body>, ApiError> {
         let pod = self.store.read().get(&rt.storage, key).cloned();
         let pod = pod.ok_or_else(|| ApiError::not_found(rt, &key.1))?;
-        let names = |field: &str| -> Vec<String> {
-            pod.pointer(&format!("/spec/{field}"))
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
-                .collect()
-        };
-        let containers = names("containers");
-        let container = match query.get("container") {
-            Some(name) => {
-                if !containers.contains(name) && !names("initContainers").contains(name) {
-                    return Err(ApiError::bad_request(format!(
-                        "container {name} is not valid for pod {}",
-                        key.1
-                    )));
-                }
-                name.clone()
-            }
-            None if containers.len() == 1 => containers[0].clone(),
-            None => {
-                return Err(ApiError::bad_request(format!(
-                    "a container name must be specified for pod {}, choose one of: [{}]",
-                    key.1,
-                    containers.join(" ")
-                )));
-            }
-        };
+        let container =
+            resolve_container(&pod, &key.1, query.get("container").map(String::as_str))?;
         let tail_lines = match query.get("tailLines") {
             Some(text) => Some(text.parse::<usize>().map_err(|_| {
                 ApiError::bad_request(format!("tailLines: Invalid value: \"{text}\""))
@@ -862,6 +849,42 @@ impl Server {
                 list.insert(0, scheduled.clone());
             }
         })
+    }
+}
+
+/// The container a request to a pod's log, exec or attach names, resolved as kube-apiserver
+/// does: the one asked for, if the pod has it (among its containers or init containers), or
+/// else the pod's only container.
+pub(super) fn resolve_container(
+    pod: &Value,
+    pod_name: &str,
+    asked: Option<&str>,
+) -> Result<String, ApiError> {
+    let names = |field: &str| -> Vec<String> {
+        pod.pointer(&format!("/spec/{field}"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
+            .collect()
+    };
+    let containers = names("containers");
+    match asked.filter(|name| !name.is_empty()) {
+        Some(name) => {
+            if !containers.iter().any(|c| c == name)
+                && !names("initContainers").iter().any(|c| c == name)
+            {
+                return Err(ApiError::bad_request(format!(
+                    "container {name} is not valid for pod {pod_name}"
+                )));
+            }
+            Ok(name.to_string())
+        }
+        None if containers.len() == 1 => Ok(containers[0].clone()),
+        None => Err(ApiError::bad_request(format!(
+            "a container name must be specified for pod {pod_name}, choose one of: [{}]",
+            containers.join(" ")
+        ))),
     }
 }
 

@@ -214,6 +214,15 @@ pub(crate) async fn supervise(ctx: &PodContext, init: bool, index: usize) -> Opt
                 continue;
             }
         };
+        // Reachable for exec while it runs.
+        let _running = ctx.node.access.register_container(
+            &ctx.uid,
+            &container.name,
+            &launch,
+            &ctx.rebase,
+            ctx.node.tusk_executable.clone(),
+            ctx.pg_bindir.clone(),
+        );
         let container_id = format!("sandbox://{}-{}-{restart_count}", ctx.uid, container.name);
         let image = container.image.as_deref().unwrap_or_default();
         ctx.node

@@ -27,6 +27,7 @@
 mod beneath;
 mod container;
 mod env;
+pub(crate) mod exec;
 mod kubelet_events;
 mod leftovers;
 mod logs;
@@ -170,6 +171,8 @@ pub(crate) struct Node {
     pub runs_as_root: bool,
     /// The pods' local users (used only when the runtime runs as root).
     pub users: users::PodUsers,
+    /// The running containers and pod addresses exec, attach and port-forward reach.
+    pub access: Arc<exec::PodAccess>,
 }
 
 impl Node {
@@ -194,6 +197,7 @@ impl Runtime {
         client: Client,
         api: ApiEndpoint,
         logs: Arc<LogFiles>,
+        access: Arc<exec::PodAccess>,
     ) -> Result<Self, RuntimeError> {
         for dir in [
             options.root_dir.clone(),
@@ -224,6 +228,7 @@ impl Runtime {
             pg_bindir: process::postgres_bindir(),
             runs_as_root: nix::unistd::geteuid().is_root(),
             users: users::PodUsers::new(&pods_dir),
+            access,
         });
         let task = tokio::spawn(run(node));
         Ok(Self {

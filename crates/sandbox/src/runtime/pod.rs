@@ -90,6 +90,10 @@ pub(crate) async fn run(node: Arc<Node>, mut updates: watch::Receiver<Option<Arc
         return;
     };
     let _address = Address { node: &node, ip };
+    // Port-forward reaches the pod's own address only: never the host's, which a pod on the
+    // host's network shares.
+    let _reachable =
+        (spec.host_network != Some(true)).then(|| node.access.register_address(&uid, ip));
 
     let root = pod_dir.join("root");
     let volumes_dir = pod_dir.join("volumes");

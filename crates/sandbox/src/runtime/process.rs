@@ -31,7 +31,8 @@ pub(crate) struct Launch {
 }
 
 impl Launch {
-    fn command(&self) -> Command {
+    /// The command that starts this process, its standard input empty.
+    pub(super) fn command(&self) -> Command {
         let mut command = Command::new(&self.program);
         command
             .args(&self.args)

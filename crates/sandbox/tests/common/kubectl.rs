@@ -47,3 +47,44 @@ pub async fn kubectl_ok(sandbox: &Sandbox, args: &[&str]) -> String {
     assert!(ok, "kubectl {args:?} failed: {stderr}");
     stdout
 }
+
+/// A kubectl command for the sandbox, to be spawned and read while it runs (`port-forward`,
+/// `attach`); it dies with its handle.
+pub fn kubectl_command(sandbox: &Sandbox, args: &[&str]) -> Command {
+    let mut command = Command::new("kubectl");
+    command
+        .args(args)
+        .env("KUBECONFIG", sandbox.kubeconfig_path())
+        .current_dir(repo())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// kubectl's exit code, stdout and stderr, as the sandbox's administrator, given `input` on its
+/// standard input.
+pub async fn kubectl_with_input(
+    sandbox: &Sandbox,
+    input: &[u8],
+    args: &[&str],
+) -> (Option<i32>, String, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = kubectl_command(sandbox, args)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl runs (install the Debian package `kubectl`)");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input)
+            .await
+            .expect("kubectl reads its input");
+    }
+    let output = child.wait_with_output().await.expect("kubectl ends");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
