@@ -440,3 +440,85 @@ async fn kubectl_port_forward_reaches_the_pods_port_directly_and_through_its_ser
     let stderr = String::from_utf8_lossy(&output.expect("output").stderr).into_owned();
     assert!(stderr.contains("error forwarding port 7999"), "{stderr}");
 }
+
+/// kubelet behaviour: `kubectl exec -t` gives the command a terminal (kubectl needs one of its
+/// own for that: `script` provides it), which is the command's controlling terminal.
+#[tokio::test]
+async fn kubectl_exec_with_a_terminal_gives_the_command_one() {
+    let cluster = start().await;
+    run_pod(
+        &cluster.client,
+        shell_pod("term", "echo started; exec sleep 3600", json!({})),
+        "started",
+    )
+    .await;
+    let kubectl =
+        "kubectl exec -it term -- sh -c 'tty; test -t 0 && echo interactive; ps -o tty= -p $$'";
+    let output = tokio::process::Command::new("script")
+        .args(["-q", "-e", "-c", kubectl, "/dev/null"])
+        .env("KUBECONFIG", cluster.sandbox.kubeconfig_path())
+        .stdin(std::process::Stdio::piped())
+        .output()
+        .await
+        .expect("script runs (util-linux)");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().map(str::trim).collect();
+    assert!(
+        lines.iter().any(|line| line.contains("/dev/pts/")),
+        "{stdout}"
+    );
+    assert!(lines.contains(&"interactive"), "{stdout}");
+    // Its controlling terminal: ps names it as pts/N.
+    assert!(
+        lines.iter().any(|line| line.starts_with("pts/")),
+        "{stdout}"
+    );
+}
+
+/// kubelet behaviour: `kubectl attach` streams what the container writes from then on.
+#[tokio::test]
+async fn kubectl_attach_streams_what_the_container_writes_from_now_on() {
+    let cluster = start().await;
+    run_pod(
+        &cluster.client,
+        shell_pod(
+            "ticker",
+            "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done",
+            json!({}),
+        ),
+        "tick 3",
+    )
+    .await;
+    let mut attach = kubectl_command(&cluster.sandbox, &["attach", "ticker"])
+        .spawn()
+        .expect("kubectl attach starts");
+    let mut lines = BufReader::new(attach.stdout.take().expect("stdout")).lines();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("the container keeps writing")
+            .expect("read")
+            .expect("a line");
+        if line.starts_with("tick ") {
+            seen.push(line);
+        }
+    }
+    let numbers: Vec<u64> = seen
+        .iter()
+        .filter_map(|line| line.trim_start_matches("tick ").parse().ok())
+        .collect();
+    assert!(
+        numbers[0] >= 3,
+        "attach replayed the log from its start: {seen:?}"
+    );
+    assert!(
+        numbers.windows(2).all(|pair| pair[1] == pair[0] + 1),
+        "{seen:?}"
+    );
+}
