@@ -320,8 +320,15 @@ async fn kubectl_exec_needs_create_on_pods_exec_and_a_pod_the_runtime_runs() {
 }
 
 /// Starts `kubectl port-forward` and returns it with the local port it listens on.
-async fn port_forward(sandbox: &Sandbox, target: &str, port: &str) -> (tokio::process::Child, u16) {
+/// `websockets: false` makes kubectl use its older protocol, the connection upgraded to SPDY.
+async fn port_forward(
+    sandbox: &Sandbox,
+    target: &str,
+    port: &str,
+    websockets: bool,
+) -> (tokio::process::Child, u16) {
     let mut child = kubectl_command(sandbox, &["port-forward", target, &format!(":{port}")])
+        .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", websockets.to_string())
         .spawn()
         .expect("kubectl port-forward starts");
     let stdout = child.stdout.take().expect("stdout");
@@ -394,13 +401,14 @@ while True:
 }
 
 /// kubelet behaviour: `kubectl port-forward pod/<p>` and `svc/<s>` (kubectl resolves the
-/// Service to a pod and its targetPort) carry each local connection to the pod's port, both
+/// Service to a pod and its targetPort), tunnelled in a WebSocket or over a SPDY upgrade, carry
+/// each local connection to the pod's port, both
 /// ways and to its end; a port nothing listens on is reported on the error stream.
 #[tokio::test]
 async fn kubectl_port_forward_reaches_the_pods_port_directly_and_through_its_service() {
     let cluster = start().await;
     run_pod(&cluster.client, echo_pod("echo"), "listening").await;
-    let (_forward, local) = port_forward(&cluster.sandbox, "pod/echo", "7000").await;
+    let (_forward, local) = port_forward(&cluster.sandbox, "pod/echo", "7000", true).await;
     assert_eq!(exchange(local, "first").await, "echo: first");
     let big = "x".repeat(300_000);
     assert_eq!(exchange(local, &big).await, format!("echo: {big}"));
@@ -414,11 +422,15 @@ async fn kubectl_port_forward_reaches_the_pods_port_directly_and_through_its_ser
         .create(&PostParams::default(), &service)
         .await
         .expect("service");
-    let (_forward, local) = port_forward(&cluster.sandbox, "svc/echo-rw", "5432").await;
+    let (_forward, local) = port_forward(&cluster.sandbox, "svc/echo-rw", "5432", true).await;
     assert_eq!(
         exchange(local, "through the service").await,
         "echo: through the service"
     );
+
+    // kubectl before 1.31, or told so: SPDY over the upgraded connection itself.
+    let (_forward, local) = port_forward(&cluster.sandbox, "pod/echo", "7000", false).await;
+    assert_eq!(exchange(local, "over spdy").await, "echo: over spdy");
 
     let mut closed = kubectl_command(&cluster.sandbox, &["port-forward", "pod/echo", ":7999"])
         .spawn()
