@@ -1,0 +1,15 @@
+//! WAL segment names, for the tests on `tusk dev` that plant segments in a cluster's archive.
+
+/// The WAL segment after `segment` (24 hex digits: timeline, log, segment in the log), for
+/// 16 MiB segments.
+pub fn next_segment(segment: &str) -> String {
+    let timeline = &segment[..8];
+    let log = u32::from_str_radix(&segment[8..16], 16).expect("hex");
+    let seg = u32::from_str_radix(&segment[16..], 16).expect("hex");
+    let (log, seg) = if seg == 0xFF {
+        (log + 1, 0)
+    } else {
+        (log, seg + 1)
+    };
+    format!("{timeline}{log:08X}{seg:08X}")
+}
