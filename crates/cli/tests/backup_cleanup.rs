@@ -155,23 +155,7 @@ async fn a_backup_waiting_for_wal_that_cannot_be_archived_fails_with_the_archive
 
     // Break archiving as a foreign archive in the cluster's prefix does: the next segments are
     // already there with other content, which wal-push refuses to overwrite.
-    let uid = shop
-        .ok(&[
-            "get",
-            "postgrescluster",
-            "stalled",
-            "-o",
-            "jsonpath={.metadata.uid}",
-        ])
-        .trim()
-        .to_owned();
-    let wal_dir = dev
-        .s3_dir()
-        .join("tusk-backups/dev")
-        .join(NAMESPACE)
-        .join("stalled")
-        .join(&uid)
-        .join("wal");
+    let wal_dir = wal_segments::archive_dir(&dev, &shop, NAMESPACE, "stalled");
     std::fs::create_dir_all(&wal_dir).expect("the WAL directory");
     let mut segment = owner_sql(
         &admin,

@@ -11,6 +11,8 @@
 #[path = "tenant_isolation/support.rs"]
 mod support;
 
+#[path = "shared/events.rs"]
+mod events;
 #[path = "shared/owner_sql.rs"]
 mod shared;
 #[path = "shared/wal_segments.rs"]
@@ -60,24 +62,6 @@ fn condition(shop: &Kubectl, type_: &str) -> (String, String, String) {
         .unwrap_or(Value::Null);
     let text = |field: &str| found[field].as_str().unwrap_or_default().to_owned();
     (text("status"), text("reason"), text("message"))
-}
-
-/// Waits for an Event of `type_` and `reason` on the cluster whose note contains `line`.
-fn wait_event(shop: &Kubectl, type_: &str, reason: &str, line: &str) {
-    shop.until(
-        &format!("a {type_} {reason} Event saying {line}"),
-        Duration::from_secs(20),
-        || {
-            let events = shop.events_about(CLUSTER);
-            events
-                .iter()
-                .any(|(seen_type, seen, note)| {
-                    seen_type == type_ && seen == reason && note.contains(line)
-                })
-                .then_some(())
-                .ok_or(format!("{events:?}"))
-        },
-    );
 }
 
 /// The operator's `/metrics`, at the address it logged.
@@ -184,17 +168,7 @@ async fn failing_wal_archiving_degrades_the_cluster_and_clears_once_the_store_ta
 
     // Break archiving as a foreign archive in the cluster's prefix does: the next segments are
     // already there with other content, which the archive command refuses to overwrite.
-    let uid = shop
-        .ok(&["get", "pgc", CLUSTER, "-o", "jsonpath={.metadata.uid}"])
-        .trim()
-        .to_owned();
-    let wal_dir = dev
-        .s3_dir()
-        .join("tusk-backups/dev")
-        .join(NAMESPACE)
-        .join(CLUSTER)
-        .join(&uid)
-        .join("wal");
+    let wal_dir = wal_segments::archive_dir(&dev, &shop, NAMESPACE, CLUSTER);
     let blocked = owner_sql(&admin, "SELECT pg_walfile_name(pg_current_wal_lsn())");
     let mut planted = Vec::new();
     let mut segment = blocked.clone();
@@ -250,7 +224,12 @@ async fn failing_wal_archiving_degrades_the_cluster_and_clears_once_the_store_ta
         "True",
         "the database still serves"
     );
-    wait_event(&shop, "Warning", "ArchivingFailing", &blocked);
+    events::wait_event(
+        &shop,
+        CLUSTER,
+        ("Warning", "ArchivingFailing", &blocked),
+        Duration::from_secs(20),
+    );
     let state = archiving(&shop);
     assert!(
         state["failedCount"].as_i64().unwrap_or_default() > 0,
@@ -279,7 +258,12 @@ async fn failing_wal_archiving_degrades_the_cluster_and_clears_once_the_store_ta
             seen => Err(format!("{seen:?} {}", archiving(&shop))),
         },
     );
-    wait_event(&shop, "Normal", "Recovered", "WAL archiving works again");
+    events::wait_event(
+        &shop,
+        CLUSTER,
+        ("Normal", "Recovered", "WAL archiving works again"),
+        Duration::from_secs(20),
+    );
     let state = archiving(&shop);
     assert!(state["failingSince"].is_null(), "{state}");
     assert!(

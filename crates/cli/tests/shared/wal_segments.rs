@@ -1,4 +1,30 @@
-//! WAL segment names, for the tests on `tusk dev` that plant segments in a cluster's archive.
+//! WAL segment names and where a cluster's archive is, for the tests on `tusk dev` that plant
+//! segments in a cluster's archive.
+
+use std::path::PathBuf;
+
+use crate::support::{Dev, Kubectl};
+
+/// The directory in which the S3 server of `dev` keeps the WAL archive of `cluster` in
+/// `namespace`, whose uid `kubectl` reads.
+pub fn archive_dir(dev: &Dev, kubectl: &Kubectl, namespace: &str, cluster: &str) -> PathBuf {
+    let uid = kubectl
+        .ok(&[
+            "get",
+            "postgrescluster",
+            cluster,
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ])
+        .trim()
+        .to_owned();
+    dev.s3_dir()
+        .join("tusk-backups/dev")
+        .join(namespace)
+        .join(cluster)
+        .join(uid)
+        .join("wal")
+}
 
 /// The WAL segment after `segment` (24 hex digits: timeline, log, segment in the log), for
 /// 16 MiB segments.
