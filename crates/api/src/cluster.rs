@@ -385,6 +385,13 @@ pub fn preload_libraries_rule() -> String {
         priority = 1
     ),
     printcolumn(
+        name = "Backed Up",
+        type_ = "date",
+        json_path = ".status.lastBackup.finishedAt",
+        description = "Time since the newest backup finished",
+        priority = 1
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -521,6 +528,44 @@ pub struct PostgresClusterStatus {
     /// come from the PostgresBackup and the spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_progress: Option<RestoreProgress>,
+
+    /// The WAL archiver's state while `walArchiving` is on, as the instance last reported
+    /// it (see docs/metrics.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archiving: Option<ArchivingStatus>,
+}
+
+/// The WAL archiver's state. The figures come from the instance's `pg_stat_archiver`, so they
+/// are only as trustworthy as what runs in the pod; `failingSince` is the operator's own.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchivingStatus {
+    /// WAL files archived since PostgreSQL's statistics were last reset.
+    pub archived_count: i64,
+    /// The last WAL file archived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_archived_wal: Option<String>,
+    /// When it was archived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_archived_at: Option<Time>,
+    /// Failed attempts to archive WAL since the statistics were last reset.
+    pub failed_count: i64,
+    /// The WAL file of the last failed attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failed_wal: Option<String>,
+    /// When it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failed_at: Option<Time>,
+    /// Completed WAL segments not archived yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_segments: Option<i64>,
+    /// Bytes of WAL written after the end of the last archived segment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<i64>,
+    /// Since when archiving has been failing, as the operator first saw it; absent while it
+    /// works.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<Time>,
 }
 
 /// How far a restore got.

@@ -60,6 +60,14 @@ pub mod reasons {
     pub const CANNOT_START: &str = "CannotStart";
     /// A failure above cleared: the instance runs again.
     pub const RECOVERED: &str = "Recovered";
+
+    // Health signals of a serving cluster (docs/troubleshooting.md says what to do).
+
+    /// WAL archiving has failed for longer than the operator's `archiving.failingAfter`; the
+    /// message names the segment, since when, and the archive command's error.
+    pub const ARCHIVING_FAILING: &str = "ArchivingFailing";
+    /// The newest backup is older than twice the interval of the cluster's backup schedule.
+    pub const BACKUP_STALE: &str = "BackupStale";
 }
 
 /// The status value of a condition that holds.

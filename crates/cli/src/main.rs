@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run all controllers against the current kubeconfig or the in-cluster config.
-    Operator(commands::operator::OperatorArgs),
+    Operator(Box<commands::operator::OperatorArgs>),
     /// Take a backup (what the backup Job runs), or read one back without Kubernetes.
     #[command(subcommand)]
     Backup(commands::backup::BackupCommand),
@@ -75,7 +75,7 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Operator(args) => commands::operator::run(args).await,
+        Command::Operator(args) => commands::operator::run(*args).await,
         Command::Backup(command) => commands::backup::run(command).await,
         Command::Restore(command) => commands::restore::run(command).await,
         Command::RestoreTest(command) => commands::restore_test::run(command).await,

@@ -11,6 +11,8 @@ mod support;
 
 #[path = "shared/owner_sql.rs"]
 mod shared;
+#[path = "shared/wal_segments.rs"]
+mod wal_segments;
 
 use std::path::Path;
 use std::process::Command;
@@ -144,20 +146,6 @@ async fn a_backup_killed_mid_upload_leaves_no_multipart_upload_once_its_request_
     );
 }
 
-/// The WAL segment after `segment` (24 hex digits: timeline, log, segment in the log), for
-/// 16 MiB segments.
-fn next_segment(segment: &str) -> String {
-    let timeline = &segment[..8];
-    let log = u32::from_str_radix(&segment[8..16], 16).expect("hex");
-    let seg = u32::from_str_radix(&segment[16..], 16).expect("hex");
-    let (log, seg) = if seg == 0xFF {
-        (log + 1, 0)
-    } else {
-        (log, seg + 1)
-    };
-    format!("{timeline}{log:08X}{seg:08X}")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_waiting_for_wal_that_cannot_be_archived_fails_with_the_archivers_error() {
     let dev = Dev::start_with(&["--backup-stall-timeout", "45s"]);
@@ -167,23 +155,7 @@ async fn a_backup_waiting_for_wal_that_cannot_be_archived_fails_with_the_archive
 
     // Break archiving as a foreign archive in the cluster's prefix does: the next segments are
     // already there with other content, which wal-push refuses to overwrite.
-    let uid = shop
-        .ok(&[
-            "get",
-            "postgrescluster",
-            "stalled",
-            "-o",
-            "jsonpath={.metadata.uid}",
-        ])
-        .trim()
-        .to_owned();
-    let wal_dir = dev
-        .s3_dir()
-        .join("tusk-backups/dev")
-        .join(NAMESPACE)
-        .join("stalled")
-        .join(&uid)
-        .join("wal");
+    let wal_dir = wal_segments::archive_dir(&dev, &shop, NAMESPACE, "stalled");
     std::fs::create_dir_all(&wal_dir).expect("the WAL directory");
     let mut segment = owner_sql(
         &admin,
@@ -197,7 +169,7 @@ async fn a_backup_waiting_for_wal_that_cannot_be_archived_fails_with_the_archive
             b"another cluster's WAL",
         )
         .expect("a planted segment");
-        segment = next_segment(&segment);
+        segment = wal_segments::next_segment(&segment);
     }
     owner_sql(&admin, "stalled", "CREATE TABLE t AS SELECT 1 AS x");
 

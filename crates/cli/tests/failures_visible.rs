@@ -6,6 +6,8 @@
 //! keeps serving with its running configuration.
 
 // Shared with the tenant_isolation suite, whose helpers these tests do not all need.
+#[path = "shared/events.rs"]
+mod events;
 #[path = "shared/owner_sql.rs"]
 mod shared;
 #[allow(dead_code)]
@@ -15,6 +17,7 @@ mod support;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use events::wait_event;
 use futures::StreamExt;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::Api;
@@ -75,29 +78,6 @@ fn wait_degraded(kubectl: &Kubectl, cluster: &str, reason: &str, line: &str) -> 
         Duration::from_secs(10),
     );
     message
-}
-
-/// Waits for an Event on `cluster` of `(type, reason)` whose note contains the third element.
-fn wait_event(
-    kubectl: &Kubectl,
-    cluster: &str,
-    (type_, reason, line): (&str, &str, &str),
-    limit: Duration,
-) {
-    kubectl.until(
-        &format!("a {type_} {reason} Event on {cluster} saying {line}"),
-        limit,
-        || {
-            let events = kubectl.events_about(cluster);
-            events
-                .iter()
-                .any(|(seen_type, seen, note)| {
-                    seen_type == type_ && seen == reason && note.contains(line)
-                })
-                .then_some(())
-                .ok_or(format!("{events:?}"))
-        },
-    );
 }
 
 /// Counts the writes to the cluster and to Events in its namespace during `window`, as a

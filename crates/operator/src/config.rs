@@ -30,6 +30,8 @@ pub struct OperatorConfig {
     pub concurrency: ConcurrencySettings,
     /// Leader election between operator replicas.
     pub leader_election: LeaderElectionSettings,
+    /// How clusters' WAL archiving is watched.
+    pub archiving: ArchivingSettings,
     /// Address of the HTTP server for `/metrics`, `/healthz` and `/readyz`. Default
     /// `0.0.0.0:8080`. Flag `--http-address`, env `TUSK_HTTP_ADDRESS`.
     pub http_address: SocketAddr,
@@ -45,6 +47,7 @@ impl Default for OperatorConfig {
             tls: TlsSettings::default(),
             concurrency: ConcurrencySettings::default(),
             leader_election: LeaderElectionSettings::default(),
+            archiving: ArchivingSettings::default(),
             http_address: SocketAddr::from(([0, 0, 0, 0], 8080)),
         }
     }
@@ -409,6 +412,32 @@ impl Default for LeaderElectionSettings {
     }
 }
 
+/// How clusters' WAL archiving is watched: the operator reads each archiving cluster's
+/// archiver state from its instance and reports a failure that lasts.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ArchivingSettings {
+    /// How long archiving may fail before the cluster is `Degraded` (`ArchivingFailing`), so
+    /// that a short outage of the store, which PostgreSQL rides out by retrying, does not
+    /// page anyone. Default `5m`. Flag `--archiving-failing-after`, env
+    /// `TUSK_ARCHIVING_FAILING_AFTER`.
+    #[serde(deserialize_with = "duration")]
+    pub failing_after: Duration,
+    /// How often the archiver's state is read from each archiving cluster's instance. Default
+    /// `30s`. Flag `--archiving-check-interval`, env `TUSK_ARCHIVING_CHECK_INTERVAL`.
+    #[serde(deserialize_with = "duration")]
+    pub check_interval: Duration,
+}
+
+impl Default for ArchivingSettings {
+    fn default() -> Self {
+        Self {
+            failing_after: Duration::from_secs(300),
+            check_interval: Duration::from_secs(30),
+        }
+    }
+}
+
 fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(deserializer)?;
     humantime::parse_duration(&text).map_err(serde::de::Error::custom)
@@ -460,6 +489,10 @@ pub struct Overrides {
     pub lease_namespace: Option<String>,
     /// `httpAddress`.
     pub http_address: Option<SocketAddr>,
+    /// `archiving.failingAfter`, as text such as `5m`.
+    pub archiving_failing_after: Option<String>,
+    /// `archiving.checkInterval`, as text such as `30s`.
+    pub archiving_check_interval: Option<String>,
 }
 
 /// The configuration cannot be used; the message names the key.
@@ -542,6 +575,8 @@ impl OperatorConfig {
             leader_election,
             lease_namespace,
             http_address,
+            archiving_failing_after,
+            archiving_check_interval,
         } = overrides;
         if let Some(url) = store_url {
             self.store.url = url;
@@ -593,6 +628,12 @@ impl OperatorConfig {
         }
         if let Some(address) = http_address {
             self.http_address = address;
+        }
+        if let Some(after) = archiving_failing_after {
+            self.archiving.failing_after = parse_override("archiving.failingAfter", &after)?;
+        }
+        if let Some(interval) = archiving_check_interval {
+            self.archiving.check_interval = parse_override("archiving.checkInterval", &interval)?;
         }
         self.validate()?;
         Ok(self)
@@ -733,6 +774,12 @@ impl OperatorConfig {
         }
         if !matches!(self.backup_job.compression.as_str(), "gzip" | "zstd") {
             return Err(invalid("backupJob.compression", "must be gzip or zstd"));
+        }
+        // Read more often than every second, hundreds of instances would load the operator;
+        // less often than every ten minutes, a failure would go unseen too long.
+        let interval = self.archiving.check_interval;
+        if interval < Duration::from_secs(1) || interval > Duration::from_secs(600) {
+            return Err(invalid("archiving.checkInterval", "must be from 1s to 10m"));
         }
         if self.tunnel.image.is_empty() {
             return Err(invalid("tunnel.image", "required"));

@@ -1,8 +1,10 @@
 //! Prometheus metrics, served on `/metrics`: reconciles, reconcile errors by kind (the error
-//! variant) and reconcile durations, each per controller; and the outcome of restore tests.
+//! variant) and reconcile durations, each per controller; the outcome of restore tests; and
+//! each cluster's health signals (its WAL archiver and the age of its newest backup).
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use prometheus_client::encoding::{EncodeLabelSet, text::encode};
@@ -52,6 +54,105 @@ pub struct RestoreResultLabels {
     pub reason: String,
 }
 
+/// Labels of a cluster's gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabels {
+    /// The PostgresCluster's namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// A cluster's health gauges (see docs/metrics.md).
+#[derive(Clone, Default)]
+struct ClusterGauges {
+    archived: Family<ClusterLabels, Gauge>,
+    archive_failures: Family<ClusterLabels, Gauge>,
+    last_archived: Family<ClusterLabels, Gauge>,
+    last_failed: Family<ClusterLabels, Gauge>,
+    lag_segments: Family<ClusterLabels, Gauge>,
+    lag_bytes: Family<ClusterLabels, Gauge>,
+    archiving_failing: Family<ClusterLabels, Gauge>,
+    last_backup: Family<ClusterLabels, Gauge>,
+    last_backup_age: Family<ClusterLabels, Gauge>,
+    backup_stale: Family<ClusterLabels, Gauge>,
+    /// When each cluster's newest backup finished (Unix seconds), from which its age is
+    /// computed at each scrape.
+    backup_times: Arc<Mutex<HashMap<ClusterLabels, i64>>>,
+}
+
+impl ClusterGauges {
+    fn register(&self, registry: &mut Registry) {
+        let gauges: [(&str, &str, &Family<ClusterLabels, Gauge>); 10] = [
+            (
+                "cluster_wal_archived",
+                "WAL files the cluster's PostgreSQL archived since its statistics were reset (pg_stat_archiver.archived_count)",
+                &self.archived,
+            ),
+            (
+                "cluster_wal_archive_failures",
+                "Failed attempts to archive WAL since the statistics were reset (pg_stat_archiver.failed_count)",
+                &self.archive_failures,
+            ),
+            (
+                "cluster_wal_last_archived_timestamp_seconds",
+                "When the last WAL file was archived, in seconds since the Unix epoch",
+                &self.last_archived,
+            ),
+            (
+                "cluster_wal_last_failed_timestamp_seconds",
+                "When an attempt to archive WAL last failed, in seconds since the Unix epoch",
+                &self.last_failed,
+            ),
+            (
+                "cluster_wal_archive_lag_segments",
+                "Completed WAL segments not archived yet",
+                &self.lag_segments,
+            ),
+            (
+                "cluster_wal_archive_lag_bytes",
+                "Bytes of WAL written after the end of the last archived segment",
+                &self.lag_bytes,
+            ),
+            (
+                "cluster_wal_archiving_failing",
+                "1 while the cluster is Degraded for ArchivingFailing, else 0",
+                &self.archiving_failing,
+            ),
+            (
+                "cluster_last_backup_timestamp_seconds",
+                "When the cluster's newest backup finished, in seconds since the Unix epoch",
+                &self.last_backup,
+            ),
+            (
+                "cluster_last_backup_age_seconds",
+                "Seconds since the cluster's newest backup finished",
+                &self.last_backup_age,
+            ),
+            (
+                "cluster_backup_stale",
+                "1 while the cluster's newest backup is older than twice its schedule's interval, else 0",
+                &self.backup_stale,
+            ),
+        ];
+        for (name, help, family) in gauges {
+            registry.register(name, help, family.clone());
+        }
+    }
+
+    fn archiving_families(&self) -> [&Family<ClusterLabels, Gauge>; 7] {
+        [
+            &self.archived,
+            &self.archive_failures,
+            &self.last_archived,
+            &self.last_failed,
+            &self.lag_segments,
+            &self.lag_bytes,
+            &self.archiving_failing,
+        ]
+    }
+}
+
 /// The operator's metrics.
 #[derive(Clone)]
 pub struct Metrics {
@@ -62,6 +163,7 @@ pub struct Metrics {
     restore_recovery: Family<RestoreTestLabels, Gauge<f64, AtomicU64>>,
     restore_success: Family<RestoreTestLabels, Gauge<f64, AtomicU64>>,
     restore_results: Family<RestoreResultLabels, Counter>,
+    clusters: ClusterGauges,
 }
 
 impl Default for Metrics {
@@ -108,6 +210,8 @@ impl Metrics {
             "Finished restore test runs, by result and reason",
             restore_results.clone(),
         );
+        let clusters = ClusterGauges::default();
+        clusters.register(&mut registry);
         Self {
             registry: Arc::new(registry),
             reconciles,
@@ -116,6 +220,7 @@ impl Metrics {
             restore_recovery,
             restore_success,
             restore_results,
+            clusters,
         }
     }
 
@@ -174,8 +279,98 @@ impl Metrics {
         }
     }
 
+    /// Records a cluster's health signals: its archiver's state (`None` when it does not
+    /// archive WAL, which removes those series), when its newest backup finished, and whether
+    /// that is stale. `archiving_failing` is whether the cluster is reported for it.
+    pub fn cluster_health(
+        &self,
+        cluster: &ClusterLabels,
+        archiving: Option<(&tusk_api::cluster::ArchivingStatus, bool)>,
+        last_backup: Option<jiff::Timestamp>,
+        backup_stale: bool,
+    ) {
+        let gauges = &self.clusters;
+        match archiving {
+            Some((state, failing)) => {
+                let seconds =
+                    |time: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
+                        time.as_ref().map_or(0, |time| time.0.as_second())
+                    };
+                for (family, value) in [
+                    (&gauges.archived, state.archived_count),
+                    (&gauges.archive_failures, state.failed_count),
+                    (&gauges.last_archived, seconds(&state.last_archived_at)),
+                    (&gauges.last_failed, seconds(&state.last_failed_at)),
+                    (&gauges.archiving_failing, i64::from(failing)),
+                ] {
+                    family.get_or_create(cluster).set(value);
+                }
+                for (family, value) in [
+                    (&gauges.lag_segments, state.lag_segments),
+                    (&gauges.lag_bytes, state.lag_bytes),
+                ] {
+                    match value {
+                        Some(value) => {
+                            family.get_or_create(cluster).set(value);
+                        }
+                        None => {
+                            family.remove(cluster);
+                        }
+                    }
+                }
+            }
+            None => {
+                for family in gauges.archiving_families() {
+                    family.remove(cluster);
+                }
+            }
+        }
+        let mut times = gauges
+            .backup_times
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match last_backup {
+            Some(finished) => {
+                gauges
+                    .last_backup
+                    .get_or_create(cluster)
+                    .set(finished.as_second());
+                times.insert(cluster.clone(), finished.as_second());
+            }
+            None => {
+                gauges.last_backup.remove(cluster);
+                gauges.last_backup_age.remove(cluster);
+                times.remove(cluster);
+            }
+        }
+        gauges
+            .backup_stale
+            .get_or_create(cluster)
+            .set(i64::from(backup_stale));
+    }
+
+    /// Removes every series of a deleted cluster.
+    pub fn forget_cluster(&self, cluster: &ClusterLabels) {
+        self.cluster_health(cluster, None, None, false);
+        self.clusters.backup_stale.remove(cluster);
+    }
+
     /// The metrics in Prometheus' text format.
     pub fn encode(&self) -> String {
+        // The age of each cluster's newest backup, as of this scrape.
+        let now = jiff::Timestamp::now().as_second();
+        for (cluster, finished) in self
+            .clusters
+            .backup_times
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            self.clusters
+                .last_backup_age
+                .get_or_create(cluster)
+                .set((now - finished).max(0));
+        }
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &self.registry);
@@ -217,5 +412,52 @@ mod tests {
                 "tusk_operator_reconcile_duration_seconds_count{controller=\"cluster\"} 1"
             )
         );
+    }
+
+    #[test]
+    fn a_clusters_health_is_exported_until_it_is_deleted() {
+        let metrics = Metrics::new();
+        let cluster = ClusterLabels {
+            namespace: "shop".into(),
+            name: "elephant".into(),
+        };
+        let state = tusk_api::cluster::ArchivingStatus {
+            archived_count: 12,
+            failed_count: 3,
+            lag_segments: Some(2),
+            lag_bytes: Some(4096),
+            ..Default::default()
+        };
+        let finished = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(90);
+        metrics.cluster_health(&cluster, Some((&state, true)), Some(finished), true);
+        let text = metrics.encode();
+        let labels = "{namespace=\"shop\",name=\"elephant\"}";
+        for line in [
+            "tusk_operator_cluster_wal_archived",
+            "tusk_operator_cluster_wal_archive_failures",
+            "tusk_operator_cluster_wal_archive_lag_segments",
+            "tusk_operator_cluster_wal_archive_lag_bytes",
+            "tusk_operator_cluster_wal_archiving_failing",
+            "tusk_operator_cluster_backup_stale",
+        ]
+        .iter()
+        .zip(["12", "3", "2", "4096", "1", "1"])
+        .map(|(name, value)| format!("{name}{labels} {value}\n"))
+        {
+            assert!(text.contains(&line), "{line} is not in\n{text}");
+        }
+        let age = text
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(&format!(
+                    "tusk_operator_cluster_last_backup_age_seconds{labels} "
+                ))
+            })
+            .and_then(|value| value.parse::<i64>().ok())
+            .expect("the backup's age");
+        assert!((90..100).contains(&age), "{age}");
+
+        metrics.forget_cluster(&cluster);
+        assert!(!metrics.encode().contains("elephant"));
     }
 }

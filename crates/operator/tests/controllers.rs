@@ -997,3 +997,122 @@ async fn linking_a_remote_cluster_builds_the_tunnel_there_and_unlinking_removes_
     );
     operator.stop().await;
 }
+
+/// The cluster's Degraded condition as `(status, reason, message)`, once it has one.
+async fn degraded(client: &Client) -> Option<(String, String, String)> {
+    let cluster: PostgresCluster = get(client, "elephant").await?;
+    let condition = cluster
+        .status?
+        .conditions
+        .into_iter()
+        .find(|condition| condition.type_ == "Degraded")?;
+    Some((condition.status, condition.reason, condition.message))
+}
+
+#[tokio::test]
+async fn a_cluster_whose_newest_backup_is_older_than_twice_its_schedules_interval_is_degraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_sandbox, client) = support::sandbox().await;
+    let s3 = support::s3(dir.path()).await;
+    let config = support::config(&client, &s3).await;
+    namespace(&client, NS).await;
+    let start = Timestamp::now();
+    let clock = ManualClock::new(start);
+    let operator = Operator::start_with(
+        config,
+        client.clone(),
+        "test-operator",
+        Arc::new(clock.clone()),
+    );
+    let cluster = create_elephant(&client).await;
+    // The default schedule backs up daily.
+    let schedule: PostgresBackupSchedule = eventually("the default schedule exists", || {
+        get(&client, "elephant-default")
+    })
+    .await;
+    assert_eq!(schedule.spec.interval, Some(24));
+    let backups: Api<PostgresBackup> = Api::namespaced(client.clone(), NS);
+    backups
+        .create(
+            &PostParams::default(),
+            &backup("b1", &cluster, BUCKET, s3.endpoint(), "0/2000028"),
+        )
+        .await
+        .unwrap();
+    eventually("b1 is the last backup", || async {
+        let cluster: PostgresCluster = get(&client, "elephant").await?;
+        (cluster.status?.last_backup?.name == "b1").then_some(())
+    })
+    .await;
+
+    // Within twice the interval: nothing to say.
+    clock.set(start + SignedDuration::from_hours(47));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let fresh = degraded(&client).await;
+    assert!(
+        fresh
+            .as_ref()
+            .is_some_and(|(status, _, _)| status == "False"),
+        "{fresh:?}"
+    );
+
+    clock.set(start + SignedDuration::from_hours(49));
+    let message = eventually("the cluster is Degraded for BackupStale", || async {
+        match degraded(&client).await? {
+            (status, reason, message) if status == "True" && reason == "BackupStale" => {
+                Some(message)
+            }
+            _ => None,
+        }
+    })
+    .await;
+    assert!(
+        message.contains("b1") && message.contains("default") && message.contains("24h"),
+        "{message}"
+    );
+    let phase = get::<PostgresCluster>(&client, "elephant")
+        .await
+        .and_then(|cluster| cluster.status?.phase);
+    assert_eq!(phase, Some(tusk_api::cluster::ClusterPhase::Degraded));
+    eventually("a Warning BackupStale Event", || async {
+        events_about(&client, NS, "elephant")
+            .await
+            .into_iter()
+            .find(|event| {
+                event.type_.as_deref() == Some("Warning")
+                    && event.reason.as_deref() == Some("BackupStale")
+                    && event
+                        .note
+                        .as_deref()
+                        .is_some_and(|note| note.contains("b1"))
+            })
+    })
+    .await;
+
+    // A new backup, recent by the clock: fresh again.
+    backups
+        .create(
+            &PostParams::default(),
+            &backup("b2", &cluster, BUCKET, s3.endpoint(), "0/4000028"),
+        )
+        .await
+        .unwrap();
+    clock.set(Timestamp::now() + SignedDuration::from_hours(1));
+    eventually("the cluster is no longer Degraded", || async {
+        let (status, _, _) = degraded(&client).await?;
+        (status == "False").then_some(())
+    })
+    .await;
+    eventually("a Normal Recovered Event", || async {
+        events_about(&client, NS, "elephant")
+            .await
+            .into_iter()
+            .find(|event| {
+                event.type_.as_deref() == Some("Normal")
+                    && event.reason.as_deref() == Some("Recovered")
+                    && event.action.as_deref() == Some("BackUp")
+            })
+    })
+    .await;
+    operator.stop().await;
+}

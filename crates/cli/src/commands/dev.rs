@@ -54,6 +54,14 @@ pub struct DevArgs {
     /// 24h).
     #[arg(long, env = "TUSK_FAILED_BACKUP_JOB_TTL")]
     pub failed_backup_job_ttl: Option<String>,
+    /// How long WAL archiving may fail before a cluster is Degraded (archiving.failingAfter,
+    /// such as 5m).
+    #[arg(long, env = "TUSK_ARCHIVING_FAILING_AFTER")]
+    pub archiving_failing_after: Option<String>,
+    /// How often each archiving cluster's archiver is looked at (archiving.checkInterval,
+    /// such as 30s).
+    #[arg(long, env = "TUSK_ARCHIVING_CHECK_INTERVAL")]
+    pub archiving_check_interval: Option<String>,
 }
 
 /// What must stay the same from one run to the next: backups and pods name the store's
@@ -192,6 +200,8 @@ fn operator_config(store: &S3Server, args: &DevArgs) -> anyhow::Result<OperatorC
             backup_stall_timeout: args.backup_stall_timeout.clone(),
             backup_succeeded_ttl: args.backup_job_ttl.clone(),
             backup_failed_ttl: args.failed_backup_job_ttl.clone(),
+            archiving_failing_after: args.archiving_failing_after.clone(),
+            archiving_check_interval: args.archiving_check_interval.clone(),
             ..Overrides::default()
         })
         .context("the operator configuration for `tusk dev` is invalid")

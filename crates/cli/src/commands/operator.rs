@@ -72,6 +72,12 @@ pub struct OperatorArgs {
     /// httpAddress: where /metrics, /healthz and /readyz are served.
     #[arg(long, env = "TUSK_HTTP_ADDRESS")]
     http_address: Option<SocketAddr>,
+    /// archiving.failingAfter, such as 5m.
+    #[arg(long, env = "TUSK_ARCHIVING_FAILING_AFTER")]
+    archiving_failing_after: Option<String>,
+    /// archiving.checkInterval, such as 30s.
+    #[arg(long, env = "TUSK_ARCHIVING_CHECK_INTERVAL")]
+    archiving_check_interval: Option<String>,
 }
 
 impl OperatorArgs {
@@ -98,6 +104,8 @@ impl OperatorArgs {
             leader_election: self.leader_election,
             lease_namespace: self.lease_namespace,
             http_address: self.http_address,
+            archiving_failing_after: self.archiving_failing_after,
+            archiving_check_interval: self.archiving_check_interval,
         };
         Ok(file.with_overrides(overrides)?)
     }

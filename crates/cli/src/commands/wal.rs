@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use tusk_api::instance::ARCHIVE_ERROR_PREFIX;
 use tusk_backup::wal::{self, PushOutcome};
 use tusk_backup::{BackupStore, StoreConfig};
 
@@ -62,6 +63,18 @@ fn store_and_prefix(wal_prefix: Option<String>) -> anyhow::Result<(BackupStore, 
 pub async fn push(args: WalPushArgs) -> anyhow::Result<()> {
     // TLS to the API server and to an https object store needs rustls' provider chosen.
     tusk_operator::install_crypto_provider();
+    // The instance shows this line on the cluster while archiving fails: it names the file.
+    let name = args
+        .path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    push_file(args)
+        .await
+        .with_context(|| format!("{ARCHIVE_ERROR_PREFIX}{name}"))
+}
+
+async fn push_file(args: WalPushArgs) -> anyhow::Result<()> {
     let passphrase = super::backup::passphrase(args.passphrase_file.as_deref())?;
     let (store, prefix) = store_and_prefix(args.wal_prefix)?;
     match wal::push(&store, &prefix, &args.path, &passphrase).await? {

@@ -7,6 +7,8 @@
 //!   database and the replication role are in place).
 //! - `/parameters` is what became of the last configuration the instance was given (see
 //!   [`super::parameters`]), as JSON; 503 until the server has started.
+//! - `/archiver` is the WAL archiver's state (see [`super::archiver`]), as JSON; 404 when the
+//!   cluster does not archive WAL, 503 while the server cannot be asked.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -17,9 +19,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tusk_api::instance::{PARAMETERS_PATH, ParameterReport};
+use tusk_api::instance::{ARCHIVER_PATH, PARAMETERS_PATH, ParameterReport};
 
 use super::database::Connection;
+use super::postgres_log::PostgresLog;
 
 /// What the health endpoints report on, shared with the supervisor.
 #[derive(Debug)]
@@ -32,6 +35,8 @@ pub struct HealthState {
     pub connection: Connection,
     /// What became of the last configuration, once the server has started.
     pub parameters: Mutex<Option<ParameterReport>>,
+    /// PostgreSQL's stderr, which carries the archive command's errors, when WAL is archived.
+    pub archive_log: Option<Arc<PostgresLog>>,
 }
 
 impl HealthState {
@@ -42,7 +47,14 @@ impl HealthState {
             bootstrapped: AtomicBool::new(false),
             connection,
             parameters: Mutex::new(None),
+            archive_log: None,
         }
+    }
+
+    /// This state, reporting on the WAL archiver from `log` (PostgreSQL's stderr).
+    pub fn archiving(mut self, log: Arc<PostgresLog>) -> Self {
+        self.archive_log = Some(log);
+        self
     }
 
     /// Replaces the configuration report.
@@ -57,6 +69,7 @@ pub fn router(state: Arc<HealthState>) -> Router {
         .route("/livez", get(liveness))
         .route("/readyz", get(readiness))
         .route(PARAMETERS_PATH, get(parameters))
+        .route(ARCHIVER_PATH, get(archiver))
         .with_state(state)
 }
 
@@ -99,5 +112,22 @@ async fn parameters(State(state): State<Arc<HealthState>>) -> Response {
             "postgres has not started yet\n",
         )
             .into_response(),
+    }
+}
+
+async fn archiver(State(state): State<Arc<HealthState>>) -> Response {
+    let Some(log) = &state.archive_log else {
+        return (StatusCode::NOT_FOUND, "WAL archiving is off\n").into_response();
+    };
+    match super::archiver::report(&state.connection, log.last_archive_error()).await {
+        Ok(report) => axum::Json(report).into_response(),
+        Err(error) => {
+            tracing::debug!(%error, "cannot read the archiver's state");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cannot read the archiver's state\n",
+            )
+                .into_response()
+        }
     }
 }

@@ -17,7 +17,8 @@
 //!    next restart; see [`database::ensure_roles`]);
 //! 6. until told to stop: whenever the mounted configuration's content changes, have
 //!    PostgreSQL check it and, only if it passes, load it (SIGHUP); report the outcome at
-//!    `/parameters` (see [`parameters`]). A start uses the previous checked configuration when
+//!    `/parameters` (see [`parameters`]), and the WAL archiver's state at `/archiver` (see
+//!    [`archiver`]). A start uses the previous checked configuration when
 //!    PostgreSQL refuses the mounted one, so a typo never takes a running database down.
 //!    A shutdown request becomes a fast shutdown (SIGINT to postgres) and the
 //!    supervisor returns when postgres has exited; if postgres dies on its own, the supervisor
@@ -28,6 +29,7 @@
 //! the data directory is handed to it; the supervisor itself stays root. Otherwise everything
 //! runs as the current user, which is how the pod runs it (uid 999).
 
+pub mod archiver;
 pub mod bootstrap;
 pub mod database;
 pub mod health;
@@ -573,10 +575,14 @@ async fn run_logged(
                 address: health_address,
                 source,
             })?;
-    let state = Arc::new(HealthState::new(Connection {
+    let mut state = HealthState::new(Connection {
         socket_dir: socket_dir.path().to_owned(),
         port: config.postgres_port,
-    }));
+    });
+    if config.wal_archive_prefix.is_some() {
+        state = state.archiving(Arc::clone(postgres_log));
+    }
+    let state = Arc::new(state);
     state.report_parameters(start_report);
 
     let (mut postgres, postgres_output) =

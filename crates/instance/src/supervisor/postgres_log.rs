@@ -30,6 +30,8 @@ pub struct PostgresLog {
     recent: Mutex<VecDeque<String>>,
     /// The furthest WAL location PostgreSQL said its replay reached.
     replayed: AtomicU64,
+    /// The archive command's last error line.
+    archive_error: Mutex<Option<String>>,
 }
 
 impl PostgresLog {
@@ -46,6 +48,9 @@ impl PostgresLog {
                 && self.replayed.fetch_max(location.0, Ordering::Relaxed) < location.0
             {
                 super::bootstrap::print_progress(Reported::WalReplay(location));
+            }
+            if let Some(error) = archive_error(&line) {
+                *self.archive_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
             }
             self.remember(line);
         }
@@ -66,11 +71,28 @@ impl PostgresLog {
         recent.push_back(line);
     }
 
+    /// The archive command's last error line, if it printed one.
+    pub fn last_archive_error(&self) -> Option<String> {
+        self.archive_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// The line of PostgreSQL's that best says why it stopped, if it said anything.
     pub fn decisive_line(&self) -> Option<String> {
         let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         decisive_line(recent.iter().map(String::as_str))
     }
+}
+
+/// The error of `tusk wal-push` on `line`, bounded and printable, if `line` is one: it starts
+/// the line, which PostgreSQL's own messages never do (they start with the log line prefix, and
+/// their continuation lines with a tab), so only a program the server runs can print it.
+fn archive_error(line: &str) -> Option<String> {
+    line.strip_prefix("tusk: ")?
+        .starts_with(tusk_api::instance::ARCHIVE_ERROR_PREFIX)
+        .then(|| tusk_api::instance::printable(&line["tusk: ".len()..], MAX_LINE))
 }
 
 /// Severities whose messages explain a failure, as PostgreSQL prints them.
@@ -177,6 +199,20 @@ pub fn write_termination_message(message: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_archive_commands_last_error_is_kept() {
+        let log = PostgresLog::default();
+        let stderr = "tusk: cannot archive 000000010000000000000003: already archived\n\
+            2026-12-06 LOG:  archive command failed with exit code 1\n\
+            \ttusk: cannot archive forged\n\
+            tusk: restore failed\n";
+        log.forward(stderr.as_bytes()).await;
+        assert_eq!(
+            log.last_archive_error().as_deref(),
+            Some("cannot archive 000000010000000000000003: already archived")
+        );
+    }
 
     #[test]
     fn recovery_messages_say_where_replay_got() {

@@ -12,6 +12,9 @@
 //! accepted it, a refused one is reported as `InvalidParameter` while the database keeps
 //! serving, and `observedGeneration` advances only when the spec is in force.
 //!
+//! A serving cluster's health signals, its WAL archiver and the freshness of its backups, are
+//! read and reported by [`health`].
+//!
 //! `status.lastBackup` is computed here from the cluster's PostgresBackups (which the cluster
 //! owns, so a new backup triggers a reconcile), rather than written by the backup_request
 //! controller: each controller writes only its own kind's status, and the value stays right
@@ -20,6 +23,8 @@
 pub mod apply;
 pub mod build;
 pub mod delete;
+pub mod health;
+pub mod instance_report;
 pub mod parameters;
 pub mod postgresql_conf;
 pub mod restore_progress;
@@ -106,6 +111,8 @@ pub async fn run(
             Some(ObjectRef::new(&cluster).within(&pod.namespace()?))
         },
     )
+    // A cluster's backups turn stale at a moment in time.
+    .reconcile_all_on(context.clock.jumps())
     .with_config(Config::default().concurrency(context.config.concurrency.cluster))
     .graceful_shutdown_on(shutdown)
     .run(reconcile, error_policy, context)
@@ -137,6 +144,7 @@ async fn reconcile(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Resu
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&cluster.uid().unwrap_or_default());
+                health::forget(&context, &cluster);
                 let reference = cluster.object_ref(&());
                 let result = delete::cleanup(&cluster, &context, &reference).await;
                 if let Err(error) = &result {
@@ -333,6 +341,15 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
         context.clock.now(),
     );
     let status = report_refused_parameters(&context, &cluster, status).await;
+    let health = health::observe(
+        &context,
+        &cluster,
+        status,
+        status::serving_pod_ip(&stateful_set, &pods).as_deref(),
+    )
+    .await?;
+    health::report_events(&context, &cluster, &health).await;
+    let status = health.status;
     report_instance_failures(
         &context,
         &cluster,
@@ -347,7 +364,7 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
     if cluster.status.as_ref() != Some(&status) {
         write_status(client, &namespace, &name, &status).await?;
     }
-    Ok(Action::requeue(if failing {
+    let resync = if failing {
         FAILING_RESYNC
     } else if status.restore_progress.is_some() || restoring {
         RESTORE_PROGRESS_RESYNC
@@ -355,7 +372,10 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
         CONFIG_RESYNC
     } else {
         RESYNC
-    }))
+    };
+    Ok(Action::requeue(
+        health.requeue.map_or(resync, |health| health.min(resync)),
+    ))
 }
 
 /// The cluster's `<cluster>-tls` Secret as it should be: the existing one while it is good,
@@ -557,6 +577,7 @@ async fn write_status(
     if status.restore_progress.is_none() {
         body["restoreProgress"] = serde_json::Value::Null;
     }
+    health::clear_absent(&mut body);
     Api::<PostgresCluster>::namespaced(client.clone(), namespace)
         .patch_status(
             name,

@@ -14,26 +14,14 @@
 //! asked for only at the IP the kubelet reported for a pod the cluster's StatefulSet controls,
 //! read with a time limit and a size limit, and every string in it is checked or cleaned.
 
-use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
-
-use http_body_util::{BodyExt as _, Empty, Limited};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use sha2::{Digest as _, Sha256};
 use tusk_api::PostgresClusterStatus;
 use tusk_api::cluster::ClusterPhase;
 use tusk_api::conditions::{FALSE, TRUE, reasons, types};
-use tusk_api::instance::{
-    MAX_REPORT_BYTES, PARAMETERS_PATH, ParameterOutcome, ParameterReport, printable as clean,
-};
-use tusk_api::names;
+use tusk_api::instance::{PARAMETERS_PATH, ParameterOutcome, ParameterReport, printable as clean};
 
+use super::instance_report;
 use crate::conditions::{self, DesiredCondition};
-
-/// How long the instance may take to answer.
-const REPORT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The most refused settings shown.
 const MAX_REFUSED: usize = 16;
 /// The most of one refusal's message shown.
@@ -273,35 +261,10 @@ fn setting_name(name: &str) -> String {
     }
 }
 
-/// Reads the report of the instance at `pod_ip` (an address, never a name), within
-/// [`REPORT_TIMEOUT`] and [`MAX_REPORT_BYTES`].
+/// Reads the report of the instance at `pod_ip` (see [`instance_report::fetch`]).
 async fn fetch_report(pod_ip: &str) -> Result<ParameterReport, String> {
-    let ip: IpAddr = pod_ip
-        .parse()
-        .map_err(|_| "the pod's IP is not an address".to_owned())?;
-    let uri: hyper::Uri = format!(
-        "http://{}{PARAMETERS_PATH}",
-        SocketAddr::new(ip, names::INSTANCE_HEALTH_PORT)
-    )
-    .parse()
-    .map_err(|error| format!("{error}"))?;
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let read = async {
-        let response = client.get(uri).await.map_err(|error| error.to_string())?;
-        if response.status() != hyper::StatusCode::OK {
-            return Err(format!("the instance answered {}", response.status()));
-        }
-        let body = Limited::new(response.into_body(), MAX_REPORT_BYTES)
-            .collect()
-            .await
-            .map_err(|error| error.to_string())?
-            .to_bytes();
-        serde_json::from_slice::<ParameterReport>(&body)
-            .map_err(|_| "the instance's report is not a configuration report".to_owned())
-    };
-    let report = tokio::time::timeout(REPORT_TIMEOUT, read)
-        .await
-        .map_err(|_| "the instance did not answer in time".to_owned())??;
+    let report: ParameterReport =
+        instance_report::fetch(pod_ip, PARAMETERS_PATH, "a configuration report").await?;
     let well_formed = report.config_sha256.len() == 64
         && report
             .config_sha256

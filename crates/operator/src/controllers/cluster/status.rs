@@ -198,6 +198,8 @@ pub fn compute(observed: &Observed<'_>) -> PostgresClusterStatus {
             .restore_progress
             .clone()
             .filter(|_| phase == ClusterPhase::Restoring),
+        // Added by `health::observe`.
+        archiving: None,
     }
 }
 
