@@ -17,6 +17,7 @@ mod discovery;
 mod error;
 mod events;
 mod ext;
+mod list_options;
 pub(crate) mod ops;
 mod persist;
 mod protobuf;

@@ -506,11 +506,21 @@ fn generation_relevant(rt: &ResourceType, object: &Value) -> Value {
     out
 }
 
+/// The object without what a write that changes nothing still changes: its resourceVersion
+/// and the times in its managedFields. A change of field ownership alone (a second manager
+/// applying the same value, a client rewriting managedFields) is a change.
 fn without_volatile_metadata(object: &Value) -> Value {
     let mut out = object.clone();
     if let Some(metadata) = out.get_mut("metadata").and_then(Value::as_object_mut) {
-        metadata.remove("managedFields");
         metadata.remove("resourceVersion");
+        if let Some(entries) = metadata
+            .get_mut("managedFields")
+            .and_then(Value::as_array_mut)
+        {
+            for entry in entries.iter_mut().filter_map(Value::as_object_mut) {
+                entry.remove("time");
+            }
+        }
     }
     out
 }
@@ -943,7 +953,7 @@ pub(crate) fn patch(
                 check_type(rt, &patch_body)?;
                 let applied =
                     ext::server_side_apply(None, &patch_body, &opts.field_manager, force, None)
-                        .map_err(|f| ApiError::from_patch(rt, &key.1, f.status, f.message))?;
+                        .map_err(|f| ApiError::from_patch(rt, &key.1, f))?;
                 let namespace = rt.namespaced.then_some(key.0.as_str());
                 let mut applied = applied;
                 metadata_mut(&mut applied).insert("name".into(), Value::String(key.1.clone()));
@@ -958,10 +968,10 @@ pub(crate) fn patch(
         match patch_type {
             PatchType::Merge => ext::merge_patch(&mut patched, &patch_body),
             PatchType::Json => ext::json_patch(&mut patched, &patch_body)
-                .map_err(|f| ApiError::from_patch(rt, &key.1, f.status, f.message))?,
+                .map_err(|f| ApiError::from_patch(rt, &key.1, f))?,
             PatchType::Strategic => {
                 ext::strategic_merge_patch(&mut patched, &patch_body, &rt.api_version(), &rt.kind)
-                    .map_err(|f| ApiError::from_patch(rt, &key.1, f.status, f.message))?
+                    .map_err(|f| ApiError::from_patch(rt, &key.1, f))?
             }
             PatchType::Apply { force } => {
                 check_type(rt, &patch_body)?;
@@ -972,7 +982,7 @@ pub(crate) fn patch(
                     force,
                     subresource,
                 )
-                .map_err(|f| ApiError::from_patch(rt, &key.1, f.status, f.message))?;
+                .map_err(|f| ApiError::from_patch(rt, &key.1, f))?;
                 record = false;
             }
         }
