@@ -11,6 +11,7 @@
 //! # Ok(()) }
 //! ```
 
+mod admission;
 mod auth;
 mod defaults;
 mod discovery;

@@ -249,6 +249,7 @@ impl Server {
             },
             warnings: Vec::new(),
             duplicate_fields: json_object_body_duplicates(&content_type, &body),
+            user: Some(user.clone()),
         };
         let wants_table = accept.contains("as=Table");
         let result = match (method, target) {
@@ -390,6 +391,19 @@ impl Server {
             ) => {
                 let request = delete_request(&query, &body)?;
                 let grace = grace_period(&query, &body);
+                let current = self.store.read().get(&rt.storage, &key).cloned();
+                if let Some(current) = current {
+                    opts.dry_run = request.dry_run;
+                    ops::admit(
+                        &self.store,
+                        &rt,
+                        "DELETE",
+                        None,
+                        None,
+                        Some(&current),
+                        &mut opts,
+                    )?;
+                }
                 match ops::delete_with_grace(&self.store, &rt, &key, &request, grace)? {
                     Deleted::Pending(object) => Ok((202, present(&rt, &object), rt)),
                     Deleted::Gone(object) if rt.custom || &*rt.storage == CRD_STORAGE => {
