@@ -2,14 +2,13 @@
 //! structured-merge-diff): shared ownership, conflicts with their `details.causes`, and the
 //! move from kubectl's client-side apply, through kube-rs and the real kubectl.
 
-use std::path::Path;
-
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use tokio::process::Command;
 use tusk_sandbox::Sandbox;
+
+mod common;
 
 async fn start() -> (Sandbox, Client, Api<ConfigMap>) {
     let sandbox = Sandbox::builder().start().await.expect("sandbox starts");
@@ -146,19 +145,10 @@ async fn a_conflict_names_each_field_and_its_manager_in_details_causes() {
     sandbox.shutdown().await;
 }
 
-async fn kubectl(sandbox: &Sandbox, dir: &Path, args: &[&str]) -> (bool, String) {
-    let output = Command::new("kubectl")
-        .args(args)
-        .env("KUBECONFIG", sandbox.kubeconfig_path())
-        .current_dir(dir)
-        .output()
-        .await
-        .expect("kubectl runs (install the Debian package `kubectl`)");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned()
-            + &String::from_utf8_lossy(&output.stderr),
-    )
+/// kubectl's success and what it printed (stdout, then stderr).
+async fn kubectl(sandbox: &Sandbox, args: &[&str]) -> (bool, String) {
+    let (ok, stdout, stderr) = common::kubectl::kubectl(sandbox, args).await;
+    (ok, stdout + &stderr)
 }
 
 /// kubectl documents the move from client-side to server-side apply: `kubectl apply
@@ -173,15 +163,17 @@ async fn kubectl(sandbox: &Sandbox, dir: &Path, args: &[&str]) -> (bool, String)
 async fn kubectl_moves_from_client_side_to_server_side_apply_without_conflicts() {
     let (sandbox, _client, maps) = start().await;
     let dir = tempfile::tempdir().expect("temp dir");
+    let manifest = dir.path().join("settings.json");
+    let manifest = manifest.to_str().expect("a UTF-8 path");
     let write = |data: Value| {
         std::fs::write(
-            dir.path().join("settings.json"),
+            manifest,
             serde_json::to_vec(&configuration(data)).expect("json"),
         )
         .expect("written")
     };
     write(json!({"mode": "fast", "size": "small"}));
-    let (ok, output) = kubectl(&sandbox, dir.path(), &["apply", "-f", "settings.json"]).await;
+    let (ok, output) = kubectl(&sandbox, &["apply", "-f", manifest]).await;
     assert!(ok, "{output}");
     let client_side = maps.get("settings").await.expect("created");
     assert_eq!(
@@ -192,13 +184,12 @@ async fn kubectl_moves_from_client_side_to_server_side_apply_without_conflicts()
     write(json!({"mode": "careful", "size": "small"}));
     let (ok, output) = kubectl(
         &sandbox,
-        dir.path(),
         &[
             "apply",
             "--server-side",
             "--field-manager=other",
             "-f",
-            "settings.json",
+            manifest,
         ],
     )
     .await;
@@ -208,12 +199,7 @@ async fn kubectl_moves_from_client_side_to_server_side_apply_without_conflicts()
         "{output}"
     );
 
-    let (ok, output) = kubectl(
-        &sandbox,
-        dir.path(),
-        &["apply", "--server-side", "-f", "settings.json"],
-    )
-    .await;
+    let (ok, output) = kubectl(&sandbox, &["apply", "--server-side", "-f", manifest]).await;
     assert!(ok, "kubectl's own move is no conflict: {output}");
     let server_side = maps.get("settings").await.expect("there");
     assert_eq!(
@@ -245,7 +231,7 @@ async fn kubectl_moves_from_client_side_to_server_side_apply_without_conflicts()
 
     // A client-side apply again, then someone else changes a field: that field conflicts.
     write(json!({"mode": "careful", "size": "large"}));
-    let (ok, output) = kubectl(&sandbox, dir.path(), &["apply", "-f", "settings.json"]).await;
+    let (ok, output) = kubectl(&sandbox, &["apply", "-f", manifest]).await;
     assert!(ok, "{output}");
     maps.patch(
         "settings",
@@ -255,12 +241,7 @@ async fn kubectl_moves_from_client_side_to_server_side_apply_without_conflicts()
     .await
     .expect("someone else changes size");
     write(json!({"mode": "careful", "size": "medium"}));
-    let (ok, output) = kubectl(
-        &sandbox,
-        dir.path(),
-        &["apply", "--server-side", "-f", "settings.json"],
-    )
-    .await;
+    let (ok, output) = kubectl(&sandbox, &["apply", "--server-side", "-f", manifest]).await;
     assert!(
         !ok,
         "a field changed by another manager conflicts: {output}"
