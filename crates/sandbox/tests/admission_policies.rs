@@ -325,3 +325,72 @@ async fn invalid_policies_and_bindings_are_refused() {
     );
     sandbox.shutdown().await;
 }
+
+/// kubectl sends a policy and its binding as protobuf; they are stored as sent and enforced.
+#[tokio::test]
+async fn kubectl_applies_a_policy_and_its_binding() {
+    let (sandbox, client) = start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let manifest = dir.path().join("policy.yaml");
+    std::fs::write(
+        &manifest,
+        r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata:
+  name: labelled-maps
+spec:
+  matchConstraints:
+    resourceRules:
+    - apiGroups: [""]
+      apiVersions: ["v1"]
+      operations: ["CREATE"]
+      resources: ["configmaps"]
+  validations:
+  - expression: "has(object.metadata.labels) && 'team' in object.metadata.labels"
+    message: "every ConfigMap names its team"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata:
+  name: labelled-maps
+spec:
+  policyName: labelled-maps
+  validationActions: [Deny]
+"#,
+    )
+    .expect("written");
+    let (ok, stdout, stderr) = common::kubectl::kubectl(
+        &sandbox,
+        &["apply", "-f", manifest.to_str().expect("a UTF-8 path")],
+    )
+    .await;
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains(
+            "validatingadmissionpolicy.admissionregistration.k8s.io/labelled-maps created"
+        ),
+        "{stdout}"
+    );
+    let policy = Api::<ValidatingAdmissionPolicy>::all(client.clone())
+        .get("labelled-maps")
+        .await
+        .expect("stored");
+    let rules = policy
+        .spec
+        .and_then(|spec| spec.match_constraints)
+        .and_then(|constraints| constraints.resource_rules)
+        .unwrap_or_default();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].resources, Some(vec!["configmaps".to_string()]));
+    let (ok, _, stderr) = common::kubectl::kubectl(
+        &sandbox,
+        &["create", "configmap", "anonymous", "--from-literal=a=1"],
+    )
+    .await;
+    assert!(!ok, "refused");
+    assert!(
+        stderr.contains("ValidatingAdmissionPolicy 'labelled-maps' with binding 'labelled-maps' denied request: every ConfigMap names its team"),
+        "{stderr}"
+    );
+    sandbox.shutdown().await;
+}
