@@ -117,10 +117,21 @@ fn main() {
 /// Whether a field is a Go struct embedded with `json:",inline"` (LocalObjectReference in
 /// SecretKeySelector, VolumeSource in Volume): a message field in protobuf whose own fields
 /// are the parent's in JSON, where the parent's k8s-openapi type has no name for it.
+/// Embedded structs may embed others in turn (Rule in RuleWithOperations in
+/// NamedRuleWithOperations), to this depth.
 fn is_inline(
     field: &FieldSpec,
     parent_names: &[String],
     messages: &BTreeMap<String, Vec<FieldSpec>>,
+) -> bool {
+    is_inline_within(field, parent_names, messages, 3)
+}
+
+fn is_inline_within(
+    field: &FieldSpec,
+    parent_names: &[String],
+    messages: &BTreeMap<String, Vec<FieldSpec>>,
+    depth: usize,
 ) -> bool {
     let known = |rust_name: &str| {
         parent_names
@@ -128,10 +139,12 @@ fn is_inline(
             .any(|json| normalise(json) == normalise(rust_name))
     };
     match (&field.kind, field.label) {
-        (Kind::Message(embedded), Label::Optional) if !known(&field.rust_name) => messages
-            [embedded]
-            .iter()
-            .all(|inner| known(&inner.rust_name)),
+        (Kind::Message(embedded), Label::Optional) if depth > 0 && !known(&field.rust_name) => {
+            messages[embedded].iter().all(|inner| {
+                known(&inner.rust_name)
+                    || is_inline_within(inner, parent_names, messages, depth - 1)
+            })
+        }
         _ => false,
     }
 }

@@ -188,3 +188,161 @@ except ApiException as error:
         "a custom kind's body without kind is refused"
     );
 }
+
+/// The Python client's watch, list and apply against the sandbox's resourceVersion semantics
+/// as kube-apiserver's: a watch resumed from a compacted resourceVersion raises the 410 its
+/// ERROR event carries; a bookmark arrives before the watch's timeout; a paginated list is one
+/// snapshot; invalid `resourceVersionMatch` combinations are refused with 422.
+#[tokio::test]
+async fn python_client_sees_expired_watches_bookmarks_and_consistent_pages() {
+    let sandbox = Sandbox::builder().start().await.expect("sandbox starts");
+    let answer = python(
+        &sandbox,
+        r#"
+import json, time
+from kubernetes import watch
+from kubernetes.client.rest import ApiException
+core = client.CoreV1Api()
+def create(name):
+    return core.create_namespaced_config_map("default", client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name=name), data={"key": "v1"})).metadata.resource_version
+first = create("m1")
+for name in ["m2", "m3", "m4"]:
+    last = create(name)
+page = core.list_namespaced_config_map("default", limit=2)
+print([m.metadata.name for m in page.items])
+core.delete_namespaced_config_map("m3", "default")
+create("m25")
+rest = core.list_namespaced_config_map("default", limit=10, _continue=page.metadata._continue)
+print([m.metadata.name for m in rest.items], rest.metadata.resource_version == page.metadata.resource_version)
+started = time.monotonic()
+for event in watch.Watch().stream(core.list_namespaced_config_map, "default",
+        resource_version=last, allow_watch_bookmarks=True, timeout_seconds=4):
+    # Changes replay at once; the bookmark comes about two seconds before the timeout.
+    print(event["type"], round(time.monotonic() - started))
+for query in [{"resource_version_match": "Exact"}, {"resource_version": "0", "resource_version_match": "Exact"}]:
+    try:
+        core.list_namespaced_config_map("default", **query)
+    except ApiException as error:
+        print(error.status, json.loads(error.body)["message"])
+print(first)
+"#,
+    )
+    .await;
+    let lines: Vec<&str> = answer.lines().collect();
+    let first = lines.last().expect("the first resourceVersion").to_string();
+    assert_eq!(
+        lines[..lines.len() - 1],
+        [
+            "['m1', 'm2']",
+            "['m3', 'm4'] True",
+            "DELETED 0",
+            "ADDED 0",
+            "BOOKMARK 2",
+            "422 ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided",
+            "422 ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+        ]
+    );
+    sandbox.compact_watch_history();
+    let expired = python(
+        &sandbox,
+        &format!(
+            r#"
+from kubernetes import watch
+from kubernetes.client.rest import ApiException
+try:
+    for event in watch.Watch().stream(client.CoreV1Api().list_namespaced_config_map, "default",
+            resource_version="{first}", timeout_seconds=5):
+        print(event["type"])
+except ApiException as error:
+    print(error.status, error.reason)
+"#
+        ),
+    )
+    .await;
+    assert_eq!(
+        expired.trim(),
+        format!(
+            "410 Expired: too old resource version: {first} ({})",
+            sandbox.resource_version()
+        )
+    );
+    sandbox.shutdown().await;
+}
+
+/// The Python client's server-side apply: a second manager applying the same value shares
+/// the field; one applying another value gets 409 with a `FieldManagerConflict` cause naming
+/// the field and its manager.
+#[tokio::test]
+async fn python_client_sees_shared_ownership_and_apply_conflicts() {
+    let sandbox = Sandbox::builder().start().await.expect("sandbox starts");
+    let answer = python(
+        &sandbox,
+        r#"
+import json
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import DynamicApiError
+maps = DynamicClient(client.ApiClient()).resources.get(api_version="v1", kind="ConfigMap")
+def settings(value):
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}, "data": {"mode": value}}
+maps.server_side_apply(body=settings("fast"), namespace="default", field_manager="owner")
+shared = maps.server_side_apply(body=settings("fast"), namespace="default", field_manager="second")
+print(sorted((m.manager, m.operation) for m in shared.metadata.managedFields))
+try:
+    maps.server_side_apply(body=settings("slow"), namespace="default", field_manager="third")
+except DynamicApiError as error:
+    status = json.loads(error.body)
+    print(error.status, sorted((c["reason"], c["message"], c["field"]) for c in status["details"]["causes"]))
+"#,
+    )
+    .await;
+    let lines: Vec<&str> = answer.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "[('owner', 'Apply'), ('second', 'Apply')]",
+            "409 [('FieldManagerConflict', 'conflict with \"owner\"', '.data.mode'), ('FieldManagerConflict', 'conflict with \"second\"', '.data.mode')]",
+        ]
+    );
+    sandbox.shutdown().await;
+}
+
+/// The Python client installs a ValidatingAdmissionPolicy and its binding, and a write the
+/// policy rejects raises the 422 kube-apiserver answers, with its message.
+#[tokio::test]
+async fn python_client_sees_admission_policies_deny() {
+    let sandbox = Sandbox::builder().start().await.expect("sandbox starts");
+    let answer = python(
+        &sandbox,
+        r#"
+import json
+from kubernetes.client.rest import ApiException
+admission = client.AdmissionregistrationV1Api()
+admission.create_validating_admission_policy(client.V1ValidatingAdmissionPolicy(
+    metadata=client.V1ObjectMeta(name="small-maps"),
+    spec=client.V1ValidatingAdmissionPolicySpec(
+        match_constraints=client.V1MatchResources(resource_rules=[client.V1NamedRuleWithOperations(
+            api_groups=[""], api_versions=["v1"], operations=["CREATE", "UPDATE"], resources=["configmaps"])]),
+        validations=[client.V1Validation(expression="size(object.data) <= 2", message="at most two keys")])))
+admission.create_validating_admission_policy_binding(client.V1ValidatingAdmissionPolicyBinding(
+    metadata=client.V1ObjectMeta(name="small-maps-everywhere"),
+    spec=client.V1ValidatingAdmissionPolicyBindingSpec(policy_name="small-maps", validation_actions=["Deny"])))
+core = client.CoreV1Api()
+core.create_namespaced_config_map("default", client.V1ConfigMap(
+    metadata=client.V1ObjectMeta(name="small"), data={"a": "1"}))
+try:
+    core.create_namespaced_config_map("default", client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="large"), data={"a": "1", "b": "2", "c": "3"}))
+    print("created")
+except ApiException as error:
+    status = json.loads(error.body)
+    print(error.status, status["reason"], status["message"])
+"#,
+    )
+    .await;
+    assert_eq!(
+        answer.trim(),
+        "422 Invalid configmaps \"large\" is forbidden: ValidatingAdmissionPolicy 'small-maps' with binding 'small-maps-everywhere' denied request: at most two keys"
+    );
+    sandbox.shutdown().await;
+}

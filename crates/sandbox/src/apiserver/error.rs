@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::ext::Cause;
+use super::ext::{Cause, PatchFailure};
 use super::resources::ResourceType;
 
 /// A request that failed: everything needed to answer with a `Status`.
@@ -191,9 +191,49 @@ impl ApiError {
         Self::new(410, "Expired", message)
     }
 
-    /// A patch module failure, with the HTTP status the patch module chose.
-    pub fn from_patch(rt: &ResourceType, name: &str, status: u16, message: String) -> Self {
+    /// A request for a resourceVersion the store has not reached within the time
+    /// kube-apiserver waits for it: 504 with the cause `ResourceVersionTooLarge`, and when
+    /// `retry_after_seconds` is not 0, that hint.
+    pub fn too_large_resource_version(
+        requested: u64,
+        current: u64,
+        retry_after_seconds: u32,
+    ) -> Self {
+        let mut details = json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}]});
+        if retry_after_seconds > 0 {
+            details["retryAfterSeconds"] = json!(retry_after_seconds);
+        }
+        Self::new(
+            504,
+            "Timeout",
+            format!("Timeout: Too large resource version: {requested}, current: {current}"),
+        )
+        .with_details(details)
+    }
+
+    /// A patch module failure, with the HTTP status the patch module chose. An apply conflict
+    /// lists each field in `details.causes` (reason `FieldManagerConflict`), and, as
+    /// kube-apiserver's, names no object.
+    pub fn from_patch(rt: &ResourceType, name: &str, failure: PatchFailure) -> Self {
+        let PatchFailure {
+            status,
+            message,
+            conflicts,
+        } = failure;
         match status {
+            409 if !conflicts.is_empty() => {
+                let causes: Vec<Value> = conflicts
+                    .iter()
+                    .map(|c| {
+                        json!({
+                            "reason": "FieldManagerConflict",
+                            "message": format!("conflict with {}", c.manager),
+                            "field": c.field,
+                        })
+                    })
+                    .collect();
+                Self::new(409, "Conflict", message).with_details(json!({"causes": causes}))
+            }
             409 => Self::new(409, "Conflict", message).with_details(details(rt, name)),
             415 => Self::new(415, "UnsupportedMediaType", message),
             422 => Self::new(422, "Invalid", message).with_details(details(rt, name)),

@@ -142,17 +142,24 @@ pub(crate) fn render_table(
     table::render_table(&columns, objects, include, list_meta)
 }
 
-/// A patch that could not be applied: the HTTP status and the message.
+/// A patch that could not be applied: the HTTP status, the message, and for an apply
+/// conflict, the conflicting fields.
 pub(crate) struct PatchFailure {
     pub status: u16,
     pub message: String,
+    pub conflicts: Vec<patch::ApplyConflict>,
 }
 
 impl From<patch::PatchError> for PatchFailure {
     fn from(error: patch::PatchError) -> Self {
+        let conflicts = match &error {
+            patch::PatchError::Conflict { conflicts, .. } => conflicts.clone(),
+            _ => Vec::new(),
+        };
         PatchFailure {
             status: error.http_status(),
             message: error.to_string(),
+            conflicts,
         }
     }
 }

@@ -11,12 +11,14 @@
 //! # Ok(()) }
 //! ```
 
+mod admission;
 mod auth;
 mod defaults;
 mod discovery;
 mod error;
 mod events;
 mod ext;
+mod list_options;
 pub(crate) mod ops;
 mod persist;
 mod protobuf;

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use rand::RngExt;
 use serde_json::{Map, Value, json};
 
+use super::admission::{self, Attributes};
+use super::auth::User;
 use super::defaults;
 use super::error::ApiError;
 use super::events;
@@ -38,6 +40,9 @@ pub(crate) struct WriteOptions {
     pub warnings: Vec<String>,
     /// The paths of the keys the request body gave twice, reported with the unknown fields.
     pub duplicate_fields: Vec<String>,
+    /// Who writes, for the admission policies; none for the sandbox's own controllers, whose
+    /// writes are not admitted.
+    pub user: Option<User>,
 }
 
 /// The four patch content types.
@@ -404,13 +409,16 @@ fn apply_schema(
             FieldValidation::Ignore => {}
         }
     }
-    let causes = match &rt.schema {
+    let mut causes = match &rt.schema {
         Some(schema) => {
             schema.default(object);
             schema.validate(object, old)
         }
         None => validation::validate(rt, object, old),
     };
+    if admission::is_policy_kind(rt) {
+        causes.extend(admission::validate_configuration(rt, object));
+    }
     if causes.is_empty() {
         Ok(())
     } else {
@@ -506,11 +514,21 @@ fn generation_relevant(rt: &ResourceType, object: &Value) -> Value {
     out
 }
 
+/// The object without what a write that changes nothing still changes: its resourceVersion
+/// and the times in its managedFields. A change of field ownership alone (a second manager
+/// applying the same value, a client rewriting managedFields) is a change.
 fn without_volatile_metadata(object: &Value) -> Value {
     let mut out = object.clone();
     if let Some(metadata) = out.get_mut("metadata").and_then(Value::as_object_mut) {
-        metadata.remove("managedFields");
         metadata.remove("resourceVersion");
+        if let Some(entries) = metadata
+            .get_mut("managedFields")
+            .and_then(Value::as_array_mut)
+        {
+            for entry in entries.iter_mut().filter_map(Value::as_object_mut) {
+                entry.remove("time");
+            }
+        }
     }
     out
 }
@@ -620,7 +638,66 @@ pub(crate) fn create(
     defaults::job_selector(rt, &mut stored);
     apply_schema(rt, &name, &mut stored, None, opts)?;
     ext::record_update(None, &mut stored, &opts.field_manager, "Update", None);
+    admit(store, rt, "CREATE", None, Some(&stored), None, opts)?;
     commit_create(store, rt, stored, opts.dry_run)
+}
+
+/// [`admit`] for an update of `current` to `new`.
+fn admit_update(
+    store: &Store,
+    rt: &ResourceType,
+    subresource: Option<&str>,
+    new: &Value,
+    current: &Value,
+    opts: &mut WriteOptions,
+) -> Result<(), ApiError> {
+    admit(
+        store,
+        rt,
+        "UPDATE",
+        subresource,
+        Some(new),
+        Some(current),
+        opts,
+    )
+}
+
+/// Runs the admission policies over a write (after the object's own validation, as
+/// kube-apiserver does), keeping the warnings they give.
+pub(crate) fn admit(
+    store: &Store,
+    rt: &ResourceType,
+    operation: &'static str,
+    subresource: Option<&str>,
+    object: Option<&Value>,
+    old_object: Option<&Value>,
+    opts: &mut WriteOptions,
+) -> Result<(), ApiError> {
+    let Some(user) = &opts.user else {
+        return Ok(());
+    };
+    let identity = object.or(old_object);
+    let text = |field: &str| {
+        identity
+            .and_then(|o| meta_str(o, field))
+            .unwrap_or_default()
+    };
+    let served = object.map(|o| present(rt, o));
+    let served_old = old_object.map(|o| present(rt, o));
+    let attributes = Attributes {
+        rt,
+        operation,
+        subresource,
+        namespace: text("namespace"),
+        name: text("name"),
+        object: served.as_ref(),
+        old_object: served_old.as_ref(),
+        user,
+        dry_run: opts.dry_run,
+    };
+    let warnings = admission::admit(&store.read(), &attributes)?;
+    opts.warnings.extend(warnings);
+    Ok(())
 }
 
 fn commit_create(
@@ -876,6 +953,7 @@ pub(crate) fn replace(
             _ => {}
         }
         let new = prepare_update(rt, &current, stored_body.clone(), subresource, opts, true)?;
+        admit_update(store, rt, subresource, &new, &current, opts)?;
         match commit_update(store, rt, key, &current, new, opts.dry_run)? {
             Attempt::Done(object) => return Ok(object),
             Attempt::Raced if expected_rv.is_some() => return Err(ApiError::conflict(rt, &key.1)),
@@ -943,7 +1021,7 @@ pub(crate) fn patch(
                 check_type(rt, &patch_body)?;
                 let applied =
                     ext::server_side_apply(None, &patch_body, &opts.field_manager, force, None)
-                        .map_err(|f| ApiError::from_patch(rt, &key.1, f.status, f.message))?;
+                        .map_err(|f| ApiError::from_patch(rt, &key.1, f))?;
                 let namespace = rt.namespaced.then_some(key.0.as_str());
                 let mut applied = applied;
                 metadata_mut(&mut applied).insert("name".into(), Value::String(key.1.clone()));
@@ -958,10 +1036,10 @@ pub(crate) fn patch(
         match patch_type {
             PatchType::Merge => ext::merge_patch(&mut patched, &patch_body),
             PatchType::Json => ext::json_patch(&mut patched, &patch_body)
-                .map_err(|f| ApiError::from_patch(rt, &key.1, f.status, f.message))?,
+                .map_err(|f| ApiError::from_patch(rt, &key.1, f))?,
             PatchType::Strategic => {
                 ext::strategic_merge_patch(&mut patched, &patch_body, &rt.api_version(), &rt.kind)
-                    .map_err(|f| ApiError::from_patch(rt, &key.1, f.status, f.message))?
+                    .map_err(|f| ApiError::from_patch(rt, &key.1, f))?
             }
             PatchType::Apply { force } => {
                 check_type(rt, &patch_body)?;
@@ -972,7 +1050,7 @@ pub(crate) fn patch(
                     force,
                     subresource,
                 )
-                .map_err(|f| ApiError::from_patch(rt, &key.1, f.status, f.message))?;
+                .map_err(|f| ApiError::from_patch(rt, &key.1, f))?;
                 record = false;
             }
         }
@@ -1002,6 +1080,7 @@ pub(crate) fn patch(
             opts,
             record,
         )?;
+        admit_update(store, rt, subresource, &new, &current, opts)?;
         match commit_update(store, rt, key, &current, new, opts.dry_run)? {
             Attempt::Done(object) => return Ok((object, false)),
             Attempt::Raced => continue,

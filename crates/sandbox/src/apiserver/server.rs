@@ -16,6 +16,10 @@ use super::auth::Authenticator;
 use super::discovery;
 use super::error::ApiError;
 use super::ext::{self, FieldSelector, LabelSelector};
+use super::list_options::{
+    ContinueToken, FRESHNESS_WAIT, ListOptions, ListRead, TOO_LARGE_RETRY_SECONDS,
+    parse_resource_version,
+};
 use super::ops::{
     self, DeleteRequest, Deleted, FieldValidation, PatchType, Propagation, WriteOptions, present,
 };
@@ -258,6 +262,7 @@ impl Server {
             },
             warnings: Vec::new(),
             duplicate_fields: json_object_body_duplicates(&content_type, &body),
+            user: Some(user.clone()),
         };
         let wants_table = accept.contains("as=Table");
         let result = match (method, target) {
@@ -283,7 +288,9 @@ impl Server {
                 if flag(&query, "watch") {
                     return self.watch(rt, namespace, &query, wants_table);
                 }
-                return self.list(&rt, namespace.as_deref(), &query, wants_table);
+                return self
+                    .list(&rt, namespace.as_deref(), &query, wants_table)
+                    .await;
             }
             (Method::POST, Target::Collection { rt, namespace }) => {
                 if rt.namespaced && namespace.is_none() {
@@ -397,6 +404,19 @@ impl Server {
             ) => {
                 let request = delete_request(&query, &body)?;
                 let grace = grace_period(&query, &body);
+                let current = self.store.read().get(&rt.storage, &key).cloned();
+                if let Some(current) = current {
+                    opts.dry_run = request.dry_run;
+                    ops::admit(
+                        &self.store,
+                        &rt,
+                        "DELETE",
+                        None,
+                        None,
+                        Some(&current),
+                        &mut opts,
+                    )?;
+                }
                 match ops::delete_with_grace(&self.store, &rt, &key, &request, grace)? {
                     Deleted::Pending(object) => Ok((202, present(&rt, &object), rt)),
                     Deleted::Gone(object) if rt.custom || &*rt.storage == CRD_STORAGE => {
@@ -541,7 +561,7 @@ impl Server {
         Ok((labels, fields))
     }
 
-    fn list(
+    async fn list(
         &self,
         rt: &Arc<ResourceType>,
         namespace: Option<&str>,
@@ -549,17 +569,17 @@ impl Server {
         wants_table: bool,
     ) -> Result<Response<Body>, ApiError> {
         let (labels, fields) = self.selectors(rt, query)?;
-        let limit: usize = match query.get("limit") {
-            Some(text) => text
-                .parse::<i64>()
-                .map_err(|_| ApiError::bad_request(format!("invalid limit: {text}")))?
-                .max(0) as usize,
-            None => 0,
-        };
-        let start = match query.get("continue").filter(|c| !c.is_empty()) {
-            Some(token) => Some(decode_continue(token)?),
-            None => None,
-        };
+        let options = ListOptions::parse(query, false)?;
+        let limit = options.limit;
+        let read = options.list_read()?;
+        if let ListRead::NotOlderThan(rv) | ListRead::Exact(rv) = read {
+            self.store
+                .wait_until(rv, FRESHNESS_WAIT)
+                .await
+                .map_err(|current| {
+                    ApiError::too_large_resource_version(rv, current, TOO_LARGE_RETRY_SECONDS)
+                })?;
+        }
         let matcher = WatchRequest {
             rt: rt.clone(),
             namespace: namespace.map(str::to_string),
@@ -568,19 +588,33 @@ impl Server {
             resource_version: None,
             timeout: None,
             bookmarks: false,
-            send_initial_events: false,
+            send_initial_events: None,
             table: None,
         };
         let (items, list_rv, next, remaining) = {
             let state = self.store.read();
-            let list_rv = start.as_ref().map(|(rv, _)| *rv).unwrap_or(state.rv);
+            let (snapshot_rv, after) = match &read {
+                ListRead::Latest | ListRead::NotOlderThan(_) => (None, None),
+                ListRead::Exact(rv) => (Some(*rv), None),
+                ListRead::Continue(token) => (token.resource_version, Some(&token.after)),
+            };
+            let snapshot = match snapshot_rv {
+                Some(rv) => match state.snapshot(&rt.storage, namespace, rv) {
+                    Some(snapshot) => Some(snapshot),
+                    None => return Ok(expired_list(&read)),
+                },
+                None => None,
+            };
+            let list_rv = snapshot_rv.unwrap_or(state.rv);
+            let objects: Box<dyn Iterator<Item = (&Key, &Arc<Value>)>> = match &snapshot {
+                Some(snapshot) => Box::new(snapshot.iter()),
+                None => state.objects(&rt.storage, namespace),
+            };
             let mut items = Vec::new();
             let mut next = None;
             let mut remaining = 0usize;
-            for (key, object) in state.objects(&rt.storage, namespace) {
-                if let Some((_, after)) = &start
-                    && key <= after
-                {
+            for (key, object) in objects {
+                if after.is_some_and(|after| key <= after) {
                     continue;
                 }
                 if !matcher.matches(object) {
@@ -599,7 +633,11 @@ impl Server {
         };
         let mut metadata = json!({"resourceVersion": list_rv.to_string()});
         if let Some(after) = next {
-            metadata["continue"] = json!(encode_continue(list_rv, &after));
+            let token = ContinueToken {
+                resource_version: Some(list_rv),
+                after,
+            };
+            metadata["continue"] = json!(token.encode());
             metadata["remainingItemCount"] = json!(remaining);
         }
         if wants_table {
@@ -660,15 +698,16 @@ impl Server {
             })?)),
             None => None,
         };
+        let options = ListOptions::parse(query, true)?;
         let request = WatchRequest {
             rt,
             namespace,
             labels,
             fields,
-            resource_version: query.get("resourceVersion").cloned(),
+            resource_version: parse_resource_version(&options.resource_version)?,
             timeout,
             bookmarks: flag(query, "allowWatchBookmarks"),
-            send_initial_events: flag(query, "sendInitialEvents"),
+            send_initial_events: options.send_initial_events,
             table: wants_table.then(|| {
                 query
                     .get("includeObject")
@@ -676,7 +715,7 @@ impl Server {
                     .unwrap_or_else(|| "Metadata".to_string())
             }),
         };
-        let lines = watch::start(self.store.clone(), request, self.shutdown.clone())?;
+        let lines = watch::start(self.store.clone(), request, self.shutdown.clone());
         let stream = futures::stream::unfold(lines, |mut lines| async move {
             lines
                 .recv()
@@ -713,7 +752,7 @@ impl Server {
             resource_version: None,
             timeout: None,
             bookmarks: false,
-            send_initial_events: false,
+            send_initial_events: None,
             table: None,
         };
         let keys: Vec<Key> = {
@@ -946,6 +985,28 @@ fn access_request<'a>(
     }
 }
 
+/// The 410 Gone of a list whose snapshot was compacted away, worded as kube-apiserver words
+/// it; a continued list also gets a token that continues from the latest state instead.
+fn expired_list(read: &ListRead) -> Response<Body> {
+    let mut status = match read {
+        ListRead::Continue(token) => {
+            let mut status = ApiError::expired(
+                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
+            )
+            .status();
+            let latest = ContinueToken {
+                resource_version: None,
+                after: token.after.clone(),
+            };
+            status["metadata"] = json!({"continue": latest.encode()});
+            status
+        }
+        _ => ApiError::expired("The resourceVersion for the provided list is too old.").status(),
+    };
+    status["code"] = json!(410);
+    json_response(410, &status)
+}
+
 fn items_last_key(items: &[(Key, Arc<Value>)]) -> Option<Key> {
     items.last().map(|(k, _)| k.clone())
 }
@@ -1112,38 +1173,6 @@ fn delete_request(query: &Query, body: &[u8]) -> Result<DeleteRequest, ApiError>
             .map(str::to_string),
         dry_run,
     })
-}
-
-fn encode_continue(rv: u64, after: &Key) -> String {
-    let raw =
-        serde_json::to_vec(&json!({"rv": rv, "ns": after.0, "name": after.1})).unwrap_or_default();
-    raw.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn decode_continue(token: &str) -> Result<(u64, Key), ApiError> {
-    let invalid = || ApiError::bad_request("continue key is not valid: the token is malformed");
-    if !token.len().is_multiple_of(2) || !token.is_ascii() {
-        return Err(invalid());
-    }
-    let raw: Vec<u8> = (0..token.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&token[i..i + 2], 16))
-        .collect::<Result<_, _>>()
-        .map_err(|_| invalid())?;
-    let value: Value = serde_json::from_slice(&raw).map_err(|_| invalid())?;
-    let rv = value
-        .get("rv")
-        .and_then(Value::as_u64)
-        .ok_or_else(invalid)?;
-    let ns = value
-        .get("ns")
-        .and_then(Value::as_str)
-        .ok_or_else(invalid)?;
-    let name = value
-        .get("name")
-        .and_then(Value::as_str)
-        .ok_or_else(invalid)?;
-    Ok((rv, (ns.to_string(), name.to_string())))
 }
 
 /// The first `limit` bytes of a log stream, which then ends.

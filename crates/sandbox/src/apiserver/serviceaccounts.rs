@@ -66,6 +66,7 @@ fn reconcile(store: &Store) {
             field_validation: FieldValidation::Ignore,
             warnings: Vec::new(),
             duplicate_fields: Vec::new(),
+            user: None,
         };
         let account = json!({
             "kind": "ServiceAccount",

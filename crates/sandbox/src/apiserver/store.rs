@@ -110,6 +110,39 @@ impl State {
         }
     }
 
+    /// The objects of one collection (in one namespace or all) as they were at `rv`, in key
+    /// order, or `None` when changes since then were compacted away: the current objects with
+    /// every later change of the collection undone, newest first.
+    pub fn snapshot(
+        &self,
+        storage: &str,
+        namespace: Option<&str>,
+        rv: u64,
+    ) -> Option<BTreeMap<Key, Arc<Value>>> {
+        if rv < self.compacted_through {
+            return None;
+        }
+        let mut objects: BTreeMap<Key, Arc<Value>> = self
+            .objects(storage, namespace)
+            .map(|(key, object)| (key.clone(), object.clone()))
+            .collect();
+        let start = self.history.partition_point(|c| c.rv <= rv);
+        for change in self.history.range(start..).rev() {
+            if &*change.storage != storage {
+                continue;
+            }
+            let key = object_key(&change.object);
+            if namespace.is_some_and(|namespace| key.0 != namespace) {
+                continue;
+            }
+            match &change.previous {
+                Some(previous) => objects.insert(key, previous.clone()),
+                None => objects.remove(&key),
+            };
+        }
+        Some(objects)
+    }
+
     /// Changes after `rv`, or `None` when some of them were compacted away.
     pub fn changes_since(&self, rv: u64) -> Option<Vec<Arc<Change>>> {
         if rv < self.compacted_through {
@@ -356,6 +389,34 @@ impl Store {
     /// Subscribes to changes; call it under the read lock to see no change twice or never.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
         self.changes.subscribe()
+    }
+
+    /// Waits (at most `timeout`) until the store has reached resourceVersion `rv`, as
+    /// kube-apiserver's watch cache waits for etcd before answering a request for a
+    /// resourceVersion it has not seen yet. Fails with the current resourceVersion.
+    pub async fn wait_until(&self, rv: u64, timeout: Duration) -> Result<(), u64> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut changes = {
+            let state = self.read();
+            if state.rv >= rv {
+                return Ok(());
+            }
+            self.subscribe()
+        };
+        loop {
+            match tokio::time::timeout_at(deadline, changes.recv()).await {
+                Ok(Ok(change)) if change.rv >= rv => return Ok(()),
+                Ok(Ok(_)) => {}
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
+                    if self.read().rv >= rv {
+                        return Ok(());
+                    }
+                }
+                Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => {
+                    return Err(self.read().rv);
+                }
+            }
+        }
     }
 
     /// Forgets the whole watch history, so that any watch resuming from an older

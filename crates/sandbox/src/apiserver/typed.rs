@@ -17,9 +17,9 @@ use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use k8s_openapi::api::{
-    apps::v1 as apps, batch::v1 as batch, coordination::v1 as coordination, core::v1 as core,
-    discovery::v1 as discovery, networking::v1 as networking, policy::v1 as policy,
-    rbac::v1 as rbac,
+    admissionregistration::v1 as admissionregistration, apps::v1 as apps, batch::v1 as batch,
+    coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
+    networking::v1 as networking, policy::v1 as policy, rbac::v1 as rbac,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
 
@@ -92,6 +92,17 @@ static KIND_SCHEMAS: LazyLock<HashMap<(&'static str, &'static str), KindSchema>>
             (
                 ("networking.k8s.io", "NetworkPolicy"),
                 kind_schema::<networking::NetworkPolicy>(),
+            ),
+            (
+                ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"),
+                kind_schema::<admissionregistration::ValidatingAdmissionPolicy>(),
+            ),
+            (
+                (
+                    "admissionregistration.k8s.io",
+                    "ValidatingAdmissionPolicyBinding",
+                ),
+                kind_schema::<admissionregistration::ValidatingAdmissionPolicyBinding>(),
             ),
             (
                 ("coordination.k8s.io", "Lease"),

@@ -11,12 +11,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::ApiError;
 use super::ext::{FieldSelector, LabelSelector, render_table};
+use super::list_options::{FRESHNESS_WAIT, TOO_LARGE_RETRY_SECONDS};
 use super::ops::present;
 use super::resources::ResourceType;
 use super::store::{Change, EventType, Store, watch_line};
 
-/// How often BOOKMARK events go to watchers that asked for them.
-const BOOKMARK_INTERVAL: Duration = Duration::from_secs(10);
+/// How often BOOKMARK events go to watchers that asked for them (kube-apiserver's
+/// `bookmarkFrequency`), besides the one shortly before the watch times out.
+const BOOKMARK_INTERVAL: Duration = Duration::from_secs(60);
+/// How long before its timeout a watch gets its last BOOKMARK.
+const BOOKMARK_BEFORE_TIMEOUT: Duration = Duration::from_secs(2);
 /// kube-apiserver's minimum request timeout, used when the client does not name one.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 
@@ -26,10 +30,13 @@ pub(crate) struct WatchRequest {
     pub namespace: Option<String>,
     pub labels: Option<LabelSelector>,
     pub fields: Option<FieldSelector>,
-    pub resource_version: Option<String>,
+    /// Where the watch starts: `None` for no resourceVersion or "0".
+    pub resource_version: Option<u64>,
     pub timeout: Option<Duration>,
     pub bookmarks: bool,
-    pub send_initial_events: bool,
+    /// Whether the watch starts with the current objects, after defaulting (see
+    /// [`super::list_options::ListOptions`]).
+    pub send_initial_events: Option<bool>,
     /// When the client asked for Tables (`as=Table`): the `includeObject` of each row.
     pub table: Option<String>,
 }
@@ -162,101 +169,182 @@ fn expired_line(requested: u64, oldest: u64) -> Bytes {
     watch_line("ERROR", &error.status())
 }
 
+/// When the next BOOKMARK is due: a minute from now, or shortly before the deadline if that
+/// comes first; none once that moment has passed (kube-apiserver's `nextBookmarkTime`).
+fn next_bookmark(deadline: tokio::time::Instant) -> Option<tokio::time::Instant> {
+    let now = tokio::time::Instant::now();
+    let next = (now + BOOKMARK_INTERVAL).min(deadline.checked_sub(BOOKMARK_BEFORE_TIMEOUT)?);
+    (next >= now).then_some(next)
+}
+
 /// Starts a watch; its lines arrive on the returned channel until it ends.
 pub(crate) fn start(
     store: Arc<Store>,
     request: WatchRequest,
     shutdown: CancellationToken,
-) -> Result<mpsc::Receiver<Bytes>, ApiError> {
-    let requested = match request.resource_version.as_deref() {
-        None | Some("") | Some("0") => None,
-        Some(rv) => Some(
-            rv.parse::<u64>()
-                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?,
-        ),
-    };
+) -> mpsc::Receiver<Bytes> {
     let (lines, receiver) = mpsc::channel::<Bytes>(4096);
-    // Taking the snapshot and subscribing under one read lock means no change is seen twice
-    // or missed.
-    let (mut changes, first, mut last_rv) = {
-        let state = store.read();
-        let changes = store.subscribe();
-        let mut first = Vec::new();
-        match requested {
-            None => {
-                for (_, object) in state.objects(
-                    &request.rt.storage,
-                    request
-                        .namespace
-                        .as_deref()
-                        .filter(|_| request.rt.namespaced),
-                ) {
-                    if request.matches(object) {
-                        first.push(watch_line("ADDED", &present(&request.rt, object)));
-                    }
-                }
-                if request.send_initial_events && request.bookmarks {
-                    first.push(request.bookmark(state.rv, true));
-                }
-            }
-            Some(rv) => match state.changes_since(rv) {
-                Some(replay) => first.extend(replay.iter().filter_map(|c| request.render(c))),
-                None => first.push(expired_line(rv, state.compacted_through)),
-            },
-        }
-        let expired = requested.is_some_and(|rv| rv < state.compacted_through);
-        (changes, (first, expired), state.rv)
-    };
-    let (first, expired) = first;
-    let timeout = request.timeout.unwrap_or(DEFAULT_TIMEOUT);
     tokio::spawn(async move {
-        let mut headers_sent = false;
-        for line in first {
-            let line = request.as_requested(line, &mut headers_sent);
-            if lines.send(line).await.is_err() {
-                return;
+        tokio::select! {
+            _ = serve(store, request, &lines) => {}
+            _ = shutdown.cancelled() => {}
+            _ = lines.closed() => {}
+        }
+    });
+    receiver
+}
+
+/// What a watch sends first, where it resumes, and whether it goes on at all.
+struct Beginning {
+    lines: Vec<Bytes>,
+    /// The newest change already accounted for: later changes are sent live.
+    last_rv: u64,
+    /// Changes up to this resourceVersion are not sent (it may be newer than the store).
+    floor: u64,
+    /// The watch ends after its first lines (an ERROR).
+    ends: bool,
+}
+
+/// The first lines of a watch, taken under the read lock together with its subscription so
+/// that no change is seen twice or missed.
+fn begin(store: &Store, request: &WatchRequest) -> (broadcast::Receiver<Arc<Change>>, Beginning) {
+    let state = store.read();
+    let changes = store.subscribe();
+    let mut lines = Vec::new();
+    let initial_events = request.send_initial_events == Some(true);
+    let beginning = match request.resource_version {
+        // A watch that starts with the current objects (and, for a client that takes
+        // bookmarks, a bookmark marking their end).
+        _ if initial_events => {
+            for (_, object) in state.objects(
+                &request.rt.storage,
+                request
+                    .namespace
+                    .as_deref()
+                    .filter(|_| request.rt.namespaced),
+            ) {
+                if request.matches(object) {
+                    lines.push(watch_line("ADDED", &present(&request.rt, object)));
+                }
+            }
+            if request.bookmarks {
+                lines.push(request.bookmark(state.rv, true));
+            }
+            Beginning {
+                lines,
+                last_rv: state.rv,
+                floor: state.rv,
+                ends: false,
             }
         }
-        if expired {
+        // `sendInitialEvents=false` from "now".
+        None => Beginning {
+            lines,
+            last_rv: state.rv,
+            floor: state.rv,
+            ends: false,
+        },
+        Some(rv) => match state.changes_since(rv) {
+            Some(replay) => {
+                lines.extend(replay.iter().filter_map(|c| request.render(c)));
+                // A resourceVersion the store has not reached: nothing up to it is sent.
+                Beginning {
+                    lines,
+                    last_rv: state.rv,
+                    floor: rv.max(state.rv),
+                    ends: false,
+                }
+            }
+            None => {
+                lines.push(expired_line(rv, state.compacted_through));
+                Beginning {
+                    lines,
+                    last_rv: state.rv,
+                    floor: state.rv,
+                    ends: true,
+                }
+            }
+        },
+    };
+    (changes, beginning)
+}
+
+async fn serve(store: Arc<Store>, request: WatchRequest, lines: &mpsc::Sender<Bytes>) {
+    let timeout = request.timeout.unwrap_or(DEFAULT_TIMEOUT);
+    let deadline = tokio::time::Instant::now() + timeout;
+    // A watch that starts with the current objects from a given resourceVersion first waits
+    // (a while) for the store to reach it, as the watch cache does.
+    if request.send_initial_events == Some(true)
+        && let Some(rv) = request.resource_version
+        && let Err(current) = store.wait_until(rv, FRESHNESS_WAIT).await
+    {
+        let error = ApiError::too_large_resource_version(rv, current, TOO_LARGE_RETRY_SECONDS);
+        let _ = lines.send(watch_line("ERROR", &error.status())).await;
+        return;
+    }
+    let (mut changes, beginning) = begin(&store, &request);
+    let Beginning {
+        lines: first,
+        mut last_rv,
+        floor,
+        ends,
+    } = beginning;
+    let mut headers_sent = false;
+    for line in first {
+        let line = request.as_requested(line, &mut headers_sent);
+        if lines.send(line).await.is_err() {
             return;
         }
-        let deadline = tokio::time::sleep(timeout);
-        tokio::pin!(deadline);
-        let mut bookmarks = tokio::time::interval_at(
-            tokio::time::Instant::now() + BOOKMARK_INTERVAL,
-            BOOKMARK_INTERVAL,
-        );
-        loop {
-            tokio::select! {
-                received = changes.recv() => match received {
-                    Ok(change) => {
-                        if change.rv <= last_rv {
-                            continue;
+    }
+    if ends {
+        return;
+    }
+    let mut bookmark_at = if request.bookmarks {
+        next_bookmark(deadline)
+    } else {
+        None
+    };
+    loop {
+        let bookmark_due = async {
+            match bookmark_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            received = changes.recv() => match received {
+                Ok(change) => {
+                    if change.rv <= last_rv {
+                        continue;
+                    }
+                    last_rv = change.rv;
+                    if change.rv <= floor {
+                        continue;
+                    }
+                    if let Some(line) = request.render(&change)
+                        && lines.send(request.as_requested(line, &mut headers_sent)).await.is_err() {
+                            return;
                         }
-                        last_rv = change.rv;
-                        if let Some(line) = request.render(&change)
-                            && lines.send(request.as_requested(line, &mut headers_sent)).await.is_err() {
-                                return;
-                            }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        // This watcher fell too far behind: like a compacted etcd, tell it to relist.
-                        let _ = lines.send(expired_line(last_rv, last_rv + 1)).await;
-                        return;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
-                _ = bookmarks.tick(), if request.bookmarks => {
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // This watcher fell too far behind: like a compacted etcd, tell it to relist.
+                    let _ = lines.send(expired_line(last_rv, last_rv + 1)).await;
+                    return;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = bookmark_due => {
+                bookmark_at = next_bookmark(deadline);
+                // A watch from a resourceVersion the store has not reached hears nothing,
+                // bookmarks included, until it has.
+                if last_rv >= floor {
                     let bookmark = request.as_requested(request.bookmark(last_rv, false), &mut headers_sent);
                     if lines.send(bookmark).await.is_err() {
                         return;
                     }
                 }
-                _ = &mut deadline => return,
-                _ = shutdown.cancelled() => return,
-                _ = lines.closed() => return,
             }
+            _ = tokio::time::sleep_until(deadline) => return,
         }
-    });
-    Ok(receiver)
+    }
 }

@@ -228,7 +228,15 @@ pub fn server_side_apply(
         }
     }
     if !conflicts.is_empty() {
-        if !force {
+        let migrating = !force && manager == KUBECTL_MANAGER && {
+            // kubectl's move from client-side to server-side apply: fields whose live value
+            // is still the one its last client-side apply recorded are taken over without
+            // conflict.
+            let allowed = last_applied_fields(live);
+            conflicts.retain(|(_, path)| !allowed.contains(path));
+            conflicts.is_empty()
+        };
+        if !force && !migrating {
             return Err(conflict_error(&entries, &conflicts));
         }
         for (index, path) in &conflicts {
@@ -275,7 +283,72 @@ pub fn server_side_apply(
         }),
     }
     store_entries(&mut object, entries);
+    if manager == KUBECTL_MANAGER {
+        keep_last_applied_current(&mut object, &applied);
+    }
     Ok(ApplyOutcome { object })
+}
+
+/// The field manager of `kubectl apply --server-side`, for which kube-apiserver eases the move
+/// from client-side apply.
+const KUBECTL_MANAGER: &str = "kubectl";
+/// Where client-side apply keeps the configuration it last applied.
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+fn last_applied(object: &Value) -> Option<&str> {
+    object
+        .pointer("/metadata/annotations")?
+        .get(LAST_APPLIED_ANNOTATION)?
+        .as_str()
+        .filter(|text| !text.is_empty())
+}
+
+/// The fields of the last client-side applied configuration whose live value is still the
+/// applied one (kube-apiserver's `lastAppliedManager`): none without the annotation.
+fn last_applied_fields(live: &Value) -> BTreeSet<FieldPath> {
+    let Some(configuration) =
+        last_applied(live).and_then(|text| serde_json::from_str::<Value>(text).ok())
+    else {
+        return BTreeSet::new();
+    };
+    let live_members = members(live, &kind_of(live));
+    members(&configuration, &kind_of(live))
+        .into_iter()
+        .filter(|(path, value)| live_members.get(path) == Some(value))
+        .map(|(path, _)| path)
+        .collect()
+}
+
+/// After a server-side apply by kubectl, an object that carries a client-side apply
+/// annotation gets the configuration just applied there, so that a later client-side apply
+/// computes its changes from it (kube-apiserver's `lastAppliedUpdater`).
+fn keep_last_applied_current(object: &mut Value, applied: &Value) {
+    if last_applied(object).is_none() {
+        return;
+    }
+    let mut configuration = applied.clone();
+    if let Some(metadata) = configuration
+        .get_mut("metadata")
+        .and_then(Value::as_object_mut)
+    {
+        let now_empty = metadata
+            .get_mut("annotations")
+            .and_then(Value::as_object_mut)
+            .is_some_and(|annotations| {
+                annotations.remove(LAST_APPLIED_ANNOTATION);
+                annotations.is_empty()
+            });
+        if now_empty {
+            metadata.remove("annotations");
+        }
+    }
+    let text = serde_json::to_string(&configuration).unwrap_or_default();
+    if let Some(annotations) = object
+        .pointer_mut("/metadata/annotations")
+        .and_then(Value::as_object_mut)
+    {
+        annotations.insert(LAST_APPLIED_ANNOTATION.into(), Value::String(text));
+    }
 }
 
 fn conflict_error(entries: &[ManagedEntry], conflicts: &[(usize, FieldPath)]) -> PatchError {
@@ -378,6 +451,15 @@ fn merge_applied<'a>(target: &mut Value, applied: &'a Value, kind: &str, names: 
     }
 }
 
+/// Whether `new` carries (non-empty) managedFields other than `old`'s.
+fn resets_managed_fields(old: &Value, new: &Value) -> bool {
+    let given = new.pointer("/metadata/managedFields");
+    given
+        .and_then(Value::as_array)
+        .is_some_and(|entries| !entries.is_empty())
+        && given != old.pointer("/metadata/managedFields")
+}
+
 /// Records a create, update or patch (`operation` "Update") by `manager` in
 /// `new.metadata.managedFields`, as kube-apiserver does, so that later applies see who owns
 /// what: the manager takes the fields it changed, away from any other manager, and fields that
@@ -408,10 +490,15 @@ pub fn record_update(
         .cloned()
         .collect();
 
-    let mut entries = if old.is_some() {
-        managed_entries(old)
-    } else {
-        Vec::new()
+    let mut entries = match old {
+        None => Vec::new(),
+        // A write of the main resource that brings managedFields of its own, other than the
+        // stored ones, sets them, as kube-apiserver lets it (kubectl's migration from
+        // client-side apply rewrites them so).
+        Some(old) if subresource.is_none() && resets_managed_fields(old, new) => {
+            managed_entries(Some(new))
+        }
+        Some(old) => managed_entries(Some(old)),
     };
     for entry in &mut entries {
         entry.fields.retain(|path| {

@@ -437,6 +437,19 @@ fn from_json_shape(def: &MessageDef, value: &Value) -> Result<Map<String, Value>
     })
 }
 
+/// Whether a message embedded inline carries the JSON field `name`, itself or through a
+/// message it embeds inline in turn.
+#[cfg(test)]
+fn inline_has(index: usize, name: &str) -> bool {
+    MESSAGES[index]
+        .fields
+        .iter()
+        .any(|field| match (field.label, field.kind) {
+            (Label::Inline, Kind::Message(embedded)) => inline_has(embedded, name),
+            _ => field.json == name,
+        })
+}
+
 #[cfg(test)]
 fn encode_message(
     index: usize,
@@ -459,7 +472,7 @@ fn encode_message(
         let Some(field) = own else {
             let inline = def.fields.iter().position(|field| {
                 matches!((field.label, field.kind), (Label::Inline, Kind::Message(embedded))
-                    if MESSAGES[embedded].fields.iter().any(|inner| inner.json == name))
+                    if inline_has(embedded, name))
             });
             let inline = inline.ok_or_else(|| format!("{} has no field {name:?}", def.name))?;
             match inlined.iter_mut().find(|(index, _)| *index == inline) {

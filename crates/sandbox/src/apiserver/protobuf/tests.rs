@@ -39,6 +39,12 @@ fn builtin_schema(api_version: &str, kind: &str) -> Option<Value> {
         }
         ("networking.k8s.io/v1", "NetworkPolicy") => schema::<api::networking::v1::NetworkPolicy>(),
         ("coordination.k8s.io/v1", "Lease") => schema::<api::coordination::v1::Lease>(),
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy") => {
+            schema::<api::admissionregistration::v1::ValidatingAdmissionPolicy>()
+        }
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding") => {
+            schema::<api::admissionregistration::v1::ValidatingAdmissionPolicyBinding>()
+        }
         ("events.k8s.io/v1", "Event") => schema::<api::events::v1::Event>(),
         ("discovery.k8s.io/v1", "EndpointSlice") => schema::<api::discovery::v1::EndpointSlice>(),
         ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
