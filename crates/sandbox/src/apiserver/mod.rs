@@ -28,7 +28,7 @@ mod services;
 pub(crate) mod store;
 mod tls;
 mod typed;
-mod validation;
+pub(crate) mod validation;
 mod watch;
 
 pub mod openapi;
