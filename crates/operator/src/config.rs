@@ -30,6 +30,8 @@ pub struct OperatorConfig {
     pub concurrency: ConcurrencySettings,
     /// Leader election between operator replicas.
     pub leader_election: LeaderElectionSettings,
+    /// When a cluster's data volume counts as full.
+    pub disk: DiskSettings,
     /// Address of the HTTP server for `/metrics`, `/healthz` and `/readyz`. Default
     /// `0.0.0.0:8080`. Flag `--http-address`, env `TUSK_HTTP_ADDRESS`.
     pub http_address: SocketAddr,
@@ -45,6 +47,7 @@ impl Default for OperatorConfig {
             tls: TlsSettings::default(),
             concurrency: ConcurrencySettings::default(),
             leader_election: LeaderElectionSettings::default(),
+            disk: DiskSettings::default(),
             http_address: SocketAddr::from(([0, 0, 0, 0], 8080)),
         }
     }
@@ -375,6 +378,21 @@ impl Default for ConcurrencySettings {
     }
 }
 
+/// When a cluster's data volume counts as full.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct DiskSettings {
+    /// The percentage of the data volume in use from which a cluster is `Degraded` with reason
+    /// `DiskFull`, from 1 to 100. Default 85.
+    pub full_percent: u8,
+}
+
+impl Default for DiskSettings {
+    fn default() -> Self {
+        Self { full_percent: 85 }
+    }
+}
+
 /// Leader election on a `coordination.k8s.io/v1` Lease.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
@@ -652,6 +670,9 @@ impl OperatorConfig {
                 "store.gateway.keySecret",
                 "namespace, name and key must not be empty",
             ));
+        }
+        if !(1..=100).contains(&self.disk.full_percent) {
+            return Err(invalid("disk.fullPercent", "must be from 1 to 100"));
         }
         if self.tls.ca_namespace.is_empty() {
             return Err(invalid("tls.caNamespace", "must not be empty"));

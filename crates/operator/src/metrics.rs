@@ -1,5 +1,6 @@
 //! Prometheus metrics, served on `/metrics`: reconciles, reconcile errors by kind (the error
-//! variant) and reconcile durations, each per controller; and the outcome of restore tests.
+//! variant) and reconcile durations, each per controller; the outcome of restore tests; and how
+//! full each cluster's data volume is.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -11,6 +12,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use tusk_api::cluster::DiskUsage;
 
 use crate::error::Error;
 
@@ -52,6 +55,15 @@ pub struct RestoreResultLabels {
     pub reason: String,
 }
 
+/// Labels of a cluster's gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabels {
+    /// The PostgresCluster's namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
 /// The operator's metrics.
 #[derive(Clone)]
 pub struct Metrics {
@@ -62,6 +74,8 @@ pub struct Metrics {
     restore_recovery: Family<RestoreTestLabels, Gauge<f64, AtomicU64>>,
     restore_success: Family<RestoreTestLabels, Gauge<f64, AtomicU64>>,
     restore_results: Family<RestoreResultLabels, Counter>,
+    disk_used: Family<ClusterLabels, Gauge>,
+    disk_total: Family<ClusterLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -108,6 +122,18 @@ impl Metrics {
             "Finished restore test runs, by result and reason",
             restore_results.clone(),
         );
+        let disk_used = Family::<ClusterLabels, Gauge>::default();
+        let disk_total = Family::<ClusterLabels, Gauge>::default();
+        registry.register(
+            "cluster_disk_used_bytes",
+            "Bytes in use on a cluster's data volume, as its instance last reported",
+            disk_used.clone(),
+        );
+        registry.register(
+            "cluster_disk_total_bytes",
+            "Bytes in use plus bytes PostgreSQL can still write on a cluster's data volume",
+            disk_total.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             reconciles,
@@ -116,6 +142,8 @@ impl Metrics {
             restore_recovery,
             restore_success,
             restore_results,
+            disk_used,
+            disk_total,
         }
     }
 
@@ -174,6 +202,23 @@ impl Metrics {
         }
     }
 
+    /// Records how full a cluster's data volume is; `None` removes its series (the cluster is
+    /// gone, or no figure is known).
+    pub fn cluster_disk(&self, cluster: &ClusterLabels, usage: Option<&DiskUsage>) {
+        match usage {
+            Some(usage) => {
+                self.disk_used.get_or_create(cluster).set(usage.used_bytes);
+                self.disk_total
+                    .get_or_create(cluster)
+                    .set(usage.total_bytes);
+            }
+            None => {
+                self.disk_used.remove(cluster);
+                self.disk_total.remove(cluster);
+            }
+        }
+    }
+
     /// The metrics in Prometheus' text format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -217,5 +262,29 @@ mod tests {
                 "tusk_operator_reconcile_duration_seconds_count{controller=\"cluster\"} 1"
             )
         );
+    }
+
+    #[test]
+    fn disk_usage_is_exported_per_cluster_until_it_is_gone() {
+        let metrics = Metrics::new();
+        let cluster = ClusterLabels {
+            namespace: "shop".into(),
+            name: "elephant".into(),
+        };
+        let usage = DiskUsage {
+            used_bytes: 900,
+            total_bytes: 1000,
+            used_percent: 90,
+        };
+        metrics.cluster_disk(&cluster, Some(&usage));
+        let text = metrics.encode();
+        assert!(text.contains(
+            "tusk_operator_cluster_disk_used_bytes{namespace=\"shop\",name=\"elephant\"} 900"
+        ));
+        assert!(text.contains(
+            "tusk_operator_cluster_disk_total_bytes{namespace=\"shop\",name=\"elephant\"} 1000"
+        ));
+        metrics.cluster_disk(&cluster, None);
+        assert!(!metrics.encode().contains("name=\"elephant\""));
     }
 }

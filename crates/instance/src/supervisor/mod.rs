@@ -573,10 +573,13 @@ async fn run_logged(
                 address: health_address,
                 source,
             })?;
-    let state = Arc::new(HealthState::new(Connection {
-        socket_dir: socket_dir.path().to_owned(),
-        port: config.postgres_port,
-    }));
+    let state = Arc::new(HealthState::new(
+        Connection {
+            socket_dir: socket_dir.path().to_owned(),
+            port: config.postgres_port,
+        },
+        absolute(&config.data_dir),
+    ));
     state.report_parameters(start_report);
 
     let (mut postgres, postgres_output) =

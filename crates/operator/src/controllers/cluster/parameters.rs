@@ -14,13 +14,6 @@
 //! asked for only at the IP the kubelet reported for a pod the cluster's StatefulSet controls,
 //! read with a time limit and a size limit, and every string in it is checked or cleaned.
 
-use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
-
-use http_body_util::{BodyExt as _, Empty, Limited};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use sha2::{Digest as _, Sha256};
 use tusk_api::PostgresClusterStatus;
 use tusk_api::cluster::ClusterPhase;
@@ -28,18 +21,18 @@ use tusk_api::conditions::{FALSE, TRUE, reasons, types};
 use tusk_api::instance::{
     MAX_REPORT_BYTES, PARAMETERS_PATH, ParameterOutcome, ParameterReport, printable as clean,
 };
-use tusk_api::names;
 
+use super::instance_report;
 use crate::conditions::{self, DesiredCondition};
 
-/// How long the instance may take to answer.
-const REPORT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The most refused settings shown.
 const MAX_REFUSED: usize = 16;
 /// The most of one refusal's message shown.
 const MAX_MESSAGE: usize = 512;
 /// The most of the whole refusal shown: an Event's note may have at most 1 KiB.
 const MAX_REFUSAL: usize = 1024;
+/// The Event action of a refused configuration.
+const CHECK_PARAMETERS: &str = "CheckParameters";
 
 /// Where the instance stands with the configuration the spec asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,8 +56,6 @@ pub enum ConfigState {
     Refused {
         /// Each refused setting with PostgreSQL's message.
         message: String,
-        /// The Event action of this refusal (see [`ConfigState::event_action`]).
-        action: String,
     },
 }
 
@@ -81,13 +72,11 @@ impl ConfigState {
         }
     }
 
-    /// The action of the Warning Event of a refusal: `CheckParameters` and the refused
-    /// settings' names. kube's Recorder folds Events of one action and reason into one series
-    /// whatever their notes, so a refusal of other settings needs an action of its own to be
-    /// recorded with its own message.
-    pub fn event_action(&self) -> Option<&str> {
+    /// The action of the Warning Event of a refusal, `CheckParameters`; `None` when the
+    /// configuration is not refused.
+    pub fn event_action(&self) -> Option<&'static str> {
         match self {
-            Self::Refused { action, .. } => Some(action),
+            Self::Refused { .. } => Some(CHECK_PARAMETERS),
             _ => None,
         }
     }
@@ -128,7 +117,6 @@ pub fn classify(report: Result<ParameterReport, String>, desired_sha256: &str) -
     match report.outcome {
         ParameterOutcome::Refused => ConfigState::Refused {
             message: refusal_message(&report),
-            action: refusal_action(&report),
         },
         ParameterOutcome::Loading => ConfigState::Accepted {
             loaded: false,
@@ -245,21 +233,6 @@ fn refusal_message(report: &ParameterReport) -> String {
     clean(&message, MAX_REFUSAL)
 }
 
-/// `CheckParameters:` and the refused settings' names, within the 128 characters an Event's
-/// action may have.
-fn refusal_action(report: &ParameterReport) -> String {
-    let mut action = String::from("CheckParameters");
-    for (index, refused) in report.refused.iter().take(MAX_REFUSED).enumerate() {
-        let name = setting_name(&refused.name);
-        if action.len() + name.len() + 1 > 128 {
-            break;
-        }
-        action.push(if index == 0 { ':' } else { ',' });
-        action.push_str(&name);
-    }
-    action
-}
-
 /// A setting's name as the report gives it, kept only when it looks like one.
 fn setting_name(name: &str) -> String {
     let plain = name.len() <= 63
@@ -274,34 +247,10 @@ fn setting_name(name: &str) -> String {
 }
 
 /// Reads the report of the instance at `pod_ip` (an address, never a name), within
-/// [`REPORT_TIMEOUT`] and [`MAX_REPORT_BYTES`].
+/// [`MAX_REPORT_BYTES`], and checks that it names a configuration.
 async fn fetch_report(pod_ip: &str) -> Result<ParameterReport, String> {
-    let ip: IpAddr = pod_ip
-        .parse()
-        .map_err(|_| "the pod's IP is not an address".to_owned())?;
-    let uri: hyper::Uri = format!(
-        "http://{}{PARAMETERS_PATH}",
-        SocketAddr::new(ip, names::INSTANCE_HEALTH_PORT)
-    )
-    .parse()
-    .map_err(|error| format!("{error}"))?;
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let read = async {
-        let response = client.get(uri).await.map_err(|error| error.to_string())?;
-        if response.status() != hyper::StatusCode::OK {
-            return Err(format!("the instance answered {}", response.status()));
-        }
-        let body = Limited::new(response.into_body(), MAX_REPORT_BYTES)
-            .collect()
-            .await
-            .map_err(|error| error.to_string())?
-            .to_bytes();
-        serde_json::from_slice::<ParameterReport>(&body)
-            .map_err(|_| "the instance's report is not a configuration report".to_owned())
-    };
-    let report = tokio::time::timeout(REPORT_TIMEOUT, read)
-        .await
-        .map_err(|_| "the instance did not answer in time".to_owned())??;
+    let report: ParameterReport =
+        instance_report::fetch(pod_ip, PARAMETERS_PATH, MAX_REPORT_BYTES).await?;
     let well_formed = report.config_sha256.len() == 64
         && report
             .config_sha256
@@ -357,7 +306,7 @@ mod tests {
             message: "invalid value for parameter \"work_mem\": \"banana\"\n\u{1b}[31m".into(),
         }];
         let state = classify(Ok(refused), "b");
-        assert_eq!(state.event_action(), Some("CheckParameters:work_mem"));
+        assert_eq!(state.event_action(), Some("CheckParameters"));
         let mut long = report("b", ParameterOutcome::Refused);
         long.refused = vec![
             RefusedParameter {
@@ -366,10 +315,10 @@ mod tests {
             };
             40
         ];
-        let ConfigState::Refused { message, action } = classify(Ok(long), "b") else {
+        let ConfigState::Refused { message } = classify(Ok(long), "b") else {
             panic!("not refused");
         };
-        assert!(message.len() <= MAX_REFUSAL && action.len() <= 128);
+        assert!(message.len() <= MAX_REFUSAL);
         let previous = PostgresClusterStatus {
             phase: Some(ClusterPhase::Ready),
             observed_generation: Some(4),

@@ -198,6 +198,8 @@ pub fn compute(observed: &Observed<'_>) -> PostgresClusterStatus {
             .restore_progress
             .clone()
             .filter(|_| phase == ClusterPhase::Restoring),
+        // The instance's last report stands until a new one is read (see `disk`).
+        disk: previous.disk,
     }
 }
 
