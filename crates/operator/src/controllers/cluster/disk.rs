@@ -232,7 +232,7 @@ mod tests {
             ..PostgresClusterStatus::default()
         };
         let gib = 1 << 30;
-        let full = usage(report(9 * gib / 10, gib / 10));
+        let full = usage(report(9 * gib / 10, gib - 9 * gib / 10));
         let status = overlay(healthy.clone(), full.clone(), 85, Some(1), now);
         assert_eq!(status.phase, Some(ClusterPhase::Degraded));
         let degraded = conditions::find(&status.conditions, types::DEGRADED).unwrap();
