@@ -533,6 +533,10 @@ pub struct PostgresClusterStatus {
     /// it (see docs/metrics.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archiving: Option<ArchivingStatus>,
+
+    /// How full the data volume is, as the instance last reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<DiskUsage>,
 }
 
 /// The WAL archiver's state. The figures come from the instance's `pg_stat_archiver`, so they
@@ -566,6 +570,19 @@ pub struct ArchivingStatus {
     /// works.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failing_since: Option<Time>,
+}
+
+/// How full a cluster's data volume is. The instance measures it (`statvfs` of its data
+/// directory, as `df` does), so the figures are only as trustworthy as what runs in the pod.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DiskUsage {
+    /// Bytes in use.
+    pub used_bytes: i64,
+    /// Bytes in use plus bytes PostgreSQL can still write.
+    pub total_bytes: i64,
+    /// `usedBytes` as a percentage of `totalBytes`, rounded up as `df` rounds it.
+    pub used_percent: i32,
 }
 
 /// How far a restore got.

@@ -58,7 +58,10 @@ pub mod reasons {
     pub const IMAGE_PULL_FAILED: &str = "ImagePullFailed";
     /// The instance's container cannot be created or started at all.
     pub const CANNOT_START: &str = "CannotStart";
-    /// A failure above cleared: the instance runs again.
+    /// The data volume is fuller than the operator's `disk.fullPercent`; the message says how
+    /// full.
+    pub const DISK_FULL: &str = "DiskFull";
+    /// A failure above cleared: the instance runs again, or its volume has room again.
     pub const RECOVERED: &str = "Recovered";
 
     // Health signals of a serving cluster (docs/troubleshooting.md says what to do).

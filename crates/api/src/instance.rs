@@ -1,5 +1,6 @@
-//! What `tusk instance` tells the operator about the configuration it was given, served as JSON
-//! at [`PARAMETERS_PATH`] on the instance's health port.
+//! What `tusk instance` tells the operator, served as JSON on the instance's health port: what
+//! became of the configuration it was given, at [`PARAMETERS_PATH`], and how full its data
+//! volume is, at [`DISK_PATH`].
 //!
 //! The instance checks every new configuration against PostgreSQL itself before the running
 //! server sees it. The operator reads this report to know whether the spec's parameters are in
@@ -143,6 +144,24 @@ pub struct ArchiveLag {
     pub segments: u64,
     /// Bytes written after the end of the last archived segment.
     pub bytes: u64,
+}
+
+/// The HTTP path, on the instance's health port, of the usage of the data volume.
+pub const DISK_PATH: &str = "/disk";
+
+/// The largest disk report body the operator reads.
+pub const MAX_DISK_REPORT_BYTES: usize = 1024;
+
+/// How full the filesystem that holds the data directory is, as `statvfs(3)` tells and `df`
+/// shows it: `usedBytes` are taken, `availableBytes` are left for PostgreSQL (blocks reserved
+/// for root are in neither).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DiskReport {
+    /// Bytes in use.
+    pub used_bytes: u64,
+    /// Bytes PostgreSQL can still write.
+    pub available_bytes: u64,
 }
 
 /// `text` with each control character replaced by a space, cut to at most `limit` bytes (at a

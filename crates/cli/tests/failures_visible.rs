@@ -132,6 +132,27 @@ async fn a_refused_parameter_is_reported_on_the_cluster_and_clears_when_fixed() 
     println!("writes in a minute of persistent failure: {writes}");
     assert!(writes <= 3, "{writes} writes in a minute");
 
+    // What `kubectl describe` shows is what docs/troubleshooting.md shows: every line of the
+    // doc's example is in the real output, but for ages, times and identities.
+    let described = shop.ok(&["describe", "pgc", "banana"]);
+    println!("{described}");
+    let real: Vec<String> = described.lines().filter_map(stable).collect();
+    let documented = documented_describe();
+    assert!(documented.len() > 20, "{documented:?}");
+    for line in &documented {
+        assert!(
+            real.contains(line),
+            "docs/troubleshooting.md shows {line:?}, which kubectl describe does not:\n{described}"
+        );
+    }
+    // The crashes are counted on one Event.
+    assert!(
+        described
+            .lines()
+            .any(|line| line.contains("InvalidParameter") && line.contains("(x")),
+        "no repeated InvalidParameter Event:\n{described}"
+    );
+
     shop.ok(&[
         "patch",
         "pgc",
@@ -159,6 +180,93 @@ async fn a_refused_parameter_is_reported_on_the_cluster_and_clears_when_fixed() 
     wait_event(
         &shop,
         "banana",
+        ("Normal", "Recovered", ""),
+        Duration::from_secs(10),
+    );
+}
+
+/// The block of docs/troubleshooting.md that shows `kubectl describe` of a crash-looping
+/// cluster (the one after the line `<!-- kubectl describe of a crash loop -->`), each line as
+/// [`stable`] keeps it.
+fn documented_describe() -> Vec<String> {
+    let doc = include_str!("../../../docs/troubleshooting.md");
+    let (_, after) = doc
+        .split_once("<!-- kubectl describe of a crash loop -->\n```\n")
+        .expect("the example in docs/troubleshooting.md");
+    let (block, _) = after.split_once("\n```").expect("the example's end");
+    block.lines().filter_map(stable).collect()
+}
+
+/// A line of `kubectl describe` without what changes from one run to the next: lines of
+/// times, identities and versions are dropped, and the ages and counts of Events removed.
+/// Blank lines are dropped too.
+fn stable(line: &str) -> Option<String> {
+    const CHANGING: [&str; 6] = [
+        "Creation Timestamp:",
+        "UID:",
+        "Resource Version:",
+        "Last Transition Time:",
+        "Finished At:",
+        // The PostgreSQL installed where the test runs.
+        "Postgres Version:",
+    ];
+    let trimmed = line.trim();
+    if trimmed.is_empty() || CHANGING.iter().any(|key| trimmed.starts_with(key)) {
+        return None;
+    }
+    let age = |word: &str| {
+        let word = word.trim_start_matches("(x").trim_matches(['(', ')']);
+        !word.is_empty()
+            && word.chars().next().is_some_and(|c| c.is_ascii_digit())
+            && word
+                .chars()
+                .all(|c| c.is_ascii_digit() || "smhd".contains(c))
+    };
+    Some(
+        trimmed
+            .split_whitespace()
+            .filter(|word| !age(word) && *word != "over")
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_size_no_node_has_is_unschedulable_and_clears_when_lowered() {
+    let dev = Dev::start();
+    let shop = dev.tenant("shop", false).await;
+    let admin = dev.admin();
+    let mut mammoth = cluster("mammoth", json!({}));
+    mammoth["spec"]["memorySize"] = json!(1024);
+    shop.apply_json(&mammoth);
+
+    // The scheduler says no node has 1 TiB; nothing starts, so nothing crash-loops.
+    let message = wait_degraded(&shop, "mammoth", "Unschedulable", "Insufficient memory");
+    println!("Unschedulable: {message}");
+    let node = admin.ok(&[
+        "--namespace",
+        "shop",
+        "get",
+        "pod",
+        "mammoth-0",
+        "-o",
+        "jsonpath={.spec.nodeName}",
+    ]);
+    assert_eq!(node, "", "the pod was placed on a node");
+
+    // Lowering memorySize is enough: the pod that never ran is replaced.
+    shop.ok(&[
+        "patch",
+        "pgc",
+        "mammoth",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"memorySize":1}}"#,
+    ]);
+    shop.wait_ready("mammoth");
+    wait_event(
+        &shop,
+        "mammoth",
         ("Normal", "Recovered", ""),
         Duration::from_secs(10),
     );
@@ -419,6 +527,17 @@ async fn a_typo_on_a_running_cluster_is_refused_by_postgresql_and_the_database_k
         );
     }
     assert_eq!(incarnation(&admin), before, "the instance was restarted");
+    // Two refusals of one reason with different messages are two Events, not one counted twice.
+    let described = shop.ok(&["describe", "pgc", "elephant"]);
+    for setting in ["shared_buffers", "work_mem"] {
+        let line = format!(r#"invalid value for parameter "{setting}": "banana""#);
+        assert!(
+            described
+                .lines()
+                .any(|event| event.contains("InvalidParameter") && event.contains(&line)),
+            "no InvalidParameter Event about {setting}:\n{described}"
+        );
+    }
 
     // A valid restart-only change is applied by a restart, once PostgreSQL accepted it.
     set_parameter(&shop, "shared_buffers", json!("200MB"));
@@ -430,4 +549,151 @@ async fn a_typo_on_a_running_cluster_is_refused_by_postgresql_and_the_database_k
             .ok_or(format!("{shown}, observed {observed} of {generation}"))
     });
     shop.wait_ready("elephant");
+}
+
+/// A tmpfs mounted for a test, unmounted when dropped (after the `tusk dev` that uses it, when
+/// declared before it).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `mib` MiB at `path`.
+    fn mount(path: &std::path::Path, mib: u64) -> Self {
+        std::fs::create_dir_all(path).expect("the mount point");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(path)
+            .status()
+            .expect("mount runs");
+        assert!(
+            status.success(),
+            "cannot mount a tmpfs at {}",
+            path.display()
+        );
+        Self(path.to_owned())
+    }
+
+    /// Grows it to `mib` MiB, as a storage provider grows a volume.
+    fn grow(&self, mib: u64) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={mib}m")])
+            .arg(&self.0)
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "cannot grow the tmpfs");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("--lazy")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// `status.disk` of a cluster as `(usedBytes, totalBytes, usedPercent)`.
+fn disk(kubectl: &Kubectl, cluster: &str) -> Option<(i64, i64, i64)> {
+    let object = kubectl.get_json(&["pgc", cluster])?;
+    let disk = &object["status"]["disk"];
+    Some((
+        disk["usedBytes"].as_i64()?,
+        disk["totalBytes"].as_i64()?,
+        disk["usedPercent"].as_i64()?,
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filling_data_volume_is_reported_as_disk_full_and_clears_when_it_grows() {
+    // The local runtime keeps volumes as directories on the machine's disk, as a local-path
+    // provisioner does; here they are on a filesystem of their own, 128 MiB, so that a real
+    // database fills it by writing data. The threshold is lowered to 40% so that it fills
+    // without PostgreSQL running out of space.
+    const VOLUME_MIB: i64 = 128;
+    let temp = tempfile::tempdir().expect("a temporary directory");
+    // Passable by the pods' users, so that the runtime keeps its volumes where mounted here.
+    std::fs::set_permissions(
+        temp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .expect("the directory is opened");
+    let volumes = Tmpfs::mount(
+        &temp.path().join("dev").join("runtime").join("volumes"),
+        VOLUME_MIB as u64,
+    );
+    let dev = Dev::start_in(temp, &["--disk-full-percent", "40"]);
+    let shop = dev.tenant("shop", false).await;
+    let admin = dev.admin();
+    shop.apply_json(&cluster("elephant", json!({})));
+    shop.wait_ready("elephant");
+
+    // The figure is the volume's own.
+    let (used, total, percent) = shop.until("elephant's disk usage", VISIBLE_WITHIN, || {
+        disk(&shop, "elephant").ok_or("no status.disk yet".to_owned())
+    });
+    println!("before: {used} of {total} bytes, {percent}%");
+    assert_eq!(total, VOLUME_MIB << 20, "the volume's size");
+    assert!(percent < 40, "{percent}% before any data was written");
+    let degraded = condition(&shop, "elephant", "Degraded").expect("a Degraded condition");
+    assert_eq!(degraded.0, "False", "{degraded:?}");
+
+    // Rows of about 1 KiB (too short to be compressed), enough to pass 40% even without their
+    // WAL, and to reach about 60% with it.
+    let to_write = (total * 6 / 10 - used) / 2;
+    let rows = to_write / 1024;
+    shared::owner_sql(
+        &admin,
+        "shop",
+        "elephant",
+        &format!(
+            "CREATE TABLE filler AS SELECT g, repeat('x', 1000) AS payload \
+             FROM generate_series(1, {rows}) g"
+        ),
+    )
+    .expect("the data is written");
+
+    let message = shop.until(
+        "elephant Degraded for DiskFull",
+        VISIBLE_WITHIN,
+        || match condition(&shop, "elephant", "Degraded") {
+            Some((status, reason, message)) if status == "True" && reason == "DiskFull" => {
+                Ok(message)
+            }
+            other => Err(format!("{other:?}")),
+        },
+    );
+    println!("DiskFull: {message}");
+    assert!(message.contains("at or above 40%"), "{message}");
+    let (_, _, percent) = disk(&shop, "elephant").expect("status.disk");
+    assert!(percent >= 40, "{percent}%");
+    let phase = shop.ok(&["get", "pgc", "elephant", "-o", "jsonpath={.status.phase}"]);
+    assert_eq!(phase, "Degraded", "the phase agrees with the conditions");
+    let ready = condition(&shop, "elephant", "Ready").expect("a Ready condition");
+    assert_eq!(ready.0, "True", "the database still serves: {ready:?}");
+    wait_event(
+        &shop,
+        "elephant",
+        ("Warning", "DiskFull", "at or above 40%"),
+        Duration::from_secs(10),
+    );
+
+    // The volume grows (as it would after spec.postgresDiskSize grew): the condition clears.
+    volumes.grow(VOLUME_MIB as u64 * 4);
+    shop.until(
+        "elephant no longer DiskFull",
+        Duration::from_secs(90),
+        || match condition(&shop, "elephant", "Degraded") {
+            Some((status, _, _)) if status == "False" => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    wait_event(
+        &shop,
+        "elephant",
+        ("Normal", "Recovered", "The data volume has room again"),
+        Duration::from_secs(10),
+    );
+    let (_, total, _) = disk(&shop, "elephant").expect("status.disk");
+    assert_eq!(total, (VOLUME_MIB * 4) << 20, "the grown volume's size");
+    drop(dev);
 }

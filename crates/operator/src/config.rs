@@ -32,6 +32,8 @@ pub struct OperatorConfig {
     pub leader_election: LeaderElectionSettings,
     /// How clusters' WAL archiving is watched.
     pub archiving: ArchivingSettings,
+    /// When a cluster's data volume counts as full.
+    pub disk: DiskSettings,
     /// Address of the HTTP server for `/metrics`, `/healthz` and `/readyz`. Default
     /// `0.0.0.0:8080`. Flag `--http-address`, env `TUSK_HTTP_ADDRESS`.
     pub http_address: SocketAddr,
@@ -48,6 +50,7 @@ impl Default for OperatorConfig {
             concurrency: ConcurrencySettings::default(),
             leader_election: LeaderElectionSettings::default(),
             archiving: ArchivingSettings::default(),
+            disk: DiskSettings::default(),
             http_address: SocketAddr::from(([0, 0, 0, 0], 8080)),
         }
     }
@@ -378,6 +381,21 @@ impl Default for ConcurrencySettings {
     }
 }
 
+/// When a cluster's data volume counts as full.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct DiskSettings {
+    /// The percentage of the data volume in use from which a cluster is `Degraded` with reason
+    /// `DiskFull`, from 1 to 100. Default 85.
+    pub full_percent: u8,
+}
+
+impl Default for DiskSettings {
+    fn default() -> Self {
+        Self { full_percent: 85 }
+    }
+}
+
 /// Leader election on a `coordination.k8s.io/v1` Lease.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
@@ -693,6 +711,9 @@ impl OperatorConfig {
                 "store.gateway.keySecret",
                 "namespace, name and key must not be empty",
             ));
+        }
+        if !(1..=100).contains(&self.disk.full_percent) {
+            return Err(invalid("disk.fullPercent", "must be from 1 to 100"));
         }
         if self.tls.ca_namespace.is_empty() {
             return Err(invalid("tls.caNamespace", "must not be empty"));

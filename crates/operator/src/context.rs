@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
 use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
 
 use crate::clock::Clock;
 use crate::config::OperatorConfig;
+use crate::events::{Recorder, Reporter};
 use crate::metrics::Metrics;
 
 /// The shared context of every controller.
@@ -33,6 +33,10 @@ pub struct Context {
     /// Kept in memory: after an operator restart, a crash that happened meanwhile is reported
     /// by the condition alone.
     pub instance_restarts: Mutex<HashMap<String, i32>>,
+    /// When each cluster was last fully reconciled, and at which generation, keyed by the
+    /// cluster's uid: a restoring cluster is only refreshed in between (see
+    /// [`crate::controllers::cluster::restore_refresh`]).
+    pub full_applies: Mutex<HashMap<String, (Option<i64>, Timestamp)>>,
 }
 
 /// A backup's progress as last seen by the operator.
@@ -68,6 +72,7 @@ impl Context {
             clock,
             backup_progress: Mutex::new(HashMap::new()),
             instance_restarts: Mutex::new(HashMap::new()),
+            full_applies: Mutex::new(HashMap::new()),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Prometheus metrics, served on `/metrics`: reconciles, reconcile errors by kind (the error
 //! variant) and reconcile durations, each per controller; the outcome of restore tests; and
-//! each cluster's health signals (its WAL archiver and the age of its newest backup).
+//! each cluster's health signals (its WAL archiver, the age of its newest backup, how full its
+//! data volume is).
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -13,6 +14,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use tusk_api::cluster::DiskUsage;
 
 use crate::error::Error;
 
@@ -164,6 +167,8 @@ pub struct Metrics {
     restore_success: Family<RestoreTestLabels, Gauge<f64, AtomicU64>>,
     restore_results: Family<RestoreResultLabels, Counter>,
     clusters: ClusterGauges,
+    disk_used: Family<ClusterLabels, Gauge>,
+    disk_total: Family<ClusterLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -212,6 +217,18 @@ impl Metrics {
         );
         let clusters = ClusterGauges::default();
         clusters.register(&mut registry);
+        let disk_used = Family::<ClusterLabels, Gauge>::default();
+        let disk_total = Family::<ClusterLabels, Gauge>::default();
+        registry.register(
+            "cluster_disk_used_bytes",
+            "Bytes in use on a cluster's data volume, as its instance last reported",
+            disk_used.clone(),
+        );
+        registry.register(
+            "cluster_disk_total_bytes",
+            "Bytes in use plus bytes PostgreSQL can still write on a cluster's data volume",
+            disk_total.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             reconciles,
@@ -221,6 +238,8 @@ impl Metrics {
             restore_success,
             restore_results,
             clusters,
+            disk_used,
+            disk_total,
         }
     }
 
@@ -355,6 +374,23 @@ impl Metrics {
         self.clusters.backup_stale.remove(cluster);
     }
 
+    /// Records how full a cluster's data volume is; `None` removes its series (the cluster is
+    /// gone, or no figure is known).
+    pub fn cluster_disk(&self, cluster: &ClusterLabels, usage: Option<&DiskUsage>) {
+        match usage {
+            Some(usage) => {
+                self.disk_used.get_or_create(cluster).set(usage.used_bytes);
+                self.disk_total
+                    .get_or_create(cluster)
+                    .set(usage.total_bytes);
+            }
+            None => {
+                self.disk_used.remove(cluster);
+                self.disk_total.remove(cluster);
+            }
+        }
+    }
+
     /// The metrics in Prometheus' text format.
     pub fn encode(&self) -> String {
         // The age of each cluster's newest backup, as of this scrape.
@@ -459,5 +495,29 @@ mod tests {
 
         metrics.forget_cluster(&cluster);
         assert!(!metrics.encode().contains("elephant"));
+    }
+
+    #[test]
+    fn disk_usage_is_exported_per_cluster_until_it_is_gone() {
+        let metrics = Metrics::new();
+        let cluster = ClusterLabels {
+            namespace: "shop".into(),
+            name: "elephant".into(),
+        };
+        let usage = DiskUsage {
+            used_bytes: 900,
+            total_bytes: 1000,
+            used_percent: 90,
+        };
+        metrics.cluster_disk(&cluster, Some(&usage));
+        let text = metrics.encode();
+        assert!(text.contains(
+            "tusk_operator_cluster_disk_used_bytes{namespace=\"shop\",name=\"elephant\"} 900"
+        ));
+        assert!(text.contains(
+            "tusk_operator_cluster_disk_total_bytes{namespace=\"shop\",name=\"elephant\"} 1000"
+        ));
+        metrics.cluster_disk(&cluster, None);
+        assert!(!metrics.encode().contains("name=\"elephant\""));
     }
 }

@@ -62,6 +62,10 @@ pub struct DevArgs {
     /// such as 30s).
     #[arg(long, env = "TUSK_ARCHIVING_CHECK_INTERVAL")]
     pub archiving_check_interval: Option<String>,
+    /// The percentage of a data volume in use from which its cluster is Degraded with reason
+    /// DiskFull (disk.fullPercent, 1 to 100).
+    #[arg(long, env = "TUSK_DISK_FULL_PERCENT")]
+    pub disk_full_percent: Option<u8>,
 }
 
 /// What must stay the same from one run to the next: backups and pods name the store's
@@ -195,6 +199,9 @@ fn operator_config(store: &S3Server, args: &DevArgs) -> anyhow::Result<OperatorC
     config.tunnel.replicas = 1;
     config.leader_election.enabled = false;
     config.http_address = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    if let Some(percent) = args.disk_full_percent {
+        config.disk.full_percent = percent;
+    }
     config
         .with_overrides(Overrides {
             backup_stall_timeout: args.backup_stall_timeout.clone(),

@@ -31,7 +31,15 @@ impl Dev {
 
     /// [`Dev::start`] with more arguments for `tusk dev`, such as `--backup-stall-timeout`.
     pub fn start_with(arguments: &[&str]) -> Self {
-        let temp = tempfile::tempdir().expect("a temporary directory");
+        Self::start_in(
+            tempfile::tempdir().expect("a temporary directory"),
+            arguments,
+        )
+    }
+
+    /// [`Dev::start_with`] with its data directory `dev` in `temp`, which the caller may have
+    /// prepared.
+    pub fn start_in(temp: tempfile::TempDir, arguments: &[&str]) -> Self {
         let data_dir = temp.path().join("dev");
         let mut child = Command::new(TUSK)
             .args(["dev", "--data-dir"])

@@ -9,7 +9,10 @@
 //!   [`super::parameters`]), as JSON; 503 until the server has started.
 //! - `/archiver` is the WAL archiver's state (see [`super::archiver`]), as JSON; 404 when the
 //!   cluster does not archive WAL, 503 while the server cannot be asked.
+//! - `/disk` is how full the filesystem of the data directory is (`statvfs(3)`, as `df`
+//!   measures it), as JSON; 500 when it cannot be measured.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +22,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tusk_api::instance::{ARCHIVER_PATH, PARAMETERS_PATH, ParameterReport};
+use tusk_api::instance::{ARCHIVER_PATH, DISK_PATH, DiskReport, PARAMETERS_PATH, ParameterReport};
 
 use super::database::Connection;
 use super::postgres_log::PostgresLog;
@@ -37,17 +40,20 @@ pub struct HealthState {
     pub parameters: Mutex<Option<ParameterReport>>,
     /// PostgreSQL's stderr, which carries the archive command's errors, when WAL is archived.
     pub archive_log: Option<Arc<PostgresLog>>,
+    /// The data directory, whose filesystem `/disk` measures.
+    pub data_dir: PathBuf,
 }
 
 impl HealthState {
-    /// A state in which nothing is running yet.
-    pub fn new(connection: Connection) -> Self {
+    /// A state in which nothing is running yet, for the server whose data is in `data_dir`.
+    pub fn new(connection: Connection, data_dir: PathBuf) -> Self {
         Self {
             postgres_running: AtomicBool::new(false),
             bootstrapped: AtomicBool::new(false),
             connection,
             parameters: Mutex::new(None),
             archive_log: None,
+            data_dir,
         }
     }
 
@@ -70,6 +76,7 @@ pub fn router(state: Arc<HealthState>) -> Router {
         .route("/readyz", get(readiness))
         .route(PARAMETERS_PATH, get(parameters))
         .route(ARCHIVER_PATH, get(archiver))
+        .route(DISK_PATH, get(disk))
         .with_state(state)
 }
 
@@ -130,4 +137,29 @@ async fn archiver(State(state): State<Arc<HealthState>>) -> Response {
                 .into_response()
         }
     }
+}
+
+async fn disk(State(state): State<Arc<HealthState>>) -> Response {
+    match measure_disk(&state.data_dir) {
+        Ok(report) => axum::Json(report).into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "cannot measure the data volume");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot measure the data volume\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// How full the filesystem holding `dir` is: blocks in use (all but the free ones) and blocks
+/// an unprivileged user can still take, as `df` counts them.
+pub fn measure_disk(dir: &std::path::Path) -> nix::Result<DiskReport> {
+    let stats = nix::sys::statvfs::statvfs(dir)?;
+    let blocks = |count: u64| count.saturating_mul(stats.fragment_size());
+    Ok(DiskReport {
+        used_bytes: blocks(stats.blocks().saturating_sub(stats.blocks_free())),
+        available_bytes: blocks(stats.blocks_available()),
+    })
 }

@@ -575,10 +575,13 @@ async fn run_logged(
                 address: health_address,
                 source,
             })?;
-    let mut state = HealthState::new(Connection {
-        socket_dir: socket_dir.path().to_owned(),
-        port: config.postgres_port,
-    });
+    let mut state = HealthState::new(
+        Connection {
+            socket_dir: socket_dir.path().to_owned(),
+            port: config.postgres_port,
+        },
+        absolute(&config.data_dir),
+    );
     if config.wal_archive_prefix.is_some() {
         state = state.archiving(Arc::clone(postgres_log));
     }

@@ -31,7 +31,7 @@ pub(crate) mod store;
 mod streams;
 mod tls;
 mod typed;
-mod validation;
+pub(crate) mod validation;
 mod watch;
 
 pub mod openapi;

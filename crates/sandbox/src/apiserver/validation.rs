@@ -328,7 +328,7 @@ fn quantity_text(value: &Value) -> String {
 }
 
 /// The amount a Kubernetes quantity (`1`, `500m`, `2Gi`, `1e3`) stands for, for comparisons.
-fn quantity(value: &Value) -> Option<f64> {
+pub(crate) fn quantity(value: &Value) -> Option<f64> {
     let text = match value {
         Value::Number(number) => return number.as_f64(),
         Value::String(text) => text.trim(),

@@ -25,6 +25,7 @@
 //! ```
 
 mod beneath;
+mod capacity;
 mod container;
 mod env;
 pub(crate) mod exec;
@@ -373,11 +374,23 @@ fn pod_changed(
     }
 }
 
-/// Binds a pod to this node, as kube-scheduler does, through the `binding` subresource.
+/// Binds a pod to this node, as kube-scheduler does, through the `binding` subresource, when
+/// the node has the memory it requests (see [`capacity`]).
 async fn schedule(node: Arc<Node>, pod: Pod) {
     let name = pod.name_any();
     let namespace = pod.namespace().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(node.client.clone(), &namespace);
+    if capacity::marked_unschedulable(&pod) {
+        return;
+    }
+    match capacity::fits(&node.client, &pod).await {
+        Ok(true) => {}
+        Ok(false) => {
+            mark_unschedulable(&node, &api, &pod).await;
+            return;
+        }
+        Err(error) => tracing::debug!(%error, pod = %name, "cannot count the node's memory"),
+    }
     let binding = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Binding",
@@ -409,6 +422,48 @@ async fn schedule(node: Arc<Node>, pod: Pod) {
         // Someone else bound it first, or it went away: the watch tells what happened.
         Err(error) => tracing::debug!(%error, pod = %name, "cannot bind a pod"),
     }
+}
+
+/// Leaves a pod the node has no memory for unbound, saying so as kube-scheduler does: the
+/// `PodScheduled` condition and a `FailedScheduling` Event.
+async fn mark_unschedulable(node: &Node, api: &Api<Pod>, pod: &Pod) {
+    let name = pod.name_any();
+    let condition = serde_json::json!({
+        "type": "PodScheduled",
+        "status": "False",
+        "reason": "Unschedulable",
+        "message": capacity::INSUFFICIENT_MEMORY,
+        "lastProbeTime": null,
+        "lastTransitionTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            jiff::Timestamp::now()
+        ),
+    });
+    let patch = serde_json::json!({"status": {"phase": "Pending", "conditions": [condition]}});
+    if let Err(error) = api
+        .patch_status(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Strategic(&patch),
+        )
+        .await
+    {
+        tracing::debug!(%error, pod = %name, "cannot mark a pod unschedulable");
+        return;
+    }
+    let reporter = Reporter {
+        controller: "default-scheduler".to_string(),
+        instance: None,
+    };
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "FailedScheduling".to_string(),
+        note: Some(capacity::INSUFFICIENT_MEMORY.to_string()),
+        action: "Scheduling".to_string(),
+        secondary: None,
+    };
+    let _ = Recorder::new(node.client.clone(), reporter)
+        .publish(&event, &pod.object_ref(&()))
+        .await;
 }
 
 /// Feeds pod workers the Secrets and ConfigMaps their volumes project, as they change.

@@ -29,7 +29,7 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use tusk_api::cluster::{ArchivingStatus, ClusterPhase, LastBackup, PostgresClusterStatus};
 use tusk_api::conditions::{TRUE, reasons, types};
-use tusk_api::instance::{ARCHIVER_PATH, ArchiverReport, printable};
+use tusk_api::instance::{ARCHIVER_PATH, ArchiverReport, MAX_REPORT_BYTES, printable};
 use tusk_api::{PostgresBackupSchedule, PostgresCluster};
 
 use super::instance_report;
@@ -74,12 +74,8 @@ pub async fn observe(
     } else {
         match serving_pod_ip {
             Some(ip) => {
-                match instance_report::fetch::<ArchiverReport>(
-                    ip,
-                    ARCHIVER_PATH,
-                    "an archiver report",
-                )
-                .await
+                match instance_report::fetch::<ArchiverReport>(ip, ARCHIVER_PATH, MAX_REPORT_BYTES)
+                    .await
                 {
                     Ok(report) => (
                         Some(archiving_status(&report, previous, now)),

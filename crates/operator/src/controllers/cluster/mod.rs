@@ -23,13 +23,16 @@
 pub mod apply;
 pub mod build;
 pub mod delete;
+pub mod disk;
 pub mod health;
 pub mod instance_report;
 pub mod parameters;
 pub mod postgresql_conf;
 pub mod restore_progress;
+pub mod restore_refresh;
 pub mod status;
 pub mod tls;
+pub mod unschedulable;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,6 +74,9 @@ const FAILING_RESYNC: Duration = Duration::from_secs(30);
 /// How often a cluster whose instance is loading a new configuration is looked at again: the
 /// instance's report is not a Kubernetes object, so no watch says when it changes.
 const CONFIG_RESYNC: Duration = Duration::from_secs(5);
+/// How often a cluster whose data volume is within [`disk::WATCHED_MARGIN`] points of full is
+/// looked at again: its volume fills with no Kubernetes object changing.
+const DISK_RESYNC: Duration = Duration::from_secs(60);
 /// How often a restoring cluster's progress is read from its instance's log. Nothing else
 /// changes while a restore runs, so without this the status would stand still.
 const RESTORE_PROGRESS_RESYNC: Duration = Duration::from_secs(2);
@@ -145,6 +151,10 @@ async fn reconcile(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Resu
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&cluster.uid().unwrap_or_default());
                 health::forget(&context, &cluster);
+                context
+                    .metrics
+                    .cluster_disk(&cluster_labels(&cluster), None);
+                restore_refresh::forget(&context, &cluster);
                 let reference = cluster.object_ref(&());
                 let result = delete::cleanup(&cluster, &context, &reference).await;
                 if let Err(error) = &result {
@@ -176,6 +186,9 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
     let client = &context.client;
 
     let cluster = record_default_version(cluster, &context, &namespace).await?;
+    if let Some(action) = restore_refresh::refresh(&context, &cluster, &namespace).await? {
+        return Ok(action);
+    }
 
     // Read.
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
@@ -269,6 +282,15 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
         &parameters::config_sha256(&rendered),
     )
     .await;
+    // How full its data volume is: asked of any running instance, since a full volume can stop
+    // PostgreSQL while the instance still answers.
+    let disk_usage = disk::observe(
+        existing_stateful_set
+            .as_ref()
+            .and_then(|existing| status::instance_pod(existing, &pods))
+            .and_then(|pod| pod.status.as_ref()?.pod_ip.as_deref()),
+    )
+    .await;
 
     // Build and apply.
     let mut children = build::build(
@@ -286,6 +308,9 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
     );
     let stateful_set =
         apply::apply_children(client, &namespace, children, existing_stateful_set.as_ref()).await?;
+    if let Some(pod) = unschedulable::outdated_pod(&stateful_set, &pods) {
+        unschedulable::replace(client, &namespace, pod).await?;
+    }
     let expanding =
         apply::expand_volumes(client, &namespace, &name, cluster.spec.postgres_disk_size).await?;
     if !expanding.is_empty() {
@@ -350,6 +375,22 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
     .await?;
     health::report_events(&context, &cluster, &health).await;
     let status = health.status;
+    let full_percent = context.config.disk.full_percent;
+    let previous_disk = cluster
+        .status
+        .as_ref()
+        .and_then(|status| status.disk.as_ref());
+    let status = disk::overlay(
+        status,
+        disk::record(previous_disk, disk_usage),
+        full_percent,
+        cluster.metadata.generation,
+        context.clock.now(),
+    );
+    disk::report(&context, &cluster, previous_disk, status.disk.as_ref()).await;
+    context
+        .metrics
+        .cluster_disk(&cluster_labels(&cluster), status.disk.as_ref());
     report_instance_failures(
         &context,
         &cluster,
@@ -364,18 +405,29 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
     if cluster.status.as_ref() != Some(&status) {
         write_status(client, &namespace, &name, &status).await?;
     }
+    restore_refresh::record_full_apply(&context, &cluster);
     let resync = if failing {
         FAILING_RESYNC
     } else if status.restore_progress.is_some() || restoring {
         RESTORE_PROGRESS_RESYNC
     } else if !config_state.in_force() {
         CONFIG_RESYNC
+    } else if disk::is_watched(status.disk.as_ref(), full_percent) {
+        DISK_RESYNC
     } else {
         RESYNC
     };
     Ok(Action::requeue(
         health.requeue.map_or(resync, |health| health.min(resync)),
     ))
+}
+
+/// The labels of the cluster's metrics.
+fn cluster_labels(cluster: &PostgresCluster) -> crate::metrics::ClusterLabels {
+    crate::metrics::ClusterLabels {
+        namespace: cluster.namespace().unwrap_or_default(),
+        name: cluster.name_any(),
+    }
 }
 
 /// The cluster's `<cluster>-tls` Secret as it should be: the existing one while it is good,

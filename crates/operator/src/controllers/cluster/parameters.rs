@@ -18,16 +18,21 @@ use sha2::{Digest as _, Sha256};
 use tusk_api::PostgresClusterStatus;
 use tusk_api::cluster::ClusterPhase;
 use tusk_api::conditions::{FALSE, TRUE, reasons, types};
-use tusk_api::instance::{PARAMETERS_PATH, ParameterOutcome, ParameterReport, printable as clean};
+use tusk_api::instance::{
+    MAX_REPORT_BYTES, PARAMETERS_PATH, ParameterOutcome, ParameterReport, printable as clean,
+};
 
 use super::instance_report;
 use crate::conditions::{self, DesiredCondition};
+
 /// The most refused settings shown.
 const MAX_REFUSED: usize = 16;
 /// The most of one refusal's message shown.
 const MAX_MESSAGE: usize = 512;
 /// The most of the whole refusal shown: an Event's note may have at most 1 KiB.
 const MAX_REFUSAL: usize = 1024;
+/// The Event action of a refused configuration.
+const CHECK_PARAMETERS: &str = "CheckParameters";
 
 /// Where the instance stands with the configuration the spec asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,8 +56,6 @@ pub enum ConfigState {
     Refused {
         /// Each refused setting with PostgreSQL's message.
         message: String,
-        /// The Event action of this refusal (see [`ConfigState::event_action`]).
-        action: String,
     },
 }
 
@@ -69,13 +72,11 @@ impl ConfigState {
         }
     }
 
-    /// The action of the Warning Event of a refusal: `CheckParameters` and the refused
-    /// settings' names. kube's Recorder folds Events of one action and reason into one series
-    /// whatever their notes, so a refusal of other settings needs an action of its own to be
-    /// recorded with its own message.
-    pub fn event_action(&self) -> Option<&str> {
+    /// The action of the Warning Event of a refusal, `CheckParameters`; `None` when the
+    /// configuration is not refused.
+    pub fn event_action(&self) -> Option<&'static str> {
         match self {
-            Self::Refused { action, .. } => Some(action),
+            Self::Refused { .. } => Some(CHECK_PARAMETERS),
             _ => None,
         }
     }
@@ -116,7 +117,6 @@ pub fn classify(report: Result<ParameterReport, String>, desired_sha256: &str) -
     match report.outcome {
         ParameterOutcome::Refused => ConfigState::Refused {
             message: refusal_message(&report),
-            action: refusal_action(&report),
         },
         ParameterOutcome::Loading => ConfigState::Accepted {
             loaded: false,
@@ -233,21 +233,6 @@ fn refusal_message(report: &ParameterReport) -> String {
     clean(&message, MAX_REFUSAL)
 }
 
-/// `CheckParameters:` and the refused settings' names, within the 128 characters an Event's
-/// action may have.
-fn refusal_action(report: &ParameterReport) -> String {
-    let mut action = String::from("CheckParameters");
-    for (index, refused) in report.refused.iter().take(MAX_REFUSED).enumerate() {
-        let name = setting_name(&refused.name);
-        if action.len() + name.len() + 1 > 128 {
-            break;
-        }
-        action.push(if index == 0 { ':' } else { ',' });
-        action.push_str(&name);
-    }
-    action
-}
-
 /// A setting's name as the report gives it, kept only when it looks like one.
 fn setting_name(name: &str) -> String {
     let plain = name.len() <= 63
@@ -261,10 +246,11 @@ fn setting_name(name: &str) -> String {
     }
 }
 
-/// Reads the report of the instance at `pod_ip` (see [`instance_report::fetch`]).
+/// Reads the report of the instance at `pod_ip` (an address, never a name), within
+/// [`MAX_REPORT_BYTES`], and checks that it names a configuration.
 async fn fetch_report(pod_ip: &str) -> Result<ParameterReport, String> {
     let report: ParameterReport =
-        instance_report::fetch(pod_ip, PARAMETERS_PATH, "a configuration report").await?;
+        instance_report::fetch(pod_ip, PARAMETERS_PATH, MAX_REPORT_BYTES).await?;
     let well_formed = report.config_sha256.len() == 64
         && report
             .config_sha256
@@ -320,7 +306,7 @@ mod tests {
             message: "invalid value for parameter \"work_mem\": \"banana\"\n\u{1b}[31m".into(),
         }];
         let state = classify(Ok(refused), "b");
-        assert_eq!(state.event_action(), Some("CheckParameters:work_mem"));
+        assert_eq!(state.event_action(), Some("CheckParameters"));
         let mut long = report("b", ParameterOutcome::Refused);
         long.refused = vec![
             RefusedParameter {
@@ -329,10 +315,10 @@ mod tests {
             };
             40
         ];
-        let ConfigState::Refused { message, action } = classify(Ok(long), "b") else {
+        let ConfigState::Refused { message } = classify(Ok(long), "b") else {
             panic!("not refused");
         };
-        assert!(message.len() <= MAX_REFUSAL && action.len() <= 128);
+        assert!(message.len() <= MAX_REFUSAL);
         let previous = PostgresClusterStatus {
             phase: Some(ClusterPhase::Ready),
             observed_generation: Some(4),

@@ -39,37 +39,103 @@ pub const RESTART_SETTINGS: &[&str] = &[
     "superuser_reserved_connections",
 ];
 
-const MIB_PER_GIB: i64 = 1024;
+const KIB_PER_MIB: i64 = 1024;
+const KIB_PER_GIB: i64 = 1024 * KIB_PER_MIB;
+/// PostgreSQL's smallest `work_mem`.
+const MIN_WORK_MEM_KIB: i64 = 64;
+/// PostgreSQL's smallest `maintenance_work_mem`.
+const MIN_MAINTENANCE_WORK_MEM_KIB: i64 = KIB_PER_MIB;
+/// How many sorts or hashes each connection is counted as running at once.
+const OPERATIONS_PER_CONNECTION: i64 = 3;
+
+/// The memory settings derived from `memorySize` for `max_connections` connections and
+/// `autovacuum_max_workers` workers, in KiB. They fit in the pod's memory limit (which is
+/// `memorySize`): shared_buffers takes a quarter; of the rest, at most half goes to
+/// maintenance (each autovacuum worker and one manual VACUUM or CREATE INDEX), and what is
+/// left is shared by the connections, each running a few sorts at once. Only when there are so
+/// many connections that PostgreSQL's smallest `work_mem` does not fit does the sum exceed the
+/// limit, and then because of `max_connections`, which the spec sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemorySettings {
+    /// `shared_buffers`.
+    pub shared_buffers: i64,
+    /// `effective_cache_size` (a planner estimate; nothing is allocated).
+    pub effective_cache_size: i64,
+    /// `work_mem`.
+    pub work_mem: i64,
+    /// `maintenance_work_mem`.
+    pub maintenance_work_mem: i64,
+}
+
+impl MemorySettings {
+    /// The settings for a `memory_gib` GiB limit.
+    pub fn derive(memory_gib: i32, max_connections: i64, autovacuum_workers: i64) -> Self {
+        let memory = i64::from(memory_gib.max(1)) * KIB_PER_GIB;
+        let shared_buffers = memory / 4;
+        let rest = memory - shared_buffers;
+        let maintainers = autovacuum_workers.max(0) + 1;
+        let maintenance_work_mem = (memory / 16)
+            .clamp(64 * KIB_PER_MIB, 2 * KIB_PER_GIB)
+            .min(rest / 2 / maintainers)
+            .max(MIN_MAINTENANCE_WORK_MEM_KIB);
+        let for_connections = rest - maintenance_work_mem * maintainers;
+        let work_mem = (for_connections / (max_connections.max(1) * OPERATIONS_PER_CONNECTION))
+            .clamp(MIN_WORK_MEM_KIB, KIB_PER_GIB);
+        Self {
+            shared_buffers,
+            effective_cache_size: memory * 3 / 4,
+            work_mem,
+            maintenance_work_mem,
+        }
+    }
+
+    /// The most these settings let PostgreSQL allocate at once, in KiB.
+    pub fn peak(&self, max_connections: i64, autovacuum_workers: i64) -> i64 {
+        self.shared_buffers
+            + self.maintenance_work_mem * (autovacuum_workers.max(0) + 1)
+            + self.work_mem * max_connections.max(1) * OPERATIONS_PER_CONNECTION
+    }
+}
+
+/// A positive whole number the spec gives for `name`, if any.
+fn spec_count(cluster: &PostgresCluster, name: &str) -> Option<i64> {
+    cluster
+        .spec
+        .parameters
+        .get(name)
+        .and_then(|value| value.trim().parse().ok())
+        .filter(|count: &i64| *count > 0)
+}
 
 /// The effective settings of a cluster, in the order written, as (name, value) with values not
 /// yet quoted. Later entries override earlier ones.
 pub fn settings(cluster: &PostgresCluster) -> Vec<(String, String)> {
     let spec = &cluster.spec;
-    let memory_mib = i64::from(spec.memory_size.max(1)) * MIB_PER_GIB;
-    let max_connections: i64 = spec
-        .parameters
-        .get("max_connections")
-        .and_then(|value| value.trim().parse().ok())
-        .filter(|connections: &i64| *connections > 0)
-        .unwrap_or(100);
-    let shared_buffers = memory_mib / 4;
-    let effective_cache_size = memory_mib * 3 / 4;
-    // What is left after shared_buffers, shared by every connection running a few sorts at once.
-    let work_mem = ((memory_mib - shared_buffers) / (max_connections * 3)).clamp(4, 1024);
-    let maintenance_work_mem = (memory_mib / 16).clamp(64, 2048);
+    let max_connections = spec_count(cluster, "max_connections").unwrap_or(100);
+    let autovacuum_workers = spec_count(cluster, "autovacuum_max_workers").unwrap_or(3);
+    let memory = MemorySettings::derive(spec.memory_size, max_connections, autovacuum_workers);
+    // In MB when whole, as they always were, so that an unchanged value reads the same (and
+    // shared_buffers keeps the restart hash of running clusters).
+    let kib = |value: i64| {
+        if value % KIB_PER_MIB == 0 {
+            format!("{}MB", value / KIB_PER_MIB)
+        } else {
+            format!("{value}kB")
+        }
+    };
 
     // Where PostgreSQL listens and how it archives WAL are not here: `tusk instance` passes
     // them on the postgres command line, where no file can override them.
     let mut settings: Vec<(String, String)> = vec![
-        ("shared_buffers".into(), format!("{shared_buffers}MB")),
+        ("shared_buffers".into(), kib(memory.shared_buffers)),
         (
             "effective_cache_size".into(),
-            format!("{effective_cache_size}MB"),
+            kib(memory.effective_cache_size),
         ),
-        ("work_mem".into(), format!("{work_mem}MB")),
+        ("work_mem".into(), kib(memory.work_mem)),
         (
             "maintenance_work_mem".into(),
-            format!("{maintenance_work_mem}MB"),
+            kib(memory.maintenance_work_mem),
         ),
         ("max_connections".into(), "100".into()),
     ];
@@ -176,9 +242,46 @@ mod tests {
         assert!(conf.contains("shared_buffers = '512MB'"), "{conf}");
         assert!(conf.contains("effective_cache_size = '1536MB'"), "{conf}");
         assert!(conf.contains("maintenance_work_mem = '128MB'"), "{conf}");
-        assert!(conf.contains("work_mem = '5MB'"), "{conf}");
+        // (1536 MiB - 4 x 128 MiB) / (100 connections x 3)
+        assert!(conf.contains("work_mem = '3495kB'"), "{conf}");
         assert!(conf.contains("archive_timeout = '300'"), "{conf}");
         assert!(!conf.contains("archive_command"), "{conf}");
+    }
+
+    #[test]
+    fn derived_memory_settings_fit_in_the_pods_memory_limit() {
+        for memory_gib in [1, 2, 3, 8, 64, 1024] {
+            let limit = i64::from(memory_gib) * KIB_PER_GIB;
+            for connections in [1, 20, 100, 500, 1000, 2000, 10_000, 100_000] {
+                for workers in [1, 3, 10, 100] {
+                    let derived = MemorySettings::derive(memory_gib, connections, workers);
+                    let peak = derived.peak(connections, workers);
+                    let smallest = MemorySettings {
+                        work_mem: MIN_WORK_MEM_KIB,
+                        ..derived
+                    };
+                    assert!(
+                        peak <= limit || derived == smallest,
+                        "{memory_gib} GiB, {connections} connections, {workers} workers: \
+                         {derived:?} may take {peak} KiB of {limit}"
+                    );
+                    assert!(derived.maintenance_work_mem >= MIN_MAINTENANCE_WORK_MEM_KIB);
+                }
+            }
+        }
+        // 1 GiB for 100 connections used to get 4 MB of work_mem each: 1.2 GiB for sorts alone.
+        let small = MemorySettings::derive(1, 100, 3);
+        assert!(small.peak(100, 3) <= KIB_PER_GIB, "{small:?}");
+        // The spec's max_connections and autovacuum_max_workers are what is divided.
+        let conf = render(&cluster(
+            1,
+            &[("max_connections", "1000"), ("autovacuum_max_workers", "7")],
+        ));
+        let derived = MemorySettings::derive(1, 1000, 7);
+        assert!(
+            conf.contains(&format!("work_mem = '{}kB'", derived.work_mem)),
+            "{conf}"
+        );
     }
 
     #[test]

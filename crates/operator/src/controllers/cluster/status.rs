@@ -200,6 +200,8 @@ pub fn compute(observed: &Observed<'_>) -> PostgresClusterStatus {
             .filter(|_| phase == ClusterPhase::Restoring),
         // Added by `health::observe`.
         archiving: None,
+        // The instance's last report stands until a new one is read (see `disk`).
+        disk: previous.disk,
     }
 }
 
