@@ -114,8 +114,11 @@ async fn after_a_restart_readiness_waits_for_postgres_and_a_restored_cluster_is_
 
     let phases = PhasePoller::start(dev.kubeconfig(), "copy");
     dev.restart();
-    // As soon as `tusk dev` says it runs again, as a person would wait.
-    shop.ok(&[
+    // As soon as `tusk dev` says it runs again, as a person would wait (through the
+    // administrator's kubeconfig, which the new run rewrote with its port).
+    admin.ok(&[
+        "--namespace",
+        NAMESPACE,
         "wait",
         "--for=condition=Ready",
         "pgc/source",
