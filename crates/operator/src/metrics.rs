@@ -2,8 +2,12 @@
 //! variant) and reconcile durations, each per controller; the outcome of restore tests; and
 //! each cluster's health signals (its WAL archiver, the age of its newest backup, how full its
 //! data volume is).
+//!
+//! A restore test's series go when the test is deleted ([`Metrics::retain_restore_tests`]), and
+//! a cluster's when the cluster is, so that the series, and the memory they take, are bounded
+//! by what exists.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -169,6 +173,9 @@ pub struct Metrics {
     clusters: ClusterGauges,
     disk_used: Family<ClusterLabels, Gauge>,
     disk_total: Family<ClusterLabels, Gauge>,
+    /// The label sets of `restore_results` each test has, so that they can all be removed;
+    /// every test with a series has an entry.
+    restore_result_labels: Arc<Mutex<HashMap<RestoreTestLabels, HashSet<RestoreResultLabels>>>>,
 }
 
 impl Default for Metrics {
@@ -240,6 +247,7 @@ impl Metrics {
             clusters,
             disk_used,
             disk_total,
+            restore_result_labels: Arc::default(),
         }
     }
 
@@ -278,14 +286,19 @@ impl Metrics {
         recovery_seconds: Option<i64>,
         started_at: jiff::Timestamp,
     ) {
-        self.restore_results
-            .get_or_create(&RestoreResultLabels {
-                namespace: test.namespace.clone(),
-                name: test.name.clone(),
-                result: if passed { "Passed" } else { "Failed" },
-                reason: reason.to_owned(),
-            })
-            .inc();
+        let labels = RestoreResultLabels {
+            namespace: test.namespace.clone(),
+            name: test.name.clone(),
+            result: if passed { "Passed" } else { "Failed" },
+            reason: reason.to_owned(),
+        };
+        self.restore_results.get_or_create(&labels).inc();
+        self.restore_result_labels
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(test.clone())
+            .or_default()
+            .insert(labels);
         if let Some(seconds) = recovery_seconds {
             self.restore_recovery
                 .get_or_create(&test)
@@ -389,6 +402,27 @@ impl Metrics {
                 self.disk_total.remove(cluster);
             }
         }
+    }
+
+    /// Removes the series of every restore test for which `exists` is false: a deleted test's
+    /// gauges and counters go with it.
+    pub fn retain_restore_tests(&self, exists: impl Fn(&RestoreTestLabels) -> bool) {
+        let mut result_labels = self
+            .restore_result_labels
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        result_labels.retain(|test, results| {
+            if exists(test) {
+                return true;
+            }
+            for labels in results.iter() {
+                self.restore_results.remove(labels);
+            }
+            // The gauges are only ever set along with a result.
+            self.restore_recovery.remove(test);
+            self.restore_success.remove(test);
+            false
+        });
     }
 
     /// The metrics in Prometheus' text format.
@@ -519,5 +553,39 @@ mod tests {
         ));
         metrics.cluster_disk(&cluster, None);
         assert!(!metrics.encode().contains("name=\"elephant\""));
+    }
+
+    #[test]
+    fn a_deleted_restore_tests_series_go_and_the_others_stay() {
+        let metrics = Metrics::new();
+        let test = |name: &str| RestoreTestLabels {
+            namespace: "shop".to_owned(),
+            name: name.to_owned(),
+        };
+        let started = jiff::Timestamp::from_second(1_700_000_000).expect("a time");
+        for name in ["kept", "deleted"] {
+            metrics.restore_test_finished(test(name), true, "Passed", Some(12), started);
+            metrics.restore_test_finished(test(name), false, "Timeout", None, started);
+        }
+        let series = |text: &str, name: &str| {
+            text.lines()
+                .filter(|line| line.contains(&format!("name=\"{name}\"")))
+                .count()
+        };
+        let before = metrics.encode();
+        assert_eq!(series(&before, "deleted"), 4, "{before}");
+
+        metrics.retain_restore_tests(|labels| labels.name == "kept");
+        let after = metrics.encode();
+        assert_eq!(series(&after, "deleted"), 0, "{after}");
+        assert_eq!(series(&after, "kept"), 4, "{after}");
+        assert!(
+            metrics
+                .restore_result_labels
+                .lock()
+                .expect("not poisoned")
+                .keys()
+                .all(|labels| labels.name == "kept")
+        );
     }
 }

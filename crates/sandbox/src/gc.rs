@@ -4,7 +4,8 @@
 //! (and once a second as a safety net) it removes dependents whose owners are all gone, honours
 //! the `foregroundDeletion` and `orphan` finalizers, empties terminating namespaces and deleted
 //! CRDs, and releases them once they are empty. It also drops Events once their TTL has
-//! passed, which etcd does for kube-apiserver.
+//! passed, which etcd does for kube-apiserver, and the changes older than the watch history
+//! keeps.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub(crate) async fn run(store: Arc<Store>, event_ttl: Duration, shutdown: Cancel
             _ = shutdown.cancelled() => return,
         }
         store.expire_events(event_ttl);
+        store.compact_expired_history();
         // Several passes, as one deletion can free the next (a foreground chain, a namespace).
         for _ in 0..8 {
             if !collect(&store) {

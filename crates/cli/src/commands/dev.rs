@@ -5,7 +5,9 @@
 //! pods reach the store), and the operator configured for that store, then
 //! installs the CRDs and writes a kubeconfig. Everything it keeps lives under one directory, so
 //! running it again resumes the same clusters, data and backups; Ctrl-C stops every process it
-//! started, PostgreSQL included.
+//! started, PostgreSQL included. On such a restart the sandbox marks the pods it is about to
+//! start again as not ready before it serves, and `tusk dev` says it is running only once no
+//! PostgresCluster still says Ready from before the stop.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -13,9 +15,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams};
 use serde::{Deserialize, Serialize};
 use tokio::signal::unix::{SignalKind, signal};
 use tusk_operator::config::{OperatorConfig, Overrides, StoreCredentials};
@@ -66,6 +68,10 @@ pub struct DevArgs {
     /// DiskFull (disk.fullPercent, 1 to 100).
     #[arg(long, env = "TUSK_DISK_FULL_PERCENT")]
     pub disk_full_percent: Option<u8>,
+    /// How long an Event stays after its last write before the API server deletes it, as
+    /// kube-apiserver's `--event-ttl` (such as 1h, the default).
+    #[arg(long, env = "TUSK_EVENT_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub event_ttl: std::time::Duration,
 }
 
 /// What must stay the same from one run to the next: backups and pods name the store's
@@ -281,6 +287,62 @@ async fn wait_for_crds(client: &kube::Client) -> anyhow::Result<()> {
     anyhow::bail!("the API server does not serve PostgresClusters after installing the CRDs")
 }
 
+/// The longest `tusk dev` waits at start for the statuses from before a restart to be replaced.
+const STALE_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether a PostgresCluster says Ready while none of its instance pods is: a status from
+/// before a restart, which the operator has not replaced yet.
+async fn stale_ready(client: &kube::Client, cluster: &tusk_api::PostgresCluster) -> bool {
+    use kube::ResourceExt;
+    let says_ready = cluster.status.as_ref().is_some_and(|status| {
+        status
+            .conditions
+            .iter()
+            .any(|condition| condition.type_ == "Ready" && condition.status == "True")
+    });
+    if !says_ready {
+        return false;
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &cluster.namespace().unwrap_or_default());
+    let selector = tusk_operator::labels::selector_string(
+        &tusk_operator::labels::instance_selector(&cluster.name_any()),
+    );
+    let Ok(pods) = pods.list(&ListParams::default().labels(&selector)).await else {
+        return true;
+    };
+    !pods.items.iter().any(tusk_sandbox::controllers::is_ready)
+}
+
+/// Waits until no PostgresCluster says Ready from before a restart. The sandbox marks the
+/// pods it restarts as not ready before it serves; until the operator has seen that, a
+/// cluster still says Ready from before the stop, and a readiness wait started once `tusk dev`
+/// says it runs would pass before PostgreSQL answers.
+async fn wait_for_current_statuses(client: &kube::Client) {
+    let clusters: Api<tusk_api::PostgresCluster> = Api::all(client.clone());
+    let deadline = tokio::time::Instant::now() + STALE_READY_WAIT;
+    loop {
+        let mut stale = Vec::new();
+        if let Ok(list) = clusters.list(&ListParams::default()).await {
+            for cluster in &list.items {
+                if stale_ready(client, cluster).await {
+                    stale.push(kube::ResourceExt::name_any(cluster));
+                }
+            }
+        }
+        if stale.is_empty() {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                clusters = %stale.join(", "),
+                "these clusters still say Ready from before the restart, although no instance of theirs is ready"
+            );
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 fn usage(kubeconfig: &Path, store: &S3Server, gateway: &str) -> String {
     let kubeconfig = kubeconfig.display();
     format!(
@@ -316,6 +378,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let kubeconfig = data_dir.join("kubeconfig");
     let sandbox = Sandbox::builder()
         .port(args.port)
+        .event_ttl(args.event_ttl)
         .data_dir(data_dir.join("apiserver"))
         .kubeconfig_path(&kubeconfig)
         .runtime(RuntimeOptions::new(data_dir.join("runtime")).tusk_executable(tusk))
@@ -333,9 +396,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let gateway_endpoint = config.store.gateway.endpoint.clone();
 
     let (stop_operator, operator_stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut operator = tokio::spawn(tusk_operator::run(config, client, async move {
+    let mut operator = tokio::spawn(tusk_operator::run(config, client.clone(), async move {
         let _ = operator_stopped.await;
     }));
+    wait_for_current_statuses(&client).await;
     eprint!("{}", usage(&kubeconfig, &store, &gateway_endpoint));
 
     // The operator ending on its own is a failure to report, not a reason to keep the

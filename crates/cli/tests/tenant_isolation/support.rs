@@ -18,8 +18,39 @@ const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy");
 pub struct Dev {
     child: Child,
     data_dir: PathBuf,
+    /// The arguments it was started with, to start it again alike.
+    #[allow(dead_code)] // read by `restart`, which the tenant_isolation suite does not use
+    arguments: Vec<String>,
     output: Arc<Mutex<String>>,
     _temp: tempfile::TempDir,
+}
+
+/// Starts `tusk dev` on `data_dir`, collecting what it prints.
+fn launch(data_dir: &Path, arguments: &[String]) -> (Child, Arc<Mutex<String>>) {
+    let mut child = Command::new(TUSK)
+        .args(["dev", "--data-dir"])
+        .arg(data_dir)
+        .args(arguments)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tusk dev starts");
+    let output = Arc::new(Mutex::new(String::new()));
+    for stream in [
+        Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().expect("stderr")),
+    ] {
+        let output = output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let mut text = output.lock().unwrap_or_else(|e| e.into_inner());
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+    }
+    (child, output)
 }
 
 impl Dev {
@@ -41,50 +72,61 @@ impl Dev {
     /// prepared.
     pub fn start_in(temp: tempfile::TempDir, arguments: &[&str]) -> Self {
         let data_dir = temp.path().join("dev");
-        let mut child = Command::new(TUSK)
-            .args(["dev", "--data-dir"])
-            .arg(&data_dir)
-            .args(arguments)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("tusk dev starts");
-        let output = Arc::new(Mutex::new(String::new()));
-        for stream in [
-            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().expect("stderr")),
-        ] {
-            let output = output.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let mut text = output.lock().unwrap_or_else(|e| e.into_inner());
-                    text.push_str(&line);
-                    text.push('\n');
-                }
-            });
-        }
+        let arguments: Vec<String> = arguments.iter().map(|a| (*a).to_owned()).collect();
+        let (child, output) = launch(&data_dir, &arguments);
         let dev = Self {
             child,
             data_dir,
+            arguments,
             output,
             _temp: temp,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !dev.printed().contains("tusk dev is running") {
-            assert!(
-                Instant::now() < deadline,
-                "tusk dev never started; it printed:\n{}",
-                dev.printed()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        dev.wait_until_running();
         dev.admin().ok(&[
             "apply",
             "-f",
             &format!("{DEPLOY}/customer-clusterrole.yaml"),
         ]);
         dev
+    }
+
+    fn wait_until_running(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.printed().contains("tusk dev is running") {
+            assert!(
+                Instant::now() < deadline,
+                "tusk dev never started; it printed:\n{}",
+                self.printed()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Stops `tusk dev` with Ctrl-C, as a person does, and starts it again on the same data
+    /// directory; returns once it says it is running. What it printed before is forgotten.
+    #[allow(dead_code)] // the tenant_isolation suite, which includes this file, never restarts
+    pub fn restart(&mut self) {
+        self.stop();
+        let (child, output) = launch(&self.data_dir, &self.arguments);
+        self.child = child;
+        self.output = output;
+        self.wait_until_running();
+    }
+
+    /// Sends SIGINT and waits for the process to end (killing it after a minute).
+    fn stop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.child.id() as i32),
+                nix::sys::signal::Signal::SIGINT,
+            );
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 
     /// The administrator's kubeconfig, which `tusk dev` writes.
@@ -188,17 +230,7 @@ impl Dev {
 
 impl Drop for Dev {
     fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.child.id() as i32),
-                nix::sys::signal::Signal::SIGINT,
-            );
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            let _ = self.child.kill();
-        }
+        self.stop();
     }
 }
 

@@ -234,6 +234,10 @@ impl SandboxBuilder {
         if fresh {
             seed_namespaces(&store);
         }
+        if self.runtime.is_some() {
+            // Before anything reads a pod: none of the node's containers runs yet.
+            mark_node_pods_restarting(&store);
+        }
         let listener = TcpListener::bind(("127.0.0.1", self.port))
             .await
             .map_err(|source| StartError::Bind {
@@ -519,6 +523,81 @@ fn seed_namespaces(store: &Store) {
             txn.put(&storage, namespace);
         }
         rbac::seed(txn);
+    });
+}
+
+/// Marks every pod of the runtime's node that is not finished as not ready, its containers
+/// neither ready nor started, before the API is served: the node restarts, so none of its
+/// containers runs until the runtime has started it again. Without this, pods (and whatever
+/// reads their readiness: workload status, Endpoints, operators' conditions) would say Ready
+/// from before the stop until the runtime got to them, and a readiness wait would pass before
+/// anything answers. The state and restart count of each container stay as they were: the
+/// runtime reports the interrupted instance from them, as the kubelet does after a reboot.
+fn mark_node_pods_restarting(store: &Store) {
+    let pods: Arc<str> = Arc::from(ops::POD_STORAGE);
+    let restarting: Vec<serde_json::Value> = store
+        .read()
+        .objects(&pods, None)
+        .filter(|(_, pod)| {
+            pod.pointer("/spec/nodeName")
+                .and_then(serde_json::Value::as_str)
+                == Some(crate::runtime::NODE_NAME)
+                && !matches!(
+                    pod.pointer("/status/phase")
+                        .and_then(serde_json::Value::as_str),
+                    Some("Succeeded" | "Failed")
+                )
+        })
+        .map(|(_, pod)| (**pod).clone())
+        .collect();
+    if restarting.is_empty() {
+        return;
+    }
+    let now = ops::now();
+    store.write(|txn| {
+        for mut pod in restarting {
+            let Some(status) = pod
+                .get_mut("status")
+                .and_then(serde_json::Value::as_object_mut)
+            else {
+                continue;
+            };
+            let mut names = Vec::new();
+            for field in ["initContainerStatuses", "containerStatuses"] {
+                for container in status
+                    .get_mut(field)
+                    .and_then(serde_json::Value::as_array_mut)
+                    .into_iter()
+                    .flatten()
+                {
+                    container["ready"] = json!(false);
+                    container["started"] = json!(false);
+                    if field == "containerStatuses"
+                        && let Some(name) = container["name"].as_str()
+                    {
+                        names.push(name.to_owned());
+                    }
+                }
+            }
+            for condition in status
+                .get_mut("conditions")
+                .and_then(serde_json::Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                let kind = condition["type"].as_str().unwrap_or_default();
+                if matches!(kind, "Ready" | "ContainersReady") && condition["status"] != "False" {
+                    condition["status"] = json!("False");
+                    condition["lastTransitionTime"] = json!(now);
+                    condition["reason"] = json!("ContainersNotReady");
+                    condition["message"] = json!(format!(
+                        "containers with unready status: [{}]",
+                        names.join(" ")
+                    ));
+                }
+            }
+            txn.put(&pods, pod);
+        }
     });
 }
 

@@ -1,5 +1,12 @@
 //! The object store: every collection in memory behind one lock, one global resourceVersion,
 //! a bounded history of changes for watch resumption, and a broadcast of each change.
+//!
+//! The history is bounded by time as well as by count, as kube-apiserver's watch cache is: it
+//! keeps the changes of the last 75 seconds (its event freshness: the bookmark interval and 15
+//! seconds), and a watch resuming from an older resourceVersion is told 410 Gone, "too old
+//! resource version". A history bounded only by count kept every changed object (and its
+//! serialized watch line) for thousands of changes: memory that grew with what had happened,
+//! megabytes per backup, rather than with what exists.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard};
@@ -17,8 +24,10 @@ use super::resources::{
 /// Where an object lives in its collection: namespace (empty when cluster-scoped) and name.
 pub(crate) type Key = (String, String);
 
-/// How many changes are kept for watches resuming from an older resourceVersion.
+/// The most changes kept for watches resuming from an older resourceVersion.
 const HISTORY_LIMIT: usize = 20_000;
+/// How long a change stays in the history: the event freshness of kube-apiserver's watch cache.
+const HISTORY_RETENTION: Duration = Duration::from_secs(75);
 /// How many changes a slow watcher may fall behind before it is told to relist.
 const BROADCAST_CAPACITY: usize = 65_536;
 
@@ -50,6 +59,8 @@ pub(crate) struct Change {
     pub previous: Option<Arc<Value>>,
     /// The watch line in the stored form, serialized once for every watcher.
     line: OnceLock<Bytes>,
+    /// When it was committed, for the history's retention.
+    committed: Instant,
 }
 
 impl Change {
@@ -141,6 +152,18 @@ impl State {
             };
         }
         Some(objects)
+    }
+
+    /// Drops the changes older than the retention, and the oldest beyond the limit.
+    fn compact_history(&mut self) {
+        while let Some(oldest) = self.history.front() {
+            if self.history.len() <= HISTORY_LIMIT && oldest.committed.elapsed() < HISTORY_RETENTION
+            {
+                break;
+            }
+            self.compacted_through = oldest.rv;
+            self.history.pop_front();
+        }
     }
 
     /// Changes after `rv`, or `None` when some of them were compacted away.
@@ -239,6 +262,7 @@ impl Txn<'_> {
             object,
             previous,
             line: OnceLock::new(),
+            committed: Instant::now(),
         }));
     }
 }
@@ -370,14 +394,12 @@ impl Store {
             if let Some(persist) = &self.persist {
                 persist.record(change);
             }
-            if guard.history.len() >= HISTORY_LIMIT
-                && let Some(dropped) = guard.history.pop_front()
-            {
-                guard.compacted_through = dropped.rv;
-            }
             guard.history.push_back(change.clone());
             // No receiver is not an error: nobody is watching.
             let _ = self.changes.send(change.clone());
+        }
+        if !changes.is_empty() {
+            guard.compact_history();
         }
         drop(guard);
         if deleted_something {
@@ -417,6 +439,15 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// Drops the history's changes older than its retention, also while nothing is written.
+    pub fn compact_expired_history(&self) {
+        let mut guard = self
+            .state
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        guard.compact_history();
     }
 
     /// Forgets the whole watch history, so that any watch resuming from an older

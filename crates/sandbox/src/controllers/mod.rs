@@ -218,7 +218,7 @@ pub(crate) fn selector_query(selector: &LabelSelector) -> String {
 }
 
 /// Whether the pod's Ready condition is True.
-pub(crate) fn is_ready(pod: &Pod) -> bool {
+pub fn is_ready(pod: &Pod) -> bool {
     pod.status
         .as_ref()
         .and_then(|status| status.conditions.as_ref())

@@ -136,6 +136,14 @@ impl KubeletEvents {
         }
     }
 
+    /// Forgets what was recorded about an object that is gone, so that what the recorder
+    /// keeps is bounded by the pods that exist. (client-go bounds it with an LRU of 4096
+    /// entries; an Event about a gone pod is never counted up again either way.)
+    pub fn forget(&self, object_uid: &str) {
+        let mut recorded = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
+        recorded.retain(|identity, _| identity.object_uid != object_uid);
+    }
+
     fn remember(
         &self,
         identity: Identity,

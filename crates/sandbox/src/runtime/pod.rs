@@ -325,6 +325,7 @@ async fn finish(node: &Arc<Node>, pod: &Pod, uid: &str, pod_dir: &std::path::Pat
         End::Gone => {}
         End::Shutdown(_) => return,
     }
+    node.events.forget(uid);
     // std's remove_dir_all never follows a symlink: whatever the pod planted in its root or
     // volumes goes, and what it points at stays.
     if let Err(error) = std::fs::remove_dir_all(pod_dir)

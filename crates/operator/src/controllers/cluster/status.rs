@@ -44,9 +44,10 @@ pub fn compute(observed: &Observed<'_>) -> PostgresClusterStatus {
         && sts_status.update_revision.is_some()
         && sts_status.current_revision == sts_status.update_revision
         && sts_status.updated_replicas.unwrap_or(0) >= 1;
-    let was_ready = conditions::find(&previous.conditions, types::READY)
-        .is_some_and(|condition| condition.status == TRUE);
-    let restoring = cluster.spec.restore.is_some();
+    let was_ready = has_served(&previous);
+    // Only a cluster that never served restores: one restored long ago and restarting (its
+    // instance not ready yet) restores nothing.
+    let restoring = cluster.spec.restore.is_some() && !was_ready;
     let failure = instance_failure(observed.stateful_set, observed.pods);
 
     let (phase, desired) = if let Some(failure) = failure.filter(|_| !ready) {
@@ -214,12 +215,23 @@ pub fn restore_under_way(cluster: &PostgresCluster, stateful_set: &StatefulSet) 
         .and_then(|status| status.ready_replicas)
         .unwrap_or(0)
         >= 1;
-    let was_ready = cluster
-        .status
-        .as_ref()
-        .and_then(|status| conditions::find(&status.conditions, types::READY))
-        .is_some_and(|condition| condition.status == TRUE);
+    let was_ready = cluster.status.as_ref().is_some_and(has_served);
     cluster.spec.restore.is_some() && !ready && !was_ready
+}
+
+/// Whether the cluster has served before, as its last status tells: it is Ready, or its
+/// Progressing condition says it had reconciled or was rolling a change out, which only a
+/// cluster that had been Ready says (it stays so while its instance is unavailable, as after
+/// a restart of the node). An instance that crashes loses it: from then on the cluster is
+/// starting again.
+fn has_served(status: &PostgresClusterStatus) -> bool {
+    let ready = conditions::find(&status.conditions, types::READY)
+        .is_some_and(|condition| condition.status == TRUE);
+    let had_reconciled =
+        conditions::find(&status.conditions, types::PROGRESSING).is_some_and(|condition| {
+            condition.reason == reasons::RECONCILED || condition.reason == reasons::UPDATING
+        });
+    ready || had_reconciled
 }
 
 /// The instance pod the StatefulSet controls, if it has one.
@@ -557,6 +569,43 @@ mod tests {
         let updating = status(&cluster, &sts(0, "a", "b"), 2);
         assert_eq!(updating.phase, Some(ClusterPhase::Updating));
         assert_eq!(condition(&updating, types::PROGRESSING), TRUE);
+    }
+
+    #[test]
+    fn a_restored_cluster_restarting_is_degraded_until_ready_and_never_restoring_again() {
+        let mut cluster = cluster();
+        cluster.spec.restore = Some(tusk_api::cluster::RestoreSource {
+            backup: tusk_api::cluster::BackupReference {
+                name: "nightly".into(),
+            },
+            target_time: None,
+            target_lsn: None,
+            latest: false,
+        });
+        let restoring = status(&cluster, &sts(0, "a", "a"), 1);
+        assert_eq!(restoring.phase, Some(ClusterPhase::Restoring));
+        cluster.status = Some(restoring);
+        assert!(restore_under_way(&cluster, &sts(0, "a", "a")));
+        cluster.status = Some(status(&cluster, &sts(1, "a", "a"), 2));
+        assert_eq!(
+            cluster.status.as_ref().unwrap().phase,
+            Some(ClusterPhase::Ready)
+        );
+
+        // The node restarts: the instance is not ready, status after status, until it is.
+        for now in 3..6 {
+            let restarting = status(&cluster, &sts(0, "a", "a"), now);
+            assert_eq!(
+                restarting.phase,
+                Some(ClusterPhase::Degraded),
+                "{restarting:?}"
+            );
+            assert_eq!(condition(&restarting, types::READY), FALSE);
+            cluster.status = Some(restarting);
+            assert!(!restore_under_way(&cluster, &sts(0, "a", "a")));
+        }
+        let ready = status(&cluster, &sts(1, "a", "a"), 6);
+        assert_eq!(ready.phase, Some(ClusterPhase::Ready));
     }
 
     #[test]

@@ -166,13 +166,15 @@ pub fn check_job(
         ..ObjectMeta::default()
     };
     let deadline = i64::from(test.spec.timeout_minutes()) * 60;
-    Ok(run_once_job(
-        metadata,
-        job_name,
-        deadline,
-        container,
-        &throwaway_name,
-    ))
+    let mut job = run_once_job(metadata, job_name, deadline, container, &throwaway_name);
+    // The throwaway's deletion at the end of the run takes the Job along; should the
+    // throwaway stay (its deletion failed, the operator is gone), the Job and its pod still go
+    // once finished, after the longer backup Job TTL, so that the run's outcome is read first
+    // and a failed check's logs can be read.
+    if let Some(spec) = job.spec.as_mut() {
+        spec.ttl_seconds_after_finished = Some(config.backup_job.failed_ttl_seconds());
+    }
+    Ok(job)
 }
 
 /// The rules of a check Job's Role, without the test's name: report on the test's status.
@@ -292,6 +294,8 @@ mod tests {
         );
         let spec = job.spec.unwrap();
         assert_eq!(spec.active_deadline_seconds, Some(300));
+        // Removed once finished, as backup Jobs are, after the longer of their TTLs.
+        assert_eq!(spec.ttl_seconds_after_finished, Some(24 * 3600));
         let pod = spec.template.spec.unwrap();
         let container = &pod.containers[0];
         assert_eq!(

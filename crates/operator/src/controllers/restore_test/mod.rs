@@ -28,7 +28,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tusk_api::cluster::ClusterPhase;
@@ -95,7 +96,8 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = context.client.clone();
-    Controller::new(
+    let forget = forget_deleted_tests(client.clone(), context.metrics.clone());
+    let controller = Controller::new(
         Api::<PostgresRestoreTest>::all(client.clone()),
         watcher::Config::default(),
     )
@@ -108,8 +110,37 @@ pub async fn run(
     .with_config(Config::default().concurrency(context.config.concurrency.backup_schedule))
     .graceful_shutdown_on(shutdown)
     .run(reconcile, error_policy, context)
-    .for_each(|_| futures::future::ready(()))
-    .await;
+    .for_each(|_| futures::future::ready(()));
+    // The metrics watch ends with the controller.
+    tokio::select! {
+        () = controller => {}
+        () = forget => {}
+    }
+}
+
+/// Removes the metrics series of restore tests that are deleted, or that went while the watch
+/// was down, so that they are bounded by the tests that exist. (Without a finalizer, a deleted
+/// test is never reconciled again: only a watch sees it go.)
+async fn forget_deleted_tests(client: kube::Client, metrics: crate::metrics::Metrics) {
+    let (tests, writer) = reflector::store();
+    let events = reflector(
+        writer,
+        watcher(
+            Api::<PostgresRestoreTest>::all(client),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff();
+    let mut events = std::pin::pin!(events);
+    while let Some(event) = events.next().await {
+        if let Ok(watcher::Event::Delete(_) | watcher::Event::InitDone) = event {
+            metrics.retain_restore_tests(|test| {
+                tests
+                    .get(&ObjectRef::new(&test.name).within(&test.namespace))
+                    .is_some()
+            });
+        }
+    }
 }
 
 fn error_policy(test: Arc<PostgresRestoreTest>, error: &Error, context: Arc<Context>) -> Action {
