@@ -54,6 +54,13 @@ pub struct DevArgs {
     /// 24h).
     #[arg(long, env = "TUSK_FAILED_BACKUP_JOB_TTL")]
     pub failed_backup_job_ttl: Option<String>,
+    /// How long a server certificate is valid (tls.certificateLifetime, such as 90d); it is
+    /// renewed after two thirds of it.
+    #[arg(long)]
+    pub tls_certificate_lifetime: Option<String>,
+    /// How long both CAs are trusted in a CA rotation (tls.caOverlap, such as 30d).
+    #[arg(long)]
+    pub tls_ca_overlap: Option<String>,
 }
 
 /// What must stay the same from one run to the next: backups and pods name the store's
@@ -192,6 +199,8 @@ fn operator_config(store: &S3Server, args: &DevArgs) -> anyhow::Result<OperatorC
             backup_stall_timeout: args.backup_stall_timeout.clone(),
             backup_succeeded_ttl: args.backup_job_ttl.clone(),
             backup_failed_ttl: args.failed_backup_job_ttl.clone(),
+            tls_certificate_lifetime: args.tls_certificate_lifetime.clone(),
+            tls_ca_overlap: args.tls_ca_overlap.clone(),
             ..Overrides::default()
         })
         .context("the operator configuration for `tusk dev` is invalid")
