@@ -213,6 +213,27 @@ async fn connections_are_verified_tls_and_plaintext_is_refused() {
     assert_eq!(phase, "Succeeded", "{message}");
 }
 
+/// The tenant `shop` with its PostgresCluster `elephant` Ready.
+async fn ready_elephant(dev: &Dev) -> Kubectl {
+    let shop = dev.tenant("shop", false).await;
+    shop.apply_json(&json!({
+        "apiVersion": "postgres.tusk.dev/v1", "kind": "PostgresCluster",
+        "metadata": {"name": "elephant"},
+        "spec": {"displayName": "elephant", "memorySize": 1, "postgresDiskSize": 1}
+    }));
+    shop.wait_ready("elephant");
+    shop
+}
+
+/// A libpq connection string for the owner to `elephant-rw.shop.svc` at `address`, verifying
+/// the server against the CA file `ca`.
+fn verify_full(address: &str, ca: &str) -> String {
+    format!(
+        "host=elephant-rw.shop.svc hostaddr={address} port=5432 user=app dbname=app \
+         sslmode=verify-full sslrootcert={ca}"
+    )
+}
+
 /// The serial number of the certificate PostgreSQL serves at `address`, as the real openssl
 /// client sees it in a TLS handshake (PostgreSQL's own STARTTLS).
 fn served_serial(address: &str) -> Result<String, String> {
@@ -322,23 +343,14 @@ fn degraded(tenant: &Kubectl, cluster: &str) -> Option<(String, String)> {
 async fn certificates_are_renewed_without_a_restart_and_a_failed_renewal_is_reported() {
     let dev = Dev::start_with(&["--tls-certificate-lifetime", "30s"]);
     let admin = dev.admin();
-    let shop = dev.tenant("shop", false).await;
-    shop.apply_json(&json!({
-        "apiVersion": "postgres.tusk.dev/v1", "kind": "PostgresCluster",
-        "metadata": {"name": "elephant"},
-        "spec": {"displayName": "elephant", "memorySize": 1, "postgresDiskSize": 1}
-    }));
-    shop.wait_ready("elephant");
+    let shop = ready_elephant(&dev).await;
 
     let files = tempfile::tempdir().expect("a temporary directory");
     let credentials = |key: &str| secret_value(&admin, "shop", "elephant-credentials", key);
     let ca = write(files.path(), "ca.crt", &credentials("ca.crt"));
     let password = credentials("password");
     let address = service_ip(&admin, "shop", "elephant");
-    let verified = format!(
-        "host=elephant-rw.shop.svc hostaddr={address} port=5432 user=app dbname=app \
-         sslmode=verify-full sslrootcert={ca}"
-    );
+    let verified = verify_full(&address, &ca);
 
     let held =
         verified_connection("elephant-rw.shop.svc", &address, &password, Path::new(&ca)).await;
@@ -574,10 +586,7 @@ async fn a_brought_certificate_is_served_and_a_bad_one_refused() {
     let ca = write(files.path(), "ca.crt", &customer_ca.cert_pem);
     let password = credentials("password");
     let address = service_ip(&admin, "shop", "elephant");
-    let verified = format!(
-        "host=elephant-rw.shop.svc hostaddr={address} port=5432 user=app dbname=app \
-         sslmode=verify-full sslrootcert={ca}"
-    );
+    let verified = verify_full(&address, &ca);
     assert_eq!(psql(&verified, &password, "SELECT 1").as_deref(), Ok("1"));
     assert_eq!(served_serial(&address), Ok(serial_of(&cert)));
     // The customer's other name is in the certificate PostgreSQL serves.
@@ -709,28 +718,13 @@ fn certificates_in(pem: &str) -> usize {
 async fn a_client_that_takes_the_published_ca_keeps_verifying_across_a_ca_rotation() {
     let dev = Dev::start_with(&["--tls-ca-overlap", "20s"]);
     let admin = dev.admin();
-    let shop = dev.tenant("shop", false).await;
-    shop.apply_json(&json!({
-        "apiVersion": "postgres.tusk.dev/v1", "kind": "PostgresCluster",
-        "metadata": {"name": "elephant"},
-        "spec": {"displayName": "elephant", "memorySize": 1, "postgresDiskSize": 1}
-    }));
-    shop.wait_ready("elephant");
+    let shop = ready_elephant(&dev).await;
 
     let files = tempfile::tempdir().expect("a temporary directory");
     let credentials = |key: &str| secret_value(&admin, "shop", "elephant-credentials", key);
     let password = credentials("password");
     let address = service_ip(&admin, "shop", "elephant");
-    let verify_with = |ca: &str| {
-        psql(
-            &format!(
-                "host=elephant-rw.shop.svc hostaddr={address} port=5432 user=app dbname=app \
-                 sslmode=verify-full sslrootcert={ca}"
-            ),
-            &password,
-            "SELECT 1",
-        )
-    };
+    let verify_with = |ca: &str| psql(&verify_full(&address, ca), &password, "SELECT 1");
     let original = credentials("ca.crt");
     assert_eq!(certificates_in(&original), 1);
     let original_file = write(files.path(), "original.crt", &original);
