@@ -456,6 +456,37 @@ pub struct PostgresClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == oldSelf").message("restore is immutable"))]
     pub restore: Option<RestoreSource>,
+
+    /// How the database serves TLS. Without it, tusk issues the server certificate from the
+    /// cluster's own CA and renews it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClusterTls>,
+}
+
+/// How the database serves TLS.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterTls {
+    /// A Secret of type kubernetes.io/tls in this namespace, as cert-manager writes it, whose
+    /// certificate the database serves instead of one tusk issues: `tls.crt` (the certificate,
+    /// then any intermediates), `tls.key`, and `ca.crt` (the CA clients verify against; it
+    /// becomes the credentials Secret's `ca.crt`). The certificate must name the
+    /// `<cluster>-rw.<namespace>.svc` Service, which tusk's own connections verify. A change of
+    /// the Secret (a renewal) is loaded without a restart; a Secret that cannot be served is
+    /// refused, and the database keeps serving the certificate it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_secret: Option<SecretName>,
+}
+
+/// A Secret in the same namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+pub struct SecretName {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    #[schemars(regex(
+        pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+    ))]
+    pub name: String,
 }
 
 /// Where a new cluster's data comes from, and how far past the backup it recovers. At most one

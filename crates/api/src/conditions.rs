@@ -71,6 +71,15 @@ pub mod reasons {
     pub const ARCHIVING_FAILING: &str = "ArchivingFailing";
     /// The newest backup is older than twice the interval of the cluster's backup schedule.
     pub const BACKUP_STALE: &str = "BackupStale";
+    /// The server certificate is past its renewal time and a new one cannot be issued (or the
+    /// Secret named in `spec.tls.certificateSecret` holds one past its renewal time); the
+    /// database keeps serving the old one until it expires. The message says when it expires
+    /// and why it cannot be renewed.
+    pub const CERTIFICATE_NOT_RENEWED: &str = "CertificateNotRenewed";
+    /// The Secret named in `spec.tls.certificateSecret` cannot be served (missing, not
+    /// `kubernetes.io/tls`, too large, a key that is not the certificate's, a certificate that
+    /// does not verify against its `ca.crt`); the database keeps serving the certificate it has.
+    pub const INVALID_CERTIFICATE_SECRET: &str = "InvalidCertificateSecret";
 }
 
 /// The status value of a condition that holds.

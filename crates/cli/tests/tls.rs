@@ -14,7 +14,11 @@ mod support;
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PostParams};
 use serde_json::json;
 use support::{Dev, Kubectl};
 
@@ -207,4 +211,598 @@ async fn connections_are_verified_tls_and_plaintext_is_refused() {
     // The backup Job connects over verified TLS and gets its backup.
     let (phase, message) = shop.backup("elephant", "over-tls");
     assert_eq!(phase, "Succeeded", "{message}");
+}
+
+/// The tenant `shop` with its PostgresCluster `elephant` Ready.
+async fn ready_elephant(dev: &Dev) -> Kubectl {
+    let shop = dev.tenant("shop", false).await;
+    shop.apply_json(&json!({
+        "apiVersion": "postgres.tusk.dev/v1", "kind": "PostgresCluster",
+        "metadata": {"name": "elephant"},
+        "spec": {"displayName": "elephant", "memorySize": 1, "postgresDiskSize": 1}
+    }));
+    shop.wait_ready("elephant");
+    shop
+}
+
+/// A libpq connection string for the owner to `elephant-rw.shop.svc` at `address`, verifying
+/// the server against the CA file `ca`.
+fn verify_full(address: &str, ca: &str) -> String {
+    format!(
+        "host=elephant-rw.shop.svc hostaddr={address} port=5432 user=app dbname=app \
+         sslmode=verify-full sslrootcert={ca}"
+    )
+}
+
+/// The serial number of the certificate PostgreSQL serves at `address`, as the real openssl
+/// client sees it in a TLS handshake (PostgreSQL's own STARTTLS).
+fn served_serial(address: &str) -> Result<String, String> {
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -starttls postgres -connect {address}:5432 </dev/null 2>/dev/null \
+             | openssl x509 -noout -serial"
+        ))
+        .output()
+        .expect("openssl runs");
+    let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    match text.strip_prefix("serial=") {
+        Some(serial) if output.status.success() => Ok(serial.to_owned()),
+        _ => Err(format!(
+            "no certificate: {text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        )),
+    }
+}
+
+/// The instance pod's identity and its containers' starts: unchanged unless the pod or a
+/// container restarted.
+fn pod_incarnation(admin: &Kubectl, namespace: &str, pod: &str) -> String {
+    admin.ok(&[
+        "--namespace",
+        namespace,
+        "get",
+        "pod",
+        pod,
+        "-o",
+        "jsonpath={.metadata.uid}{range .status.containerStatuses[*]} {.name}:{.restartCount}:{.state.running.startedAt}{end}",
+    ])
+}
+
+/// A connection to `host` through `address` that verifies the server against `ca_file`, as
+/// an application holds one open for hours.
+async fn verified_connection(
+    host: &str,
+    address: &str,
+    password: &str,
+    ca_file: &Path,
+) -> tokio_postgres::Client {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(host)
+        .hostaddr(address.parse().expect("an address"))
+        .port(5432)
+        .user("app")
+        .dbname("app")
+        .password(password)
+        .ssl_mode(tokio_postgres::config::SslMode::Require);
+    let tls = tusk_backup::pg_tls::verifying_connector(ca_file).expect("the CA file");
+    let (client, connection) = config.connect(tls).await.expect("a verified connection");
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            eprintln!("the held connection ended: {error}");
+        }
+    });
+    client
+}
+
+/// The backend's pid and the postmaster's start, over `client`.
+async fn backend(client: &tokio_postgres::Client) -> Result<(i32, String), tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT pg_backend_pid(), pg_postmaster_start_time()::text",
+            &[],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// Replaces the CA key in the CA Secret `name`, as a platform team's slip (or its repair).
+async fn set_ca_key(api: &Api<Secret>, name: &str, key: &[u8]) {
+    let mut secret = api.get(name).await.expect("the CA Secret");
+    secret
+        .data
+        .get_or_insert_default()
+        .insert("ca.key".to_owned(), ByteString(key.to_vec()));
+    api.replace(name, &PostParams::default(), &secret)
+        .await
+        .expect("the CA Secret is replaced");
+}
+
+/// The reason and message of the cluster's `Degraded` condition, when it is `True`.
+fn degraded(tenant: &Kubectl, cluster: &str) -> Option<(String, String)> {
+    let object = tenant.get_json(&["postgrescluster", cluster])?;
+    let condition = object["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|condition| condition["type"] == "Degraded" && condition["status"] == "True")?
+        .clone();
+    Some((
+        condition["reason"].as_str()?.to_owned(),
+        condition["message"].as_str()?.to_owned(),
+    ))
+}
+
+/// With server certificates that live 30 seconds (renewed after 20), PostgreSQL serves each new
+/// certificate without a restart while a connection opened before stays open and usable; a
+/// Normal Event records each renewal. Then the CA's key is made unusable: the database keeps
+/// serving, renewal fails with Warning Events, and once the certificate is past its renewal
+/// time the cluster is `Degraded` with `CertificateNotRenewed`, saying when it expires. With the
+/// CA repaired, the next renewal succeeds and the condition clears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_are_renewed_without_a_restart_and_a_failed_renewal_is_reported() {
+    let dev = Dev::start_with(&["--tls-certificate-lifetime", "30s"]);
+    let admin = dev.admin();
+    let shop = ready_elephant(&dev).await;
+
+    let files = tempfile::tempdir().expect("a temporary directory");
+    let credentials = |key: &str| secret_value(&admin, "shop", "elephant-credentials", key);
+    let ca = write(files.path(), "ca.crt", &credentials("ca.crt"));
+    let password = credentials("password");
+    let address = service_ip(&admin, "shop", "elephant");
+    let verified = verify_full(&address, &ca);
+
+    let held =
+        verified_connection("elephant-rw.shop.svc", &address, &password, Path::new(&ca)).await;
+    let before = backend(&held).await.expect("the held connection answers");
+    let incarnation = pod_incarnation(&admin, "shop", "elephant-0");
+    let first = served_serial(&address).expect("a served certificate");
+
+    // A new certificate is served: the Secret was renewed and PostgreSQL reloaded it.
+    let renewed = shop.until(
+        "PostgreSQL to serve a renewed certificate",
+        Duration::from_secs(90),
+        || match served_serial(&address)? {
+            serial if serial != first => Ok(serial),
+            serial => Err(format!("still {serial}")),
+        },
+    );
+    assert_ne!(renewed, first);
+    assert_eq!(
+        psql(&verified, &password, "SELECT 1").as_deref(),
+        Ok("1"),
+        "a new connection verifies the renewed certificate with the same ca.crt"
+    );
+    // The connection opened before is the same session, on the same postmaster.
+    assert_eq!(
+        backend(&held)
+            .await
+            .expect("the held connection still answers"),
+        before
+    );
+    assert_eq!(pod_incarnation(&admin, "shop", "elephant-0"), incarnation);
+    let renewals = shop
+        .events_about("elephant")
+        .into_iter()
+        .filter(|(kind, reason, _)| kind == "Normal" && reason == "CertificateRenewed")
+        .count();
+    assert!(renewals >= 1, "{:?}", shop.events_about("elephant"));
+
+    // Break renewal: the CA Secret's key is no longer a key.
+    let uid = shop.ok(&[
+        "get",
+        "postgrescluster",
+        "elephant",
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
+    let ca_secrets: Api<Secret> = Api::namespaced(dev.admin_client().await, "tusk-system");
+    let ca_secret = format!("tusk-ca-{uid}");
+    let good_key = secret_value(&admin, "tusk-system", &ca_secret, "ca.key");
+    set_ca_key(&ca_secrets, &ca_secret, b"not a key").await;
+    let (reason, message) = shop.until(
+        "the cluster to be Degraded with CertificateNotRenewed",
+        Duration::from_secs(60),
+        || degraded(&shop, "elephant").ok_or("not degraded".to_owned()),
+    );
+    assert_eq!(reason, "CertificateNotRenewed");
+    assert!(
+        message.contains("cannot be renewed") && message.contains("cannot read the CA key"),
+        "{message}"
+    );
+    assert!(
+        message.contains("expires at") || message.contains("expired at"),
+        "{message}"
+    );
+    assert!(
+        !message.contains(&good_key),
+        "no key material in the status"
+    );
+    let warnings: Vec<_> = shop
+        .events_about("elephant")
+        .into_iter()
+        .filter(|(kind, reason, _)| kind == "Warning" && reason == "CertificateFailed")
+        .collect();
+    assert!(!warnings.is_empty(), "{:?}", shop.events_about("elephant"));
+    // The held connection is untouched by the failure.
+    assert_eq!(backend(&held).await.expect("still answers"), before);
+
+    // Repaired, the CA issues again and the condition clears.
+    set_ca_key(&ca_secrets, &ca_secret, good_key.as_bytes()).await;
+    shop.until(
+        "the cluster to recover from CertificateNotRenewed",
+        Duration::from_secs(60),
+        || match degraded(&shop, "elephant") {
+            None => Ok(()),
+            Some(condition) => Err(format!("{condition:?}")),
+        },
+    );
+    shop.until(
+        "a verified connection after the repair",
+        Duration::from_secs(30),
+        || psql(&verified, &password, "SELECT 1"),
+    );
+    assert_eq!(backend(&held).await.expect("still answers"), before);
+    assert_eq!(pod_incarnation(&admin, "shop", "elephant-0"), incarnation);
+}
+
+/// A customer's own CA, as cert-manager's CA issuer holds one.
+struct CustomerCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    cert_pem: String,
+}
+
+impl CustomerCa {
+    fn new() -> Self {
+        let key = rcgen::KeyPair::generate().expect("a CA key");
+        let mut params = rcgen::CertificateParams::default();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "shop's own CA");
+        let cert = params.self_signed(&key).expect("the CA certificate");
+        Self {
+            cert_pem: cert.pem(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A server certificate for `names` and its key, PEM.
+    fn issue(&self, names: &[&str]) -> (String, String) {
+        let key = rcgen::KeyPair::generate().expect("a server key");
+        let params = rcgen::CertificateParams::new(
+            names
+                .iter()
+                .map(|name| name.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .expect("names");
+        let cert = params.signed_by(&key, &self.issuer).expect("signed");
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// Writes the Secret `name` of type `kubernetes.io/tls` in `shop`, as cert-manager does.
+async fn write_tls_secret(api: &Api<Secret>, name: &str, data: &[(&str, &[u8])]) {
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "type": "kubernetes.io/tls",
+    }))
+    .expect("a Secret");
+    let secret = Secret {
+        data: Some(
+            data.iter()
+                .map(|(key, value)| (key.to_string(), ByteString(value.to_vec())))
+                .collect(),
+        ),
+        ..secret
+    };
+    match api.get_opt(name).await.expect("read") {
+        Some(existing) => {
+            let secret = Secret {
+                metadata: existing.metadata,
+                ..secret
+            };
+            api.replace(name, &PostParams::default(), &secret)
+                .await
+                .expect("replaced");
+        }
+        None => {
+            api.create(&PostParams::default(), &secret)
+                .await
+                .expect("created");
+        }
+    }
+}
+
+/// The serial number `openssl x509` reads from a PEM certificate.
+fn serial_of(pem: &str) -> String {
+    let mut child = Command::new("openssl")
+        .args(["x509", "-noout", "-serial"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl runs");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(pem.as_bytes())
+        .expect("written");
+    let output = child.wait_with_output().expect("openssl ends");
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .trim_start_matches("serial=")
+        .to_owned()
+}
+
+/// A customer brings its own certificate in a `kubernetes.io/tls` Secret: PostgreSQL serves
+/// it, the credentials Secret's `ca.crt` is the customer's CA, and a renewal written into the
+/// Secret is served without a restart while a connection stays open. A Secret whose key is not
+/// the certificate's, or that is too large, is refused with `Degraded` and a Warning Event,
+/// and the database keeps serving the certificate it had; only a Secret of the cluster's own
+/// namespace can be named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_brought_certificate_is_served_and_a_bad_one_refused() {
+    let dev = Dev::start();
+    let admin = dev.admin();
+    let shop = dev.tenant("shop", false).await;
+    let secrets: Api<Secret> = Api::namespaced(dev.admin_client().await, "shop");
+    let customer_ca = CustomerCa::new();
+    let names = ["elephant-rw.shop.svc", "db.shop.example"];
+    let (cert, key) = customer_ca.issue(&names);
+    let ca_pem = customer_ca.cert_pem.as_bytes();
+    write_tls_secret(
+        &secrets,
+        "elephant-db-cert",
+        &[
+            ("tls.crt", cert.as_bytes()),
+            ("tls.key", key.as_bytes()),
+            ("ca.crt", ca_pem),
+        ],
+    )
+    .await;
+
+    // The name is all the spec holds: a Secret of another namespace cannot be named.
+    let cluster = |secret: &str| {
+        json!({
+            "apiVersion": "postgres.tusk.dev/v1", "kind": "PostgresCluster",
+            "metadata": {"name": "elephant"},
+            "spec": {"displayName": "elephant", "memorySize": 1, "postgresDiskSize": 1,
+                     "tls": {"certificateSecret": {"name": secret}}}
+        })
+    };
+    let refused = shop
+        .try_apply_json(&cluster("other/elephant-db-cert"))
+        .expect_err("a namespace in the name is refused");
+    assert!(refused.contains("certificateSecret.name"), "{refused}");
+    shop.apply_json(&cluster("elephant-db-cert"));
+    shop.wait_ready("elephant");
+
+    let files = tempfile::tempdir().expect("a temporary directory");
+    let credentials = |key: &str| secret_value(&admin, "shop", "elephant-credentials", key);
+    assert_eq!(credentials("ca.crt"), customer_ca.cert_pem);
+    let ca = write(files.path(), "ca.crt", &customer_ca.cert_pem);
+    let password = credentials("password");
+    let address = service_ip(&admin, "shop", "elephant");
+    let verified = verify_full(&address, &ca);
+    assert_eq!(psql(&verified, &password, "SELECT 1").as_deref(), Ok("1"));
+    assert_eq!(served_serial(&address), Ok(serial_of(&cert)));
+    // The customer's other name is in the certificate PostgreSQL serves.
+    let external = verified.replace("host=elephant-rw.shop.svc", "host=db.shop.example");
+    assert_eq!(psql(&external, &password, "SELECT 1").as_deref(), Ok("1"));
+
+    // cert-manager renews: the new certificate is served, nothing restarts.
+    let held =
+        verified_connection("elephant-rw.shop.svc", &address, &password, Path::new(&ca)).await;
+    let before = backend(&held).await.expect("the held connection answers");
+    let incarnation = pod_incarnation(&admin, "shop", "elephant-0");
+    let (renewed_cert, renewed_key) = customer_ca.issue(&names);
+    write_tls_secret(
+        &secrets,
+        "elephant-db-cert",
+        &[
+            ("tls.crt", renewed_cert.as_bytes()),
+            ("tls.key", renewed_key.as_bytes()),
+            ("ca.crt", ca_pem),
+        ],
+    )
+    .await;
+    let renewed_serial = serial_of(&renewed_cert);
+    shop.until(
+        "PostgreSQL to serve the renewed certificate",
+        Duration::from_secs(60),
+        || match served_serial(&address)? {
+            serial if serial == renewed_serial => Ok(()),
+            serial => Err(format!("still {serial}")),
+        },
+    );
+    assert_eq!(backend(&held).await.expect("still answers"), before);
+    assert_eq!(pod_incarnation(&admin, "shop", "elephant-0"), incarnation);
+    assert_eq!(psql(&verified, &password, "SELECT 1").as_deref(), Ok("1"));
+
+    // Hostile or broken Secrets are refused, and the database keeps serving.
+    let (_, other_key) = customer_ca.issue(&names);
+    let oversized = format!("{renewed_cert}{}", "#".repeat(70 * 1024));
+    let cases = [
+        (
+            "a key that is not the certificate's",
+            renewed_cert.as_bytes(),
+            other_key.as_bytes(),
+            "tls.key of Secret elephant-db-cert (spec.tls.certificateSecret) is not the key of the certificate in tls.crt",
+        ),
+        (
+            "a certificate larger than 64 KiB",
+            oversized.as_bytes(),
+            renewed_key.as_bytes(),
+            "tls.crt of Secret elephant-db-cert (spec.tls.certificateSecret) is larger than 64 KiB",
+        ),
+    ];
+    for (what, tls_crt, tls_key, expected) in cases {
+        write_tls_secret(
+            &secrets,
+            "elephant-db-cert",
+            &[
+                ("tls.crt", tls_crt),
+                ("tls.key", tls_key),
+                ("ca.crt", ca_pem),
+            ],
+        )
+        .await;
+        let (reason, message) = shop.until(
+            &format!("{what} to be refused"),
+            Duration::from_secs(60),
+            || match degraded(&shop, "elephant") {
+                Some((reason, message)) if message == expected => Ok((reason, message)),
+                other => Err(format!("{other:?}")),
+            },
+        );
+        assert_eq!(reason, "InvalidCertificateSecret", "{message}");
+        assert!(
+            shop.events_about("elephant")
+                .iter()
+                .any(|(kind, reason, note)| kind == "Warning"
+                    && reason == "CertificateFailed"
+                    && note == expected),
+            "{what}: {:?}",
+            shop.events_about("elephant")
+        );
+        assert_eq!(
+            served_serial(&address),
+            Ok(renewed_serial.clone()),
+            "{what}"
+        );
+        assert_eq!(psql(&verified, &password, "SELECT 1").as_deref(), Ok("1"));
+        assert_eq!(backend(&held).await.expect("still answers"), before);
+    }
+    assert_eq!(pod_incarnation(&admin, "shop", "elephant-0"), incarnation);
+    let status = shop.ok(&["get", "postgrescluster", "elephant", "-o", "json"]);
+    assert!(
+        !status.contains(other_key.lines().nth(1).expect("a key line")),
+        "no key material in the status"
+    );
+
+    // Fixed, the cluster recovers.
+    write_tls_secret(
+        &secrets,
+        "elephant-db-cert",
+        &[
+            ("tls.crt", renewed_cert.as_bytes()),
+            ("tls.key", renewed_key.as_bytes()),
+            ("ca.crt", ca_pem),
+        ],
+    )
+    .await;
+    shop.until(
+        "the cluster to take the fixed Secret",
+        Duration::from_secs(60),
+        || match degraded(&shop, "elephant") {
+            None => Ok(()),
+            Some(condition) => Err(format!("{condition:?}")),
+        },
+    );
+}
+
+/// How many certificates a PEM bundle holds.
+fn certificates_in(pem: &str) -> usize {
+    pem.matches("-----BEGIN CERTIFICATE-----").count()
+}
+
+/// A CA rotation with an overlap of 20 seconds, asked for by the platform team: the new CA is
+/// published next to the old one before it signs, then signs while the old one stays
+/// published, then the old one is dropped. A client that takes the published `ca.crt` during
+/// the overlap verifies the server at every step; one that never does fails once the new CA
+/// signs, which is why the overlap exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_takes_the_published_ca_keeps_verifying_across_a_ca_rotation() {
+    let dev = Dev::start_with(&["--tls-ca-overlap", "20s"]);
+    let admin = dev.admin();
+    let shop = ready_elephant(&dev).await;
+
+    let files = tempfile::tempdir().expect("a temporary directory");
+    let credentials = |key: &str| secret_value(&admin, "shop", "elephant-credentials", key);
+    let password = credentials("password");
+    let address = service_ip(&admin, "shop", "elephant");
+    let verify_with = |ca: &str| psql(&verify_full(&address, ca), &password, "SELECT 1");
+    let original = credentials("ca.crt");
+    assert_eq!(certificates_in(&original), 1);
+    let original_file = write(files.path(), "original.crt", &original);
+    assert_eq!(verify_with(&original_file).as_deref(), Ok("1"));
+
+    let uid = shop.ok(&[
+        "get",
+        "postgrescluster",
+        "elephant",
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
+    admin.ok(&[
+        "--namespace",
+        "tusk-system",
+        "annotate",
+        "secret",
+        &format!("tusk-ca-{uid}"),
+        "postgres.tusk.dev/rotate-ca=asked",
+    ]);
+
+    // 1: both CAs published; the old one still signs.
+    let both = shop.until(
+        "the new CA to be published next to the old one",
+        Duration::from_secs(30),
+        || match credentials("ca.crt") {
+            pem if certificates_in(&pem) == 2 => Ok(pem),
+            pem => Err(format!("{} certificates", certificates_in(&pem))),
+        },
+    );
+    assert!(
+        both.contains(original.trim()),
+        "the old CA is still published"
+    );
+    let both_file = write(files.path(), "both.crt", &both);
+    assert_eq!(verify_with(&both_file).as_deref(), Ok("1"));
+
+    // 2: the new CA signs. A client that kept the old ca.crt alone now fails; one that took
+    // the published bundle verifies.
+    let failed = shop.until(
+        "the new CA to sign the server certificate",
+        Duration::from_secs(60),
+        || match verify_with(&original_file) {
+            Err(error) => Ok(error),
+            Ok(_) => Err("the old CA still verifies it".to_owned()),
+        },
+    );
+    assert!(failed.contains("certificate verify failed"), "{failed}");
+    assert_eq!(verify_with(&both_file).as_deref(), Ok("1"));
+
+    // 3: the old CA is dropped from what is published; the bundle taken in 1 still verifies.
+    let after = shop.until(
+        "the old CA to be dropped",
+        Duration::from_secs(60),
+        || match credentials("ca.crt") {
+            pem if certificates_in(&pem) == 1 => Ok(pem),
+            pem => Err(format!("{} certificates", certificates_in(&pem))),
+        },
+    );
+    assert!(
+        !after.contains(original.trim()),
+        "the old CA is no longer published"
+    );
+    assert!(
+        both.contains(after.trim()),
+        "the new CA is the one published in 1"
+    );
+    let after_file = write(files.path(), "after.crt", &after);
+    assert_eq!(verify_with(&after_file).as_deref(), Ok("1"));
+    assert_eq!(verify_with(&both_file).as_deref(), Ok("1"));
+    let annotations = admin.ok(&[
+        "--namespace",
+        "tusk-system",
+        "get",
+        "secret",
+        &format!("tusk-ca-{uid}"),
+        "-o",
+        "jsonpath={.metadata.annotations}",
+    ]);
+    assert!(!annotations.contains("rotate-ca"), "{annotations}");
 }

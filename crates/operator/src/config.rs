@@ -340,6 +340,18 @@ pub struct TlsSettings {
     /// The workload cluster's DNS domain, for the `<service>.<namespace>.svc.<domain>` name in
     /// every server certificate. Default `cluster.local`.
     pub cluster_domain: String,
+    /// How long a server certificate is valid. Default `365d`; at least `10s`. `tusk dev`
+    /// takes it as `--tls-certificate-lifetime`.
+    #[serde(deserialize_with = "duration")]
+    pub certificate_lifetime: Duration,
+    /// The fraction of a server certificate's lifetime after which it is renewed, between 0
+    /// and 1. Default two thirds: a certificate is renewed with a third of its life left.
+    pub renew_at_fraction: f64,
+    /// How long both CAs are trusted in a CA rotation: first the new CA is published next to
+    /// the old one before it signs, then the old one stays published after. Default `30d`.
+    /// `tusk dev` takes it as `--tls-ca-overlap`.
+    #[serde(deserialize_with = "duration")]
+    pub ca_overlap: Duration,
 }
 
 impl Default for TlsSettings {
@@ -348,7 +360,20 @@ impl Default for TlsSettings {
             ca_namespace: std::env::var("POD_NAMESPACE")
                 .unwrap_or_else(|_| "tusk-system".to_owned()),
             cluster_domain: "cluster.local".to_owned(),
+            certificate_lifetime: Duration::from_secs(365 * 24 * 3600),
+            renew_at_fraction: 2.0 / 3.0,
+            ca_overlap: Duration::from_secs(30 * 24 * 3600),
         }
+    }
+}
+
+impl TlsSettings {
+    /// The shortest certificate lifetime: renewal and reload need a few seconds.
+    pub const MIN_CERTIFICATE_LIFETIME: Duration = Duration::from_secs(10);
+
+    /// How long after its issue a server certificate is renewed.
+    pub fn renew_after(&self) -> Duration {
+        self.certificate_lifetime.mul_f64(self.renew_at_fraction)
     }
 }
 
@@ -495,6 +520,10 @@ pub struct Overrides {
     pub backup_succeeded_ttl: Option<String>,
     /// `backupJob.failedTtl`, as text such as `24h`.
     pub backup_failed_ttl: Option<String>,
+    /// `tls.certificateLifetime`, as text such as `90d`.
+    pub tls_certificate_lifetime: Option<String>,
+    /// `tls.caOverlap`, as text such as `30d`.
+    pub tls_ca_overlap: Option<String>,
     /// `tunnel.image`.
     pub tunnel_image: Option<String>,
     /// `tunnel.externalHostTemplate`.
@@ -587,6 +616,8 @@ impl OperatorConfig {
             backup_stall_timeout,
             backup_succeeded_ttl,
             backup_failed_ttl,
+            tls_certificate_lifetime,
+            tls_ca_overlap,
             tunnel_image,
             tunnel_host_template,
             tunnel_port,
@@ -628,6 +659,12 @@ impl OperatorConfig {
         }
         if let Some(ttl) = backup_failed_ttl {
             self.backup_job.failed_ttl = parse_override("backupJob.failedTtl", &ttl)?;
+        }
+        if let Some(lifetime) = tls_certificate_lifetime {
+            self.tls.certificate_lifetime = parse_override("tls.certificateLifetime", &lifetime)?;
+        }
+        if let Some(overlap) = tls_ca_overlap {
+            self.tls.ca_overlap = parse_override("tls.caOverlap", &overlap)?;
         }
         if let Some(image) = tunnel_image {
             self.tunnel.image = image;
@@ -727,6 +764,19 @@ impl OperatorConfig {
             return Err(invalid(
                 "tls.clusterDomain",
                 format!("{domain:?} must be a DNS domain such as cluster.local"),
+            ));
+        }
+        if self.tls.certificate_lifetime < TlsSettings::MIN_CERTIFICATE_LIFETIME {
+            return Err(invalid("tls.certificateLifetime", "must be at least 10s"));
+        }
+        if self.tls.ca_overlap.is_zero() {
+            return Err(invalid("tls.caOverlap", "must be longer than zero"));
+        }
+        let fraction = self.tls.renew_at_fraction;
+        if !(fraction > 0.0 && fraction < 1.0) {
+            return Err(invalid(
+                "tls.renewAtFraction",
+                format!("{fraction} must be between 0 and 1, such as 0.67"),
             ));
         }
         if let Some(endpoint) = &self.store.endpoint {

@@ -54,8 +54,11 @@ pub mod reasons {
     pub const BACKUP_UNVERIFIED: &str = "BackupUnverified";
     /// A cluster's CA or server certificate could not be made, read or stored.
     pub const CERTIFICATE_FAILED: &str = "CertificateFailed";
-    /// A cluster got a new server certificate (a name changed, or the old one was due).
+    /// A cluster got its first server certificate.
     pub const CERTIFICATE_ISSUED: &str = "CertificateIssued";
+    /// A cluster's server certificate was replaced (it was due, a name or the CA changed, or
+    /// the Secret it is brought in changed); PostgreSQL loads it without a restart.
+    pub const CERTIFICATE_RENEWED: &str = "CertificateRenewed";
     /// A deleted PostgresBackup's data was removed from the object store.
     pub const BACKUP_DATA_DELETED: &str = "BackupDataDeleted";
 }

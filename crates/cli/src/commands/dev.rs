@@ -72,6 +72,13 @@ pub struct DevArgs {
     /// kube-apiserver's `--event-ttl` (such as 1h, the default).
     #[arg(long, env = "TUSK_EVENT_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
     pub event_ttl: std::time::Duration,
+    /// How long a server certificate is valid (tls.certificateLifetime, such as 90d); it is
+    /// renewed after two thirds of it.
+    #[arg(long)]
+    pub tls_certificate_lifetime: Option<String>,
+    /// How long both CAs are trusted in a CA rotation (tls.caOverlap, such as 30d).
+    #[arg(long)]
+    pub tls_ca_overlap: Option<String>,
 }
 
 /// What must stay the same from one run to the next: backups and pods name the store's
@@ -215,6 +222,8 @@ fn operator_config(store: &S3Server, args: &DevArgs) -> anyhow::Result<OperatorC
             backup_failed_ttl: args.failed_backup_job_ttl.clone(),
             archiving_failing_after: args.archiving_failing_after.clone(),
             archiving_check_interval: args.archiving_check_interval.clone(),
+            tls_certificate_lifetime: args.tls_certificate_lifetime.clone(),
+            tls_ca_overlap: args.tls_ca_overlap.clone(),
             ..Overrides::default()
         })
         .context("the operator configuration for `tusk dev` is invalid")

@@ -98,6 +98,9 @@ impl OperatorArgs {
             backup_stall_timeout: self.backup_stall_timeout,
             backup_succeeded_ttl: self.backup_job_ttl,
             backup_failed_ttl: self.failed_backup_job_ttl,
+            // Set in the configuration file; `tusk dev` takes them as flags.
+            tls_certificate_lifetime: None,
+            tls_ca_overlap: None,
             tunnel_image: self.tunnel_image,
             tunnel_host_template: self.tunnel_host_template,
             tunnel_port: self.tunnel_port,

@@ -723,6 +723,7 @@ pub(crate) mod tests {
                 postgres_version: None,
                 parameters: BTreeMap::new(),
                 restore: None,
+                tls: None,
             },
         );
         cluster.metadata.namespace = Some("project-a".into());
@@ -756,6 +757,7 @@ pub(crate) mod tests {
             &names,
             None,
             now,
+            &crate::config::TlsSettings::default(),
         )
         .unwrap()
     }

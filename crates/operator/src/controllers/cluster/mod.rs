@@ -92,38 +92,74 @@ pub async fn run(
         api_labels::MANAGED_BY,
         api_labels::MANAGED_BY_VALUE
     ));
-    Controller::new(
+    let controller = Controller::new(
         Api::<PostgresCluster>::all(client.clone()),
         watcher::Config::default(),
-    )
-    .owns(Api::<StatefulSet>::all(client.clone()), managed.clone())
-    .owns(Api::<Service>::all(client.clone()), managed.clone())
-    .owns(Api::<ConfigMap>::all(client.clone()), managed.clone())
-    .owns(Api::<Secret>::all(client.clone()), managed.clone())
-    .owns(
-        Api::<PostgresBackupSchedule>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(
-        Api::<PostgresBackup>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    // The instance pods belong to the StatefulSet, not the cluster: their label names it.
-    .watches(
-        Api::<Pod>::all(client.clone()),
-        managed.clone(),
-        |pod: Pod| {
-            let cluster = pod.labels().get(api_labels::CLUSTER)?.clone();
-            Some(ObjectRef::new(&cluster).within(&pod.namespace()?))
-        },
-    )
-    // A cluster's backups turn stale at a moment in time.
-    .reconcile_all_on(context.clock.jumps())
-    .with_config(Config::default().concurrency(context.config.concurrency.cluster))
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, context)
-    .for_each(|_| futures::future::ready(()))
-    .await;
+    );
+    let clusters = controller.store();
+    controller
+        .owns(Api::<StatefulSet>::all(client.clone()), managed.clone())
+        .owns(Api::<Service>::all(client.clone()), managed.clone())
+        .owns(Api::<ConfigMap>::all(client.clone()), managed.clone())
+        .owns(Api::<Secret>::all(client.clone()), managed.clone())
+        .owns(
+            Api::<PostgresBackupSchedule>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .owns(
+            Api::<PostgresBackup>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        // The instance pods belong to the StatefulSet, not the cluster: their label names it.
+        .watches(
+            Api::<Pod>::all(client.clone()),
+            managed.clone(),
+            |pod: Pod| {
+                let cluster = pod.labels().get(api_labels::CLUSTER)?.clone();
+                Some(ObjectRef::new(&cluster).within(&pod.namespace()?))
+            },
+        )
+        // A CA Secret names its cluster in an annotation: a platform team's request to rotate the
+        // CA is acted on at once.
+        .watches(
+            Api::<Secret>::namespaced(client.clone(), &context.config.tls.ca_namespace),
+            watcher::Config::default().labels(&format!(
+                "{}={}",
+                api_labels::COMPONENT,
+                tls::COMPONENT_CA
+            )),
+            |secret: Secret| {
+                let owner = secret.annotations().get(tls::CA_CLUSTER_ANNOTATION)?;
+                let (namespace, name) = owner.split_once('/')?;
+                Some(ObjectRef::new(name).within(namespace))
+            },
+        )
+        // A certificate brought in a Secret (spec.tls.certificateSecret) is served anew when its
+        // Secret changes, as when cert-manager renews it.
+        .watches(
+            Api::<Secret>::all(client.clone()),
+            watcher::Config::default().fields("type=kubernetes.io/tls"),
+            move |secret: Secret| {
+                let namespace = secret.namespace();
+                let name = secret.name_any();
+                clusters
+                    .state()
+                    .into_iter()
+                    .filter(|cluster| {
+                        cluster.namespace() == namespace
+                            && brought_certificate_secret(cluster) == Some(name.as_str())
+                    })
+                    .map(|cluster| ObjectRef::from_obj(&*cluster))
+                    .collect::<Vec<_>>()
+            },
+        )
+        // A cluster's backups turn stale at a moment in time.
+        .reconcile_all_on(context.clock.jumps())
+        .with_config(Config::default().concurrency(context.config.concurrency.cluster))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, context)
+        .for_each(|_| futures::future::ready(()))
+        .await;
 }
 
 fn error_policy(cluster: Arc<PostgresCluster>, error: &Error, context: Arc<Context>) -> Action {
@@ -255,21 +291,7 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
         return Ok(Action::await_change());
     }
 
-    let tls_secret = match server_tls(&context, &cluster, &namespace).await {
-        Ok(secret) => secret,
-        Err(error) => {
-            events::publish(
-                &context.recorder,
-                &cluster.object_ref(&()),
-                EventType::Warning,
-                reasons::CERTIFICATE_FAILED,
-                "IssueCertificate",
-                error.to_string(),
-            )
-            .await;
-            return Err(error);
-        }
-    };
+    let server_tls = server_tls(&context, &cluster, &namespace).await?;
 
     // Where the serving instance stands with the configuration the spec asks for.
     let pods = instance_pods(client, &namespace, &name).await?;
@@ -299,7 +321,7 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
         existing_credentials.as_ref(),
         store_credentials.as_ref(),
         restore_backup.as_ref(),
-        tls_secret,
+        server_tls.secret,
     )?;
     hold_restart_until_accepted(
         &mut children.stateful_set,
@@ -366,6 +388,12 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
         context.clock.now(),
     );
     let status = report_refused_parameters(&context, &cluster, status).await;
+    let status = certificate_overlay(
+        status,
+        server_tls.problem.as_ref(),
+        cluster.metadata.generation,
+        context.clock.now(),
+    );
     let health = health::observe(
         &context,
         &cluster,
@@ -418,7 +446,10 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
         RESYNC
     };
     Ok(Action::requeue(
-        health.requeue.map_or(resync, |health| health.min(resync)),
+        health
+            .requeue
+            .map_or(resync, |health| health.min(resync))
+            .min(server_tls.recheck_in),
     ))
 }
 
@@ -430,16 +461,218 @@ fn cluster_labels(cluster: &PostgresCluster) -> crate::metrics::ClusterLabels {
     }
 }
 
-/// The cluster's `<cluster>-tls` Secret as it should be: the existing one while it is good,
-/// else a new certificate from the cluster's CA (made on first use), with a Normal Event.
+/// The `<cluster>-tls` Secret to apply, and what the status must say about it.
+struct ServerTls {
+    /// The Secret to apply.
+    secret: Secret,
+    /// Why the certificate PostgreSQL serves is not as it should be (the reason of the
+    /// `Degraded` condition, and its message), when it is not.
+    problem: Option<(&'static str, String)>,
+    /// When to look at the certificate again: at its renewal time, or soon after a failure.
+    recheck_in: Duration,
+}
+
+/// How soon a certificate that could not be issued is tried again.
+const CERTIFICATE_RETRY: Duration = Duration::from_secs(10);
+
+/// The cluster's `<cluster>-tls` Secret as it should be, with a Normal Event when it changes:
+/// a copy of the Secret named in `spec.tls.certificateSecret` once it passes
+/// [`tls::brought_secret`]'s checks; else the existing one while it is good, else a new
+/// certificate from the cluster's CA (made on first use). When neither can be had, a Warning
+/// Event says why and the existing certificate, if any, is kept: the database keeps serving.
 async fn server_tls(
     context: &Context,
     cluster: &PostgresCluster,
     namespace: &str,
-) -> Result<Secret> {
+) -> Result<ServerTls> {
     let name = cluster.name_any();
     let owner = build::controller_owner(cluster)?;
-    let uid = owner.uid.clone();
+    let secrets = Api::<Secret>::namespaced(context.client.clone(), namespace);
+    let get = |secret_name: String| async {
+        secrets
+            .get_opt(&secret_name)
+            .await
+            .map_err(|source| Error::Get {
+                kind: "Secret",
+                name: secret_name,
+                source,
+            })
+    };
+    let existing = get(names::tls_secret(&name)).await?.filter(tls::is_usable);
+    let now = context.clock.now();
+    let reference = cluster.object_ref(&());
+    let regarding = &reference;
+    let warn = |action: String, note: String| async move {
+        events::publish(
+            &context.recorder,
+            regarding,
+            EventType::Warning,
+            reasons::CERTIFICATE_FAILED,
+            &action,
+            note,
+        )
+        .await
+    };
+
+    let mut refusal = None;
+    if let Some(brought_name) = brought_certificate_secret(cluster).map(str::to_owned) {
+        let checked = match get(brought_name.clone()).await? {
+            Some(brought) => {
+                tls::brought_secret(namespace, &name, &owner, &brought, now, &context.config.tls)
+            }
+            None => Err(format!(
+                "Secret {brought_name} (spec.tls.certificateSecret) does not exist"
+            )),
+        };
+        match checked {
+            Ok(secret) => {
+                let description = format!("the certificate of Secret {brought_name}");
+                return Ok(
+                    served(context, &reference, existing.as_ref(), secret, &description).await,
+                );
+            }
+            Err(message) => {
+                warn(refusal_action(&brought_name, &message), message.clone()).await;
+                let problem = Some((condition_reasons::INVALID_CERTIFICATE_SECRET, message));
+                if let Some(existing) = &existing {
+                    return Ok(ServerTls {
+                        secret: tls::keep(&name, &owner, existing),
+                        problem,
+                        recheck_in: FAILING_RESYNC,
+                    });
+                }
+                // A new cluster serves a certificate of its own CA meanwhile.
+                refusal = problem;
+            }
+        }
+    }
+
+    match issue_server_certificate(context, cluster, namespace, &owner, existing.as_ref()).await {
+        Ok((secret, server_names, ca_next_step)) => {
+            let description = format!("the server certificate for {}", server_names.join(", "));
+            let mut served =
+                served(context, &reference, existing.as_ref(), secret, &description).await;
+            served.problem = refusal.or(served.problem);
+            if let Some(at) = ca_next_step {
+                let wait = Duration::from_secs(at.saturating_sub(now.as_second()).max(1) as u64);
+                served.recheck_in = served.recheck_in.min(wait);
+            }
+            Ok(served)
+        }
+        Err(error) => {
+            warn("IssueCertificate".to_owned(), error.to_string()).await;
+            let Some(existing) = existing else {
+                return Err(error);
+            };
+            let now = now.as_second();
+            let due = tls::renew_at(&existing).is_none_or(|at| at <= now);
+            let problem = due.then(|| {
+                let expiry = match tls::not_after(&existing) {
+                    Some(at) if at <= now => format!("expired at {}", timestamp(at)),
+                    Some(at) => format!("expires at {}", timestamp(at)),
+                    None => "is due for renewal".to_owned(),
+                };
+                (
+                    condition_reasons::CERTIFICATE_NOT_RENEWED,
+                    format!("The server certificate {expiry} and cannot be renewed: {error}"),
+                )
+            });
+            Ok(ServerTls {
+                secret: tls::keep(&name, &owner, &existing),
+                problem,
+                recheck_in: CERTIFICATE_RETRY,
+            })
+        }
+    }
+}
+
+/// `secret` as the one to serve, with a Normal Event when it replaces (or is the first)
+/// certificate, and a problem when it is already past its renewal time (a brought certificate
+/// its owner did not renew).
+async fn served(
+    context: &Context,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    existing: Option<&Secret>,
+    secret: Secret,
+    description: &str,
+) -> ServerTls {
+    let now = context.clock.now().as_second();
+    let until = tls::not_after(&secret)
+        .map(|at| format!(", valid until {}", timestamp(at)))
+        .unwrap_or_default();
+    if existing.and_then(|old| old.data.as_ref()) != secret.data.as_ref() {
+        let (reason, verb) = match existing {
+            Some(_) => (reasons::CERTIFICATE_RENEWED, "Renewed"),
+            None => (reasons::CERTIFICATE_ISSUED, "Issued"),
+        };
+        events::publish(
+            &context.recorder,
+            reference,
+            EventType::Normal,
+            reason,
+            "IssueCertificate",
+            format!("{verb} {description}{until}; PostgreSQL loads it without a restart"),
+        )
+        .await;
+    }
+    let renew_at = tls::renew_at(&secret);
+    let problem = renew_at.filter(|at| *at <= now).map(|_| {
+        (
+            condition_reasons::CERTIFICATE_NOT_RENEWED,
+            format!("{description} is past its renewal time and was not renewed{until}"),
+        )
+    });
+    let recheck_in = match renew_at {
+        Some(at) if at > now => Duration::from_secs((at - now) as u64),
+        Some(_) => FAILING_RESYNC,
+        None => RESYNC,
+    };
+    ServerTls {
+        secret,
+        problem,
+        recheck_in,
+    }
+}
+
+/// The action of the Warning Event refusing a brought Secret: the refusal itself, without the
+/// Secret's name, so that the Recorder (which counts Events of the same action and reason as
+/// repeats of the first) records a refusal for another cause as an Event of its own.
+fn refusal_action(secret: &str, message: &str) -> String {
+    let cause = message.replace(
+        &format!("Secret {secret} (spec.tls.certificateSecret)"),
+        "Secret",
+    );
+    let mut action = format!("CheckCertificateSecret: {cause}");
+    // An Event's action is at most 128 characters.
+    while action.len() > 128 {
+        action.pop();
+    }
+    action
+}
+
+/// The name of the Secret the cluster brings its server certificate in, if it does.
+fn brought_certificate_secret(cluster: &PostgresCluster) -> Option<&str> {
+    let secret = cluster.spec.tls.as_ref()?.certificate_secret.as_ref()?;
+    Some(secret.name.as_str())
+}
+
+/// A Unix time in seconds, as RFC 3339 for people.
+fn timestamp(seconds: i64) -> String {
+    jiff::Timestamp::from_second(seconds)
+        .map(|at| at.to_string())
+        .unwrap_or_else(|_| seconds.to_string())
+}
+
+/// The `<cluster>-tls` Secret from the cluster's CA (made on first use) for every name the
+/// cluster is reached by, with those names and when the CA's rotation takes its next step.
+async fn issue_server_certificate(
+    context: &Context,
+    cluster: &PostgresCluster,
+    namespace: &str,
+    owner: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+    existing: Option<&Secret>,
+) -> Result<(Secret, Vec<String>, Option<i64>)> {
+    let name = cluster.name_any();
     let client = &context.client;
     let now = context.clock.now();
     let ca = tls::ensure_ca(
@@ -447,8 +680,9 @@ async fn server_tls(
         &context.config.tls.ca_namespace,
         namespace,
         &name,
-        &uid,
+        &owner.uid,
         now,
+        context.config.tls.ca_overlap,
     )
     .await?;
     let tunnel = &context.config.tunnel;
@@ -476,40 +710,50 @@ async fn server_tls(
         &context.config.tls.cluster_domain,
         external_host.as_deref(),
     );
-    let secret_name = names::tls_secret(&name);
-    let existing = Api::<Secret>::namespaced(client.clone(), namespace)
-        .get_opt(&secret_name)
-        .await
-        .map_err(|source| Error::Get {
-            kind: "Secret",
-            name: secret_name.clone(),
-            source,
-        })?;
     let secret = tls::server_secret(
         namespace,
         &name,
-        &owner,
+        owner,
         &ca,
         &server_names,
-        existing.as_ref(),
+        existing,
         now,
+        &context.config.tls,
     )?;
-    let reissued = existing.as_ref().and_then(|old| old.data.as_ref()) != secret.data.as_ref();
-    if reissued {
-        events::publish(
-            &context.recorder,
-            &cluster.object_ref(&()),
-            EventType::Normal,
-            reasons::CERTIFICATE_ISSUED,
-            "IssueCertificate",
-            format!(
-                "Issued a server certificate for {}",
-                server_names.join(", ")
-            ),
-        )
-        .await;
+    Ok((secret, server_names, ca.next_step_at))
+}
+
+/// Says in the status what is wrong with the certificate PostgreSQL serves (past its renewal
+/// time and not renewed, or a brought Secret refused): `Degraded` with the problem's reason,
+/// unless the cluster is already degraded for a reason of its own (which is more pressing: the
+/// database is not serving). The database keeps serving with the certificate it has.
+fn certificate_overlay(
+    mut status: tusk_api::PostgresClusterStatus,
+    problem: Option<&(&'static str, String)>,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) -> tusk_api::PostgresClusterStatus {
+    let Some((reason, message)) = problem else {
+        return status;
+    };
+    if conditions::find(&status.conditions, types::DEGRADED)
+        .is_some_and(|condition| condition.status == TRUE)
+    {
+        return status;
     }
-    Ok(secret)
+    status.phase = Some(tusk_api::cluster::ClusterPhase::Degraded);
+    status.conditions = conditions::merge(
+        &status.conditions,
+        &[DesiredCondition::new(
+            types::DEGRADED,
+            TRUE,
+            reason,
+            message.as_str(),
+        )],
+        generation,
+        now,
+    );
+    status
 }
 
 /// Keeps the pod template's restart hash as it is while an instance serves and PostgreSQL has

@@ -232,6 +232,7 @@ mod tests {
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
                 restore: None,
+                tls: None,
             },
         )
     }

@@ -487,6 +487,7 @@ mod tests {
                 postgres_version: Some("15".into()),
                 parameters: BTreeMap::new(),
                 restore: None,
+                tls: None,
             },
         );
         cluster.metadata.namespace = Some("project-a".into());

@@ -98,6 +98,7 @@ pub fn throwaway_cluster(
                 target_lsn: None,
                 latest: false,
             }),
+            tls: None,
         },
     );
     cluster.metadata.namespace = test.namespace();
