@@ -285,6 +285,13 @@ pub struct TunnelSettings {
     /// Default `{cluster}.{namespace}.db.tusk.local`. Flag `--tunnel-host-template`, env
     /// `TUSK_TUNNEL_HOST_TEMPLATE`.
     pub external_host_template: String,
+    /// The host name under which `tusk router` routes each database (docs/external-access.md),
+    /// with `{cluster}` and `{namespace}`; it is a name of the database's certificate too.
+    /// Absent: `externalHostTemplate`, one template for both paths. Set it only where the
+    /// tunnel reaches the databases' service network directly, as in `tusk dev`, whose
+    /// `externalHostTemplate` is `{serviceIP}`: a client sends no name for an address, so the
+    /// router cannot route by one.
+    pub router_host_template: Option<String>,
     /// The port on that host. Default 5432. Flag `--tunnel-port`, env `TUSK_TUNNEL_PORT`.
     pub external_port: u16,
     /// Tunnel replicas in the customer's cluster. Default 2.
@@ -296,6 +303,7 @@ impl Default for TunnelSettings {
         Self {
             image: "ghcr.io/tusk-dev/tusk:latest".to_owned(),
             external_host_template: "{cluster}.{namespace}.db.tusk.local".to_owned(),
+            router_host_template: None,
             external_port: 5432,
             replicas: 2,
         }
@@ -320,6 +328,24 @@ impl TunnelSettings {
             .replace("{cluster}", cluster)
             .replace("{namespace}", namespace)
             .replace(SERVICE_IP_PLACEHOLDER, service_ip.unwrap_or_default())
+    }
+
+    /// The template `tusk router` routes by: `routerHostTemplate`, else `externalHostTemplate`.
+    pub fn router_template(&self) -> &str {
+        self.router_host_template
+            .as_deref()
+            .unwrap_or(&self.external_host_template)
+    }
+
+    /// The host name under which the router routes `cluster` in `namespace`, when the router
+    /// template gives names (not `{serviceIP}`).
+    pub fn router_host(&self, namespace: &str, cluster: &str) -> Option<String> {
+        let template = self.router_template();
+        (!template.contains(SERVICE_IP_PLACEHOLDER)).then(|| {
+            template
+                .replace("{cluster}", cluster)
+                .replace("{namespace}", namespace)
+        })
     }
 }
 
@@ -743,6 +769,16 @@ impl OperatorConfig {
             return Err(invalid(
                 "tunnel.externalHostTemplate",
                 "must contain {cluster} or {serviceIP}, or every database would share one host",
+            ));
+        }
+        if let Some(template) = &self.tunnel.router_host_template
+            && (!template.contains("{cluster}")
+                || !template.contains("{namespace}")
+                || template.contains(SERVICE_IP_PLACEHOLDER))
+        {
+            return Err(invalid(
+                "tunnel.routerHostTemplate",
+                "must contain {cluster} and {namespace} and not {serviceIP}: the router routes by name",
             ));
         }
         if self.tunnel.external_port == 0 {

@@ -723,6 +723,7 @@ pub(crate) mod tests {
                 postgres_version: None,
                 parameters: BTreeMap::new(),
                 restore: None,
+                external_access: None,
             },
         );
         cluster.metadata.namespace = Some("project-a".into());

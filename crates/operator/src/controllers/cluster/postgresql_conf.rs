@@ -166,6 +166,7 @@ mod tests {
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
                 restore: None,
+                external_access: None,
             },
         )
     }

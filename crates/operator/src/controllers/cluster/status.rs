@@ -471,6 +471,7 @@ mod tests {
                 postgres_version: Some("15".into()),
                 parameters: BTreeMap::new(),
                 restore: None,
+                external_access: None,
             },
         );
         cluster.metadata.namespace = Some("project-a".into());

@@ -98,6 +98,8 @@ pub fn throwaway_cluster(
                 target_lsn: None,
                 latest: false,
             }),
+            // A throwaway copy is never reachable from outside.
+            external_access: None,
         },
     );
     cluster.metadata.namespace = test.namespace();
