@@ -299,6 +299,30 @@ mod tests {
         assert_eq!(body, "SFATAL\0VFATAL\0C08004\0Muse TLS\0\0");
     }
 
+    proptest::proptest! {
+        /// Whatever a client sends, the parser answers and never panics; a ClientHello with
+        /// bytes flipped is read or refused, never taken for another name.
+        #[test]
+        fn any_bytes_get_an_answer(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+            let _ = classify(&bytes);
+            let _ = client_hello(&bytes);
+        }
+
+        #[test]
+        fn a_damaged_client_hello_is_refused_or_read(index in 0usize..4096, byte in proptest::num::u8::ANY) {
+            let mut bytes = hello_bytes("elephant.shop.db.example.com", &[b"postgresql"]);
+            let index = index % bytes.len();
+            bytes[index] = byte;
+            if let HelloParse::Hello(hello) = client_hello(&bytes)
+                && let Some(name) = hello.server_name
+            {
+                // A flipped byte in the name itself gives another name, which must then be
+                // what the bytes say, and routing goes by it.
+                proptest::prop_assert!(bytes.windows(name.len()).any(|w| w.eq_ignore_ascii_case(name.as_bytes())));
+            }
+        }
+    }
+
     #[test]
     fn alerts_are_fatal_records() {
         assert_eq!(tls_alert(Alert::UnrecognizedName), [21, 3, 3, 0, 2, 2, 112]);
