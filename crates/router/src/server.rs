@@ -72,6 +72,8 @@ pub enum Refusal {
     DatabaseConnections,
     /// The database did not accept the router's connection or SSLRequest.
     BackendUnavailable,
+    /// The client closed the connection, or it failed, during the handshake.
+    ConnectionLost,
 }
 
 impl Refusal {
@@ -93,6 +95,7 @@ impl Refusal {
             Self::SourceConnections => "source_connections",
             Self::DatabaseConnections => "database_connections",
             Self::BackendUnavailable => "backend_unavailable",
+            Self::ConnectionLost => "connection_lost",
         }
     }
 }
@@ -325,7 +328,9 @@ impl Router {
                 Classified::NeedMore => {
                     read_more(client, &mut buffer, handshake::REQUEST_LENGTH)
                         .await
-                        .map_err(|_| fail(Refused::new(Refusal::Plaintext, Answer::Nothing)))?;
+                        .map_err(|_| {
+                            fail(Refused::new(Refusal::ConnectionLost, Answer::Nothing))
+                        })?;
                 }
                 Classified::Opening(Opening::GssEncRequest, used) => {
                     buffer.drain(..used);
@@ -333,7 +338,7 @@ impl Router {
                         .write_all(&[handshake::GSSENC_DECLINED])
                         .await
                         .map_err(|_| {
-                            fail(Refused::new(Refusal::BadClientHello, Answer::Nothing))
+                            fail(Refused::new(Refusal::ConnectionLost, Answer::Nothing))
                         })?;
                 }
                 Classified::Opening(Opening::SslRequest, used) => {
@@ -348,7 +353,7 @@ impl Router {
                         .write_all(&[handshake::SSL_ACCEPTED])
                         .await
                         .map_err(|_| {
-                            fail(Refused::new(Refusal::BadClientHello, Answer::Nothing))
+                            fail(Refused::new(Refusal::ConnectionLost, Answer::Nothing))
                         })?;
                     let hello = self
                         .read_client_hello(client, &mut buffer)
@@ -469,7 +474,7 @@ impl Router {
                 HelloParse::NeedMore => {
                     read_more(client, buffer, self.settings.max_client_hello)
                         .await
-                        .map_err(|_| Refused::new(Refusal::BadClientHello, Answer::Nothing))?;
+                        .map_err(|_| Refused::new(Refusal::ConnectionLost, Answer::Nothing))?;
                 }
             }
         }
