@@ -933,6 +933,32 @@ httpAddress: 127.0.0.1:0
     }
 
     #[test]
+    fn the_router_routes_by_the_tunnel_template_unless_told_otherwise() {
+        let mut config = OperatorConfig::from_yaml("store:\n  url: s3://b\n").unwrap();
+        assert_eq!(
+            config.tunnel.router_host("shop", "elephant").as_deref(),
+            Some("elephant.shop.db.tusk.local")
+        );
+        // An address gives the router no name to route by.
+        config.tunnel.external_host_template = "{serviceIP}".into();
+        assert_eq!(config.tunnel.router_host("shop", "elephant"), None);
+        config.tunnel.router_host_template = Some("{cluster}.{namespace}.db.example.com".into());
+        assert_eq!(
+            config.tunnel.router_host("shop", "elephant").as_deref(),
+            Some("elephant.shop.db.example.com")
+        );
+        config.validate().unwrap();
+        for bad in ["{serviceIP}", "{cluster}.db.example.com"] {
+            config.tunnel.router_host_template = Some(bad.into());
+            let error = config.validate().unwrap_err().to_string();
+            assert!(
+                error.contains("tunnel.routerHostTemplate"),
+                "{bad}: {error}"
+            );
+        }
+    }
+
+    #[test]
     fn a_bad_value_names_its_key() {
         let error =
             OperatorConfig::from_yaml("store:\n  url: s3://b\nbackupJob:\n  stallTimeout: soon\n")
