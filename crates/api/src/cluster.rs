@@ -461,6 +461,11 @@ pub struct PostgresClusterSpec {
     /// cluster's own CA and renews it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ClusterTls>,
+
+    /// Reaching the database from outside the workload cluster, through tusk's router, by its
+    /// external host name (docs/external-access.md). Absent: closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_access: Option<ExternalAccess>,
 }
 
 /// How the database serves TLS.
@@ -487,6 +492,18 @@ pub struct SecretName {
         pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
     ))]
     pub name: String,
+}
+
+/// Who may reach a database through the router.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalAccess {
+    /// The client addresses the database is open to, as CIDRs (IPv4 or IPv6, such as
+    /// `203.0.113.0/24` or `2001:db8::/32`); `0.0.0.0/0` and `::/0` open it to everyone.
+    /// Empty: closed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), extend("x-kubernetes-list-type" = "set", "items" = {"type": "string", "format": "cidr", "maxLength": 43}))]
+    pub allowed_source_ranges: Vec<String>,
 }
 
 /// Where a new cluster's data comes from, and how far past the backup it recovers. At most one

@@ -39,6 +39,8 @@ enum Command {
     Instance(commands::instance::InstanceArgs),
     /// Forward TCP connections to a database (runs in a customer's cluster).
     Tunnel(commands::tunnel::TunnelArgs),
+    /// Route every database's TLS connections by name, from one endpoint, without terminating TLS.
+    Router(commands::router::RouterArgs),
     /// Print tusk's CustomResourceDefinitions as multi-document YAML.
     Crds(commands::crds::CrdsArgs),
     /// Run the whole platform on this machine: API server, local runtime, S3 and the operator.
@@ -83,6 +85,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::WalFetch(args) => commands::wal::fetch(args).await,
         Command::Instance(args) => commands::instance::run(args).await,
         Command::Tunnel(args) => commands::tunnel::run(args).await,
+        Command::Router(args) => commands::router::run(args).await,
         Command::Crds(args) => commands::crds::run(args),
         Command::Dev(args) => commands::dev::run(args).await,
         Command::Sandbox(args) => commands::sandbox::run(args).await,

@@ -33,6 +33,7 @@ fn help_lists_every_command_the_architecture_names() {
         "wal-fetch",
         "instance",
         "tunnel",
+        "router",
         "crds",
         "dev",
         "sandbox",

@@ -291,6 +291,13 @@ pub struct TunnelSettings {
     /// Default `{cluster}.{namespace}.db.tusk.local`. Flag `--tunnel-host-template`, env
     /// `TUSK_TUNNEL_HOST_TEMPLATE`.
     pub external_host_template: String,
+    /// The host name under which `tusk router` routes each database (docs/external-access.md),
+    /// with `{cluster}` and `{namespace}`; it is a name of the database's certificate too.
+    /// Absent: `externalHostTemplate`, one template for both paths. Set it only where the
+    /// tunnel reaches the databases' service network directly, as in `tusk dev`, whose
+    /// `externalHostTemplate` is `{serviceIP}`: a client sends no name for an address, so the
+    /// router cannot route by one.
+    pub router_host_template: Option<String>,
     /// The port on that host. Default 5432. Flag `--tunnel-port`, env `TUSK_TUNNEL_PORT`.
     pub external_port: u16,
     /// Tunnel replicas in the customer's cluster. Default 2.
@@ -302,6 +309,7 @@ impl Default for TunnelSettings {
         Self {
             image: "ghcr.io/tusk-dev/tusk:latest".to_owned(),
             external_host_template: "{cluster}.{namespace}.db.tusk.local".to_owned(),
+            router_host_template: None,
             external_port: 5432,
             replicas: 2,
         }
@@ -326,6 +334,24 @@ impl TunnelSettings {
             .replace("{cluster}", cluster)
             .replace("{namespace}", namespace)
             .replace(SERVICE_IP_PLACEHOLDER, service_ip.unwrap_or_default())
+    }
+
+    /// The template `tusk router` routes by: `routerHostTemplate`, else `externalHostTemplate`.
+    pub fn router_template(&self) -> &str {
+        self.router_host_template
+            .as_deref()
+            .unwrap_or(&self.external_host_template)
+    }
+
+    /// The host name under which the router routes `cluster` in `namespace`, when the router
+    /// template gives names (not `{serviceIP}`).
+    pub fn router_host(&self, namespace: &str, cluster: &str) -> Option<String> {
+        let template = self.router_template();
+        (!template.contains(SERVICE_IP_PLACEHOLDER)).then(|| {
+            template
+                .replace("{cluster}", cluster)
+                .replace("{namespace}", namespace)
+        })
     }
 }
 
@@ -863,6 +889,16 @@ impl OperatorConfig {
                 "must contain {cluster} or {serviceIP}, or every database would share one host",
             ));
         }
+        if let Some(template) = &self.tunnel.router_host_template
+            && (!template.contains("{cluster}")
+                || !template.contains("{namespace}")
+                || template.contains(SERVICE_IP_PLACEHOLDER))
+        {
+            return Err(invalid(
+                "tunnel.routerHostTemplate",
+                "must contain {cluster} and {namespace} and not {serviceIP}: the router routes by name",
+            ));
+        }
         if self.tunnel.external_port == 0 {
             return Err(invalid("tunnel.externalPort", "must not be 0"));
         }
@@ -1012,6 +1048,32 @@ httpAddress: 127.0.0.1:0
             config.leader_election.renew_interval,
             Duration::from_millis(500)
         );
+    }
+
+    #[test]
+    fn the_router_routes_by_the_tunnel_template_unless_told_otherwise() {
+        let mut config = OperatorConfig::from_yaml("store:\n  url: s3://b\n").unwrap();
+        assert_eq!(
+            config.tunnel.router_host("shop", "elephant").as_deref(),
+            Some("elephant.shop.db.tusk.local")
+        );
+        // An address gives the router no name to route by.
+        config.tunnel.external_host_template = "{serviceIP}".into();
+        assert_eq!(config.tunnel.router_host("shop", "elephant"), None);
+        config.tunnel.router_host_template = Some("{cluster}.{namespace}.db.example.com".into());
+        assert_eq!(
+            config.tunnel.router_host("shop", "elephant").as_deref(),
+            Some("elephant.shop.db.example.com")
+        );
+        config.validate().unwrap();
+        for bad in ["{serviceIP}", "{cluster}.db.example.com"] {
+            config.tunnel.router_host_template = Some(bad.into());
+            let error = config.validate().unwrap_err().to_string();
+            assert!(
+                error.contains("tunnel.routerHostTemplate"),
+                "{bad}: {error}"
+            );
+        }
     }
 
     #[test]

@@ -24,14 +24,18 @@ impl Readiness {
         self.0.store(true, Ordering::Release);
     }
 
-    fn is_ready(&self) -> bool {
+    /// Whether it is ready.
+    pub fn is_ready(&self) -> bool {
         self.0.load(Ordering::Acquire)
     }
 }
 
+/// What `/metrics` answers: the metrics in Prometheus' text format, made on each request.
+pub type MetricsText = Arc<dyn Fn() -> String + Send + Sync>;
+
 #[derive(Clone)]
 struct ServerState {
-    metrics: Metrics,
+    metrics: MetricsText,
     readiness: Readiness,
 }
 
@@ -41,7 +45,7 @@ async fn metrics_text(State(state): State<ServerState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.encode(),
+        (state.metrics)(),
     )
 }
 
@@ -62,6 +66,22 @@ async fn readyz(State(state): State<ServerState>) -> (StatusCode, &'static str) 
 pub async fn serve(
     address: SocketAddr,
     metrics: Metrics,
+    readiness: Readiness,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(SocketAddr, JoinHandle<std::io::Result<()>>)> {
+    serve_text(
+        address,
+        Arc::new(move || metrics.encode()),
+        readiness,
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve`] for any program's metrics (`tusk router`'s too): `metrics` makes the text.
+pub async fn serve_text(
+    address: SocketAddr,
+    metrics: MetricsText,
     readiness: Readiness,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, JoinHandle<std::io::Result<()>>)> {

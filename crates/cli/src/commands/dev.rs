@@ -79,7 +79,17 @@ pub struct DevArgs {
     /// How long both CAs are trusted in a CA rotation (tls.caOverlap, such as 30d).
     #[arg(long)]
     pub tls_ca_overlap: Option<String>,
+    /// The router's port on 127.0.0.1 (0 picks a free one, which is printed).
+    #[arg(long, default_value_t = 0)]
+    pub router_port: u16,
+    /// How long a client of the router has to send its ClientHello, such as 10s.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub router_handshake_timeout: std::time::Duration,
 }
+
+/// The host names `tusk dev`'s router routes by: `tunnel.externalHostTemplate` is the
+/// Service's address here, which gives no name to route by.
+const DEV_ROUTER_HOST_TEMPLATE: &str = "{cluster}.{namespace}.db.tusk.local";
 
 /// What must stay the same from one run to the next: backups and pods name the store's
 /// address, and its keys are in a Secret.
@@ -209,6 +219,7 @@ fn operator_config(store: &S3Server, args: &DevArgs) -> anyhow::Result<OperatorC
     // Customers' clusters run on this machine too, where the database Service's address is
     // reachable as it is.
     config.tunnel.external_host_template = "{serviceIP}".to_owned();
+    config.tunnel.router_host_template = Some(DEV_ROUTER_HOST_TEMPLATE.to_owned());
     config.tunnel.replicas = 1;
     config.leader_election.enabled = false;
     config.http_address = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
@@ -372,6 +383,38 @@ Press Ctrl-C to stop everything; run `tusk dev` again to resume.
     )
 }
 
+/// Starts the router on 127.0.0.1, routing by the operator's router template; returns its
+/// address.
+async fn start_router(
+    args: &DevArgs,
+    config: &OperatorConfig,
+    client: kube::Client,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<SocketAddr> {
+    let options = super::router::options(
+        SocketAddr::from((Ipv4Addr::LOCALHOST, args.router_port)),
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        config.tunnel.router_template(),
+        args.router_handshake_timeout,
+    )?;
+    let running = tusk_router::start(client, options, shutdown)
+        .await
+        .context("cannot start the router")?;
+    Ok(running.address)
+}
+
+fn router_usage(router: SocketAddr) -> String {
+    format!(
+        "\
+The router listens at {router}: a database with spec.externalAccess open to 127.0.0.1/32 is
+reached by its name, {DEV_ROUTER_HOST_TEMPLATE}, with its ca.crt:
+  psql \"host=elephant.default.db.tusk.local hostaddr={ip} port={port} sslmode=verify-full sslrootcert=ca.crt user=app dbname=app\"
+",
+        ip = router.ip(),
+        port = router.port(),
+    )
+}
+
 /// Runs `tusk dev` until SIGINT or SIGTERM.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     tusk_operator::install_crypto_provider();
@@ -403,6 +446,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let mut config = operator_config(&store, &args)?;
     let gateway = start_gateway(&data_dir, &mut config, &client).await?;
     let gateway_endpoint = config.store.gateway.endpoint.clone();
+    let stop_router = tokio_util::sync::CancellationToken::new();
+    let router = start_router(&args, &config, client.clone(), stop_router.clone()).await?;
 
     let (stop_operator, operator_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut operator = tokio::spawn(tusk_operator::run(config, client.clone(), async move {
@@ -410,6 +455,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }));
     wait_for_current_statuses(&client).await;
     eprint!("{}", usage(&kubeconfig, &store, &gateway_endpoint));
+    eprint!("{}", router_usage(router));
 
     // The operator ending on its own is a failure to report, not a reason to keep the
     // databases running unmanaged.
@@ -431,6 +477,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             Err(error) => tracing::warn!(%error, "the operator task failed"),
         }
     }
+    stop_router.cancel();
     sandbox.shutdown().await;
     if let Some(gateway) = gateway {
         gateway.shutdown().await;

@@ -7,6 +7,7 @@ pub mod instance;
 pub mod operator;
 pub mod restore;
 pub mod restore_test;
+pub mod router;
 pub mod sandbox;
 pub mod tunnel;
 pub mod wal;

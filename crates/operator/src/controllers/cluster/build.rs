@@ -724,6 +724,7 @@ pub(crate) mod tests {
                 parameters: BTreeMap::new(),
                 restore: None,
                 tls: None,
+                external_access: None,
             },
         );
         cluster.metadata.namespace = Some("project-a".into());

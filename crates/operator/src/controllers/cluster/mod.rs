@@ -704,12 +704,18 @@ async fn issue_server_certificate(
     };
     let external_host = (!tunnel.needs_service_ip() || service_ip.is_some())
         .then(|| tunnel.external_host(namespace, &name, service_ip.as_deref()));
-    let server_names = tls::server_names(
+    let mut server_names = tls::server_names(
         namespace,
         &name,
         &context.config.tls.cluster_domain,
         external_host.as_deref(),
     );
+    // The name the router routes by, when it is not the tunnel's (docs/external-access.md).
+    if let Some(router_host) = tunnel.router_host(namespace, &name)
+        && !server_names.contains(&router_host)
+    {
+        server_names.push(router_host);
+    }
     let secret = tls::server_secret(
         namespace,
         &name,

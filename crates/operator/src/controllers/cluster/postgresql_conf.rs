@@ -233,6 +233,7 @@ mod tests {
                     .collect(),
                 restore: None,
                 tls: None,
+                external_access: None,
             },
         )
     }

@@ -488,6 +488,7 @@ mod tests {
                 parameters: BTreeMap::new(),
                 restore: None,
                 tls: None,
+                external_access: None,
             },
         );
         cluster.metadata.namespace = Some("project-a".into());

@@ -99,6 +99,8 @@ pub fn throwaway_cluster(
                 latest: false,
             }),
             tls: None,
+            // A throwaway copy is never reachable from outside.
+            external_access: None,
         },
     );
     cluster.metadata.namespace = test.namespace();
