@@ -1,8 +1,11 @@
 //! The real kubectl (/usr/bin/kubectl, Debian package `kubectl`) against the sandbox.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::kubectl::{kubectl, kubectl_ok};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
 use kube::Resource;
@@ -10,31 +13,6 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tokio::process::Command;
 use tusk_sandbox::Sandbox;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-async fn kubectl(sandbox: &Sandbox, args: &[&str]) -> (bool, String, String) {
-    let output = Command::new("kubectl")
-        .args(args)
-        .env("KUBECONFIG", sandbox.kubeconfig_path())
-        .current_dir(repo())
-        .output()
-        .await
-        .expect("kubectl runs (install the Debian package `kubectl`)");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
-async fn kubectl_ok(sandbox: &Sandbox, args: &[&str]) -> String {
-    let (ok, stdout, stderr) = kubectl(sandbox, args).await;
-    assert!(ok, "kubectl {args:?} failed: {stderr}");
-    stdout
-}
 
 /// The CRDs as `tusk crds` prints them, written where kubectl can read them.
 fn crd_manifests(dir: &Path) -> PathBuf {

@@ -2,38 +2,16 @@
 //! `application/vnd.kubernetes.protobuf`, as client-go does for every built-in kind, and
 //! kube-apiserver stores what they say.
 
+mod common;
+
+use common::kubectl::kubectl_as;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Api;
-use tokio::process::Command;
 use tusk_sandbox::Sandbox;
-
-/// kubectl's exit status, stdout and stderr; `token` replaces the kubeconfig's credentials.
-async fn kubectl_as(
-    sandbox: &Sandbox,
-    token: Option<&str>,
-    args: &[&str],
-) -> (bool, String, String) {
-    let mut command = Command::new("kubectl");
-    command
-        .args(args)
-        .env("KUBECONFIG", sandbox.kubeconfig_path());
-    if let Some(token) = token {
-        command.arg(format!("--token={token}"));
-    }
-    let output = command
-        .output()
-        .await
-        .expect("kubectl runs (install the Debian package `kubectl`)");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
 
 async fn create(sandbox: &Sandbox, args: &[&str]) -> String {
     let args = [&["create"], args].concat();

@@ -4,19 +4,21 @@
 
 #![allow(dead_code)]
 
+#[path = "../common/kubectl.rs"]
+mod kubectl_runner;
+
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use rand::RngExt;
 use serde_json::{Value, json};
-use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 use tusk_sandbox::Sandbox;
 use tusk_sandbox::controllers::{self, ControllerOptions};
@@ -91,18 +93,7 @@ impl Cluster {
 
     /// Runs kubectl against the sandbox.
     pub async fn kubectl(&self, args: &[&str]) -> (bool, String, String) {
-        let output = Command::new("kubectl")
-            .args(args)
-            .env("KUBECONFIG", self.sandbox.kubeconfig_path())
-            .current_dir(repo())
-            .output()
-            .await
-            .expect("kubectl runs (install the Debian package `kubectl`)");
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
+        kubectl_runner::kubectl(&self.sandbox, args).await
     }
 
     /// Stops the controllers, the proxy and the sandbox.
@@ -113,10 +104,6 @@ impl Cluster {
         }
         self.sandbox.shutdown().await;
     }
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// A random pod address in 127.64.0.0/10, as the local runtime hands them out.
@@ -238,6 +225,22 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("timed out after {seconds}s waiting for: {what}");
+}
+
+/// A Deployment of `replicas` pods labelled `app: <name>`, each one container of `image`.
+pub fn deployment(name: &str, replicas: i32, image: &str) -> Deployment {
+    object(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "main", "image": image}]},
+            },
+        },
+    }))
 }
 
 /// An object from JSON, for brevity in tests.
