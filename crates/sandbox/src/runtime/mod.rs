@@ -27,10 +27,10 @@
 mod beneath;
 mod container;
 mod env;
-mod kubelet_events;
 mod leftovers;
 mod logs;
 mod network;
+mod node_object;
 mod placement;
 mod pod;
 mod probe;
@@ -160,7 +160,7 @@ pub(crate) struct Node {
     pub api: ApiEndpoint,
     pub logs: Arc<LogFiles>,
     pub addresses: network::Addresses,
-    pub events: kubelet_events::KubeletEvents,
+    pub events: crate::event_recorder::EventRecorder,
     pub sources: broadcast::Sender<SourceChange>,
     pub shutdown: CancellationToken,
     pub tusk_executable: PathBuf,
@@ -212,7 +212,11 @@ impl Runtime {
         let shutdown = CancellationToken::new();
         let pods_dir = options.pods_dir();
         let node = Arc::new(Node {
-            events: kubelet_events::KubeletEvents::new(client.clone()),
+            events: crate::event_recorder::EventRecorder::new(
+                client.clone(),
+                "kubelet",
+                Some(NODE_NAME),
+            ),
             options,
             client,
             api,
@@ -280,6 +284,7 @@ async fn run(node: Arc<Node>) {
         }
     }
     let mut background = JoinSet::new();
+    background.spawn(node_object::register(node.clone()));
     background.spawn(pvc::provision(node.clone()));
     background.spawn(watch_sources(node.clone()));
     let mut workers: HashMap<String, Worker> = HashMap::new();
