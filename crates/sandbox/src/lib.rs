@@ -7,6 +7,7 @@
 
 pub mod apiserver;
 pub mod controllers;
+mod event_recorder;
 mod gc;
 pub mod proxy;
 pub mod runtime;

@@ -1,8 +1,11 @@
 //! The real kubectl (/usr/bin/kubectl, Debian package `kubectl`) against the sandbox.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::kubectl::{kubectl, kubectl_ok};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
 use kube::Resource;
@@ -10,10 +13,6 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tokio::process::Command;
 use tusk_sandbox::Sandbox;
-
-mod common;
-
-use common::kubectl::{kubectl, kubectl_ok};
 
 /// The CRDs as `tusk crds` prints them, written where kubectl can read them.
 fn crd_manifests(dir: &Path) -> PathBuf {

@@ -2,6 +2,9 @@
 //! `application/vnd.kubernetes.protobuf`, as client-go does for every built-in kind, and
 //! kube-apiserver stores what they say.
 
+mod common;
+
+use common::kubectl::kubectl_as;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
@@ -9,10 +12,6 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Api;
 use tusk_sandbox::Sandbox;
-
-mod common;
-
-use common::kubectl::kubectl_as;
 
 async fn create(sandbox: &Sandbox, args: &[&str]) -> String {
     let args = [&["create"], args].concat();

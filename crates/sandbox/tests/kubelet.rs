@@ -796,7 +796,7 @@ async fn kubectl_logs_reads_tails_and_follows() {
             "terminationGracePeriodSeconds": 1,
             "restartPolicy": "Never",
             "containers": [
-                {"name": "count", "image": "busybox", "command": ["sh", "-c", "for i in 1 2 3 4 5; do echo line $i; done; sleep 1; echo late; echo oops >&2"]},
+                {"name": "count", "image": "busybox", "command": ["sh", "-c", "for i in 1 2 3 4 5; do echo line $i; done; sleep 3; echo late; echo oops >&2"]},
                 {"name": "idle", "image": "busybox", "command": ["sh", "-c", "echo idle; sleep 30"]},
             ],
         },
@@ -831,6 +831,52 @@ async fn kubectl_logs_reads_tails_and_follows() {
     assert_eq!(
         kubectl(&cluster, &["logs", "chatty", "-c", "count", "-f"]).await,
         "line 1\nline 2\nline 3\nline 4\nline 5\nlate\noops\n"
+    );
+    // As the kubelet: each line with the time the runtime read it (RFC 3339, nine digits of
+    // nanoseconds), and `--since-time` (whole seconds, as kubectl sends it) skips lines before.
+    let stamped = kubectl(&cluster, &["logs", "chatty", "-c", "count", "--timestamps"]).await;
+    let lines: Vec<(jiff::Timestamp, &str)> = stamped
+        .lines()
+        .map(|line| {
+            let (time, text) = line.split_once(' ').expect("a timestamp, then the line");
+            assert_eq!(time.len(), "2026-01-01T00:00:00.000000000Z".len(), "{line}");
+            (time.parse().expect("RFC 3339"), text)
+        })
+        .collect();
+    let texts: Vec<&str> = lines.iter().map(|(_, text)| *text).collect();
+    assert_eq!(
+        texts,
+        [
+            "line 1", "line 2", "line 3", "line 4", "line 5", "late", "oops"
+        ]
+    );
+    let late = lines[5].0;
+    assert!(
+        late.duration_since(lines[4].0).as_secs_f64() >= 1.0,
+        "{stamped}"
+    );
+    let since = jiff::Timestamp::from_second(late.as_second()).expect("a time");
+    assert_eq!(
+        kubectl(
+            &cluster,
+            &[
+                "logs",
+                "chatty",
+                "-c",
+                "count",
+                &format!("--since-time={since}")
+            ]
+        )
+        .await,
+        "late\noops\n"
+    );
+    assert_eq!(
+        kubectl(
+            &cluster,
+            &["logs", "chatty", "-c", "count", "--since=1h", "--tail=3"]
+        )
+        .await,
+        "line 5\nlate\noops\n"
     );
     assert_eq!(
         kubectl(&cluster, &["logs", "chatty", "-c", "idle"]).await,

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::api_error;
+use common::{api_error, client_with_token};
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
@@ -18,24 +18,6 @@ use tusk_sandbox::Sandbox;
 
 fn parse<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
     serde_json::from_value(value).expect("valid object")
-}
-
-/// A kube client for the sandbox that presents `token` instead of the admin's.
-async fn client_with_token(sandbox: &Sandbox, token: &str) -> Client {
-    let mut kubeconfig =
-        kube::config::Kubeconfig::read_from(sandbox.kubeconfig_path()).expect("kubeconfig");
-    for user in &mut kubeconfig.auth_infos {
-        if let Some(auth) = user.auth_info.as_mut() {
-            auth.token = Some(token.to_string().into());
-        }
-    }
-    let config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .expect("config");
-    Client::try_from(config).expect("client")
 }
 
 async fn create_namespace(admin: &Client, name: &str) {

@@ -5,7 +5,7 @@ mod cluster;
 
 use std::time::Duration;
 
-use cluster::{Cluster, Outcome, eventually, object, set_pod_status};
+use cluster::{Cluster, Outcome, deployment, eventually, object, set_pod_status};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
@@ -366,21 +366,6 @@ async fn deleting_a_statefulset_removes_its_pods_and_claims_under_the_delete_pol
         "retained claims outlive their set"
     );
     cluster.stop().await;
-}
-
-fn deployment(name: &str, replicas: i32, image: &str) -> Deployment {
-    object(json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "main", "image": image}]},
-            },
-        },
-    }))
 }
 
 async fn active_pods(pods: &Api<Pod>, selector: &str) -> Vec<Pod> {

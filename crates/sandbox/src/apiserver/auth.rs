@@ -14,6 +14,7 @@
 //! enough. The key is kept in the data directory so that tokens outlive a restart, as they
 //! outlive an API server restart on a real cluster.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -41,29 +42,34 @@ const MIN_EXPIRATION_SECONDS: i64 = 600;
 const MAX_EXPIRATION_SECONDS: i64 = 1 << 32;
 const KEY_FILE: &str = "service-account.key";
 
-/// Who a request comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who a request comes from: kube-apiserver's `user.Info`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct User {
     pub name: String,
+    /// Empty when the authenticator knows none (the admin token's user).
+    pub uid: String,
     pub groups: Vec<String>,
+    /// What else the authenticator says about the user, such as the pod a token is bound to.
+    pub extra: BTreeMap<String, Vec<String>>,
 }
 
 impl User {
     fn anonymous() -> Self {
         User {
-            name: "system:anonymous".to_string(),
-            groups: vec!["system:unauthenticated".to_string()],
+            name: ANONYMOUS.to_string(),
+            groups: vec![UNAUTHENTICATED.to_string()],
+            ..User::default()
         }
     }
 
-    fn service_account(namespace: &str, name: &str) -> Self {
+    /// A ServiceAccount's user, without the uid and extras a token adds.
+    pub fn service_account(namespace: &str, name: &str) -> Self {
+        let mut groups = service_account_groups(namespace);
+        groups.push(AUTHENTICATED.to_string());
         User {
-            name: format!("system:serviceaccount:{namespace}:{name}"),
-            groups: vec![
-                "system:serviceaccounts".to_string(),
-                format!("system:serviceaccounts:{namespace}"),
-                "system:authenticated".to_string(),
-            ],
+            name: format!("{SERVICE_ACCOUNT_PREFIX}{namespace}:{name}"),
+            groups,
+            ..User::default()
         }
     }
 
@@ -75,9 +81,26 @@ impl User {
     /// For a ServiceAccount user, its namespace and name.
     pub fn service_account_name(&self) -> Option<(&str, &str)> {
         self.name
-            .strip_prefix("system:serviceaccount:")?
+            .strip_prefix(SERVICE_ACCOUNT_PREFIX)?
             .split_once(':')
     }
+}
+
+/// The prefix of every ServiceAccount's user name.
+pub(crate) const SERVICE_ACCOUNT_PREFIX: &str = "system:serviceaccount:";
+/// The user of requests without credentials.
+pub(crate) const ANONYMOUS: &str = "system:anonymous";
+/// The group of every authenticated user.
+pub(crate) const AUTHENTICATED: &str = "system:authenticated";
+/// The group of the anonymous user.
+pub(crate) const UNAUTHENTICATED: &str = "system:unauthenticated";
+
+/// The groups of every ServiceAccount of `namespace` (`serviceaccount.MakeGroupNames`).
+pub(crate) fn service_account_groups(namespace: &str) -> Vec<String> {
+    vec![
+        "system:serviceaccounts".to_string(),
+        format!("system:serviceaccounts:{namespace}"),
+    ]
 }
 
 /// Reading or creating the token signing key failed.
@@ -122,13 +145,12 @@ impl Authenticator {
         match presented {
             Some(token) if same_secret(token.as_bytes(), self.admin_token.as_bytes()) => Ok(User {
                 name: ADMIN_USER.to_string(),
-                groups: vec![
-                    "system:masters".to_string(),
-                    "system:authenticated".to_string(),
-                ],
+                groups: vec!["system:masters".to_string(), AUTHENTICATED.to_string()],
+                ..User::default()
             }),
             Some(token) => self
-                .service_account_user(state, token)
+                .service_account_user(state, token, &[API_AUDIENCE])
+                .map(|(user, _)| user)
                 .ok_or_else(ApiError::unauthorized),
             // Like kube-apiserver's system:public-info-viewer: anonymous health and version.
             None if matches!(path, "/healthz" | "/readyz" | "/livez" | "/version") => {
@@ -138,9 +160,41 @@ impl Authenticator {
         }
     }
 
-    /// The ServiceAccount a token was issued to, if the token is genuine, current, meant for
-    /// this API server, and what it is bound to still exists.
-    fn service_account_user(&self, state: &State, token: &str) -> Option<User> {
+    /// Answers a TokenReview: the user `token` authenticates and the audiences of `audiences`
+    /// (this API server's when empty) it is meant for, or `None` when it authenticates nobody
+    /// for any of them.
+    pub fn review_token(
+        &self,
+        state: &State,
+        token: &str,
+        audiences: &[&str],
+    ) -> Option<(User, Vec<String>)> {
+        let audiences = if audiences.is_empty() {
+            &[API_AUDIENCE][..]
+        } else {
+            audiences
+        };
+        if same_secret(token.as_bytes(), self.admin_token.as_bytes()) {
+            // Like a static token, the admin's is meant for whoever asks.
+            let user = User {
+                name: ADMIN_USER.to_string(),
+                groups: vec!["system:masters".to_string(), AUTHENTICATED.to_string()],
+                ..User::default()
+            };
+            return Some((user, audiences.iter().map(|a| a.to_string()).collect()));
+        }
+        self.service_account_user(state, token, audiences)
+    }
+
+    /// The ServiceAccount a token was issued to and which of `audiences` it is meant for, if
+    /// the token is genuine, current, meant for one of them, and what it is bound to still
+    /// exists.
+    fn service_account_user(
+        &self,
+        state: &State,
+        token: &str,
+        audiences: &[&str],
+    ) -> Option<(User, Vec<String>)> {
         let claims = self.verify(token)?;
         let now = jiff::Timestamp::now().as_second();
         let expires = claims.get("exp")?.as_i64()?;
@@ -148,12 +202,15 @@ impl Authenticator {
         if now >= expires || now < not_before {
             return None;
         }
-        let for_us = claims
+        let meant_for: Vec<String> = claims
             .get("aud")?
             .as_array()?
             .iter()
-            .any(|a| a == API_AUDIENCE);
-        if !for_us {
+            .filter_map(Value::as_str)
+            .filter(|a| audiences.contains(a))
+            .map(str::to_string)
+            .collect();
+        if meant_for.is_empty() {
             return None;
         }
         let bound = claims.get("kubernetes.io")?;
@@ -174,7 +231,31 @@ impl Authenticator {
             still_exists("secrets", secret)?;
         }
         let name = account.get("name")?.as_str()?;
-        Some(User::service_account(namespace, name))
+        let mut user = User::service_account(namespace, name);
+        user.uid = account.get("uid")?.as_str()?.to_string();
+        // What kube-apiserver's ServiceAccount authenticator adds for a token, so that
+        // `kubectl auth whoami` shows the same.
+        let mut extra = |key: &str, value: Option<&str>| {
+            if let Some(value) = value {
+                user.extra.insert(
+                    format!("authentication.kubernetes.io/{key}"),
+                    vec![value.to_string()],
+                );
+            }
+        };
+        extra(
+            "credential-id",
+            claims
+                .get("jti")
+                .and_then(Value::as_str)
+                .map(|jti| format!("JTI={jti}"))
+                .as_deref(),
+        );
+        if let Some(pod) = bound.get("pod") {
+            extra("pod-name", pod.get("name").and_then(Value::as_str));
+            extra("pod-uid", pod.get("uid").and_then(Value::as_str));
+        }
+        Some((user, meant_for))
     }
 
     /// Answers `POST /api/v1/namespaces/<ns>/serviceaccounts/<name>/token`: a token for the

@@ -28,7 +28,8 @@ pub(crate) fn version() -> Value {
     })
 }
 
-fn go_arch() -> &'static str {
+/// The machine's architecture as Go (and so Kubernetes) names it.
+pub(crate) fn go_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -97,6 +98,17 @@ fn resource_json(rt: &ResourceType) -> Vec<Value> {
             "singularName": "",
             "namespaced": rt.namespaced,
             "kind": rt.kind,
+            "verbs": ["get", "patch", "update"],
+        }));
+    }
+    if rt.scale.is_some() {
+        out.push(json!({
+            "name": format!("{}/scale", rt.plural),
+            "singularName": "",
+            "namespaced": rt.namespaced,
+            "group": "autoscaling",
+            "version": "v1",
+            "kind": "Scale",
             "verbs": ["get", "patch", "update"],
         }));
     }

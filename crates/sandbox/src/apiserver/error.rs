@@ -102,7 +102,8 @@ impl ApiError {
         Self::invalid_kind("meta.k8s.io", options_kind, "", causes)
     }
 
-    fn invalid_kind(group: &str, kind: &str, name: &str, causes: Vec<Cause>) -> Self {
+    /// A 422 for an object of `kind` in `group` that is not one of a resource's own kinds.
+    pub fn invalid_kind(group: &str, kind: &str, name: &str, causes: Vec<Cause>) -> Self {
         let qualified_kind = if group.is_empty() {
             kind.to_string()
         } else {
@@ -142,6 +143,17 @@ impl ApiError {
             format!("{} \"{name}\" is forbidden: {why}", rt.qualified_plural()),
         )
         .with_details(details(rt, name))
+    }
+
+    /// kube-apiserver's `InternalError` Status.
+    pub fn internal(message: impl Into<String>) -> Self {
+        let message = message.into();
+        Self::new(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {message}"),
+        )
+        .with_details(json!({"causes": [{"message": message}]}))
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {

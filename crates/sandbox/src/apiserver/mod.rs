@@ -18,12 +18,15 @@ mod discovery;
 mod error;
 mod events;
 mod ext;
+mod impersonation;
 mod list_options;
 pub(crate) mod ops;
 mod persist;
 mod protobuf;
 mod rbac;
 pub(crate) mod resources;
+mod reviews;
+mod scale;
 mod server;
 mod serviceaccounts;
 mod services;
@@ -59,6 +62,8 @@ pub use tls::TlsError;
 use resources::NAMESPACE_STORAGE;
 use store::Store;
 
+pub(crate) use discovery::{MAJOR as KUBERNETES_MAJOR, MINOR as KUBERNETES_MINOR, go_arch};
+
 /// What `GET .../pods/<name>/log` asks for, once the server has resolved the container.
 #[derive(Clone, Debug)]
 pub struct LogRequest {
@@ -76,6 +81,10 @@ pub struct LogRequest {
     pub follow: bool,
     /// Only the last lines.
     pub tail_lines: Option<usize>,
+    /// Only the lines written at or after this time.
+    pub since: Option<jiff::Timestamp>,
+    /// Each line preceded by the time it was written (RFC 3339, nanoseconds).
+    pub timestamps: bool,
 }
 
 /// A log as it streams out: chunks of bytes.
@@ -238,6 +247,7 @@ impl SandboxBuilder {
             // Before anything reads a pod: none of the node's containers runs yet.
             mark_node_pods_restarting(&store);
         }
+        store.write(rbac::seed);
         let listener = TcpListener::bind(("127.0.0.1", self.port))
             .await
             .map_err(|source| StartError::Bind {
@@ -503,7 +513,7 @@ fn random_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The namespaces and the RBAC defaults every cluster starts with.
+/// The namespaces every cluster starts with.
 fn seed_namespaces(store: &Store) {
     let storage: Arc<str> = Arc::from(NAMESPACE_STORAGE);
     store.write(|txn| {
@@ -522,7 +532,6 @@ fn seed_namespaces(store: &Store) {
             });
             txn.put(&storage, namespace);
         }
-        rbac::seed(txn);
     });
 }
 

@@ -964,7 +964,7 @@ pub(crate) fn replace(
 }
 
 /// Parses a JSON body, or YAML for server-side apply.
-fn parse_patch_body(body: &[u8], yaml: bool) -> Result<Value, ApiError> {
+pub(crate) fn parse_patch_body(body: &[u8], yaml: bool) -> Result<Value, ApiError> {
     if yaml {
         serde_yaml_ng::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))

@@ -21,15 +21,15 @@ const GROUP: &str = "rbac.authorization.k8s.io";
 
 /// What a resource request wants to do, in the authorizer's terms.
 #[derive(Debug)]
-struct Attributes<'a> {
-    verb: &'a str,
-    group: &'a str,
-    resource: &'a str,
-    subresource: Option<&'a str>,
+pub(crate) struct Attributes<'a> {
+    pub verb: &'a str,
+    pub group: &'a str,
+    pub resource: &'a str,
+    pub subresource: Option<&'a str>,
     /// Empty for collection requests.
-    name: &'a str,
+    pub name: &'a str,
     /// Empty at the cluster scope.
-    namespace: &'a str,
+    pub namespace: &'a str,
 }
 
 /// A resource request as routed, before its body is read.
@@ -111,7 +111,11 @@ fn verb(method: &http::Method, named: bool, watch: bool) -> Option<&'static str>
 }
 
 /// Allows the attributes, or refuses them with kube-apiserver's 403 Status.
-fn authorize(state: &State, user: &User, attributes: &Attributes<'_>) -> Result<(), ApiError> {
+pub(crate) fn authorize(
+    state: &State,
+    user: &User,
+    attributes: &Attributes<'_>,
+) -> Result<(), ApiError> {
     if user.is_master()
         || rules_of(state, user, attributes.namespace).any(|r| covers(r, attributes))
     {
@@ -120,8 +124,20 @@ fn authorize(state: &State, user: &User, attributes: &Attributes<'_>) -> Result<
     Err(forbidden(user, attributes))
 }
 
+/// Whether `user` may use `verb` on the non-resource URL `path`: a ClusterRole's
+/// `nonResourceURLs` holds the path itself, `*`, or a prefix of it ending in `*`.
+pub(crate) fn allows_non_resource(state: &State, user: &User, verb: &str, path: &str) -> bool {
+    user.is_master()
+        || rules_of(state, user, "").any(|rule| {
+            strings(rule, "verbs").any(|v| v == "*" || v == verb)
+                && strings(rule, "nonResourceURLs").any(|url| {
+                    url == path || url.strip_suffix('*').is_some_and(|p| path.starts_with(p))
+                })
+        })
+}
+
 /// Every rule granted to `user` in `namespace` (or at the cluster scope when it is empty).
-fn rules_of<'a>(
+pub(crate) fn rules_of<'a>(
     state: &'a State,
     user: &'a User,
     namespace: &'a str,
@@ -253,9 +269,55 @@ fn forbidden(user: &User, attributes: &Attributes<'_>) -> ApiError {
     }
 }
 
-/// The `cluster-admin` ClusterRole and its binding to `system:masters`, which every cluster
-/// is bootstrapped with and which platform engineers bind to.
+/// The bootstrap ClusterRoles every cluster starts with, and their bindings: `cluster-admin` for
+/// `system:masters`, and what kube-apiserver grants every user (`system:basic-user` to ask who it
+/// is and what it may do, `system:discovery` and `system:public-info-viewer` to read discovery,
+/// version and health). As kube-apiserver reconciles them at each start, any that is missing is
+/// put back; one that exists is left as it is.
 pub(crate) fn seed(txn: &mut Txn<'_>) {
+    let authenticated = [super::auth::AUTHENTICATED];
+    let everyone = [super::auth::AUTHENTICATED, super::auth::UNAUTHENTICATED];
+    let get_urls = |urls: &[&str]| json!([{"nonResourceURLs": urls, "verbs": ["get"]}]);
+    let bootstrap: [(&str, Value, &[&str]); 4] = [
+        (
+            "cluster-admin",
+            json!([
+                {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+                {"nonResourceURLs": ["*"], "verbs": ["*"]},
+            ]),
+            &["system:masters"],
+        ),
+        (
+            "system:basic-user",
+            json!([
+                {"apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"], "verbs": ["create"]},
+                {"apiGroups": ["authentication.k8s.io"], "resources": ["selfsubjectreviews"], "verbs": ["create"]},
+            ]),
+            &authenticated,
+        ),
+        (
+            "system:discovery",
+            get_urls(&[
+                "/api",
+                "/api/*",
+                "/apis",
+                "/apis/*",
+                "/healthz",
+                "/livez",
+                "/openapi",
+                "/openapi/*",
+                "/readyz",
+                "/version",
+                "/version/",
+            ]),
+            &authenticated,
+        ),
+        (
+            "system:public-info-viewer",
+            get_urls(&["/healthz", "/livez", "/readyz", "/version", "/version/"]),
+            &everyone,
+        ),
+    ];
     let cluster_roles: Arc<str> = storage_key(GROUP, "clusterroles");
     let bindings: Arc<str> = storage_key(GROUP, "clusterrolebindings");
     let metadata = |name: &str| {
@@ -267,28 +329,36 @@ pub(crate) fn seed(txn: &mut Txn<'_>) {
             "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"},
         })
     };
-    txn.put(
-        &cluster_roles,
-        json!({
-            "kind": "ClusterRole",
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "metadata": metadata("cluster-admin"),
-            "rules": [
-                {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
-                {"nonResourceURLs": ["*"], "verbs": ["*"]},
-            ],
-        }),
-    );
-    txn.put(
-        &bindings,
-        json!({
-            "kind": "ClusterRoleBinding",
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "metadata": metadata("cluster-admin"),
-            "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": "cluster-admin"},
-            "subjects": [{"apiGroup": GROUP, "kind": "Group", "name": "system:masters"}],
-        }),
-    );
+    for (name, rules, groups) in bootstrap {
+        let key = (String::new(), name.to_string());
+        if txn.state.get(&cluster_roles, &key).is_none() {
+            txn.put(
+                &cluster_roles,
+                json!({
+                    "kind": "ClusterRole",
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "metadata": metadata(name),
+                    "rules": rules,
+                }),
+            );
+        }
+        if txn.state.get(&bindings, &key).is_none() {
+            let subjects: Vec<Value> = groups
+                .iter()
+                .map(|group| json!({"apiGroup": GROUP, "kind": "Group", "name": group}))
+                .collect();
+            txn.put(
+                &bindings,
+                json!({
+                    "kind": "ClusterRoleBinding",
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "metadata": metadata(name),
+                    "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": name},
+                    "subjects": subjects,
+                }),
+            );
+        }
+    }
 }
 
 /// Whether the request writes a role or a binding whose content must be checked by

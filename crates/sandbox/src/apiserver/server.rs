@@ -16,6 +16,7 @@ use super::auth::Authenticator;
 use super::discovery;
 use super::error::ApiError;
 use super::ext::{self, FieldSelector, LabelSelector};
+use super::impersonation;
 use super::list_options::{
     ContinueToken, FRESHNESS_WAIT, ListOptions, ListRead, TOO_LARGE_RETRY_SECONDS,
     parse_resource_version,
@@ -26,6 +27,8 @@ use super::ops::{
 use super::protobuf;
 use super::rbac;
 use super::resources::{CRD_STORAGE, ResourceType};
+use super::reviews;
+use super::scale;
 use super::store::{Key, Store};
 use super::streams;
 use super::typed;
@@ -132,7 +135,8 @@ impl Server {
         };
         let user = {
             let state = self.store.read();
-            self.auth.authenticate(&state, request.headers(), &path)?
+            let requester = self.auth.authenticate(&state, request.headers(), &path)?;
+            impersonation::effective_user(&state, requester, request.headers())?
         };
         let query = parse_query(request.uri().query());
         let method = request.method().clone();
@@ -284,6 +288,48 @@ impl Server {
             {
                 return Err(ApiError::method_not_allowed(method.as_str()));
             }
+            (Method::POST, Target::Collection { rt, namespace })
+                if rt.create_only && (namespace.is_some() || !rt.namespaced) =>
+            {
+                let request = decode(&body, &content_type, &rt, &rt.kind)?;
+                let state = self.store.read();
+                let answer = reviews::answer(
+                    &state,
+                    &self.auth,
+                    &user,
+                    &rt,
+                    namespace.as_deref(),
+                    request,
+                )?;
+                return Ok(json_response(201, &answer));
+            }
+            (method, Target::Collection { rt, .. } | Target::Object { rt, .. })
+                if rt.create_only =>
+            {
+                return Err(ApiError::method_not_allowed(method.as_str()));
+            }
+            (
+                method,
+                Target::Object {
+                    rt,
+                    key,
+                    subresource: Some(subresource),
+                },
+            ) if subresource == "scale" => {
+                let scale = match method {
+                    Method::GET => scale::get(&self.store, &rt, &key)?,
+                    Method::PUT => {
+                        let body = decode(&body, &content_type, &rt, "Scale")?;
+                        scale::update(&self.store, &rt, &key, body, &mut opts)?
+                    }
+                    Method::PATCH => {
+                        let patch_type = patch_type(&content_type, &query)?;
+                        scale::patch(&self.store, &rt, &key, patch_type, &body, &mut opts)?
+                    }
+                    other => return Err(ApiError::method_not_allowed(other.as_str())),
+                };
+                Ok((200, scale, rt))
+            }
             (Method::GET, Target::Collection { rt, namespace }) => {
                 if flag(&query, "watch") {
                     return self.watch(rt, namespace, &query, wants_table);
@@ -364,25 +410,7 @@ impl Server {
                     subresource,
                 },
             ) => {
-                let media = content_type.split(';').next().unwrap_or("").trim();
-                let patch_type = match media {
-                    "application/merge-patch+json" => PatchType::Merge,
-                    "application/json-patch+json" => PatchType::Json,
-                    "application/strategic-merge-patch+json" => PatchType::Strategic,
-                    "application/apply-patch+yaml" | "application/apply-patch+cbor"
-                        if media.ends_with("yaml") =>
-                    {
-                        if !query.contains_key("fieldManager") {
-                            return Err(ApiError::bad_request(
-                                "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
-                            ));
-                        }
-                        PatchType::Apply {
-                            force: flag(&query, "force"),
-                        }
-                    }
-                    other => return Err(ApiError::unsupported_media_type(other, false)),
-                };
+                let patch_type = patch_type(&content_type, &query)?;
                 let (stored, created) = ops::patch(
                     &self.store,
                     &rt,
@@ -519,6 +547,7 @@ impl Server {
         let subresource = rest.get(2).map(|s| s.to_string());
         if let Some(sub) = &subresource {
             let served = (sub == "status" && rt.status_subresource)
+                || (sub == "scale" && rt.scale.is_some())
                 || rt.extra_subresources.contains(&sub.as_str());
             if !served {
                 return Err(ApiError::no_route());
@@ -810,7 +839,10 @@ impl Server {
             ),
             None => None,
         };
+        let since = log_since(query, &key.1)?;
         let request = LogRequest {
+            since,
+            timestamps: flag(query, "timestamps"),
             namespace: key.0.clone(),
             pod: key.1.clone(),
             uid: ops::meta_str(&pod, "uid").unwrap_or_default().to_string(),
@@ -952,6 +984,81 @@ fn openapi_v2_protobuf() -> Response<Body> {
         header::HeaderValue::from_static("application/octet-stream"),
     );
     response
+}
+
+/// Where a log starts, from `sinceSeconds` (counted back from now) or `sinceTime`, validated
+/// as kube-apiserver validates PodLogOptions.
+fn log_since(query: &Query, pod: &str) -> Result<Option<jiff::Timestamp>, ApiError> {
+    let invalid = |field: &str, reason: &'static str, message: String| {
+        ApiError::invalid_kind(
+            "",
+            "PodLogOptions",
+            pod,
+            vec![ext::Cause {
+                field: field.to_string(),
+                reason,
+                message,
+            }],
+        )
+    };
+    let seconds = match query.get("sinceSeconds") {
+        Some(text) => {
+            let seconds = text.parse::<i64>().map_err(|_| {
+                ApiError::bad_request(format!("sinceSeconds: invalid value \"{text}\""))
+            })?;
+            if seconds < 1 {
+                return Err(invalid(
+                    "sinceSeconds",
+                    "FieldValueInvalid",
+                    format!("Invalid value: {seconds}: must be greater than 0"),
+                ));
+            }
+            Some(seconds)
+        }
+        None => None,
+    };
+    let time = match query.get("sinceTime") {
+        Some(text) => Some(text.parse::<jiff::Timestamp>().map_err(|e| {
+            ApiError::bad_request(format!("sinceTime: invalid value \"{text}\": {e}"))
+        })?),
+        None => None,
+    };
+    match (seconds, time) {
+        (Some(_), Some(_)) => Err(invalid(
+            "",
+            "FieldValueForbidden",
+            "Forbidden: at most one of `sinceTime` or `sinceSeconds` may be specified".to_string(),
+        )),
+        (Some(seconds), None) => Ok(Some(
+            jiff::Timestamp::now()
+                .checked_sub(jiff::SignedDuration::from_secs(seconds))
+                .unwrap_or(jiff::Timestamp::MIN),
+        )),
+        (None, time) => Ok(time),
+    }
+}
+
+/// The kind of patch a PATCH request's content type names.
+fn patch_type(content_type: &str, query: &Query) -> Result<PatchType, ApiError> {
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    Ok(match media {
+        "application/merge-patch+json" => PatchType::Merge,
+        "application/json-patch+json" => PatchType::Json,
+        "application/strategic-merge-patch+json" => PatchType::Strategic,
+        "application/apply-patch+yaml" | "application/apply-patch+cbor"
+            if media.ends_with("yaml") =>
+        {
+            if !query.contains_key("fieldManager") {
+                return Err(ApiError::bad_request(
+                    "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+                ));
+            }
+            PatchType::Apply {
+                force: flag(query, "force"),
+            }
+        }
+        other => return Err(ApiError::unsupported_media_type(other, false)),
+    })
 }
 
 /// The request as RBAC sees it.

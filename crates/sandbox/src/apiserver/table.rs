@@ -189,6 +189,128 @@ pub fn builtin_columns(api_version: &str, kind: &str) -> Option<Vec<PrinterColum
             column("Object", "string", 0, "#event-object"),
             column("Message", "string", 0, ".message"),
         ],
+        ("v1", "Node") => vec![
+            column("Status", "string", 0, "#node-status"),
+            column("Roles", "string", 0, "#node-roles"),
+            age_column(),
+            column("Version", "string", 0, ".status.nodeInfo.kubeletVersion"),
+            column("Internal-IP", "string", 1, "#node-internal-ip"),
+            column("External-IP", "string", 1, "#node-external-ip"),
+            column("OS-Image", "string", 1, ".status.nodeInfo.osImage"),
+            column(
+                "Kernel-Version",
+                "string",
+                1,
+                ".status.nodeInfo.kernelVersion",
+            ),
+            column(
+                "Container-Runtime",
+                "string",
+                1,
+                ".status.nodeInfo.containerRuntimeVersion",
+            ),
+        ],
+        ("v1", "ReplicationController") => vec![
+            column("Desired", "integer", 0, ".spec.replicas"),
+            column("Current", "integer", 0, "#status-replicas"),
+            column("Ready", "integer", 0, "#status-ready-replicas"),
+            age_column(),
+            column("Containers", "string", 1, "#containers"),
+            column("Images", "string", 1, "#images"),
+            column("Selector", "string", 1, "#service-selector"),
+        ],
+        ("apps/v1", "DaemonSet") => vec![
+            column("Desired", "integer", 0, ".status.desiredNumberScheduled"),
+            column("Current", "integer", 0, ".status.currentNumberScheduled"),
+            column("Ready", "integer", 0, ".status.numberReady"),
+            column("Up-to-date", "integer", 0, "#daemonset-updated"),
+            column("Available", "integer", 0, "#daemonset-available"),
+            column("Node Selector", "string", 0, "#node-selector"),
+            age_column(),
+            column("Containers", "string", 1, "#containers"),
+            column("Images", "string", 1, "#images"),
+            column("Selector", "string", 1, "#selector"),
+        ],
+        ("batch/v1", "CronJob") => vec![
+            column("Schedule", "string", 0, ".spec.schedule"),
+            column("Timezone", "string", 0, "#cronjob-timezone"),
+            column("Suspend", "string", 0, "#cronjob-suspend"),
+            column("Active", "integer", 0, "#cronjob-active"),
+            column("Last Schedule", "string", 0, "#cronjob-last-schedule"),
+            age_column(),
+        ],
+        ("networking.k8s.io/v1", "Ingress") => vec![
+            column("Class", "string", 0, "#ingress-class"),
+            column("Hosts", "string", 0, "#ingress-hosts"),
+            column("Address", "string", 0, "#ingress-address"),
+            column("Ports", "string", 0, "#ingress-ports"),
+            age_column(),
+        ],
+        ("v1", "PersistentVolume") => vec![
+            column("Capacity", "string", 0, ".spec.capacity.storage"),
+            column("Access Modes", "string", 0, "#pvc-access-modes"),
+            column(
+                "Reclaim Policy",
+                "string",
+                0,
+                ".spec.persistentVolumeReclaimPolicy",
+            ),
+            column("Status", "string", 0, ".status.phase"),
+            column("Claim", "string", 0, "#pv-claim"),
+            column("StorageClass", "string", 0, ".spec.storageClassName"),
+            column("Reason", "string", 0, ".status.reason"),
+            age_column(),
+            column("VolumeMode", "string", 1, ".spec.volumeMode"),
+        ],
+        ("storage.k8s.io/v1", "StorageClass") => vec![
+            column("Provisioner", "string", 0, ".provisioner"),
+            column("ReclaimPolicy", "string", 0, ".reclaimPolicy"),
+            column("VolumeBindingMode", "string", 0, ".volumeBindingMode"),
+            column(
+                "AllowVolumeExpansion",
+                "boolean",
+                0,
+                "#allow-volume-expansion",
+            ),
+            age_column(),
+        ],
+        ("scheduling.k8s.io/v1", "PriorityClass") => vec![
+            column("Value", "integer", 0, ".value"),
+            column("Global-Default", "boolean", 0, "#global-default"),
+            age_column(),
+            column("Preemption Policy", "string", 0, ".preemptionPolicy"),
+        ],
+        ("autoscaling/v2", "HorizontalPodAutoscaler") => vec![
+            column("Reference", "string", 0, "#hpa-reference"),
+            column("Targets", "string", 0, "#hpa-targets"),
+            column("MinPods", "string", 0, "#hpa-min-pods"),
+            column("MaxPods", "integer", 0, ".spec.maxReplicas"),
+            column("Replicas", "integer", 0, "#status-current-replicas"),
+            age_column(),
+        ],
+        ("certificates.k8s.io/v1", "CertificateSigningRequest") => vec![
+            age_column(),
+            column("SignerName", "string", 0, ".spec.signerName"),
+            column("Requestor", "string", 0, ".spec.username"),
+            column("RequestedDuration", "string", 0, "#csr-duration"),
+            column("Condition", "string", 0, "#csr-condition"),
+        ],
+        (
+            "admissionregistration.k8s.io/v1",
+            "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration",
+        ) => vec![column("Webhooks", "integer", 0, "#webhooks"), age_column()],
+        ("apiregistration.k8s.io/v1", "APIService") => vec![
+            column("Service", "string", 0, "#apiservice-service"),
+            column("Available", "string", 0, "#apiservice-available"),
+            age_column(),
+        ],
+        ("v1", "ResourceQuota") => vec![age_column()],
+        ("v1", "LimitRange") => vec![column(
+            "Created At",
+            "string",
+            0,
+            ".metadata.creationTimestamp",
+        )],
         _ => return None,
     };
     columns.extend(rest);
@@ -591,6 +713,231 @@ fn computed_cell(name: &str, obj: &Value, now: jiff::Timestamp) -> Value {
                 Some(t) => Value::String(human_duration(now.duration_since(t).as_secs())),
                 None => Value::String("<unknown>".into()),
             }
+        }
+        "node-status" => {
+            let ready = obj
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|c| c.iter().find(|c| str_at(c, "/type") == Some("Ready")))
+                .map(|c| match str_at(c, "/status") {
+                    Some("True") => "Ready",
+                    _ => "NotReady",
+                })
+                .unwrap_or("Unknown");
+            let unschedulable = obj.pointer("/spec/unschedulable") == Some(&Value::Bool(true));
+            Value::String(if unschedulable {
+                format!("{ready},SchedulingDisabled")
+            } else {
+                ready.to_string()
+            })
+        }
+        "node-roles" => {
+            let mut roles: Vec<String> = obj
+                .pointer("/metadata/labels")
+                .and_then(Value::as_object)
+                .map(|labels| {
+                    labels
+                        .keys()
+                        .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/"))
+                        .filter(|role| !role.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default();
+            roles.sort();
+            joined_or_none(roles)
+        }
+        "node-internal-ip" | "node-external-ip" => {
+            let wanted = if name == "node-internal-ip" {
+                "InternalIP"
+            } else {
+                "ExternalIP"
+            };
+            let address = obj
+                .pointer("/status/addresses")
+                .and_then(Value::as_array)
+                .and_then(|a| a.iter().find(|a| str_at(a, "/type") == Some(wanted)))
+                .and_then(|a| str_at(a, "/address"));
+            Value::String(address.unwrap_or("<none>").to_string())
+        }
+        "status-replicas" => json!(i64_at(obj, "/status/replicas")),
+        "status-ready-replicas" => json!(i64_at(obj, "/status/readyReplicas")),
+        "status-current-replicas" => json!(i64_at(obj, "/status/currentReplicas")),
+        "daemonset-updated" => json!(i64_at(obj, "/status/updatedNumberScheduled")),
+        "daemonset-available" => json!(i64_at(obj, "/status/numberAvailable")),
+        "node-selector" => joined_or_none(
+            obj.pointer("/spec/template/spec/nodeSelector")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        ),
+        "cronjob-timezone" => Value::String(
+            str_at(obj, "/spec/timeZone")
+                .unwrap_or("<none>")
+                .to_string(),
+        ),
+        "cronjob-suspend" => Value::String(
+            if obj.pointer("/spec/suspend") == Some(&Value::Bool(true)) {
+                "True"
+            } else {
+                "False"
+            }
+            .to_string(),
+        ),
+        "hpa-targets" => {
+            let metrics = obj
+                .pointer("/spec/metrics")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            if metrics.is_empty() {
+                return Value::String("<none>".into());
+            }
+            let targets: Vec<String> = metrics
+                .iter()
+                .map(|metric| {
+                    let target = [
+                        "resource",
+                        "containerResource",
+                        "pods",
+                        "object",
+                        "external",
+                    ]
+                    .iter()
+                    .find_map(|source| metric.get(*source))
+                    .and_then(|source| source.get("target"));
+                    let wanted = match target {
+                        Some(t) if t.get("averageUtilization").is_some() => {
+                            format!("{}%", i64_at(t, "/averageUtilization"))
+                        }
+                        Some(t) => t
+                            .get("averageValue")
+                            .or_else(|| t.get("value"))
+                            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+                            .unwrap_or_default(),
+                        None => String::new(),
+                    };
+                    format!("<unknown>/{wanted}")
+                })
+                .collect();
+            Value::String(targets.join(", "))
+        }
+        "cronjob-active" => json!(
+            obj.pointer("/status/active")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len)
+        ),
+        "cronjob-last-schedule" => match str_at(obj, "/status/lastScheduleTime")
+            .and_then(|s| s.parse::<jiff::Timestamp>().ok())
+        {
+            Some(t) => Value::String(human_duration(now.duration_since(t).as_secs())),
+            None => Value::String("<none>".into()),
+        },
+        "ingress-class" => Value::String(
+            str_at(obj, "/spec/ingressClassName")
+                .unwrap_or("<none>")
+                .to_string(),
+        ),
+        "ingress-hosts" => {
+            let hosts: Vec<String> = obj
+                .pointer("/spec/rules")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|r| str_at(r, "/host").map(str::to_string))
+                .collect();
+            Value::String(if hosts.is_empty() {
+                "*".to_string()
+            } else {
+                hosts.join(",")
+            })
+        }
+        "ingress-address" => Value::String(
+            obj.pointer("/status/loadBalancer/ingress")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|i| str_at(i, "/ip").or_else(|| str_at(i, "/hostname")))
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        "ingress-ports" => {
+            let tls = obj
+                .pointer("/spec/tls")
+                .and_then(Value::as_array)
+                .is_some_and(|t| !t.is_empty());
+            Value::String(if tls { "80, 443" } else { "80" }.to_string())
+        }
+        "pv-claim" => match (
+            str_at(obj, "/spec/claimRef/namespace"),
+            str_at(obj, "/spec/claimRef/name"),
+        ) {
+            (Some(namespace), Some(claim)) => Value::String(format!("{namespace}/{claim}")),
+            _ => Value::String(String::new()),
+        },
+        "allow-volume-expansion" => {
+            Value::Bool(obj.pointer("/allowVolumeExpansion") == Some(&Value::Bool(true)))
+        }
+        "global-default" => Value::Bool(obj.pointer("/globalDefault") == Some(&Value::Bool(true))),
+        "hpa-reference" => Value::String(format!(
+            "{}/{}",
+            str_at(obj, "/spec/scaleTargetRef/kind").unwrap_or_default(),
+            str_at(obj, "/spec/scaleTargetRef/name").unwrap_or_default()
+        )),
+        "hpa-min-pods" => Value::String(
+            obj.pointer("/spec/minReplicas")
+                .and_then(Value::as_i64)
+                .map_or("<unset>".to_string(), |n| n.to_string()),
+        ),
+        "csr-duration" => Value::String(
+            obj.pointer("/spec/expirationSeconds")
+                .and_then(Value::as_i64)
+                .map_or("<none>".to_string(), human_duration),
+        ),
+        "csr-condition" => {
+            let conditions: Vec<String> = obj
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|c| str_at(c, "/type").map(str::to_string))
+                .collect();
+            Value::String(if conditions.is_empty() {
+                "Pending".to_string()
+            } else {
+                conditions.join(",")
+            })
+        }
+        "webhooks" => json!(
+            obj.pointer("/webhooks")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len)
+        ),
+        "apiservice-service" => match (
+            str_at(obj, "/spec/service/namespace"),
+            str_at(obj, "/spec/service/name"),
+        ) {
+            (Some(namespace), Some(name)) => Value::String(format!("{namespace}/{name}")),
+            _ => Value::String("Local".into()),
+        },
+        "apiservice-available" => {
+            let available = obj
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|c| c.iter().find(|c| str_at(c, "/type") == Some("Available")));
+            Value::String(match available {
+                Some(c) if str_at(c, "/status") == Some("True") => "True".to_string(),
+                Some(c) => format!(
+                    "{} ({})",
+                    str_at(c, "/status").unwrap_or("Unknown"),
+                    str_at(c, "/reason").unwrap_or_default()
+                ),
+                None => "Unknown".to_string(),
+            })
         }
         "event-object" => Value::String(format!(
             "{}/{}",

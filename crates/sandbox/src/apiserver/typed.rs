@@ -17,11 +17,14 @@ use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use k8s_openapi::api::{
-    admissionregistration::v1 as admissionregistration, apps::v1 as apps, batch::v1 as batch,
+    admissionregistration::v1 as admissionregistration, apps::v1 as apps,
+    autoscaling::v2 as autoscaling, batch::v1 as batch, certificates::v1 as certificates,
     coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
     networking::v1 as networking, policy::v1 as policy, rbac::v1 as rbac,
+    scheduling::v1 as scheduling, storage::v1 as storage,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
+use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1 as apiregistration;
 
 /// One kind's schema: the root object's and the definitions its `$ref`s name.
 struct KindSchema {
@@ -115,6 +118,61 @@ static KIND_SCHEMAS: LazyLock<HashMap<(&'static str, &'static str), KindSchema>>
             (
                 ("apiextensions.k8s.io", "CustomResourceDefinition"),
                 kind_schema::<apiextensions::CustomResourceDefinition>(),
+            ),
+            (("", "Node"), kind_schema::<core::Node>()),
+            (
+                ("", "ReplicationController"),
+                kind_schema::<core::ReplicationController>(),
+            ),
+            (("", "ResourceQuota"), kind_schema::<core::ResourceQuota>()),
+            (("", "LimitRange"), kind_schema::<core::LimitRange>()),
+            (
+                ("", "PersistentVolume"),
+                kind_schema::<core::PersistentVolume>(),
+            ),
+            (("apps", "DaemonSet"), kind_schema::<apps::DaemonSet>()),
+            (("batch", "CronJob"), kind_schema::<batch::CronJob>()),
+            (
+                ("networking.k8s.io", "Ingress"),
+                kind_schema::<networking::Ingress>(),
+            ),
+            (
+                ("networking.k8s.io", "IngressClass"),
+                kind_schema::<networking::IngressClass>(),
+            ),
+            (
+                ("storage.k8s.io", "StorageClass"),
+                kind_schema::<storage::StorageClass>(),
+            ),
+            (
+                ("scheduling.k8s.io", "PriorityClass"),
+                kind_schema::<scheduling::PriorityClass>(),
+            ),
+            (
+                ("autoscaling", "HorizontalPodAutoscaler"),
+                kind_schema::<autoscaling::HorizontalPodAutoscaler>(),
+            ),
+            (
+                ("certificates.k8s.io", "CertificateSigningRequest"),
+                kind_schema::<certificates::CertificateSigningRequest>(),
+            ),
+            (
+                (
+                    "admissionregistration.k8s.io",
+                    "MutatingWebhookConfiguration",
+                ),
+                kind_schema::<admissionregistration::MutatingWebhookConfiguration>(),
+            ),
+            (
+                (
+                    "admissionregistration.k8s.io",
+                    "ValidatingWebhookConfiguration",
+                ),
+                kind_schema::<admissionregistration::ValidatingWebhookConfiguration>(),
+            ),
+            (
+                ("apiregistration.k8s.io", "APIService"),
+                kind_schema::<apiregistration::APIService>(),
             ),
         ])
     });

@@ -8,12 +8,15 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
 };
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
+
+use crate::event_recorder::EventRecorder;
 
 use super::{
     Context, ReconcileError, controller_uid, patch_params, scaled_value, selector_query,
@@ -48,13 +51,37 @@ fn revision_number(set: &ReplicaSet) -> i64 {
         .unwrap_or(0)
 }
 
-async fn scale(api: &Api<ReplicaSet>, set: &ReplicaSet, replicas: i32) -> Result<(), kube::Error> {
-    if spec_replicas(set) == replicas {
+/// Where the Deployment controller reports what it does: kube-controller-manager's
+/// `ScalingReplicaSet` Events on the Deployment.
+struct Report<'a> {
+    events: &'a EventRecorder,
+    deployment: ObjectReference,
+}
+
+impl Report<'_> {
+    async fn scaled(&self, set: &str, from: i32, to: i32) {
+        let direction = if to > from { "up" } else { "down" };
+        let message = format!("Scaled {direction} replica set {set} from {from} to {to}");
+        self.events
+            .record(&self.deployment, false, "ScalingReplicaSet", &message)
+            .await;
+    }
+}
+
+async fn scale(
+    api: &Api<ReplicaSet>,
+    report: &Report<'_>,
+    set: &ReplicaSet,
+    replicas: i32,
+) -> Result<(), kube::Error> {
+    let current = spec_replicas(set);
+    if current == replicas {
         return Ok(());
     }
     let patch = json!({"spec": {"replicas": replicas}});
     api.patch(&set.name_any(), &patch_params(), &Patch::Merge(&patch))
         .await?;
+    report.scaled(&set.name_any(), current, replicas).await;
     Ok(())
 }
 
@@ -73,6 +100,10 @@ pub(super) async fn reconcile(
         .controller_owner_ref(&())
         .ok_or_else(|| ReconcileError::Invalid("the Deployment has no uid".into()))?;
     let desired = spec.replicas.unwrap_or(1).max(0);
+    let report = Report {
+        events: &context.deployment_events,
+        deployment: deployment.object_ref(&()),
+    };
     let sets_api: Api<ReplicaSet> = Api::namespaced(client.clone(), &namespace);
     let mut sets: Vec<ReplicaSet> = sets_api
         .list(&ListParams::default().labels(&selector_query(&spec.selector)))
@@ -131,7 +162,7 @@ pub(super) async fn reconcile(
         let initial = if recreate {
             if old_total > 0 || old_sets.iter().any(|s| status_of(s, |st| st.replicas) > 0) {
                 for set in &old_sets {
-                    scale(&sets_api, set, 0).await?;
+                    scale(&sets_api, &report, set, 0).await?;
                 }
                 return Ok(next);
             }
@@ -140,7 +171,9 @@ pub(super) async fn reconcile(
             desired.min((desired + max_surge - old_total).max(0))
         };
         let revision = old_sets.iter().map(revision_number).max().unwrap_or(0) + 1;
-        create_set(&deployment, &sets_api, &new_name, &hash, initial, revision).await?;
+        if create_set(&deployment, &sets_api, &new_name, &hash, initial, revision).await? {
+            report.scaled(&new_name, 0, initial).await;
+        }
         let patch =
             json!({"metadata": {"annotations": {REVISION_ANNOTATION: revision.to_string()}}});
         Api::<Deployment>::namespaced(client.clone(), &namespace)
@@ -152,7 +185,7 @@ pub(super) async fn reconcile(
     if recreate {
         if old_total > 0 {
             for set in &old_sets {
-                scale(&sets_api, set, 0).await?;
+                scale(&sets_api, &report, set, 0).await?;
             }
             return Ok(next);
         }
@@ -160,12 +193,12 @@ pub(super) async fn reconcile(
             // Recreate starts the new pods only once every old one is gone.
             return Ok(next);
         }
-        scale(&sets_api, &new_set, desired).await?;
+        scale(&sets_api, &report, &new_set, desired).await?;
         return Ok(next);
     }
 
     if old_total == 0 {
-        scale(&sets_api, &new_set, desired).await?;
+        scale(&sets_api, &report, &new_set, desired).await?;
         return Ok(next);
     }
     // Surge first: grow the new set within desired + maxSurge pods in all.
@@ -174,7 +207,7 @@ pub(super) async fn reconcile(
     let max_total = desired + max_surge;
     if new_replicas < desired && all_total < max_total {
         let grown = desired.min(new_replicas + (max_total - all_total));
-        scale(&sets_api, &new_set, grown).await?;
+        scale(&sets_api, &report, &new_set, grown).await?;
         return Ok(next);
     }
     // Then shrink the old sets while at least desired - maxUnavailable pods stay available,
@@ -211,7 +244,7 @@ pub(super) async fn reconcile(
         scale_down -= removed;
     }
     for (set, replicas) in &remaining {
-        scale(&sets_api, set, *replicas).await?;
+        scale(&sets_api, &report, set, *replicas).await?;
     }
     Ok(next)
 }
@@ -251,7 +284,7 @@ async fn create_set(
     hash: &str,
     replicas: i32,
     revision: i64,
-) -> Result<(), ReconcileError> {
+) -> Result<bool, ReconcileError> {
     let spec = &deployment.spec;
     let mut template = spec.template.clone();
     let template_meta = template.metadata.get_or_insert_with(Default::default);
@@ -293,9 +326,9 @@ async fn create_set(
         status: None,
     };
     match api.create(&PostParams::default(), &set).await {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(true),
         // Made by an earlier pass that this one's list already missed; the next pass sees it.
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
         Err(error) => Err(error.into()),
     }
 }

@@ -81,6 +81,10 @@ pub(crate) struct Context {
     pub options: ControllerOptions,
     /// When each Job (by uid) last saw a pod fail, for the pod failure backoff.
     pub job_failures: std::sync::Mutex<std::collections::HashMap<String, tokio::time::Instant>>,
+    /// The Deployment controller's Events (`ScalingReplicaSet`).
+    pub deployment_events: crate::event_recorder::EventRecorder,
+    /// The ReplicaSet controller's Events (`SuccessfulCreate`, `SuccessfulDelete`).
+    pub replicaset_events: crate::event_recorder::EventRecorder,
 }
 
 /// Runs the StatefulSet, Deployment, ReplicaSet, Job, TTL-after-finished and Endpoints
@@ -90,6 +94,16 @@ pub async fn run(client: kube::Client, options: ControllerOptions, shutdown: Can
         client: client.clone(),
         options,
         job_failures: Default::default(),
+        deployment_events: crate::event_recorder::EventRecorder::new(
+            client.clone(),
+            "deployment-controller",
+            None,
+        ),
+        replicaset_events: crate::event_recorder::EventRecorder::new(
+            client.clone(),
+            "replicaset-controller",
+            None,
+        ),
     });
     tokio::join!(
         drive(

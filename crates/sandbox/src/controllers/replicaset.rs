@@ -90,12 +90,22 @@ pub(super) async fn reconcile(
         for _ in active.len()..wanted {
             let mut pod = pod_from_template(&template, owner.clone(), &namespace);
             pod.metadata.generate_name = Some(format!("{name}-"));
-            pods_api.create(&PostParams::default(), &pod).await?;
+            let created = pods_api.create(&PostParams::default(), &pod).await?;
+            let message = format!("Created pod: {}", created.name_any());
+            context
+                .replicaset_events
+                .record(&set.object_ref(&()), false, "SuccessfulCreate", &message)
+                .await;
         }
     } else if active.len() > wanted {
         active.sort_by_key(|pod| deletion_rank(pod));
         for pod in &active[..active.len() - wanted] {
             delete_pod(client, pod).await?;
+            let message = format!("Deleted pod: {}", pod.name_any());
+            context
+                .replicaset_events
+                .record(&set.object_ref(&()), false, "SuccessfulDelete", &message)
+                .await;
         }
     }
     Ok(settle(

@@ -1,5 +1,8 @@
 //! Container logs: one file per container instance, `<pod dir>/logs/<container>/<n>.log` with
-//! `n` the restart count, as the kubelet keeps them under /var/log/pods.
+//! `n` the restart count, as the kubelet keeps them under /var/log/pods, in the CRI logging
+//! format: each line the container writes becomes `<RFC 3339 time> <stream> <F|P> <line>`, `P`
+//! marking a part of a line longer than [`MAX_LINE`] (or one the container never ended). The
+//! time is what `kubectl logs --timestamps` prints and `--since` filters on.
 
 use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom};
@@ -14,6 +17,143 @@ use crate::apiserver::{LogRequest, LogStream, PodLogs};
 
 /// How often a followed log is checked for more output.
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
+/// The longest line kept whole; longer ones are split into partial entries, as by the CRI
+/// runtimes (16 KiB).
+const MAX_LINE: usize = 16 * 1024;
+
+/// The stream every entry names: the container's stdout and stderr share one pipe, which
+/// keeps their lines in the order they were written but cannot tell them apart.
+const STREAM: &str = "stdout";
+
+/// Copies a container's output into its log file, a timestamped entry per line, until the
+/// output ends.
+pub(crate) async fn copy_lines(
+    output: impl tokio::io::AsyncRead + Unpin,
+    log: Arc<Mutex<std::fs::File>>,
+) {
+    use tokio::io::AsyncBufReadExt;
+    let mut reader = tokio::io::BufReader::with_capacity(MAX_LINE, output);
+    let mut line = Vec::new();
+    loop {
+        let available = match reader.fill_buf().await {
+            Ok([]) | Err(_) => break,
+            Ok(available) => available,
+        };
+        let room = MAX_LINE - line.len();
+        let (taken, complete) = match available.iter().take(room).position(|b| *b == b'\n') {
+            Some(end) => (end + 1, true),
+            None => (available.len().min(room), false),
+        };
+        line.extend_from_slice(&available[..taken]);
+        reader.consume(taken);
+        if complete || line.len() >= MAX_LINE {
+            write_entry(&log, &line);
+            line.clear();
+        }
+    }
+    if !line.is_empty() {
+        write_entry(&log, &line);
+    }
+}
+
+/// Appends one entry: a whole line (`F`) or a part of one (`P`).
+fn write_entry(log: &Mutex<std::fs::File>, chunk: &[u8]) {
+    use std::io::Write;
+    let (content, tag) = match chunk.strip_suffix(b"\n") {
+        Some(content) => (content, "F"),
+        None => (chunk, "P"),
+    };
+    let mut entry = format!("{} {STREAM} {tag} ", jiff::Timestamp::now()).into_bytes();
+    entry.extend_from_slice(content);
+    entry.push(b'\n');
+    let mut file = log.lock().unwrap_or_else(|e| e.into_inner());
+    // A full disk loses output, as it would on a node; the container runs on.
+    let _ = file.write_all(&entry);
+}
+
+/// One entry of a log file.
+struct Entry<'a> {
+    /// None for a line not in the CRI format, shown as it is.
+    time: Option<jiff::Timestamp>,
+    partial: bool,
+    content: &'a [u8],
+}
+
+/// Reads one line of a log file (without its newline).
+fn parse_entry(line: &[u8]) -> Entry<'_> {
+    let whole = Entry {
+        time: None,
+        partial: false,
+        content: line,
+    };
+    let mut fields = line.splitn(4, |b| *b == b' ');
+    let (Some(time), Some(stream), Some(tag), Some(content)) =
+        (fields.next(), fields.next(), fields.next(), fields.next())
+    else {
+        return whole;
+    };
+    let time = std::str::from_utf8(time)
+        .ok()
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    match (time, stream, tag) {
+        (Some(time), b"stdout" | b"stderr", b"F" | b"P") => Entry {
+            time: Some(time),
+            partial: tag == b"P",
+            content,
+        },
+        _ => whole,
+    }
+}
+
+/// What a reader asks of the entries, besides where they start.
+#[derive(Clone, Copy)]
+struct Shown {
+    since: Option<jiff::Timestamp>,
+    timestamps: bool,
+}
+
+impl Shown {
+    /// The output of the complete lines of `text` (a file's content from a line's start).
+    fn render(&self, text: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(text.len());
+        for line in text.split_inclusive(|b| *b == b'\n') {
+            let line = line.strip_suffix(b"\n").unwrap_or(line);
+            let entry = parse_entry(line);
+            if let (Some(since), Some(time)) = (self.since, entry.time)
+                && time < since
+            {
+                continue;
+            }
+            if self.timestamps
+                && let Some(time) = entry.time
+            {
+                // The kubelet's output format: nanoseconds always nine digits.
+                out.extend_from_slice(
+                    format!(
+                        "{}.{:09}Z ",
+                        time.strftime("%Y-%m-%dT%H:%M:%S"),
+                        time.subsec_nanosecond()
+                    )
+                    .as_bytes(),
+                );
+            }
+            out.extend_from_slice(entry.content);
+            if !entry.partial {
+                out.push(b'\n');
+            }
+        }
+        out
+    }
+}
+
+/// What a container wrote, from the raw content of its log file.
+pub(crate) fn plain_text(raw: &[u8]) -> Vec<u8> {
+    Shown {
+        since: None,
+        timestamps: false,
+    }
+    .render(raw)
+}
 
 /// The runtime's container log files, served by the API server's log route.
 pub struct LogFiles {
@@ -129,10 +269,20 @@ impl PodLogs for LogFiles {
                 request.container
             )
         })?;
+        // Only whole entries are read: one being written is left for the follower.
+        let complete = text
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |end| end + 1);
+        text.truncate(complete);
         let position = text.len() as u64;
+        let shown = Shown {
+            since: request.since,
+            timestamps: request.timestamps,
+        };
         let head = match request.tail_lines {
-            Some(lines) => last_lines(&text, lines).to_vec(),
-            None => text,
+            Some(lines) => shown.render(last_lines(&text, lines)),
+            None => shown.render(&text),
         };
         let first = futures::stream::iter((!head.is_empty()).then(|| Bytes::from(head)));
         let follow = request.follow && !request.previous && self.lock().contains(&chosen);
@@ -144,6 +294,7 @@ impl PodLogs for LogFiles {
             position,
             path: chosen,
             live: self.live.clone(),
+            shown,
         };
         let rest = futures::stream::unfold(followed, |mut followed| async move {
             loop {
@@ -169,20 +320,29 @@ impl PodLogs for LogFiles {
 /// A log file being followed.
 struct Followed {
     file: std::fs::File,
+    /// Where the next whole entry starts.
     position: u64,
     path: PathBuf,
     live: Arc<Mutex<HashSet<PathBuf>>>,
+    shown: Shown,
 }
 
 impl Followed {
+    /// The output of the entries written whole since the last read.
     fn read_more(&mut self) -> Vec<u8> {
         let mut more = Vec::new();
-        if self.file.seek(SeekFrom::Start(self.position)).is_ok()
-            && self.file.read_to_end(&mut more).is_ok()
+        if self.file.seek(SeekFrom::Start(self.position)).is_err()
+            || self.file.read_to_end(&mut more).is_err()
         {
-            self.position += more.len() as u64;
+            return Vec::new();
         }
-        more
+        let complete = more
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |end| end + 1);
+        more.truncate(complete);
+        self.position += complete as u64;
+        self.shown.render(&more)
     }
 }
 
@@ -204,7 +364,24 @@ fn last_lines(text: &[u8], count: usize) -> &[u8] {
 
 #[cfg(test)]
 mod tests {
-    use super::last_lines;
+    use super::{Shown, last_lines, plain_text};
+
+    #[test]
+    fn entries_render_with_their_times_from_since_on() {
+        let file = b"2026-01-01T10:00:00.5Z stdout F first\n\
+2026-01-01T10:00:01Z stderr P sec\n\
+2026-01-01T10:00:01.000000002Z stderr F ond\n\
+not an entry\n";
+        assert_eq!(plain_text(file), b"first\nsecond\nnot an entry\n");
+        let shown = Shown {
+            since: Some("2026-01-01T10:00:01Z".parse().unwrap()),
+            timestamps: true,
+        };
+        assert_eq!(
+            String::from_utf8(shown.render(file)).unwrap(),
+            "2026-01-01T10:00:01.000000000Z sec2026-01-01T10:00:01.000000002Z ond\nnot an entry\n"
+        );
+    }
 
     #[test]
     fn tail_counts_lines_from_the_end() {

@@ -29,10 +29,10 @@ mod capacity;
 mod container;
 mod env;
 pub(crate) mod exec;
-mod kubelet_events;
 mod leftovers;
 mod logs;
 mod network;
+mod node_object;
 mod placement;
 mod pod;
 mod probe;
@@ -162,7 +162,7 @@ pub(crate) struct Node {
     pub api: ApiEndpoint,
     pub logs: Arc<LogFiles>,
     pub addresses: network::Addresses,
-    pub events: kubelet_events::KubeletEvents,
+    pub events: crate::event_recorder::EventRecorder,
     pub sources: broadcast::Sender<SourceChange>,
     pub shutdown: CancellationToken,
     pub tusk_executable: PathBuf,
@@ -217,7 +217,11 @@ impl Runtime {
         let shutdown = CancellationToken::new();
         let pods_dir = options.pods_dir();
         let node = Arc::new(Node {
-            events: kubelet_events::KubeletEvents::new(client.clone()),
+            events: crate::event_recorder::EventRecorder::new(
+                client.clone(),
+                "kubelet",
+                Some(NODE_NAME),
+            ),
             options,
             client,
             api,
@@ -286,6 +290,7 @@ async fn run(node: Arc<Node>) {
         }
     }
     let mut background = JoinSet::new();
+    background.spawn(node_object::register(node.clone()));
     background.spawn(pvc::provision(node.clone()));
     background.spawn(watch_sources(node.clone()));
     let mut workers: HashMap<String, Worker> = HashMap::new();

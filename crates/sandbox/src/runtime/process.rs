@@ -54,7 +54,12 @@ pub(crate) struct ContainerProcess {
     group: Option<Pid>,
     /// Where the group is recorded for a later run of the runtime, should this one be killed.
     record: PathBuf,
+    /// The tasks copying its stdout and stderr into the log; they end when the group has.
+    copiers: Vec<tokio::task::JoinHandle<()>>,
 }
+
+/// How long a stopped container's last output may take to reach its log.
+const LOG_DRAIN: Duration = Duration::from_secs(5);
 
 impl ContainerProcess {
     /// Starts the process, its output appended to `log`, its process group recorded in
@@ -70,12 +75,19 @@ impl ContainerProcess {
         {
             return Err(std::io::ErrorKind::NotFound.into());
         }
-        let stderr = log.try_clone()?;
+        // One pipe takes both outputs, so that their lines keep the order they were written
+        // in; the runtime timestamps each line it reads from it, as the kubelet's container
+        // runtime does, for `kubectl logs --timestamps` and `--since`.
+        let (reader, writer) = std::io::pipe()?;
         let child = launch
             .command()
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(stderr))
+            .stdout(Stdio::from(writer.try_clone()?))
+            .stderr(Stdio::from(writer))
             .spawn()?;
+        let output =
+            tokio::net::unix::pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(reader))?;
+        let log = std::sync::Arc::new(std::sync::Mutex::new(log));
+        let copiers = vec![tokio::spawn(super::logs::copy_lines(output, log))];
         let group = child
             .id()
             .and_then(|pid| i32::try_from(pid).ok())
@@ -90,6 +102,7 @@ impl ContainerProcess {
             child,
             group,
             record,
+            copiers,
         })
     }
 
@@ -98,7 +111,15 @@ impl ContainerProcess {
     pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
         let status = self.child.wait().await;
         self.kill_group();
+        self.drain_output().await;
         status
+    }
+
+    /// Waits until everything the group wrote is in the log.
+    async fn drain_output(&mut self) {
+        for copier in self.copiers.drain(..) {
+            let _ = tokio::time::timeout(LOG_DRAIN, copier).await;
+        }
     }
 
     /// SIGTERM to the group, then SIGKILL once `grace` has passed.
@@ -106,7 +127,7 @@ impl ContainerProcess {
         if let Some(group) = self.group {
             let _ = killpg(group, Signal::SIGTERM);
         }
-        match tokio::time::timeout(grace, self.child.wait()).await {
+        let status = match tokio::time::timeout(grace, self.child.wait()).await {
             Ok(status) => {
                 self.kill_group();
                 status
@@ -115,7 +136,9 @@ impl ContainerProcess {
                 self.kill_group();
                 self.child.wait().await
             }
-        }
+        };
+        self.drain_output().await;
+        status
     }
 
     fn kill_group(&mut self) {

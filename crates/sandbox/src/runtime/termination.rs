@@ -87,7 +87,7 @@ pub(crate) fn message(
     if !falls_back || exit_code == 0 {
         return None;
     }
-    let log = std::fs::read(log?).ok()?;
+    let log = super::logs::plain_text(&std::fs::read(log?).ok()?);
     let tail = log_tail(&log);
     (!tail.is_empty()).then_some(tail)
 }

@@ -4,11 +4,15 @@
 
 #![allow(dead_code)]
 
+#[path = "../common/kubectl.rs"]
+mod kubectl_runner;
+
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -18,9 +22,6 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tusk_sandbox::Sandbox;
 use tusk_sandbox::controllers::{self, ControllerOptions};
-
-#[path = "../common/kubectl.rs"]
-mod kubectl_runner;
 
 /// What the stand-in kubelet does with a new pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,6 +225,22 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("timed out after {seconds}s waiting for: {what}");
+}
+
+/// A Deployment of `replicas` pods labelled `app: <name>`, each one container of `image`.
+pub fn deployment(name: &str, replicas: i32, image: &str) -> Deployment {
+    object(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "main", "image": image}]},
+            },
+        },
+    }))
 }
 
 /// An object from JSON, for brevity in tests.

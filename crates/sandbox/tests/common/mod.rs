@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod kubectl;
+
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, Error};
@@ -24,6 +26,24 @@ pub async fn install_crds(client: &Client) {
             .await
             .expect("CRD accepted");
     }
+}
+
+/// A kube client for the sandbox that presents `token` instead of the admin's.
+pub async fn client_with_token(sandbox: &Sandbox, token: &str) -> Client {
+    let mut kubeconfig =
+        kube::config::Kubeconfig::read_from(sandbox.kubeconfig_path()).expect("kubeconfig");
+    for user in &mut kubeconfig.auth_infos {
+        if let Some(auth) = user.auth_info.as_mut() {
+            auth.token = Some(token.to_string().into());
+        }
+    }
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .expect("config");
+    Client::try_from(config).expect("client")
 }
 
 /// The Api of a tusk kind in `default`.
@@ -54,5 +74,3 @@ pub fn api_error(error: Error) -> (u16, String, Vec<String>) {
 pub fn object(value: Value) -> DynamicObject {
     serde_json::from_value(value).expect("valid object")
 }
-
-pub mod kubectl;

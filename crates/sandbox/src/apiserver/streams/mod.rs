@@ -190,6 +190,8 @@ pub(crate) fn connect(
                         previous: false,
                         follow: true,
                         tail_lines: Some(0),
+                        since: None,
+                        timestamps: false,
                     })
                     .map_err(backend_error)?;
                 tokio::spawn(async move {

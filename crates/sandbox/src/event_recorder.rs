@@ -1,9 +1,9 @@
-//! The kubelet's Events. The kubelet records core/v1 Events through client-go's event
-//! recorder: named `<object>.<nanoseconds in hex>`, with `source` (component `kubelet`, host
-//! the node), `firstTimestamp`, `lastTimestamp` and `count`; an Event identical to one it
-//! recorded before on the same object counts up on that Event (`count`, `lastTimestamp`)
-//! instead of making another. `kubectl get events --sort-by=.lastTimestamp` and `describe`'s
-//! `(x5 over 2m)` rely on those fields.
+//! core/v1 Events as the kubelet and kube-controller-manager's controllers record them, through
+//! client-go's event recorder: named `<object>.<nanoseconds in hex>`, with `source` (the
+//! component, and for the kubelet the node as host), `firstTimestamp`, `lastTimestamp` and
+//! `count`; an Event identical to one recorded before on the same object counts up on that
+//! Event (`count`, `lastTimestamp`) instead of making another. `kubectl get events
+//! --sort-by=.lastTimestamp` and `describe`'s `(x5 over 2m)` rely on those fields.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,11 +13,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
-
-use super::NODE_NAME;
-
-/// The component the Events name as their source.
-const COMPONENT: &str = "kubelet";
 
 /// What makes two Events the same one, as client-go's event logger compares them.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -39,22 +34,28 @@ struct Recorded {
     first_timestamp: jiff::Timestamp,
 }
 
-/// Records the node's Events.
-pub(crate) struct KubeletEvents {
+/// Records one component's Events.
+pub(crate) struct EventRecorder {
     client: Client,
+    /// The component the Events name as their source (`kubelet`, `deployment-controller`).
+    component: &'static str,
+    /// The node the component runs on, for the kubelet.
+    host: Option<&'static str>,
     recorded: Mutex<HashMap<Identity, Recorded>>,
 }
 
-impl KubeletEvents {
-    pub fn new(client: Client) -> Self {
+impl EventRecorder {
+    pub fn new(client: Client, component: &'static str, host: Option<&'static str>) -> Self {
         Self {
             client,
+            component,
+            host,
             recorded: Mutex::default(),
         }
     }
 
     /// Records that `reason` happened to `object`; failing to is not worth more than a log
-    /// line, as for the kubelet.
+    /// line, as for the kubelet and the controllers.
     pub async fn record(
         &self,
         object: &ObjectReference,
@@ -101,7 +102,7 @@ impl KubeletEvents {
                 Err(error) => {
                     tracing::debug!(%error, event = %name, "cannot count an event up; recording it anew");
                     let name = event_name(&identity.object_name, now);
-                    let event = event(
+                    let event = self.event(
                         object,
                         &identity,
                         &name,
@@ -118,11 +119,45 @@ impl KubeletEvents {
             }
         }
         let name = event_name(&identity.object_name, now);
-        let event = event(
+        let event = self.event(
             object, &identity, &name, &namespace, 1, timestamp, timestamp,
         );
         if self.create(&api, &event).await {
             self.remember(identity, name, 1, timestamp);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn event(
+        &self,
+        object: &ObjectReference,
+        identity: &Identity,
+        name: &str,
+        namespace: &str,
+        count: i32,
+        first_timestamp: jiff::Timestamp,
+        last_timestamp: jiff::Timestamp,
+    ) -> Event {
+        Event {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                namespace: Some(namespace.to_string()),
+                ..ObjectMeta::default()
+            },
+            involved_object: object.clone(),
+            type_: Some(identity.type_.clone()),
+            reason: Some(identity.reason.clone()),
+            message: Some(identity.message.clone()),
+            source: Some(EventSource {
+                component: Some(self.component.to_string()),
+                host: self.host.map(str::to_string),
+            }),
+            reporting_component: Some(self.component.to_string()),
+            reporting_instance: Some(self.host.unwrap_or_default().to_string()),
+            first_timestamp: Some(Time(first_timestamp)),
+            last_timestamp: Some(Time(last_timestamp)),
+            count: Some(count),
+            ..Event::default()
         }
     }
 
@@ -166,36 +201,4 @@ impl KubeletEvents {
 /// client-go's Event name: the object's name and the time in nanoseconds, in hex.
 fn event_name(object_name: &str, now: jiff::Timestamp) -> String {
     format!("{object_name}.{:x}", now.as_nanosecond())
-}
-
-fn event(
-    object: &ObjectReference,
-    identity: &Identity,
-    name: &str,
-    namespace: &str,
-    count: i32,
-    first_timestamp: jiff::Timestamp,
-    last_timestamp: jiff::Timestamp,
-) -> Event {
-    Event {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            namespace: Some(namespace.to_string()),
-            ..ObjectMeta::default()
-        },
-        involved_object: object.clone(),
-        type_: Some(identity.type_.clone()),
-        reason: Some(identity.reason.clone()),
-        message: Some(identity.message.clone()),
-        source: Some(EventSource {
-            component: Some(COMPONENT.to_string()),
-            host: Some(NODE_NAME.to_string()),
-        }),
-        reporting_component: Some(COMPONENT.to_string()),
-        reporting_instance: Some(NODE_NAME.to_string()),
-        first_timestamp: Some(Time(first_timestamp)),
-        last_timestamp: Some(Time(last_timestamp)),
-        count: Some(count),
-        ..Event::default()
-    }
 }
