@@ -429,3 +429,58 @@ async fn immutable_fields_are_refused_on_update() {
     );
     sandbox.shutdown().await;
 }
+
+/// kube-apiserver stores a Secret's `stringData` in `data` (a key in both takes the
+/// `stringData` value) and never stores `stringData` itself, on create and on update alike.
+#[tokio::test]
+async fn a_secrets_string_data_is_stored_in_its_data() {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+    let sandbox = Sandbox::builder().start().await.expect("sandbox starts");
+    let secrets: Api<Secret> = Api::namespaced(sandbox.client().await.expect("client"), "default");
+    let created = secrets
+        .create(
+            &PostParams::default(),
+            &typed(json!({
+                "metadata": {"name": "login"},
+                "data": {"user": "b2xk", "kept": "a2VwdA=="},
+                "stringData": {"user": "new", "password": "s3cret"},
+            })),
+        )
+        .await
+        .expect("created");
+    let data = |secret: &Secret| {
+        let mut pairs: Vec<(String, Vec<u8>)> = secret
+            .data
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(key, ByteString(bytes))| (key, bytes))
+            .collect();
+        pairs.sort();
+        pairs
+    };
+    let expected = vec![
+        ("kept".to_owned(), b"kept".to_vec()),
+        ("password".to_owned(), b"s3cret".to_vec()),
+        ("user".to_owned(), b"new".to_vec()),
+    ];
+    assert_eq!(data(&created), expected);
+    assert_eq!(created.string_data, None, "stringData is never stored");
+    let read = secrets.get("login").await.expect("read");
+    assert_eq!((data(&read), read.string_data.clone()), (expected, None));
+
+    let mut update = read.clone();
+    update.string_data = Some([("kept".to_owned(), "changed".to_owned())].into());
+    let updated = secrets
+        .replace("login", &PostParams::default(), &update)
+        .await
+        .expect("updated");
+    assert!(
+        data(&updated).contains(&("kept".to_owned(), b"changed".to_vec())),
+        "{:?}",
+        data(&updated)
+    );
+    assert_eq!(updated.string_data, None);
+    sandbox.shutdown().await;
+}

@@ -29,8 +29,28 @@ pub(crate) fn apply(rt: &ResourceType, object: &mut Value) {
         ("apps", "statefulsets") => stateful_set(spec(object)),
         ("apps", "deployments") => deployment(spec(object)),
         ("batch", "jobs") => job(spec(object)),
-        ("", "secrets") => default_field(object, "type", json!("Opaque")),
+        ("", "secrets") => secret(object),
         _ => {}
+    }
+}
+
+/// A Secret's type defaults to `Opaque`, and its write-only `stringData` is merged into `data`
+/// (a key in both takes the `stringData` value), as kube-apiserver's conversion of a v1 Secret
+/// does: the stored object never has `stringData`.
+fn secret(object: &mut Value) {
+    use base64::Engine as _;
+    default_field(object, "type", json!("Opaque"));
+    let Some(Value::Object(strings)) = object.as_object_mut().and_then(|o| o.remove("stringData"))
+    else {
+        return;
+    };
+    if !object.get("data").is_some_and(Value::is_object) {
+        object["data"] = json!({});
+    }
+    for (key, value) in strings {
+        if let Value::String(text) = value {
+            object["data"][key] = json!(base64::engine::general_purpose::STANDARD.encode(text));
+        }
     }
 }
 

@@ -242,8 +242,9 @@ pub(crate) fn patch(
     let patch = ops::parse_patch_body(body, matches!(patch_type, PatchType::Apply { .. }))?;
     let mut scale = get(store, rt, key)?;
     match patch_type {
-        PatchType::Json => ext::json_patch(&mut scale, &patch)
-            .map_err(|f| ApiError::from_patch(rt, &key.1, f))?,
+        PatchType::Json => {
+            ext::json_patch(&mut scale, &patch).map_err(|f| ApiError::from_patch(rt, &key.1, f))?
+        }
         _ if !patch.is_object() => {
             return Err(ApiError::bad_request("the patch must be a JSON object"));
         }
