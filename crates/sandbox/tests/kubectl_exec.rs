@@ -479,17 +479,20 @@ async fn kubectl_exec_with_a_terminal_gives_the_command_one() {
         "{stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let lines: Vec<&str> = stdout.lines().map(str::trim).collect();
-    assert!(
-        lines.iter().any(|line| line.contains("/dev/pts/")),
-        "{stdout}"
-    );
+    // The terminal may echo a control character kubectl writes to it, such as a NUL shown as
+    // `^@`, at the start of a line.
+    let lines: Vec<&str> = stdout
+        .lines()
+        .map(|line| line.trim().trim_start_matches("^@"))
+        .collect();
+    let terminal = lines
+        .iter()
+        .find_map(|line| line.strip_prefix("/dev/"))
+        .filter(|name| name.starts_with("pts/"))
+        .unwrap_or_else(|| panic!("the command has no terminal: {stdout}"));
     assert!(lines.contains(&"interactive"), "{stdout}");
     // Its controlling terminal: ps names it as pts/N.
-    assert!(
-        lines.iter().any(|line| line.starts_with("pts/")),
-        "{stdout}"
-    );
+    assert!(lines.contains(&terminal), "{stdout}");
 }
 
 /// kubelet behaviour: `kubectl attach` streams what the container writes from then on.

@@ -1178,6 +1178,7 @@ mod tests {
                 "Endpoint",
                 "Restore",
                 "Last Backup",
+                "Backed Up",
                 "Age"
             ]
         );
@@ -1199,7 +1200,9 @@ mod tests {
         assert_eq!(table["metadata"]["resourceVersion"], "42");
         assert_eq!(
             table["rows"][0]["cells"],
-            json!(["orders", "Orders", "Ready", 4, 20, null, null, null, "2d5h"])
+            json!([
+                "orders", "Orders", "Ready", 4, 20, null, null, null, null, "2d5h"
+            ])
         );
         assert_eq!(table["columnDefinitions"][0]["format"], "name");
         assert_eq!(table["columnDefinitions"][3]["type"], "integer");
@@ -1219,7 +1222,7 @@ mod tests {
             at("2026-01-01T00:00:30Z"),
         );
         assert!(bare["rows"][0].get("object").is_none());
-        assert_eq!(bare["rows"][0]["cells"][8], "30s");
+        assert_eq!(bare["rows"][0]["cells"][9], "30s");
         let full = render_table_at(
             &columns,
             std::slice::from_ref(&cluster),

@@ -81,6 +81,9 @@ enum Shape {
     SchemaOrBool,
     /// `JSONSchemaPropsOrArray`, `JSONSchemaPropsOrStringArray`: the schema, or the array.
     SchemaOrArray,
+    /// A Go list type given a message of its own (`ExtraValue`, a `[]string`): the array of
+    /// its field 1.
+    List,
 }
 
 fn shape(name: &str) -> Shape {
@@ -92,6 +95,7 @@ fn shape(name: &str) -> Shape {
         ("apimachinery.pkg.api.resource", "Quantity" | "QuantityValue") => Shape::Quantity,
         ("apimachinery.pkg.util.intstr", "IntOrString") => Shape::IntOrString,
         (module, "Json") if module.starts_with("apiextensions_apiserver.") => Shape::EmbeddedJson,
+        (module, "ExtraValue") if module.starts_with("api.") => Shape::List,
         (module, "JsonSchemaPropsOrBool") if module.starts_with("apiextensions_apiserver.") => {
             Shape::SchemaOrBool
         }
@@ -388,6 +392,7 @@ fn to_json_shape(def: &MessageDef, mut fields: Map<String, Value>) -> Result<Val
             Some(array) => array,
             None => take(&mut fields, 1).unwrap_or(Value::Null),
         },
+        Shape::List => take(&mut fields, 1).unwrap_or_else(|| Value::Array(Vec::new())),
     })
 }
 
@@ -433,6 +438,7 @@ fn from_json_shape(def: &MessageDef, value: &Value) -> Result<Map<String, Value>
         }
         (Shape::SchemaOrArray, Value::Object(_)) => field(1, value.clone()),
         (Shape::SchemaOrArray, Value::Array(_)) => field(2, value.clone()),
+        (Shape::List, Value::Array(_)) => field(1, value.clone()),
         _ => return Err(wrong()),
     })
 }

@@ -52,6 +52,48 @@ fn builtin_schema(api_version: &str, kind: &str) -> Option<Value> {
         }
         ("authentication.k8s.io/v1", "TokenRequest") => schema::<api::authentication::v1::TokenRequest>(),
         ("v1", "Binding") => schema::<api::core::v1::Binding>(),
+        ("v1", "Node") => schema::<api::core::v1::Node>(),
+        ("v1", "ReplicationController") => schema::<api::core::v1::ReplicationController>(),
+        ("v1", "ResourceQuota") => schema::<api::core::v1::ResourceQuota>(),
+        ("v1", "LimitRange") => schema::<api::core::v1::LimitRange>(),
+        ("v1", "PersistentVolume") => schema::<api::core::v1::PersistentVolume>(),
+        ("apps/v1", "DaemonSet") => schema::<api::apps::v1::DaemonSet>(),
+        ("batch/v1", "CronJob") => schema::<api::batch::v1::CronJob>(),
+        ("networking.k8s.io/v1", "Ingress") => schema::<api::networking::v1::Ingress>(),
+        ("networking.k8s.io/v1", "IngressClass") => schema::<api::networking::v1::IngressClass>(),
+        ("storage.k8s.io/v1", "StorageClass") => schema::<api::storage::v1::StorageClass>(),
+        ("scheduling.k8s.io/v1", "PriorityClass") => schema::<api::scheduling::v1::PriorityClass>(),
+        ("autoscaling/v2", "HorizontalPodAutoscaler") => {
+            schema::<api::autoscaling::v2::HorizontalPodAutoscaler>()
+        }
+        ("certificates.k8s.io/v1", "CertificateSigningRequest") => {
+            schema::<api::certificates::v1::CertificateSigningRequest>()
+        }
+        ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration") => {
+            schema::<api::admissionregistration::v1::MutatingWebhookConfiguration>()
+        }
+        ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration") => {
+            schema::<api::admissionregistration::v1::ValidatingWebhookConfiguration>()
+        }
+        ("apiregistration.k8s.io/v1", "APIService") => schema::<
+            k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService,
+        >(),
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => {
+            schema::<api::authorization::v1::SelfSubjectAccessReview>()
+        }
+        ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => {
+            schema::<api::authorization::v1::SelfSubjectRulesReview>()
+        }
+        ("authorization.k8s.io/v1", "SubjectAccessReview") => {
+            schema::<api::authorization::v1::SubjectAccessReview>()
+        }
+        ("authorization.k8s.io/v1", "LocalSubjectAccessReview") => {
+            schema::<api::authorization::v1::LocalSubjectAccessReview>()
+        }
+        ("authentication.k8s.io/v1", "SelfSubjectReview") => {
+            schema::<api::authentication::v1::SelfSubjectReview>()
+        }
+        ("authentication.k8s.io/v1", "TokenReview") => schema::<api::authentication::v1::TokenReview>(),
         _ => return None,
     })
 }
@@ -60,6 +102,9 @@ fn builtin_schema(api_version: &str, kind: &str) -> Option<Value> {
 /// by type: no protobuf body can carry them. A PersistentVolumeClaim template's apiVersion and
 /// kind are not in its protobuf form either (Go's TypeMeta is never encoded in a message).
 const NEWER_THAN_K8S_PB: &[(&str, &str)] = &[
+    ("NodeSystemInfo", "runningInUserNamespace"),
+    ("NodeSpec", "podPreemptionPolicy"),
+    ("HorizontalPodAutoscalerCondition", "observedGeneration"),
     ("HTTPGetAction", "protocol"),
     ("GRPCAction", "mode"),
     ("VolumeMount", "bindMountOptions"),
