@@ -118,40 +118,19 @@ async fn kubectl_applies_gets_describes_watches_and_deletes() {
     assert!(described.contains("(x5 over"), "{described}");
 
     // get -w sees a change.
-    let mut watch = Command::new("kubectl")
-        .args([
-            "get",
-            "configmap",
-            "described",
-            "-w",
-            "-o",
-            "jsonpath={.metadata.labels.stage}{\"\\n\"}",
-        ])
-        .env("KUBECONFIG", sandbox.kubeconfig_path())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("kubectl get -w");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    maps.patch(
-        "described",
-        &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({"metadata": {"labels": {"stage": "changed"}}})),
-    )
-    .await
-    .expect("changed");
-    let mut stdout = watch.stdout.take().expect("stdout");
-    let mut seen = String::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !seen.contains("changed") && tokio::time::Instant::now() < deadline {
-        use tokio::io::AsyncReadExt;
-        let mut buffer = [0u8; 1024];
-        match tokio::time::timeout(Duration::from_secs(1), stdout.read(&mut buffer)).await {
-            Ok(Ok(n)) if n > 0 => seen.push_str(&String::from_utf8_lossy(&buffer[..n])),
-            _ => {}
+    let relabel = |attempt: u64| {
+        let maps = maps.clone();
+        async move {
+            let labels = serde_json::json!({"metadata": {"labels": {"stage": format!("changed-{attempt}")}}});
+            maps.patch("described", &PatchParams::default(), &Patch::Merge(labels))
+                .await
+                .expect("changed");
         }
-    }
-    let _ = watch.kill().await;
+    };
+    let jsonpath = "jsonpath={.metadata.labels.stage}{\"\\n\"}";
+    let args = ["get", "configmap", "described", "-w", "-o", jsonpath];
+    let changed = |line: &str| line.starts_with("changed-");
+    let seen = watched(&sandbox, &args, 1, relabel, changed).await;
     assert!(seen.contains("changed"), "kubectl get -w printed {seen:?}");
 
     // delete waits while a finalizer holds the object, and returns once it is gone.
@@ -192,12 +171,13 @@ async fn kubectl_applies_gets_describes_watches_and_deletes() {
     sandbox.shutdown().await;
 }
 
-/// What `kubectl get ... -w` printed by the time `expected` appeared (or ten seconds passed),
-/// with `change` made once the watch is open.
-async fn watched(
+/// What `kubectl get ... -w` printed by the time a row `expected_row` accepts appeared (or
+/// ten attempts at `change` passed), with `change` made once the object was printed.
+async fn watched<F: std::future::Future<Output = ()>>(
     sandbox: &Sandbox,
     args: &[&str],
-    change: impl std::future::Future<Output = ()>,
+    first_lines: usize,
+    change: impl Fn(u64) -> F,
     expected_row: impl Fn(&str) -> bool,
 ) -> String {
     let mut watch = Command::new("kubectl")
@@ -209,27 +189,35 @@ async fn watched(
         .expect("kubectl get -w");
     let mut stdout = watch.stdout.take().expect("stdout");
     let mut seen = String::new();
-    // The first row, from the watch's initial events, comes before the change.
-    read_until(&mut stdout, &mut seen, |seen| seen.lines().count() >= 2).await;
-    change.await;
-    // kubectl writes a row cell by cell, so the watch is read until the whole row expected
-    // has arrived, not only its first cells.
-    read_until(&mut stdout, &mut seen, |seen| {
-        seen.lines().any(&expected_row)
-    })
-    .await;
+    // The first `first_lines` (the object as it was got) come before the change.
+    let first_row = |seen: &str| seen.lines().count() >= first_lines;
+    read_until(&mut stdout, &mut seen, first_row, Duration::from_secs(10)).await;
+    // kubectl prints a single object it got, then watches it from resourceVersion "0" and
+    // skips that watch's first (synthetic ADDED) event, as on a real cluster: a change made
+    // before the watch is open is folded into the skipped event. So the change is made again,
+    // each time a little different, until a row shows it. kubectl writes a row cell by cell,
+    // so the watch is read until the whole row expected has arrived, not only its first cells.
+    for attempt in 0..10 {
+        change(attempt).await;
+        let row_seen = |seen: &str| seen.lines().any(&expected_row);
+        read_until(&mut stdout, &mut seen, row_seen, Duration::from_secs(2)).await;
+        if seen.lines().any(&expected_row) {
+            break;
+        }
+    }
     let _ = watch.kill().await;
     seen
 }
 
-/// Appends what `stdout` prints to `seen` until `done` says so, or ten seconds passed.
+/// Appends what `stdout` prints to `seen` until `done` says so, or `within` passed.
 async fn read_until(
     stdout: &mut tokio::process::ChildStdout,
     seen: &mut String,
     done: impl Fn(&str) -> bool,
+    within: Duration,
 ) {
     use tokio::io::AsyncReadExt;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + within;
     while !done(seen) && tokio::time::Instant::now() < deadline {
         let mut buffer = [0u8; 1024];
         if let Ok(Ok(n @ 1..)) =
@@ -260,18 +248,25 @@ async fn kubectl_get_watch_keeps_the_columns_of_every_row() {
     )
     .await
     .expect("pod created");
-    let running = async {
-        pods.patch_status(
-            "watched",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"status": {"phase": "Running"}})),
-        )
-        .await
-        .expect("status written");
+    let running = |attempt: u64| {
+        let pods = pods.clone();
+        async move {
+            let status = serde_json::json!({"status": {"phase": "Running", "message": format!("attempt {attempt}")}});
+            pods.patch_status("watched", &PatchParams::default(), &Patch::Merge(status))
+                .await
+                .expect("status written");
+        }
     };
     let has_every_column =
         |row: &str| row.contains("Running") && row.split_whitespace().count() == 5;
-    let seen = watched(&sandbox, &["get", "pods", "-w"], running, has_every_column).await;
+    let seen = watched(
+        &sandbox,
+        &["get", "pods", "-w"],
+        2,
+        running,
+        has_every_column,
+    )
+    .await;
     let header = seen.lines().next().unwrap_or_default();
     assert!(
         header.split_whitespace().collect::<Vec<_>>()
@@ -298,21 +293,22 @@ async fn kubectl_get_watch_keeps_the_columns_of_every_row() {
             plural: "postgresbackuprequests".into(),
         },
     );
-    let progressing = async {
-        requests
-            .patch_status(
-                "my-backup",
-                &PatchParams::default(),
-                &Patch::Merge(serde_json::json!({"status": {"phase": "Running", "progress": {"bytesDone": 42, "bytesTotal": 100, "percent": 42}}})),
-            )
-            .await
-            .expect("status written");
+    let progressing = |attempt: u64| {
+        let requests = requests.clone();
+        async move {
+            let status = serde_json::json!({"status": {"phase": "Running", "progress": {"bytesDone": 420 + attempt, "bytesTotal": 1000, "percent": 42}}});
+            requests
+                .patch_status("my-backup", &PatchParams::default(), &Patch::Merge(status))
+                .await
+                .expect("status written");
+        }
     };
     let has_printer_columns =
         |row: &str| row.contains("Running") && row.contains("elephant") && row.contains("42");
     let seen = watched(
         &sandbox,
         &["get", "pgbr", "my-backup", "-w"],
+        2,
         progressing,
         has_printer_columns,
     )
