@@ -369,26 +369,36 @@ async fn an_instance_bootstraps_from_a_backup_refuses_a_failed_restore_and_resum
 async fn a_shutdown_while_bootstrapping_starts_nothing_and_the_next_start_recovers() {
     let root = tempfile::tempdir().unwrap();
     let config = common::instance_config(root.path(), "");
-    // initdb takes well over this, so the request arrives while it runs.
-    let result = tokio::time::timeout(
-        Duration::from_secs(30),
-        supervisor::run(
-            config.clone(),
-            tokio::time::sleep(Duration::from_millis(300)),
-        ),
-    )
+    let health = SocketAddr::new(config.listen_host, config.health_port);
+    // initdb takes well over this, so the request arrives while it runs. Meanwhile the health
+    // port already says "live, not ready": a restore as long as a large backup must not fail
+    // the liveness probe (the kubelet would restart it, and the restore, over and over).
+    let probes_while_bootstrapping = async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        (
+            common::http_status(health, "/livez").await,
+            common::http_status(health, "/readyz").await,
+        )
+    };
+    let (result, probed) = tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::join!(
+            supervisor::run(
+                config.clone(),
+                tokio::time::sleep(Duration::from_millis(300)),
+            ),
+            probes_while_bootstrapping,
+        )
+    })
     .await
     .expect("the supervisor ignored the shutdown request while bootstrapping");
     assert!(result.is_ok(), "{result:?}");
-    assert!(!config.data_dir.join("PG_VERSION").exists());
     assert_eq!(
-        common::http_status(
-            SocketAddr::new(config.listen_host, config.health_port),
-            "/livez"
-        )
-        .await,
-        None
+        probed,
+        (Some(200), Some(503)),
+        "(livez, readyz) while bootstrapping"
     );
+    assert!(!config.data_dir.join("PG_VERSION").exists());
+    assert_eq!(common::http_status(health, "/livez").await, None);
 
     let mut instance = Instance::start_with(root, config);
     instance.wait_ready().await;

@@ -599,6 +599,61 @@ async fn readiness_follows_an_exec_probe() {
     cluster.sandbox.shutdown().await;
 }
 
+/// The kubelet's prober ticks every period and triggers only readiness at once when a
+/// container has started: a liveness probe's first check comes a period after the start, so a
+/// server that takes a moment to listen is not reported unhealthy for it.
+#[tokio::test]
+async fn liveness_is_first_probed_a_period_after_the_start_and_readiness_at_once() {
+    let cluster = start().await;
+    let client = &cluster.client;
+    let never = json!({"tcpSocket": {"port": 9}, "periodSeconds": 4, "failureThreshold": 1});
+    let pod = shell_pod(
+        "slow",
+        "exec sleep 30",
+        json!({"livenessProbe": never, "readinessProbe": never}),
+        json!({"terminationGracePeriodSeconds": 1}),
+    );
+    create(client, &pod).await;
+    let restarted = wait_for(client, "slow", "restarted", |p| {
+        container_status(p)["restartCount"].as_i64() >= Some(1)
+    })
+    .await;
+    let status = container_status(&restarted);
+    let started: jiff::Timestamp = status["lastState"]["terminated"]["startedAt"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("the first run's start in {status}"));
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let first_failure = |kind: &str| {
+        let events = &events;
+        let kind = kind.to_owned();
+        async move {
+            events
+                .list(&ListParams::default().fields("involvedObject.name=slow"))
+                .await
+                .expect("events")
+                .items
+                .into_iter()
+                .filter(|e| e.message.as_deref().is_some_and(|m| m.starts_with(&kind)))
+                .filter_map(|e| e.first_timestamp.map(|t| t.0))
+                .min()
+                .unwrap_or_else(|| panic!("no \"{kind}\" Event"))
+        }
+    };
+    let liveness = first_failure("Liveness probe failed").await;
+    let readiness = first_failure("Readiness probe failed").await;
+    // Timestamps are whole seconds: a period of 4 s shows as at least 3.
+    let liveness_after = liveness.duration_since(started).as_secs();
+    assert!(
+        liveness_after >= 3,
+        "liveness first probed {liveness_after}s after the start (period 4s)"
+    );
+    assert!(
+        readiness < liveness,
+        "readiness first failed at {readiness}, not before liveness at {liveness}"
+    );
+}
+
 #[tokio::test]
 async fn a_failing_liveness_probe_restarts_the_container() {
     let cluster = start().await;

@@ -1,8 +1,14 @@
 //! The kubelet's view of the instance: `/livez` and `/readyz`.
 //!
-//! - `/livez` is 200 while the supervisor runs and its `postgres` child is alive. It does not
-//!   touch the database, so a busy server is not restarted for being slow.
-//! - `/readyz` is 200 when PostgreSQL accepts the management role over the Unix socket, is
+//! The port is served from the supervisor's first moment, while it still prepares the data
+//! directory (a restore downloads a whole backup, which can take hours): a port that answered
+//! only once PostgreSQL ran would fail the liveness probe during a long restore, and the kubelet
+//! would restart the container and the restore over and over.
+//!
+//! - `/livez` is 200 while the supervisor prepares the data directory, and then while its
+//!   `postgres` child is alive. It does not touch the database, so a busy server is not
+//!   restarted for being slow.
+//! - `/readyz` is 503 while the data directory is prepared, and 200 when PostgreSQL accepts the management role over the Unix socket, is
 //!   not in recovery, and the supervisor has finished bootstrapping (the owner role, its
 //!   database and the replication role are in place).
 //! - `/parameters` is what became of the last configuration the instance was given (see
@@ -69,18 +75,46 @@ impl HealthState {
     }
 }
 
-/// The router serving both endpoints.
-pub fn router(state: Arc<HealthState>) -> Router {
+/// What the health port reports on: nothing but the supervisor's progress until PostgreSQL is
+/// about to start, then its [`HealthState`].
+#[derive(Debug, Default)]
+pub struct HealthSlot(std::sync::OnceLock<Arc<HealthState>>);
+
+impl HealthSlot {
+    /// From now on, the endpoints report on `state`. Only the first call counts.
+    pub fn fill(&self, state: Arc<HealthState>) {
+        let _ = self.0.set(state);
+    }
+
+    fn get(&self) -> Option<&Arc<HealthState>> {
+        self.0.get()
+    }
+}
+
+/// The answer of every endpoint but `/livez` while the data directory is prepared.
+fn preparing() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "preparing the data directory\n",
+    )
+        .into_response()
+}
+
+/// The router serving the endpoints, from the supervisor's start.
+pub fn router(slot: Arc<HealthSlot>) -> Router {
     Router::new()
         .route("/livez", get(liveness))
         .route("/readyz", get(readiness))
         .route(PARAMETERS_PATH, get(parameters))
         .route(ARCHIVER_PATH, get(archiver))
         .route(DISK_PATH, get(disk))
-        .with_state(state)
+        .with_state(slot)
 }
 
-async fn liveness(State(state): State<Arc<HealthState>>) -> (StatusCode, &'static str) {
+async fn liveness(State(slot): State<Arc<HealthSlot>>) -> (StatusCode, &'static str) {
+    let Some(state) = slot.get() else {
+        return (StatusCode::OK, "preparing the data directory\n");
+    };
     if state.postgres_running.load(Ordering::SeqCst) {
         (StatusCode::OK, "postgres is running\n")
     } else {
@@ -88,7 +122,13 @@ async fn liveness(State(state): State<Arc<HealthState>>) -> (StatusCode, &'stati
     }
 }
 
-async fn readiness(State(state): State<Arc<HealthState>>) -> (StatusCode, &'static str) {
+async fn readiness(State(slot): State<Arc<HealthSlot>>) -> (StatusCode, &'static str) {
+    let Some(state) = slot.get() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "preparing the data directory\n",
+        );
+    };
     if !state.postgres_running.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "postgres is not running\n");
     }
@@ -106,7 +146,10 @@ async fn readiness(State(state): State<Arc<HealthState>>) -> (StatusCode, &'stat
     }
 }
 
-async fn parameters(State(state): State<Arc<HealthState>>) -> Response {
+async fn parameters(State(slot): State<Arc<HealthSlot>>) -> Response {
+    let Some(state) = slot.get() else {
+        return preparing();
+    };
     let report = state
         .parameters
         .lock()
@@ -122,7 +165,10 @@ async fn parameters(State(state): State<Arc<HealthState>>) -> Response {
     }
 }
 
-async fn archiver(State(state): State<Arc<HealthState>>) -> Response {
+async fn archiver(State(slot): State<Arc<HealthSlot>>) -> Response {
+    let Some(state) = slot.get() else {
+        return preparing();
+    };
     let Some(log) = &state.archive_log else {
         return (StatusCode::NOT_FOUND, "WAL archiving is off\n").into_response();
     };
@@ -139,7 +185,10 @@ async fn archiver(State(state): State<Arc<HealthState>>) -> Response {
     }
 }
 
-async fn disk(State(state): State<Arc<HealthState>>) -> Response {
+async fn disk(State(slot): State<Arc<HealthSlot>>) -> Response {
+    let Some(state) = slot.get() else {
+        return preparing();
+    };
     match measure_disk(&state.data_dir) {
         Ok(report) => axum::Json(report).into_response(),
         Err(error) => {

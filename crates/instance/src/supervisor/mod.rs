@@ -1,6 +1,6 @@
 //! `tusk instance`: PostgreSQL's supervisor inside a database pod.
 //!
-//! One run goes:
+//! One run goes (its health port answering from the start: live, not ready; see [`health`]):
 //! 1. refuse a data directory that a failed restore marked unusable (naming the recorded
 //!    cause), and start an interrupted restore over;
 //! 2. bootstrap an empty data directory, with `initdb` or from a backup;
@@ -11,7 +11,7 @@
 //! 4. write the data directory's postgresql.conf (an include of the mounted ConfigMap file),
 //!    pg_hba.conf and pg_ident.conf, and start `postgres -D` as a child with tusk's own
 //!    settings on its command line (see [`settings`]);
-//! 5. serve `/livez` and `/readyz` (see [`health`]) and, as the management role over the Unix
+//! 5. report on the server at `/livez` and `/readyz` (see [`health`]) and, as the management role over the Unix
 //!    socket, make sure the owner role, its database and the replication role exist with this
 //!    cluster's passwords (set at every start, so a rotated password takes effect with the
 //!    next restart; see [`database::ensure_roles`]);
@@ -56,7 +56,7 @@ use tusk_backup::{StoreConfig, StoreError};
 
 use bootstrap::DataDirState;
 use database::Connection;
-use health::HealthState;
+use health::{HealthSlot, HealthState};
 use postgres_log::PostgresLog;
 
 /// How often the mounted configuration is compared with what PostgreSQL last loaded, by default.
@@ -531,8 +531,35 @@ async fn run_logged(
     shutdown: impl Future<Output = ()>,
     postgres_log: &Arc<PostgresLog>,
 ) -> Result<(), InstanceError> {
-    let run_as = config.run_as.filter(|_| nix::unistd::geteuid().is_root());
     config.validate_roles()?;
+    // The health port answers from now on, so that the kubelet sees a live container all
+    // through a long restore (see [`health`]).
+    let health_address = SocketAddr::new(config.listen_host, config.health_port);
+    let health_listener =
+        TcpListener::bind(health_address)
+            .await
+            .map_err(|source| InstanceError::HealthListen {
+                address: health_address,
+                source,
+            })?;
+    let health_slot = Arc::new(HealthSlot::default());
+    let health_server = tokio::spawn(serve_health(health_listener, Arc::clone(&health_slot)));
+    let outcome = run_serving_health(config, shutdown, postgres_log, &health_slot).await;
+    // Waiting for the aborted server frees its port before this returns, so that a next run
+    // in the same process can take it.
+    health_server.abort();
+    let _ = health_server.await;
+    outcome
+}
+
+/// [`run_logged`] once the health port is served: reports go to `health_slot`.
+async fn run_serving_health(
+    config: InstanceConfig,
+    shutdown: impl Future<Output = ()>,
+    postgres_log: &Arc<PostgresLog>,
+    health_slot: &HealthSlot,
+) -> Result<(), InstanceError> {
+    let run_as = config.run_as.filter(|_| nix::unistd::geteuid().is_root());
     // Peer authentication admits the management role to the user the supervisor runs as.
     let supervisor_uid = nix::unistd::geteuid();
     let supervisor_user = nix::unistd::User::from_uid(supervisor_uid)
@@ -567,14 +594,6 @@ async fn run_logged(
     )
     .await?;
 
-    let health_address = SocketAddr::new(config.listen_host, config.health_port);
-    let health_listener =
-        TcpListener::bind(health_address)
-            .await
-            .map_err(|source| InstanceError::HealthListen {
-                address: health_address,
-                source,
-            })?;
     let mut state = HealthState::new(
         Connection {
             socket_dir: socket_dir.path().to_owned(),
@@ -601,7 +620,7 @@ async fn run_logged(
         "postgres started"
     );
 
-    let health_server = tokio::spawn(serve_health(health_listener, Arc::clone(&state)));
+    health_slot.fill(Arc::clone(&state));
     let bootstrap_task = tokio::spawn(finish_bootstrap(
         Arc::clone(&state),
         database::Roles {
@@ -624,7 +643,6 @@ async fn run_logged(
     let _ = tokio::time::timeout(OUTPUT_DRAIN, postgres_output).await;
     state.postgres_running.store(false, Ordering::SeqCst);
     bootstrap_task.abort();
-    health_server.abort();
     drop(socket_dir);
     outcome
 }
@@ -989,8 +1007,8 @@ pub(crate) fn forward_stderr(
     })
 }
 
-async fn serve_health(listener: TcpListener, state: Arc<HealthState>) {
-    if let Err(error) = axum::serve(listener, health::router(state)).await {
+async fn serve_health(listener: TcpListener, slot: Arc<HealthSlot>) {
+    if let Err(error) = axum::serve(listener, health::router(slot)).await {
         tracing::error!(%error, "the health server stopped");
     }
 }

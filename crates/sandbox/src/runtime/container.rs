@@ -416,7 +416,7 @@ async fn probe(ctx: &PodContext, init: bool, index: usize, target: &Target<'_>) 
     let container = target.container;
     if let Some(startup) = &container.startup_probe {
         let mut runner = ProbeRunner::new(startup.clone());
-        tokio::time::sleep(runner.initial_delay()).await;
+        tokio::time::sleep(runner.first_tick()).await;
         loop {
             let (failure, verdict) = runner.step(target).await;
             if let Some(message) = failure {
@@ -445,7 +445,7 @@ async fn probe(ctx: &PodContext, init: bool, index: usize, target: &Target<'_>) 
             return std::future::pending().await;
         };
         let mut runner = ProbeRunner::new(probe.clone());
-        tokio::time::sleep(runner.initial_delay()).await;
+        tokio::time::sleep(runner.first_readiness_check()).await;
         loop {
             let (failure, verdict) = runner.step(target).await;
             if let Some(message) = failure {
@@ -469,7 +469,7 @@ async fn probe(ctx: &PodContext, init: bool, index: usize, target: &Target<'_>) 
             return std::future::pending().await;
         };
         let mut runner = ProbeRunner::new(probe.clone());
-        tokio::time::sleep(runner.initial_delay()).await;
+        tokio::time::sleep(runner.first_tick()).await;
         loop {
             let (failure, verdict) = runner.step(target).await;
             if let Some(message) = failure {

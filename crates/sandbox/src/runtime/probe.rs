@@ -38,8 +38,27 @@ impl ProbeRunner {
         }
     }
 
-    pub fn initial_delay(&self) -> Duration {
-        seconds(self.probe.initial_delay_seconds, 0)
+    /// When, after the container started, this probe first runs as a startup or liveness
+    /// probe: the kubelet's prober ticks every period from the moment it took the pod (here,
+    /// when the container starts) and skips the ticks within `initialDelaySeconds`, so the
+    /// first probe comes one period after the start at the earliest, never at once.
+    pub fn first_tick(&self) -> Duration {
+        let period = self.period();
+        let delay = seconds(self.probe.initial_delay_seconds, 0);
+        let ticks = delay.as_nanos().div_ceil(period.as_nanos()).max(1);
+        period * u32::try_from(ticks).unwrap_or(u32::MAX)
+    }
+
+    /// When, after the container started (and passed its startup probe), this probe first runs
+    /// as a readiness probe: at once without `initialDelaySeconds`, because the kubelet
+    /// triggers a readiness probe as soon as a started container has no result yet, and
+    /// otherwise at the first tick past the delay.
+    pub fn first_readiness_check(&self) -> Duration {
+        if self.probe.initial_delay_seconds.unwrap_or(0) > 0 {
+            self.first_tick()
+        } else {
+            Duration::ZERO
+        }
     }
 
     pub fn period(&self) -> Duration {

@@ -584,6 +584,12 @@ fn stateful_set(
             limits: Some(BTreeMap::from([("memory".to_owned(), memory)])),
             ..ResourceRequirements::default()
         }),
+        // The kubelet probes readiness as soon as a container has started; with this startup
+        // probe, "started" comes at its first tick, five seconds in, by which time PostgreSQL
+        // usually answers, so a normal start records no "Readiness probe failed" Warning.
+        // `/livez` answers from the supervisor's first moment and all through a restore, so a
+        // long restore never fails this probe or the liveness probe.
+        startup_probe: Some(health_probe("/livez", 5, 12)),
         readiness_probe: Some(health_probe("/readyz", 5, 3)),
         liveness_probe: Some(health_probe("/livez", 10, 6)),
         security_context: Some(restricted_container_security()),
