@@ -346,3 +346,38 @@ except ApiException as error:
     );
     sandbox.shutdown().await;
 }
+
+/// The Python client decodes a delete's answer as the OpenAPI document types it: a V1Service
+/// and a V1Pod, since kube-apiserver returns the deleted object for those kinds
+/// (`ReturnDeletedObject`), and a Status for a ConfigMap.
+#[tokio::test]
+async fn python_client_reads_deleted_services_and_pods() {
+    let sandbox = Sandbox::builder().start().await.expect("sandbox starts");
+    let answer = python(
+        &sandbox,
+        r#"
+core = client.CoreV1Api()
+core.create_namespaced_service("default", client.V1Service(
+    metadata=client.V1ObjectMeta(name="web"),
+    spec=client.V1ServiceSpec(selector={"app": "web"}, ports=[client.V1ServicePort(port=80)])))
+core.create_namespaced_pod("default", client.V1Pod(
+    metadata=client.V1ObjectMeta(name="solo"),
+    spec=client.V1PodSpec(containers=[client.V1Container(name="main", image="nginx")])))
+core.create_namespaced_config_map("default", client.V1ConfigMap(metadata=client.V1ObjectMeta(name="settings")))
+service = core.delete_namespaced_service("web", "default")
+print(type(service).__name__, service.metadata.name, service.spec.ports[0].port)
+pod = core.delete_namespaced_pod("solo", "default", grace_period_seconds=0)
+print(type(pod).__name__, pod.metadata.name)
+status = core.delete_namespaced_config_map("settings", "default")
+print(status["kind"], status["details"]["name"])
+"#,
+    )
+    .await;
+    let lines: Vec<&str> = answer.lines().collect();
+    assert_eq!(
+        lines,
+        ["V1Service web 80", "V1Pod solo", "Status settings"],
+        "{answer}"
+    );
+    sandbox.shutdown().await;
+}
