@@ -60,6 +60,9 @@ pub async fn run(client: Client, shutdown: CancellationToken) {
         .take_until(shutdown.clone().cancelled_owned());
     futures::pin_mut!(changes);
     let mut listeners: HashMap<SocketAddr, Listener> = HashMap::new();
+    // Addresses it could not listen on, warned about once rather than at every change (an
+    // unprivileged sandbox cannot take the `kubernetes` Service's port 443).
+    let mut refused: std::collections::HashSet<SocketAddr> = std::collections::HashSet::new();
     while changes.next().await.is_some() {
         let wanted = desired(&services, &endpoints);
         listeners.retain(|address, listener| {
@@ -76,7 +79,9 @@ pub async fn run(client: Client, shutdown: CancellationToken) {
             let socket = match TcpListener::bind(address).await {
                 Ok(socket) => socket,
                 Err(error) => {
-                    tracing::warn!(%address, %error, "the service proxy cannot listen");
+                    if refused.insert(address) {
+                        tracing::warn!(%address, %error, "the service proxy cannot listen");
+                    }
                     continue;
                 }
             };

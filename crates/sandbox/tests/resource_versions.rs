@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{
     Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, VersionMatch, WatchEvent,
     WatchParams,
@@ -20,25 +21,27 @@ fn config_map(name: &str, value: &str) -> ConfigMap {
         .expect("config map")
 }
 
-/// A sandbox whose own start-up writes (each namespace's default ServiceAccount) are done, so
-/// that the resourceVersion moves only with the test's writes.
+/// A sandbox whose own start-up writes (each namespace's default ServiceAccount and
+/// `kube-root-ca.crt` ConfigMap, the `kubernetes` Service with its Endpoints and
+/// EndpointSlice) are done, so that the resourceVersion moves only with the test's writes.
 async fn start() -> (Sandbox, Client, Api<ConfigMap>) {
     let sandbox = Sandbox::builder().start().await.expect("sandbox starts");
     let client = sandbox.client().await.expect("client");
     let accounts: Api<ServiceAccount> = Api::all(client.clone());
+    let root_cas: Api<ConfigMap> = Api::all(client.clone());
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while accounts
-        .list(&ListParams::default())
-        .await
-        .expect("listed")
-        .items
-        .len()
-        < 4
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the default ServiceAccounts appear"
-        );
+    loop {
+        let accounts = accounts.list(&ListParams::default()).await.expect("listed");
+        let root_cas = root_cas
+            .list(&ListParams::default().fields("metadata.name=kube-root-ca.crt"))
+            .await
+            .expect("listed");
+        let slice = slices.get_opt("kubernetes").await.expect("read");
+        if accounts.items.len() >= 4 && root_cas.items.len() >= 4 && slice.is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the start-up objects appear");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let maps = Api::namespaced(client.clone(), "default");
@@ -70,8 +73,14 @@ fn lines(body: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The names of the test's ConfigMaps in a list (the root-CA publisher's is every
+/// namespace's).
 fn names(list: &kube::core::ObjectList<ConfigMap>) -> Vec<String> {
-    list.items.iter().map(ResourceExt::name_any).collect()
+    list.items
+        .iter()
+        .map(ResourceExt::name_any)
+        .filter(|name| name != "kube-root-ca.crt")
+        .collect()
 }
 
 /// kube-apiserver answers a watch from a resourceVersion older than its history with HTTP 200
@@ -208,6 +217,7 @@ async fn a_streaming_list_ends_its_initial_events_with_a_bookmark() {
         [
             "ADDED a".to_string(),
             "ADDED b".to_string(),
+            "ADDED kube-root-ca.crt".to_string(),
             format!("BOOKMARK {rv} Some(\"true\")")
         ]
     );
@@ -229,7 +239,7 @@ async fn a_streaming_list_ends_its_initial_events_with_a_bookmark() {
             _ => {}
         }
     }
-    assert_eq!(initial, ["a", "b"]);
+    assert_eq!(initial, ["a", "b", "kube-root-ca.crt"]);
     sandbox.shutdown().await;
 }
 
@@ -446,25 +456,26 @@ async fn a_list_not_older_than_the_future_waits_then_times_out() {
 }
 
 /// The pages of a paginated list are one consistent snapshot: changes made between pages do
-/// not show, and every page carries the first page's resourceVersion.
+/// not show, and every page carries the first page's resourceVersion. (The test's names sort
+/// before the namespace's `kube-root-ca.crt`, which the last page then holds.)
 #[tokio::test]
 async fn continue_tokens_list_one_consistent_snapshot() {
     let (sandbox, _client, maps) = start().await;
-    for name in ["m1", "m2", "m3", "m4", "m5"] {
+    for name in ["c1", "c2", "c3", "c4", "c5"] {
         create(&maps, name).await;
     }
     let first = maps
         .list(&ListParams::default().limit(2))
         .await
         .expect("page 1");
-    assert_eq!(names(&first), ["m1", "m2"]);
+    assert_eq!(names(&first), ["c1", "c2"]);
     let snapshot_rv = first.metadata.resource_version.clone();
-    maps.delete("m3", &DeleteParams::default())
+    maps.delete("c3", &DeleteParams::default())
         .await
         .expect("deleted");
-    create(&maps, "m35").await;
+    create(&maps, "c35").await;
     maps.patch(
-        "m4",
+        "c4",
         &PatchParams::default(),
         &Patch::Merge(json!({"data": {"key": "changed"}})),
     )
@@ -482,7 +493,11 @@ async fn continue_tokens_list_one_consistent_snapshot() {
             .await
             .expect("next page");
         assert_eq!(page.metadata.resource_version, snapshot_rv);
-        for map in &page.items {
+        for map in page
+            .items
+            .iter()
+            .filter(|m| m.name_any() != "kube-root-ca.crt")
+        {
             assert_eq!(
                 map.data
                     .as_ref()
@@ -496,7 +511,7 @@ async fn continue_tokens_list_one_consistent_snapshot() {
         seen.extend(names(&page));
         token = page.metadata.continue_.clone();
     }
-    assert_eq!(seen, ["m1", "m2", "m3", "m4", "m5"]);
+    assert_eq!(seen, ["c1", "c2", "c3", "c4", "c5"]);
     sandbox.shutdown().await;
 }
 
@@ -505,7 +520,7 @@ async fn continue_tokens_list_one_consistent_snapshot() {
 #[tokio::test]
 async fn an_expired_continue_token_gets_410_with_a_token_to_go_on_inconsistently() {
     let (sandbox, client, maps) = start().await;
-    for name in ["m1", "m2", "m3", "m4"] {
+    for name in ["c1", "c2", "c3", "c4"] {
         create(&maps, name).await;
     }
     let first = maps
@@ -513,7 +528,7 @@ async fn an_expired_continue_token_gets_410_with_a_token_to_go_on_inconsistently
         .await
         .expect("page 1");
     let token = first.metadata.continue_.clone().expect("more pages");
-    create(&maps, "m5").await;
+    create(&maps, "c5").await;
     sandbox.compact_watch_history();
     let (status, body) = get(
         &client,
@@ -549,6 +564,6 @@ async fn an_expired_continue_token_gets_410_with_a_token_to_go_on_inconsistently
         seen.extend(names(&page));
         token = page.metadata.continue_.clone();
     }
-    assert_eq!(seen, ["m3", "m4", "m5"], "the rest, as it is now");
+    assert_eq!(seen, ["c3", "c4", "c5"], "the rest, as it is now");
     sandbox.shutdown().await;
 }

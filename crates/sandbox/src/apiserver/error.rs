@@ -160,6 +160,11 @@ impl ApiError {
         Self::new(400, "BadRequest", message)
     }
 
+    /// An Accept header asking for a conversion that does not apply to the answer.
+    pub fn not_acceptable(message: impl Into<String>) -> Self {
+        Self::new(406, "NotAcceptable", message)
+    }
+
     pub fn unauthorized() -> Self {
         Self::new(401, "Unauthorized", "Unauthorized")
     }

@@ -12,6 +12,7 @@
 //! ```
 
 mod admission;
+mod aggregation;
 mod auth;
 mod defaults;
 mod discovery;
@@ -19,7 +20,9 @@ mod error;
 mod events;
 mod ext;
 mod impersonation;
+mod kubernetes_service;
 mod list_options;
+mod namespace_defaults;
 pub(crate) mod ops;
 mod persist;
 mod protobuf;
@@ -28,7 +31,6 @@ pub(crate) mod resources;
 mod reviews;
 mod scale;
 mod server;
-mod serviceaccounts;
 mod services;
 pub(crate) mod store;
 mod streams;
@@ -248,6 +250,7 @@ impl SandboxBuilder {
             mark_node_pods_restarting(&store);
         }
         store.write(rbac::seed);
+        store.write(aggregation::seed);
         let listener = TcpListener::bind(("127.0.0.1", self.port))
             .await
             .map_err(|source| StartError::Bind {
@@ -307,7 +310,17 @@ impl SandboxBuilder {
             self.event_ttl,
             shutdown.clone(),
         ));
-        tasks.spawn(serviceaccounts::run(store.clone(), shutdown.clone()));
+        tasks.spawn(namespace_defaults::run(
+            store.clone(),
+            tls.ca_pem.clone(),
+            shutdown.clone(),
+        ));
+        tasks.spawn(aggregation::run(store.clone(), shutdown.clone()));
+        tasks.spawn(kubernetes_service::run(
+            store.clone(),
+            addr,
+            shutdown.clone(),
+        ));
         tasks.spawn(accept_loop(
             listener,
             tls.acceptor,

@@ -69,6 +69,9 @@ pub(crate) struct DeleteRequest {
     pub precondition_uid: Option<String>,
     pub precondition_rv: Option<String>,
     pub dry_run: bool,
+    /// The deprecated `orphanDependents: false`, with which kube-apiserver answers a delete
+    /// that leaves the object in place 202 Accepted (200 otherwise, for older clients' sake).
+    pub orphan_dependents_false: bool,
 }
 
 /// The outcome of a delete.

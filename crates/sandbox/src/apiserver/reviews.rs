@@ -68,16 +68,11 @@ pub(crate) fn answer(
             rules(state, user, namespace)
         }
         "SelfSubjectReview" => json!({"userInfo": user_info(user)}),
-        "TokenReview" => token(state, authenticator, &spec),
+        "TokenReview" => token(state, authenticator, &spec)?,
         _ => return Err(ApiError::method_not_allowed("POST")),
     };
-    let mut spec = spec;
-    if rt.kind == "TokenReview"
-        && let Some(fields) = spec.as_object_mut()
-    {
-        // The token is a credential: the answer does not carry it back.
-        fields.remove("token");
-    }
+    // kube-apiserver's TokenReview answers with the review as sent, spec.token included: the
+    // asker already holds the token, and nothing of the review is stored.
     let mut metadata = request
         .get("metadata")
         .cloned()
@@ -245,14 +240,19 @@ fn user_info(user: &User) -> Value {
 }
 
 /// The status of a TokenReview.
-fn token(state: &State, authenticator: &Authenticator, spec: &Value) -> Value {
+fn token(state: &State, authenticator: &Authenticator, spec: &Value) -> Result<Value, ApiError> {
     let token = spec
         .get("token")
         .and_then(Value::as_str)
         .unwrap_or_default();
+    if token.is_empty() {
+        return Err(ApiError::bad_request(
+            "token is required for TokenReview in authentication",
+        ));
+    }
     let audiences = strings(spec.get("audiences"));
     let audiences: Vec<&str> = audiences.iter().map(String::as_str).collect();
-    match authenticator.review_token(state, token, &audiences) {
+    Ok(match authenticator.review_token(state, token, &audiences) {
         Some((user, audiences)) => json!({
             "authenticated": true,
             "user": user_info(&user),
@@ -263,5 +263,5 @@ fn token(state: &State, authenticator: &Authenticator, spec: &Value) -> Value {
             "user": {},
             "error": "[invalid bearer token, token lookup failed]",
         }),
-    }
+    })
 }

@@ -101,7 +101,7 @@ pub(crate) fn scale_of(paths: &ScalePaths, object: &Value) -> Value {
 /// A LabelSelector in the string form of `labels.Selector`: requirements sorted by key,
 /// `k=v`, `k in (a,b)`, `k notin (a,b)`, `k` and `!k`. ReplicationControllers keep a plain
 /// map, which reads as `matchLabels`.
-fn selector_string(selector: Option<&Value>) -> String {
+pub(crate) fn selector_string(selector: Option<&Value>) -> String {
     let Some(selector) = selector.and_then(Value::as_object) else {
         return String::new();
     };

@@ -32,7 +32,7 @@ use super::scale;
 use super::store::{Key, Store};
 use super::streams;
 use super::typed;
-use super::watch::{self, WatchRequest};
+use super::watch::{self, Shape, WatchRequest, partial_object_metadata};
 use super::{LogRequest, PodLogs};
 
 /// kube-apiserver's limit on request bodies.
@@ -268,7 +268,33 @@ impl Server {
             duplicate_fields: json_object_body_duplicates(&content_type, &body),
             user: Some(user.clone()),
         };
-        let wants_table = accept.contains("as=Table");
+        let conversion = requested_conversion(&accept);
+        let shape = match conversion {
+            Some("Table") => Shape::Table(
+                query
+                    .get("includeObject")
+                    .cloned()
+                    .unwrap_or_else(|| "Metadata".to_string()),
+            ),
+            Some(PARTIAL_OBJECT | PARTIAL_LIST) => Shape::Metadata,
+            _ => Shape::Objects,
+        };
+        // kube-apiserver turns an object into metadata only with `as=PartialObjectMetadata`,
+        // and a list with `as=PartialObjectMetadataList`; the other way round is refused.
+        let is_list = matches!(&target, Target::Collection { .. }) && method == Method::GET;
+        match conversion {
+            Some(PARTIAL_OBJECT) if is_list && !flag(&query, "watch") => {
+                return Err(ApiError::not_acceptable(format!(
+                    "you requested {PARTIAL_OBJECT}, but the requested object is a list"
+                )));
+            }
+            Some(PARTIAL_LIST) if !is_list || flag(&query, "watch") => {
+                return Err(ApiError::not_acceptable(format!(
+                    "you requested {PARTIAL_LIST}, but the requested object is not a list"
+                )));
+            }
+            _ => {}
+        }
         let result = match (method, target) {
             (
                 Method::POST,
@@ -332,11 +358,9 @@ impl Server {
             }
             (Method::GET, Target::Collection { rt, namespace }) => {
                 if flag(&query, "watch") {
-                    return self.watch(rt, namespace, &query, wants_table);
+                    return self.watch(rt, namespace, &query, shape);
                 }
-                return self
-                    .list(&rt, namespace.as_deref(), &query, wants_table)
-                    .await;
+                return self.list(&rt, namespace.as_deref(), &query, &shape).await;
             }
             (Method::POST, Target::Collection { rt, namespace }) => {
                 if rt.namespaced && namespace.is_none() {
@@ -365,12 +389,8 @@ impl Server {
                 }
                 let object = self.store.read().get(&rt.storage, &key).cloned();
                 let object = object.ok_or_else(|| ApiError::not_found(&rt, &key.1))?;
-                if wants_table {
+                if let Shape::Table(include) = &shape {
                     let served = present(&rt, &object);
-                    let include = query
-                        .get("includeObject")
-                        .map(String::as_str)
-                        .unwrap_or("Metadata");
                     let table = ext::render_table(
                         &rt.api_version(),
                         &rt.kind,
@@ -446,8 +466,17 @@ impl Server {
                     )?;
                 }
                 match ops::delete_with_grace(&self.store, &rt, &key, &request, grace)? {
-                    Deleted::Pending(object) => Ok((202, present(&rt, &object), rt)),
-                    Deleted::Gone(object) if rt.custom || &*rt.storage == CRD_STORAGE => {
+                    Deleted::Pending(object) => {
+                        let status = if request.orphan_dependents_false {
+                            202
+                        } else {
+                            200
+                        };
+                        Ok((status, present(&rt, &object), rt))
+                    }
+                    Deleted::Gone(object)
+                        if rt.returns_deleted_object || &*rt.storage == CRD_STORAGE =>
+                    {
                         Ok((200, present(&rt, &object), rt))
                     }
                     Deleted::Gone(object) => {
@@ -478,7 +507,11 @@ impl Server {
             }
             (method, _) => Err(ApiError::method_not_allowed(method.as_str())),
         };
-        let (code, object, _rt) = result?;
+        let (code, mut object, _rt) = result?;
+        if shape == Shape::Metadata && object.get("kind").and_then(Value::as_str) != Some("Status")
+        {
+            object = partial_object_metadata(&object);
+        }
         let mut response = json_response(code, &object);
         // A write retried after a race validates again; each warning is sent once.
         let mut sent = std::collections::HashSet::new();
@@ -595,7 +628,7 @@ impl Server {
         rt: &Arc<ResourceType>,
         namespace: Option<&str>,
         query: &Query,
-        wants_table: bool,
+        shape: &Shape,
     ) -> Result<Response<Body>, ApiError> {
         let (labels, fields) = self.selectors(rt, query)?;
         let options = ListOptions::parse(query, false)?;
@@ -618,7 +651,7 @@ impl Server {
             timeout: None,
             bookmarks: false,
             send_initial_events: None,
-            table: None,
+            shape: Shape::Objects,
         };
         let (items, list_rv, next, remaining) = {
             let state = self.store.read();
@@ -669,12 +702,18 @@ impl Server {
             metadata["continue"] = json!(token.encode());
             metadata["remainingItemCount"] = json!(remaining);
         }
-        if wants_table {
+        if *shape == Shape::Metadata {
+            let items: Vec<Value> = items
+                .iter()
+                .map(|(_, o)| partial_object_metadata(o))
+                .collect();
+            return Ok(json_response(
+                200,
+                &json!({"kind": PARTIAL_LIST, "apiVersion": "meta.k8s.io/v1", "metadata": metadata, "items": items}),
+            ));
+        }
+        if let Shape::Table(include) = shape {
             let served: Vec<Value> = items.iter().map(|(_, o)| present(rt, o)).collect();
-            let include = query
-                .get("includeObject")
-                .map(String::as_str)
-                .unwrap_or("Metadata");
             let table = ext::render_table(
                 &rt.api_version(),
                 &rt.kind,
@@ -718,7 +757,7 @@ impl Server {
         rt: Arc<ResourceType>,
         namespace: Option<String>,
         query: &Query,
-        wants_table: bool,
+        shape: Shape,
     ) -> Result<Response<Body>, ApiError> {
         let (labels, fields) = self.selectors(&rt, query)?;
         let timeout = match query.get("timeoutSeconds") {
@@ -737,12 +776,7 @@ impl Server {
             timeout,
             bookmarks: flag(query, "allowWatchBookmarks"),
             send_initial_events: options.send_initial_events,
-            table: wants_table.then(|| {
-                query
-                    .get("includeObject")
-                    .cloned()
-                    .unwrap_or_else(|| "Metadata".to_string())
-            }),
+            shape,
         };
         let lines = watch::start(self.store.clone(), request, self.shutdown.clone());
         let stream = futures::stream::unfold(lines, |mut lines| async move {
@@ -782,7 +816,7 @@ impl Server {
             timeout: None,
             bookmarks: false,
             send_initial_events: None,
-            table: None,
+            shape: Shape::Objects,
         };
         let keys: Vec<Key> = {
             let state = self.store.read();
@@ -1224,6 +1258,26 @@ fn grace_period(query: &Query, body: &[u8]) -> Option<i64> {
         .or_else(|| query.get("gracePeriodSeconds")?.parse().ok())
 }
 
+/// `as=PartialObjectMetadata` in an Accept header.
+const PARTIAL_OBJECT: &str = "PartialObjectMetadata";
+/// `as=PartialObjectMetadataList` in an Accept header.
+const PARTIAL_LIST: &str = "PartialObjectMetadataList";
+
+/// The conversion (`as=` parameter) of the first media type in an Accept header that asks
+/// for one of meta.k8s.io's: `Table`, `PartialObjectMetadata` or `PartialObjectMetadataList`.
+fn requested_conversion(accept: &str) -> Option<&'static str> {
+    accept.split(',').find_map(|media_type| {
+        media_type
+            .split(';')
+            .filter_map(|parameter| parameter.trim().strip_prefix("as="))
+            .find_map(|kind| {
+                ["Table", PARTIAL_OBJECT, PARTIAL_LIST]
+                    .into_iter()
+                    .find(|known| *known == kind)
+            })
+    })
+}
+
 fn delete_request(query: &Query, body: &[u8]) -> Result<DeleteRequest, ApiError> {
     let options: Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
@@ -1239,17 +1293,15 @@ fn delete_request(query: &Query, body: &[u8]) -> Result<DeleteRequest, ApiError>
             .map(str::to_string)
             .or_else(|| query.get(field).cloned())
     };
+    let orphan = options
+        .get("orphanDependents")
+        .and_then(Value::as_bool)
+        .or_else(|| query.get("orphanDependents").map(|v| v == "true"));
     let propagation = match text("propagationPolicy").as_deref() {
-        None => {
-            let orphan = options
-                .get("orphanDependents")
-                .and_then(Value::as_bool)
-                .or_else(|| query.get("orphanDependents").map(|v| v == "true"));
-            match orphan {
-                Some(true) => Some(Propagation::Orphan),
-                _ => None,
-            }
-        }
+        None => match orphan {
+            Some(true) => Some(Propagation::Orphan),
+            _ => None,
+        },
         Some("Background") => Some(Propagation::Background),
         Some("Foreground") => Some(Propagation::Foreground),
         Some("Orphan") => Some(Propagation::Orphan),
@@ -1279,6 +1331,7 @@ fn delete_request(query: &Query, body: &[u8]) -> Result<DeleteRequest, ApiError>
             .and_then(Value::as_str)
             .map(str::to_string),
         dry_run,
+        orphan_dependents_false: orphan == Some(false),
     })
 }
 

@@ -362,14 +362,7 @@ pub fn render_table_at(
             match include_object {
                 IncludeObject::None => {}
                 IncludeObject::Metadata => {
-                    row.insert(
-                        "object".into(),
-                        json!({
-                            "kind": "PartialObjectMetadata",
-                            "apiVersion": "meta.k8s.io/v1",
-                            "metadata": obj.get("metadata").cloned().unwrap_or_else(|| json!({})),
-                        }),
-                    );
+                    row.insert("object".into(), super::watch::partial_object_metadata(obj));
                 }
                 IncludeObject::Object => {
                     row.insert("object".into(), obj.clone());

@@ -37,8 +37,30 @@ pub(crate) struct WatchRequest {
     /// Whether the watch starts with the current objects, after defaulting (see
     /// [`super::list_options::ListOptions`]).
     pub send_initial_events: Option<bool>,
-    /// When the client asked for Tables (`as=Table`): the `includeObject` of each row.
-    pub table: Option<String>,
+    /// How the client asked to see each event's object.
+    pub shape: Shape,
+}
+
+/// How a client asked to see objects: the `as=` parameter of its Accept header.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// The objects themselves.
+    #[default]
+    Objects,
+    /// Tables (`as=Table`), with the `includeObject` of each row.
+    Table(String),
+    /// Metadata only: `as=PartialObjectMetadata` for an object or a watch's events,
+    /// `as=PartialObjectMetadataList` for a list.
+    Metadata,
+}
+
+/// An object reduced to its metadata, as kube-apiserver answers `as=PartialObjectMetadata`.
+pub(crate) fn partial_object_metadata(object: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": object.get("metadata").cloned().unwrap_or_else(|| json!({})),
+    })
 }
 
 impl WatchRequest {
@@ -102,8 +124,10 @@ impl WatchRequest {
     /// Table of one row, whose column definitions only the first event carries (as
     /// kube-apiserver sets `noHeaders` after the first); ERROR events keep their Status.
     fn as_requested(&self, line: Bytes, headers_sent: &mut bool) -> Bytes {
-        let Some(include) = &self.table else {
-            return line;
+        let include = match &self.shape {
+            Shape::Objects => return line,
+            Shape::Table(include) => Some(include),
+            Shape::Metadata => None,
         };
         let Ok(event) = serde_json::from_slice::<Value>(&line) else {
             return line;
@@ -114,6 +138,9 @@ impl WatchRequest {
             .unwrap_or_default();
         let Some(object) = event.get("object").filter(|_| event_type != "ERROR") else {
             return line;
+        };
+        let Some(include) = include else {
+            return watch_line(event_type, &partial_object_metadata(object));
         };
         let resource_version = object
             .pointer("/metadata/resourceVersion")

@@ -2,6 +2,7 @@
 //! new one under maxSurge/maxUnavailable (or all at once under Recreate), with the status and
 //! conditions `kubectl rollout status` waits on.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,12 +20,61 @@ use serde_json::json;
 use crate::event_recorder::EventRecorder;
 
 use super::{
-    Context, ReconcileError, controller_uid, patch_params, scaled_value, selector_query,
-    template_hash, with_labels, write_status,
+    Context, ReconcileError, blocking_owner, controller_uid, patch_params, scaled_value,
+    selector_query, template_hash, with_labels, write_status,
 };
 
 const HASH_LABEL: &str = "pod-template-hash";
 const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
+/// The revisions a ReplicaSet had before a rollback made it the newest again.
+const REVISION_HISTORY_ANNOTATION: &str = "deployment.kubernetes.io/revision-history";
+/// The Deployment's annotations a ReplicaSet does not take over (the controller's own, and
+/// kubectl's record of the last apply), as kube-controller-manager skips them.
+const NOT_COPIED_ANNOTATIONS: &[&str] = &[
+    "kubectl.kubernetes.io/last-applied-configuration",
+    REVISION_ANNOTATION,
+    REVISION_HISTORY_ANNOTATION,
+    "deployment.kubernetes.io/desired-replicas",
+    "deployment.kubernetes.io/max-replicas",
+    "deprecated.deployment.rollback.to",
+];
+
+/// The Deployment's annotations its ReplicaSets carry too (`kubernetes.io/change-cause`,
+/// which `kubectl rollout history` shows, among them).
+fn copied_annotations(deployment: &Deployment) -> BTreeMap<String, String> {
+    deployment
+        .annotations()
+        .iter()
+        .filter(|(key, _)| !NOT_COPIED_ANNOTATIONS.contains(&key.as_str()))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect()
+}
+
+/// The annotations that make a reused ReplicaSet (a rollback to its template) the newest
+/// revision: the next revision number, the revisions it had before in its history, and the
+/// Deployment's annotations; empty when it already carries them all.
+fn reused_set_annotations(
+    deployment: &Deployment,
+    set: &ReplicaSet,
+    next_revision: i64,
+) -> BTreeMap<String, String> {
+    let current = set.annotations();
+    let mut wanted = copied_annotations(deployment);
+    let had = current.get(REVISION_ANNOTATION);
+    let revision = revision_number(set);
+    if revision < next_revision {
+        wanted.insert(REVISION_ANNOTATION.to_string(), next_revision.to_string());
+        if let Some(had) = had {
+            let history = match current.get(REVISION_HISTORY_ANNOTATION) {
+                Some(history) if !history.is_empty() => format!("{history},{had}"),
+                _ => had.clone(),
+            };
+            wanted.insert(REVISION_HISTORY_ANNOTATION.to_string(), history);
+        }
+    }
+    wanted.retain(|key, value| current.get(key) != Some(value));
+    wanted
+}
 
 pub(super) fn controller(client: &Client) -> Controller<Deployment> {
     Controller::new(Api::all(client.clone()), watcher::Config::default()).owns(
@@ -158,6 +208,7 @@ pub(super) async fn reconcile(
     let limit = usize::try_from(spec.revision_history_limit.unwrap_or(10)).unwrap_or(0);
     prune_history(&sets_api, &old_sets, limit).await?;
     let old_total: i32 = old_sets.iter().map(spec_replicas).sum();
+    let next_revision = old_sets.iter().map(revision_number).max().unwrap_or(0) + 1;
     let Some(new_set) = new_set else {
         let initial = if recreate {
             if old_total > 0 || old_sets.iter().any(|s| status_of(s, |st| st.replicas) > 0) {
@@ -170,7 +221,7 @@ pub(super) async fn reconcile(
         } else {
             desired.min((desired + max_surge - old_total).max(0))
         };
-        let revision = old_sets.iter().map(revision_number).max().unwrap_or(0) + 1;
+        let revision = next_revision;
         if create_set(&deployment, &sets_api, &new_name, &hash, initial, revision).await? {
             report.scaled(&new_name, 0, initial).await;
         }
@@ -181,6 +232,21 @@ pub(super) async fn reconcile(
             .await?;
         return Ok(next);
     };
+    // A template seen before (a rollback) makes its ReplicaSet the newest revision again.
+    let annotations = reused_set_annotations(&deployment, &new_set, next_revision);
+    if !annotations.is_empty() {
+        let patch = json!({"metadata": {"annotations": annotations}});
+        sets_api
+            .patch(&new_set.name_any(), &patch_params(), &Patch::Merge(&patch))
+            .await?;
+    }
+    let set_revision = revision_number(&new_set).max(next_revision).to_string();
+    if deployment.annotations().get(REVISION_ANNOTATION) != Some(&set_revision) {
+        let patch = json!({"metadata": {"annotations": {REVISION_ANNOTATION: set_revision}}});
+        Api::<Deployment>::namespaced(client.clone(), &namespace)
+            .patch(&name, &patch_params(), &Patch::Merge(&patch))
+            .await?;
+    }
 
     if recreate {
         if old_total > 0 {
@@ -305,16 +371,20 @@ async fn create_set(
             namespace: deployment.namespace(),
             labels,
             annotations: Some(
-                [
-                    (REVISION_ANNOTATION.to_string(), revision.to_string()),
-                    (
-                        "deployment.kubernetes.io/desired-replicas".to_string(),
-                        desired,
-                    ),
-                ]
-                .into(),
+                copied_annotations(deployment)
+                    .into_iter()
+                    .chain([
+                        (REVISION_ANNOTATION.to_string(), revision.to_string()),
+                        (
+                            "deployment.kubernetes.io/desired-replicas".to_string(),
+                            desired,
+                        ),
+                    ])
+                    .collect(),
             ),
-            owner_references: deployment.controller_owner_ref(&()).map(|o| vec![o]),
+            owner_references: deployment
+                .controller_owner_ref(&())
+                .map(|o| vec![blocking_owner(o)]),
             ..ObjectMeta::default()
         },
         spec: ReplicaSetSpec {

@@ -325,7 +325,9 @@ async fn write_slices(
             generate_name: Some(format!("{name}-")),
             namespace: Some(namespace.clone()),
             labels: Some(labels),
-            owner_references: service.controller_owner_ref(&()).map(|o| vec![o]),
+            owner_references: service
+                .controller_owner_ref(&())
+                .map(|o| vec![super::blocking_owner(o)]),
             ..ObjectMeta::default()
         },
         address_type: "IPv4".into(),

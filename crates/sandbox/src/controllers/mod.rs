@@ -296,8 +296,19 @@ pub(crate) fn settle(ready: i32, available: i32, min_ready_seconds: i32) -> Acti
     }
 }
 
+/// A controller's reference to what it creates, as metav1.NewControllerRef makes it: the
+/// owner's foreground deletion waits for the object (`blockOwnerDeletion`), terminating pods
+/// included.
+pub(crate) fn blocking_owner(owner: OwnerReference) -> OwnerReference {
+    OwnerReference {
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+        ..owner
+    }
+}
+
 /// The pod a controller creates from its template: the template's metadata and spec, owned by
-/// `owner`.
+/// `owner` (blocking its foreground deletion).
 pub(crate) fn pod_from_template(
     template: &PodTemplateSpec,
     owner: OwnerReference,
@@ -305,7 +316,7 @@ pub(crate) fn pod_from_template(
 ) -> Pod {
     let mut metadata = template.metadata.clone().unwrap_or_default();
     metadata.namespace = Some(namespace.to_string());
-    metadata.owner_references = Some(vec![owner]);
+    metadata.owner_references = Some(vec![blocking_owner(owner)]);
     metadata.name = None;
     metadata.generate_name = None;
     metadata.resource_version = None;
@@ -389,7 +400,13 @@ pub(crate) fn template_hash(template: &PodTemplateSpec, collision_count: Option<
             hash = hash.wrapping_mul(0x0100_0193);
         }
     };
-    feed(&serde_json::to_vec(template).unwrap_or_default());
+    // Back through the typed template, so that a template without such values hashes exactly
+    // as before (field order included).
+    let mut canonical = serde_json::to_value(template).unwrap_or_default();
+    drop_zero_values(&mut canonical);
+    let canonical: PodTemplateSpec =
+        serde_json::from_value(canonical).unwrap_or_else(|_| template.clone());
+    feed(&serde_json::to_vec(&canonical).unwrap_or_default());
     if let Some(count) = collision_count {
         feed(&count.to_le_bytes());
     }
@@ -397,6 +414,24 @@ pub(crate) fn template_hash(template: &PodTemplateSpec, collision_count: Option<
         .bytes()
         .map(|digit| ALPHABET[usize::from(digit) % ALPHABET.len()] as char)
         .collect()
+}
+
+/// Removes every `null` and empty object, at any depth: kube-controller-manager hashes the
+/// decoded Go structs, in which `resources: {}` or `creationTimestamp: null` (what kubectl
+/// writes back on `rollout undo`) are the same as leaving the field out.
+fn drop_zero_values(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for field in map.values_mut() {
+                drop_zero_values(field);
+            }
+            map.retain(|_, field| {
+                !(field.is_null() || field.as_object().is_some_and(|o| o.is_empty()))
+            });
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_zero_values),
+        _ => {}
+    }
 }
 
 /// Resolves an int-or-percent field against `total`, rounding up or down.
@@ -456,6 +491,21 @@ mod tests {
             "spec": {"containers": [{"name": "main", "image": image}]},
         }))
         .expect("template")
+    }
+
+    /// What kubectl writes back on `rollout undo` (Go's zero values spelled out) is the same
+    /// template, so it finds the same ReplicaSet.
+    #[test]
+    fn template_hash_ignores_spelled_out_zero_values() {
+        let spelled_out: PodTemplateSpec = serde_json::from_value(json!({
+            "metadata": {"labels": {"app": "x"}, "creationTimestamp": null},
+            "spec": {"containers": [{"name": "main", "image": "v1", "resources": {}}]},
+        }))
+        .expect("template");
+        assert_eq!(
+            template_hash(&spelled_out, None),
+            template_hash(&template("v1"), None)
+        );
     }
 
     #[test]
