@@ -37,8 +37,6 @@ pub mod reasons {
     /// A remote cluster's kubeconfig asks for something the operator never does (run a plugin,
     /// read a file, use a proxy, contact a metadata address); the message names the field.
     pub const REFUSED_KUBECONFIG: &str = "RefusedKubeconfig";
-    /// The object store refused an operation.
-    pub const STORE_ERROR: &str = "StoreError";
 
     // Why a cluster's instance is not running; the message is the container's termination
     // message (PostgreSQL's decisive line, then the supervisor's error). docs/troubleshooting.md

@@ -6,6 +6,8 @@
 //! keeps serving with its running configuration.
 
 // Shared with the tenant_isolation suite, whose helpers these tests do not all need.
+#[path = "shared/cluster_conditions.rs"]
+mod cluster_conditions;
 #[path = "shared/events.rs"]
 mod events;
 #[path = "shared/owner_sql.rs"]
@@ -17,6 +19,7 @@ mod support;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use cluster_conditions::{VISIBLE_WITHIN, condition, wait_degraded, wait_recovered};
 use events::wait_event;
 use futures::StreamExt;
 use k8s_openapi::api::events::v1::Event;
@@ -26,58 +29,12 @@ use serde_json::{Value, json};
 use support::{Dev, Kubectl, files_under};
 use tusk_api::PostgresCluster;
 
-/// How long a failure may take to reach the cluster.
-const VISIBLE_WITHIN: Duration = Duration::from_secs(60);
-
 fn cluster(name: &str, parameters: Value) -> Value {
     json!({
         "apiVersion": "postgres.tusk.dev/v1", "kind": "PostgresCluster",
         "metadata": {"name": name},
         "spec": {"displayName": name, "memorySize": 1, "postgresDiskSize": 1, "parameters": parameters}
     })
-}
-
-/// The cluster's condition of `type_` as `(status, reason, message)`.
-fn condition(kubectl: &Kubectl, cluster: &str, type_: &str) -> Option<(String, String, String)> {
-    let object = kubectl.get_json(&["pgc", cluster])?;
-    let condition = object["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|condition| condition["type"] == type_)?
-        .clone();
-    let text = |field: &str| condition[field].as_str().unwrap_or_default().to_owned();
-    Some((text("status"), text("reason"), text("message")))
-}
-
-/// Waits until the cluster is Degraded for `reason` with a message containing `line`, and a
-/// Warning Event of that reason carrying `line` is on the cluster. Returns the message.
-fn wait_degraded(kubectl: &Kubectl, cluster: &str, reason: &str, line: &str) -> String {
-    let message = kubectl.until(
-        &format!("{cluster} Degraded for {reason}"),
-        VISIBLE_WITHIN,
-        || {
-            let seen = condition(kubectl, cluster, "Degraded");
-            match &seen {
-                Some((status, seen_reason, message))
-                    if status == "True" && seen_reason == reason && message.contains(line) =>
-                {
-                    Ok(message.clone())
-                }
-                _ => Err(format!("{seen:?}")),
-            }
-        },
-    );
-    let phase = kubectl.ok(&["get", "pgc", cluster, "-o", "jsonpath={.status.phase}"]);
-    assert_eq!(phase, "Degraded", "the phase agrees with the conditions");
-    let ready = condition(kubectl, cluster, "Ready").expect("a Ready condition");
-    assert_eq!((ready.0.as_str(), ready.1.as_str()), ("False", reason));
-    wait_event(
-        kubectl,
-        cluster,
-        ("Warning", reason, line),
-        Duration::from_secs(10),
-    );
-    message
 }
 
 /// Counts the writes to the cluster and to Events in its namespace during `window`, as a
@@ -162,27 +119,7 @@ async fn a_refused_parameter_is_reported_on_the_cluster_and_clears_when_fixed() 
         r#"{"spec":{"parameters":{"shared_buffers":"128MB"}}}"#,
     ]);
     // The fix reaches the instance at its next restart, after the crash-loop back-off.
-    shop.until(
-        "banana Ready after the fix",
-        Duration::from_secs(240),
-        || {
-            let degraded = condition(&shop, "banana", "Degraded");
-            match &degraded {
-                Some((status, _, _)) if status == "False" => {
-                    let phase =
-                        shop.ok(&["get", "pgc", "banana", "-o", "jsonpath={.status.phase}"]);
-                    (phase == "Ready").then_some(()).ok_or(phase)
-                }
-                _ => Err(format!("{degraded:?}")),
-            }
-        },
-    );
-    wait_event(
-        &shop,
-        "banana",
-        ("Normal", "Recovered", ""),
-        Duration::from_secs(10),
-    );
+    wait_recovered(&shop, "banana", Duration::from_secs(240), "");
 }
 
 /// The block of docs/troubleshooting.md that shows `kubectl describe` of a crash-looping

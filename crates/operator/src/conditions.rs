@@ -131,7 +131,7 @@ mod tests {
             &[DesiredCondition::new(
                 types::DEGRADED,
                 TRUE,
-                reasons::STORE_ERROR,
+                reasons::DISK_FULL,
                 "x",
             )],
             None,

@@ -78,6 +78,17 @@ async fn create(client: &Client, pod: &Pod) {
         .expect("pod created");
 }
 
+/// Creates the ConfigMap `name` in `default` with `data`.
+async fn create_config_map(client: &Client, name: &str, data: Value) {
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    maps.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": name}, "data": data})).expect("map"),
+    )
+    .await
+    .expect("map created");
+}
+
 /// Polls until `check` accepts the pod, or panics after a while.
 async fn wait_for(client: &Client, name: &str, what: &str, check: impl Fn(&Pod) -> bool) -> Pod {
     let api = pods(client);
@@ -246,16 +257,7 @@ async fn env_from_secrets_config_maps_fields_and_service_links() {
         )
         .await
         .expect("secret created");
-    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    maps.create(
-        &PostParams::default(),
-        &serde_json::from_value(
-            json!({"metadata": {"name": "settings"}, "data": {"mode": "fast", "LEVEL": "3"}}),
-        )
-        .expect("map"),
-    )
-    .await
-    .expect("map created");
+    create_config_map(client, "settings", json!({"mode": "fast", "LEVEL": "3"})).await;
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
     let service = services
         .create(
@@ -355,16 +357,7 @@ async fn a_missing_secret_holds_the_container_with_a_config_error() {
 async fn secret_and_config_map_volumes_are_files_that_follow_updates() {
     let cluster = start().await;
     let client = &cluster.client;
-    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    maps.create(
-        &PostParams::default(),
-        &serde_json::from_value(
-            json!({"metadata": {"name": "conf"}, "data": {"app.conf": "v=1", "other": "x"}}),
-        )
-        .expect("map"),
-    )
-    .await
-    .expect("map created");
+    create_config_map(client, "conf", json!({"app.conf": "v=1", "other": "x"})).await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
     secrets
         .create(
@@ -406,6 +399,7 @@ async fn secret_and_config_map_volumes_are_files_that_follow_updates() {
         ["v=1", "600", "s3cr3t", "renamed.conf", "v=1"],
         "{log}"
     );
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     maps.patch(
         "conf",
         &PatchParams::default(),
@@ -750,6 +744,67 @@ async fn restart_policies_decide_the_phase() {
             .iter()
             .any(|r| r == "BackOff")
     );
+    cluster.sandbox.shutdown().await;
+}
+
+/// A program the container cannot run, as a script from a ConfigMap volume whose files are
+/// not executable (mode 0644 by default): the kubelet records the start error as the container's
+/// waiting reason `RunContainerError`, keeps the failed start as its last state, publishes a
+/// Warning `Failed` Event, and retries it with the crash-loop back-off.
+#[tokio::test]
+async fn a_program_that_cannot_be_executed_waits_with_run_container_error() {
+    let cluster = start().await;
+    let client = &cluster.client;
+    create_config_map(
+        client,
+        "scripts",
+        json!({"run.sh": "#!/bin/sh\necho hello\n"}),
+    )
+    .await;
+    create(
+        client,
+        &shell_pod(
+            "noexec",
+            "",
+            json!({"command": ["/scripts/run.sh"], "volumeMounts": [{"name": "scripts", "mountPath": "/scripts"}]}),
+            json!({"volumes": [{"name": "scripts", "configMap": {"name": "scripts"}}]}),
+        ),
+    )
+    .await;
+    let expected =
+        "failed to start container \"main\": exec: \"/scripts/run.sh\": permission denied";
+    let refused = wait_for(client, "noexec", "waiting with RunContainerError", |p| {
+        container_status(p)["state"]["waiting"]["reason"] == "RunContainerError"
+    })
+    .await;
+    let status = container_status(&refused);
+    assert_eq!(status["state"]["waiting"]["message"], expected);
+    let last = &status["lastState"]["terminated"];
+    assert_eq!(
+        (&last["reason"], &last["exitCode"], &last["message"]),
+        (&json!("StartError"), &json!(128), &json!(expected))
+    );
+    assert_eq!(phase(&refused), "Running");
+    assert_eq!(status["ready"], false);
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let failed = events
+        .list(&ListParams::default().fields("involvedObject.name=noexec"))
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .find(|event| event.reason.as_deref() == Some("Failed"))
+        .expect("a Failed Event");
+    assert_eq!(failed.type_.as_deref(), Some("Warning"));
+    assert_eq!(failed.message, Some(format!("Error: {expected}")));
+    // Retried, and between retries in the crash-loop back-off, still with the failed start.
+    let looping = wait_for(client, "noexec", "in CrashLoopBackOff", |p| {
+        container_status(p)["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    })
+    .await;
+    let status = container_status(&looping);
+    assert!(status["restartCount"].as_i64() >= Some(1), "{status}");
+    assert_eq!(status["lastState"]["terminated"]["reason"], "StartError");
     cluster.sandbox.shutdown().await;
 }
 

@@ -18,6 +18,8 @@ const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy");
 pub struct Dev {
     child: Child,
     data_dir: PathBuf,
+    /// The tusk executable it runs, which is also the one its pods' `tusk` runs.
+    executable: PathBuf,
     /// The arguments it was started with, to start it again alike.
     #[allow(dead_code)] // read by `restart`, which the tenant_isolation suite does not use
     arguments: Vec<String>,
@@ -25,9 +27,9 @@ pub struct Dev {
     _temp: tempfile::TempDir,
 }
 
-/// Starts `tusk dev` on `data_dir`, collecting what it prints.
-fn launch(data_dir: &Path, arguments: &[String]) -> (Child, Arc<Mutex<String>>) {
-    let mut child = Command::new(TUSK)
+/// Starts `tusk dev` from `executable` on `data_dir`, collecting what it prints.
+fn launch(executable: &Path, data_dir: &Path, arguments: &[String]) -> (Child, Arc<Mutex<String>>) {
+    let mut child = Command::new(executable)
         .args(["dev", "--data-dir"])
         .arg(data_dir)
         .args(arguments)
@@ -71,12 +73,19 @@ impl Dev {
     /// [`Dev::start_with`] with its data directory `dev` in `temp`, which the caller may have
     /// prepared.
     pub fn start_in(temp: tempfile::TempDir, arguments: &[&str]) -> Self {
+        Self::start_from(Path::new(TUSK), temp, arguments)
+    }
+
+    /// [`Dev::start_in`] running the tusk executable at `executable` (a copy of the one built),
+    /// which its pods' `tusk` runs too.
+    pub fn start_from(executable: &Path, temp: tempfile::TempDir, arguments: &[&str]) -> Self {
         let data_dir = temp.path().join("dev");
         let arguments: Vec<String> = arguments.iter().map(|a| (*a).to_owned()).collect();
-        let (child, output) = launch(&data_dir, &arguments);
+        let (child, output) = launch(executable, &data_dir, &arguments);
         let dev = Self {
             child,
             data_dir,
+            executable: executable.to_path_buf(),
             arguments,
             output,
             _temp: temp,
@@ -107,7 +116,7 @@ impl Dev {
     #[allow(dead_code)] // the tenant_isolation suite, which includes this file, never restarts
     pub fn restart(&mut self) {
         self.stop();
-        let (child, output) = launch(&self.data_dir, &self.arguments);
+        let (child, output) = launch(&self.executable, &self.data_dir, &self.arguments);
         self.child = child;
         self.output = output;
         self.wait_until_running();

@@ -175,15 +175,16 @@ pub(crate) async fn supervise(ctx: &PodContext, init: bool, index: usize) -> Opt
                 if let Some(path) = &log_path {
                     ctx.node.logs.finished(path);
                 }
-                let cause = if error.kind() == std::io::ErrorKind::NotFound {
-                    "executable file not found in $PATH".to_string()
-                } else {
-                    error.to_string()
+                // The program as the container sees it: under a mountPath, not the pod's root.
+                let program = match launch.program.strip_prefix(ctx.rebase.root()) {
+                    Ok(inside) => std::path::Path::new("/").join(inside),
+                    Err(_) => launch.program.clone(),
                 };
                 let message = format!(
-                    "failed to start container \"{}\": exec: \"{}\": {cause}",
+                    "failed to start container \"{}\": exec: \"{}\": {}",
                     container.name,
-                    launch.program.display()
+                    program.display(),
+                    start_error_cause(&error)
                 );
                 ctx.node
                     .event(&ctx.pod, true, "Failed", format!("Error: {message}"))
@@ -191,12 +192,30 @@ pub(crate) async fn supervise(ctx: &PodContext, init: bool, index: usize) -> Opt
                 let termination = Termination {
                     exit_code: 128,
                     reason: "StartError".to_string(),
-                    message: Some(message),
+                    message: Some(message.clone()),
                     started_at: None,
                     finished_at: now(),
                     container_id: None,
                 };
                 last_exit = Some(128);
+                if restarts_after_failure(&policy) && !ctx.stopping() {
+                    // The kubelet's sync that failed to start the container records why, and
+                    // the container waits with that reason until the pod's next sync, an error
+                    // back-off later; only then does the crash-loop back-off show.
+                    ctx.update(init, index, |record| {
+                        record.state = State::Waiting {
+                            reason: "RunContainerError".to_string(),
+                            message: Some(message),
+                        };
+                        record.last = Some(termination.clone());
+                        record.ready = false;
+                        record.started = false;
+                    });
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff_initial) => {}
+                        _ = ctx.stop_requested() => {}
+                    }
+                }
                 if !restart_after(
                     ctx,
                     init,
@@ -393,6 +412,29 @@ async fn restart_after(
     tokio::select! {
         _ = tokio::time::sleep(delay) => true,
         _ = ctx.stop_requested() => false,
+    }
+}
+
+/// Whether a container that failed is started again under the pod's restart `policy`.
+fn restarts_after_failure(policy: &str) -> bool {
+    policy != "Never"
+}
+
+/// Why a container's process could not be started, as the OCI runtime words it (Go's text for
+/// an errno, such as `permission denied`), or as the kubelet words a program found nowhere.
+fn start_error_cause(error: &std::io::Error) -> String {
+    if error.kind() == std::io::ErrorKind::NotFound && error.raw_os_error().is_none() {
+        return "executable file not found in $PATH".to_string();
+    }
+    match error.raw_os_error() {
+        Some(code) => {
+            let text = nix::errno::Errno::from_raw(code).desc();
+            let mut chars = text.chars();
+            chars.next().map_or_else(String::new, |first| {
+                first.to_lowercase().chain(chars).collect()
+            })
+        }
+        None => error.to_string(),
     }
 }
 

@@ -2,10 +2,10 @@
 //!
 //! The instance serves `statvfs(3)` of its data directory at `/disk` on its health port (see
 //! [`tusk_api::instance::DiskReport`]). The operator records it in `status.disk` and in
-//! `/metrics`, and from the operator's `disk.fullPercent` on the cluster is `Degraded` with
-//! reason `DiskFull` (the database keeps serving, so `Ready` is left as it is). The Events of
-//! a volume filling up and getting room again are published by the caller from
-//! [`transition`].
+//! `/metrics`, and from the operator's `disk.fullPercent` on the cluster is `Degraded` for
+//! `DiskFull`, besides any other reason (the database keeps serving, so `Ready` is left as it
+//! is). The Events of a volume filling up and getting room again are published by the caller
+//! from [`transition`].
 //!
 //! The report comes from a pod whose database the tenant controls: it is read as
 //! [`instance_report`] reads every report, and figures that cannot be a filesystem's are
@@ -14,13 +14,12 @@
 
 use kube::Resource as _;
 use kube::runtime::events::EventType;
-use tusk_api::cluster::{ClusterPhase, DiskUsage};
-use tusk_api::conditions::{TRUE, reasons, types};
+use tusk_api::cluster::DiskUsage;
+use tusk_api::conditions::reasons;
 use tusk_api::instance::{DISK_PATH, DiskReport, MAX_DISK_REPORT_BYTES};
 use tusk_api::{PostgresCluster, PostgresClusterStatus};
 
-use super::instance_report;
-use crate::conditions::{self, DesiredCondition};
+use super::{degraded, instance_report};
 use crate::context::Context;
 use crate::events;
 
@@ -81,9 +80,8 @@ pub fn is_watched(usage: Option<&DiskUsage>, full_percent: u8) -> bool {
     usage.is_some_and(|usage| usage.used_percent + WATCHED_MARGIN >= i32::from(full_percent))
 }
 
-/// The status with `disk` recorded and, when the volume is full and nothing else already
-/// degrades the cluster, `Degraded` `DiskFull` and phase `Degraded`. A failure of the instance
-/// or a refused configuration says more, so it keeps the condition.
+/// The status with `disk` recorded and, when the volume is full, `DiskFull` among the reasons
+/// the cluster is `Degraded` for (see [`super::degraded`]).
 pub fn overlay(
     mut status: PostgresClusterStatus,
     disk: Option<DiskUsage>,
@@ -92,23 +90,13 @@ pub fn overlay(
     now: jiff::Timestamp,
 ) -> PostgresClusterStatus {
     status.disk = disk;
-    let degraded = conditions::find(&status.conditions, types::DEGRADED)
-        .is_some_and(|condition| condition.status == TRUE);
-    let Some(usage) = status.disk.as_ref().filter(|_| !degraded) else {
-        return status;
-    };
-    if !is_full(Some(usage), full_percent) {
-        return status;
+    match status.disk.as_ref() {
+        Some(usage) if is_full(Some(usage), full_percent) => {
+            let message = full_message(usage, full_percent);
+            degraded::add(status, reasons::DISK_FULL, &message, generation, now)
+        }
+        _ => status,
     }
-    let condition = DesiredCondition::new(
-        types::DEGRADED,
-        TRUE,
-        reasons::DISK_FULL,
-        full_message(usage, full_percent),
-    );
-    status.conditions = conditions::merge(&status.conditions, &[condition], generation, now);
-    status.phase = Some(ClusterPhase::Degraded);
-    status
 }
 
 /// What changed between the recorded usage before and after a reconcile, for its Event.
@@ -194,7 +182,9 @@ fn figures(usage: &DiskUsage) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tusk_api::conditions::FALSE;
+    use crate::conditions::{self, DesiredCondition};
+    use tusk_api::cluster::ClusterPhase;
+    use tusk_api::conditions::{FALSE, TRUE, types};
 
     fn report(used: u64, available: u64) -> DiskReport {
         DiskReport {
@@ -214,7 +204,7 @@ mod tests {
     }
 
     #[test]
-    fn a_full_volume_degrades_a_healthy_cluster_only() {
+    fn a_full_volume_degrades_the_cluster_beside_other_failures() {
         let now = jiff::Timestamp::from_second(10).unwrap();
         let healthy = PostgresClusterStatus {
             phase: Some(ClusterPhase::Ready),
@@ -257,7 +247,8 @@ mod tests {
                 ..healthy
             }
         );
-        // Already degraded for another reason: that reason stays.
+        // Already degraded for the instance's own failure: that reason stays first, and the
+        // full volume is named too.
         let crashing = overlay(status, None, 85, Some(1), now);
         let crash = PostgresClusterStatus {
             phase: Some(ClusterPhase::Degraded),
@@ -277,6 +268,13 @@ mod tests {
         let status = overlay(crash, full, 85, Some(1), now);
         let degraded = conditions::find(&status.conditions, types::DEGRADED).unwrap();
         assert_eq!(degraded.reason, reasons::CRASH_LOOP);
+        assert!(
+            degraded.message.starts_with(
+                "PANIC: could not write to file\nAlso DiskFull: The data volume is 90% full"
+            ),
+            "{}",
+            degraded.message
+        );
     }
 
     #[test]

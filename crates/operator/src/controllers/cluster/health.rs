@@ -11,9 +11,9 @@
 //!   reason `BackupStale`. The time since the newest backup is in `/metrics`, and in `kubectl
 //!   get pgc -o wide` from `status.lastBackup.finishedAt`.
 //!
-//! Both signals yield to a failure of the instance itself, which is reported first. A Warning
-//! Event goes with each signal when it appears or its message changes, a Normal `Recovered`
-//! Event when it clears.
+//! Both signals are named beside a failure of the instance itself, which comes first (see
+//! [`super::degraded`]). A Warning Event goes with each signal when it appears or its message
+//! changes, a Normal `Recovered` Event when it clears.
 //!
 //! The report comes from a pod whose database the tenant controls, so it is untrusted (see
 //! [`super::instance_report`]): file names are kept only when they look like WAL file names,
@@ -24,20 +24,18 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
 use kube::api::{Api, ListParams};
-use kube::runtime::events::EventType;
-use kube::{Resource, ResourceExt};
-use tusk_api::cluster::{ArchivingStatus, ClusterPhase, LastBackup, PostgresClusterStatus};
-use tusk_api::conditions::{TRUE, reasons, types};
+use tusk_api::cluster::{ArchivingStatus, LastBackup, PostgresClusterStatus};
+use tusk_api::conditions::reasons;
 use tusk_api::instance::{ARCHIVER_PATH, ArchiverReport, MAX_REPORT_BYTES, printable};
 use tusk_api::{PostgresBackupSchedule, PostgresCluster};
 
+use super::degraded::{self, Signal};
 use super::instance_report;
-use crate::conditions::{self, DesiredCondition};
 use crate::context::Context;
 use crate::controllers::backup_schedule::timing;
 use crate::error::{Error, Result};
-use crate::events;
 use crate::metrics::ClusterLabels;
 
 /// The most of the archive command's error shown.
@@ -45,14 +43,10 @@ const MAX_ERROR: usize = 512;
 
 /// What was learned of the cluster's health, and when to look again.
 pub struct Health {
-    /// The status with `archiving` set and, when a signal is bad and nothing worse is, the
-    /// `Degraded` condition for it.
+    /// The status with `archiving` set and each bad signal among the reasons of `Degraded`.
     pub status: PostgresClusterStatus,
     /// When the signals must be looked at again, if sooner than the controller's resync.
     pub requeue: Option<Duration>,
-    /// Whether archiving fails for long enough to report, and backups are stale, in the
-    /// order of [`SIGNALS`].
-    pub bad: [bool; 2],
 }
 
 /// Reads the signals of `cluster` and adds them to `status`, with their metrics.
@@ -119,7 +113,6 @@ pub async fn observe(
         stale_message.is_some(),
     );
 
-    let bad = [archiving_failure.is_some(), stale_message.is_some()];
     let status = overlay(
         status,
         archiving,
@@ -145,11 +138,7 @@ pub async fn observe(
                 .max(Duration::from_secs(1)),
         );
     }
-    Ok(Health {
-        status,
-        requeue,
-        bad,
-    })
+    Ok(Health { status, requeue })
 }
 
 /// Forgets the metrics of a deleted cluster.
@@ -324,8 +313,8 @@ fn interval(schedule: &PostgresBackupSchedule, now: Timestamp) -> Option<SignedD
     Some(second.duration_since(first))
 }
 
-/// The status with `archiving` and, unless the cluster is already `Degraded` for a failure of
-/// its instance or its configuration, `Degraded` for failing archiving or, else, stale backups.
+/// The status with `archiving` and, among the reasons the cluster is `Degraded` for (see
+/// [`super::degraded`]), failing archiving and stale backups.
 pub fn overlay(
     mut status: PostgresClusterStatus,
     archiving: Option<ArchivingStatus>,
@@ -335,87 +324,37 @@ pub fn overlay(
     now: Timestamp,
 ) -> PostgresClusterStatus {
     status.archiving = archiving;
-    let degraded = conditions::find(&status.conditions, types::DEGRADED)
-        .is_some_and(|condition| condition.status == TRUE);
-    if degraded {
-        return status;
-    }
-    let signal = archiving_failure
-        .map(|message| (reasons::ARCHIVING_FAILING, message))
-        .or_else(|| stale_backup.map(|message| (reasons::BACKUP_STALE, message)));
-    if let Some((reason, message)) = signal {
-        status.phase = Some(ClusterPhase::Degraded);
-        status.conditions = conditions::merge(
-            &status.conditions,
-            &[DesiredCondition::new(
-                types::DEGRADED,
-                TRUE,
-                reason,
-                message,
-            )],
-            generation,
-            now,
-        );
+    let signals = [
+        (reasons::ARCHIVING_FAILING, archiving_failure),
+        (reasons::BACKUP_STALE, stale_backup),
+    ];
+    for (reason, message) in signals {
+        if let Some(message) = message {
+            status = degraded::add(status, reason, &message, generation, now);
+        }
     }
     status
 }
 
-/// The Event action of each signal.
-const SIGNALS: [(&str, &str, &str); 2] = [
-    (
-        reasons::ARCHIVING_FAILING,
-        "ArchiveWAL",
-        "WAL archiving works again",
-    ),
-    (
-        reasons::BACKUP_STALE,
-        "BackUp",
-        "A recent backup exists again",
-    ),
+/// The Events of each signal.
+const SIGNALS: [Signal; 2] = [
+    Signal {
+        reason: reasons::ARCHIVING_FAILING,
+        action: "ArchiveWAL",
+        recovered: "WAL archiving works again",
+    },
+    Signal {
+        reason: reasons::BACKUP_STALE,
+        action: "BackUp",
+        recovered: "A recent backup exists again",
+    },
 ];
 
 /// Publishes the Events of the signals: a Warning when one appears on `Degraded` or its message
-/// changes, a Normal `Recovered` when one that was shown cleared (and not only gave way to a
-/// worse failure).
+/// changes, a Normal `Recovered` when it clears.
 pub async fn report_events(context: &Context, cluster: &PostgresCluster, health: &Health) {
-    let status = &health.status;
-    let degraded = |status: Option<&PostgresClusterStatus>| {
-        status
-            .and_then(|status| conditions::find(&status.conditions, types::DEGRADED))
-            .filter(|condition| condition.status == TRUE)
-            .map(|condition| (condition.reason.clone(), condition.message.clone()))
-    };
-    let before = degraded(cluster.status.as_ref());
-    let after = degraded(Some(status));
-    let reference = cluster.object_ref(&());
-    for ((reason, action, cleared), bad) in SIGNALS.into_iter().zip(health.bad) {
-        let was = before.as_ref().filter(|(seen, _)| seen == reason);
-        let is = after.as_ref().filter(|(seen, _)| seen == reason);
-        match (was, is) {
-            (_, Some((_, message))) if was != is => {
-                events::publish(
-                    &context.recorder,
-                    &reference,
-                    EventType::Warning,
-                    reason,
-                    action,
-                    message.clone(),
-                )
-                .await;
-            }
-            (Some(_), None) if !bad => {
-                events::publish(
-                    &context.recorder,
-                    &reference,
-                    EventType::Normal,
-                    reasons::RECOVERED,
-                    action,
-                    cleared.to_owned(),
-                )
-                .await;
-            }
-            _ => {}
-        }
+    for signal in &SIGNALS {
+        degraded::report(context, cluster, signal, &health.status).await;
     }
 }
 
@@ -455,7 +394,9 @@ pub fn clear_absent(body: &mut serde_json::Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tusk_api::conditions::FALSE;
+    use crate::conditions::{self, DesiredCondition};
+    use tusk_api::cluster::ClusterPhase;
+    use tusk_api::conditions::{FALSE, TRUE, types};
     use tusk_api::instance::unix_time;
 
     fn at(second: i64) -> Timestamp {
@@ -624,10 +565,14 @@ mod tests {
     }
 
     #[test]
-    fn archiving_comes_before_stale_backups_and_after_the_instances_own_failures() {
+    fn archiving_comes_before_stale_backups_and_both_after_the_instances_own_failure() {
         let degraded = |status: &PostgresClusterStatus| {
             let condition = conditions::find(&status.conditions, types::DEGRADED).unwrap();
-            (condition.status.clone(), condition.reason.clone())
+            (
+                condition.status.clone(),
+                condition.reason.clone(),
+                condition.message.clone(),
+            )
         };
         let both = overlay(
             ready_status(),
@@ -639,7 +584,11 @@ mod tests {
         );
         assert_eq!(
             degraded(&both),
-            (TRUE.into(), reasons::ARCHIVING_FAILING.into())
+            (
+                TRUE.into(),
+                reasons::ARCHIVING_FAILING.into(),
+                "archiving\nAlso BackupStale: stale".into()
+            )
         );
         assert_eq!(both.phase, Some(ClusterPhase::Degraded));
         let stale = overlay(
@@ -652,7 +601,7 @@ mod tests {
         );
         assert_eq!(
             degraded(&stale),
-            (TRUE.into(), reasons::BACKUP_STALE.into())
+            (TRUE.into(), reasons::BACKUP_STALE.into(), "stale".into())
         );
         let fine = overlay(ready_status(), None, None, None, Some(1), at(2));
         assert_eq!(fine, ready_status());
@@ -677,7 +626,14 @@ mod tests {
             Some(1),
             at(2),
         );
-        assert_eq!(degraded(&still), (TRUE.into(), reasons::CRASH_LOOP.into()));
+        assert_eq!(
+            degraded(&still),
+            (
+                TRUE.into(),
+                reasons::CRASH_LOOP.into(),
+                "x\nAlso ArchivingFailing: archiving".into()
+            )
+        );
     }
 
     #[test]

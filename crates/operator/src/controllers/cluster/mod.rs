@@ -22,6 +22,7 @@
 
 pub mod apply;
 pub mod build;
+pub mod degraded;
 pub mod delete;
 pub mod disk;
 pub mod health;
@@ -388,12 +389,19 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
         context.clock.now(),
     );
     let status = report_refused_parameters(&context, &cluster, status).await;
-    let status = certificate_overlay(
-        status,
-        server_tls.problem.as_ref(),
-        cluster.metadata.generation,
-        context.clock.now(),
-    );
+    let status = match &server_tls.problem {
+        Some((reason, message)) => degraded::add(
+            status,
+            reason,
+            message,
+            cluster.metadata.generation,
+            context.clock.now(),
+        ),
+        None => status,
+    };
+    for signal in &CERTIFICATE_SIGNALS {
+        degraded::report(&context, &cluster, signal, &status).await;
+    }
     let health = health::observe(
         &context,
         &cluster,
@@ -502,13 +510,13 @@ async fn server_tls(
     let now = context.clock.now();
     let reference = cluster.object_ref(&());
     let regarding = &reference;
-    let warn = |action: String, note: String| async move {
+    let warn = |action: &'static str, note: String| async move {
         events::publish(
             &context.recorder,
             regarding,
             EventType::Warning,
             reasons::CERTIFICATE_FAILED,
-            &action,
+            action,
             note,
         )
         .await
@@ -532,7 +540,7 @@ async fn server_tls(
                 );
             }
             Err(message) => {
-                warn(refusal_action(&brought_name, &message), message.clone()).await;
+                warn(CHECK_CERTIFICATE_SECRET, message.clone()).await;
                 let problem = Some((condition_reasons::INVALID_CERTIFICATE_SECRET, message));
                 if let Some(existing) = &existing {
                     return Ok(ServerTls {
@@ -560,7 +568,7 @@ async fn server_tls(
             Ok(served)
         }
         Err(error) => {
-            warn("IssueCertificate".to_owned(), error.to_string()).await;
+            warn("IssueCertificate", error.to_string()).await;
             let Some(existing) = existing else {
                 return Err(error);
             };
@@ -632,22 +640,6 @@ async fn served(
         problem,
         recheck_in,
     }
-}
-
-/// The action of the Warning Event refusing a brought Secret: the refusal itself, without the
-/// Secret's name, so that the Recorder (which counts Events of the same action and reason as
-/// repeats of the first) records a refusal for another cause as an Event of its own.
-fn refusal_action(secret: &str, message: &str) -> String {
-    let cause = message.replace(
-        &format!("Secret {secret} (spec.tls.certificateSecret)"),
-        "Secret",
-    );
-    let mut action = format!("CheckCertificateSecret: {cause}");
-    // An Event's action is at most 128 characters.
-    while action.len() > 128 {
-        action.pop();
-    }
-    action
 }
 
 /// The name of the Secret the cluster brings its server certificate in, if it does.
@@ -729,38 +721,24 @@ async fn issue_server_certificate(
     Ok((secret, server_names, ca.next_step_at))
 }
 
-/// Says in the status what is wrong with the certificate PostgreSQL serves (past its renewal
-/// time and not renewed, or a brought Secret refused): `Degraded` with the problem's reason,
-/// unless the cluster is already degraded for a reason of its own (which is more pressing: the
-/// database is not serving). The database keeps serving with the certificate it has.
-fn certificate_overlay(
-    mut status: tusk_api::PostgresClusterStatus,
-    problem: Option<&(&'static str, String)>,
-    generation: Option<i64>,
-    now: jiff::Timestamp,
-) -> tusk_api::PostgresClusterStatus {
-    let Some((reason, message)) = problem else {
-        return status;
-    };
-    if conditions::find(&status.conditions, types::DEGRADED)
-        .is_some_and(|condition| condition.status == TRUE)
-    {
-        return status;
-    }
-    status.phase = Some(tusk_api::cluster::ClusterPhase::Degraded);
-    status.conditions = conditions::merge(
-        &status.conditions,
-        &[DesiredCondition::new(
-            types::DEGRADED,
-            TRUE,
-            reason,
-            message.as_str(),
-        )],
-        generation,
-        now,
-    );
-    status
-}
+/// The Events of what can be wrong with the certificate PostgreSQL serves, besides the
+/// `CertificateFailed` Warning of each failed attempt. The database keeps serving with the
+/// certificate it has, so these are among the reasons of `Degraded` (see [`degraded`]).
+const CERTIFICATE_SIGNALS: [degraded::Signal; 2] = [
+    degraded::Signal {
+        reason: condition_reasons::CERTIFICATE_NOT_RENEWED,
+        action: "IssueCertificate",
+        recovered: "The server certificate is within its renewal time again",
+    },
+    degraded::Signal {
+        reason: condition_reasons::INVALID_CERTIFICATE_SECRET,
+        action: CHECK_CERTIFICATE_SECRET,
+        recovered: "The Secret named in spec.tls.certificateSecret is no longer refused",
+    },
+];
+
+/// The action of the Events about the Secret named in `spec.tls.certificateSecret`.
+const CHECK_CERTIFICATE_SECRET: &str = "CheckCertificateSecret";
 
 /// Keeps the pod template's restart hash as it is while an instance serves and PostgreSQL has
 /// not accepted the new configuration (see [`parameters::template_restart_hash`]), so that a
@@ -922,12 +900,16 @@ async fn report_instance_failures(
     pods: &[Pod],
     refusal_action: Option<&str>,
 ) {
+    // The instance's own failure is the first problem of `Degraded`, when it has one; the
+    // others have Events of their own.
     let degraded = |status: Option<&tusk_api::PostgresClusterStatus>| {
-        status
-            .and_then(|status| conditions::find(&status.conditions, types::DEGRADED))
-            .filter(|condition| condition.status == TRUE)
-            .filter(|condition| INSTANCE_FAILURES.contains(&condition.reason.as_str()))
-            .map(|condition| (condition.reason.clone(), condition.message.clone()))
+        let condition =
+            status.and_then(|status| conditions::find(&status.conditions, types::DEGRADED));
+        degraded::problems(condition)
+            .into_iter()
+            .next()
+            .filter(|problem| INSTANCE_FAILURES.contains(&problem.reason.as_str()))
+            .map(|problem| (problem.reason, problem.message))
     };
     let before = degraded(cluster.status.as_ref());
     let now = degraded(Some(status));
