@@ -1,12 +1,22 @@
 //! The install manifests in deploy/: they render with the real `kubectl kustomize`, hold what
 //! an installation needs, and pass the security policy (no root, no privilege, limits on
 //! every container, no Secret values in plain text). The backup Jobs' rules in deploy/ are
-//! the ones the operator grants.
+//! the ones the operator grants. And deploy/ installs on the target cluster (a real one with
+//! `TUSK_E2E_KUBECONFIG`, docs/testing.md).
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
+use target_cluster::{DEPLOY_IMAGE, TargetCluster};
+
+// Shared with the tenant_isolation suite, whose helpers this test does not all need.
+#[allow(dead_code)]
+#[path = "tenant_isolation/support.rs"]
+mod support;
+#[path = "shared/target_cluster.rs"]
+mod target_cluster;
 
 fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -15,8 +25,8 @@ fn workspace_root() -> PathBuf {
         .expect("workspace root")
 }
 
-/// `kubectl kustomize deploy/`, one JSON value per rendered object.
-fn rendered() -> Vec<Value> {
+/// `kubectl kustomize deploy/`, as YAML.
+fn rendered_text() -> String {
     let output = Command::new("kubectl")
         .arg("kustomize")
         .arg(workspace_root().join("deploy"))
@@ -27,8 +37,12 @@ fn rendered() -> Vec<Value> {
         "kubectl kustomize deploy/ failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let text = String::from_utf8(output.stdout).expect("UTF-8 output");
-    serde_yaml_ng::Deserializer::from_str(&text)
+    String::from_utf8(output.stdout).expect("UTF-8 output")
+}
+
+/// `kubectl kustomize deploy/`, one JSON value per rendered object.
+fn rendered() -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(&rendered_text())
         .map(|document| serde::Deserialize::deserialize(document).expect("a YAML object"))
         .filter(|value: &Value| !value.is_null())
         .collect()
@@ -630,4 +644,163 @@ mod in_a_cluster {
             .collect();
         assert!(refused.is_empty(), "refused requests: {refused:#?}");
     }
+}
+
+/// The namespace deploy/ installs into, which the test's own namespace replaces.
+const DEPLOY_NAMESPACE: &str = "tusk-system";
+
+/// `kubectl kustomize deploy/`, moved into `namespace` and given `image`: every mention of
+/// deploy/'s namespace and image is replaced, those in the operator's configuration file
+/// included.
+fn rendered_for(namespace: &str, image: &str) -> String {
+    rendered_text()
+        .replace(DEPLOY_NAMESPACE, namespace)
+        .replace(DEPLOY_IMAGE, image)
+}
+
+/// The cluster-scoped objects of a rendering, as `kind/name` for kubectl.
+fn cluster_scoped(text: &str) -> Vec<String> {
+    serde_yaml_ng::Deserializer::from_str(text)
+        .filter_map(|document| {
+            let object: Value = serde::Deserialize::deserialize(document).ok()?;
+            let kind = object.get("kind")?.as_str()?;
+            let name = object.pointer("/metadata/name")?.as_str()?;
+            let cluster_wide = matches!(
+                kind,
+                "CustomResourceDefinition" | "ClusterRole" | "ClusterRoleBinding"
+            );
+            cluster_wide.then(|| format!("{}/{name}", kind.to_lowercase()))
+        })
+        .collect()
+}
+
+/// Deletes, when the test ends, the cluster-scoped objects the installation created (the
+/// namespace goes with the target).
+struct Installed {
+    target_kubectl: support::Kubectl,
+    objects: Vec<String>,
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        for object in &self.objects {
+            let _ =
+                self.target_kubectl
+                    .run(&["delete", object, "--ignore-not-found", "--wait=false"]);
+        }
+    }
+}
+
+/// deploy/ installed on the target cluster (shared/target_cluster.rs): a real one when
+/// `TUSK_E2E_KUBECONFIG` names it, a sandbox of the test's own otherwise, by the same steps.
+/// The manifests are moved into the test's fresh namespace and given the image
+/// `TUSK_E2E_IMAGE` names; the API server must accept every object, serve the CRDs, and apply
+/// their validation to a PostgresCluster.
+#[test]
+fn deploy_installs_on_the_target_cluster() {
+    let target = TargetCluster::start();
+    let namespace = target.namespace().to_string();
+    let image = target.image();
+    let text = rendered_for(&namespace, &image);
+    let cluster = target.cluster_kubectl();
+    let kubectl = target.kubectl();
+
+    // An installation already there would be overwritten, and removed afterwards.
+    let objects = cluster_scoped(&text);
+    let present: Vec<&String> = objects
+        .iter()
+        .filter(|object| cluster.run(&["get", object]).is_ok())
+        .collect();
+    assert!(
+        present.is_empty(),
+        "tusk is already installed on the target cluster ({present:?}); run the end-to-end tests on a cluster without it"
+    );
+    let temp = tempfile::tempdir().expect("a temporary directory");
+    let manifest = temp.path().join("deploy.yaml");
+    std::fs::write(&manifest, &text).expect("the manifest is written");
+    let _installed = Installed {
+        target_kubectl: target.cluster_kubectl(),
+        objects: objects.clone(),
+    };
+
+    // The real namespace object is the target's, already there: apply the rest over it.
+    let applied = cluster.ok(&[
+        "apply",
+        "--server-side",
+        "--field-manager=tusk-e2e",
+        "-f",
+        &manifest.to_string_lossy(),
+    ]);
+    for object in &objects {
+        assert!(
+            applied.contains(object.split('/').nth(1).unwrap_or_default()),
+            "{object} is not in kubectl's answer:\n{applied}"
+        );
+    }
+    cluster.ok(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/postgresclusters.postgres.tusk.dev",
+    ]);
+
+    // The workloads landed in the test's namespace, with the image asked for.
+    let deployment: Value =
+        serde_json::from_str(&kubectl.ok(&["get", "deployment", "tusk-operator", "-o", "json"]))
+            .expect("JSON");
+    assert_eq!(
+        deployment.pointer("/spec/template/spec/containers/0/image"),
+        Some(&Value::from(image.as_str()))
+    );
+    let binding: Value = serde_json::from_str(&cluster.ok(&[
+        "get",
+        "clusterrolebinding",
+        "tusk-operator",
+        "-o",
+        "json",
+    ]))
+    .expect("JSON");
+    assert_eq!(
+        binding.pointer("/subjects/0/namespace"),
+        Some(&Value::from(namespace.as_str()))
+    );
+
+    // The served CRD validates as written: the example is accepted, a forbidden parameter is
+    // refused with the CRD's message. The CRD may take a moment to be served everywhere.
+    let example = workspace_root().join("examples/elephant.yaml");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let accepted = loop {
+        match kubectl.run(&[
+            "apply",
+            "--dry-run=server",
+            "-f",
+            &example.to_string_lossy(),
+        ]) {
+            Ok(answer) => break answer,
+            Err(error) if std::time::Instant::now() >= deadline => panic!("{error}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    };
+    assert!(
+        accepted.contains("postgrescluster.postgres.tusk.dev/elephant created (server dry run)"),
+        "{accepted}"
+    );
+    let forbidden = temp.path().join("forbidden.yaml");
+    std::fs::write(
+        &forbidden,
+        "apiVersion: postgres.tusk.dev/v1\nkind: PostgresCluster\nmetadata:\n  name: rogue\nspec:\n  memorySize: 2\n  postgresDiskSize: 1\n  parameters:\n    archive_command: \"sh -c 'id'\"\n",
+    )
+    .expect("written");
+    let refused = kubectl
+        .run(&[
+            "apply",
+            "--dry-run=server",
+            "-f",
+            &forbidden.to_string_lossy(),
+        ])
+        .expect_err("a forbidden parameter is refused");
+    assert!(
+        refused.contains("parameters may not set archive_command"),
+        "{refused}"
+    );
 }

@@ -632,6 +632,15 @@ async fn a_larger_disk_grows_the_volumes_and_a_smaller_one_is_refused() {
     };
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), NS);
     claims.create(&PostParams::default(), &claim).await.unwrap();
+    // Bound, as a provisioner binds it: kube-apiserver lets only a bound claim's request grow.
+    claims
+        .patch_status(
+            "data-elephant-0",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Bound", "capacity": {"storage": "1Gi"}}})),
+        )
+        .await
+        .unwrap();
 
     let clusters: Api<PostgresCluster> = Api::namespaced(client.clone(), NS);
     clusters

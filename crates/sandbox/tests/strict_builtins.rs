@@ -484,3 +484,376 @@ async fn a_secrets_string_data_is_stored_in_its_data() {
     assert_eq!(updated.string_data, None);
     sandbox.shutdown().await;
 }
+
+/// A claim needs access modes kube-apiserver knows and a positive storage request written as
+/// a quantity; afterwards its spec is fixed, except that a bound claim's request may grow (and
+/// shrink back, but not to its volume's capacity).
+#[tokio::test]
+async fn claims_are_validated_with_kube_apiservers_messages() {
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    let sandbox = Sandbox::builder().start().await.expect("sandbox starts");
+    let client = sandbox.client().await.expect("client");
+    let claims: Api<PersistentVolumeClaim> = Api::default_namespaced(client.clone());
+    let post = PostParams::default();
+    let claim = |name: &str, spec: Value| typed(json!({"metadata": {"name": name}, "spec": spec}));
+
+    let (message, causes) = invalid(claims.create(&post, &claim("bare", json!({}))).await).await;
+    assert_eq!(
+        message,
+        "PersistentVolumeClaim \"bare\" is invalid: [spec.accessModes: Required value: at least 1 access mode is required, spec.resources[storage]: Required value]"
+    );
+    assert_eq!(
+        causes,
+        [
+            ("spec.accessModes".into(), "FieldValueRequired".into()),
+            (
+                "spec.resources[storage]".into(),
+                "FieldValueRequired".into()
+            ),
+        ]
+    );
+
+    let (message, _) = invalid(
+        claims
+            .create(
+                &post,
+                &claim(
+                    "odd",
+                    json!({"accessModes": ["ReadWriteSometimes"], "resources": {"requests": {"storage": "0"}}}),
+                ),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(
+        message,
+        "PersistentVolumeClaim \"odd\" is invalid: [spec.accessModes: Unsupported value: \"ReadWriteSometimes\": supported values: \"ReadOnlyMany\", \"ReadWriteMany\", \"ReadWriteOnce\", \"ReadWriteOncePod\", spec.resources[storage]: Invalid value: \"0\": must be greater than zero]"
+    );
+
+    // A request that is no quantity cannot even be decoded.
+    let malformed = r#"{"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "lots"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "lots"}}}}"#;
+    let answer = send(
+        &client,
+        "POST",
+        "/api/v1/namespaces/default/persistentvolumeclaims",
+        "Strict",
+        malformed,
+    )
+    .await;
+    assert_eq!(answer.code, 400, "{}", answer.body);
+    assert_eq!(
+        answer.body["message"],
+        "PersistentVolumeClaim in version \"v1\" cannot be handled as a PersistentVolumeClaim: quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+    );
+    assert!(claims.get_opt("lots").await.expect("get").is_none());
+
+    let spec = |mode: &str, storage: &str| json!({"spec": {"accessModes": [mode], "resources": {"requests": {"storage": storage}}}});
+    claims
+        .create(
+            &post,
+            &typed(
+                json!({"metadata": {"name": "data"}, "spec": spec("ReadWriteOnce", "1Gi")["spec"]}),
+            ),
+        )
+        .await
+        .expect("a valid claim is created");
+    let params = PatchParams::default();
+    let forbidden_spec = "PersistentVolumeClaim \"data\" is invalid: spec: Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims\n";
+    let (message, causes) = invalid(
+        claims
+            .patch("data", &params, &Patch::Merge(spec("ReadWriteMany", "1Gi")))
+            .await,
+    )
+    .await;
+    assert!(message.starts_with(forbidden_spec), "{message}");
+    assert_eq!(causes, [("spec".into(), "FieldValueForbidden".into())]);
+    // Nothing has bound the claim yet: its request cannot change either.
+    let (message, _) = invalid(
+        claims
+            .patch("data", &params, &Patch::Merge(spec("ReadWriteOnce", "2Gi")))
+            .await,
+    )
+    .await;
+    assert!(message.starts_with(forbidden_spec), "{message}");
+
+    // Bound to a volume of 1Gi, the claim may grow.
+    claims
+        .patch_status(
+            "data",
+            &params,
+            &Patch::Merge(json!({"status": {"phase": "Bound", "capacity": {"storage": "1Gi"}}})),
+        )
+        .await
+        .expect("bound");
+    let grown = claims
+        .patch("data", &params, &Patch::Merge(spec("ReadWriteOnce", "2Gi")))
+        .await
+        .expect("a bound claim's request may grow");
+    assert_eq!(
+        grown
+            .spec
+            .and_then(|s| s.resources?.requests?.get("storage").cloned()),
+        Some(k8s_openapi::apimachinery::pkg::api::resource::Quantity(
+            "2Gi".into()
+        ))
+    );
+    let (message, causes) = invalid(
+        claims
+            .patch("data", &params, &Patch::Merge(spec("ReadWriteOnce", "1Gi")))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        message,
+        "PersistentVolumeClaim \"data\" is invalid: spec.resources.requests.storage: Forbidden: field can not be less than status.capacity"
+    );
+    assert_eq!(
+        causes,
+        [(
+            "spec.resources.requests.storage".into(),
+            "FieldValueForbidden".into()
+        )]
+    );
+    sandbox.shutdown().await;
+}
+
+/// A Service's ports: names required when there are several, numbers in range, protocols
+/// kube-apiserver knows, target ports that are numbers or port names, no port twice; its type
+/// one of four, and an ExternalName Service names a host and has no cluster IP.
+#[tokio::test]
+async fn services_are_validated_with_kube_apiservers_messages() {
+    use k8s_openapi::api::core::v1::Service;
+    let sandbox = Sandbox::builder().start().await.expect("sandbox starts");
+    let services: Api<Service> = Api::default_namespaced(sandbox.client().await.expect("client"));
+    let post = PostParams::default();
+    let service =
+        |name: &str, spec: Value| typed(json!({"metadata": {"name": name}, "spec": spec}));
+
+    let (message, _) = invalid(
+        services
+            .create(
+                &post,
+                &service(
+                    "ports",
+                    json!({"ports": [
+                        {"port": 5432},
+                        {"port": 70000, "protocol": "tcp", "targetPort": "pg--x"},
+                    ]}),
+                ),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(
+        message,
+        "Service \"ports\" is invalid: [spec.ports[0].name: Required value, spec.ports[1].name: Required value, spec.ports[1].port: Invalid value: 70000: must be between 1 and 65535, inclusive, spec.ports[1].protocol: Unsupported value: \"tcp\": supported values: \"SCTP\", \"TCP\", \"UDP\", spec.ports[1].targetPort: Invalid value: \"pg--x\": must not contain consecutive hyphens]"
+    );
+
+    let (message, causes) = invalid(
+        services
+            .create(
+                &post,
+                &service(
+                    "twice",
+                    json!({"ports": [
+                        {"name": "pg", "port": 5432, "nodePort": 30432},
+                        {"name": "pg", "port": 5432, "targetPort": 6432},
+                    ]}),
+                ),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(
+        causes,
+        [
+            ("spec.ports[1].name".into(), "FieldValueDuplicate".into()),
+            (
+                "spec.ports[0].nodePort".into(),
+                "FieldValueForbidden".into()
+            ),
+            ("spec.ports[1]".into(), "FieldValueDuplicate".into()),
+        ]
+    );
+    assert!(
+        message.contains(
+            "spec.ports[0].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'"
+        ),
+        "{message}"
+    );
+
+    let (message, _) = invalid(
+        services
+            .create(
+                &post,
+                &service("odd", json!({"type": "Internal", "ports": [{"port": 80}]})),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(
+        message,
+        "Service \"odd\" is invalid: spec.type: Unsupported value: \"Internal\": supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\""
+    );
+    let (message, _) = invalid(
+        services
+            .create(&post, &service("nowhere", json!({"type": "ExternalName"})))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        message,
+        "Service \"nowhere\" is invalid: spec.externalName: Required value"
+    );
+
+    // A ClusterIP Service turned into an ExternalName one gives up its address.
+    let created = services
+        .create(
+            &post,
+            &service("db", json!({"ports": [{"name": "pg", "port": 5432}]})),
+        )
+        .await
+        .expect("a valid Service is created");
+    assert!(created.spec.and_then(|s| s.cluster_ip).is_some());
+    let moved = services
+        .patch(
+            "db",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"type": "ExternalName", "externalName": "db.example.com"}}),
+            ),
+        )
+        .await
+        .expect("a Service may become an ExternalName one");
+    let spec = moved.spec.expect("spec");
+    assert_eq!(
+        (spec.type_.as_deref(), spec.cluster_ip, spec.cluster_ips),
+        (Some("ExternalName"), None, None)
+    );
+    sandbox.shutdown().await;
+}
+
+/// A container's ports, probes and enums, and the restart policies a workload's pods may have.
+#[tokio::test]
+async fn container_ports_probes_and_enums_are_validated() {
+    let sandbox = Sandbox::builder().start().await.expect("sandbox starts");
+    let client = sandbox.client().await.expect("client");
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let post = PostParams::default();
+
+    let (message, causes) = invalid(
+        pods.create(
+            &post,
+            &typed(json!({
+                "metadata": {"name": "pg"},
+                "spec": {
+                    "restartPolicy": "Sometimes",
+                    "containers": [{
+                        "name": "pg", "image": "postgres", "imagePullPolicy": "Daily",
+                        "ports": [
+                            {"name": "pg", "containerPort": 5432},
+                            {"name": "pg", "containerPort": 5433},
+                            {"containerPort": 0, "protocol": "QUIC"},
+                        ],
+                        "livenessProbe": {"successThreshold": 2, "periodSeconds": -1},
+                        "readinessProbe": {"exec": {"command": ["true"]}, "tcpSocket": {"port": 5432}},
+                    }],
+                },
+            })),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        causes,
+        [
+            (
+                "spec.containers[0].ports[1].name".into(),
+                "FieldValueDuplicate".into()
+            ),
+            (
+                "spec.containers[0].ports[2].containerPort".into(),
+                "FieldValueRequired".into()
+            ),
+            (
+                "spec.containers[0].ports[2].protocol".into(),
+                "FieldValueNotSupported".into()
+            ),
+            (
+                "spec.containers[0].imagePullPolicy".into(),
+                "FieldValueNotSupported".into()
+            ),
+            (
+                "spec.containers[0].livenessProbe".into(),
+                "FieldValueRequired".into()
+            ),
+            (
+                "spec.containers[0].livenessProbe.periodSeconds".into(),
+                "FieldValueInvalid".into()
+            ),
+            (
+                "spec.containers[0].livenessProbe.successThreshold".into(),
+                "FieldValueInvalid".into()
+            ),
+            (
+                "spec.containers[0].readinessProbe.tcpSocket".into(),
+                "FieldValueForbidden".into()
+            ),
+            ("spec.restartPolicy".into(), "FieldValueNotSupported".into()),
+        ]
+    );
+    for expected in [
+        "spec.restartPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\"",
+        "spec.containers[0].imagePullPolicy: Unsupported value: \"Daily\": supported values: \"Always\", \"IfNotPresent\", \"Never\"",
+        "spec.containers[0].ports[1].name: Duplicate value: \"pg\"",
+        "spec.containers[0].ports[2].protocol: Unsupported value: \"QUIC\": supported values: \"SCTP\", \"TCP\", \"UDP\"",
+        "spec.containers[0].livenessProbe: Required value: must specify a handler type",
+        "spec.containers[0].livenessProbe.periodSeconds: Invalid value: -1: must be greater than or equal to 0",
+        "spec.containers[0].livenessProbe.successThreshold: Invalid value: 2: must be 1",
+        "spec.containers[0].readinessProbe.tcpSocket: Forbidden: may not specify more than 1 handler type",
+    ] {
+        assert!(
+            message.contains(expected),
+            "{expected} missing from {message}"
+        );
+    }
+
+    // A Job's pods restart on failure or never; left unset, the policy is Always.
+    let jobs: Api<Job> = Api::default_namespaced(client.clone());
+    let (message, _) = invalid(
+        jobs.create(
+            &post,
+            &typed(json!({
+                "metadata": {"name": "once"},
+                "spec": {"template": {"spec": {"containers": [{"name": "run", "image": "busybox"}]}}},
+            })),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        message,
+        "Job.batch \"once\" is invalid: spec.template.spec.restartPolicy: Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\""
+    );
+    let deployments: Api<Deployment> = Api::default_namespaced(client);
+    let mut web = deployment(
+        "web",
+        json!({"app": "web"}),
+        json!({"app": "web"}),
+        json!([{"name": "web", "image": "nginx", "ports": [{"name": "http", "containerPort": 80}],
+            "readinessProbe": {"httpGet": {"port": "http", "path": "/"}}}]),
+    );
+    web["spec"]["template"]["spec"]["restartPolicy"] = json!("Never");
+    let (message, _) = invalid(deployments.create(&post, &typed(web.clone())).await).await;
+    assert_eq!(
+        message,
+        "Deployment.apps \"web\" is invalid: spec.template.spec.restartPolicy: Unsupported value: \"Never\": supported values: \"Always\""
+    );
+    web["spec"]["template"]["spec"]["restartPolicy"] = json!("Always");
+    deployments
+        .create(&post, &typed(web))
+        .await
+        .expect("a Deployment with valid ports and probes is created");
+    sandbox.shutdown().await;
+}

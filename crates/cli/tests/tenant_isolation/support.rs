@@ -124,18 +124,7 @@ impl Dev {
 
     /// Sends SIGINT and waits for the process to end (killing it after a minute).
     fn stop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.child.id() as i32),
-                nix::sys::signal::Signal::SIGINT,
-            );
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        interrupt(&mut self.child);
     }
 
     /// The administrator's kubeconfig, which `tusk dev` writes.
@@ -150,10 +139,7 @@ impl Dev {
 
     /// kubectl as the platform's administrator.
     pub fn admin(&self) -> Kubectl {
-        Kubectl {
-            kubeconfig: self.kubeconfig(),
-            namespace: None,
-        }
+        Kubectl::for_kubeconfig(self.kubeconfig(), None)
     }
 
     /// A kube client as the administrator.
@@ -243,6 +229,22 @@ impl Drop for Dev {
     }
 }
 
+/// Stops a process as Ctrl-C does: SIGINT, then a minute to end before it is killed.
+pub fn interrupt(child: &mut std::process::Child) {
+    if child.try_wait().ok().flatten().is_none() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 /// A kube client from a kubeconfig file.
 async fn client_from(path: &Path) -> kube::Client {
     tusk_operator::install_crypto_provider();
@@ -277,6 +279,14 @@ pub struct Kubectl {
 }
 
 impl Kubectl {
+    /// kubectl with `kubeconfig`, in `namespace` when one is given.
+    pub fn for_kubeconfig(kubeconfig: PathBuf, namespace: Option<String>) -> Self {
+        Self {
+            kubeconfig,
+            namespace,
+        }
+    }
+
     /// Runs kubectl; the error carries what kubectl printed.
     pub fn run(&self, args: &[&str]) -> Result<String, String> {
         self.run_with_input(args, None)

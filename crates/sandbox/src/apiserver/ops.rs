@@ -394,6 +394,15 @@ fn apply_schema(
             } else {
                 rt.group.as_str()
             };
+            if let Some(error) =
+                validation::quantities::decode_error(stored_group, &stored_kind, object)
+            {
+                return Err(ApiError::bad_request(format!(
+                    "{kind} in version \"{version}\" cannot be handled as a {kind}: {error}",
+                    kind = rt.kind,
+                    version = rt.version,
+                )));
+            }
             typed::prune_unknown_fields(stored_group, &stored_kind, object)
         }
     };

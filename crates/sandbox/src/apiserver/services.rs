@@ -189,6 +189,14 @@ pub(crate) fn keep_cluster_ip(
     current: &Value,
     new: &mut Value,
 ) -> Result<(), ApiError> {
+    let new_type = new
+        .pointer("/spec/type")
+        .or_else(|| current.pointer("/spec/type"))
+        .and_then(Value::as_str);
+    if new_type == Some("ExternalName") {
+        drop_cluster_ip_fields(current, new);
+        return Ok(());
+    }
     let Some(allocated) = current.pointer("/spec/clusterIP").and_then(Value::as_str) else {
         return Ok(());
     };
@@ -241,6 +249,24 @@ pub(crate) fn keep_cluster_ip(
         }
     }
     Ok(())
+}
+
+/// A Service turned into an ExternalName one gives up its addresses, as kube-apiserver's
+/// strategy drops the fields its new type does not use when the update leaves them as they
+/// were (a `kubectl apply` of the new type carries the old values over). Values the update
+/// changes are kept, for validation to refuse.
+fn drop_cluster_ip_fields(current: &Value, new: &mut Value) {
+    let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for field in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
+        let unset = spec.get(field).is_none_or(|value| {
+            value.is_null() || value == "" || value.as_array().is_some_and(Vec::is_empty)
+        });
+        if unset || spec.get(field) == current.pointer(&format!("/spec/{field}")) {
+            spec.remove(field);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -195,8 +195,17 @@ pub(crate) fn prune_unknown_fields(group: &str, kind: &str, object: &mut Value) 
     pruned
 }
 
+/// The schema of a built-in kind (in its storage form) and the definitions its `$ref`s name.
+pub(crate) fn kind_schema_of<'a>(
+    group: &'a str,
+    kind: &'a str,
+) -> Option<(&'a Value, &'a Map<String, Value>)> {
+    let schema = KIND_SCHEMAS.get(&(group, kind))?;
+    Some((&schema.root, &schema.definitions))
+}
+
 /// Follows a `$ref` to the definition it names.
-fn resolve<'a>(schema: &'a Value, definitions: &'a Map<String, Value>) -> &'a Value {
+pub(crate) fn resolve<'a>(schema: &'a Value, definitions: &'a Map<String, Value>) -> &'a Value {
     match schema
         .get("$ref")
         .and_then(Value::as_str)

@@ -3,6 +3,9 @@
 //! mounts, requests within limits) wherever they appear, workload selectors matching their
 //! template's labels, and the fields an update may not change.
 //!
+//! Persistent volume claims, Services, and the finer parts of a pod spec (ports, probes, enums)
+//! have modules of their own.
+//!
 //! Only what changed is judged on an update: an object whose spec a write leaves alone (a status
 //! update, a label change) is not newly refused, as the sandbox may hold objects stored before a
 //! rule existed.
@@ -15,6 +18,11 @@ use serde_json::{Value, json};
 use super::ext::Cause;
 use super::resources::ResourceType;
 use super::selector::LabelSelector;
+
+mod claims;
+mod containers;
+pub(crate) mod quantities;
+mod service_spec;
 
 /// A 422 cause.
 fn cause(field: &str, reason: &'static str, message: String) -> Cause {
@@ -45,6 +53,44 @@ fn invalid(field: &str, value: &Value, why: &str) -> Cause {
 
 fn required(field: &str) -> Cause {
     cause(field, "FieldValueRequired", "Required value".into())
+}
+
+/// `Required value: <why>`.
+fn required_because(field: &str, why: &str) -> Cause {
+    cause(
+        field,
+        "FieldValueRequired",
+        format!("Required value: {why}"),
+    )
+}
+
+/// `Forbidden: <why>`.
+fn forbidden(field: &str, why: &str) -> Cause {
+    cause(field, "FieldValueForbidden", format!("Forbidden: {why}"))
+}
+
+/// `Unsupported value: <value>: supported values: "a", "b"`, the values listed in the order
+/// kube-apiserver lists them (sorted where it sorts a set, as declared where it lists a slice).
+fn not_supported(field: &str, value: &Value, supported: &[&str]) -> Cause {
+    let listed: Vec<String> = supported.iter().map(|v| shown(&json!(v))).collect();
+    cause(
+        field,
+        "FieldValueNotSupported",
+        format!(
+            "Unsupported value: {}: supported values: {}",
+            shown(value),
+            listed.join(", ")
+        ),
+    )
+}
+
+/// An enum field that, when set, must hold one of `supported`.
+fn one_of(object: &Value, name: &str, path: &str, supported: &[&str], causes: &mut Vec<Cause>) {
+    if let Some(value) = object.get(name).filter(|v| !v.is_null())
+        && !value.as_str().is_some_and(|v| supported.contains(&v))
+    {
+        causes.push(not_supported(&format!("{path}.{name}"), value, supported));
+    }
 }
 
 fn immutable(field: &str, value: &Value) -> Cause {
@@ -93,6 +139,7 @@ pub(crate) fn validate(rt: &ResourceType, object: &Value, old: Option<&Value>) -
         ("apps", "deployments" | "replicasets") => {
             selector_and_template(spec, &mut causes);
             template_pod_spec(spec, &mut causes);
+            template_restart_policy(spec, &["Always"], &mut causes);
             if let Some(old_spec) = old_spec
                 && spec.get("selector") != old_spec.get("selector")
             {
@@ -103,17 +150,7 @@ pub(crate) fn validate(rt: &ResourceType, object: &Value, old: Option<&Value>) -
             // kube-apiserver leaves a StatefulSet's pod spec to its pods: its volume mounts
             // may name the claim templates' volumes, which only the pods have.
             selector_and_template(spec, &mut causes);
-            let restart_policy = spec.pointer("/template/spec/restartPolicy");
-            if let Some(policy) = restart_policy.filter(|p| p.as_str() != Some("Always")) {
-                causes.push(cause(
-                    "spec.template.spec.restartPolicy",
-                    "FieldValueNotSupported",
-                    format!(
-                        "Unsupported value: {}: supported values: \"Always\"",
-                        shown(policy)
-                    ),
-                ));
-            }
+            template_restart_policy(spec, &["Always"], &mut causes);
             if let Some(old_spec) = old_spec {
                 stateful_set_update(spec, old_spec, &mut causes);
             }
@@ -124,6 +161,7 @@ pub(crate) fn validate(rt: &ResourceType, object: &Value, old: Option<&Value>) -
                 selector_and_template(spec, &mut causes);
             }
             template_pod_spec(spec, &mut causes);
+            template_restart_policy(spec, &["OnFailure", "Never"], &mut causes);
             if let Some(old_spec) = old_spec {
                 for field in ["selector", "template"] {
                     if spec.get(field) != old_spec.get(field) {
@@ -135,9 +173,34 @@ pub(crate) fn validate(rt: &ResourceType, object: &Value, old: Option<&Value>) -
                 }
             }
         }
+        ("", "persistentvolumeclaims") => {
+            claims::claim_spec(spec, &mut causes);
+            if let (Some(old), Some(old_spec)) = (old, old_spec) {
+                claims::claim_update(spec, old_spec, old, &mut causes);
+            }
+        }
+        ("", "services") => service_spec::service_spec(spec, &mut causes),
         _ => {}
     }
     causes
+}
+
+/// The restart policies a workload's pods may have: a Deployment's, ReplicaSet's or
+/// StatefulSet's pods always restart, a Job's never or on failure. An unset policy is
+/// `Always`, as the pod template's defaulting makes it.
+fn template_restart_policy(spec: &Value, supported: &[&str], causes: &mut Vec<Cause>) {
+    let policy = spec
+        .pointer("/template/spec/restartPolicy")
+        .filter(|p| !p.is_null())
+        .cloned()
+        .unwrap_or_else(|| json!("Always"));
+    if !policy.as_str().is_some_and(|p| supported.contains(&p)) {
+        causes.push(not_supported(
+            "spec.template.spec.restartPolicy",
+            &policy,
+            supported,
+        ));
+    }
 }
 
 /// The pod template's spec of a workload, validated as a pod spec.
@@ -223,6 +286,7 @@ fn pod_spec(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
             container_spec(container, &container_path, &volumes, &mut names, causes);
         }
     }
+    containers::pod_enums(spec, path, causes);
 }
 
 fn duplicate(field: &str, value: &str) -> Cause {
@@ -260,6 +324,7 @@ fn container_spec(
             }
         }
     }
+    containers::container_ports(container, path, causes);
     for (index, mount) in array(container, "volumeMounts").iter().enumerate() {
         let mount_path = format!("{path}.volumeMounts[{index}]");
         match mount.get("name").and_then(Value::as_str).unwrap_or("") {
@@ -279,11 +344,13 @@ fn container_spec(
             causes.push(required(&format!("{mount_path}.mountPath")));
         }
     }
+    containers::container_rules(container, path, causes);
     requests_within_limits(
         container.get("resources"),
         &format!("{path}.resources"),
         causes,
     );
+    containers::container_probes(container, path, causes);
 }
 
 /// kube-apiserver's rule that a container requests no more of a resource than its limit.
