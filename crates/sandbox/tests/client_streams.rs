@@ -139,8 +139,10 @@ while ((watched.length < 3 || informed.length < 4) && Date.now() < deadline) {
 // Anything late would show up now.
 await new Promise((resolve) => setTimeout(resolve, 500));
 watch.abort();
+// What the informer saw while it ran (stopping it aborts its watch, which it reports).
+const result = { watched, informed: [...informed], cached: informer.list(namespace).map(seen) };
 await informer.stop();
-console.log(JSON.stringify({ watched, informed, cached: informer.list(namespace).map(seen) }));
+console.log(JSON.stringify(result));
 "#,
     )
     .await;
