@@ -715,11 +715,10 @@ fn readme_walk_through() -> Vec<String> {
                 }
                 block = None;
             }
-            Some(lines) => {
-                if !line.is_empty() && !line.starts_with('#') {
-                    lines.push(line.to_owned());
-                }
+            Some(lines) if !line.is_empty() && !line.starts_with('#') => {
+                lines.push(line.to_owned());
             }
+            Some(_) => {}
         }
     }
     panic!("README.md has no sh block starting with `export KUBECONFIG`");
