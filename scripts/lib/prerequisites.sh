@@ -1,7 +1,7 @@
 # Installs the programs tusk's tests and `tusk dev` run for real: from Debian packages the
 # PostgreSQL server and client tools, kubectl and cmake (zlib-ng's build); from PyPI, into a
-# virtual environment under target/, the official Python Kubernetes client. Nothing is
-# downloaded from anywhere else. Sourced by scripts/test and scripts/dev.
+# virtual environment under target/, the official Python Kubernetes client; from npm, into
+# target/, the official JavaScript one. Nothing is downloaded from anywhere else. Sourced by scripts/test and scripts/dev.
 
 apt_updated=false
 
@@ -79,4 +79,26 @@ ensure_python_client() {
         python3 -m venv "$venv"
     fi
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "kubernetes==$PYTHON_CLIENT_VERSION"
+}
+
+# The JavaScript client, @kubernetes/client-node from npm, pinned, in a directory of its own
+# (target/test-tools/node), run with the machine's Node. The tests find it there, or in the
+# directory TUSK_TEST_NODE names. 1.4 is the newest line that runs on Node 20 (2.x
+# needs Node 22).
+NODE_CLIENT_VERSION=1.4.0
+
+ensure_node_client() {
+    local project="target/test-tools/node"
+    local installed="$project/node_modules/@kubernetes/client-node/package.json"
+    if ! command -v npm >/dev/null; then
+        echo "installing Node and npm (Debian packages nodejs, npm)" >&2
+        apt_install nodejs npm
+    fi
+    if [ -f "$installed" ] && grep -q "\"version\": \"$NODE_CLIENT_VERSION\"" "$installed"; then
+        return
+    fi
+    echo "installing the JavaScript Kubernetes client $NODE_CLIENT_VERSION from npm" >&2
+    mkdir -p "$project"
+    npm install --prefix "$project" --no-audit --no-fund --silent --no-save \
+        "@kubernetes/client-node@$NODE_CLIENT_VERSION"
 }

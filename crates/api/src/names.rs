@@ -20,6 +20,14 @@ pub fn service_host_env(service: &str) -> String {
 /// Port PostgreSQL listens on inside every instance.
 pub const POSTGRES_PORT: u16 = 5432;
 
+/// The instance's directory for PostgreSQL's Unix socket: Debian's default, where psql looks
+/// first, and a volume of the pod's own.
+pub const SOCKET_DIR: &str = "/var/run/postgresql";
+
+/// tusk's management role in every instance: the only superuser, without a password, admitted
+/// by peer authentication over the Unix socket alone, to the user the instance runs as.
+pub const MANAGEMENT_ROLE: &str = "postgres";
+
 /// Port of `tusk instance`'s health endpoints.
 pub const INSTANCE_HEALTH_PORT: u16 = 8000;
 

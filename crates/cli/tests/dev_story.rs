@@ -2,126 +2,24 @@
 //! would after the README's quick start. Every step asserts what the user sees, and a failure
 //! says what they would have seen instead.
 
+// Shared with the tenant_isolation suite, whose helpers this test does not all need.
+#[allow(dead_code)]
+#[path = "tenant_isolation/support.rs"]
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::Dev;
 use tusk_sandbox::Sandbox;
 use tusk_sandbox::runtime::RuntimeOptions;
 
 const TUSK: &str = env!("CARGO_BIN_EXE_tusk");
 const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
 const BUCKET: &str = "tusk-backups";
-
-/// `tusk dev` as a child process, with what it printed kept for failure messages.
-struct Dev {
-    child: Child,
-    data_dir: PathBuf,
-    output: Arc<Mutex<String>>,
-}
-
-impl Dev {
-    fn start(data_dir: &Path) -> Self {
-        Self::start_from(Path::new(TUSK), data_dir)
-    }
-
-    /// `tusk dev` run from the executable at `tusk`.
-    fn start_from(tusk: &Path, data_dir: &Path) -> Self {
-        let mut child = Command::new(tusk)
-            .args(["dev", "--data-dir"])
-            .arg(data_dir)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("tusk dev starts");
-        let output = Arc::new(Mutex::new(String::new()));
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let output = output.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let mut text = output.lock().unwrap();
-                    text.push_str(&line);
-                    text.push('\n');
-                }
-            });
-        }
-        let dev = Self {
-            child,
-            data_dir: data_dir.to_owned(),
-            output,
-        };
-        dev.wait_for_output("tusk dev is running", Duration::from_secs(60));
-        dev
-    }
-
-    fn kubeconfig(&self) -> PathBuf {
-        self.data_dir.join("kubeconfig")
-    }
-
-    fn printed(&self) -> String {
-        self.output.lock().unwrap().clone()
-    }
-
-    fn wait_for_output(&self, text: &str, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        while !self.printed().contains(text) {
-            assert!(
-                Instant::now() < deadline,
-                "tusk dev never printed {text:?}; it printed:\n{}",
-                self.printed()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// Ctrl-C, as a user stops it.
-    fn interrupt(mut self) {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGINT,
-        )
-        .expect("SIGINT is sent");
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(
-                    status.success(),
-                    "tusk dev exited with {status} after Ctrl-C; it printed:\n{}",
-                    self.printed()
-                );
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "tusk dev does not stop after Ctrl-C"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.child.id() as i32),
-                nix::sys::signal::Signal::SIGINT,
-            );
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            let _ = self.child.kill();
-        }
-    }
-}
 
 /// kubectl against one cluster.
 struct Kubectl {
@@ -295,8 +193,8 @@ fn objects_under(dir: &Path) -> Vec<PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_story_runs_end_to_end_on_tusk_dev() {
     let temp = tempfile::tempdir().unwrap();
-    let dev_dir = temp.path().join("dev");
-    let dev = Dev::start(&dev_dir);
+    let dev = Dev::start();
+    let dev_dir = dev.data_dir().to_owned();
     let kubectl = Kubectl {
         kubeconfig: dev.kubeconfig(),
     };
@@ -629,9 +527,8 @@ fn postmaster_pid(runtime_dir: &Path, claim_uid: &str) -> Option<i32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tusk_dev_recovers_from_a_killed_postgres_and_from_being_killed_itself() {
-    let temp = tempfile::tempdir().unwrap();
-    let dev_dir = temp.path().join("dev");
-    let dev = Dev::start(&dev_dir);
+    let mut dev = Dev::start();
+    let dev_dir = dev.data_dir().to_owned();
     let kubectl = Kubectl {
         kubeconfig: dev.kubeconfig(),
     };
@@ -706,11 +603,7 @@ async fn tusk_dev_recovers_from_a_killed_postgres_and_from_being_killed_itself()
             _ => Err(phase),
         }
     });
-    let mut dev = dev;
-    dev.child.kill().expect("tusk dev is killed");
-    dev.child.wait().unwrap();
-    drop(dev);
-    let dev = Dev::start(&dev_dir);
+    dev.kill_and_restart();
     let outcome = kubectl.until(
         "the interrupted backup to end",
         Duration::from_secs(240),
@@ -781,7 +674,7 @@ async fn tusk_dev_runs_databases_from_a_private_directory() {
     let tusk = private.join("tusk");
     std::fs::copy(TUSK, &tusk).unwrap();
     let dev_dir = private.join("dev");
-    let dev = Dev::start_from(&tusk, &dev_dir);
+    let dev = Dev::start_at(&tusk, dev_dir.clone(), temp, &[]);
     let node_dir = std::fs::read_link(dev_dir.join("runtime").join("node")).ok();
     let kubectl = Kubectl {
         kubeconfig: dev.kubeconfig(),
@@ -797,4 +690,251 @@ async fn tusk_dev_runs_databases_from_a_private_directory() {
     if let Some(node_dir) = node_dir {
         std::fs::remove_dir_all(&node_dir).unwrap();
     }
+}
+
+const README: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");
+/// What the person at the keyboard types into an interactive session (`kubectl exec -it`).
+const TYPED: &str = "SELECT current_user, inet_server_addr() IS NULL AS over_the_socket, count(*) FROM animals;\n\\q\n";
+
+/// The README's walk-through, as written: the commands of the quick start's `sh` block that
+/// starts with `export KUBECONFIG`, one a line, comments and blank lines left out.
+fn readme_walk_through() -> Vec<String> {
+    let text = std::fs::read_to_string(README).expect("README.md");
+    let mut block: Option<Vec<String>> = None;
+    for line in text.lines() {
+        let line = line.trim();
+        match &mut block {
+            None if line == "```sh" => block = Some(Vec::new()),
+            None => {}
+            Some(lines) if line.starts_with("```") => {
+                if lines
+                    .first()
+                    .is_some_and(|first| first.starts_with("export KUBECONFIG="))
+                {
+                    return std::mem::take(lines);
+                }
+                block = None;
+            }
+            Some(lines) if !line.is_empty() && !line.starts_with('#') => {
+                lines.push(line.to_owned());
+            }
+            Some(_) => {}
+        }
+    }
+    panic!("README.md has no sh block starting with `export KUBECONFIG`");
+}
+
+/// A person following the walk-through in one terminal: each line runs in bash, in a checkout
+/// (`examples/` and `.tusk/`), with the variables earlier lines exported.
+struct Terminal {
+    checkout: PathBuf,
+    exported: Vec<(String, String)>,
+    /// Commands left running with `&`, stopped when the terminal closes.
+    background: Vec<Child>,
+}
+
+impl Terminal {
+    fn bash(&self, script: &str) -> Command {
+        let mut command = Command::new("bash");
+        command
+            .args(["-e", "-o", "pipefail", "-c", script])
+            .current_dir(&self.checkout)
+            .env_clear()
+            .envs(
+                ["PATH", "HOME"]
+                    .into_iter()
+                    .filter_map(|name| std::env::var(name).ok().map(|value| (name, value))),
+            )
+            .envs(self.exported.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        command
+    }
+
+    /// Runs one line as the person would, and returns what it printed.
+    fn run(&mut self, line: &str) -> String {
+        if let Some(assignment) = line.strip_prefix("export ") {
+            let (name, _) = assignment.split_once('=').expect("export NAME=value");
+            let output = self
+                .bash(&format!("{line}\nprintf '%s' \"${name}\""))
+                .output()
+                .expect("bash runs");
+            let value = String::from_utf8_lossy(&output.stdout).into_owned();
+            assert!(
+                output.status.success() && !value.is_empty(),
+                "`{line}` failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            self.exported.push((name.to_owned(), value));
+            return String::new();
+        }
+        if let Some(command) = line.strip_suffix(" &") {
+            // Left running; the next line may use it once it says it is ready.
+            let mut child = self
+                .bash(&format!("exec {command}"))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("bash runs");
+            let first = first_lines(&mut child, |_| true, Duration::from_secs(30))
+                .unwrap_or_else(|seen| panic!("`{line}` printed nothing: {seen}"));
+            self.background.push(child);
+            return first;
+        }
+        if line.ends_with(" -w") {
+            // Watched until it shows the end, then Ctrl-C.
+            let mut child = self
+                .bash(&format!("exec {line}"))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("bash runs");
+            let finished = |row: &str| {
+                assert!(!row.contains("Failed"), "`{line}` shows a failure: {row}");
+                row.contains("Ready") || row.contains("Succeeded")
+            };
+            let seen = first_lines(&mut child, finished, Duration::from_secs(240));
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGINT,
+            );
+            let _ = child.wait();
+            return seen.unwrap_or_else(|seen| panic!("`{line}` never showed the end: {seen}"));
+        }
+        let interactive = line.contains(" -it ") || line.contains(" -i ");
+        let mut child = self
+            .bash(line)
+            .stdin(if interactive {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("bash runs");
+        if let Some(mut stdin) = child.stdin.take() {
+            use std::io::Write;
+            stdin.write_all(TYPED.as_bytes()).expect("typed");
+        }
+        let output = child.wait_with_output().expect("bash runs");
+        assert!(
+            output.status.success(),
+            "`{line}` failed: {}{}",
+            String::from_utf8_lossy(&output.stderr),
+            String::from_utf8_lossy(&output.stdout)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        for child in &mut self.background {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Reads `child`'s output until a line satisfies `done`: `Ok` with every line so far, or `Err`
+/// with them once `limit` has passed or the output ended.
+fn first_lines(
+    child: &mut Child,
+    mut done: impl FnMut(&str) -> bool,
+    limit: Duration,
+) -> Result<String, String> {
+    let (sender, lines) = std::sync::mpsc::channel();
+    for stream in [
+        Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().expect("stderr")),
+    ] {
+        let sender = sender.clone();
+        std::thread::spawn(move || {
+            // Read to the end even once nobody listens: a program whose output pipe closes
+            // dies of SIGPIPE at its next line (port-forward prints one per connection).
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = sender.send(line);
+            }
+        });
+    }
+    drop(sender);
+    let deadline = Instant::now() + limit;
+    let mut seen = String::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                seen.push_str(&line);
+                seen.push('\n');
+                if done(&line) {
+                    return Ok(seen);
+                }
+            }
+            Err(_) => return Err(seen),
+        }
+    }
+}
+
+/// The README's walk-through runs as written, line by line, against `tusk dev`: a project's
+/// namespace made with `kubectl create namespace`, psql in the database's container with
+/// `kubectl exec` (given a command, and typed into with `-it`: over the pod's Unix socket, as
+/// tusk's management role), psql through `kubectl port-forward`, then the backup, the restore
+/// and the deletions. It reads the lines from README.md, so the doc cannot drift from what works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_walk_through_runs_as_written() {
+    let dev = Dev::start();
+    let checkout = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(dev.data_dir(), checkout.path().join(".tusk")).unwrap();
+    std::os::unix::fs::symlink(EXAMPLES, checkout.path().join("examples")).unwrap();
+    let mut terminal = Terminal {
+        checkout: checkout.path().to_owned(),
+        exported: Vec::new(),
+        background: Vec::new(),
+    };
+    let lines = readme_walk_through();
+    let mut printed = Vec::new();
+    for line in &lines {
+        printed.push((line.clone(), terminal.run(line)));
+    }
+    let output_of = |prefix: &str| {
+        printed
+            .iter()
+            .find(|(line, _)| line.starts_with(prefix))
+            .map(|(_, output)| output.clone())
+            .unwrap_or_else(|| panic!("README.md's walk-through has no `{prefix}` line"))
+    };
+    assert!(
+        output_of("kubectl create namespace").contains("namespace/zoo created"),
+        "{printed:?}"
+    );
+    let counted = output_of("kubectl exec elephant-0 -- psql");
+    assert!(
+        counted.lines().any(|row| row.trim() == "1") && counted.contains("(1 row)"),
+        "psql in the container does not count the one animal: {counted}"
+    );
+    let typed = output_of("kubectl exec -it elephant-0 -- psql");
+    let row = typed
+        .lines()
+        .find(|row| row.contains('|') && !row.contains("current_user"))
+        .unwrap_or_else(|| panic!("the interactive psql answered no row: {typed}"));
+    let columns: Vec<&str> = row.split('|').map(str::trim).collect();
+    assert_eq!(
+        columns,
+        ["postgres", "t", "1"],
+        "psql in the container is not the management role over the Unix socket: {typed}"
+    );
+    assert!(
+        output_of("kubectl port-forward").contains("Forwarding from 127.0.0.1:15432"),
+        "{printed:?}"
+    );
+    let forwarded = output_of("psql \"$DATABASE_URL&hostaddr=127.0.0.1&port=15432\"");
+    assert!(
+        forwarded.contains("mammoth"),
+        "psql through the port-forward: {forwarded}"
+    );
+    assert!(
+        output_of("kubectl delete pgc").contains("elephant-restored"),
+        "{printed:?}"
+    );
+    drop(terminal);
+    dev.interrupt();
 }

@@ -424,3 +424,64 @@ async fn a_data_directory_too_deep_for_a_socket_still_admits_the_supervisor() {
     instance.owner().await;
     instance.stop().await.unwrap();
 }
+
+/// psql run in the container as the instance's own user, with nothing but the container's
+/// `PGHOST` and `PGUSER` (as `kubectl exec <pod> -- psql` runs it), reaching the server over
+/// the socket directory given, as the management role.
+fn psql_in_the_container(socket_dir: &std::path::Path, uid: Option<u32>) -> (bool, String) {
+    let mut command = std::process::Command::new("psql");
+    command
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-c",
+            "SELECT current_user, inet_server_addr() IS NULL",
+        ])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env(supervisor::env::SOCKET_DIR, socket_dir)
+        .env("PGUSER", common::MANAGEMENT);
+    if let Some(uid) = uid {
+        std::os::unix::process::CommandExt::uid(&mut command, uid);
+    }
+    let output = command.output().expect("psql runs");
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+/// The socket goes where the container's `PGHOST` says (a pod's emptyDir, mode 0777 as the
+/// kubelet makes it), so that psql run in the container connects as on a database server; the
+/// socket itself is the PostgreSQL user's alone, so no other user of the machine connects.
+#[tokio::test]
+async fn psql_in_the_container_finds_the_socket_where_pghost_says_and_no_one_else_can_use_it() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let root = tempfile::tempdir().unwrap();
+    let mut config = common::instance_config(root.path(), "");
+    let socket_dir = root.path().join("run");
+    std::fs::create_dir(&socket_dir).unwrap();
+    std::fs::set_permissions(&socket_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    config.socket_dir = Some(socket_dir.clone());
+    let mut instance = Instance::start_with(root, config);
+    instance.wait_ready().await;
+    let socket = socket_dir.join(".s.PGSQL.5432");
+    let mode = std::fs::metadata(&socket)
+        .expect("the socket is in the PGHOST directory")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "the socket is open to others");
+    let (connected, answer) = psql_in_the_container(&socket_dir, None);
+    assert!(connected, "{answer}");
+    assert_eq!(answer.trim(), "postgres|t");
+    // Another user of the machine (another pod's, on tusk dev) cannot even connect.
+    let (connected, answer) = psql_in_the_container(&socket_dir, Some(65534));
+    assert!(!connected, "another user reached the server: {answer}");
+    assert!(answer.contains("Permission denied"), "{answer}");
+    instance.stop().await.unwrap();
+}

@@ -1,45 +1,14 @@
 //! The official Python client (`kubernetes` from PyPI, which scripts/test installs into
 //! target/test-tools/python) against the sandbox, used as its users write it.
 
-use tokio::process::Command;
+mod common;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 use tusk_sandbox::Sandbox;
 
-/// The Python with the client installed: `TUSK_TEST_PYTHON`, or the virtual environment
-/// scripts/test creates.
-fn python_executable() -> std::path::PathBuf {
-    std::env::var_os("TUSK_TEST_PYTHON")
-        .map(Into::into)
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../target/test-tools/python/bin/python")
-        })
-}
-
-/// Runs `script` (without blocking the sandbox serving it) with the Python client configured from the sandbox's kubeconfig (as
-/// `config`), and returns what it printed.
-async fn python(sandbox: &Sandbox, script: &str) -> String {
-    let prelude = format!(
-        "from kubernetes import client, config\nconfig.load_kube_config({:?})\n",
-        sandbox.kubeconfig_path().display().to_string()
-    );
-    let output = Command::new(python_executable())
-        .arg("-c")
-        .arg(prelude + script)
-        .output()
-        .await
-        .expect("the Python client's interpreter runs (scripts/test installs it; or set TUSK_TEST_PYTHON)");
-    assert!(
-        output.status.success(),
-        "the Python client failed: {}{}",
-        String::from_utf8_lossy(&output.stderr),
-        String::from_utf8_lossy(&output.stdout)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
+use common::clients::python;
 
 /// The Python client's writes of built-in kinds are decoded strictly when it asks
 /// (`fieldValidation=Strict`), and validated as kube-apiserver validates them.

@@ -1350,9 +1350,20 @@ async fn tusk_and_postgres_commands_resolve_locally() {
         .logs("programs", &log("tusk"))
         .await
         .expect("log");
-    // The mount path in the arguments is rebased under the pod's own root.
-    let rebased = root.path().join("pods").join(&pod_uid).join("root/data/pg");
-    assert_eq!(tusk, format!("instance --data {}\n", rebased.display()));
+    // The mount path in the arguments is rebased under the pod's own root, which the pod's
+    // processes name through a short link, so that a Unix socket there fits in a socket path.
+    let rebased = tusk
+        .strip_prefix("instance --data ")
+        .and_then(|rest| rest.strip_suffix("/data/pg\n"))
+        .unwrap_or_else(|| panic!("not a rebased /data/pg: {tusk}"));
+    assert!(
+        rebased.starts_with("/tmp/tusk-") && rebased.len() <= 24,
+        "the pod's root is not named through a short link: {rebased}"
+    );
+    assert_eq!(
+        std::fs::read_link(rebased).expect("the link lives as long as the pod"),
+        root.path().join("pods").join(&pod_uid).join("root")
+    );
     let postgres = pods(&client)
         .logs("programs", &log("postgres"))
         .await

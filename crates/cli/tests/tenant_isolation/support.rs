@@ -17,9 +17,10 @@ const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy");
 /// `tusk dev` as a child process, with what it printed kept for failure messages.
 pub struct Dev {
     child: Child,
+    /// The `tusk` executable it runs (which its pods' `tusk` runs too), to start it again alike.
+    #[allow(dead_code)] // read by `restart`, which the tenant_isolation suite does not use
+    tusk: PathBuf,
     data_dir: PathBuf,
-    /// The tusk executable it runs, which is also the one its pods' `tusk` runs.
-    executable: PathBuf,
     /// The arguments it was started with, to start it again alike.
     #[allow(dead_code)] // read by `restart`, which the tenant_isolation suite does not use
     arguments: Vec<String>,
@@ -27,9 +28,9 @@ pub struct Dev {
     _temp: tempfile::TempDir,
 }
 
-/// Starts `tusk dev` from `executable` on `data_dir`, collecting what it prints.
-fn launch(executable: &Path, data_dir: &Path, arguments: &[String]) -> (Child, Arc<Mutex<String>>) {
-    let mut child = Command::new(executable)
+/// Starts `tusk dev` from the executable `tusk` on `data_dir`, collecting what it prints.
+fn launch(tusk: &Path, data_dir: &Path, arguments: &[String]) -> (Child, Arc<Mutex<String>>) {
+    let mut child = Command::new(tusk)
         .args(["dev", "--data-dir"])
         .arg(data_dir)
         .args(arguments)
@@ -80,12 +81,23 @@ impl Dev {
     /// which its pods' `tusk` runs too.
     pub fn start_from(executable: &Path, temp: tempfile::TempDir, arguments: &[&str]) -> Self {
         let data_dir = temp.path().join("dev");
+        Self::start_at(executable, data_dir, temp, arguments)
+    }
+
+    /// [`Dev::start_in`] from the executable `tusk`, with its data directory at `data_dir`
+    /// (which `temp` holds).
+    pub fn start_at(
+        tusk: &Path,
+        data_dir: PathBuf,
+        temp: tempfile::TempDir,
+        arguments: &[&str],
+    ) -> Self {
         let arguments: Vec<String> = arguments.iter().map(|a| (*a).to_owned()).collect();
-        let (child, output) = launch(executable, &data_dir, &arguments);
+        let (child, output) = launch(tusk, &data_dir, &arguments);
         let dev = Self {
             child,
+            tusk: tusk.to_owned(),
             data_dir,
-            executable: executable.to_path_buf(),
             arguments,
             output,
             _temp: temp,
@@ -116,10 +128,57 @@ impl Dev {
     #[allow(dead_code)] // the tenant_isolation suite, which includes this file, never restarts
     pub fn restart(&mut self) {
         self.stop();
-        let (child, output) = launch(&self.executable, &self.data_dir, &self.arguments);
+        self.launch_again();
+    }
+
+    /// Kills `tusk dev` outright (SIGKILL, as a crash or an OOM kill does) and starts it again
+    /// on the same data directory; returns once it says it is running.
+    #[allow(dead_code)] // the tenant_isolation suite, which includes this file, never crashes it
+    pub fn kill_and_restart(&mut self) {
+        self.child.kill().expect("tusk dev is killed");
+        self.child.wait().expect("tusk dev is reaped");
+        self.launch_again();
+    }
+
+    #[allow(dead_code)] // the tenant_isolation suite never starts it again
+    fn launch_again(&mut self) {
+        let (child, output) = launch(&self.tusk, &self.data_dir, &self.arguments);
         self.child = child;
         self.output = output;
         self.wait_until_running();
+    }
+
+    /// Ctrl-C, as a person stops it; fails unless it stops, successfully, within 90 seconds.
+    #[allow(dead_code)] // the tenant_isolation suite, which includes this file, stops it on drop
+    pub fn interrupt(mut self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .expect("SIGINT is sent");
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("tusk dev's status") {
+                assert!(
+                    status.success(),
+                    "tusk dev exited with {status} after Ctrl-C; it printed:\n{}",
+                    self.printed()
+                );
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tusk dev does not stop after Ctrl-C; it printed:\n{}",
+                self.printed()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Its data directory (`.tusk` in a checkout).
+    #[allow(dead_code)] // not every suite that includes this file needs it
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 
     /// Sends SIGINT and waits for the process to end (killing it after a minute).

@@ -18,7 +18,7 @@ use super::Credentials;
 
 /// tusk's management role: the superuser initdb creates. No password is ever set for it, and
 /// pg_hba.conf admits it only over the Unix socket with peer authentication.
-pub const MANAGEMENT_ROLE: &str = "postgres";
+pub const MANAGEMENT_ROLE: &str = tusk_api::names::MANAGEMENT_ROLE;
 
 /// The schema, in the `postgres` database, holding the functions through which the owner role
 /// manages roles of its own on PostgreSQL 15.

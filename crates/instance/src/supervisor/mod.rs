@@ -188,6 +188,10 @@ pub struct InstanceConfig {
     /// it, PostgreSQL serves TLS and admits TCP connections only over TLS; the operator always
     /// gives it. A new certificate in it is picked up by a reload.
     pub tls_dir: Option<PathBuf>,
+    /// The directory for PostgreSQL's Unix socket, from `PGHOST` (see [`env::SOCKET_DIR`]):
+    /// a program run in the container (`kubectl exec ... -- psql`) finds the server there as
+    /// the supervisor does. Without it, the socket is in the data directory.
+    pub socket_dir: Option<PathBuf>,
 }
 
 /// The environment variables the operator sets on the instance container.
@@ -233,6 +237,9 @@ pub mod env {
     pub const RESTORE_SIZE: &str = "TUSK_RESTORE_SIZE";
     /// The backup object's recorded SHA-256.
     pub const RESTORE_SHA256: &str = "TUSK_RESTORE_SHA256";
+    /// libpq's own variable, set for the whole container: the directory PostgreSQL puts its
+    /// Unix socket in and where psql, run in the container, looks for it.
+    pub const SOCKET_DIR: &str = "PGHOST";
 }
 
 fn non_empty_env(name: &'static str) -> Option<String> {
@@ -339,6 +346,7 @@ impl InstanceConfig {
             tusk_executable: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("tusk")),
             reload_interval: DEFAULT_RELOAD_INTERVAL,
             tls_dir: None,
+            socket_dir: non_empty_env(env::SOCKET_DIR).map(PathBuf::from),
         })
     }
 
@@ -647,17 +655,34 @@ async fn run_serving_health(
     outcome
 }
 
-/// The directory of PostgreSQL's Unix socket: the data directory, which only the PostgreSQL
-/// user can enter, or, when a socket path there would be too long (a data directory deep in a
-/// sandbox pod's root), a private directory of the same mode under the temporary directory,
-/// removed when the supervisor returns.
+/// The directory of PostgreSQL's Unix socket: the one the configuration names (`PGHOST`, the
+/// pod's own `/var/run/postgresql`), where programs run in the container look for it; else
+/// the data directory, which only the PostgreSQL user can enter; or, when a socket path there
+/// would be too long (a data directory deep in a sandbox pod's root), a private directory of
+/// the same mode under the temporary directory, removed when the supervisor returns. Wherever
+/// it is, the socket itself is mode 0700 (`unix_socket_permissions`): only the PostgreSQL
+/// user can connect, and peer authentication admits that user alone (as the management role).
 enum SocketDir {
+    Configured(PathBuf),
     DataDir(PathBuf),
     Private(tempfile::TempDir),
 }
 
 impl SocketDir {
     fn choose(config: &InstanceConfig, run_as: Option<RunAs>) -> Result<Self, InstanceError> {
+        if let Some(dir) = &config.socket_dir {
+            if !dir.is_absolute() {
+                tracing::warn!(socket_dir = %dir.display(), "the socket directory is not an absolute path; the socket goes elsewhere, where programs in the container will not find it");
+            } else if !settings::socket_path_fits(dir, config.postgres_port) {
+                tracing::warn!(socket_dir = %dir.display(), "the socket directory's path is too long for a Unix socket; the socket goes elsewhere, where programs in the container will not find it");
+            } else {
+                if !dir.is_dir() {
+                    // Not a volume, as it always is in a pod: made like the data directory.
+                    bootstrap::create_data_dir(dir, run_as)?;
+                }
+                return Ok(Self::Configured(dir.clone()));
+            }
+        }
         let data_dir = absolute(&config.data_dir);
         if settings::socket_path_fits(&data_dir, config.postgres_port) {
             return Ok(Self::DataDir(data_dir));
@@ -683,7 +708,7 @@ impl SocketDir {
 
     fn path(&self) -> &Path {
         match self {
-            Self::DataDir(path) => path,
+            Self::Configured(path) | Self::DataDir(path) => path,
             Self::Private(dir) => dir.path(),
         }
     }
@@ -1073,6 +1098,7 @@ mod tests {
             tusk_executable: PathBuf::new(),
             reload_interval: DEFAULT_RELOAD_INTERVAL,
             tls_dir: None,
+            socket_dir: None,
         }
     }
 

@@ -83,6 +83,7 @@ pub fn instance_config(root: &Path, postgresql_conf: &str) -> InstanceConfig {
         tusk_executable: PathBuf::from("tusk"),
         reload_interval: Duration::from_millis(200),
         tls_dir: None,
+        socket_dir: None,
     }
 }
 

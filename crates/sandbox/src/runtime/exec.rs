@@ -264,7 +264,7 @@ fn exec_argument(rebase: &Rebase, working_dir: &Path, word: &str) -> String {
     if rebased == word {
         return rebased;
     }
-    let Ok(below_root) = working_dir.strip_prefix(rebase.root()) else {
+    let Some(below_root) = rebase.below_root(working_dir) else {
         return rebased;
     };
     let mut relative = "../".repeat(below_root.components().count());

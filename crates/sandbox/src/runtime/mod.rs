@@ -3,7 +3,8 @@
 //! their status, Events and logs as the kubelet does.
 //!
 //! Nothing here needs namespaces: each mountPath is rebased under the pod's own root
-//! directory, and each pod gets a loopback address of its own. Run as root, the runtime runs
+//! directory (named, in what the pod's processes are given, through a short link, so that a
+//! Unix socket there fits: `short_roots`), and each pod gets a loopback address of its own. Run as root, the runtime runs
 //! each pod as a local user of its own (`users`), so that pods cannot read each other's
 //! environments and files; it never follows a symlink a pod could have planted (`beneath`),
 //! and it refuses hostPath volumes. Those users must reach the pods' files and the executable
@@ -38,6 +39,7 @@ mod pod;
 mod probe;
 mod process;
 mod pvc;
+mod short_roots;
 mod status;
 mod termination;
 mod users;
@@ -174,6 +176,9 @@ pub(crate) struct Node {
     pub users: users::PodUsers,
     /// The running containers and pod addresses exec, attach and port-forward reach.
     pub access: Arc<exec::PodAccess>,
+    /// The short links to the pods' roots; none if they could not be made (the pods' paths
+    /// then name their roots themselves).
+    pub short_roots: Option<short_roots::ShortRoots>,
 }
 
 impl Node {
@@ -234,6 +239,11 @@ impl Runtime {
             runs_as_root: nix::unistd::geteuid().is_root(),
             users: users::PodUsers::new(&pods_dir),
             access,
+            short_roots: short_roots::ShortRoots::create()
+                .inspect_err(|error| {
+                    tracing::warn!(%error, "cannot make the directory of short links to the pods' roots; a Unix socket under a mountPath may not fit");
+                })
+                .ok(),
         });
         let task = tokio::spawn(run(node));
         Ok(Self {

@@ -102,7 +102,22 @@ pub(crate) async fn run(node: Arc<Node>, mut updates: watch::Receiver<Option<Arc
         .into_iter()
         .map(|(path, _, _)| path)
         .collect();
-    let rebase = Rebase::new(root.clone(), mount_paths);
+    // Paths handed to the pod's processes name its root through a short link, so that a Unix
+    // socket under a mountPath fits as it does in a container (see `short_roots`).
+    let short_root = node
+        .short_roots
+        .as_ref()
+        .and_then(|roots| match roots.link(&root) {
+            Ok(link) => Some(link),
+            Err(error) => {
+                tracing::warn!(%error, pod = %pod.name_any(), "cannot link a pod's root under a short name");
+                None
+            }
+        });
+    let rebase = match &short_root {
+        Some(link) => Rebase::new(root.clone(), mount_paths).named_through(link.path()),
+        None => Rebase::new(root.clone(), mount_paths),
+    };
     // Under a root runtime the pod gets a local user of its own; nothing runs before it has
     // one, since running as root or as someone else's user is what it must never do.
     let user = if node.runs_as_root {

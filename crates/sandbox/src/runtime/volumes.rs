@@ -39,6 +39,9 @@ pub(crate) struct MountError {
 #[derive(Clone, Debug)]
 pub(crate) struct Rebase {
     root: PathBuf,
+    /// How the paths handed to the pod's processes name its root: the root itself, or a short
+    /// link to it (see `short_roots`).
+    named_root: PathBuf,
     /// Longest first, so that the innermost mount wins.
     mount_paths: Vec<String>,
 }
@@ -47,7 +50,17 @@ impl Rebase {
     pub fn new(root: PathBuf, mut mount_paths: Vec<String>) -> Self {
         mount_paths.sort_by_key(|path| std::cmp::Reverse(path.len()));
         mount_paths.dedup();
-        Self { root, mount_paths }
+        Self {
+            named_root: root.clone(),
+            root,
+            mount_paths,
+        }
+    }
+
+    /// Rebased paths name the root through `link`, a link to it.
+    pub fn named_through(mut self, link: &Path) -> Self {
+        self.named_root = link.to_path_buf();
+        self
     }
 
     /// The pod's root directory.
@@ -55,7 +68,8 @@ impl Rebase {
         &self.root
     }
 
-    /// `value` with a leading mountPath moved under the pod's root; anything else unchanged.
+    /// `value` with a leading mountPath moved under the pod's root (named as the pod's
+    /// processes see it); anything else unchanged.
     pub fn path(&self, value: &str) -> String {
         for mount in &self.mount_paths {
             let mount = mount.trim_end_matches('/');
@@ -63,10 +77,21 @@ impl Rebase {
                 continue;
             }
             if value == mount || value.starts_with(&format!("{mount}/")) {
-                return format!("{}/{}", self.root.display(), value.trim_start_matches('/'));
+                return format!(
+                    "{}/{}",
+                    self.named_root.display(),
+                    value.trim_start_matches('/')
+                );
             }
         }
         value.to_string()
+    }
+
+    /// `path` relative to the pod's root, whichever way it names the root.
+    pub fn below_root<'a>(&self, path: &'a Path) -> Option<&'a Path> {
+        path.strip_prefix(&self.named_root)
+            .or_else(|_| path.strip_prefix(&self.root))
+            .ok()
     }
 
     /// Where a mountPath lives under the pod's root.

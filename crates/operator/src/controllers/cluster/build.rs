@@ -502,6 +502,12 @@ fn stateful_set(
             false,
         ),
     ];
+    // What a program run in the container (`kubectl exec elephant-0 -- psql`) connects with,
+    // as on a database server: the socket in the pod's own directory and tusk's management
+    // role, which peer authentication admits only for the user the instance runs as. A name,
+    // never a password; the supervisor puts its socket where PGHOST says.
+    env.push(plain_env("PGHOST", names::SOCKET_DIR));
+    env.push(plain_env("PGUSER", names::MANAGEMENT_ROLE));
     env.extend(store_env(name, config));
     // The cluster's objects live under a prefix that names this incarnation of it.
     if let Some(uid) = &cluster.metadata.uid {
@@ -601,7 +607,7 @@ fn stateful_set(
             mount("config", CONFIG_MOUNT, true),
             mount("tls", TLS_MOUNT, true),
             mount("tmp", "/tmp", false),
-            mount("run", "/var/run/postgresql", false),
+            mount("run", names::SOCKET_DIR, false),
         ]),
         ..Container::default()
     };
@@ -1059,17 +1065,26 @@ pub(crate) mod tests {
                 "elephant-credentials"
             );
         }
-        // No superuser login reaches the pod, and role names do not come from the Secret,
-        // which the customer can edit.
-        assert!(
-            env.iter()
-                .all(|e| e.name != "PGUSER" && e.name != "PGPASSWORD")
-        );
+        // No superuser login reaches the pod: psql in the container is pointed at the
+        // management role, which has no password and is admitted by peer authentication over
+        // the pod's own socket alone. Role names do not come from the Secret, which the
+        // customer can edit.
+        assert!(env.iter().all(|e| e.name != "PGPASSWORD"));
         let plain = |name: &str| {
             env.iter()
                 .find(|e| e.name == name)
                 .and_then(|e| e.value.clone())
         };
+        assert_eq!(plain("PGUSER").as_deref(), Some("postgres"));
+        assert_eq!(plain("PGHOST").as_deref(), Some("/var/run/postgresql"));
+        assert!(
+            container(&children)
+                .volume_mounts
+                .unwrap()
+                .iter()
+                .any(|m| m.mount_path == "/var/run/postgresql" && m.name == "run"),
+            "the socket directory is the pod's own volume"
+        );
         assert_eq!(plain("TUSK_OWNER").as_deref(), Some("app"));
         assert_eq!(
             plain("TUSK_REPLICATION_USER").as_deref(),

@@ -137,7 +137,9 @@ pub(super) async fn serve_exec<S>(
             }
             status = &mut ended => break status,
             received = incoming.next() => match received {
-                Some(Ok(Message::Binary(bytes))) => match bytes.split_first() {
+                // kube-apiserver reads a channel frame from a text message as from a binary one,
+                // and the Python client sends its stdin as text.
+                Some(Ok(message @ (Message::Binary(_) | Message::Text(_)))) => match message.into_data().split_first() {
                     Some((&STDIN, data)) => {
                         // A process that stopped reading gets no more input.
                         let written = write_input(&mut input, data).await;
