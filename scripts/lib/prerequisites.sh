@@ -53,6 +53,16 @@ ensure_prerequisites() {
     if ! command -v ps >/dev/null; then
         apt_install procps
     fi
+    # A claim's volume is an ext4 image of the claimed size (mkfs.ext4, e2fsck and resize2fs
+    # from e2fsprogs): loop-mounted by a runtime running as root, mounted with fuse2fs through
+    # the setuid fusermount otherwise. Debian 12's fuse2fs uses FUSE 2, whose fusermount comes
+    # in the package fuse (which replaces fuse3).
+    if ! PATH="$PATH:/usr/sbin:/sbin" command -v resize2fs >/dev/null; then
+        apt_install e2fsprogs
+    fi
+    if [ "$(id -u)" -ne 0 ] && { ! command -v fuse2fs >/dev/null || ! command -v fusermount >/dev/null; }; then
+        apt_install fuse2fs fuse
+    fi
     # PostgreSQL refuses to run as root; tests and the local runtime run it as this user.
     if ! id postgres >/dev/null 2>&1; then
         useradd --system --create-home --shell /usr/sbin/nologin postgres

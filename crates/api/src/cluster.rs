@@ -585,6 +585,11 @@ pub struct PostgresClusterStatus {
     /// How full the data volume is, as the instance last reported it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<DiskUsage>,
+
+    /// The size in GiB the operator grew the data volumes to because they were full (the
+    /// platform's `disk.autoGrow`), while it is above `spec.postgresDiskSize`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_grown_disk_size: Option<i32>,
 }
 
 /// The WAL archiver's state. The figures come from the instance's `pg_stat_archiver`, so they

@@ -61,6 +61,11 @@ pub mod reasons {
     pub const DISK_FULL: &str = "DiskFull";
     /// A failure above cleared: the instance runs again, or its volume has room again.
     pub const RECOVERED: &str = "Recovered";
+    /// An Event: the operator asked a full data volume to grow (the platform's
+    /// `disk.autoGrow`).
+    pub const DISK_GROWN: &str = "DiskGrown";
+    /// An Event: a full data volume is at the platform's limit for growing it.
+    pub const DISK_GROWTH_LIMIT_REACHED: &str = "DiskGrowthLimitReached";
 
     // Health signals of a serving cluster (docs/troubleshooting.md says what to do).
 

@@ -439,11 +439,39 @@ pub struct DiskSettings {
     /// The percentage of the data volume in use from which a cluster is `Degraded` with reason
     /// `DiskFull`, from 1 to 100. Default 85.
     pub full_percent: u8,
+    /// Whether and how far the operator grows a full data volume by itself. Off by default.
+    pub auto_grow: AutoGrowSettings,
 }
 
 impl Default for DiskSettings {
     fn default() -> Self {
-        Self { full_percent: 85 }
+        Self {
+            full_percent: 85,
+            auto_grow: AutoGrowSettings::default(),
+        }
+    }
+}
+
+/// Growing a full data volume without waiting for its owner: each time a cluster is
+/// `DiskFull`, its volumes' requested storage goes up by a step, never above a limit the
+/// platform sets (its storage must allow volume expansion).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct AutoGrowSettings {
+    /// The size in GiB no volume is grown beyond; 0 (the default) leaves volumes as their
+    /// owners sized them. A volume its owner made larger is never shrunk.
+    pub max_size_gi: i32,
+    /// How much a volume grows each time, as a percentage of its size, rounded up to whole
+    /// GiB (at least 1 GiB), from 1 to 1000. Default 50.
+    pub step_percent: i32,
+}
+
+impl Default for AutoGrowSettings {
+    fn default() -> Self {
+        Self {
+            max_size_gi: 0,
+            step_percent: 50,
+        }
     }
 }
 
@@ -777,6 +805,18 @@ impl OperatorConfig {
         }
         if !(1..=100).contains(&self.disk.full_percent) {
             return Err(invalid("disk.fullPercent", "must be from 1 to 100"));
+        }
+        if self.disk.auto_grow.max_size_gi < 0 {
+            return Err(invalid(
+                "disk.autoGrow.maxSizeGi",
+                "must be 0 (off) or a size in GiB",
+            ));
+        }
+        if !(1..=1000).contains(&self.disk.auto_grow.step_percent) {
+            return Err(invalid(
+                "disk.autoGrow.stepPercent",
+                "must be from 1 to 1000",
+            ));
         }
         if self.tls.ca_namespace.is_empty() {
             return Err(invalid("tls.caNamespace", "must not be empty"));

@@ -483,16 +483,31 @@ async fn claims_bind_grow_and_keep_their_data_across_pods() {
     wait_until_gone(client, "writer").await;
     create(
         client,
-        &shell_pod("reader", "cat \"$FILE\"", mount("/var/lib/data/f"), volume),
+        &shell_pod(
+            "reader",
+            "cat \"$FILE\"; stat -f -c '%b %S' \"$(dirname \"$FILE\")\"",
+            mount("/var/lib/data/f"),
+            volume,
+        ),
     )
     .await;
     wait_for(client, "reader", "Succeeded", |p| phase(p) == "Succeeded").await;
-    assert_eq!(
-        pods(client)
-            .logs("reader", &LogParams::default())
-            .await
-            .expect("log"),
-        "kept\n"
+    let log = pods(client)
+        .logs("reader", &LogParams::default())
+        .await
+        .expect("log");
+    let (kept, filesystem) = log.split_once('\n').expect("two lines");
+    assert_eq!(kept, "kept", "{log}");
+    // The pod sees a filesystem of the claim's grown size (less what ext4 keeps for itself),
+    // not the host's disk.
+    let size: Vec<u64> = filesystem
+        .split_whitespace()
+        .map(|n| n.parse().expect("a number"))
+        .collect();
+    let bytes = size[0] * size[1];
+    assert!(
+        bytes <= 2 << 30 && bytes > (2 << 30) * 9 / 10,
+        "{bytes} bytes: not the claim's 2Gi"
     );
     cluster.sandbox.shutdown().await;
 }

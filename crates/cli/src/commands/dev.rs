@@ -68,6 +68,14 @@ pub struct DevArgs {
     /// DiskFull (disk.fullPercent, 1 to 100).
     #[arg(long, env = "TUSK_DISK_FULL_PERCENT")]
     pub disk_full_percent: Option<u8>,
+    /// The size in GiB up to which the operator grows a full data volume by itself
+    /// (disk.autoGrow.maxSizeGi; 0, the default, leaves volumes alone).
+    #[arg(long, env = "TUSK_DISK_AUTO_GROW_MAX_SIZE_GI")]
+    pub disk_auto_grow_max_size_gi: Option<i32>,
+    /// How much a full data volume grows each time, as a percentage of its size
+    /// (disk.autoGrow.stepPercent, 1 to 1000).
+    #[arg(long, env = "TUSK_DISK_AUTO_GROW_STEP_PERCENT")]
+    pub disk_auto_grow_step_percent: Option<i32>,
     /// How long an Event stays after its last write before the API server deletes it, as
     /// kube-apiserver's `--event-ttl` (such as 1h, the default).
     #[arg(long, env = "TUSK_EVENT_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
@@ -225,6 +233,12 @@ fn operator_config(store: &S3Server, args: &DevArgs) -> anyhow::Result<OperatorC
     config.http_address = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     if let Some(percent) = args.disk_full_percent {
         config.disk.full_percent = percent;
+    }
+    if let Some(size) = args.disk_auto_grow_max_size_gi {
+        config.disk.auto_grow.max_size_gi = size;
+    }
+    if let Some(percent) = args.disk_auto_grow_step_percent {
+        config.disk.auto_grow.step_percent = percent;
     }
     config
         .with_overrides(Overrides {

@@ -27,6 +27,7 @@
 
 mod beneath;
 mod capacity;
+mod claim_volume;
 mod container;
 mod env;
 pub(crate) mod exec;
@@ -174,6 +175,8 @@ pub(crate) struct Node {
     pub runs_as_root: bool,
     /// The pods' local users (used only when the runtime runs as root).
     pub users: users::PodUsers,
+    /// The claims' volumes.
+    pub claim_volumes: pvc::ClaimVolumes,
     /// The running containers and pod addresses exec, attach and port-forward reach.
     pub access: Arc<exec::PodAccess>,
     /// The short links to the pods' roots; none if they could not be made (the pods' paths
@@ -221,6 +224,7 @@ impl Runtime {
         };
         let shutdown = CancellationToken::new();
         let pods_dir = options.pods_dir();
+        let runs_as_root = nix::unistd::geteuid().is_root();
         let node = Arc::new(Node {
             events: crate::event_recorder::EventRecorder::new(
                 client.clone(),
@@ -236,8 +240,9 @@ impl Runtime {
             shutdown: shutdown.clone(),
             tusk_executable,
             pg_bindir: process::postgres_bindir(),
-            runs_as_root: nix::unistd::geteuid().is_root(),
+            runs_as_root,
             users: users::PodUsers::new(&pods_dir),
+            claim_volumes: pvc::ClaimVolumes::new(runs_as_root),
             access,
             short_roots: short_roots::ShortRoots::create()
                 .inspect_err(|error| {
@@ -356,6 +361,13 @@ async fn run(node: Arc<Node>) {
     drop(workers);
     background.abort_all();
     while background.join_next().await.is_some() {}
+    // No pod uses a claim's volume any more: none stays mounted after the runtime.
+    let (backing, claims_dir) = (
+        node.claim_volumes.backing.clone(),
+        node.options.claims_dir(),
+    );
+    let _ =
+        tokio::task::spawn_blocking(move || claim_volume::unmount_all(&backing, &claims_dir)).await;
 }
 
 fn pod_changed(

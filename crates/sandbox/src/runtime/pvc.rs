@@ -1,18 +1,41 @@
-//! The local volume provisioner: every PersistentVolumeClaim is bound at once to a directory
-//! of its own, with the capacity it requests; raising the request expands it, as a CSI driver
-//! with volume expansion does. The directory goes when the claim does (reclaim policy Delete).
+//! The local volume provisioner: every PersistentVolumeClaim is bound at once to a volume of
+//! its own, a filesystem of the capacity it requests (see [`super::claim_volume`]); raising
+//! the request expands it, as a CSI driver with volume expansion does. The volume goes when
+//! the claim does (reclaim policy Delete).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
-use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
 use serde_json::json;
 
+use super::beneath::is_plain_name;
+use super::claim_volume::{Backing, ClaimVolume, Provided};
 use super::{Node, RuntimeOptions};
+
+/// The condition of a claim whose volume grows only once no pod has it mounted.
+const RESIZE_PENDING: &str = "FileSystemResizePending";
+
+/// The claims' volumes of one runtime.
+pub(crate) struct ClaimVolumes {
+    /// How volumes get their size on this machine.
+    pub backing: Backing,
+}
+
+impl ClaimVolumes {
+    /// The volumes of a runtime running as root or not.
+    pub fn new(as_root: bool) -> Self {
+        let backing = Backing::detect(as_root);
+        if let Backing::Directory(reason) = &backing {
+            tracing::warn!(%reason, "claims' volumes are plain directories, of no size of their own");
+        }
+        Self { backing }
+    }
+}
 
 /// Where a claim's data lives, by the claim's uid: a claim deleted and created again under
 /// the same name starts empty, as with a dynamically provisioned volume.
@@ -28,11 +51,25 @@ pub(crate) async fn provision(node: Arc<Node>) {
     while let Some(event) = stream.next().await {
         match event {
             Ok(watcher::Event::Apply(claim) | watcher::Event::InitApply(claim)) => {
-                bind(&node, &claim).await;
+                if let Err(error) = bind(&node, &claim).await {
+                    tracing::debug!(%error, claim = %claim.name_any(), "a claim is not bound");
+                }
             }
             Ok(watcher::Event::Delete(claim)) => {
-                if let Some(uid) = claim.uid() {
-                    let _ = std::fs::remove_dir_all(claim_dir(&node.options, &uid));
+                if let Some(uid) = claim.uid().filter(|uid| is_plain_name(uid)) {
+                    let (backing, claims_dir) = (
+                        node.claim_volumes.backing.clone(),
+                        node.options.claims_dir(),
+                    );
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let volume = ClaimVolume {
+                            backing: &backing,
+                            claims_dir: &claims_dir,
+                            uid: &uid,
+                        };
+                        volume.remove();
+                    })
+                    .await;
                 }
             }
             Ok(_) => {}
@@ -41,33 +78,91 @@ pub(crate) async fn provision(node: Arc<Node>) {
     }
 }
 
-/// Writes the status a bound claim of this size has, unless it already has it.
-async fn bind(node: &Node, claim: &PersistentVolumeClaim) {
+/// Provides the claim's volume at its requested size and writes the status a bound claim of
+/// that size has, unless it already has it. Returns whether the volume is ready for a pod.
+pub(crate) async fn bind(node: &Node, claim: &PersistentVolumeClaim) -> Result<(), String> {
     if claim.metadata.deletion_timestamp.is_some() {
-        return;
+        return Err("the claim is being deleted".to_string());
     }
+    let uid = claim
+        .uid()
+        .filter(|uid| is_plain_name(uid))
+        .ok_or("the claim has no valid uid")?;
     let spec = claim.spec.clone().unwrap_or_default();
     let requested = spec
         .resources
         .and_then(|r| r.requests)
         .and_then(|r| r.get("storage").cloned());
+    let bytes = requested
+        .as_ref()
+        .and_then(|quantity| quantity_bytes(&quantity.0))
+        .ok_or("the claim requests no storage")?;
+    let provided = {
+        let (backing, claims_dir) = (
+            node.claim_volumes.backing.clone(),
+            node.options.claims_dir(),
+        );
+        tokio::task::spawn_blocking(move || {
+            ClaimVolume {
+                backing: &backing,
+                claims_dir: &claims_dir,
+                uid: &uid,
+            }
+            .provide(bytes)
+        })
+        .await
+        .map_err(|error| error.to_string())?
+    };
     let status = claim.status.clone().unwrap_or_default();
-    let capacity = status.capacity.and_then(|c| c.get("storage").cloned());
     let bound = status.phase.as_deref() == Some("Bound");
-    if bound && capacity == requested {
-        return;
+    let provided = match provided {
+        Ok(provided) => provided,
+        Err(error) => {
+            let message = format!("cannot provide the volume: {error}");
+            claim_event(node, claim, true, "ProvisioningFailed", &message).await;
+            return Err(message);
+        }
+    };
+    if !bound && let Provided::Unsized(reason) = &provided {
+        let message = format!(
+            "the volume is a plain directory on the host's disk, of no size of its own: {reason}"
+        );
+        claim_event(node, claim, true, "VolumeSizeNotEnforced", &message).await;
+    }
+    let capacity = status.capacity.and_then(|c| c.get("storage").cloned());
+    let pending_now = matches!(provided, Provided::ResizePending(_));
+    let pending_before = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|condition| condition.type_ == RESIZE_PENDING);
+    if bound && pending_now == pending_before && (pending_now || capacity == requested) {
+        return Ok(());
     }
     let access_modes = spec
         .access_modes
         .unwrap_or_else(|| vec!["ReadWriteOnce".to_string()]);
+    let conditions = if pending_now {
+        json!([{
+            "type": RESIZE_PENDING,
+            "status": "True",
+            "lastTransitionTime": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            "message": "Waiting for user to (re-)start a pod to finish file system resize of volume on node.",
+        }])
+    } else {
+        serde_json::Value::Null
+    };
     let mut patch = json!({
         "status": {
             "phase": "Bound",
             "accessModes": access_modes,
+            "conditions": conditions,
         }
     });
-    if let Some(requested) = requested {
-        patch["status"]["capacity"] = json!({"storage": requested});
+    // A volume waiting to grow keeps the capacity it has.
+    match (&provided, &capacity) {
+        (Provided::ResizePending(_), Some(_)) => {}
+        _ => patch["status"]["capacity"] = json!({"storage": requested}),
     }
     let api: Api<PersistentVolumeClaim> =
         Api::namespaced(node.client.clone(), &claim.namespace().unwrap_or_default());
@@ -81,4 +176,25 @@ async fn bind(node: &Node, claim: &PersistentVolumeClaim) {
     {
         tracing::debug!(%error, claim = %claim.name_any(), "cannot bind a claim");
     }
+    Ok(())
+}
+
+/// Records an Event on a claim, as the provisioner does.
+async fn claim_event(
+    node: &Node,
+    claim: &PersistentVolumeClaim,
+    warning: bool,
+    reason: &str,
+    note: &str,
+) {
+    node.events
+        .record(&claim.object_ref(&()), warning, reason, note)
+        .await;
+}
+
+/// The bytes a storage quantity stands for, rounded up; `None` unless positive.
+fn quantity_bytes(quantity: &str) -> Option<u64> {
+    let value =
+        crate::apiserver::validation::quantity(&serde_json::Value::String(quantity.to_string()))?;
+    (value.is_finite() && value > 0.0 && value < u64::MAX as f64).then(|| value.ceil() as u64)
 }

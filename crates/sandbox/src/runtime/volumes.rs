@@ -411,6 +411,11 @@ async fn claim_dir(node: &Node, pod: &Pod, claim: &str, owner: Owner) -> Result<
             "persistentvolumeclaim \"{claim}\" is not bound yet"
         ));
     }
+    // Mounted before use (after a restart of the runtime, say), and grown if it waited for no
+    // pod to have it mounted.
+    super::pvc::bind(node, &found)
+        .await
+        .map_err(|error| format!("persistentvolumeclaim \"{claim}\": {error}"))?;
     let uid = found
         .uid()
         .ok_or_else(|| format!("persistentvolumeclaim \"{claim}\" has no uid"))?;

@@ -25,6 +25,7 @@ pub mod build;
 pub mod degraded;
 pub mod delete;
 pub mod disk;
+pub mod disk_grow;
 pub mod health;
 pub mod instance_report;
 pub mod parameters;
@@ -334,8 +335,13 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
     if let Some(pod) = unschedulable::outdated_pod(&stateful_set, &pods) {
         unschedulable::replace(client, &namespace, pod).await?;
     }
-    let expanding =
-        apply::expand_volumes(client, &namespace, &name, cluster.spec.postgres_disk_size).await?;
+    // The volumes' size: the spec's, or the size the operator grew them to above it.
+    let grown_disk_size = cluster
+        .status
+        .as_ref()
+        .and_then(|status| status.auto_grown_disk_size);
+    let disk_size = disk_grow::effective_size(cluster.spec.postgres_disk_size, grown_disk_size);
+    let expanding = apply::expand_volumes(client, &namespace, &name, disk_size).await?;
     if !expanding.is_empty() {
         events::publish(
             &context.recorder,
@@ -344,9 +350,8 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
             reasons::VOLUME_EXPANDING,
             "ExpandVolume",
             format!(
-                "Asked volumes {} to grow to {}Gi",
+                "Asked volumes {} to grow to {disk_size}Gi",
                 expanding.join(", "),
-                cluster.spec.postgres_disk_size
             ),
         )
         .await;
@@ -424,6 +429,7 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
         context.clock.now(),
     );
     disk::report(&context, &cluster, previous_disk, status.disk.as_ref()).await;
+    let status = grow_full_disk(&context, &cluster, status, disk_size, previous_disk).await?;
     context
         .metrics
         .cluster_disk(&cluster_labels(&cluster), status.disk.as_ref());
@@ -459,6 +465,39 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
             .map_or(resync, |health| health.min(resync))
             .min(server_tls.recheck_in),
     ))
+}
+
+/// Grows a full data volume by the operator's `disk.autoGrow` (see [`disk_grow`]), and
+/// records the grown size in the status.
+async fn grow_full_disk(
+    context: &Context,
+    cluster: &PostgresCluster,
+    mut status: tusk_api::PostgresClusterStatus,
+    disk_size: i32,
+    previous_disk: Option<&tusk_api::cluster::DiskUsage>,
+) -> Result<tusk_api::PostgresClusterStatus> {
+    let spec_size = cluster.spec.postgres_disk_size;
+    status.auto_grown_disk_size = disk_grow::shown_growth(
+        spec_size,
+        cluster
+            .status
+            .as_ref()
+            .and_then(|status| status.auto_grown_disk_size),
+    );
+    let decision = disk_grow::decide(
+        &context.config.disk.auto_grow,
+        context.config.disk.full_percent,
+        disk_size,
+        previous_disk,
+        status.disk.as_ref(),
+    );
+    if let disk_grow::Decision::Grow { to, .. } = decision {
+        let namespace = cluster.namespace().unwrap_or_default();
+        apply::expand_volumes(&context.client, &namespace, &cluster.name_any(), to).await?;
+        status.auto_grown_disk_size = disk_grow::shown_growth(spec_size, Some(to));
+    }
+    disk_grow::report(context, cluster, &decision, status.disk.as_ref()).await;
+    Ok(status)
 }
 
 /// The labels of the cluster's metrics.

@@ -203,6 +203,8 @@ pub fn compute(observed: &Observed<'_>) -> PostgresClusterStatus {
         archiving: None,
         // The instance's last report stands until a new one is read (see `disk`).
         disk: previous.disk,
+        // The size the operator grew the volumes to stands too (see `disk_grow`).
+        auto_grown_disk_size: previous.auto_grown_disk_size,
     }
 }
 
