@@ -22,6 +22,7 @@
 
 pub mod apply;
 pub mod build;
+pub mod client_certs;
 pub mod delete;
 pub mod disk;
 pub mod health;
@@ -292,6 +293,7 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
     }
 
     let server_tls = server_tls(&context, &cluster, &namespace).await?;
+    let client_tls = client_certs::reconcile(&context, &cluster, &namespace).await?;
 
     // Where the serving instance stands with the configuration the spec asks for.
     let pods = instance_pods(client, &namespace, &name).await?;
@@ -390,7 +392,7 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
     let status = report_refused_parameters(&context, &cluster, status).await;
     let status = certificate_overlay(
         status,
-        server_tls.problem.as_ref(),
+        server_tls.problem.as_ref().or(client_tls.problem.as_ref()),
         cluster.metadata.generation,
         context.clock.now(),
     );
@@ -449,7 +451,8 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
         health
             .requeue
             .map_or(resync, |health| health.min(resync))
-            .min(server_tls.recheck_in),
+            .min(server_tls.recheck_in)
+            .min(client_tls.recheck_in),
     ))
 }
 
