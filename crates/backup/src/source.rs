@@ -23,6 +23,11 @@ pub struct PgConnection {
     /// connection is TLS and the server must prove it is `host` (libpq's
     /// `sslmode=verify-full`); without it, there is no TLS (for a Unix socket).
     pub ssl_root_cert: Option<PathBuf>,
+    /// The client certificate (PEM file) to show the server, with [`PgConnection::ssl_key`]
+    /// (libpq's `sslcert`): tusk's own roles log in with one instead of a password.
+    pub ssl_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM file; libpq's `sslkey`).
+    pub ssl_key: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for PgConnection {
@@ -34,6 +39,8 @@ impl std::fmt::Debug for PgConnection {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("hostaddr", &self.hostaddr)
             .field("ssl_root_cert", &self.ssl_root_cert)
+            .field("ssl_cert", &self.ssl_cert)
+            .field("ssl_key", &self.ssl_key)
             .finish()
     }
 }
@@ -125,9 +132,10 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 
 impl PgConnection {
     /// Reads PGHOST (default /var/run/postgresql), PGHOSTADDR, PGPORT (5432), PGUSER
-    /// (postgres), PGPASSWORD, PGSSLMODE and PGSSLROOTCERT, as libpq does. PGSSLMODE may be
-    /// `verify-full` (which needs PGSSLROOTCERT) or `disable`: tusk verifies the server or
-    /// does not use TLS at all, nothing in between.
+    /// (postgres), PGPASSWORD, PGSSLMODE, PGSSLROOTCERT, PGSSLCERT and PGSSLKEY, as libpq
+    /// does. PGSSLMODE may be `verify-full` (which needs PGSSLROOTCERT) or `disable`: tusk
+    /// verifies the server or does not use TLS at all, nothing in between. PGSSLCERT and
+    /// PGSSLKEY go together.
     pub fn from_env() -> Result<Self, SourceError> {
         let var = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
         let port = match var("PGPORT") {
@@ -137,7 +145,16 @@ impl PgConnection {
                 reason: format!("{port:?} is not a port number"),
             })?,
         };
+        let (ssl_cert, ssl_key) = (var("PGSSLCERT"), var("PGSSLKEY"));
+        if ssl_cert.is_some() != ssl_key.is_some() {
+            return Err(SourceError::InvalidSetting {
+                setting: "PGSSLCERT",
+                reason: "a client certificate needs both PGSSLCERT and PGSSLKEY".to_owned(),
+            });
+        }
         Ok(Self {
+            ssl_cert: ssl_cert.map(PathBuf::from),
+            ssl_key: ssl_key.map(PathBuf::from),
             host: var("PGHOST").unwrap_or_else(|| "/var/run/postgresql".to_owned()),
             port,
             user: var("PGUSER").unwrap_or_else(|| "postgres".to_owned()),
@@ -184,7 +201,8 @@ impl PgConnection {
         // The connection's own result no longer matters once the client is gone.
         let (client, driver) = match &self.ssl_root_cert {
             Some(ca_file) => {
-                let tls = crate::pg_tls::verifying_connector(ca_file)
+                let client = self.ssl_cert.as_deref().zip(self.ssl_key.as_deref());
+                let tls = crate::pg_tls::verifying_connector_with_client(ca_file, client)
                     .map_err(|error| SourceError::Tls(error.to_string()))?;
                 let (client, connection) = self
                     .config(dbname, application)
@@ -242,7 +260,12 @@ impl PgConnection {
             .env_remove("PGPASSWORD")
             .env_remove("PGDATABASE")
             .env_remove("PGHOSTADDR")
-            .env_remove("PGSSLROOTCERT");
+            .env_remove("PGSSLROOTCERT")
+            .env_remove("PGSSLCERT")
+            .env_remove("PGSSLKEY");
+        if let (Some(cert), Some(key)) = (&self.ssl_cert, &self.ssl_key) {
+            command.env("PGSSLCERT", cert).env("PGSSLKEY", key);
+        }
         if let Some(password) = &self.password {
             command.env("PGPASSWORD", password);
         }

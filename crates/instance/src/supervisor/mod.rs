@@ -854,13 +854,17 @@ async fn supervise(
     }
 }
 
-/// The server certificate and key, when the instance serves TLS; a change is loaded by reload.
+/// The server certificate and key, and the client certificates' CA, when the instance serves
+/// TLS; a change is loaded by reload.
 fn certificate_files(config: &InstanceConfig) -> io::Result<Vec<u8>> {
     let mut content = Vec::new();
     if let Some(dir) = &config.tls_dir {
         for file in [settings::TLS_CERT_FILE, settings::TLS_KEY_FILE] {
             content.extend(std::fs::read(dir.join(file))?);
             content.push(0);
+        }
+        if has_client_ca(config) {
+            content.extend(std::fs::read(dir.join(settings::TLS_CLIENT_CA_FILE))?);
         }
     }
     Ok(content)
@@ -950,7 +954,11 @@ fn write_owned_files(
         (settings::CHECKED_SETTINGS, checked_settings.to_owned()),
         (
             settings::PG_HBA_CONF,
-            settings::pg_hba_conf(&config.replication.name, config.tls_dir.is_some()),
+            settings::pg_hba_conf(
+                &config.replication.name,
+                config.tls_dir.is_some(),
+                has_client_ca(config),
+            ),
         ),
         (
             settings::PG_IDENT_CONF,
@@ -985,8 +993,18 @@ fn owned_settings(config: &InstanceConfig, socket_dir: &Path) -> Vec<String> {
         wal_archive_prefix: config.wal_archive_prefix.as_deref(),
         tusk_executable: &config.tusk_executable,
         tls_dir: config.tls_dir.as_deref(),
+        client_ca: has_client_ca(config),
     }
     .command_line()
+}
+
+/// Whether the TLS directory holds the CA of tusk's client certificates (the operator mounts
+/// it; an instance run by hand may have none, and then no client certificate is accepted).
+fn has_client_ca(config: &InstanceConfig) -> bool {
+    config
+        .tls_dir
+        .as_ref()
+        .is_some_and(|dir| dir.join(settings::TLS_CLIENT_CA_FILE).is_file())
 }
 
 /// Starts `postgres -D <data>` with tusk's settings on its command line. Its output goes to the

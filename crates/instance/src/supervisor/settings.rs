@@ -25,6 +25,9 @@ pub const IDENT_MAP: &str = "tusk";
 pub const TLS_CERT_FILE: &str = "tls.crt";
 /// The server key's file in the TLS directory.
 pub const TLS_KEY_FILE: &str = "tls.key";
+/// The file in the TLS directory holding the CA certificates tusk's client certificates are
+/// verified with (the cluster's own CA, never one a tenant brought).
+pub const TLS_CLIENT_CA_FILE: &str = "client-ca.crt";
 
 /// The longest Unix socket path Linux accepts (`sun_path` is 108 bytes with its NUL).
 const MAX_SOCKET_PATH: usize = 107;
@@ -47,6 +50,9 @@ pub struct OwnedSettings<'a> {
     pub tusk_executable: &'a Path,
     /// The directory holding the server certificate and key, when PostgreSQL serves TLS.
     pub tls_dir: Option<&'a Path>,
+    /// Whether the TLS directory holds [`TLS_CLIENT_CA_FILE`], so that PostgreSQL can verify
+    /// client certificates.
+    pub client_ca: bool,
 }
 
 impl OwnedSettings<'_> {
@@ -81,8 +87,17 @@ impl OwnedSettings<'_> {
                     dir.join(TLS_CERT_FILE).display().to_string(),
                 ),
                 ("ssl_key_file", dir.join(TLS_KEY_FILE).display().to_string()),
-                // No CA file: clients are not asked for certificates.
-                ("ssl_ca_file", String::new()),
+                // The CA of tusk's client certificates: PostgreSQL asks clients for a
+                // certificate, and only the `cert` lines of pg_hba.conf (tusk's own roles)
+                // require one. Without it, no certificate can be verified.
+                (
+                    "ssl_ca_file",
+                    if self.client_ca {
+                        dir.join(TLS_CLIENT_CA_FILE).display().to_string()
+                    } else {
+                        String::new()
+                    },
+                ),
                 ("ssl_min_protocol_version", "TLSv1.2".to_owned()),
                 // Only a program may hand PostgreSQL a key's passphrase; tusk's key has none.
                 ("ssl_passphrase_command", String::new()),
@@ -198,22 +213,31 @@ pub fn socket_path_fits(dir: &Path, port: u16) -> bool {
 ///   [`IDENT_MAP`], and is rejected over TCP whatever password is offered;
 /// - with `tls`, every TCP connection without TLS is rejected, whoever it claims to be (with
 ///   PostgreSQL's "pg_hba.conf rejects connection ... no encryption");
+/// - with `tls`, `replication_role` (tusk's own, for the backup Job's pg_basebackup and for
+///   replicas) logs in only with a client certificate for its name (`cert`, which verifies
+///   the certificate against the cluster's CA and its CommonName against the role), never with
+///   a password; without `client_ca` (no CA to verify with), it is rejected;
 /// - every other role logs in with a password (SCRAM), over TCP (with `tls`, only over TLS);
 /// - replication connections (which `all` in the database column does not cover) only for
-///   `replication_role`, the backup Job's pg_basebackup.
-pub fn pg_hba_conf(replication_role: &str, tls: bool) -> String {
+///   `replication_role`.
+pub fn pg_hba_conf(replication_role: &str, tls: bool, client_ca: bool) -> String {
     let mgmt = hba_quote(MANAGEMENT_ROLE);
     let replication = hba_quote(replication_role);
-    let (plaintext, tcp) = if tls {
+    let (plaintext, tcp, replication_method) = if tls {
         (
-            "hostnossl  all          all     0.0.0.0/0  reject\n\
-             hostnossl  replication  all     0.0.0.0/0  reject\n\
-             hostnossl  all          all     ::/0       reject\n\
-             hostnossl  replication  all     ::/0       reject\n",
+            format!(
+                "hostnossl  all          all     0.0.0.0/0  reject\n\
+                 hostnossl  replication  all     0.0.0.0/0  reject\n\
+                 hostnossl  all          all     ::/0       reject\n\
+                 hostnossl  replication  all     ::/0       reject\n\
+                 hostssl    all          {replication}  all  {method}\n",
+                method = if client_ca { "cert" } else { "reject" }
+            ),
             "hostssl",
+            if client_ca { "cert" } else { "reject" },
         )
     } else {
-        ("", "host")
+        (String::new(), "host", "scram-sha-256")
     };
     format!(
         "# Written by tusk instance at every start. Do not edit.\n\
@@ -224,7 +248,7 @@ pub fn pg_hba_conf(replication_role: &str, tls: bool) -> String {
          host    replication  {mgmt}  all    reject\n\
          {plaintext}\
          {tcp}  all          all     all    scram-sha-256\n\
-         {tcp}  replication  {replication}  all  scram-sha-256\n"
+         {tcp}  replication  {replication}  all  {replication_method}\n"
     )
 }
 
@@ -278,6 +302,7 @@ mod tests {
             wal_archive_prefix: archive,
             tusk_executable: Path::new("/usr/local/bin/tusk"),
             tls_dir: None,
+            client_ca: false,
         }
     }
 
@@ -331,7 +356,7 @@ mod tests {
 
     #[test]
     fn the_management_role_is_rejected_over_tcp_before_any_password_rule() {
-        let hba = pg_hba_conf("tusk_replication", false);
+        let hba = pg_hba_conf("tusk_replication", false, false);
         let rules: Vec<Vec<&str>> = hba
             .lines()
             .filter(|line| !line.starts_with('#'))
@@ -363,7 +388,7 @@ mod tests {
 
     #[test]
     fn with_tls_every_tcp_login_needs_tls_and_postgresql_serves_it() {
-        let hba = pg_hba_conf("tusk_replication", true);
+        let hba = pg_hba_conf("tusk_replication", true, true);
         let rules: Vec<Vec<&str>> = hba
             .lines()
             .filter(|line| !line.starts_with('#'))
@@ -388,14 +413,40 @@ mod tests {
                 assert!(reject < first_password_rule);
             }
         }
-        assert!(rules.iter().any(|r| r[..]
-            == [
-                "hostssl",
-                "replication",
-                "\"tusk_replication\"",
-                "all",
-                "scram-sha-256"
-            ]));
+        // tusk's replication role only with a client certificate, before the password rule
+        // that would otherwise admit it to a database.
+        for database in ["all", "replication"] {
+            assert!(
+                rules
+                    .iter()
+                    .any(|r| r[..] == ["hostssl", database, "\"tusk_replication\"", "all", "cert"]),
+                "no cert rule for {database}: {hba}"
+            );
+        }
+        let catch_all = rules
+            .iter()
+            .position(|r| r[..] == ["hostssl", "all", "all", "all", "scram-sha-256"])
+            .unwrap();
+        let certificate = rules
+            .iter()
+            .position(|r| r[..] == ["hostssl", "all", "\"tusk_replication\"", "all", "cert"])
+            .unwrap();
+        assert!(certificate < catch_all, "{hba}");
+        assert!(
+            !rules
+                .iter()
+                .any(|r| r[2] == "\"tusk_replication\"" && r.last() != Some(&"cert")),
+            "{hba}"
+        );
+        // Without a CA to verify certificates with, the role is not admitted at all.
+        let no_ca = pg_hba_conf("tusk_replication", true, false);
+        assert!(
+            no_ca
+                .lines()
+                .filter(|line| line.contains("\"tusk_replication\""))
+                .all(|line| line.ends_with("reject")),
+            "{no_ca}"
+        );
 
         let dir = PathBuf::from("/data");
         let mut settings = settings(&dir, None);
@@ -405,6 +456,12 @@ mod tests {
         assert_eq!(value(&pairs, "ssl_cert_file"), "/etc/tusk-tls/tls.crt");
         assert_eq!(value(&pairs, "ssl_key_file"), "/etc/tusk-tls/tls.key");
         assert_eq!(value(&pairs, "ssl_min_protocol_version"), "TLSv1.2");
+        assert_eq!(value(&pairs, "ssl_ca_file"), "");
+        settings.client_ca = true;
+        assert_eq!(
+            value(&settings.pairs(), "ssl_ca_file"),
+            "/etc/tusk-tls/client-ca.crt"
+        );
     }
 
     #[test]

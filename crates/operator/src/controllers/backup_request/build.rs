@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Container, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    Container, KeyToPath, SecretVolumeSource, ServiceAccount, Volume, VolumeMount,
+};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::ResourceExt;
@@ -14,8 +16,9 @@ use tusk_api::{GROUP, PostgresBackupRequest, PostgresCluster, labels as api_labe
 
 use crate::config::OperatorConfig;
 use crate::controllers::cluster::build::{
-    REPLICATION_ROLE, plain_env, pod_namespace_env, secret_env, store_env,
+    REPLICATION_ROLE, TLS_FILE_MODE, plain_env, pod_namespace_env, secret_env, store_env,
 };
+use crate::controllers::cluster::{client_certs, tls};
 use crate::error::{Error, Result};
 use crate::job_identity::{JobIdentity, database_env, owner_of, run_once_job};
 use crate::labels::{self, COMPONENT_BACKUP};
@@ -57,18 +60,21 @@ pub fn job(
     environment.extend([
         secret_env(
             "TUSK_BACKUP_PASSPHRASE",
-            credentials.clone(),
+            credentials,
             secret_keys::BACKUP_PASSPHRASE,
             false,
         ),
-        // The replication role: pg_basebackup needs nothing more, and its password may sit in
-        // the tenant's namespace. Its name is the cluster's constant, not the Secret's copy.
+        // The replication role: pg_basebackup needs nothing more. Its name is the cluster's
+        // constant, not the Secret's copy. It logs in with its client certificate: pg_hba.conf
+        // admits it with no password.
         plain_env("PGUSER", REPLICATION_ROLE.to_owned()),
-        secret_env(
-            "PGPASSWORD",
-            credentials,
-            secret_keys::REPLICATION_PASSWORD,
-            false,
+        plain_env(
+            "PGSSLCERT",
+            format!("{CLIENT_CERTIFICATE_MOUNT}/{}", tls::TLS_CERT_KEY),
+        ),
+        plain_env(
+            "PGSSLKEY",
+            format!("{CLIENT_CERTIFICATE_MOUNT}/{}", tls::TLS_KEY_KEY),
         ),
         plain_env(
             "TUSK_BACKUP_COMPRESSION",
@@ -111,7 +117,54 @@ pub fn job(
     if let Some(spec) = job.spec.as_mut() {
         spec.ttl_seconds_after_finished = Some(config.backup_job.failed_ttl_seconds());
     }
+    mount_client_certificate(&mut job, &cluster_name);
     Ok(job)
+}
+
+/// Where a backup Job finds the replication role's client certificate and key.
+pub const CLIENT_CERTIFICATE_MOUNT: &str = "/etc/tusk-client-certificate";
+
+/// Mounts the replication role's client certificate and key (from
+/// `<cluster>-replication-tls`, mode 0600 as libpq demands of a key) into the Job's container.
+fn mount_client_certificate(job: &mut Job, cluster: &str) {
+    let Some(pod) = job
+        .spec
+        .as_mut()
+        .and_then(|spec| spec.template.spec.as_mut())
+    else {
+        return;
+    };
+    let volume = "client-certificate";
+    pod.volumes.get_or_insert_default().push(Volume {
+        name: volume.to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(client_certs::replication_secret(cluster)),
+            default_mode: Some(TLS_FILE_MODE),
+            items: Some(
+                [tls::TLS_CERT_KEY, tls::TLS_KEY_KEY]
+                    .into_iter()
+                    .map(|key| KeyToPath {
+                        key: key.to_owned(),
+                        path: key.to_owned(),
+                        ..KeyToPath::default()
+                    })
+                    .collect(),
+            ),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    });
+    for container in &mut pod.containers {
+        container
+            .volume_mounts
+            .get_or_insert_default()
+            .push(VolumeMount {
+                name: volume.to_owned(),
+                mount_path: CLIENT_CERTIFICATE_MOUNT.to_owned(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            });
+    }
 }
 
 /// The rules of a backup Job's Role, without the request's name: read its request and report
@@ -283,10 +336,37 @@ mod tests {
             secret("TUSK_BACKUP_PASSPHRASE"),
             Some(("elephant-credentials".into(), "backup-passphrase".into()))
         );
+        // The replication role logs in with its client certificate, never a password.
+        assert!(env.iter().all(|e| e.name != "PGPASSWORD"));
         assert_eq!(
-            secret("PGPASSWORD"),
-            Some(("elephant-credentials".into(), "replication-password".into()))
+            plain("PGSSLCERT").as_deref(),
+            Some("/etc/tusk-client-certificate/tls.crt")
         );
+        assert_eq!(
+            plain("PGSSLKEY").as_deref(),
+            Some("/etc/tusk-client-certificate/tls.key")
+        );
+        let client = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|volume| volume.name == "client-certificate")
+            .and_then(|volume| volume.secret.as_ref())
+            .unwrap();
+        assert_eq!(
+            client.secret_name.as_deref(),
+            Some("elephant-replication-tls")
+        );
+        assert_eq!(client.default_mode, Some(0o600));
+        let mount = pod.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|mount| mount.name == "client-certificate")
+            .unwrap();
+        assert_eq!(mount.mount_path, "/etc/tusk-client-certificate");
+        assert_eq!(mount.read_only, Some(true));
         assert_eq!(
             secret("AWS_SECRET_ACCESS_KEY"),
             Some(("elephant-backup-store".into(), "secret-access-key".into()))

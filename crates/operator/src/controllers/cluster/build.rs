@@ -9,11 +9,11 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
+    EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, Secret, SecretKeySelector, SecretVolumeSource,
-    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    ProjectedVolumeSource, ResourceRequirements, SeccompProfile, Secret, SecretKeySelector,
+    SecretProjection, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    VolumeProjection, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -656,15 +656,7 @@ fn stateful_set(
                             }),
                             ..Volume::default()
                         },
-                        Volume {
-                            name: "tls".to_owned(),
-                            secret: Some(SecretVolumeSource {
-                                secret_name: Some(names::tls_secret(name)),
-                                default_mode: Some(TLS_FILE_MODE),
-                                ..SecretVolumeSource::default()
-                            }),
-                            ..Volume::default()
-                        },
+                        tls_volume(name),
                         empty_dir("tmp"),
                         empty_dir("run"),
                     ]),
@@ -693,6 +685,41 @@ fn stateful_set(
             ..StatefulSetSpec::default()
         },
         ..StatefulSet::default()
+    }
+}
+
+/// The instance's TLS directory: the server certificate and key from `<cluster>-tls`, and the
+/// CA PostgreSQL verifies tusk's client certificates with, the `ca.crt` of
+/// `<cluster>-replication-tls` (never its key), as
+/// [`client_certs::CLIENT_CA_FILE`](super::client_certs::CLIENT_CA_FILE). One projected volume,
+/// so that the instance watches one directory for renewals.
+fn tls_volume(cluster: &str) -> Volume {
+    let secret = |name: String, items: Option<Vec<KeyToPath>>| VolumeProjection {
+        secret: Some(SecretProjection {
+            name,
+            items,
+            ..SecretProjection::default()
+        }),
+        ..VolumeProjection::default()
+    };
+    Volume {
+        name: "tls".to_owned(),
+        projected: Some(ProjectedVolumeSource {
+            default_mode: Some(TLS_FILE_MODE),
+            sources: Some(vec![
+                secret(names::tls_secret(cluster), None),
+                secret(
+                    super::client_certs::replication_secret(cluster),
+                    Some(vec![KeyToPath {
+                        key: tls::CA_CERT_KEY.to_owned(),
+                        path: super::client_certs::CLIENT_CA_FILE.to_owned(),
+                        ..KeyToPath::default()
+                    }]),
+                ),
+            ]),
+            ..ProjectedVolumeSource::default()
+        }),
+        ..Volume::default()
     }
 }
 
@@ -1024,9 +1051,35 @@ pub(crate) mod tests {
             .iter()
             .find(|volume| volume.name == mount.name)
             .unwrap();
-        let secret = volume.secret.as_ref().unwrap();
-        assert_eq!(secret.secret_name.as_deref(), Some("elephant-tls"));
-        assert_eq!(secret.default_mode, Some(0o600));
+        let projected = volume.projected.as_ref().unwrap();
+        assert_eq!(projected.default_mode, Some(0o600));
+        type KeyPaths = Option<Vec<(String, String)>>;
+        let sources: Vec<(String, KeyPaths)> = projected
+            .sources
+            .iter()
+            .flatten()
+            .map(|source| {
+                let secret = source.secret.as_ref().unwrap();
+                let items = secret.items.as_ref().map(|items| {
+                    items
+                        .iter()
+                        .map(|item| (item.key.clone(), item.path.clone()))
+                        .collect()
+                });
+                (secret.name.clone(), items)
+            })
+            .collect();
+        // The whole server Secret, and only the CA of the client certificates' Secret.
+        assert_eq!(
+            sources,
+            [
+                ("elephant-tls".to_owned(), None),
+                (
+                    "elephant-replication-tls".to_owned(),
+                    Some(vec![("ca.crt".to_owned(), "client-ca.crt".to_owned())])
+                ),
+            ]
+        );
         assert_eq!(children.tls.metadata.name.as_deref(), Some("elephant-tls"));
         // The customer's copy of the CA is the one that signed the server certificate.
         assert_eq!(

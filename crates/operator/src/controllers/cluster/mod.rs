@@ -22,6 +22,7 @@
 
 pub mod apply;
 pub mod build;
+pub mod client_certs;
 pub mod degraded;
 pub mod delete;
 pub mod disk;
@@ -294,6 +295,7 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
     }
 
     let server_tls = server_tls(&context, &cluster, &namespace).await?;
+    let client_tls = client_certs::reconcile(&context, &cluster, &namespace).await?;
 
     // Where the serving instance stands with the configuration the spec asks for.
     let pods = instance_pods(client, &namespace, &name).await?;
@@ -394,16 +396,32 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
         context.clock.now(),
     );
     let status = report_refused_parameters(&context, &cluster, status).await;
-    let status = match &server_tls.problem {
-        Some((reason, message)) => degraded::add(
-            status,
-            reason,
-            message,
-            cluster.metadata.generation,
-            context.clock.now(),
-        ),
-        None => status,
-    };
+    // The server's and the client certificate's problems: one entry per reason, so that a
+    // reason both have names both messages.
+    let mut certificate_problems: Vec<(&'static str, String)> = Vec::new();
+    for (reason, message) in [&server_tls.problem, &client_tls.problem]
+        .into_iter()
+        .flatten()
+    {
+        match certificate_problems
+            .iter_mut()
+            .find(|(known, _)| known == reason)
+        {
+            Some((_, messages)) => messages.push_str(&format!("; {message}")),
+            None => certificate_problems.push((reason, message.clone())),
+        }
+    }
+    let status = certificate_problems
+        .iter()
+        .fold(status, |status, (reason, message)| {
+            degraded::add(
+                status,
+                reason,
+                message,
+                cluster.metadata.generation,
+                context.clock.now(),
+            )
+        });
     for signal in &CERTIFICATE_SIGNALS {
         degraded::report(&context, &cluster, signal, &status).await;
     }
@@ -463,7 +481,8 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
         health
             .requeue
             .map_or(resync, |health| health.min(resync))
-            .min(server_tls.recheck_in),
+            .min(server_tls.recheck_in)
+            .min(client_tls.recheck_in),
     ))
 }
 

@@ -71,7 +71,7 @@ pub const COMPONENT_CA: &str = "ca";
 /// How long a CA is valid: it outlives many server certificates.
 const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// Certificates are valid from a little before they are issued, for clocks that lag.
-const BACKDATE: Duration = Duration::from_secs(3600);
+pub(super) const BACKDATE: Duration = Duration::from_secs(3600);
 /// A CA with less than this left is rotated without being asked.
 const CA_ROTATE_BEFORE: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -80,7 +80,7 @@ const CA_ROTATE_BEFORE: Duration = Duration::from_secs(365 * 24 * 3600);
 pub struct ClusterCa {
     /// The certificate of the CA that signs.
     pub cert_pem: String,
-    key_pem: String,
+    pub(super) key_pem: String,
     /// Every CA certificate clients are to trust (PEM, one after the other): the signing one,
     /// and during a rotation the next or the previous one too.
     pub trust_pem: String,
@@ -105,13 +105,13 @@ pub fn ca_secret_name(uid: &str) -> String {
     format!("tusk-ca-{uid}")
 }
 
-fn tls_error(what: &str, error: rcgen::Error) -> Error {
+pub(super) fn tls_error(what: &str, error: rcgen::Error) -> Error {
     Error::Tls(format!("{what}: {error}"))
 }
 
 /// The CA's certificate parameters. A server certificate's issuer is taken from them, so they
 /// depend only on the cluster's identity, never on the time.
-fn ca_params(namespace: &str, cluster: &str) -> CertificateParams {
+pub(super) fn ca_params(namespace: &str, cluster: &str) -> CertificateParams {
     let mut params = CertificateParams::default();
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params
@@ -128,7 +128,7 @@ fn ca_params(namespace: &str, cluster: &str) -> CertificateParams {
     params
 }
 
-fn to_time(now: jiff::Timestamp) -> OffsetDateTime {
+pub(super) fn to_time(now: jiff::Timestamp) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(now.as_second()).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
@@ -497,7 +497,7 @@ pub fn server_secret(
 /// Whether `existing` is a certificate from `ca` for `names` that need not be renewed at
 /// `now`. A certificate whose renewal time lies beyond `renew_after` from now was issued under
 /// a longer lifetime than the one configured, and is renewed too.
-fn still_good(
+pub(super) fn still_good(
     secret: &Secret,
     ca: &ClusterCa,
     names: &str,
