@@ -268,6 +268,16 @@ pub struct Kubectl {
 }
 
 impl Kubectl {
+    /// kubectl for the cluster `kubeconfig` leads to, such as a second sandbox acting as a
+    /// customer's own cluster.
+    #[allow(dead_code)] // the tenant_isolation suite has one cluster
+    pub fn for_kubeconfig(kubeconfig: &Path) -> Self {
+        Self {
+            kubeconfig: kubeconfig.to_owned(),
+            namespace: None,
+        }
+    }
+
     /// Runs kubectl; the error carries what kubectl printed.
     pub fn run(&self, args: &[&str]) -> Result<String, String> {
         self.run_with_input(args, None)
