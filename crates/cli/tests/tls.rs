@@ -79,7 +79,7 @@ async fn connections_are_verified_tls_and_plaintext_is_refused() {
     let client = ElephantClient::new(&admin);
     let credentials = |key: &str| client.credential(key);
     let ca = client.file("ca.crt", &credentials("ca.crt"));
-    let (password, address) = (&client.password, &client.address);
+    let (password, address) = (client.password.clone(), client.address.clone());
 
     // The `uri` as the Secret gives it, with the address libpq cannot look up here and the CA.
     let uri = credentials("uri");
@@ -300,7 +300,7 @@ async fn certificates_are_renewed_without_a_restart_and_a_failed_renewal_is_repo
     let client = ElephantClient::new(&admin);
     let credentials = |key: &str| client.credential(key);
     let ca = client.file("ca.crt", &credentials("ca.crt"));
-    let (password, address) = (&client.password, &client.address);
+    let (password, address) = (client.password.clone(), client.address.clone());
     let verified = verify_full(&address, &ca);
 
     let held =
@@ -536,7 +536,7 @@ async fn a_brought_certificate_is_served_and_a_bad_one_refused() {
     let credentials = |key: &str| client.credential(key);
     assert_eq!(credentials("ca.crt"), customer_ca.cert_pem);
     let ca = client.file("ca.crt", &customer_ca.cert_pem);
-    let (password, address) = (&client.password, &client.address);
+    let (password, address) = (client.password.clone(), client.address.clone());
     let verified = verify_full(&address, &ca);
     assert_eq!(psql(&verified, &password, "SELECT 1").as_deref(), Ok("1"));
     assert_eq!(served_serial(&address), Ok(serial_of(&cert)));
@@ -605,10 +605,10 @@ async fn a_brought_certificate_is_served_and_a_bad_one_refused() {
             unverified("certificate not valid for name \"elephant-rw.shop.svc\""),
         ),
         (
-            "a certificate another CA issued",
+            "a certificate a forged CA of the same name issued",
             stranger_cert.as_bytes(),
             stranger_key.as_bytes(),
-            unverified("UnknownIssuer"),
+            unverified("BadSignature"),
         ),
     ];
     for (what, tls_crt, tls_key, expected) in cases {
@@ -695,7 +695,7 @@ async fn a_client_that_takes_the_published_ca_keeps_verifying_across_a_ca_rotati
 
     let client = ElephantClient::new(&admin);
     let credentials = |key: &str| client.credential(key);
-    let (password, address) = (&client.password, &client.address);
+    let (password, address) = (client.password.clone(), client.address.clone());
     let verify_with = |ca: &str| psql(&verify_full(&address, ca), &password, "SELECT 1");
     let original = credentials("ca.crt");
     assert_eq!(certificates_in(&original), 1);
