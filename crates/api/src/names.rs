@@ -201,8 +201,44 @@ fn fnv1a(bytes: &[u8]) -> u32 {
     })
 }
 
+/// Whether `name` is a lowercase RFC 1123 label, as a namespace's name must be: at most 63
+/// characters of `a-z`, `0-9` and `-`, starting and ending with a letter or digit. Such a name
+/// has no dot, so a name built from it cannot reach into another domain.
+pub fn is_dns_label(name: &str) -> bool {
+    let alphanumeric = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let bytes = name.as_bytes();
+    match (bytes.first(), bytes.last()) {
+        (Some(&first), Some(&last)) => {
+            bytes.len() <= MAX_LABEL_NAME
+                && alphanumeric(first)
+                && alphanumeric(last)
+                && bytes.iter().all(|&c| alphanumeric(c) || c == b'-')
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_dns_label_has_no_dot_and_no_capital() {
+        for good in ["default", "apps", "a", "team-1", &"a".repeat(63)] {
+            assert!(super::is_dns_label(good), "{good}");
+        }
+        for bad in [
+            "",
+            "other.db.tusk.local",
+            "Apps",
+            "-apps",
+            "apps-",
+            "a_b",
+            "a b",
+            &"a".repeat(64),
+        ] {
+            assert!(!super::is_dns_label(bad), "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -77,4 +77,10 @@ pub struct PostgresRemoteClusterStatus {
     /// Where applications in the customer's cluster connect, as host:port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+
+    /// The namespace of the customer's cluster the tunnel lives in (a DNS label, from the
+    /// kubeconfig's current context). The database's server certificate names the tunnel
+    /// Service in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_namespace: Option<String>,
 }

@@ -864,6 +864,21 @@ async fn kubeconfig_secret(client: &Client, name: &str, kubeconfig: String) {
         .unwrap();
 }
 
+/// The `ca.crt` of elephant's credentials Secret.
+async fn credentials_ca(client: &Client) -> ByteString {
+    let credentials: Secret = get(client, "elephant-credentials").await.unwrap();
+    credentials.data.unwrap()["ca.crt"].clone()
+}
+
+/// The names elephant's server certificate was issued for, as its Secret records them.
+async fn tls_names(client: &Client) -> Option<String> {
+    let tls: Secret = get(client, "elephant-tls").await?;
+    tls.metadata
+        .annotations?
+        .get("postgres.tusk.dev/tls-names")
+        .cloned()
+}
+
 fn link(name: &str, secret: &str) -> PostgresRemoteCluster {
     PostgresRemoteCluster::new(
         name,
@@ -913,6 +928,23 @@ async fn linking_a_remote_cluster_builds_the_tunnel_there_and_unlinking_removes_
     })
     .await;
     assert_eq!(connection.data.as_ref().unwrap()["password"], app_password);
+    // A client there verifies the server against the tunnel Service's name.
+    let credentials_ca = credentials_ca(&client).await;
+    assert_eq!(connection.data.as_ref().unwrap()["ca.crt"], credentials_ca);
+    assert_eq!(
+        connection.data.as_ref().unwrap()["uri"].0,
+        b"postgresql://app@elephant.default.svc:5432/app?sslmode=verify-full"
+    );
+    eventually(
+        "the server certificate names the tunnel Service",
+        || async {
+            tls_names(&client)
+                .await?
+                .contains("elephant.default.svc.cluster.local")
+                .then_some(())
+        },
+    )
+    .await;
     let deployment = eventually("the tunnel Deployment exists remotely", || async {
         remote_deployments.get_opt("elephant-tunnel").await.ok()?
     })
@@ -954,6 +986,11 @@ async fn linking_a_remote_cluster_builds_the_tunnel_there_and_unlinking_removes_
             .is_none()
     );
     assert!(remote_services.get_opt("elephant").await.unwrap().is_none());
+    eventually(
+        "the server certificate no longer names the tunnel",
+        || async { (!tls_names(&client).await?.contains("elephant.default.svc")).then_some(()) },
+    )
+    .await;
     assert!(
         remote_deployments
             .get_opt("elephant-tunnel")

@@ -119,6 +119,17 @@ pub fn build(
     })
 }
 
+/// A libpq URI for `role` to its own database at `host:port` that verifies the server's
+/// certificate and name (`sslmode=verify-full`); it carries no password.
+pub fn verify_full_uri(host: &str, port: u16, role: &str) -> String {
+    format!("postgresql://{role}@{host}:{port}/{role}?sslmode=verify-full")
+}
+
+/// The JDBC form of [`verify_full_uri`].
+pub fn verify_full_jdbc_uri(host: &str, port: u16, role: &str) -> String {
+    format!("jdbc:postgresql://{host}:{port}/{role}?user={role}&sslmode=verify-full")
+}
+
 /// The controller ownerReference that makes an object the cluster's child.
 pub fn controller_owner(cluster: &PostgresCluster) -> Result<OwnerReference> {
     cluster
@@ -177,15 +188,11 @@ pub fn credentials(
         (secret_keys::CA_CERT.to_owned(), ByteString(ca_pem)),
         (
             secret_keys::URI.to_owned(),
-            plain(&format!(
-                "postgresql://{OWNER_ROLE}@{host}:{port}/{OWNER_ROLE}?sslmode=verify-full"
-            )),
+            plain(&verify_full_uri(&host, port, OWNER_ROLE)),
         ),
         (
             secret_keys::JDBC_URI.to_owned(),
-            plain(&format!(
-                "jdbc:postgresql://{host}:{port}/{OWNER_ROLE}?user={OWNER_ROLE}&sslmode=verify-full"
-            )),
+            plain(&verify_full_jdbc_uri(&host, port, OWNER_ROLE)),
         ),
         (secret_keys::USERNAME.to_owned(), plain(OWNER_ROLE)),
         (

@@ -55,12 +55,14 @@ use tusk_api::cluster::LastBackup;
 use tusk_api::conditions::{FALSE, TRUE, reasons as condition_reasons, types};
 use tusk_api::finalizers::CLUSTER_STORAGE;
 use tusk_api::{
-    PostgresBackup, PostgresBackupSchedule, PostgresCluster, labels as api_labels, names,
+    PostgresBackup, PostgresBackupSchedule, PostgresCluster, PostgresRemoteCluster,
+    labels as api_labels, names,
 };
 
 use crate::conditions::{self, DesiredCondition};
 use crate::context::Context;
 use crate::controllers::backup::store as backup_store;
+use crate::controllers::remote_cluster;
 use crate::error::{Error, Result};
 use crate::events::{self, reasons};
 use crate::ssa;
@@ -135,6 +137,15 @@ pub async fn run(
                 let owner = secret.annotations().get(tls::CA_CLUSTER_ANNOTATION)?;
                 let (namespace, name) = owner.split_once('/')?;
                 Some(ObjectRef::new(name).within(namespace))
+            },
+        )
+        // A link to a customer's cluster adds its tunnel Service's names to the server
+        // certificate; its removal takes them out again.
+        .watches(
+            Api::<PostgresRemoteCluster>::all(client.clone()),
+            watcher::Config::default(),
+            |link: PostgresRemoteCluster| {
+                Some(ObjectRef::new(&link.spec.cluster.name).within(&link.namespace()?))
             },
         )
         // A certificate brought in a Secret (spec.tls.certificateSecret) is served anew when its
@@ -766,6 +777,11 @@ async fn issue_server_certificate(
     {
         server_names.push(router_host);
     }
+    for tunnel_name in linked_tunnel_names(context, namespace, &name).await? {
+        if !server_names.contains(&tunnel_name) {
+            server_names.push(tunnel_name);
+        }
+    }
     let secret = tls::server_secret(
         namespace,
         &name,
@@ -797,6 +813,41 @@ const CERTIFICATE_SIGNALS: [degraded::Signal; 2] = [
 
 /// The action of the Events about the Secret named in `spec.tls.certificateSecret`.
 const CHECK_CERTIFICATE_SECRET: &str = "CheckCertificateSecret";
+
+/// The names of the tunnel Service in every customer's cluster `cluster` is linked to (by a
+/// PostgresRemoteCluster in its namespace that has recorded its remote namespace), in a stable
+/// order. Only the platform's own names go in: the Service is named after the cluster, the
+/// remote namespace must be an RFC 1123 label, and the cluster domain is the operator's.
+async fn linked_tunnel_names(
+    context: &Context,
+    namespace: &str,
+    cluster: &str,
+) -> Result<Vec<String>> {
+    let links = Api::<PostgresRemoteCluster>::namespaced(context.client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .map_err(|source| Error::List {
+            kind: "PostgresRemoteCluster",
+            source,
+        })?;
+    let mut remote_namespaces: Vec<String> = links
+        .into_iter()
+        .filter(|link| link.spec.cluster.name == cluster)
+        .filter_map(|link| link.status?.remote_namespace)
+        .collect();
+    remote_namespaces.sort();
+    remote_namespaces.dedup();
+    Ok(remote_namespaces
+        .iter()
+        .flat_map(|remote_namespace| {
+            remote_cluster::build::tunnel_server_names(
+                cluster,
+                remote_namespace,
+                &context.config.tls.cluster_domain,
+            )
+        })
+        .collect())
+}
 
 /// Keeps the pod template's restart hash as it is while an instance serves and PostgreSQL has
 /// not accepted the new configuration (see [`parameters::template_restart_hash`]), so that a

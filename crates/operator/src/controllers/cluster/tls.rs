@@ -10,7 +10,9 @@
 //!
 //! The server certificate names every way a client reaches the database: the `-rw` Service
 //! (short, namespaced, `.svc` and `.svc.<cluster domain>`), each instance pod through the
-//! StatefulSet's Service, and the tunnel's external host. It is issued again when a name
+//! StatefulSet's Service, the tunnel's external host, and the tunnel Service in every customer's
+//! cluster the database is linked to (`remote_cluster::build::tunnel_server_names`, added by
+//! the cluster controller, so a link or an unlink reissues it). It is issued again when a name
 //! changes, when the CA changes, or when its renewal time has come: after
 //! [`TlsSettings::renew_at_fraction`] of [`TlsSettings::certificate_lifetime`] (two thirds of
 //! a year by default). The instance reloads PostgreSQL when the mounted files change, so a

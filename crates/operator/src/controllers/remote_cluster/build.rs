@@ -5,6 +5,11 @@
 //! credentials in it are usually scoped to it. Their names derive from the PostgresCluster:
 //! Service `<cluster>` (so apps connect to `<cluster>.<namespace>.svc:5432`), Deployment
 //! `<cluster>-tunnel` and Secret `<cluster>-connection`.
+//!
+//! The tunnel copies bytes and never terminates TLS: the client's TLS session is with
+//! PostgreSQL itself, whose server certificate names the tunnel Service (see
+//! [`tunnel_server_names`]). The Secret carries the cluster's `ca.crt` and a `uri` and
+//! `jdbc-uri` that verify the server against the Service's name (`sslmode=verify-full`).
 
 use std::collections::BTreeMap;
 
@@ -17,10 +22,12 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use tusk_api::names::secret_keys;
 use tusk_api::{labels as api_labels, names};
 
 use crate::controllers::cluster::build::{
-    pod_ip_env, restricted_container_security, restricted_pod_security,
+    pod_ip_env, restricted_container_security, restricted_pod_security, verify_full_jdbc_uri,
+    verify_full_uri,
 };
 use crate::labels::COMPONENT_TUNNEL;
 
@@ -45,13 +52,16 @@ impl std::fmt::Debug for RemoteObjects {
     }
 }
 
-/// The application user's credentials, copied from the cluster's credentials Secret.
+/// The application user's credentials and the CA certificates that verify the server, copied
+/// from the cluster's credentials Secret.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AppCredentials {
     /// The user's name.
     pub user: Vec<u8>,
     /// The user's password.
     pub password: Vec<u8>,
+    /// The CA certificates (PEM) that verify the database's server certificate.
+    pub ca_pem: Vec<u8>,
 }
 
 /// What the remote objects are built from.
@@ -121,14 +131,41 @@ fn meta(name: String, target: &TunnelTarget<'_>) -> ObjectMeta {
     }
 }
 
+/// The tunnel Service's `.svc` name, which the Secret's `host` and URIs give.
+pub fn service_host(cluster: &str, remote_namespace: &str) -> String {
+    format!("{}.{remote_namespace}.svc", service_name(cluster))
+}
+
 /// Where applications in the customer's cluster connect, as host:port.
 pub fn endpoint(target: &TunnelTarget<'_>) -> String {
     format!(
-        "{}.{}.svc:{}",
-        service_name(target.cluster),
-        target.remote_namespace,
+        "{}:{}",
+        service_host(target.cluster, target.remote_namespace),
         names::POSTGRES_PORT
     )
+}
+
+/// Every name the tunnel Service of `cluster` in `remote_namespace` answers to in the
+/// customer's cluster (short, namespaced, `.svc` and `.svc.<cluster_domain>`): the names the
+/// database's server certificate must carry for a client there to verify it. None when
+/// `remote_namespace` is not a namespace's name (an RFC 1123 label): a namespace with dots
+/// would make these names reach into another domain, such as another database's host.
+pub fn tunnel_server_names(
+    cluster: &str,
+    remote_namespace: &str,
+    cluster_domain: &str,
+) -> Vec<String> {
+    if !names::is_dns_label(remote_namespace) {
+        return Vec::new();
+    }
+    let service = service_name(cluster);
+    let svc = service_host(cluster, remote_namespace);
+    vec![
+        service.clone(),
+        format!("{service}.{remote_namespace}"),
+        format!("{svc}.{cluster_domain}"),
+        svc,
+    ]
 }
 
 /// Builds the three remote objects.
@@ -211,16 +248,24 @@ pub fn build(target: &TunnelTarget<'_>, credentials: &AppCredentials) -> RemoteO
         },
         ..Deployment::default()
     };
-    let host = format!(
-        "{}.{}.svc",
-        service_name(target.cluster),
-        target.remote_namespace
-    );
+    let host = service_host(target.cluster, target.remote_namespace);
+    let user = String::from_utf8_lossy(&credentials.user);
+    let uri = verify_full_uri(&host, names::POSTGRES_PORT, &user);
+    let jdbc_uri = verify_full_jdbc_uri(&host, names::POSTGRES_PORT, &user);
     let secret = Secret {
         metadata: meta(secret_name(target.cluster), target),
         type_: Some("Opaque".to_owned()),
         data: Some(BTreeMap::from([
             ("host".to_owned(), ByteString(host.into_bytes())),
+            (
+                secret_keys::CA_CERT.to_owned(),
+                ByteString(credentials.ca_pem.clone()),
+            ),
+            (secret_keys::URI.to_owned(), ByteString(uri.into_bytes())),
+            (
+                secret_keys::JDBC_URI.to_owned(),
+                ByteString(jdbc_uri.into_bytes()),
+            ),
             (
                 "port".to_owned(),
                 ByteString(names::POSTGRES_PORT.to_string().into_bytes()),
@@ -279,6 +324,7 @@ mod tests {
         let credentials = AppCredentials {
             user: b"app".to_vec(),
             password: b"pw-123456789".to_vec(),
+            ca_pem: b"-----BEGIN CERTIFICATE-----".to_vec(),
         };
         let objects = build(&target(), &credentials);
         let pod = objects.deployment.spec.template.spec.as_ref().unwrap();
@@ -327,7 +373,35 @@ mod tests {
         assert_eq!(data["port"].0, b"5432");
         assert_eq!(data["user"].0, b"app");
         assert_eq!(data["password"].0, b"pw-123456789");
+        assert_eq!(data["ca.crt"].0, b"-----BEGIN CERTIFICATE-----");
+        assert_eq!(
+            data["uri"].0,
+            b"postgresql://app@elephant.apps.svc:5432/app?sslmode=verify-full"
+        );
+        assert_eq!(
+            data["jdbc-uri"].0,
+            b"jdbc:postgresql://elephant.apps.svc:5432/app?user=app&sslmode=verify-full"
+        );
         assert!(!format!("{objects:?}").contains("pw-123456789"));
         assert_eq!(endpoint(&target()), "elephant.apps.svc:5432");
+    }
+
+    #[test]
+    fn the_certificate_names_the_tunnel_service_and_nothing_a_namespace_smuggles_in() {
+        assert_eq!(
+            tunnel_server_names("elephant", "apps", "cluster.local"),
+            [
+                "elephant",
+                "elephant.apps",
+                "elephant.apps.svc.cluster.local",
+                "elephant.apps.svc"
+            ]
+        );
+        for hostile in ["other.db.tusk.local", "apps.svc", "", "Apps"] {
+            assert!(
+                tunnel_server_names("elephant", hostile, "cluster.local").is_empty(),
+                "{hostile}"
+            );
+        }
     }
 }

@@ -352,8 +352,25 @@ fn check_context(body: &Mapping, path: &str) -> Result<Context, Refusal> {
     Ok(Context {
         cluster: optional_string(body, "cluster", path)?.unwrap_or_default(),
         user: optional_string(body, "user", path)?.unwrap_or_default(),
-        namespace: optional_string(body, "namespace", path)?.filter(|n| !n.is_empty()),
+        namespace: optional_string(body, "namespace", path)?
+            .filter(|n| !n.is_empty())
+            .map(|namespace| check_namespace(namespace, path))
+            .transpose()?,
     })
+}
+
+/// The tunnel's namespace must be a namespace's name, an RFC 1123 label: the database's server
+/// certificate names the tunnel Service in it, and a namespace with dots in it (such as
+/// `other.db.example.com`) would make that name another database's host.
+fn check_namespace(namespace: String, path: &str) -> Result<String, Refusal> {
+    if tusk_api::names::is_dns_label(&namespace) {
+        Ok(namespace)
+    } else {
+        Err(Refusal::new(
+            format!("{path}.namespace"),
+            "is not a namespace's name (a lowercase RFC 1123 label)",
+        ))
+    }
 }
 
 /// The server must be an https URL with a host and no credentials, query or fragment in it.
@@ -689,6 +706,19 @@ current-context: customer
             "clusters[0].cluster.certificate-authority-data"
         );
         assert_eq!(refusal("[1, 2]").field, "kubeconfig");
+    }
+
+    #[test]
+    fn a_namespace_with_dots_cannot_put_another_host_in_the_certificate() {
+        for hostile in ["other.db.tusk.local", "Apps", "apps.svc", "-apps"] {
+            let text = kubeconfig("", &token_user())
+                .replace("namespace: apps", &format!("namespace: \"{hostile}\""));
+            assert_eq!(
+                refusal(&text).field,
+                "contexts[0].context.namespace",
+                "{hostile}"
+            );
+        }
     }
 
     #[test]

@@ -300,6 +300,11 @@ async fn app_credentials(
         Some(AppCredentials {
             user: data.get(secret_keys::USERNAME)?.0.clone(),
             password: data.get(secret_keys::PASSWORD)?.0.clone(),
+            ca_pem: data
+                .get(secret_keys::CA_CERT)
+                .filter(|ca| !ca.0.is_empty())?
+                .0
+                .clone(),
         })
     }))
 }
@@ -388,6 +393,7 @@ async fn apply(link: &PostgresRemoteCluster, context: &Context, namespace: &str)
             return Ok(Action::requeue(RESYNC));
         }
     };
+    record_remote_namespace(context, link, namespace, &remote_namespace).await?;
     let service_ip = if context.config.tunnel.needs_service_ip() {
         let Some(ip) = database_service_ip(context, namespace, cluster).await? else {
             let waiting =
@@ -554,6 +560,7 @@ async fn write_status_conditions(
         ),
         observed_generation: link.metadata.generation,
         endpoint,
+        remote_namespace: previous.remote_namespace.clone(),
     };
     if link.status.as_ref() == Some(&status) {
         return Ok(());
@@ -566,6 +573,40 @@ async fn write_status_conditions(
             ..PatchParams::default()
         },
         &Patch::Merge(json!({ "status": status })),
+    )
+    .await
+    .map_err(|source| Error::PatchStatus {
+        kind: "PostgresRemoteCluster",
+        name: link.name_any(),
+        source,
+    })?;
+    Ok(())
+}
+
+/// Records in the status the namespace of the customer's cluster the tunnel lives in, before
+/// the tunnel is built: the cluster controller reissues the database's server certificate for
+/// the tunnel Service's names in it ([`build::tunnel_server_names`]).
+async fn record_remote_namespace(
+    context: &Context,
+    link: &PostgresRemoteCluster,
+    namespace: &str,
+    remote_namespace: &str,
+) -> Result<()> {
+    let recorded = link
+        .status
+        .as_ref()
+        .and_then(|status| status.remote_namespace.as_deref());
+    if recorded == Some(remote_namespace) {
+        return Ok(());
+    }
+    let api: Api<PostgresRemoteCluster> = Api::namespaced(context.client.clone(), namespace);
+    api.patch_status(
+        &link.name_any(),
+        &PatchParams {
+            field_manager: Some(ssa::field_manager(CONTROLLER)),
+            ..PatchParams::default()
+        },
+        &Patch::Merge(json!({ "status": { "remoteNamespace": remote_namespace } })),
     )
     .await
     .map_err(|source| Error::PatchStatus {

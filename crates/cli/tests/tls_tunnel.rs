@@ -1,0 +1,277 @@
+//! TLS through the tunnel into a customer's own cluster, on `tusk dev` with a second sandbox
+//! acting as that cluster, with the real psql and openssl. A client there copies the `uri` and
+//! `ca.crt` of the Secret the tunnel writes and verifies the database with
+//! `sslmode=verify-full` against the tunnel Service's name; the TLS session is PostgreSQL's own
+//! (the tunnel copies bytes); a client trusting another CA fails. Linking and unlinking reissue
+//! the server certificate with and without the tunnel's names, served by reload. A kubeconfig
+//! whose namespace would put another database's host into the certificate is refused.
+//!
+//! Neither sandbox has cluster DNS, so psql is given the Service's address as `hostaddr` and
+//! its name as `host`: libpq connects to the address and verifies the name.
+
+// Shared with the tenant_isolation suite, whose helpers this test does not all need.
+#[allow(dead_code)]
+#[path = "tenant_isolation/support.rs"]
+mod support;
+#[allow(dead_code)]
+#[path = "shared/tls.rs"]
+mod tls_client;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{Dev, Kubectl};
+use tls_client::{
+    pod_incarnation, psql, secret_value, served_names, served_serial, service_ip, stranger_ca_pem,
+    write,
+};
+use tusk_sandbox::Sandbox;
+use tusk_sandbox::runtime::RuntimeOptions;
+
+const TUSK: &str = env!("CARGO_BIN_EXE_tusk");
+
+/// The namespace of the customer's cluster the tunnel is built in.
+const APPS: &str = "apps";
+
+/// A second sandbox, with pods, acting as the customer's own cluster.
+async fn customer_cluster(dir: &Path) -> Sandbox {
+    Sandbox::builder()
+        .data_dir(dir.join("apiserver"))
+        .kubeconfig_path(dir.join("kubeconfig"))
+        .runtime(
+            RuntimeOptions::new(dir.join("runtime"))
+                .tusk_executable(TUSK)
+                .pod_network(std::net::Ipv4Addr::new(127, 36, 0, 0), 16),
+        )
+        .start()
+        .await
+        .expect("the customer's sandbox starts")
+}
+
+/// The customer's kubeconfig with its context's namespace set to `namespace`: the customer
+/// chooses where the tunnel goes.
+fn kubeconfig_in(customer: &Sandbox, namespace: &str) -> String {
+    let text = std::fs::read(customer.kubeconfig_path()).expect("the customer's kubeconfig");
+    let mut config: Value = serde_json::from_slice(&text).expect("a JSON kubeconfig");
+    config["contexts"][0]["context"]["namespace"] = json!(namespace);
+    config.to_string()
+}
+
+/// Links `elephant` to the customer's cluster with `kubeconfig`: the platform team stores the
+/// kubeconfig in a Secret of the project, and the tenant creates the PostgresRemoteCluster.
+fn link(admin: &Kubectl, shop: &Kubectl, name: &str, kubeconfig: &str) {
+    admin.apply_json(&json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": format!("{name}-kubeconfig"), "namespace": "shop"},
+        "stringData": {"kubeconfig": kubeconfig}
+    }));
+    shop.apply_json(&json!({
+        "apiVersion": "postgres.tusk.dev/v1", "kind": "PostgresRemoteCluster",
+        "metadata": {"name": name},
+        "spec": {"cluster": {"name": "elephant"},
+                 "remoteCluster": {"name": format!("{name}-kubeconfig")}}
+    }));
+}
+
+/// The message of the link's `InvalidSpec` condition, when it is `True`.
+fn invalid_spec(shop: &Kubectl, link: &str) -> Result<String, String> {
+    let object = shop
+        .get_json(&["postgresremotecluster", link])
+        .ok_or("no link")?;
+    object["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|condition| condition["type"] == "InvalidSpec" && condition["status"] == "True")
+        .and_then(|condition| condition["message"].as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| format!("not refused: {}", object["status"]))
+}
+
+/// A libpq connection string for the owner to `host` at `address`, verifying the server
+/// against the CA file `ca`.
+fn verify_full(host: &str, address: &str, ca: &str) -> String {
+    format!(
+        "host={host} hostaddr={address} port=5432 user=app dbname=app \
+         sslmode=verify-full sslrootcert={ca}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_in_the_customers_cluster_verifies_the_database_through_the_tunnel() {
+    let dev = Dev::start();
+    let admin = dev.admin();
+    let shop = dev.tenant("shop", false).await;
+    shop.apply_json(&json!({
+        "apiVersion": "postgres.tusk.dev/v1", "kind": "PostgresCluster",
+        "metadata": {"name": "elephant"},
+        "spec": {"displayName": "elephant", "memorySize": 1, "postgresDiskSize": 1}
+    }));
+    shop.wait_ready("elephant");
+    let database = service_ip(&admin, "shop", "elephant-rw");
+    let unlinked_names = served_names(&database).expect("the served certificate");
+    assert!(
+        !unlinked_names
+            .iter()
+            .any(|name| name == "elephant" || name.starts_with("elephant.apps")),
+        "{unlinked_names:?}"
+    );
+    let incarnation = pod_incarnation(&admin, "shop", "elephant-0");
+
+    let files = tempfile::tempdir().expect("a temporary directory");
+    let customer = customer_cluster(&files.path().join("customer")).await;
+    let customer_kubectl = Kubectl::for_kubeconfig(customer.kubeconfig_path().to_owned(), None);
+    customer_kubectl
+        .apply_json(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": APPS}}));
+    link(
+        &admin,
+        &shop,
+        "elephant-customer",
+        &kubeconfig_in(&customer, APPS),
+    );
+
+    // The Secret the tunnel writes: one value to copy, and the CA that verifies the server.
+    let connection = |key: &str| secret_value(&customer_kubectl, APPS, "elephant-connection", key);
+    let uri = customer_kubectl.until(
+        "the connection Secret in the customer's cluster",
+        Duration::from_secs(60),
+        || {
+            customer_kubectl.run(&[
+                "--namespace",
+                APPS,
+                "get",
+                "secret",
+                "elephant-connection",
+                "-o",
+                "go-template={{index .data \"uri\" | base64decode}}",
+            ])
+        },
+    );
+    assert_eq!(
+        uri,
+        "postgresql://app@elephant.apps.svc:5432/app?sslmode=verify-full"
+    );
+    assert_eq!(
+        connection("jdbc-uri"),
+        "jdbc:postgresql://elephant.apps.svc:5432/app?user=app&sslmode=verify-full"
+    );
+    let ca_pem = connection("ca.crt");
+    assert_eq!(
+        ca_pem,
+        secret_value(&admin, "shop", "elephant-credentials", "ca.crt"),
+        "the cluster's CA, and no key with it"
+    );
+    assert!(!ca_pem.contains("PRIVATE KEY"));
+    let ca = write(files.path(), "ca.crt", &ca_pem);
+    let password = connection("password");
+    let tunnel = customer_kubectl.until(
+        "the tunnel Service's address",
+        Duration::from_secs(60),
+        || match service_ip(&customer_kubectl, APPS, "elephant") {
+            ip if ip.is_empty() => Err("no address yet".to_owned()),
+            ip => Ok(ip),
+        },
+    );
+
+    // The `uri` as the Secret gives it, with the address and the CA file added.
+    let through_tunnel = format!("{uri}&hostaddr={tunnel}&sslrootcert={ca}");
+    let ssl = customer_kubectl.until(
+        "a verified connection through the tunnel",
+        Duration::from_secs(90),
+        || {
+            psql(
+                &through_tunnel,
+                &password,
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            )
+        },
+    );
+    assert_eq!(ssl, "t", "PostgreSQL itself holds the client's TLS session");
+    // The tunnel never terminates TLS: what answers at the tunnel is the database's own
+    // certificate.
+    assert_eq!(served_serial(&tunnel), served_serial(&database));
+    // Every name of the tunnel Service in the customer's cluster is in the certificate.
+    for host in [
+        "elephant",
+        "elephant.apps",
+        "elephant.apps.svc",
+        "elephant.apps.svc.cluster.local",
+    ] {
+        assert_eq!(
+            psql(&verify_full(host, &tunnel, &ca), &password, "SELECT 1").as_deref(),
+            Ok("1"),
+            "through {host}"
+        );
+    }
+    // The certificate was reissued for the tunnel's names without a restart.
+    assert_eq!(pod_incarnation(&admin, "shop", "elephant-0"), incarnation);
+
+    // A client that trusts another CA fails, and so does a name the certificate lacks.
+    let stranger = write(files.path(), "stranger.crt", &stranger_ca_pem());
+    let failed = psql(
+        &format!("{uri}&hostaddr={tunnel}&sslrootcert={stranger}"),
+        &password,
+        "SELECT 1",
+    )
+    .expect_err("another CA fails");
+    assert!(failed.contains("certificate verify failed"), "{failed}");
+    let failed = psql(
+        &verify_full("elephant.other.svc", &tunnel, &ca),
+        &password,
+        "SELECT 1",
+    )
+    .expect_err("another name fails");
+    assert!(failed.contains("does not match host name"), "{failed}");
+
+    // The attack: a kubeconfig whose namespace would make the tunnel's names another
+    // database's host (`elephant.other.db.tusk.local` is how `tusk dev` routes to a cluster
+    // elephant in the project other). The link is refused and the name never certified.
+    link(
+        &admin,
+        &shop,
+        "elephant-hostile",
+        &kubeconfig_in(&customer, "other.db.tusk.local"),
+    );
+    let refusal = shop.until(
+        "the hostile link to be refused",
+        Duration::from_secs(60),
+        || invalid_spec(&shop, "elephant-hostile"),
+    );
+    assert!(
+        refusal.contains("contexts[0].context.namespace"),
+        "{refusal}"
+    );
+    let names = served_names(&database).expect("the served certificate");
+    assert!(
+        !names
+            .iter()
+            .any(|name| name.contains("other.db.tusk.local")),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|name| name == "elephant.apps.svc"),
+        "{names:?}"
+    );
+
+    // Unlinked, the tunnel's names leave the certificate, again by reload.
+    shop.ok(&["delete", "postgresremotecluster", "elephant-customer"]);
+    let names = shop.until(
+        "the certificate to drop the tunnel's names",
+        Duration::from_secs(60),
+        || match served_names(&database)? {
+            names if names.iter().any(|name| name.starts_with("elephant.apps")) => {
+                Err(format!("{names:?}"))
+            }
+            names => Ok(names),
+        },
+    );
+    assert!(
+        names.contains(&"elephant-rw.shop.svc".to_owned()),
+        "{names:?}"
+    );
+    let direct = verify_full("elephant-rw.shop.svc", &database, &ca);
+    assert_eq!(psql(&direct, &password, "SELECT 1").as_deref(), Ok("1"));
+    assert_eq!(pod_incarnation(&admin, "shop", "elephant-0"), incarnation);
+    customer.shutdown().await;
+}
