@@ -147,13 +147,15 @@ fn kill_instance(pod: &str) {
 /// The data directory of the only cluster restoring in `dev`: the `pgdata` directory below tusk
 /// dev's directory that holds a restore's marker.
 fn restoring_data_dir(dev: &Dev) -> Option<PathBuf> {
-    let root = dev.kubeconfig().parent()?.to_owned();
-    support::files_under(&root).into_iter().find_map(|path| {
-        let parent = path.parent()?;
-        (path.file_name()? == tusk_backup::RESTORE_INCOMPLETE_MARKER
-            && parent.file_name()? == "pgdata")
-            .then(|| parent.to_owned())
-    })
+    // Only the claims' volumes (`tusk dev`'s runtime keeps each at `runtime/volumes/<uid>`)
+    // are looked at: a walk of the whole data directory (the store, the source cluster's files)
+    // takes long enough on a loaded machine to miss the unpack.
+    let volumes = dev.kubeconfig().parent()?.join("runtime").join("volumes");
+    std::fs::read_dir(volumes)
+        .ok()?
+        .flatten()
+        .map(|volume| volume.path().join("pgdata"))
+        .find(|data_dir| marker_in(data_dir))
 }
 
 fn marker_in(data_dir: &Path) -> bool {
