@@ -176,9 +176,9 @@ pub(crate) async fn supervise(ctx: &PodContext, init: bool, index: usize) -> Opt
                     ctx.node.logs.finished(path);
                 }
                 // The program as the container sees it: under a mountPath, not the pod's root.
-                let program = match launch.program.strip_prefix(ctx.rebase.root()) {
-                    Ok(inside) => std::path::Path::new("/").join(inside),
-                    Err(_) => launch.program.clone(),
+                let program = match ctx.rebase.below_root(&launch.program) {
+                    Some(inside) => std::path::Path::new("/").join(inside),
+                    None => launch.program.clone(),
                 };
                 let message = format!(
                     "failed to start container \"{}\": exec: \"{}\": {}",
