@@ -23,27 +23,22 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::Api;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
-use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyUsagePurpose};
 use tusk_api::PostgresCluster;
 use tusk_api::conditions::reasons as condition_reasons;
 
 use super::CONTROLLER;
 use super::build::{self, REPLICATION_ROLE};
-use super::tls::{
-    self, BACKDATE, CA_CERT_KEY, ClusterCa, NAMES_ANNOTATION, NOT_AFTER_ANNOTATION,
-    RENEW_AT_ANNOTATION, TLS_CERT_KEY, TLS_KEY_KEY,
-};
+use super::tls::{self, ClusterCa, NAMES_ANNOTATION, NOT_AFTER_ANNOTATION, RENEW_AT_ANNOTATION};
 use crate::config::TlsSettings;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::events::{self, reasons};
-use crate::labels::{self, COMPONENT_POSTGRES};
 use crate::ssa;
 
 /// The file, in the instance's TLS directory, holding the CA certificates PostgreSQL verifies
@@ -84,46 +79,26 @@ pub fn client_secret(
             ..Secret::default()
         });
     }
-    let ca_key =
-        KeyPair::from_pem(&ca.key_pem).map_err(|e| tls::tls_error("cannot read the CA key", e))?;
-    let issuer = Issuer::new(tls::ca_params(namespace, cluster), ca_key);
-    let key = KeyPair::generate().map_err(|e| tls::tls_error("cannot generate a client key", e))?;
     let mut params = CertificateParams::default();
     params.distinguished_name.push(DnType::CommonName, role);
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     // Client authentication only: the certificate cannot serve as a server's.
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    params.use_authority_key_identifier_extension = true;
-    params.not_before = tls::to_time(now) - BACKDATE;
-    params.not_after = tls::to_time(now) + settings.certificate_lifetime;
-    let cert = params
-        .signed_by(&key, &issuer)
-        .map_err(|e| tls::tls_error("cannot sign the client certificate", e))?;
-    let renew_at = now.as_second() + settings.renew_after().as_secs() as i64;
-    let not_after = now.as_second() + settings.certificate_lifetime.as_secs() as i64;
-    let annotations = BTreeMap::from([
-        (NAMES_ANNOTATION.to_owned(), role.to_owned()),
-        (RENEW_AT_ANNOTATION.to_owned(), renew_at.to_string()),
-        (NOT_AFTER_ANNOTATION.to_owned(), not_after.to_string()),
-    ]);
-    Ok(Secret {
-        metadata: meta(cluster, owner, annotations),
-        type_: Some("kubernetes.io/tls".to_owned()),
-        data: Some(BTreeMap::from([
-            (TLS_CERT_KEY.to_owned(), ByteString(cert.pem().into_bytes())),
-            (
-                TLS_KEY_KEY.to_owned(),
-                ByteString(key.serialize_pem().into_bytes()),
-            ),
-            (
-                CA_CERT_KEY.to_owned(),
-                ByteString(ca.trust_pem.clone().into_bytes()),
-            ),
-        ])),
-        ..Secret::default()
-    })
+    tls::issued_secret(
+        meta(cluster, owner, BTreeMap::new()),
+        namespace,
+        cluster,
+        ca,
+        params,
+        "client",
+        role.to_owned(),
+        now,
+        settings,
+    )
 }
 
+/// The metadata of `<cluster>-replication-tls`, with those of `annotations` that say what its
+/// certificate was issued for and until when.
 fn meta(
     cluster: &str,
     owner: &OwnerReference,
@@ -133,13 +108,7 @@ fn meta(
         .into_iter()
         .filter_map(|key| Some((key.to_owned(), annotations.get(key)?.clone())))
         .collect();
-    ObjectMeta {
-        name: Some(replication_secret(cluster)),
-        labels: Some(labels::for_cluster(cluster, COMPONENT_POSTGRES)),
-        annotations: Some(kept),
-        owner_references: Some(vec![owner.clone()]),
-        ..ObjectMeta::default()
-    }
+    tls::secret_meta(replication_secret(cluster), cluster, owner, kept)
 }
 
 /// What became of the client certificates in a reconcile.
@@ -154,11 +123,13 @@ pub struct ClientTls {
 /// Issues (or keeps) and applies the `<cluster>-replication-tls` Secret, before the
 /// StatefulSet that mounts its CA. A Normal Event records a new certificate; when one cannot be
 /// had, a Warning Event says why and the existing one is kept, and past its renewal time the
-/// cluster is `Degraded`.
+/// cluster is `Degraded`. `ca` is the cluster's CA when the server certificate's step already
+/// holds it; else it is fetched (or made) here.
 pub async fn reconcile(
     context: &Context,
     cluster: &PostgresCluster,
     namespace: &str,
+    ca: Option<&ClusterCa>,
 ) -> Result<ClientTls> {
     let name = cluster.name_any();
     let owner = build::controller_owner(cluster)?;
@@ -176,16 +147,10 @@ pub async fn reconcile(
     let now = context.clock.now();
     let reference = cluster.object_ref(&());
     let issued = async {
-        let ca = tls::ensure_ca(
-            &context.client,
-            &context.config.tls.ca_namespace,
-            namespace,
-            &name,
-            &owner.uid,
-            now,
-            context.config.tls.ca_overlap,
-        )
-        .await?;
+        let ca = match ca {
+            Some(ca) => ca.clone(),
+            None => tls::ensure_ca(context, namespace, &name, &owner.uid, now).await?,
+        };
         client_secret(
             namespace,
             &name,
@@ -256,6 +221,7 @@ pub async fn reconcile(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controllers::cluster::tls::{CA_CERT_KEY, TLS_CERT_KEY};
     use x509_parser::extensions::ParsedExtension;
 
     fn now() -> jiff::Timestamp {

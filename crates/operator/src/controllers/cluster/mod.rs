@@ -306,7 +306,8 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
     }
 
     let server_tls = server_tls(&context, &cluster, &namespace).await?;
-    let client_tls = client_certs::reconcile(&context, &cluster, &namespace).await?;
+    let client_tls =
+        client_certs::reconcile(&context, &cluster, &namespace, server_tls.ca.as_ref()).await?;
 
     // Where the serving instance stands with the configuration the spec asks for.
     let pods = instance_pods(client, &namespace, &name).await?;
@@ -547,6 +548,9 @@ struct ServerTls {
     problem: Option<(&'static str, String)>,
     /// When to look at the certificate again: at its renewal time, or soon after a failure.
     recheck_in: Duration,
+    /// The cluster's CA, when this step fetched it (to issue the certificate): the client
+    /// certificates' step signs with it rather than fetching it again.
+    ca: Option<tls::ClusterCa>,
 }
 
 /// How soon a certificate that could not be issued is tried again.
@@ -616,6 +620,7 @@ async fn server_tls(
                         secret: tls::keep(&name, &owner, existing),
                         problem,
                         recheck_in: FAILING_RESYNC,
+                        ca: None,
                     });
                 }
                 // A new cluster serves a certificate of its own CA meanwhile.
@@ -625,15 +630,16 @@ async fn server_tls(
     }
 
     match issue_server_certificate(context, cluster, namespace, &owner, existing.as_ref()).await {
-        Ok((secret, server_names, ca_next_step)) => {
+        Ok((secret, server_names, ca)) => {
             let description = format!("the server certificate for {}", server_names.join(", "));
             let mut served =
                 served(context, &reference, existing.as_ref(), secret, &description).await;
             served.problem = refusal.or(served.problem);
-            if let Some(at) = ca_next_step {
+            if let Some(at) = ca.next_step_at {
                 let wait = Duration::from_secs(at.saturating_sub(now.as_second()).max(1) as u64);
                 served.recheck_in = served.recheck_in.min(wait);
             }
+            served.ca = Some(ca);
             Ok(served)
         }
         Err(error) => {
@@ -658,6 +664,7 @@ async fn server_tls(
                 secret: tls::keep(&name, &owner, &existing),
                 problem,
                 recheck_in: CERTIFICATE_RETRY,
+                ca: None,
             })
         }
     }
@@ -708,6 +715,7 @@ async fn served(
         secret,
         problem,
         recheck_in,
+        ca: None,
     }
 }
 
@@ -725,27 +733,18 @@ fn timestamp(seconds: i64) -> String {
 }
 
 /// The `<cluster>-tls` Secret from the cluster's CA (made on first use) for every name the
-/// cluster is reached by, with those names and when the CA's rotation takes its next step.
+/// cluster is reached by, with those names and the CA.
 async fn issue_server_certificate(
     context: &Context,
     cluster: &PostgresCluster,
     namespace: &str,
     owner: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
     existing: Option<&Secret>,
-) -> Result<(Secret, Vec<String>, Option<i64>)> {
+) -> Result<(Secret, Vec<String>, tls::ClusterCa)> {
     let name = cluster.name_any();
     let client = &context.client;
     let now = context.clock.now();
-    let ca = tls::ensure_ca(
-        client,
-        &context.config.tls.ca_namespace,
-        namespace,
-        &name,
-        &owner.uid,
-        now,
-        context.config.tls.ca_overlap,
-    )
-    .await?;
+    let ca = tls::ensure_ca(context, namespace, &name, &owner.uid, now).await?;
     let tunnel = &context.config.tunnel;
     // A template that names the Service's address gets it once the Service has one; the
     // Service's creation brings another reconcile, which adds the address.
@@ -792,7 +791,7 @@ async fn issue_server_certificate(
         now,
         &context.config.tls,
     )?;
-    Ok((secret, server_names, ca.next_step_at))
+    Ok((secret, server_names, ca))
 }
 
 /// The Events of what can be wrong with the certificate PostgreSQL serves, besides the

@@ -33,6 +33,7 @@ use time::OffsetDateTime;
 use tusk_api::{labels as api_labels, names};
 
 use crate::config::TlsSettings;
+use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::labels::{self, COMPONENT_POSTGRES};
 
@@ -151,19 +152,20 @@ pub fn generate_ca(namespace: &str, cluster: &str, now: jiff::Timestamp) -> Resu
     })
 }
 
-/// The CA of `cluster` (namespace, name, uid), from its Secret in `ca_namespace`; made and
-/// stored there on first use. A rotation under way (see [`advance_rotation`]) is taken a step
-/// further when its time has come, each step `overlap` after the one before.
+/// The CA of `cluster` (namespace, name, uid), from its Secret in the CA namespace
+/// (`tls.caNamespace`); made and stored there on first use. A rotation under way (see
+/// [`advance_rotation`]) is taken a step further when its time has come, each step
+/// `tls.caOverlap` after the one before.
 pub async fn ensure_ca(
-    client: &kube::Client,
-    ca_namespace: &str,
+    context: &Context,
     namespace: &str,
     cluster: &str,
     uid: &str,
     now: jiff::Timestamp,
-    overlap: Duration,
 ) -> Result<ClusterCa> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), ca_namespace);
+    let ca_namespace = context.config.tls.ca_namespace.as_str();
+    let overlap = context.config.tls.ca_overlap;
+    let api: Api<Secret> = Api::namespaced(context.client.clone(), ca_namespace);
     let name = ca_secret_name(uid);
     let get_error = |source| Error::Get {
         kind: "Secret",
@@ -449,12 +451,6 @@ pub fn server_secret(
     {
         return Ok(keep(cluster, owner, existing));
     }
-    let ca_key =
-        KeyPair::from_pem(&ca.key_pem).map_err(|e| tls_error("cannot read the CA key", e))?;
-    // The CA Secret is named after the cluster's uid, so it was made for this very namespace
-    // and name: its subject, and so the issuer of what it signs, is `ca_params`'.
-    let issuer = Issuer::new(ca_params(namespace, cluster), ca_key);
-    let key = KeyPair::generate().map_err(|e| tls_error("cannot generate a server key", e))?;
     let mut params = CertificateParams::new(server_names.to_vec())
         .map_err(|e| tls_error("a server name is not usable", e))?;
     params
@@ -465,21 +461,59 @@ pub fn server_secret(
         KeyUsagePurpose::KeyEncipherment,
     ];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    issued_secret(
+        secret_meta(names::tls_secret(cluster), cluster, owner, BTreeMap::new()),
+        namespace,
+        cluster,
+        ca,
+        params,
+        "server",
+        joined,
+        now,
+        settings,
+    )
+}
+
+/// The `kubernetes.io/tls` Secret `metadata` describes, holding a new key, the certificate
+/// `params` describe for it, signed by `ca` (the CA of `cluster` in `namespace`), and `ca`'s
+/// trusted certificates. The certificate is valid from just before `now` for
+/// `settings.certificate_lifetime`; the Secret's annotations say what it was issued for
+/// (`issued_for`, what [`still_good`] compares), when it is due for renewal and when it expires.
+/// `role` says which certificate it is ("server", "client") in errors.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn issued_secret(
+    mut metadata: ObjectMeta,
+    namespace: &str,
+    cluster: &str,
+    ca: &ClusterCa,
+    mut params: CertificateParams,
+    role: &str,
+    issued_for: String,
+    now: jiff::Timestamp,
+    settings: &TlsSettings,
+) -> Result<Secret> {
+    let ca_key =
+        KeyPair::from_pem(&ca.key_pem).map_err(|e| tls_error("cannot read the CA key", e))?;
+    // The CA Secret is named after the cluster's uid, so it was made for this very namespace
+    // and name: its subject, and so the issuer of what it signs, is `ca_params`'.
+    let issuer = Issuer::new(ca_params(namespace, cluster), ca_key);
+    let key =
+        KeyPair::generate().map_err(|e| tls_error(&format!("cannot generate a {role} key"), e))?;
     params.use_authority_key_identifier_extension = true;
     params.not_before = to_time(now) - BACKDATE;
     params.not_after = to_time(now) + settings.certificate_lifetime;
     let cert = params
         .signed_by(&key, &issuer)
-        .map_err(|e| tls_error("cannot sign the server certificate", e))?;
+        .map_err(|e| tls_error(&format!("cannot sign the {role} certificate"), e))?;
     let renew_at = now.as_second() + settings.renew_after().as_secs() as i64;
     let not_after = now.as_second() + settings.certificate_lifetime.as_secs() as i64;
-    let annotations = BTreeMap::from([
-        (NAMES_ANNOTATION.to_owned(), joined),
+    metadata.annotations = Some(BTreeMap::from([
+        (NAMES_ANNOTATION.to_owned(), issued_for),
         (RENEW_AT_ANNOTATION.to_owned(), renew_at.to_string()),
         (NOT_AFTER_ANNOTATION.to_owned(), not_after.to_string()),
-    ]);
+    ]));
     Ok(Secret {
-        metadata: secret_meta(cluster, owner, annotations),
+        metadata,
         type_: Some("kubernetes.io/tls".to_owned()),
         data: Some(BTreeMap::from([
             (TLS_CERT_KEY.to_owned(), ByteString(cert.pem().into_bytes())),
@@ -557,20 +591,22 @@ pub fn keep(cluster: &str, owner: &OwnerReference, existing: &Secret) -> Secret 
     .filter_map(|key| Some((key.to_owned(), annotations.get(key)?.clone())))
     .collect();
     Secret {
-        metadata: secret_meta(cluster, owner, kept),
+        metadata: secret_meta(names::tls_secret(cluster), cluster, owner, kept),
         type_: Some("kubernetes.io/tls".to_owned()),
         data: existing.data.clone(),
         ..Secret::default()
     }
 }
 
-fn secret_meta(
+/// The metadata of the Secret `name` of `cluster`'s certificates, owned by the cluster.
+pub(super) fn secret_meta(
+    name: String,
     cluster: &str,
     owner: &OwnerReference,
     annotations: BTreeMap<String, String>,
 ) -> ObjectMeta {
     ObjectMeta {
-        name: Some(names::tls_secret(cluster)),
+        name: Some(name),
         labels: Some(labels::for_cluster(cluster, COMPONENT_POSTGRES)),
         annotations: Some(annotations),
         owner_references: Some(vec![owner.clone()]),
@@ -696,7 +732,7 @@ pub fn brought_secret(
         (NOT_AFTER_ANNOTATION.to_owned(), not_after.to_string()),
     ]);
     Ok(Secret {
-        metadata: secret_meta(cluster, owner, annotations),
+        metadata: secret_meta(names::tls_secret(cluster), cluster, owner, annotations),
         type_: Some("kubernetes.io/tls".to_owned()),
         data: Some(BTreeMap::from([
             (TLS_CERT_KEY.to_owned(), ByteString(cert_pem.to_vec())),
