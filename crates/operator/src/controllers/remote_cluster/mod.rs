@@ -565,22 +565,7 @@ async fn write_status_conditions(
     if link.status.as_ref() == Some(&status) {
         return Ok(());
     }
-    let api: Api<PostgresRemoteCluster> = Api::namespaced(context.client.clone(), namespace);
-    api.patch_status(
-        &link.name_any(),
-        &PatchParams {
-            field_manager: Some(ssa::field_manager(CONTROLLER)),
-            ..PatchParams::default()
-        },
-        &Patch::Merge(json!({ "status": status })),
-    )
-    .await
-    .map_err(|source| Error::PatchStatus {
-        kind: "PostgresRemoteCluster",
-        name: link.name_any(),
-        source,
-    })?;
-    Ok(())
+    patch_link_status(context, link, namespace, json!(status)).await
 }
 
 /// Records in the status the namespace of the customer's cluster the tunnel lives in, before
@@ -599,6 +584,22 @@ async fn record_remote_namespace(
     if recorded == Some(remote_namespace) {
         return Ok(());
     }
+    patch_link_status(
+        context,
+        link,
+        namespace,
+        json!({ "remoteNamespace": remote_namespace }),
+    )
+    .await
+}
+
+/// Merges `status` (the status's fields to set) into the status of `link`.
+async fn patch_link_status(
+    context: &Context,
+    link: &PostgresRemoteCluster,
+    namespace: &str,
+    status: serde_json::Value,
+) -> Result<()> {
     let api: Api<PostgresRemoteCluster> = Api::namespaced(context.client.clone(), namespace);
     api.patch_status(
         &link.name_any(),
@@ -606,7 +607,7 @@ async fn record_remote_namespace(
             field_manager: Some(ssa::field_manager(CONTROLLER)),
             ..PatchParams::default()
         },
-        &Patch::Merge(json!({ "status": { "remoteNamespace": remote_namespace } })),
+        &Patch::Merge(json!({ "status": status })),
     )
     .await
     .map_err(|source| Error::PatchStatus {
