@@ -15,28 +15,18 @@ mod support;
 
 #[path = "shared/owner_sql.rs"]
 mod shared;
+// Shared with tls.rs and tls_tunnel.rs, whose helpers this test does not all need.
+#[allow(dead_code)]
+#[path = "shared/tls.rs"]
+mod tls_client;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
 use support::{Dev, Kubectl};
-
-/// One value of a Secret, decoded, read as the administrator.
-fn secret_value(admin: &Kubectl, namespace: &str, secret: &str, key: &str) -> String {
-    let template = format!("go-template={{{{index .data \"{key}\" | base64decode}}}}");
-    admin.ok(&[
-        "--namespace",
-        namespace,
-        "get",
-        "secret",
-        secret,
-        "-o",
-        &template,
-    ])
-}
+use tls_client::{psql, secret_value, service_ip};
 
 /// Writes `text` to `dir/name` readable by its owner only (libpq refuses a key others may
 /// read); returns the path.
@@ -45,28 +35,6 @@ fn write_private(dir: &Path, name: &str, text: &str) -> String {
     std::fs::write(&path, text).expect("written");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     path.display().to_string()
-}
-
-/// Runs `sql` with psql given a whole connection string and a password; returns what it
-/// printed, or what it said on failure. Nothing from the environment adds to the connection
-/// string: no certificate, no key, no other TLS mode.
-fn psql(connection: &str, password: &str, sql: &str) -> Result<String, String> {
-    let output = Command::new("psql")
-        .arg(connection)
-        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .env("PGPASSWORD", password)
-        .env("PGCONNECT_TIMEOUT", "5")
-        .env_remove("PGSSLMODE")
-        .env_remove("PGSSLROOTCERT")
-        .env_remove("PGSSLCERT")
-        .env_remove("PGSSLKEY")
-        .output()
-        .expect("psql runs");
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).into_owned())
-    }
 }
 
 /// The `cluster`'s PostgresCluster in the tenant's namespace.
@@ -140,15 +108,7 @@ async fn tusks_roles_log_in_with_their_own_clusters_client_certificate_only() {
         "own.key",
         &elephant("elephant-replication-tls", "tls.key"),
     );
-    let address = admin.ok(&[
-        "--namespace",
-        "shop",
-        "get",
-        "service",
-        "elephant-rw",
-        "-o",
-        "jsonpath={.spec.clusterIP}",
-    ]);
+    let address = service_ip(&admin, "shop", "elephant-rw");
     let replication = |extra: &str| {
         format!(
             "host=elephant-rw.shop.svc hostaddr={address} port=5432 user=tusk_replication \

@@ -46,9 +46,12 @@ pub fn psql(connection: &str, password: &str, sql: &str) -> Result<String, Strin
         .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
         .env("PGPASSWORD", password)
         .env("PGCONNECT_TIMEOUT", "5")
-        // Nothing from the environment may loosen what the connection string asks for.
+        // Nothing from the environment may add to what the connection string asks for: no
+        // other TLS mode or CA, no client certificate or key.
         .env_remove("PGSSLMODE")
         .env_remove("PGSSLROOTCERT")
+        .env_remove("PGSSLCERT")
+        .env_remove("PGSSLKEY")
         .output()
         .expect("psql runs");
     if output.status.success() {
