@@ -97,13 +97,34 @@ async fn connections_are_verified_tls_and_plaintext_is_refused() {
     );
     let verified = format!("{uri}&hostaddr={address}&sslrootcert={ca}");
     assert_eq!(psql(&verified, &password, "SHOW ssl").as_deref(), Ok("on"));
-    let protocol = psql(
-        &verified,
-        &password,
-        "SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-    )
-    .expect("the session's TLS version");
-    assert!(protocol == "TLSv1.2" || protocol == "TLSv1.3", "{protocol}");
+    // TLS 1.3 when the client offers it, TLS 1.2 to a client that offers no more, and
+    // nothing older.
+    let session_protocol = |connection: &str| {
+        psql(
+            connection,
+            &password,
+            "SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        )
+    };
+    assert_eq!(session_protocol(&verified).as_deref(), Ok("TLSv1.3"));
+    assert_eq!(
+        session_protocol(&format!("{verified}&ssl_max_protocol_version=TLSv1.2")).as_deref(),
+        Ok("TLSv1.2")
+    );
+    // openssl, allowed TLS 1.1 and nothing newer, is refused by the server in the handshake.
+    let tls_1_1 = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -starttls postgres -connect {address}:5432 -tls1_1 \
+             -cipher DEFAULT@SECLEVEL=0 </dev/null 2>&1"
+        ))
+        .output()
+        .expect("openssl runs");
+    let said = String::from_utf8_lossy(&tls_1_1.stdout);
+    assert!(
+        !tls_1_1.status.success() && said.contains("alert protocol version"),
+        "{said}"
+    );
 
     // Every name of the Service in the cluster is in the certificate.
     for host in [
@@ -435,9 +456,14 @@ impl CustomerCa {
 
 /// Writes the Secret `name` of type `kubernetes.io/tls` in `shop`, as cert-manager does.
 async fn write_tls_secret(api: &Api<Secret>, name: &str, data: &[(&str, &[u8])]) {
+    write_secret(api, name, "kubernetes.io/tls", data).await
+}
+
+/// Writes the Secret `name` of type `type_` in `shop`.
+async fn write_secret(api: &Api<Secret>, name: &str, type_: &str, data: &[(&str, &[u8])]) {
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": name},
-        "type": "kubernetes.io/tls",
+        "type": type_,
     }))
     .expect("a Secret");
     let secret = Secret {
@@ -491,10 +517,10 @@ fn serial_of(pem: &str) -> String {
 /// A customer brings its own certificate in a `kubernetes.io/tls` Secret: PostgreSQL serves
 /// it, the credentials Secret's `ca.crt` is the customer's CA, and a renewal written into the
 /// Secret is served without a restart while a connection stays open. A Secret whose key is not
-/// the certificate's, that is too large, or whose certificate lacks the Service's name or comes
-/// from a CA its `ca.crt` does not hold, is refused with `Degraded` and a Warning Event,
-/// and the database keeps serving the certificate it had; only a Secret of the cluster's own
-/// namespace can be named.
+/// the certificate's, that is too large, whose certificate lacks the Service's name or comes
+/// from a CA its `ca.crt` does not hold, or that is not of type `kubernetes.io/tls`, is refused
+/// with `Degraded` and a Warning Event, and the database keeps serving the certificate it had;
+/// only a Secret of the cluster's own namespace can be named.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_brought_certificate_is_served_and_a_bad_one_refused() {
     let dev = Dev::start();
@@ -588,33 +614,52 @@ async fn a_brought_certificate_is_served_and_a_bad_one_refused() {
     let cases = [
         (
             "a key that is not the certificate's",
+            "elephant-db-cert",
+            "kubernetes.io/tls",
             renewed_cert.as_bytes(),
             other_key.as_bytes(),
             "tls.key of Secret elephant-db-cert (spec.tls.certificateSecret) is not the key of the certificate in tls.crt".to_owned(),
         ),
         (
             "a certificate larger than 64 KiB",
+            "elephant-db-cert",
+            "kubernetes.io/tls",
             oversized.as_bytes(),
             renewed_key.as_bytes(),
             "tls.crt of Secret elephant-db-cert (spec.tls.certificateSecret) is larger than 64 KiB".to_owned(),
         ),
         (
             "a certificate without the Service's name",
+            "elephant-db-cert",
+            "kubernetes.io/tls",
             elsewhere_cert.as_bytes(),
             elsewhere_key.as_bytes(),
             unverified("certificate not valid for name \"elephant-rw.shop.svc\""),
         ),
         (
             "a certificate a forged CA of the same name issued",
+            "elephant-db-cert",
+            "kubernetes.io/tls",
             stranger_cert.as_bytes(),
             stranger_key.as_bytes(),
             unverified("BadSignature"),
         ),
+        // A good certificate and key in a Secret of another type: a Secret's type is
+        // immutable, so the spec names another Secret.
+        (
+            "a Secret that is not of type kubernetes.io/tls",
+            "elephant-opaque-cert",
+            "Opaque",
+            renewed_cert.as_bytes(),
+            renewed_key.as_bytes(),
+            "Secret elephant-opaque-cert (spec.tls.certificateSecret) is of type Opaque, not kubernetes.io/tls".to_owned(),
+        ),
     ];
-    for (what, tls_crt, tls_key, expected) in cases {
-        write_tls_secret(
+    for (what, secret, type_, tls_crt, tls_key, expected) in cases {
+        write_secret(
             &secrets,
-            "elephant-db-cert",
+            secret,
+            type_,
             &[
                 ("tls.crt", tls_crt),
                 ("tls.key", tls_key),
@@ -622,6 +667,7 @@ async fn a_brought_certificate_is_served_and_a_bad_one_refused() {
             ],
         )
         .await;
+        shop.apply_json(&cluster(secret));
         let (reason, message) = shop.until(
             &format!("{what} to be refused"),
             Duration::from_secs(60),
@@ -667,6 +713,7 @@ async fn a_brought_certificate_is_served_and_a_bad_one_refused() {
         ],
     )
     .await;
+    shop.apply_json(&cluster("elephant-db-cert"));
     shop.until(
         "the cluster to take the fixed Secret",
         Duration::from_secs(60),
