@@ -143,6 +143,12 @@ async fn connections_are_verified_tls_and_plaintext_is_refused() {
             "through {host}"
         );
     }
+    // So is the tunnel's external host (`tunnel.externalHostTemplate`), which `tusk dev` sets
+    // to the Service's address: libpq verifies an address against the certificate's addresses.
+    let by_address = format!(
+        "host={address} port=5432 user=app dbname=app sslmode=verify-full sslrootcert={ca}"
+    );
+    assert_eq!(psql(&by_address, &password, "SELECT 1").as_deref(), Ok("1"));
 
     // The attack: plaintext from outside the pod, with the right password.
     let plaintext = format!("host={address} port=5432 user=app dbname=app sslmode=disable");
