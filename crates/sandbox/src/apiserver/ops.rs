@@ -394,9 +394,7 @@ fn apply_schema(
             } else {
                 rt.group.as_str()
             };
-            if let Some(error) =
-                validation::quantities::decode_error(stored_group, &stored_kind, object)
-            {
+            if let Err(error) = validation::quantities::decode(stored_group, &stored_kind, object) {
                 return Err(ApiError::bad_request(format!(
                     "{kind} in version \"{version}\" cannot be handled as a {kind}: {error}",
                     kind = rt.kind,
@@ -755,6 +753,7 @@ fn admit_namespace(txn: &Txn<'_>, rt: &ResourceType, key: &Key) -> Result<(), Ap
 
 /// Builds the object an update stores from the current one and the client's version of it.
 fn prepare_update(
+    store: &Store,
     rt: &ResourceType,
     current: &Value,
     mut new: Value,
@@ -835,7 +834,7 @@ fn prepare_update(
         prepare_crd(rt, &mut new, Some(current))?;
     }
     if services::is_service(rt) && subresource.is_none() {
-        services::keep_cluster_ip(rt, current, &mut new)?;
+        services::keep_cluster_ip(store, rt, current, &mut new)?;
     }
     if subresource.is_none() {
         defaults::apply(rt, &mut new);
@@ -964,7 +963,15 @@ pub(crate) fn replace(
             }
             _ => {}
         }
-        let new = prepare_update(rt, &current, stored_body.clone(), subresource, opts, true)?;
+        let new = prepare_update(
+            store,
+            rt,
+            &current,
+            stored_body.clone(),
+            subresource,
+            opts,
+            true,
+        )?;
         admit_update(store, rt, subresource, &new, &current, opts)?;
         match commit_update(store, rt, key, &current, new, opts.dry_run)? {
             Attempt::Done(object) => return Ok(object),
@@ -1085,6 +1092,7 @@ pub(crate) fn patch(
             )));
         }
         let new = prepare_update(
+            store,
             rt,
             &current,
             to_storage(rt, patched),

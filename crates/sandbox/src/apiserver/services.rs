@@ -76,7 +76,9 @@ fn pick_free(taken: &HashSet<Ipv4Addr>) -> Option<Ipv4Addr> {
         .find(|address| !taken.contains(address))
 }
 
-/// Defaults a Service being created and allocates its ClusterIP.
+/// Defaults a Service being created and allocates its ClusterIP; also used for a Service
+/// turned from an ExternalName one into a type that needs an address, which kube-apiserver's
+/// allocator treats as a new allocation.
 pub(crate) fn default_on_create(
     store: &Store,
     rt: &ResourceType,
@@ -183,8 +185,11 @@ fn default_ports(spec: &mut Value) {
 }
 
 /// Carries the allocated addresses over an update that leaves them out (as `kubectl apply`
-/// does), and refuses one that changes them.
+/// does), and refuses one that changes them. A Service leaving the ExternalName type gets an
+/// address allocated (or the one it asks for, when free), one becoming an ExternalName
+/// Service gives its address up.
 pub(crate) fn keep_cluster_ip(
+    store: &Store,
     rt: &ResourceType,
     current: &Value,
     new: &mut Value,
@@ -197,13 +202,13 @@ pub(crate) fn keep_cluster_ip(
         drop_cluster_ip_fields(current, new);
         return Ok(());
     }
-    let Some(allocated) = current.pointer("/spec/clusterIP").and_then(Value::as_str) else {
-        return Ok(());
-    };
     let name = current
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or_default();
+    let Some(allocated) = current.pointer("/spec/clusterIP").and_then(Value::as_str) else {
+        return default_on_create(store, rt, name, new);
+    };
     if !new.get("spec").is_some_and(Value::is_object) {
         new["spec"] = json!({});
     }

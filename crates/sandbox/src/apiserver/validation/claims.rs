@@ -140,27 +140,72 @@ fn set_or_remove(object: &mut Value, field: &str, value: Option<&Value>) {
     }
 }
 
-/// The top-level spec fields that differ, one `field: old -> new` a line. kube-apiserver
-/// appends a diff of its internal Go structs here; the first line of the message is its text,
-/// this summary stands in for the diff.
+/// The fields of kube-apiserver's internal `core.PersistentVolumeClaimSpec`, in its order,
+/// with the name each has in JSON.
+const CLAIM_SPEC_FIELDS: [(&str, &str); 9] = [
+    ("AccessModes", "accessModes"),
+    ("Selector", "selector"),
+    ("Resources", "resources"),
+    ("VolumeName", "volumeName"),
+    ("StorageClassName", "storageClassName"),
+    ("VolumeMode", "volumeMode"),
+    ("DataSource", "dataSource"),
+    ("DataSourceRef", "dataSourceRef"),
+    ("VolumeAttributesClassName", "volumeAttributesClassName"),
+];
+
+/// The difference between two claim specs in the shape of the `cmp.Diff` kube-apiserver
+/// appends to its message: the struct, runs of unchanged fields elided, each changed field
+/// as a `-` line and a `+` line with its Go name. The values are written as Go writes strings,
+/// string pointers and access modes; other values (selectors, resources) are written as JSON
+/// where Go prints its structs. cmp.Diff itself varies the space after `-`/`+` from run to run
+/// (to keep callers from parsing it), so only the shape can match.
 fn changed_fields(old: &Value, new: &Value) -> String {
-    let empty = serde_json::Map::new();
-    let old = old.as_object().unwrap_or(&empty);
-    let new = new.as_object().unwrap_or(&empty);
-    let mut fields: Vec<&String> = old.keys().chain(new.keys()).collect();
-    fields.sort();
-    fields.dedup();
-    fields
-        .into_iter()
-        .filter(|field| old.get(*field) != new.get(*field))
-        .map(|field| {
-            let show = |value: Option<&Value>| value.map_or("null".to_string(), Value::to_string);
-            format!(
-                "{field}: {} -> {}",
-                show(old.get(field)),
-                show(new.get(field))
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    let mut lines = vec!["  core.PersistentVolumeClaimSpec{".to_string()];
+    let mut identical = 0;
+    for (go_name, json_name) in CLAIM_SPEC_FIELDS {
+        let (before, after) = (old.get(json_name), new.get(json_name));
+        if before == after {
+            identical += 1;
+            continue;
+        }
+        if identical > 0 {
+            lines.push(elided(identical));
+            identical = 0;
+        }
+        lines.push(format!("- \t{go_name}: {},", go_value(json_name, before)));
+        lines.push(format!("+ \t{go_name}: {},", go_value(json_name, after)));
+    }
+    if identical > 0 {
+        lines.push(elided(identical));
+    }
+    lines.push("  }".to_string());
+    lines.join("\n")
+}
+
+fn elided(count: usize) -> String {
+    let noun = if count == 1 { "field" } else { "fields" };
+    format!("  \t... // {count} identical {noun}")
+}
+
+/// A claim spec field's value as Go's `%v`-like diff prints it.
+fn go_value(json_name: &str, value: Option<&Value>) -> String {
+    let pointer = matches!(
+        json_name,
+        "storageClassName" | "volumeMode" | "volumeAttributesClassName"
+    );
+    match (json_name, value) {
+        ("volumeName", None) => "\"\"".to_string(),
+        ("accessModes", Some(Value::Array(modes))) => format!(
+            "[]core.PersistentVolumeAccessMode{{{}}}",
+            modes
+                .iter()
+                .map(Value::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        (_, None | Some(Value::Null)) => "nil".to_string(),
+        (_, Some(text @ Value::String(_))) if pointer => format!("&{text}"),
+        (_, Some(other)) => other.to_string(),
+    }
 }
