@@ -566,6 +566,12 @@ pub struct PostgresClusterStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
 
+    /// Where clients outside the workload cluster connect through tusk's router, as
+    /// host:port, while `spec.externalAccess` opens the database to some sources; the host is
+    /// a name of the database's certificate (docs/external-access.md). Absent while closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_endpoint: Option<String>,
+
     /// The most recent successful backup of this cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup: Option<LastBackup>,

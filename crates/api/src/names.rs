@@ -55,6 +55,9 @@ pub mod secret_keys {
     pub const URI: &str = "uri";
     /// The same connection as a JDBC URL, for the PostgreSQL JDBC driver.
     pub const JDBC_URI: &str = "jdbc-uri";
+    /// A libpq connection URI through tusk's router from outside the workload cluster, with
+    /// `sslmode=verify-full`; present while `spec.externalAccess` opens the database.
+    pub const EXTERNAL_URI: &str = "external-uri";
     /// Where the owner role's password was kept before it was renamed [`PASSWORD`]; read
     /// once so that an existing cluster keeps its password.
     pub const LEGACY_APP_USER_PASSWORD: &str = "app-user-password";

@@ -3,7 +3,8 @@
 //! `sslmode=verify-full` and `channel_binding=require` (which fails if anything between client
 //! and database terminated TLS); unknown names, no name, plaintext and sources outside the
 //! allow-list refused with the documented errors; a closed or deleted database loses its route
-//! and its open connections within a second.
+//! and its open connections within a second; `status.externalEndpoint` and the Secret's
+//! `external-uri` lead through the router.
 //!
 //! The names (`<cluster>.<namespace>.db.tusk.local`) resolve nowhere, so psql is given the
 //! router's address as `hostaddr` and the name as `host`: libpq sends the name (SNI) and
@@ -148,6 +149,35 @@ async fn two_databases_behind_one_router_each_by_its_name_with_tls_end_to_end() 
     let files = tempfile::tempdir().expect("a temporary directory");
     let elephant = Database::new(&admin, files.path(), "shop", "elephant");
     let mammoth = Database::new(&admin, files.path(), "zoo", "mammoth");
+
+    // The status and the credentials Secret say where to connect from outside, and the
+    // Secret's URI works as it is (given the router's address, as the name resolves nowhere).
+    let endpoint = within(Duration::from_secs(30), || {
+        shop.ok(&[
+            "get",
+            "postgrescluster",
+            "elephant",
+            "-o",
+            "jsonpath={.status.externalEndpoint}",
+        ]) == format!("{}:{port}", elephant.name)
+    });
+    assert!(
+        endpoint.is_some(),
+        "status.externalEndpoint names the router"
+    );
+    let external_uri = credential(&admin, "shop", "elephant", "external-uri");
+    assert_eq!(
+        external_uri,
+        format!(
+            "postgresql://app@{}:{port}/app?sslmode=verify-full",
+            elephant.name
+        )
+    );
+    let through_uri = format!(
+        "{external_uri}&hostaddr=127.0.0.1&sslrootcert={}&channel_binding=require",
+        elephant.ca
+    );
+    assert_eq!(elephant.psql(&through_uri, "SELECT 1").as_deref(), Ok("1"));
 
     // Each by its name, verified against its own CA, with channel binding: the session's TLS
     // ends in that very database.

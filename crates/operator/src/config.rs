@@ -298,6 +298,9 @@ pub struct TunnelSettings {
     /// `externalHostTemplate` is `{serviceIP}`: a client sends no name for an address, so the
     /// router cannot route by one.
     pub router_host_template: Option<String>,
+    /// The port clients reach `tusk router` on: its load balancer's. Default 5432. It goes
+    /// into each open database's `status.externalEndpoint` and `external-uri`.
+    pub router_port: u16,
     /// The port on that host. Default 5432. Flag `--tunnel-port`, env `TUSK_TUNNEL_PORT`.
     pub external_port: u16,
     /// Tunnel replicas in the customer's cluster. Default 2.
@@ -310,6 +313,7 @@ impl Default for TunnelSettings {
             image: "ghcr.io/tusk-dev/tusk:latest".to_owned(),
             external_host_template: "{cluster}.{namespace}.db.tusk.local".to_owned(),
             router_host_template: None,
+            router_port: 5432,
             external_port: 5432,
             replicas: 2,
         }
@@ -341,6 +345,21 @@ impl TunnelSettings {
         self.router_host_template
             .as_deref()
             .unwrap_or(&self.external_host_template)
+    }
+
+    /// Where a client outside reaches `cluster` through the router (host and port), while its
+    /// `spec.externalAccess` opens it to some sources and the router template gives names.
+    pub fn router_endpoint(&self, cluster: &tusk_api::PostgresCluster) -> Option<(String, u16)> {
+        let open = cluster
+            .spec
+            .external_access
+            .as_ref()
+            .is_some_and(|access| !access.allowed_source_ranges.is_empty());
+        let namespace = cluster.metadata.namespace.as_deref().unwrap_or_default();
+        let name = cluster.metadata.name.as_deref()?;
+        open.then(|| self.router_host(namespace, name))
+            .flatten()
+            .map(|host| (host, self.router_port))
     }
 
     /// The host name under which the router routes `cluster` in `namespace`, when the router

@@ -117,6 +117,20 @@ struct Fixture {
 impl Fixture {
     /// Two databases, both routed and open to loopback, behind one router.
     async fn start(proxy_protocol: bool) -> Self {
+        Self::start_with(
+            proxy_protocol,
+            Limits {
+                per_source_rate: 1000.0,
+                per_source_burst: 1000.0,
+                per_source_connections: 100,
+                per_database_connections: 100,
+            },
+        )
+        .await
+    }
+
+    /// The same, under `limits`.
+    async fn start_with(proxy_protocol: bool, limits: Limits) -> Self {
         let pki = Pki::new();
         let elephant = database(&pki, ELEPHANT).await;
         let mammoth = database(&pki, MAMMOTH).await;
@@ -126,12 +140,7 @@ impl Fixture {
             handshake_timeout: Duration::from_secs(1),
             max_client_hello: 16 * 1024,
             proxy_protocol,
-            limits: Limits {
-                per_source_rate: 1000.0,
-                per_source_burst: 1000.0,
-                per_source_connections: 100,
-                per_database_connections: 100,
-            },
+            limits,
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -431,4 +440,71 @@ async fn behind_a_load_balancer_the_proxy_header_gives_the_client_address() {
     assert!(!error.is_empty());
     assert_eq!(fixture.refused("proxy_header"), 1);
     assert_eq!(fixture.refused("source_not_allowed"), 1);
+}
+
+/// Sends an SSLRequest and waits for the `S`: the connection then holds its place under the
+/// per-source limit while the router waits for its ClientHello.
+async fn started(address: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream.write_all(&SSL_REQUEST).await.unwrap();
+    let mut answer = [0u8; 1];
+    stream.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"S");
+    stream
+}
+
+#[tokio::test]
+async fn an_oversized_client_hello_and_connections_over_the_limits_are_refused() {
+    let fixture = Fixture::start_with(
+        false,
+        Limits {
+            per_source_rate: 1000.0,
+            per_source_burst: 1000.0,
+            per_source_connections: 2,
+            per_database_connections: 1,
+        },
+    )
+    .await;
+    // A ClientHello that claims 64 KiB, sent in small records: cut at --max-client-hello.
+    let mut stream = started(fixture.address).await;
+    let mut records = Vec::new();
+    let message = [&[1u8, 0x00, 0xff, 0xff][..], &[0u8; 20_000]].concat();
+    for chunk in message.chunks(1000) {
+        records.extend_from_slice(&[0x16, 3, 1]);
+        records.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
+        records.extend_from_slice(chunk);
+    }
+    let _ = stream.write_all(&records).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    assert_eq!(answer, [21, 3, 3, 0, 2, 2, 40], "a handshake_failure alert");
+    assert_eq!(fixture.refused("client_hello_too_large"), 1);
+
+    // One routed connection fills elephant: the next is refused.
+    let server_name = ServerName::try_from(ELEPHANT.to_owned()).unwrap();
+    let mut routed = fixture
+        .connector(&[])
+        .connect(server_name, started(fixture.address).await)
+        .await
+        .unwrap();
+    routed.write_all(b"held").await.unwrap();
+    let mut buffer = [0u8; 64];
+    let read = routed.read(&mut buffer).await.unwrap();
+    assert_eq!(&buffer[..read], format!("{ELEPHANT}:held").as_bytes());
+    let error = fixture.classic(&[], ELEPHANT, "x").await.unwrap_err();
+    assert!(error.contains("InternalError"), "{error}");
+    assert_eq!(fixture.refused("database_connections"), 1);
+    // The refused connection gives its place back as its task ends, just after its alert.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Two connections from one source are its limit (the routed one and this one): a third
+    // is closed without an answer.
+    let _second = started(fixture.address).await;
+    let mut third = TcpStream::connect(fixture.address).await.unwrap();
+    third.write_all(&SSL_REQUEST).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), third.read_to_end(&mut answer)).await;
+    assert!(answer.is_empty(), "{answer:?}");
+    assert_eq!(fixture.refused("source_connections"), 1);
+    drop(routed);
 }

@@ -462,6 +462,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let gateway_endpoint = config.store.gateway.endpoint.clone();
     let stop_router = tokio_util::sync::CancellationToken::new();
     let router = start_router(&args, &config, client.clone(), stop_router.clone()).await?;
+    // Each open database's status.externalEndpoint and external-uri name this router.
+    config.tunnel.router_port = router.port();
 
     let (stop_operator, operator_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut operator = tokio::spawn(tusk_operator::run(config, client.clone(), async move {

@@ -102,6 +102,7 @@ pub fn build(
         })?;
     let owner = controller_owner(cluster)?;
     let namespace = cluster.metadata.namespace.as_deref().unwrap_or_default();
+    let external = config.tunnel.router_endpoint(cluster);
     let ca_pem = tls
         .data
         .as_ref()
@@ -109,7 +110,14 @@ pub fn build(
         .map(|value| value.0.clone())
         .unwrap_or_default();
     Ok(Children {
-        credentials: credentials(name, namespace, &owner, existing_credentials, ca_pem),
+        credentials: credentials(
+            name,
+            namespace,
+            &owner,
+            existing_credentials,
+            ca_pem,
+            external.as_ref().map(|(host, port)| (host.as_str(), *port)),
+        ),
         tls,
         backup_store: store_credentials.map(|keys| backup_store(name, &owner, keys)),
         config_map: config_map(cluster, name, &owner),
@@ -162,13 +170,15 @@ fn random_string(length: usize) -> String {
 /// replication role's, never a superuser's (tusk's management role has no password). The role
 /// names in it are for the customer to read; the instance takes them from the pod template.
 /// `ca_pem` is the cluster's CA certificate; the `uri` and `jdbc-uri` name the `-rw` Service
-/// in `namespace` and verify the server against it (`sslmode=verify-full`).
+/// in `namespace` and verify the server against it (`sslmode=verify-full`). `external`, the
+/// router's host and port while the cluster is open to the outside, adds an `external-uri`.
 pub fn credentials(
     cluster: &str,
     namespace: &str,
     owner: &OwnerReference,
     existing: Option<&Secret>,
     ca_pem: Vec<u8>,
+    external: Option<(&str, u16)>,
 ) -> Secret {
     let existing_data = existing.and_then(|secret| secret.data.as_ref());
     let existing_value = |key: &str| {
@@ -184,7 +194,7 @@ pub fn credentials(
     // The namespaced `.svc` name resolves from every namespace, whatever the cluster domain.
     let host = format!("{}.{namespace}.svc", names::read_write_service(cluster));
     let port = names::POSTGRES_PORT;
-    let data = BTreeMap::from([
+    let mut data = BTreeMap::from([
         (secret_keys::CA_CERT.to_owned(), ByteString(ca_pem)),
         (
             secret_keys::URI.to_owned(),
@@ -220,6 +230,12 @@ pub fn credentials(
             }),
         ),
     ]);
+    if let Some((host, port)) = external {
+        data.insert(
+            secret_keys::EXTERNAL_URI.to_owned(),
+            plain(&verify_full_uri(host, port, OWNER_ROLE)),
+        );
+    }
     Secret {
         metadata: meta(
             names::credentials_secret(cluster),
@@ -916,6 +932,42 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_open_cluster_has_an_external_uri_through_the_router() {
+        let tls = server_tls();
+        let mut config = config();
+        config.tunnel.router_port = 15432;
+        let mut cluster = elephant();
+        let external_uri = |cluster: &PostgresCluster, config: &OperatorConfig| {
+            build(cluster, config, None, None, None, tls.clone())
+                .unwrap()
+                .credentials
+                .data
+                .unwrap()
+                .get(secret_keys::EXTERNAL_URI)
+                .map(|uri| String::from_utf8(uri.0.clone()).unwrap())
+        };
+        assert_eq!(external_uri(&cluster, &config), None, "closed by default");
+        cluster.spec.external_access = Some(tusk_api::cluster::ExternalAccess {
+            allowed_source_ranges: vec![],
+        });
+        assert_eq!(
+            external_uri(&cluster, &config),
+            None,
+            "an empty list is closed"
+        );
+        cluster.spec.external_access = Some(tusk_api::cluster::ExternalAccess {
+            allowed_source_ranges: vec!["203.0.113.0/24".into()],
+        });
+        assert_eq!(
+            external_uri(&cluster, &config).as_deref(),
+            Some("postgresql://app@elephant.project-a.db.tusk.local:15432/app?sslmode=verify-full")
+        );
+        // A template that names an address gives no name to route by.
+        config.tunnel.external_host_template = "{serviceIP}".into();
+        assert_eq!(external_uri(&cluster, &config), None);
+    }
+
+    #[test]
     fn the_credentials_hold_no_superuser_and_keep_an_old_owner_password() {
         let old = Secret {
             data: Some(BTreeMap::from([
@@ -932,7 +984,14 @@ pub(crate) mod tests {
             ..Secret::default()
         };
         let owner = elephant().controller_owner_ref(&()).unwrap();
-        let secret = credentials("elephant", "project-a", &owner, Some(&old), b"CA".to_vec());
+        let secret = credentials(
+            "elephant",
+            "project-a",
+            &owner,
+            Some(&old),
+            b"CA".to_vec(),
+            None,
+        );
         let data = secret.data.unwrap();
         let keys: Vec<&str> = data.keys().map(String::as_str).collect();
         assert_eq!(

@@ -398,6 +398,7 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
         expanding_volumes: &expanding,
         last_backup,
         restore_progress,
+        external_endpoint: status::external_endpoint(&context.config.tunnel, &cluster),
         now: context.clock.now(),
     });
     let status = parameters::overlay(

@@ -124,6 +124,7 @@ pub async fn refresh(
         expanding_volumes: &[],
         last_backup: previous.last_backup.clone(),
         restore_progress,
+        external_endpoint: status::external_endpoint(&context.config.tunnel, cluster),
         now,
     });
     report_instance_failures(context, cluster, &status, &stateful_set, &pods, None).await;

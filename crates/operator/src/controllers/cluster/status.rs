@@ -24,8 +24,20 @@ pub struct Observed<'a> {
     pub last_backup: Option<LastBackup>,
     /// How far the restore got, while [`restore_under_way`].
     pub restore_progress: Option<RestoreProgress>,
+    /// Where a client outside reaches the cluster through the router, as host:port, while it
+    /// is open ([`crate::config::TunnelSettings::router_endpoint`]).
+    pub external_endpoint: Option<String>,
     /// The current time.
     pub now: Timestamp,
+}
+
+/// The cluster's `status.externalEndpoint` (host:port) under the operator's router settings.
+pub fn external_endpoint(
+    tunnel: &crate::config::TunnelSettings,
+    cluster: &PostgresCluster,
+) -> Option<String> {
+    let (host, port) = tunnel.router_endpoint(cluster)?;
+    Some(format!("{host}:{port}"))
 }
 
 /// The status the cluster should have.
@@ -194,6 +206,7 @@ pub fn compute(observed: &Observed<'_>) -> PostgresClusterStatus {
             names::read_write_service(name),
             names::POSTGRES_PORT
         )),
+        external_endpoint: observed.external_endpoint.clone(),
         last_backup: observed.last_backup.clone(),
         restore_progress: observed
             .restore_progress
@@ -530,6 +543,7 @@ mod tests {
             expanding_volumes: &[],
             last_backup: None,
             restore_progress: None,
+            external_endpoint: None,
             now: at(now),
         })
     }
@@ -623,6 +637,7 @@ mod tests {
             expanding_volumes: &["data-elephant-0".into()],
             last_backup: None,
             restore_progress: None,
+            external_endpoint: None,
             now: at(2),
         });
         assert_eq!(growing.phase, Some(ClusterPhase::Updating));
@@ -677,6 +692,7 @@ mod tests {
             expanding_volumes: &[],
             last_backup: None,
             restore_progress: None,
+            external_endpoint: None,
             now: at(50),
         })
     }
