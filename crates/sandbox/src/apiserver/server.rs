@@ -170,34 +170,25 @@ impl Server {
                 if accept.contains("protobuf") {
                     return Ok(openapi_v2_protobuf());
                 }
-                return Ok(json_response(200, &ext::openapi_v2(&self.crds(None))));
+                let resources: Vec<_> = self.store.read().registry.all().cloned().collect();
+                return Ok(json_response(
+                    200,
+                    &ext::openapi_v2(&self.crds(None), &resources),
+                ));
             }
             (Method::GET, ["openapi", "v3"]) => {
                 let group_versions = self.group_versions();
-                return Ok(json_response(200, &ext::openapi_v3_index(&group_versions)));
+                let resources: Vec<_> = self.store.read().registry.all().cloned().collect();
+                return Ok(json_response(
+                    200,
+                    &ext::openapi_v3_index(&group_versions, &self.crds(None), &resources),
+                ));
             }
             (Method::GET, ["openapi", "v3", "api", version]) => {
-                return Ok(json_response(
-                    200,
-                    &ext::openapi_v3_group_version("", version, &[]),
-                ));
+                return self.openapi_v3_group_version("", version);
             }
             (Method::GET, ["openapi", "v3", "apis", group, version]) => {
-                let crds = self.crds(Some(group));
-                let builtin = self
-                    .store
-                    .read()
-                    .registry
-                    .in_group_version(group, version)
-                    .iter()
-                    .any(|rt| !rt.custom);
-                if crds.is_empty() && !builtin {
-                    return Err(ApiError::no_route());
-                }
-                return Ok(json_response(
-                    200,
-                    &ext::openapi_v3_group_version(group, version, &crds),
-                ));
+                return self.openapi_v3_group_version(group, version);
             }
             _ => {}
         }
@@ -538,16 +529,34 @@ impl Server {
             .collect()
     }
 
-    fn group_versions(&self) -> Vec<String> {
+    /// Every served group-version, the core group's (`""`, `v1`) first.
+    fn group_versions(&self) -> Vec<(String, String)> {
         let state = self.store.read();
-        let mut out = vec!["api/v1".to_string()];
+        let mut out = vec![(String::new(), "v1".to_string())];
         for (group, versions) in state.registry.groups() {
             if group.is_empty() {
                 continue;
             }
-            out.extend(versions.iter().map(|v| format!("apis/{group}/{v}")));
+            out.extend(versions.iter().map(|v| (group.clone(), v.clone())));
         }
         out
+    }
+
+    /// `/openapi/v3/<group-version>`: 404 for a group-version nothing is served in.
+    fn openapi_v3_group_version(
+        &self,
+        group: &str,
+        version: &str,
+    ) -> Result<Response<Body>, ApiError> {
+        let crds = self.crds(Some(group));
+        let resources = self.store.read().registry.in_group_version(group, version);
+        if resources.is_empty() {
+            return Err(ApiError::no_route());
+        }
+        Ok(json_response(
+            200,
+            &ext::openapi_v3_group_version(group, version, &crds, &resources),
+        ))
     }
 
     fn resolve(&self, group: &str, version: &str, rest: &[&str]) -> Result<Target, ApiError> {
