@@ -71,6 +71,22 @@ fn bytes_response(code: u16, body: Vec<u8>) -> Response<Body> {
     response
 }
 
+/// An object or list in the encoding the client asked for: protobuf when it asked for that
+/// first and the object has a protobuf form (every built-in kind's), JSON otherwise.
+fn encoded_response(code: u16, value: &Value, encoding: protobuf::Encoding) -> Response<Body> {
+    if encoding != protobuf::Encoding::Json
+        && let Ok(body) = protobuf::encode_object(value)
+    {
+        let mut response = bytes_response(code, body);
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static(protobuf::MEDIA_TYPE),
+        );
+        return response;
+    }
+    json_response(code, value)
+}
+
 fn error_response(error: &ApiError) -> Response<Body> {
     json_response(error.code, &error.status())
 }
@@ -270,6 +286,19 @@ impl Server {
             Some(PARTIAL_OBJECT | PARTIAL_LIST) => Shape::Metadata,
             _ => Shape::Objects,
         };
+        let encoding = protobuf::negotiate(&accept);
+        let (Target::Collection { rt, .. } | Target::Object { rt, .. }) = &target;
+        if rt.custom
+            && encoding
+                == (protobuf::Encoding::Protobuf {
+                    json_acceptable: false,
+                })
+        {
+            // Custom resources have no protobuf form; kube-apiserver refuses before acting.
+            return Err(ApiError::not_acceptable(
+                "only the following media types are accepted: application/json, application/yaml",
+            ));
+        }
         // kube-apiserver turns an object into metadata only with `as=PartialObjectMetadata`,
         // and a list with `as=PartialObjectMetadataList`; the other way round is refused.
         let is_list = matches!(&target, Target::Collection { .. }) && method == Method::GET;
@@ -349,9 +378,11 @@ impl Server {
             }
             (Method::GET, Target::Collection { rt, namespace }) => {
                 if flag(&query, "watch") {
-                    return self.watch(rt, namespace, &query, shape);
+                    return self.watch(rt, namespace, &query, shape, encoding);
                 }
-                return self.list(&rt, namespace.as_deref(), &query, &shape).await;
+                return self
+                    .list(&rt, namespace.as_deref(), &query, &shape, encoding)
+                    .await;
             }
             (Method::POST, Target::Collection { rt, namespace }) => {
                 if rt.namespaced && namespace.is_none() {
@@ -503,7 +534,7 @@ impl Server {
         {
             object = partial_object_metadata(&object);
         }
-        let mut response = json_response(code, &object);
+        let mut response = encoded_response(code, &object, encoding);
         // A write retried after a race validates again; each warning is sent once.
         let mut sent = std::collections::HashSet::new();
         opts.warnings.retain(|w| sent.insert(w.clone()));
@@ -638,6 +669,7 @@ impl Server {
         namespace: Option<&str>,
         query: &Query,
         shape: &Shape,
+        encoding: protobuf::Encoding,
     ) -> Result<Response<Body>, ApiError> {
         let (labels, fields) = self.selectors(rt, query)?;
         let options = ListOptions::parse(query, false)?;
@@ -758,6 +790,11 @@ impl Server {
             }
         }
         out.extend_from_slice(b"]}");
+        if encoding != protobuf::Encoding::Json
+            && let Ok(list) = serde_json::from_slice::<Value>(&out)
+        {
+            return Ok(encoded_response(200, &list, encoding));
+        }
         Ok(bytes_response(200, out))
     }
 
@@ -767,6 +804,7 @@ impl Server {
         namespace: Option<String>,
         query: &Query,
         shape: Shape,
+        encoding: protobuf::Encoding,
     ) -> Result<Response<Body>, ApiError> {
         let (labels, fields) = self.selectors(&rt, query)?;
         let timeout = match query.get("timeoutSeconds") {
@@ -776,6 +814,7 @@ impl Server {
             None => None,
         };
         let options = ListOptions::parse(query, true)?;
+        let rt_custom = rt.custom;
         let request = WatchRequest {
             rt,
             namespace,
@@ -788,16 +827,30 @@ impl Server {
             shape,
         };
         let lines = watch::start(self.store.clone(), request, self.shutdown.clone());
-        let stream = futures::stream::unfold(lines, |mut lines| async move {
-            lines
-                .recv()
-                .await
-                .map(|line| (Ok::<_, Infallible>(Frame::data(line)), lines))
+        let protobuf = encoding != protobuf::Encoding::Json && !rt_custom;
+        let stream = futures::stream::unfold(lines, move |mut lines| async move {
+            let mut line = lines.recv().await?;
+            if protobuf {
+                // Every event of a built-in kind has a protobuf form; one that would not
+                // encode is sent as an ERROR rather than as JSON in a protobuf stream.
+                line = protobuf::watch_frame(&line)
+                    .or_else(|reason| {
+                        let status = ApiError::internal(reason).status();
+                        protobuf::watch_frame(&super::store::watch_line("ERROR", &status))
+                    })
+                    .map(Bytes::from)
+                    .unwrap_or_default();
+            }
+            Some((Ok::<_, Infallible>(Frame::data(line)), lines))
         });
         let mut response = Response::new(UnsyncBoxBody::new(StreamBody::new(stream)));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/json"),
+            header::HeaderValue::from_static(if protobuf {
+                protobuf::WATCH_MEDIA_TYPE
+            } else {
+                "application/json"
+            }),
         );
         response.headers_mut().insert(
             header::TRANSFER_ENCODING,
