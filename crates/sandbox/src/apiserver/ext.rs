@@ -4,9 +4,11 @@
 //! terms (causes, HTTP status codes) and keeps the seams with the sibling modules in one file.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::resources::ResourceType;
 use super::{openapi, patch, schema, selector, table};
 
 /// One reason a write was refused, as it appears in a Status's `details.causes`.
@@ -244,14 +246,57 @@ impl FieldSelector {
     }
 }
 
-pub(crate) fn openapi_v2(crds: &[Value]) -> Value {
-    openapi::openapi_v2_document(crds)
+/// The built-in kinds among `resources`, as the OpenAPI documents describe them.
+pub(crate) fn served_kinds(resources: &[Arc<ResourceType>]) -> Vec<openapi::ServedKind<'_>> {
+    resources
+        .iter()
+        .filter(|rt| !rt.custom)
+        .map(|rt| openapi::ServedKind {
+            group: &rt.group,
+            version: &rt.version,
+            kind: &rt.kind,
+            plural: &rt.plural,
+            namespaced: rt.namespaced,
+            status: rt.status_subresource,
+            create_only: rt.create_only,
+        })
+        .collect()
 }
 
-pub(crate) fn openapi_v3_index(group_versions: &[String]) -> Value {
-    openapi::openapi_v3_index(group_versions)
+/// `/openapi/v2`: the built-in kinds among `resources` and the CRDs.
+pub(crate) fn openapi_v2(crds: &[Value], resources: &[Arc<ResourceType>]) -> Value {
+    openapi::openapi_v2_document(crds, &served_kinds(resources))
 }
 
-pub(crate) fn openapi_v3_group_version(group: &str, version: &str, crds: &[Value]) -> Value {
-    openapi::openapi_v3_group_version(group, version, crds)
+/// `/openapi/v3`: one entry for each group-version, hashed by its content.
+pub(crate) fn openapi_v3_index(
+    group_versions: &[(String, String)],
+    crds: &[Value],
+    resources: &[Arc<ResourceType>],
+) -> Value {
+    let builtins = served_kinds(resources);
+    let documents: Vec<(String, Value)> = group_versions
+        .iter()
+        .map(|(group, version)| {
+            let api_version = if group.is_empty() {
+                version.clone()
+            } else {
+                format!("{group}/{version}")
+            };
+            let fingerprint =
+                openapi::openapi_v3_document_fingerprint(group, version, crds, &builtins);
+            (api_version, fingerprint)
+        })
+        .collect();
+    openapi::openapi_v3_index_with_documents(&documents)
+}
+
+/// `/openapi/v3/<group-version>`: its built-in kinds (among `resources`) and CRDs.
+pub(crate) fn openapi_v3_group_version(
+    group: &str,
+    version: &str,
+    crds: &[Value],
+    resources: &[Arc<ResourceType>],
+) -> Value {
+    openapi::openapi_v3_group_version(group, version, crds, &served_kinds(resources))
 }

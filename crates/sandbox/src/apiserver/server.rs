@@ -71,6 +71,22 @@ fn bytes_response(code: u16, body: Vec<u8>) -> Response<Body> {
     response
 }
 
+/// An object or list in the encoding the client asked for: protobuf when it asked for that
+/// first and the object has a protobuf form (every built-in kind's), JSON otherwise.
+fn encoded_response(code: u16, value: &Value, encoding: protobuf::Encoding) -> Response<Body> {
+    if encoding != protobuf::Encoding::Json
+        && let Ok(body) = protobuf::encode_object(value)
+    {
+        let mut response = bytes_response(code, body);
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static(protobuf::MEDIA_TYPE),
+        );
+        return response;
+    }
+    json_response(code, value)
+}
+
 fn error_response(error: &ApiError) -> Response<Body> {
     json_response(error.code, &error.status())
 }
@@ -170,34 +186,25 @@ impl Server {
                 if accept.contains("protobuf") {
                     return Ok(openapi_v2_protobuf());
                 }
-                return Ok(json_response(200, &ext::openapi_v2(&self.crds(None))));
+                let resources: Vec<_> = self.store.read().registry.all().cloned().collect();
+                return Ok(json_response(
+                    200,
+                    &ext::openapi_v2(&self.crds(None), &resources),
+                ));
             }
             (Method::GET, ["openapi", "v3"]) => {
                 let group_versions = self.group_versions();
-                return Ok(json_response(200, &ext::openapi_v3_index(&group_versions)));
+                let resources: Vec<_> = self.store.read().registry.all().cloned().collect();
+                return Ok(json_response(
+                    200,
+                    &ext::openapi_v3_index(&group_versions, &self.crds(None), &resources),
+                ));
             }
             (Method::GET, ["openapi", "v3", "api", version]) => {
-                return Ok(json_response(
-                    200,
-                    &ext::openapi_v3_group_version("", version, &[]),
-                ));
+                return self.openapi_v3_group_version("", version);
             }
             (Method::GET, ["openapi", "v3", "apis", group, version]) => {
-                let crds = self.crds(Some(group));
-                let builtin = self
-                    .store
-                    .read()
-                    .registry
-                    .in_group_version(group, version)
-                    .iter()
-                    .any(|rt| !rt.custom);
-                if crds.is_empty() && !builtin {
-                    return Err(ApiError::no_route());
-                }
-                return Ok(json_response(
-                    200,
-                    &ext::openapi_v3_group_version(group, version, &crds),
-                ));
+                return self.openapi_v3_group_version(group, version);
             }
             _ => {}
         }
@@ -279,6 +286,19 @@ impl Server {
             Some(PARTIAL_OBJECT | PARTIAL_LIST) => Shape::Metadata,
             _ => Shape::Objects,
         };
+        let encoding = protobuf::negotiate(&accept);
+        let (Target::Collection { rt, .. } | Target::Object { rt, .. }) = &target;
+        if rt.custom
+            && encoding
+                == (protobuf::Encoding::Protobuf {
+                    json_acceptable: false,
+                })
+        {
+            // Custom resources have no protobuf form; kube-apiserver refuses before acting.
+            return Err(ApiError::not_acceptable(
+                "only the following media types are accepted: application/json, application/yaml",
+            ));
+        }
         // kube-apiserver turns an object into metadata only with `as=PartialObjectMetadata`,
         // and a list with `as=PartialObjectMetadataList`; the other way round is refused.
         let is_list = matches!(&target, Target::Collection { .. }) && method == Method::GET;
@@ -358,9 +378,11 @@ impl Server {
             }
             (Method::GET, Target::Collection { rt, namespace }) => {
                 if flag(&query, "watch") {
-                    return self.watch(rt, namespace, &query, shape);
+                    return self.watch(rt, namespace, &query, shape, encoding);
                 }
-                return self.list(&rt, namespace.as_deref(), &query, &shape).await;
+                return self
+                    .list(&rt, namespace.as_deref(), &query, &shape, encoding)
+                    .await;
             }
             (Method::POST, Target::Collection { rt, namespace }) => {
                 if rt.namespaced && namespace.is_none() {
@@ -512,7 +534,7 @@ impl Server {
         {
             object = partial_object_metadata(&object);
         }
-        let mut response = json_response(code, &object);
+        let mut response = encoded_response(code, &object, encoding);
         // A write retried after a race validates again; each warning is sent once.
         let mut sent = std::collections::HashSet::new();
         opts.warnings.retain(|w| sent.insert(w.clone()));
@@ -538,16 +560,34 @@ impl Server {
             .collect()
     }
 
-    fn group_versions(&self) -> Vec<String> {
+    /// Every served group-version, the core group's (`""`, `v1`) first.
+    fn group_versions(&self) -> Vec<(String, String)> {
         let state = self.store.read();
-        let mut out = vec!["api/v1".to_string()];
+        let mut out = vec![(String::new(), "v1".to_string())];
         for (group, versions) in state.registry.groups() {
             if group.is_empty() {
                 continue;
             }
-            out.extend(versions.iter().map(|v| format!("apis/{group}/{v}")));
+            out.extend(versions.iter().map(|v| (group.clone(), v.clone())));
         }
         out
+    }
+
+    /// `/openapi/v3/<group-version>`: 404 for a group-version nothing is served in.
+    fn openapi_v3_group_version(
+        &self,
+        group: &str,
+        version: &str,
+    ) -> Result<Response<Body>, ApiError> {
+        let crds = self.crds(Some(group));
+        let resources = self.store.read().registry.in_group_version(group, version);
+        if resources.is_empty() {
+            return Err(ApiError::no_route());
+        }
+        Ok(json_response(
+            200,
+            &ext::openapi_v3_group_version(group, version, &crds, &resources),
+        ))
     }
 
     fn resolve(&self, group: &str, version: &str, rest: &[&str]) -> Result<Target, ApiError> {
@@ -629,6 +669,7 @@ impl Server {
         namespace: Option<&str>,
         query: &Query,
         shape: &Shape,
+        encoding: protobuf::Encoding,
     ) -> Result<Response<Body>, ApiError> {
         let (labels, fields) = self.selectors(rt, query)?;
         let options = ListOptions::parse(query, false)?;
@@ -749,6 +790,11 @@ impl Server {
             }
         }
         out.extend_from_slice(b"]}");
+        if encoding != protobuf::Encoding::Json
+            && let Ok(list) = serde_json::from_slice::<Value>(&out)
+        {
+            return Ok(encoded_response(200, &list, encoding));
+        }
         Ok(bytes_response(200, out))
     }
 
@@ -758,6 +804,7 @@ impl Server {
         namespace: Option<String>,
         query: &Query,
         shape: Shape,
+        encoding: protobuf::Encoding,
     ) -> Result<Response<Body>, ApiError> {
         let (labels, fields) = self.selectors(&rt, query)?;
         let timeout = match query.get("timeoutSeconds") {
@@ -767,6 +814,7 @@ impl Server {
             None => None,
         };
         let options = ListOptions::parse(query, true)?;
+        let rt_custom = rt.custom;
         let request = WatchRequest {
             rt,
             namespace,
@@ -779,16 +827,30 @@ impl Server {
             shape,
         };
         let lines = watch::start(self.store.clone(), request, self.shutdown.clone());
-        let stream = futures::stream::unfold(lines, |mut lines| async move {
-            lines
-                .recv()
-                .await
-                .map(|line| (Ok::<_, Infallible>(Frame::data(line)), lines))
+        let protobuf = encoding != protobuf::Encoding::Json && !rt_custom;
+        let stream = futures::stream::unfold(lines, move |mut lines| async move {
+            let mut line = lines.recv().await?;
+            if protobuf {
+                // Every event of a built-in kind has a protobuf form; one that would not
+                // encode is sent as an ERROR rather than as JSON in a protobuf stream.
+                line = protobuf::watch_frame(&line)
+                    .or_else(|reason| {
+                        let status = ApiError::internal(reason).status();
+                        protobuf::watch_frame(&super::store::watch_line("ERROR", &status))
+                    })
+                    .map(Bytes::from)
+                    .unwrap_or_default();
+            }
+            Some((Ok::<_, Infallible>(Frame::data(line)), lines))
         });
         let mut response = Response::new(UnsyncBoxBody::new(StreamBody::new(stream)));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/json"),
+            header::HeaderValue::from_static(if protobuf {
+                protobuf::WATCH_MEDIA_TYPE
+            } else {
+                "application/json"
+            }),
         );
         response.headers_mut().insert(
             header::TRANSFER_ENCODING,

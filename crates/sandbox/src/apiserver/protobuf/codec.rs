@@ -14,7 +14,6 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Buf;
 use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
-#[cfg(test)]
 use prost::encoding::{encode_key, encode_varint};
 use serde_json::{Map, Number, Value};
 
@@ -145,7 +144,6 @@ pub(super) fn decode(message: usize, bytes: &[u8]) -> Result<Value, String> {
 }
 
 /// Encodes a JSON value as one message; fails on a JSON field the message does not have.
-#[cfg(test)]
 pub(super) fn encode(message: usize, value: &Value) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     encode_message(message, value, &mut out, 0)?;
@@ -397,7 +395,6 @@ fn to_json_shape(def: &MessageDef, mut fields: Map<String, Value>) -> Result<Val
 }
 
 /// The inverse of [`to_json_shape`]: the message's fields, by JSON name.
-#[cfg(test)]
 fn from_json_shape(def: &MessageDef, value: &Value) -> Result<Map<String, Value>, String> {
     let field = |tag, value: Value| Map::from_iter([(json_name(def, tag).to_owned(), value)]);
     let wrong = || format!("{}: unexpected JSON {value}", def.name);
@@ -445,7 +442,6 @@ fn from_json_shape(def: &MessageDef, value: &Value) -> Result<Map<String, Value>
 
 /// Whether a message embedded inline carries the JSON field `name`, itself or through a
 /// message it embeds inline in turn.
-#[cfg(test)]
 fn inline_has(index: usize, name: &str) -> bool {
     MESSAGES[index]
         .fields
@@ -456,7 +452,6 @@ fn inline_has(index: usize, name: &str) -> bool {
         })
 }
 
-#[cfg(test)]
 fn encode_message(
     index: usize,
     value: &Value,
@@ -525,7 +520,6 @@ fn encode_message(
     Ok(())
 }
 
-#[cfg(test)]
 fn encode_value(
     tag: u32,
     kind: Kind,
@@ -571,7 +565,6 @@ fn encode_value(
     Ok(())
 }
 
-#[cfg(test)]
 fn encode_bytes(tag: u32, bytes: &[u8], out: &mut Vec<u8>) {
     encode_key(tag, WireType::LengthDelimited, out);
     encode_varint(bytes.len() as u64, out);

@@ -406,3 +406,46 @@ fn envelope(api_version: &str, kind: &str, raw: &[u8]) -> Vec<u8> {
     }
     .encode_to_vec()
 }
+
+#[test]
+fn accept_headers_choose_the_encoding_as_kube_apiserver_does() {
+    let protobuf = |json_acceptable| Encoding::Protobuf { json_acceptable };
+    assert_eq!(
+        negotiate("application/vnd.kubernetes.protobuf,application/json"),
+        protobuf(true)
+    );
+    assert_eq!(
+        negotiate("application/vnd.kubernetes.protobuf"),
+        protobuf(false)
+    );
+    assert_eq!(
+        negotiate("application/json, application/vnd.kubernetes.protobuf"),
+        Encoding::Json
+    );
+    assert_eq!(
+        negotiate("application/vnd.kubernetes.protobuf;q=0.5, application/json"),
+        Encoding::Json
+    );
+    assert_eq!(
+        negotiate("application/json;q=0, application/vnd.kubernetes.protobuf"),
+        protobuf(false)
+    );
+    assert_eq!(negotiate(""), Encoding::Json);
+    assert_eq!(negotiate("*/*"), Encoding::Json);
+}
+
+#[test]
+fn a_watch_frame_is_a_length_and_a_watch_event() {
+    let line = br#"{"type":"DELETED","object":{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"gone"}}}
+"#;
+    let frame = watch_frame(line).expect("a frame");
+    let length = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
+    assert_eq!(length, frame.len() - 4);
+    let event = k8s_pb::apimachinery::pkg::apis::meta::v1::WatchEvent::decode(&frame[4..]).unwrap();
+    assert_eq!(event.r#type.as_deref(), Some("DELETED"));
+    let raw = event.object.and_then(|o| o.raw).unwrap();
+    assert_eq!(
+        decode_object(&raw, "ConfigMap").unwrap()["metadata"]["name"],
+        "gone"
+    );
+}
