@@ -66,6 +66,9 @@ pub mod reasons {
     pub const DISK_GROWN: &str = "DiskGrown";
     /// An Event: a full data volume is at the platform's limit for growing it.
     pub const DISK_GROWTH_LIMIT_REACHED: &str = "DiskGrowthLimitReached";
+    /// A deleted cluster's data cannot be removed from the object store (the message is the
+    /// store's error); the cluster stays until it can.
+    pub const DELETION_BLOCKED: &str = "DeletionBlocked";
 
     // Health signals of a serving cluster (docs/troubleshooting.md says what to do).
 

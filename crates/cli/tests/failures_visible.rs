@@ -258,19 +258,46 @@ async fn a_killed_postgresql_leaves_a_warning_event_on_the_cluster() {
     shop.wait_ready("elephant");
 }
 
+/// Waits up to [`VISIBLE_WITHIN`] until the cluster's condition `type_` is `True` for `reason`
+/// with a message containing `line`; returns the message.
+fn wait_condition(
+    shop: &Kubectl,
+    cluster: &str,
+    (type_, reason, line): (&str, &str, &str),
+) -> String {
+    shop.until(
+        &format!("{cluster} {type_} for {reason}"),
+        VISIBLE_WITHIN,
+        || match condition(shop, cluster, type_) {
+            Some((status, seen, message))
+                if status == "True" && seen == reason && message.contains(line) =>
+            {
+                Ok(message)
+            }
+            other => Err(format!("{other:?}")),
+        },
+    )
+}
+
+/// Backs up shop's elephant as `nightly` and returns where the store keeps the backup's
+/// object on disk.
+fn backed_up_object(dev: &Dev, shop: &Kubectl) -> PathBuf {
+    let (phase, message) = shop.backup("elephant", "nightly");
+    assert_eq!(phase, "Succeeded", "{message}");
+    let backup = shop.get_json(&["pgb", "nightly"]).expect("the backup");
+    let key = backup["spec"]["s3"]["path"].as_str().expect("a key");
+    dev.s3_dir().join("tusk-backups").join(key)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_restore_is_reported_as_restore_failed() {
     let dev = Dev::start();
     let shop = dev.tenant("shop", false).await;
     shop.apply_json(&cluster("elephant", json!({})));
     shop.wait_ready("elephant");
-    let (phase, message) = shop.backup("elephant", "nightly");
-    assert_eq!(phase, "Succeeded", "{message}");
+    let object = backed_up_object(&dev, &shop);
 
     // Someone with access to the store swaps bytes of the backup object.
-    let backup = shop.get_json(&["pgb", "nightly"]).expect("the backup");
-    let key = backup["spec"]["s3"]["path"].as_str().expect("a key");
-    let object = dev.s3_dir().join("tusk-backups").join(key);
     let mut bytes = std::fs::read(&object).expect("the object");
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
@@ -390,83 +417,95 @@ fn patch_spec(shop: &Kubectl, spec: Value) {
     ]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_typo_on_a_running_cluster_is_refused_by_postgresql_and_the_database_keeps_serving() {
-    let dev = Dev::start();
+/// Sets `setting` of shop's elephant to `value` and checks that it is refused with `line` while
+/// the database keeps serving: `Degraded` `InvalidParameter` and a Warning Event within
+/// [`VISIBLE_WITHIN`], the instance not restarted (`before` is its [`incarnation`]), `Ready`,
+/// `observedGeneration` held, the running value unchanged.
+fn refused_while_serving(
+    shop: &Kubectl,
+    admin: &Kubectl,
+    before: &(String, String, String),
+    (setting, value): (&str, &str),
+    line: &str,
+) {
+    let (observed, _) = generations(shop, "elephant");
+    set_parameter(shop, setting, json!(value));
+    let started = Instant::now();
+    let message = wait_condition(shop, "elephant", ("Degraded", "InvalidParameter", line));
+    println!(
+        "{setting}: InvalidParameter after {:?}: {message}",
+        started.elapsed()
+    );
+    wait_event(
+        shop,
+        "elephant",
+        ("Warning", "InvalidParameter", line),
+        Duration::from_secs(10),
+    );
+    // Give a roll, had one been started, the time to take the pod down.
+    std::thread::sleep(Duration::from_secs(10));
+    assert_eq!(
+        &incarnation(admin),
+        before,
+        "the instance was restarted for a refused {setting}"
+    );
+    let ready = condition(shop, "elephant", "Ready").expect("a Ready condition");
+    assert_eq!(ready.0, "True", "the database keeps serving: {ready:?}");
+    assert_eq!(
+        generations(shop, "elephant").0,
+        observed,
+        "observedGeneration claims a refused spec is in force"
+    );
+    let running = shared::owner_sql(admin, "shop", "elephant", &format!("SHOW {setting}"))
+        .expect("the database serves");
+    assert_ne!(running, value);
+}
+
+/// Removes `setting` from shop's elephant and checks that `Degraded` clears, with a Normal
+/// `Recovered` Event, and that the spec is in force again.
+fn removed_and_recovered(shop: &Kubectl, setting: &str) {
+    set_parameter(shop, setting, Value::Null);
+    shop.until(
+        &format!("elephant in force after fixing {setting}"),
+        VISIBLE_WITHIN,
+        || {
+            let degraded = condition(shop, "elephant", "Degraded");
+            let (observed, generation) = generations(shop, "elephant");
+            match &degraded {
+                Some((status, _, _)) if status == "False" && observed == generation => Ok(()),
+                _ => Err(format!("{degraded:?}, observed {observed} of {generation}")),
+            }
+        },
+    );
+    wait_event(
+        shop,
+        "elephant",
+        ("Normal", "Recovered", ""),
+        Duration::from_secs(10),
+    );
+}
+
+/// Tenant shop's and the admin's kubectl once shop's elephant is ready, with the elephant's
+/// [`incarnation`].
+async fn serving_elephant(dev: &Dev) -> (Kubectl, Kubectl, (String, String, String)) {
     let shop = dev.tenant("shop", false).await;
     let admin = dev.admin();
     shop.apply_json(&cluster("elephant", json!({})));
     shop.wait_ready("elephant");
     let before = incarnation(&admin);
+    (shop, admin, before)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typo_on_a_running_cluster_is_refused_by_postgresql_and_the_database_keeps_serving() {
+    let dev = Dev::start();
+    let (shop, admin, before) = serving_elephant(&dev).await;
 
     // A restart-only setting and a reload-only one: each typo is PostgreSQL's to refuse.
     for setting in ["shared_buffers", "work_mem"] {
-        let (observed, _) = generations(&shop, "elephant");
-        set_parameter(&shop, setting, json!("banana"));
         let line = format!(r#"invalid value for parameter "{setting}": "banana""#);
-        let started = Instant::now();
-        let message = shop.until(
-            &format!("elephant Degraded for InvalidParameter on {setting}"),
-            VISIBLE_WITHIN,
-            || match condition(&shop, "elephant", "Degraded") {
-                Some((status, reason, message))
-                    if status == "True"
-                        && reason == "InvalidParameter"
-                        && message.contains(&line) =>
-                {
-                    Ok(message)
-                }
-                other => Err(format!("{other:?}")),
-            },
-        );
-        println!(
-            "{setting}: InvalidParameter after {:?}: {message}",
-            started.elapsed()
-        );
-        wait_event(
-            &shop,
-            "elephant",
-            ("Warning", "InvalidParameter", &line),
-            Duration::from_secs(10),
-        );
-        // Give a roll, had one been started, the time to take the pod down.
-        std::thread::sleep(Duration::from_secs(10));
-        assert_eq!(
-            incarnation(&admin),
-            before,
-            "the instance was restarted for a refused {setting}"
-        );
-        let ready = condition(&shop, "elephant", "Ready").expect("a Ready condition");
-        assert_eq!(ready.0, "True", "the database keeps serving: {ready:?}");
-        assert_eq!(
-            generations(&shop, "elephant").0,
-            observed,
-            "observedGeneration claims a refused spec is in force"
-        );
-        let running = shared::owner_sql(&admin, "shop", "elephant", &format!("SHOW {setting}"))
-            .expect("the database serves");
-        assert_ne!(running, "banana");
-
-        // The fix clears it, with a Normal Event, and the spec is in force again.
-        set_parameter(&shop, setting, Value::Null);
-        shop.until(
-            &format!("elephant in force after fixing {setting}"),
-            VISIBLE_WITHIN,
-            || {
-                let degraded = condition(&shop, "elephant", "Degraded");
-                let (observed, generation) = generations(&shop, "elephant");
-                match &degraded {
-                    Some((status, _, _)) if status == "False" && observed == generation => Ok(()),
-                    _ => Err(format!("{degraded:?}, observed {observed} of {generation}")),
-                }
-            },
-        );
-        wait_event(
-            &shop,
-            "elephant",
-            ("Normal", "Recovered", ""),
-            Duration::from_secs(10),
-        );
+        refused_while_serving(&shop, &admin, &before, (setting, "banana"), &line);
+        removed_and_recovered(&shop, setting);
     }
     assert_eq!(incarnation(&admin), before, "the instance was restarted");
     // Two refusals of one reason with different messages are two Events, not one counted twice.
@@ -491,6 +530,36 @@ async fn a_typo_on_a_running_cluster_is_refused_by_postgresql_and_the_database_k
             .ok_or(format!("{shown}, observed {observed} of {generation}"))
     });
     shop.wait_ready("elephant");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_memory_beyond_memory_size_is_refused_and_the_database_keeps_serving() {
+    let dev = Dev::start();
+    let (shop, admin, before) = serving_elephant(&dev).await;
+
+    // PostgreSQL accepts 2 GB of shared_buffers; in a pod limited to 1 GiB the kernel would
+    // kill it once it used them. Refused before the instance sees it.
+    refused_while_serving(
+        &shop,
+        &admin,
+        &before,
+        ("shared_buffers", "2GB"),
+        "shared_buffers (2048 MiB) and wal_buffers (16 MiB) take 2064 MiB of shared memory, \
+         at least the pod's memory limit of 1 GiB",
+    );
+    // Nor is it written where a restart of the instance would take it up.
+    let conf = admin.ok(&[
+        "--namespace",
+        "shop",
+        "get",
+        "configmap",
+        "elephant-config",
+        "-o",
+        "jsonpath={.data.postgresql\\.conf}",
+    ]);
+    assert!(conf.contains("shared_buffers"), "{conf}");
+    assert!(!conf.contains("2GB"), "{conf}");
+    removed_and_recovered(&shop, "shared_buffers");
 }
 
 /// Writes about `bytes` into shop's elephant as a new table of rows of about 1 KiB (too short
@@ -566,16 +635,7 @@ async fn a_filling_data_volume_is_reported_as_disk_full_and_clears_when_it_grows
     // Enough to pass 20% even without its WAL, and to reach about 30% with it.
     let rows = fill(&admin, "filler", (total * 3 / 10 - used) / 2);
 
-    let message = shop.until(
-        "elephant Degraded for DiskFull",
-        VISIBLE_WITHIN,
-        || match condition(&shop, "elephant", "Degraded") {
-            Some((status, reason, message)) if status == "True" && reason == "DiskFull" => {
-                Ok(message)
-            }
-            other => Err(format!("{other:?}")),
-        },
-    );
+    let message = wait_condition(&shop, "elephant", ("Degraded", "DiskFull", ""));
     println!("DiskFull: {message}");
     assert!(message.contains("at or above 20%"), "{message}");
     let (_, _, percent) = disk(&shop, "elephant").expect("status.disk");
@@ -640,4 +700,68 @@ async fn a_filling_data_volume_is_reported_as_disk_full_and_clears_when_it_grows
     });
     assert!(total > 4 * GIB * 8 / 10, "{total} bytes after a restart");
     drop(dev);
+}
+
+/// Makes the store unable to delete the object at `path` (`stuck`) or able again: immutable
+/// for a runtime running as root, whom no permission stops; otherwise its directory read-only.
+fn stuck_in_store(path: &std::path::Path, stuck: bool) {
+    if nix::unistd::geteuid().is_root() {
+        let status = std::process::Command::new("chattr")
+            .arg(if stuck { "+i" } else { "-i" })
+            .arg(path)
+            .status()
+            .expect("chattr runs");
+        assert!(status.success(), "chattr: {status}");
+    } else {
+        use std::os::unix::fs::PermissionsExt as _;
+        let directory = path.parent().expect("the object's directory");
+        let mode = if stuck { 0o555 } else { 0o755 };
+        std::fs::set_permissions(directory, std::fs::Permissions::from_mode(mode))
+            .expect("the directory's mode");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_the_store_refuses_is_reported_as_deletion_blocked_and_ends_once_it_can() {
+    let dev = Dev::start();
+    let shop = dev.tenant("shop", false).await;
+    shop.apply_json(&cluster("elephant", json!({})));
+    shop.wait_ready("elephant");
+    let object = backed_up_object(&dev, &shop);
+    stuck_in_store(&object, true);
+
+    shop.ok(&["delete", "pgc", "elephant", "--wait=false"]);
+    let message = wait_condition(
+        &shop,
+        "elephant",
+        ("DeletionBlocked", "DeletionBlocked", "object store"),
+    );
+    println!("DeletionBlocked: {message}");
+    assert!(message.contains("object store"), "{message}");
+    wait_event(
+        &shop,
+        "elephant",
+        (
+            "Warning",
+            "DeletionBlocked",
+            "cannot be removed from the object store",
+        ),
+        Duration::from_secs(10),
+    );
+    // Retried, and still blocked: the cluster stays.
+    std::thread::sleep(Duration::from_secs(15));
+    assert!(
+        shop.get_json(&["pgc", "elephant"]).is_some(),
+        "the cluster went while its data is still in the store"
+    );
+    assert!(object.exists(), "the stuck object is gone");
+
+    stuck_in_store(&object, false);
+    shop.until("elephant deleted", VISIBLE_WITHIN, || {
+        match shop.get_json(&["pgc", "elephant"]) {
+            None => Ok(()),
+            Some(_) => Err("still there".to_owned()),
+        }
+    });
+    assert!(!object.exists(), "the backup object outlived its cluster");
 }

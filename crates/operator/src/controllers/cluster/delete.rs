@@ -8,13 +8,16 @@
 //! an empty archive even while this cleanup is still running or was blocked.
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::ResourceExt;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::events::EventType;
+use kube::{Resource as _, ResourceExt};
+use serde_json::json;
 use tusk_api::backup::DeletionPolicy;
+use tusk_api::conditions::{TRUE, reasons as condition_reasons, types};
 use tusk_api::{PostgresBackup, PostgresBackupRequest, PostgresCluster, names};
 use tusk_backup::wal::{self, BackupPosition};
 
+use crate::conditions::{self, DesiredCondition};
 use crate::context::Context;
 use crate::controllers::backup::store;
 use crate::controllers::backup_request::upload;
@@ -135,4 +138,56 @@ pub async fn cleanup(
     )
     .await;
     Ok(())
+}
+
+/// Says on a deleted cluster that its deletion cannot proceed because [`cleanup`] failed with
+/// `error`: a Warning `DeletionBlocked` Event (the Recorder counts its repeats, one per retry)
+/// and the condition `DeletionBlocked` with the error, written only when it changes. The
+/// cluster goes, condition and all, once a retry succeeds.
+pub async fn report_blocked(context: &Context, cluster: &PostgresCluster, error: &Error) {
+    let message = format!(
+        "The cluster's data cannot be removed from the object store; the deletion is retried: {error}"
+    );
+    events::publish(
+        &context.recorder,
+        &cluster.object_ref(&()),
+        EventType::Warning,
+        condition_reasons::DELETION_BLOCKED,
+        "DeleteClusterData",
+        message.clone(),
+    )
+    .await;
+    let previous = cluster
+        .status
+        .as_ref()
+        .map(|status| status.conditions.clone())
+        .unwrap_or_default();
+    let blocked = DesiredCondition::new(
+        types::DELETION_BLOCKED,
+        TRUE,
+        condition_reasons::DELETION_BLOCKED,
+        message,
+    );
+    let conditions = conditions::merge(
+        &previous,
+        &[blocked],
+        cluster.metadata.generation,
+        context.clock.now(),
+    );
+    if conditions == previous {
+        return;
+    }
+    let (Some(namespace), name) = (cluster.namespace(), cluster.name_any()) else {
+        return;
+    };
+    let written = Api::<PostgresCluster>::namespaced(context.client.clone(), &namespace)
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": { "conditions": conditions } })),
+        )
+        .await;
+    if let Err(error) = written {
+        tracing::warn!(cluster = %name, %namespace, %error, "cannot write the DeletionBlocked condition");
+    }
 }

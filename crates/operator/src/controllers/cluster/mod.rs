@@ -208,15 +208,7 @@ async fn reconcile(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Resu
                 let reference = cluster.object_ref(&());
                 let result = delete::cleanup(&cluster, &context, &reference).await;
                 if let Err(error) = &result {
-                    events::publish(
-                        &context.recorder,
-                        &reference,
-                        EventType::Warning,
-                        reasons::ERROR,
-                        "DeleteClusterData",
-                        error.to_string(),
-                    )
-                    .await;
+                    delete::report_blocked(&context, &cluster, error).await;
                 }
                 result.map(|()| Action::await_change())
             }
@@ -312,12 +304,13 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
     // Where the serving instance stands with the configuration the spec asks for.
     let pods = instance_pods(client, &namespace, &name).await?;
     let rendered = postgresql_conf::render(&cluster);
-    let config_state = parameters::observe(
+    let config_state = parameters::state(
+        &cluster,
         existing_stateful_set
             .as_ref()
             .and_then(|existing| status::serving_pod_ip(existing, &pods))
             .as_deref(),
-        &parameters::config_sha256(&rendered),
+        &rendered,
     )
     .await;
     // How full its data volume is: asked of any running instance, since a full volume can stop
@@ -344,6 +337,8 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
         existing_stateful_set.as_ref(),
         &config_state,
     );
+    parameters::keep_running_configuration(client, &namespace, &cluster, &mut children.config_map)
+        .await?;
     let stateful_set =
         apply::apply_children(client, &namespace, children, existing_stateful_set.as_ref()).await?;
     if let Some(pod) = unschedulable::outdated_pod(&stateful_set, &pods) {

@@ -10,20 +10,28 @@
 //!   configuration is refused, `Progressing` while it is being loaded ([`overlay`]);
 //! - whether `observedGeneration` may advance: only when the configuration is in force.
 //!
+//! Parameters whose shared memory cannot fit in the pod's memory limit are refused the same way
+//! before any instance sees them ([`state`]), and the running configuration is kept in the
+//! ConfigMap ([`keep_running_configuration`]).
+//!
 //! The report comes from a pod whose database the tenant controls, so it is untrusted: it is
 //! asked for only at the IP the kubelet reported for a pod the cluster's StatefulSet controls,
 //! read with a time limit and a size limit, and every string in it is checked or cleaned.
 
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::ResourceExt as _;
+use kube::api::Api;
 use sha2::{Digest as _, Sha256};
-use tusk_api::PostgresClusterStatus;
 use tusk_api::cluster::ClusterPhase;
 use tusk_api::conditions::{FALSE, TRUE, reasons, types};
 use tusk_api::instance::{
     MAX_REPORT_BYTES, PARAMETERS_PATH, ParameterOutcome, ParameterReport, printable as clean,
 };
+use tusk_api::{PostgresCluster, PostgresClusterStatus};
 
-use super::instance_report;
+use super::{instance_report, postgresql_conf};
 use crate::conditions::{self, DesiredCondition};
+use crate::error::{Error, Result};
 
 /// The most refused settings shown.
 const MAX_REFUSED: usize = 16;
@@ -80,6 +88,46 @@ impl ConfigState {
             _ => None,
         }
     }
+}
+
+/// Where the serving instance (at `pod_ip`, if one serves) stands with the spec's
+/// configuration, rendered as `rendered`. Parameters that cannot fit in `memorySize`
+/// ([`postgresql_conf::sizing_refusal`]) are refused before any instance sees them.
+pub async fn state(cluster: &PostgresCluster, pod_ip: Option<&str>, rendered: &str) -> ConfigState {
+    match postgresql_conf::sizing_refusal(cluster) {
+        Some(message) => ConfigState::Refused { message },
+        None => observe(pod_ip, &config_sha256(rendered)).await,
+    }
+}
+
+/// Keeps the running configuration while the spec's parameters cannot fit in `memorySize`:
+/// the ConfigMap's current postgresql.conf, when there is one, replaces `desired`'s, so that
+/// neither a reload nor a restart of the instance takes up the refused configuration. A new
+/// cluster gets `desired`'s, from which the settings that cannot fit are left out. (A
+/// configuration PostgreSQL refused is written all the same: the instance must read it to
+/// check it, and keeps the running one in force itself.)
+pub async fn keep_running_configuration(
+    client: &kube::Client,
+    namespace: &str,
+    cluster: &PostgresCluster,
+    desired: &mut ConfigMap,
+) -> Result<()> {
+    if postgresql_conf::sizing_refusal(cluster).is_none() {
+        return Ok(());
+    }
+    let name = desired.name_any();
+    let running = Api::<ConfigMap>::namespaced(client.clone(), namespace)
+        .get_opt(&name)
+        .await
+        .map_err(|source| Error::Get {
+            kind: "ConfigMap",
+            name,
+            source,
+        })?;
+    if let Some(data) = running.and_then(|running| running.data) {
+        desired.data = Some(data);
+    }
+    Ok(())
 }
 
 /// The SHA-256 of the configuration file the ConfigMap holds, as the instance reports it.

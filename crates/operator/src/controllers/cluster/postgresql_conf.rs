@@ -107,8 +107,84 @@ fn spec_count(cluster: &PostgresCluster, name: &str) -> Option<i64> {
         .filter(|count: &i64| *count > 0)
 }
 
+/// The settings that size PostgreSQL's shared memory, which it allocates whole at start.
+const SHARED_MEMORY_SETTINGS: [&str; 2] = ["shared_buffers", "wal_buffers"];
+/// The unit of `shared_buffers` and `wal_buffers` given as a bare number: a block, 8 kB.
+const BLOCK_BYTES: f64 = 8192.0;
+/// The most `wal_buffers` takes when left to PostgreSQL (`-1`): 16 MB, one WAL segment.
+const AUTO_WAL_BUFFERS_MAX_BYTES: f64 = 16.0 * 1024.0 * 1024.0;
+
+/// A memory setting of PostgreSQL in bytes, read as PostgreSQL reads it: a number (whole or
+/// with a fraction), then optionally one of its units `B`, `kB`, `MB`, `GB`, `TB` (case
+/// matters), a bare number counting blocks of 8 kB. `None` for what PostgreSQL itself would
+/// refuse or read otherwise (its own check reports that), and for `-1`.
+fn memory_bytes(value: &str) -> Option<f64> {
+    let value = value.trim();
+    let split = value
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: f64 = number.parse().ok().filter(|n: &f64| n.is_finite())?;
+    let unit_bytes = match unit.trim_start() {
+        "" => BLOCK_BYTES,
+        "B" => 1.0,
+        "kB" => 1024.0,
+        "MB" => 1024.0 * 1024.0,
+        "GB" => 1024.0 * 1024.0 * 1024.0,
+        "TB" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    Some(number * unit_bytes)
+}
+
+/// Why the spec's parameters cannot fit in the pod's memory limit (`memorySize`), when it is
+/// certain: `shared_buffers` and `wal_buffers` are shared memory that PostgreSQL allocates at
+/// start and keeps, so when they reach the limit every connection's own memory takes the
+/// instance over it, and the kernel kills PostgreSQL. Such parameters are never written (see
+/// [`settings`]). Settings whose peak depends on the work (`work_mem` for each sort,
+/// `maintenance_work_mem`...) are the spec's to size and are not refused.
+pub fn sizing_refusal(cluster: &PostgresCluster) -> Option<String> {
+    let given = |name: &str| {
+        cluster
+            .spec
+            .parameters
+            .get(name)
+            .filter(|value| parameter_refusal(name, value).is_none())
+    };
+    if SHARED_MEMORY_SETTINGS
+        .iter()
+        .all(|name| given(name).is_none())
+    {
+        return None;
+    }
+    let memory_gib = cluster.spec.memory_size.max(1);
+    let derived = MemorySettings::derive(memory_gib, 100, 3).shared_buffers as f64 * 1024.0;
+    let shared_buffers = match given("shared_buffers") {
+        Some(value) => memory_bytes(value)?,
+        None => derived,
+    };
+    let wal_buffers = match given("wal_buffers").map(|value| value.trim()) {
+        None | Some("-1") => (shared_buffers / 32.0).min(AUTO_WAL_BUFFERS_MAX_BYTES),
+        Some(value) => memory_bytes(value)?,
+    };
+    let limit = f64::from(memory_gib) * 1024.0 * 1024.0 * 1024.0;
+    let mib = |bytes: f64| (bytes / (1024.0 * 1024.0)).ceil();
+    (shared_buffers + wal_buffers >= limit).then(|| {
+        format!(
+            "The parameters cannot fit in memorySize; the running configuration stays in \
+             force: shared_buffers ({} MiB) and wal_buffers ({} MiB) take {} MiB of shared \
+             memory, at least the pod's memory limit of {memory_gib} GiB, over which the \
+             kernel kills PostgreSQL. Lower them or raise memorySize",
+            mib(shared_buffers),
+            mib(wal_buffers),
+            mib(shared_buffers + wal_buffers),
+        )
+    })
+}
+
 /// The effective settings of a cluster, in the order written, as (name, value) with values not
-/// yet quoted. Later entries override earlier ones.
+/// yet quoted. Later entries override earlier ones. The spec's `shared_buffers` and
+/// `wal_buffers` are left out when they cannot fit in `memorySize` ([`sizing_refusal`]).
 pub fn settings(cluster: &PostgresCluster) -> Vec<(String, String)> {
     let spec = &cluster.spec;
     let max_connections = spec_count(cluster, "max_connections").unwrap_or(100);
@@ -145,8 +221,10 @@ pub fn settings(cluster: &PostgresCluster) -> Vec<(String, String)> {
     }
     // Admission refuses these already; a cluster admitted under older rules still never gets
     // them into the file. `refused_parameters` says which were left out.
+    let too_large = sizing_refusal(cluster).is_some();
     for (name, value) in &spec.parameters {
-        if parameter_refusal(name, value).is_none() {
+        let cannot_fit = too_large && SHARED_MEMORY_SETTINGS.contains(&name.as_str());
+        if parameter_refusal(name, value).is_none() && !cannot_fit {
             settings.push((name.clone(), value.clone()));
         }
     }
@@ -347,6 +425,63 @@ mod tests {
         assert!(
             conf.contains("shared_preload_libraries = 'pg_stat_statements,auto_explain'"),
             "{conf}"
+        );
+    }
+
+    #[test]
+    fn shared_memory_that_cannot_fit_in_memory_size_is_refused_and_never_written() {
+        // As PostgreSQL reads them: units, fractions, and bare numbers of 8 kB blocks.
+        assert_eq!(memory_bytes("128MB"), Some(128.0 * 1024.0 * 1024.0));
+        assert_eq!(
+            memory_bytes(" 1.5 GB "),
+            Some(1.5 * 1024.0 * 1024.0 * 1024.0)
+        );
+        assert_eq!(memory_bytes("16384"), Some(16384.0 * 8192.0));
+        for unreadable in ["banana", "1gb", "1 GiB", "", "-1", "1e9"] {
+            assert_eq!(memory_bytes(unreadable), None, "{unreadable}");
+        }
+
+        for too_large in [
+            vec![("shared_buffers", "1GB")],
+            vec![("shared_buffers", "2GB")],
+            vec![("shared_buffers", "131072")],
+            vec![("shared_buffers", "1000MB"), ("wal_buffers", "24MB")],
+            vec![("wal_buffers", "800MB")],
+        ] {
+            let tenant = cluster(1, &too_large);
+            let refusal = sizing_refusal(&tenant).unwrap_or_else(|| panic!("{too_large:?}"));
+            assert!(refusal.contains("memorySize"), "{refusal}");
+            let conf = render(&tenant);
+            // The derived values stand; the spec's are never written.
+            assert!(conf.contains("shared_buffers = '256MB'"), "{conf}");
+            for (name, value) in &too_large {
+                assert!(!conf.contains(&format!("{name} = '{value}'")), "{conf}");
+            }
+        }
+        let refusal = sizing_refusal(&cluster(1, &[("shared_buffers", "2GB")])).unwrap();
+        assert!(
+            refusal.contains("shared_buffers (2048 MiB) and wal_buffers (16 MiB) take 2064 MiB"),
+            "{refusal}"
+        );
+
+        for fitting in [
+            vec![],
+            vec![("shared_buffers", "768MB")],
+            vec![("shared_buffers", "1000MB"), ("wal_buffers", "-1")],
+            vec![("work_mem", "4GB"), ("maintenance_work_mem", "2GB")],
+            // PostgreSQL's to refuse, with its own message.
+            vec![("shared_buffers", "banana")],
+        ] {
+            let tenant = cluster(1, &fitting);
+            assert_eq!(sizing_refusal(&tenant), None, "{fitting:?}");
+            let conf = render(&tenant);
+            for (name, value) in &fitting {
+                assert!(conf.contains(&format!("{name} = '{value}'")), "{conf}");
+            }
+        }
+        assert_eq!(
+            sizing_refusal(&cluster(4, &[("shared_buffers", "2GB")])),
+            None
         );
     }
 
