@@ -13,5 +13,6 @@ pub mod proxy;
 pub mod runtime;
 pub mod s3;
 mod s3_store;
+mod scheduling;
 
 pub use apiserver::{Sandbox, SandboxBuilder};

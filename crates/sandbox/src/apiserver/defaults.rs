@@ -21,14 +21,16 @@ fn spec(object: &mut Value) -> &mut Value {
     &mut object["spec"]
 }
 
-/// Defaults a StatefulSet, Deployment, Job or Secret on every write, as the API server's
+/// Defaults a StatefulSet, Deployment, DaemonSet, Job, CronJob or Secret on every write, as the API server's
 /// decoding does.
 /// Other kinds are left alone.
 pub(crate) fn apply(rt: &ResourceType, object: &mut Value) {
     match (rt.group.as_str(), rt.plural.as_str()) {
         ("apps", "statefulsets") => stateful_set(spec(object)),
         ("apps", "deployments") => deployment(spec(object)),
+        ("apps", "daemonsets") => daemon_set(spec(object)),
         ("batch", "jobs") => job(spec(object)),
+        ("batch", "cronjobs") => cron_job(spec(object)),
         ("", "secrets") => secret(object),
         _ => {}
     }
@@ -83,6 +85,27 @@ fn deployment(spec: &mut Value) {
         default_field(rolling, "maxSurge", json!("25%"));
         default_field(rolling, "maxUnavailable", json!("25%"));
     }
+}
+
+/// `kubectl rollout status ds/x` refuses a DaemonSet whose strategy is not spelled out.
+fn daemon_set(spec: &mut Value) {
+    default_field(spec, "revisionHistoryLimit", json!(10));
+    default_field(spec, "updateStrategy", json!({"type": "RollingUpdate"}));
+    let strategy = &mut spec["updateStrategy"];
+    default_field(strategy, "type", json!("RollingUpdate"));
+    if strategy.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
+        default_field(strategy, "rollingUpdate", json!({}));
+        let rolling = &mut strategy["rollingUpdate"];
+        default_field(rolling, "maxUnavailable", json!(1));
+        default_field(rolling, "maxSurge", json!(0));
+    }
+}
+
+fn cron_job(spec: &mut Value) {
+    default_field(spec, "concurrencyPolicy", json!("Allow"));
+    default_field(spec, "suspend", json!(false));
+    default_field(spec, "successfulJobsHistoryLimit", json!(3));
+    default_field(spec, "failedJobsHistoryLimit", json!(1));
 }
 
 fn job(spec: &mut Value) {

@@ -119,15 +119,24 @@ fn resource_json(rt: &ResourceType) -> Vec<Value> {
             "exec" => ("PodExecOptions", json!(["create", "get"])),
             "attach" => ("PodAttachOptions", json!(["create", "get"])),
             "portforward" => ("PodPortForwardOptions", json!(["create", "get"])),
+            "binding" => ("Binding", json!(["create"])),
+            "eviction" => ("Eviction", json!(["create"])),
             _ => (rt.kind.as_str(), json!(["get"])),
         };
-        out.push(json!({
+        let mut entry = json!({
             "name": format!("{}/{sub}", rt.plural),
             "singularName": "",
             "namespaced": rt.namespaced,
             "kind": kind,
             "verbs": verbs,
-        }));
+        });
+        // kubectl drain evicts only when discovery names the Eviction's group and version;
+        // without them it deletes the pods, past any disruption budget.
+        if *sub == "eviction" {
+            entry["group"] = json!("policy");
+            entry["version"] = json!("v1");
+        }
+        out.push(entry);
     }
     out
 }

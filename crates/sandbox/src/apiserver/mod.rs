@@ -18,6 +18,7 @@ mod defaults;
 mod discovery;
 mod error;
 mod events;
+mod eviction;
 mod ext;
 mod impersonation;
 mod kubernetes_service;

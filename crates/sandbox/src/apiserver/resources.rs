@@ -195,7 +195,14 @@ impl Registry {
             let has = |trait_: Traits| traits & trait_ == trait_;
             let mut extra = Vec::new();
             if kind == "Pod" {
-                extra.extend(["log", "binding", "exec", "attach", "portforward"]);
+                extra.extend([
+                    "log",
+                    "binding",
+                    "eviction",
+                    "exec",
+                    "attach",
+                    "portforward",
+                ]);
             }
             if kind == "ServiceAccount" {
                 extra.push("token");

@@ -406,7 +406,9 @@ impl Server {
             ) => {
                 match subresource.as_deref() {
                     Some("log") => return self.pod_log(&rt, &key, &query),
-                    Some("binding") => return Err(ApiError::method_not_allowed("GET")),
+                    Some("binding" | "eviction") => {
+                        return Err(ApiError::method_not_allowed("GET"));
+                    }
                     _ => {}
                 }
                 let object = self.store.read().get(&rt.storage, &key).cloned();
@@ -521,6 +523,27 @@ impl Server {
             ) if subresource == "binding" => {
                 let binding = decode(&body, &content_type, &rt, "Binding")?;
                 self.bind_pod(&rt, &key, &binding)?;
+                Ok((
+                    201,
+                    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+                    rt,
+                ))
+            }
+            (
+                Method::POST,
+                Target::Object {
+                    rt,
+                    key,
+                    subresource: Some(subresource),
+                },
+            ) if subresource == "eviction" => {
+                let eviction = decode(&body, &content_type, &rt, "Eviction")?;
+                let options = eviction.get("deleteOptions").cloned().unwrap_or(json!({}));
+                let options = serde_json::to_vec(&options).unwrap_or_default();
+                let request = delete_request(&query, &options)?;
+                super::eviction::admit(&self.store, &rt, &key, &eviction, request.dry_run)?;
+                let grace = grace_period(&query, &options);
+                ops::delete_with_grace(&self.store, &rt, &key, &request, grace)?;
                 Ok((
                     201,
                     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),

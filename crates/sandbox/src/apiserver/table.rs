@@ -182,12 +182,82 @@ pub fn builtin_columns(api_version: &str, kind: &str) -> Option<Vec<PrinterColum
             column("Holder", "string", 0, ".spec.holderIdentity"),
             age_column(),
         ],
-        ("v1", "Event") => vec![
-            column("Last Seen", "string", 0, "#event-last-seen"),
-            column("Type", "string", 0, ".type"),
-            column("Reason", "string", 0, ".reason"),
-            column("Object", "string", 0, "#event-object"),
-            column("Message", "string", 0, ".message"),
+        // Both Event APIs print with one printer; Name comes last, shown only with -o wide.
+        ("v1" | "events.k8s.io/v1", "Event") => {
+            return Some(vec![
+                column("Last Seen", "string", 0, "#event-last-seen"),
+                column("Type", "string", 0, ".type"),
+                column("Reason", "string", 0, ".reason"),
+                column("Object", "string", 0, "#event-object"),
+                column("Subobject", "string", 1, "#event-subobject"),
+                column("Source", "string", 1, "#event-source"),
+                column("Message", "string", 0, "#event-message"),
+                column("First Seen", "string", 1, "#event-first-seen"),
+                column("Count", "string", 1, "#event-count"),
+                PrinterColumn {
+                    priority: 1,
+                    ..name_column()
+                },
+            ]);
+        }
+        ("apps/v1", "ReplicaSet") => vec![
+            column("Desired", "integer", 0, "#spec-replicas"),
+            column("Current", "integer", 0, "#status-replicas"),
+            column("Ready", "integer", 0, "#status-ready-replicas"),
+            age_column(),
+            column("Containers", "string", 1, "#containers"),
+            column("Images", "string", 1, "#images"),
+            column("Selector", "string", 1, "#label-selector"),
+        ],
+        ("apps/v1", "ControllerRevision") => vec![
+            column("Controller", "string", 0, "#controller"),
+            column("Revision", "integer", 0, ".revision"),
+            age_column(),
+        ],
+        ("v1", "Endpoints") => vec![column("Endpoints", "string", 0, "#endpoints"), age_column()],
+        ("discovery.k8s.io/v1", "EndpointSlice") => vec![
+            column("AddressType", "string", 0, ".addressType"),
+            column("Ports", "string", 0, "#endpointslice-ports"),
+            column("Endpoints", "string", 0, "#endpointslice-endpoints"),
+            age_column(),
+        ],
+        ("v1", "ServiceAccount") => vec![
+            column("Secrets", "integer", 0, "#secrets-count"),
+            age_column(),
+        ],
+        ("rbac.authorization.k8s.io/v1", "Role" | "ClusterRole") => {
+            vec![column("Created At", "string", 0, "#created-at")]
+        }
+        // apiextensions-apiserver's default table: the creation time as written, typed date.
+        ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
+            vec![column("Created At", "date", 0, "#created-at")]
+        }
+        ("rbac.authorization.k8s.io/v1", "RoleBinding" | "ClusterRoleBinding") => vec![
+            column("Role", "string", 0, "#binding-role"),
+            age_column(),
+            column("Users", "string", 1, "#binding-users"),
+            column("Groups", "string", 1, "#binding-groups"),
+            column("ServiceAccounts", "string", 1, "#binding-service-accounts"),
+        ],
+        ("policy/v1", "PodDisruptionBudget") => vec![
+            column("Min Available", "string", 0, "#pdb-min-available"),
+            column("Max Unavailable", "string", 0, "#pdb-max-unavailable"),
+            column(
+                "Allowed Disruptions",
+                "integer",
+                0,
+                "#pdb-allowed-disruptions",
+            ),
+            age_column(),
+        ],
+        ("networking.k8s.io/v1", "NetworkPolicy") => vec![
+            column("Pod-Selector", "string", 0, "#pod-selector"),
+            age_column(),
+        ],
+        ("networking.k8s.io/v1", "IngressClass") => vec![
+            column("Controller", "string", 0, ".spec.controller"),
+            column("Parameters", "string", 0, "#ingressclass-parameters"),
+            age_column(),
         ],
         ("v1", "Node") => vec![
             column("Status", "string", 0, "#node-status"),
@@ -698,15 +768,6 @@ fn computed_cell(name: &str, obj: &Value, now: jiff::Timestamp) -> Value {
                 .unwrap_or_default();
             Value::String(modes.join(","))
         }
-        "event-last-seen" => {
-            let last = str_at(obj, "/lastTimestamp")
-                .or_else(|| str_at(obj, "/eventTime"))
-                .or_else(|| str_at(obj, "/metadata/creationTimestamp"));
-            match last.and_then(|s| s.parse::<jiff::Timestamp>().ok()) {
-                Some(t) => Value::String(human_duration(now.duration_since(t).as_secs())),
-                None => Value::String("<unknown>".into()),
-            }
-        }
         "node-status" => {
             let ready = obj
                 .pointer("/status/conditions")
@@ -932,13 +993,293 @@ fn computed_cell(name: &str, obj: &Value, now: jiff::Timestamp) -> Value {
                 None => "Unknown".to_string(),
             })
         }
-        "event-object" => Value::String(format!(
-            "{}/{}",
-            str_at(obj, "/involvedObject/kind")
+        _ if name.starts_with("event-") => event_cell(name, obj, now),
+        _ => listing_cell(name, obj),
+    }
+}
+
+/// One cell of kube-apiserver's Event printer, from either Event API's form (core/v1 or
+/// events.k8s.io/v1, whose fields carry other names).
+fn event_cell(name: &str, obj: &Value, now: jiff::Timestamp) -> Value {
+    let field = |core: &str, events: &str| {
+        str_at(obj, core)
+            .or_else(|| str_at(obj, events))
+            .filter(|s| !s.is_empty())
+    };
+    let since = |stamp: Option<&str>| match stamp.map(str::parse::<jiff::Timestamp>) {
+        Some(Ok(t)) => human_duration(now.duration_since(t).as_secs()),
+        _ => "<unknown>".to_string(),
+    };
+    let first_seen = || {
+        since(
+            field("/firstTimestamp", "/deprecatedFirstTimestamp")
+                .or_else(|| str_at(obj, "/eventTime")),
+        )
+    };
+    let series_last = str_at(obj, "/series/lastObservedTime");
+    let regarding = |key: &str| {
+        field(
+            &format!("/involvedObject/{key}"),
+            &format!("/regarding/{key}"),
+        )
+    };
+    match name {
+        "event-last-seen" => match series_last {
+            Some(last) => Value::String(since(Some(last))),
+            None => match field("/lastTimestamp", "/deprecatedLastTimestamp") {
+                Some(last) => Value::String(since(Some(last))),
+                None => Value::String(first_seen()),
+            },
+        },
+        "event-first-seen" => Value::String(first_seen()),
+        "event-count" => {
+            let count = obj
+                .pointer("/series/count")
+                .or_else(|| obj.pointer("/count"))
+                .or_else(|| obj.pointer("/deprecatedCount"))
+                .and_then(Value::as_i64)
+                .filter(|count| *count != 0)
+                // Singleton events of the new API carry no count.
+                .unwrap_or(1);
+            json!(count)
+        }
+        "event-object" => {
+            let kind = regarding("kind").unwrap_or_default().to_lowercase();
+            Value::String(match regarding("name") {
+                Some(name) => format!("{kind}/{name}"),
+                None => kind,
+            })
+        }
+        "event-subobject" => Value::String(regarding("fieldPath").unwrap_or_default().into()),
+        "event-source" => {
+            let component = field("/source/component", "/deprecatedSource/component")
+                .or_else(|| field("/reportingComponent", "/reportingController"))
+                .unwrap_or_default();
+            Value::String(
+                match field("/source/host", "/deprecatedSource/host")
+                    .or_else(|| str_at(obj, "/reportingInstance").filter(|s| !s.is_empty()))
+                {
+                    Some(instance) => format!("{component}, {instance}"),
+                    None => component.to_string(),
+                },
+            )
+        }
+        "event-message" => Value::String(
+            field("/message", "/note")
                 .unwrap_or_default()
-                .to_lowercase(),
-            str_at(obj, "/involvedObject/name").unwrap_or_default()
+                .trim()
+                .to_string(),
+        ),
+        _ => Value::Null,
+    }
+}
+
+/// At most three entries joined by commas, then how many more there are, as
+/// kube-apiserver's printers shorten long lists (`<unset>` when there is none).
+fn first_three(entries: Vec<String>, unset: &str) -> String {
+    const SHOWN: usize = 3;
+    if entries.is_empty() {
+        return unset.to_string();
+    }
+    let more = entries.len().saturating_sub(SHOWN);
+    let shown = entries[..entries.len().min(SHOWN)].join(",");
+    if more > 0 {
+        format!("{shown} + {more} more...")
+    } else {
+        shown
+    }
+}
+
+/// A label selector (`matchLabels` and `matchExpressions`) as metav1.FormatLabelSelector
+/// prints it: `<none>` for the empty one.
+pub(crate) fn label_selector_text(selector: Option<&Value>) -> String {
+    let mut terms = Vec::new();
+    if let Some(labels) = selector
+        .and_then(|s| s.get("matchLabels"))
+        .and_then(Value::as_object)
+    {
+        for (key, value) in labels {
+            terms.push(format!("{key}={}", value.as_str().unwrap_or_default()));
+        }
+    }
+    for expression in selector
+        .and_then(|s| s.get("matchExpressions"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let key = str_at(expression, "/key").unwrap_or_default();
+        let values: Vec<&str> = expression
+            .get("values")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let values = values.join(",");
+        terms.push(match str_at(expression, "/operator").unwrap_or_default() {
+            "In" => format!("{key} in ({values})"),
+            "NotIn" => format!("{key} notin ({values})"),
+            "Exists" => key.to_string(),
+            "DoesNotExist" => format!("!{key}"),
+            other => format!("{key} {other} ({values})"),
+        });
+    }
+    if terms.is_empty() {
+        "<none>".to_string()
+    } else {
+        terms.join(",")
+    }
+}
+
+/// The cells of the kinds that list addresses, subjects or references.
+fn listing_cell(name: &str, obj: &Value) -> Value {
+    let array = |pointer: &str| {
+        obj.pointer(pointer)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let subjects = |kind: &str| {
+        let names: Vec<String> = array("/subjects")
+            .iter()
+            .filter(|subject| str_at(subject, "/kind") == Some(kind))
+            .map(|subject| {
+                let name = str_at(subject, "/name").unwrap_or_default();
+                match str_at(subject, "/namespace") {
+                    Some(namespace) if kind == "ServiceAccount" => format!("{namespace}/{name}"),
+                    _ => name.to_string(),
+                }
+            })
+            .collect();
+        Value::String(names.join(", "))
+    };
+    let int_or_percent = |pointer: &str| match obj.pointer(pointer) {
+        Some(Value::Number(n)) => Value::String(n.to_string()),
+        Some(Value::String(s)) => Value::String(s.clone()),
+        _ => Value::String("N/A".into()),
+    };
+    match name {
+        "spec-replicas" => json!(
+            obj.pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(1)
+        ),
+        "label-selector" => Value::String(label_selector_text(obj.pointer("/spec/selector"))),
+        "pod-selector" => Value::String(label_selector_text(obj.pointer("/spec/podSelector"))),
+        "created-at" => Value::String(
+            str_at(obj, "/metadata/creationTimestamp")
+                .unwrap_or_default()
+                .to_string(),
+        ),
+        "controller" => {
+            let owner = array("/metadata/ownerReferences")
+                .into_iter()
+                .find(|owner| owner.get("controller") == Some(&Value::Bool(true)));
+            Value::String(match owner {
+                None => "<none>".to_string(),
+                Some(owner) => {
+                    let kind = str_at(&owner, "/kind").unwrap_or_default();
+                    let group = str_at(&owner, "/apiVersion")
+                        .and_then(|v| v.rsplit_once('/'))
+                        .map(|(group, _)| group);
+                    let kind = match group {
+                        Some(group) => format!("{kind}.{group}"),
+                        None => kind.to_string(),
+                    };
+                    format!(
+                        "{}/{}",
+                        kind.to_lowercase(),
+                        str_at(&owner, "/name").unwrap_or_default()
+                    )
+                }
+            })
+        }
+        "endpoints" => {
+            let subsets = array("/subsets");
+            if subsets.is_empty() {
+                return Value::String("<none>".into());
+            }
+            let mut entries = Vec::new();
+            for subset in &subsets {
+                let ips: Vec<&str> = subset
+                    .get("addresses")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|address| str_at(address, "/ip"))
+                    .collect();
+                let ports = subset.get("ports").and_then(Value::as_array);
+                match ports.filter(|ports| !ports.is_empty()) {
+                    // A headless Service's endpoints may name no port.
+                    None => entries.extend(ips.iter().map(|ip| ip.to_string())),
+                    Some(ports) => {
+                        for port in ports {
+                            let number = port.get("port").and_then(Value::as_i64).unwrap_or(0);
+                            entries.extend(ips.iter().map(|ip| {
+                                if ip.contains(':') {
+                                    format!("[{ip}]:{number}")
+                                } else {
+                                    format!("{ip}:{number}")
+                                }
+                            }));
+                        }
+                    }
+                }
+            }
+            // Addresses without a port list nothing: an empty cell, as kube prints it.
+            if entries.is_empty() {
+                return Value::String(String::new());
+            }
+            Value::String(first_three(entries, ""))
+        }
+        "endpointslice-ports" => Value::String(first_three(
+            array("/ports")
+                .iter()
+                .map(|port| match port.get("port").and_then(Value::as_i64) {
+                    Some(number) => number.to_string(),
+                    None => str_at(port, "/name").unwrap_or("*").to_string(),
+                })
+                .collect(),
+            "<unset>",
         )),
+        "endpointslice-endpoints" => Value::String(first_three(
+            array("/endpoints")
+                .iter()
+                .flat_map(|endpoint| {
+                    endpoint
+                        .get("addresses")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default()
+                })
+                .filter_map(|address| address.as_str().map(str::to_string))
+                .collect(),
+            "<unset>",
+        )),
+        "secrets-count" => json!(array("/secrets").len()),
+        "binding-role" => Value::String(format!(
+            "{}/{}",
+            str_at(obj, "/roleRef/kind").unwrap_or_default(),
+            str_at(obj, "/roleRef/name").unwrap_or_default()
+        )),
+        "binding-users" => subjects("User"),
+        "binding-groups" => subjects("Group"),
+        "binding-service-accounts" => subjects("ServiceAccount"),
+        "pdb-min-available" => int_or_percent("/spec/minAvailable"),
+        "pdb-max-unavailable" => int_or_percent("/spec/maxUnavailable"),
+        "pdb-allowed-disruptions" => json!(i64_at(obj, "/status/disruptionsAllowed")),
+        "ingressclass-parameters" => Value::String(match obj.pointer("/spec/parameters") {
+            None | Some(Value::Null) => "<none>".to_string(),
+            Some(parameters) => {
+                let kind = str_at(parameters, "/kind").unwrap_or_default();
+                let kind = match str_at(parameters, "/apiGroup") {
+                    Some(group) => format!("{kind}.{group}"),
+                    None => kind.to_string(),
+                };
+                format!("{kind}/{}", str_at(parameters, "/name").unwrap_or_default())
+            }
+        }),
         _ => Value::Null,
     }
 }
@@ -1382,6 +1723,18 @@ mod tests {
             ("v1", "PersistentVolumeClaim"),
             ("coordination.k8s.io/v1", "Lease"),
             ("v1", "Event"),
+            ("events.k8s.io/v1", "Event"),
+            ("apps/v1", "ReplicaSet"),
+            ("apps/v1", "ControllerRevision"),
+            ("v1", "Endpoints"),
+            ("discovery.k8s.io/v1", "EndpointSlice"),
+            ("v1", "ServiceAccount"),
+            ("rbac.authorization.k8s.io/v1", "ClusterRole"),
+            ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+            ("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
+            ("policy/v1", "PodDisruptionBudget"),
+            ("networking.k8s.io/v1", "NetworkPolicy"),
+            ("networking.k8s.io/v1", "IngressClass"),
         ] {
             let columns = builtin_columns(api_version, kind).unwrap();
             let table = render_table_at(

@@ -1,6 +1,6 @@
 //! The workload controllers of the local runtime: what kube-controller-manager runs for
-//! StatefulSets, Deployments (through ReplicaSets), Jobs (and their removal after
-//! `ttlSecondsAfterFinished`) and Services' Endpoints.
+//! StatefulSets, Deployments (through ReplicaSets), DaemonSets, Jobs (and their removal after
+//! `ttlSecondsAfterFinished`), CronJobs, PodDisruptionBudgets and Services' Endpoints.
 //!
 //! Each is a kube-runtime [`Controller`](kube::runtime::Controller) talking to the API server
 //! over HTTPS like the real controller-manager. Reconcilers read the children they act on with a
@@ -8,7 +8,10 @@
 //! real ones need "expectations" for that), and they write status only when it differs, so the
 //! controllers are idle while nothing changes.
 
+mod cronjob;
+mod daemonset;
 mod deployment;
+mod disruption;
 mod endpoints;
 mod job;
 mod replicaset;
@@ -85,10 +88,14 @@ pub(crate) struct Context {
     pub deployment_events: crate::event_recorder::EventRecorder,
     /// The ReplicaSet controller's Events (`SuccessfulCreate`, `SuccessfulDelete`).
     pub replicaset_events: crate::event_recorder::EventRecorder,
+    /// The DaemonSet controller's Events (`SuccessfulCreate`, `SuccessfulDelete`).
+    pub daemonset_events: crate::event_recorder::EventRecorder,
+    /// The CronJob controller's Events (`SuccessfulCreate`, `SawCompletedJob`, ...).
+    pub cronjob_events: crate::event_recorder::EventRecorder,
 }
 
-/// Runs the StatefulSet, Deployment, ReplicaSet, Job, TTL-after-finished and Endpoints
-/// controllers until `shutdown`.
+/// Runs the StatefulSet, Deployment, ReplicaSet, DaemonSet, disruption (PodDisruptionBudget),
+/// Job, CronJob, TTL-after-finished and Endpoints controllers until `shutdown`.
 pub async fn run(client: kube::Client, options: ControllerOptions, shutdown: CancellationToken) {
     let context = Arc::new(Context {
         client: client.clone(),
@@ -102,6 +109,16 @@ pub async fn run(client: kube::Client, options: ControllerOptions, shutdown: Can
         replicaset_events: crate::event_recorder::EventRecorder::new(
             client.clone(),
             "replicaset-controller",
+            None,
+        ),
+        daemonset_events: crate::event_recorder::EventRecorder::new(
+            client.clone(),
+            "daemonset-controller",
+            None,
+        ),
+        cronjob_events: crate::event_recorder::EventRecorder::new(
+            client.clone(),
+            "cronjob-controller",
             None,
         ),
     });
@@ -121,6 +138,24 @@ pub async fn run(client: kube::Client, options: ControllerOptions, shutdown: Can
         drive(
             replicaset::controller(&client),
             replicaset::reconcile,
+            &context,
+            &shutdown
+        ),
+        drive(
+            daemonset::controller(&client),
+            daemonset::reconcile,
+            &context,
+            &shutdown
+        ),
+        drive(
+            cronjob::controller(&client),
+            cronjob::reconcile,
+            &context,
+            &shutdown
+        ),
+        drive(
+            disruption::controller(&client),
+            disruption::reconcile,
             &context,
             &shutdown
         ),

@@ -308,6 +308,7 @@ async fn run(node: Arc<Node>) {
     background.spawn(node_object::register(node.clone()));
     background.spawn(pvc::provision(node.clone()));
     background.spawn(watch_sources(node.clone()));
+    background.spawn(reschedule_on_node_change(node.clone()));
     let mut workers: HashMap<String, Worker> = HashMap::new();
     let mut pods = JoinSet::new();
     let mut seen_in_relist: Option<HashSet<String>> = None;
@@ -381,7 +382,7 @@ fn pod_changed(
     match node_name.as_deref() {
         None | Some("") => {
             if pod.metadata.deletion_timestamp.is_none() {
-                pods.spawn(schedule(node.clone(), pod));
+                pods.spawn(schedule(node.clone(), pod, false));
             }
         }
         Some(NODE_NAME) => {
@@ -402,18 +403,37 @@ fn pod_changed(
 }
 
 /// Binds a pod to this node, as kube-scheduler does, through the `binding` subresource, when
-/// the node has the memory it requests (see [`capacity`]).
-async fn schedule(node: Arc<Node>, pod: Pod) {
+/// the node takes it (not cordoned, its taints tolerated, its node selector and affinity met:
+/// see [`scheduling`](crate::scheduling)) and has the memory it requests (see [`capacity`]).
+/// A pod found unschedulable is tried again only when the node changes (`again`).
+async fn schedule(node: Arc<Node>, pod: Pod, again: bool) {
     let name = pod.name_any();
     let namespace = pod.namespace().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(node.client.clone(), &namespace);
-    if capacity::marked_unschedulable(&pod) {
+    if capacity::marked_unschedulable(&pod) && !again {
         return;
+    }
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(node.client.clone());
+    match nodes.get_opt(NODE_NAME).await {
+        Ok(Some(object)) => {
+            if let Err(misfit) =
+                crate::scheduling::fits(&pod.spec.clone().unwrap_or_default(), &object)
+            {
+                mark_unschedulable(&node, &api, &pod, &misfit.scheduling_message()).await;
+                return;
+            }
+        }
+        // Not registered yet: its registration reschedules what waits.
+        Ok(None) => return,
+        Err(error) => {
+            tracing::debug!(%error, pod = %name, "cannot read the node");
+            return;
+        }
     }
     match capacity::fits(&node.client, &pod).await {
         Ok(true) => {}
         Ok(false) => {
-            mark_unschedulable(&node, &api, &pod).await;
+            mark_unschedulable(&node, &api, &pod, capacity::INSUFFICIENT_MEMORY).await;
             return;
         }
         Err(error) => tracing::debug!(%error, pod = %name, "cannot count the node's memory"),
@@ -451,15 +471,15 @@ async fn schedule(node: Arc<Node>, pod: Pod) {
     }
 }
 
-/// Leaves a pod the node has no memory for unbound, saying so as kube-scheduler does: the
-/// `PodScheduled` condition and a `FailedScheduling` Event.
-async fn mark_unschedulable(node: &Node, api: &Api<Pod>, pod: &Pod) {
+/// Leaves a pod the node does not take unbound, saying why (`message`) as kube-scheduler
+/// does: the `PodScheduled` condition and a `FailedScheduling` Event.
+async fn mark_unschedulable(node: &Node, api: &Api<Pod>, pod: &Pod, message: &str) {
     let name = pod.name_any();
     let condition = serde_json::json!({
         "type": "PodScheduled",
         "status": "False",
         "reason": "Unschedulable",
-        "message": capacity::INSUFFICIENT_MEMORY,
+        "message": message,
         "lastProbeTime": null,
         "lastTransitionTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
             jiff::Timestamp::now()
@@ -484,13 +504,38 @@ async fn mark_unschedulable(node: &Node, api: &Api<Pod>, pod: &Pod) {
     let event = Event {
         type_: EventType::Warning,
         reason: "FailedScheduling".to_string(),
-        note: Some(capacity::INSUFFICIENT_MEMORY.to_string()),
+        note: Some(message.to_string()),
         action: "Scheduling".to_string(),
         secondary: None,
     };
     let _ = Recorder::new(node.client.clone(), reporter)
         .publish(&event, &pod.object_ref(&()))
         .await;
+}
+
+/// Tries again to place the pods no node runs whenever the node changes (registered,
+/// cordoned, uncordoned, tainted, relabelled), as kube-scheduler moves its unschedulable pods
+/// back to its active queue on a Node update.
+async fn reschedule_on_node_change(node: Arc<Node>) {
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(node.client.clone());
+    let config = watcher::Config::default().fields(&format!("metadata.name={NODE_NAME}"));
+    let changes = watcher(nodes, config).default_backoff().applied_objects();
+    let mut changes = std::pin::pin!(changes);
+    let pods: Api<Pod> = Api::all(node.client.clone());
+    let waiting = kube::api::ListParams::default().fields("spec.nodeName=");
+    while let Some(change) = changes.next().await {
+        if change.is_err() {
+            continue;
+        }
+        let Ok(unbound) = pods.list(&waiting).await else {
+            continue;
+        };
+        for pod in unbound.items {
+            if pod.metadata.deletion_timestamp.is_none() {
+                schedule(node.clone(), pod, true).await;
+            }
+        }
+    }
 }
 
 /// Feeds pod workers the Secrets and ConfigMaps their volumes project, as they change.
