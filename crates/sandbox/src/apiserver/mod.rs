@@ -656,3 +656,98 @@ fn write_kubeconfig(path: &Path, url: &str, token: &str, ca_pem: &str) -> std::i
     )?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pod as the runtime left it when the node stopped: running and ready.
+    fn ready_pod(name: &str, node: &str, phase: &str) -> serde_json::Value {
+        json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": "shop", "uid": name},
+            "spec": {"nodeName": node, "containers": [{"name": "postgres", "image": "tusk"}]},
+            "status": {
+                "phase": phase,
+                "conditions": [
+                    {"type": "Initialized", "status": "True"},
+                    {"type": "ContainersReady", "status": "True"},
+                    {"type": "Ready", "status": "True"},
+                ],
+                "containerStatuses": [{
+                    "name": "postgres",
+                    "ready": true,
+                    "started": true,
+                    "restartCount": 2,
+                    "state": {"running": {"startedAt": "2026-12-01T00:00:00Z"}},
+                }],
+            },
+        })
+    }
+
+    fn pod(store: &Store, name: &str) -> serde_json::Value {
+        let storage: Arc<str> = Arc::from(ops::POD_STORAGE);
+        let key = ("shop".to_owned(), name.to_owned());
+        (**store.read().get(&storage, &key).expect("the pod is stored")).clone()
+    }
+
+    fn condition(pod: &serde_json::Value, kind: &str) -> String {
+        pod.pointer("/status/conditions")
+            .and_then(serde_json::Value::as_array)
+            .and_then(|conditions| conditions.iter().find(|c| c["type"] == kind))
+            .and_then(|c| c["status"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// What a reader sees of a node's pods between loading the data directory and the
+    /// runtime's first status write after a restart: not ready, so that neither a readiness
+    /// wait nor a workload's status believes a container answers before it runs again. Pods
+    /// of other nodes and finished pods are left as they were.
+    #[test]
+    fn a_restarting_nodes_pods_are_not_ready_before_the_runtime_reports_them() {
+        let storage: Arc<str> = Arc::from(ops::POD_STORAGE);
+        let objects = vec![
+            (
+                storage.clone(),
+                ready_pod("elephant-0", crate::runtime::NODE_NAME, "Running"),
+            ),
+            (
+                storage.clone(),
+                ready_pod("elsewhere", "other-node", "Running"),
+            ),
+            (
+                storage.clone(),
+                ready_pod("finished", crate::runtime::NODE_NAME, "Succeeded"),
+            ),
+        ];
+        let store = Store::new(7, objects, None);
+        mark_node_pods_restarting(&store);
+
+        let restarting = pod(&store, "elephant-0");
+        assert_eq!(condition(&restarting, "Ready"), "False");
+        assert_eq!(condition(&restarting, "ContainersReady"), "False");
+        assert_eq!(condition(&restarting, "Initialized"), "True");
+        let container = &restarting["status"]["containerStatuses"][0];
+        assert_eq!(container["ready"], json!(false));
+        assert_eq!(container["started"], json!(false));
+        // The interrupted instance stays visible for the runtime to report it.
+        assert_eq!(container["restartCount"], json!(2));
+        assert!(container["state"]["running"].is_object());
+        assert_eq!(
+            restarting.pointer("/status/conditions/2/message"),
+            Some(&json!("containers with unready status: [postgres]"))
+        );
+
+        for untouched in ["elsewhere", "finished"] {
+            let pod = pod(&store, untouched);
+            assert_eq!(condition(&pod, "Ready"), "True", "{untouched}");
+            assert_eq!(
+                pod["status"]["containerStatuses"][0]["ready"],
+                json!(true),
+                "{untouched}"
+            );
+        }
+    }
+}
