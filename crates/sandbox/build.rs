@@ -154,12 +154,17 @@ fn dependency_root(name: &str) -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let manifest = Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"))
         .join("Cargo.toml");
+    // Cargo downloads only the crates the target platform needs, so an unfiltered resolve would
+    // ask for other platforms' crates (`--offline` then fails on a fresh machine).
+    let target = std::env::var("TARGET").expect("TARGET");
     let output = Command::new(cargo)
         .args([
             "metadata",
             "--format-version",
             "1",
             "--offline",
+            "--filter-platform",
+            &target,
             "--manifest-path",
         ])
         .arg(&manifest)
