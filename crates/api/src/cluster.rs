@@ -497,6 +497,7 @@ pub struct SecretName {
 /// Who may reach a database through the router.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.loadBalancer) || !self.loadBalancer || (has(self.allowedSourceRanges) && size(self.allowedSourceRanges) > 0)").message("loadBalancer needs allowedSourceRanges: a load balancer open to no source serves nobody, and one without source ranges would be open to everyone"))]
 pub struct ExternalAccess {
     /// The client addresses the database is open to, as CIDRs (IPv4 or IPv6, such as
     /// `203.0.113.0/24` or `2001:db8::/32`); `0.0.0.0/0` and `::/0` open it to everyone.
@@ -504,6 +505,14 @@ pub struct ExternalAccess {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), extend("x-kubernetes-list-type" = "set", "items" = {"type": "string", "format": "cidr", "maxLength": 43}))]
     pub allowed_source_ranges: Vec<String>,
+
+    /// Also give the database a LoadBalancer Service of its own, `<cluster>-external` on port
+    /// 5432, whose `loadBalancerSourceRanges` are `allowedSourceRanges`: for clients that
+    /// cannot send a server name (SNI) and so cannot be routed by the shared router. Each one
+    /// costs a cloud load balancer and an address. Needs allowedSourceRanges. Removed when
+    /// false or absent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub load_balancer: bool,
 }
 
 /// Where a new cluster's data comes from, and how far past the backup it recovers. At most one

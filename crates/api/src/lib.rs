@@ -26,6 +26,7 @@ pub mod names;
 pub mod remote_cluster;
 pub mod restore_progress;
 pub mod restore_test;
+pub mod tunnel_request;
 
 pub use backup::{PostgresBackup, PostgresBackupSpec, PostgresBackupStatus};
 pub use backup_request::{

@@ -84,6 +84,11 @@ pub fn read_write_service(cluster: &str) -> String {
     format!("{cluster}-rw")
 }
 
+/// The cluster's own LoadBalancer Service, while `spec.externalAccess.loadBalancer` asks for it.
+pub fn load_balancer_service(cluster: &str) -> String {
+    format!("{cluster}-external")
+}
+
 /// The longest PostgresCluster name. Its StatefulSet, named like the cluster, labels each pod
 /// `controller-revision-hash: <cluster>-<revision hash>`, and that hash has up to ten
 /// characters: a longer name makes a label value over [`MAX_LABEL_VALUE`] and the pod can never

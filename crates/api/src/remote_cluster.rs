@@ -83,4 +83,10 @@ pub struct PostgresRemoteClusterStatus {
     /// Service in it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_namespace: Option<String>,
+
+    /// The SHA-256 digest (hexadecimal) of the token the tunnel presents to `tusk router`, so
+    /// that the router admits the tunnel's connections to this database, and no other
+    /// (docs/external-access.md). The token itself stays in the customer's cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_token_sha256: Option<String>,
 }

@@ -2,9 +2,11 @@
 //! databases behind the one router port, each reached by its own name with
 //! `sslmode=verify-full` and `channel_binding=require` (which fails if anything between client
 //! and database terminated TLS); unknown names, no name, plaintext and sources outside the
-//! allow-list refused with the documented errors; a closed or deleted database loses its route
-//! and its open connections within a second; `status.externalEndpoint` and the Secret's
-//! `external-uri` lead through the router.
+//! allow-list refused with the documented errors, as are bytes pipelined after the
+//! SSLRequest; a closed or deleted database loses its route and its open connections within a
+//! second; `status.externalEndpoint` and the Secret's `external-uri` lead through the router; a
+//! database's own LoadBalancer, for clients without SNI, comes with the allow-list as its
+//! source ranges and goes when no longer asked for.
 //!
 //! The names (`<cluster>.<namespace>.db.tusk.local`) resolve nowhere, so psql is given the
 //! router's address as `hostaddr` and the name as `host`: libpq sends the name (SNI) and
@@ -20,18 +22,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::{Dev, Kubectl};
-
-/// The router's port, from what `tusk dev` printed.
-fn router_port(dev: &Dev) -> u16 {
-    let printed = dev.printed();
-    let (_, rest) = printed
-        .split_once("The router listens at 127.0.0.1:")
-        .unwrap_or_else(|| panic!("tusk dev names its router:\n{printed}"));
-    rest.split(|c: char| !c.is_ascii_digit())
-        .next()
-        .and_then(|port| port.parse().ok())
-        .expect("a port")
-}
 
 /// A key of a cluster's credentials Secret, as the administrator reads it.
 fn credential(admin: &Kubectl, namespace: &str, cluster: &str, key: &str) -> String {
@@ -101,15 +91,26 @@ fn psql_command(connection: &str, password: &str, sql: &str) -> Command {
 }
 
 fn open_to(tenant: &Kubectl, cluster: &str, ranges: &[&str]) {
-    tenant.apply_json(&json!({
+    tenant.apply_json(&with_access(
+        cluster,
+        json!({"allowedSourceRanges": ranges}),
+    ));
+}
+
+/// A PostgresCluster with `externalAccess` set to `access`.
+fn with_access(cluster: &str, access: serde_json::Value) -> serde_json::Value {
+    json!({
         "apiVersion": "postgres.tusk.dev/v1", "kind": "PostgresCluster",
         "metadata": {"name": cluster},
         "spec": {
             "displayName": cluster, "memorySize": 1, "postgresDiskSize": 1,
-            "externalAccess": {"allowedSourceRanges": ranges}
+            "externalAccess": access
         }
-    }));
+    })
 }
+
+/// An SSLRequest, as every libpq sends it first.
+const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 
 /// Polls `probe` every 50 ms for at most `limit`; returns how long it took to say yes.
 fn within(limit: Duration, mut probe: impl FnMut() -> bool) -> Option<Duration> {
@@ -126,7 +127,7 @@ fn within(limit: Duration, mut probe: impl FnMut() -> bool) -> Option<Duration> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_databases_behind_one_router_each_by_its_name_with_tls_end_to_end() {
     let dev = Dev::start_with(&["--router-handshake-timeout", "2s"]);
-    let port = router_port(&dev);
+    let port = dev.router_port();
     let admin = dev.admin();
     let shop = dev.tenant("shop", false).await;
     let zoo = dev.tenant("zoo", false).await;
@@ -223,6 +224,46 @@ async fn two_databases_behind_one_router_each_by_its_name_with_tls_end_to_end() 
     );
     assert!(shown.contains("Verify return code: 0 (ok)"), "{shown}");
 
+    // For clients without SNI, elephant asks for a LoadBalancer Service of its own, open to
+    // the allow-list's sources only; it goes when no longer asked for. A load balancer open to
+    // no source is refused at admission: without source ranges it would be open to everyone.
+    let refused = shop
+        .try_apply_json(&with_access("elephant", json!({"loadBalancer": true})))
+        .expect_err("a load balancer needs allowedSourceRanges");
+    assert!(
+        refused.contains("loadBalancer needs allowedSourceRanges"),
+        "{refused}"
+    );
+    shop.apply_json(&with_access(
+        "elephant",
+        json!({"allowedSourceRanges": ["127.0.0.1/32", "2001:db8::/32"], "loadBalancer": true}),
+    ));
+    let load_balancer = shop.until("elephant's load balancer", Duration::from_secs(30), || {
+        admin
+            .get_json(&["--namespace", "shop", "service", "elephant-external"])
+            .ok_or("none yet".to_owned())
+    });
+    assert_eq!(load_balancer["spec"]["type"], "LoadBalancer");
+    assert_eq!(
+        load_balancer["spec"]["loadBalancerSourceRanges"],
+        json!(["127.0.0.1/32", "2001:db8::/32"])
+    );
+    assert_eq!(
+        load_balancer["spec"]["selector"],
+        admin
+            .get_json(&["--namespace", "shop", "service", "elephant-rw"])
+            .expect("the -rw Service")["spec"]["selector"]
+    );
+    open_to(&shop, "elephant", &["127.0.0.1/32"]);
+    shop.until(
+        "the load balancer to go",
+        Duration::from_secs(30),
+        || match admin.get_json(&["--namespace", "shop", "service", "elephant-external"]) {
+            None => Ok(()),
+            Some(_) => Err("still there".to_owned()),
+        },
+    );
+
     // An unknown name, and no name at all (sslsni=0): refused with a TLS alert.
     for (host, extra) in [
         ("nobody.shop.db.tusk.local", ""),
@@ -243,6 +284,21 @@ async fn two_databases_behind_one_router_each_by_its_name_with_tls_end_to_end() 
     );
     let refused = elephant.psql(&plaintext, "SELECT 1").expect_err("refused");
     assert!(refused.contains("sslmode=verify-full"), "{refused}");
+
+    // Bytes sent after the SSLRequest, before the router's `S` (CVE-2021-23214): refused with
+    // PostgreSQL's error format, before anything reaches a database.
+    let mut pipelined = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connects");
+    let mut request = SSL_REQUEST.to_vec();
+    request.extend_from_slice(b"\x16\x03\x01 smuggled before the S");
+    std::io::Write::write_all(&mut pipelined, &request).expect("sent in one write");
+    let mut answer = Vec::new();
+    std::io::Read::read_to_end(&mut pipelined, &mut answer).expect("answered, then closed");
+    assert_eq!(answer.first(), Some(&b'E'), "an ErrorResponse: {answer:?}");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.contains("bytes were sent after the SSLRequest before the server answered it"),
+        "{answer}"
+    );
 
     // A handshake that never completes is cut at the deadline (2 s here).
     let mut silent = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connects");

@@ -2,7 +2,10 @@
 //! acting as that cluster, with the real psql and openssl. A client there copies the `uri` and
 //! `ca.crt` of the Secret the tunnel writes and verifies the database with
 //! `sslmode=verify-full` against the tunnel Service's name; the TLS session is PostgreSQL's own
-//! (the tunnel copies bytes); a client trusting another CA fails. Linking and unlinking reissue
+//! (the tunnel copies bytes); a client trusting another CA fails. The tunnel goes through
+//! `tusk router` like every way in from outside, naming the database with a token only its
+//! link publishes the digest of: a forged token, or the token naming another tenant's
+//! database, is refused, and unlinking closes the way. Linking and unlinking reissue
 //! the server certificate with and without the tunnel's names, served by reload. A kubeconfig
 //! whose namespace would put another database's host into the certificate is refused.
 //!
@@ -26,6 +29,8 @@ use tls_client::{
     pod_incarnation, psql, secret_value, served_names, served_serial, service_ip, stranger_ca_pem,
     write,
 };
+use tusk_api::tunnel_request;
+use tusk_instance::tunnel::{RouterRequest, Tunnel, TunnelConfig};
 use tusk_sandbox::Sandbox;
 use tusk_sandbox::runtime::RuntimeOptions;
 
@@ -92,10 +97,40 @@ fn invalid_spec(shop: &Kubectl, link: &str) -> Result<String, String> {
 /// A libpq connection string for the owner to `host` at `address`, verifying the server
 /// against the CA file `ca`.
 fn verify_full(host: &str, address: &str, ca: &str) -> String {
+    verify_full_at(host, address, 5432, ca)
+}
+
+/// [`verify_full`] on another port.
+fn verify_full_at(host: &str, address: &str, port: u16, ca: &str) -> String {
     format!(
-        "host={host} hostaddr={address} port=5432 user=app dbname=app \
+        "host={host} hostaddr={address} port={port} user=app dbname=app \
          sslmode=verify-full sslrootcert={ca}"
     )
+}
+
+/// A tunnel of the test's own on 127.0.0.1 that sends the router `name` and `token` ahead of
+/// each connection, as `tusk tunnel` does: what anyone who made up, stole or reused a token
+/// could run anywhere. Returns its port and its task (abort it to stop it).
+async fn own_tunnel(router: u16, name: &str, token: &str) -> (u16, tokio::task::JoinHandle<()>) {
+    let mut config = TunnelConfig::new(
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        format!("127.0.0.1:{router}"),
+    );
+    config.router_request = Some(RouterRequest::new(name, token).expect("a well-formed request"));
+    let tunnel = Tunnel::bind(config).await.expect("the tunnel binds");
+    let port = tunnel.local_addr().expect("its address").port();
+    let task = tokio::spawn(async move {
+        let _ = tunnel.serve(std::future::pending()).await;
+    });
+    (port, task)
+}
+
+/// Whether psql's error is the router's refusal of an unknown name.
+fn refused_as_unknown(result: Result<String, String>) -> Result<(), String> {
+    match result {
+        Err(error) if error.contains("unrecognized name") => Ok(()),
+        other => Err(format!("not refused as an unknown name: {other:?}")),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,6 +142,14 @@ async fn a_client_in_the_customers_cluster_verifies_the_database_through_the_tun
         "apiVersion": "postgres.tusk.dev/v1", "kind": "PostgresCluster",
         "metadata": {"name": "elephant"},
         "spec": {"displayName": "elephant", "memorySize": 1, "postgresDiskSize": 1}
+    }));
+    // Another tenant's database, open by name to this machine.
+    let zoo = dev.tenant("zoo", false).await;
+    zoo.apply_json(&json!({
+        "apiVersion": "postgres.tusk.dev/v1", "kind": "PostgresCluster",
+        "metadata": {"name": "mammoth"},
+        "spec": {"displayName": "mammoth", "memorySize": 1, "postgresDiskSize": 1,
+                 "externalAccess": {"allowedSourceRanges": ["127.0.0.1/32"]}}
     }));
     shop.wait_ready("elephant");
     let database = service_ip(&admin, "shop", "elephant-rw");
@@ -207,6 +250,99 @@ async fn a_client_in_the_customers_cluster_verifies_the_database_through_the_tun
     // The certificate was reissued for the tunnel's names without a restart.
     assert_eq!(pod_incarnation(&admin, "shop", "elephant-0"), incarnation);
 
+    // The tunnel dials the router and names elephant by its external name; its token is in a
+    // Secret of its own, never in an argument; the link publishes only the token's digest.
+    let router = dev.router_port();
+    let deployment = customer_kubectl
+        .get_json(&["--namespace", APPS, "deployment", "elephant-tunnel"])
+        .expect("the tunnel Deployment");
+    let args: Vec<&str> = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .expect("arguments")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let router_address = format!("127.0.0.1:{router}");
+    assert!(
+        args.windows(2)
+            .any(|pair| pair == ["--target", router_address.as_str()])
+            && args
+                .windows(2)
+                .any(|pair| pair == ["--route-name", "elephant.shop.db.tusk.local"]),
+        "{args:?}"
+    );
+    let token = secret_value(&customer_kubectl, APPS, "elephant-tunnel-token", "token");
+    assert!(tunnel_request::is_token(&token), "a 64-digit token");
+    assert!(!deployment.to_string().contains(&token));
+    assert_eq!(
+        shop.ok(&[
+            "get",
+            "postgresremotecluster",
+            "elephant-customer",
+            "-o",
+            "jsonpath={.status.tunnelTokenSha256}",
+        ]),
+        tunnel_request::token_digest(&token)
+    );
+
+    // Elephant is open to no source by name: the router does not know it to a client that
+    // names it. The token opens it from wherever it is presented (here, outside the customer's
+    // cluster): like the password, it is a credential of the database's owner.
+    let by_name = verify_full_at("elephant.shop.db.tusk.local", "127.0.0.1", router, &ca);
+    refused_as_unknown(psql(&by_name, &password, "SELECT 1")).expect("elephant is not open");
+    let (reused, reused_task) = own_tunnel(router, "elephant.shop.db.tusk.local", &token).await;
+    let through_reused = verify_full_at("elephant.apps.svc", "127.0.0.1", reused, &ca);
+    assert_eq!(
+        psql(&through_reused, &password, "SELECT 1").as_deref(),
+        Ok("1")
+    );
+
+    // The attacks: a made-up token for elephant, and elephant's own token naming another
+    // tenant's database (open, and reached by its name first), are refused as an unknown name.
+    zoo.wait_ready("mammoth");
+    let mammoth_ca = write(
+        files.path(),
+        "mammoth.crt",
+        &secret_value(&admin, "zoo", "mammoth-credentials", "ca.crt"),
+    );
+    let mammoth_password = secret_value(&admin, "zoo", "mammoth-credentials", "password");
+    let mammoth_by_name = verify_full_at(
+        "mammoth.zoo.db.tusk.local",
+        "127.0.0.1",
+        router,
+        &mammoth_ca,
+    );
+    zoo.until(
+        "mammoth through the router",
+        Duration::from_secs(30),
+        || psql(&mammoth_by_name, &mammoth_password, "SELECT 1"),
+    );
+    let (forged, forged_task) =
+        own_tunnel(router, "elephant.shop.db.tusk.local", &"0".repeat(64)).await;
+    let (crossed, crossed_task) = own_tunnel(router, "mammoth.zoo.db.tusk.local", &token).await;
+    for (what, port, host, ca, password) in [
+        (
+            "a forged token",
+            forged,
+            "elephant.apps.svc",
+            &ca,
+            &password,
+        ),
+        (
+            "elephant's token for mammoth",
+            crossed,
+            "mammoth.zoo.db.tusk.local",
+            &mammoth_ca,
+            &mammoth_password,
+        ),
+    ] {
+        let connection = verify_full_at(host, "127.0.0.1", port, ca);
+        refused_as_unknown(psql(&connection, password, "SELECT 1"))
+            .unwrap_or_else(|error| panic!("{what}: {error}"));
+    }
+    forged_task.abort();
+    crossed_task.abort();
+
     // A client that trusts another CA fails, and so does a name the certificate lacks.
     let stranger = write(files.path(), "stranger.crt", &stranger_ca_pem());
     let failed = psql(
@@ -273,5 +409,12 @@ async fn a_client_in_the_customers_cluster_verifies_the_database_through_the_tun
     let direct = verify_full("elephant-rw.shop.svc", &database, &ca);
     assert_eq!(psql(&direct, &password, "SELECT 1").as_deref(), Ok("1"));
     assert_eq!(pod_incarnation(&admin, "shop", "elephant-0"), incarnation);
+    // Unlinked, the token opens nothing any more.
+    shop.until(
+        "the router to close the tunnel's way in",
+        Duration::from_secs(10),
+        || refused_as_unknown(psql(&through_reused, &password, "SELECT 1")),
+    );
+    reused_task.abort();
     customer.shutdown().await;
 }

@@ -10,6 +10,12 @@
 //! 200 only while the target accepts TCP connections, and `/livez` with 200 while the tunnel
 //! runs.
 //!
+//! Through `tusk router` ([`TunnelConfig::router_request`]), the tunnel sends a TunnelRequest
+//! (`tusk_api::tunnel_request`) ahead of each connection's bytes: the clients here name the
+//! tunnel Service, which says nothing about the database, so the tunnel names it and proves
+//! with its token that it is one of that database's tunnels. It still only copies bytes: the
+//! client's TLS session ends in the database.
+//!
 //! Shutdown: when the shutdown future completes, the tunnel stops accepting, lets open
 //! connections finish for up to [`TunnelConfig::drain_grace`], then closes what is left.
 
@@ -23,6 +29,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -48,6 +55,28 @@ pub struct TunnelConfig {
     pub health: Option<SocketAddr>,
     /// How long open connections may take to finish after shutdown was asked for.
     pub drain_grace: Duration,
+    /// What the tunnel sends the target ahead of each connection's bytes, when the target is
+    /// `tusk router`.
+    pub router_request: Option<RouterRequest>,
+}
+
+/// A TunnelRequest, encoded: the database's name at the router and the tunnel's token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RouterRequest(Vec<u8>);
+
+impl RouterRequest {
+    /// The request for the database named `name` at the router, with `token`; `None` when
+    /// either is malformed.
+    pub fn new(name: &str, token: &str) -> Option<Self> {
+        tusk_api::tunnel_request::encode(name, token).map(Self)
+    }
+}
+
+impl std::fmt::Debug for RouterRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // It holds the token.
+        f.write_str("RouterRequest(..)")
+    }
 }
 
 impl TunnelConfig {
@@ -59,6 +88,7 @@ impl TunnelConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             health: None,
             drain_grace: DEFAULT_DRAIN_GRACE,
+            router_request: None,
         }
     }
 }
@@ -149,6 +179,10 @@ impl Tunnel {
             health,
         } = self;
         let target: Arc<str> = Arc::from(config.target.as_str());
+        let router_request: Option<Arc<[u8]>> = config
+            .router_request
+            .as_ref()
+            .map(|request| Arc::from(request.0.as_slice()));
         let (stop_health, health_stopped) = tokio::sync::watch::channel(false);
         let health_task = health.map(|listener| {
             let target = Arc::clone(&target);
@@ -169,7 +203,7 @@ impl Tunnel {
         let permits = Arc::new(Semaphore::new(config.max_connections));
         let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
-        tracing::info!(listen = %config.listen, target = %target, max_connections = config.max_connections, "tunnel ready");
+        tracing::info!(listen = %config.listen, target = %target, through_router = router_request.is_some(), max_connections = config.max_connections, "tunnel ready");
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
@@ -191,8 +225,9 @@ impl Tunnel {
                         continue;
                     };
                     let target = Arc::clone(&target);
+                    let router_request = router_request.clone();
                     connections.spawn(async move {
-                        forward(client, peer, &target).await;
+                        forward(client, peer, &target, router_request.as_deref()).await;
                         drop(permit);
                     });
                 }
@@ -228,8 +263,14 @@ impl Tunnel {
     }
 }
 
-/// Copies bytes both ways between a client and a fresh connection to the target.
-async fn forward(mut client: TcpStream, peer: SocketAddr, target: &str) {
+/// Copies bytes both ways between a client and a fresh connection to the target, after the
+/// router request when there is one.
+async fn forward(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    target: &str,
+    router_request: Option<&[u8]>,
+) {
     let connected = tokio::time::timeout(TARGET_CONNECT_TIMEOUT, TcpStream::connect(target)).await;
     let mut upstream = match connected {
         Ok(Ok(upstream)) => upstream,
@@ -245,6 +286,12 @@ async fn forward(mut client: TcpStream, peer: SocketAddr, target: &str) {
     // Database connections are chatty request/response: do not let Nagle hold small packets.
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
+    if let Some(request) = router_request
+        && let Err(error) = upstream.write_all(request).await
+    {
+        tracing::warn!(%peer, %target, %error, "cannot send the router request; closing the client connection");
+        return;
+    }
     match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         Ok((sent, received)) => {
             tracing::debug!(%peer, sent, received, "connection closed");

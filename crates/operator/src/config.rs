@@ -303,6 +303,10 @@ pub struct TunnelSettings {
     pub router_port: u16,
     /// The port on that host. Default 5432. Flag `--tunnel-port`, env `TUSK_TUNNEL_PORT`.
     pub external_port: u16,
+    /// Where tunnels in customers' clusters dial `tusk router`, as host:port. Absent: each
+    /// database's router host name and `routerPort`, which the DNS record of the router's load
+    /// balancer answers. Set it where that name does not resolve, as `tusk dev` does.
+    pub router_address: Option<String>,
     /// Tunnel replicas in the customer's cluster. Default 2.
     pub replicas: i32,
 }
@@ -315,6 +319,7 @@ impl Default for TunnelSettings {
             router_host_template: None,
             router_port: 5432,
             external_port: 5432,
+            router_address: None,
             replicas: 2,
         }
     }
@@ -360,6 +365,19 @@ impl TunnelSettings {
         open.then(|| self.router_host(namespace, name))
             .flatten()
             .map(|host| (host, self.router_port))
+    }
+
+    /// How a tunnel into a customer's cluster reaches `cluster` in `namespace` through the
+    /// router: the name it asks the router for and the address it dials. `None` where the
+    /// router template gives no names (a setup without a router): the tunnel then dials the
+    /// external host directly.
+    pub fn tunnel_via_router(&self, namespace: &str, cluster: &str) -> Option<(String, String)> {
+        let name = self.router_host(namespace, cluster)?;
+        let address = self
+            .router_address
+            .clone()
+            .unwrap_or_else(|| format!("{name}:{}", self.router_port));
+        Some((name, address))
     }
 
     /// The host name under which the router routes `cluster` in `namespace`, when the router

@@ -19,6 +19,7 @@ fn table(size: usize) -> RouteTable {
                     "203.0.113.0/24".parse().unwrap(),
                     "2001:db8::/32".parse().unwrap(),
                 ],
+                tunnel_digests: Vec::new(),
             },
         )
     }))

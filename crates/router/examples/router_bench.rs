@@ -50,6 +50,7 @@ fn loopback_route(namespace: &str, cluster: &str, backend: SocketAddr) -> Route 
         cluster: cluster.to_owned(),
         backend,
         allowed: vec!["127.0.0.0/8".parse().expect("a CIDR")],
+        tunnel_digests: Vec::new(),
     }
 }
 

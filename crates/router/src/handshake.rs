@@ -8,6 +8,8 @@
 
 use std::io::Read;
 
+use tusk_api::tunnel_request;
+
 /// The length of the 8-byte special requests (SSLRequest, GSSENCRequest) and of the shortest
 /// message the router classifies.
 pub const REQUEST_LENGTH: usize = 8;
@@ -43,6 +45,9 @@ pub enum Opening {
     Plaintext,
     /// A TLS record: a ClientHello sent directly (`sslnegotiation=direct`).
     DirectTls,
+    /// A TunnelRequest from `tusk tunnel` (`tusk_api::tunnel_request`), whole; or, when its
+    /// length is out of bounds, its 8-byte header, which does not decode.
+    TunnelRequest,
 }
 
 /// What the first bytes of a connection say.
@@ -50,8 +55,9 @@ pub enum Opening {
 pub enum Classified {
     /// Too few bytes to tell yet.
     NeedMore,
-    /// The opening, and how many bytes it takes (8 for the special requests, 0 for a TLS
-    /// record, which is read as a whole by [`client_hello`]).
+    /// The opening, and how many bytes it takes (8 for the special requests, the whole
+    /// message for a TunnelRequest, 0 for a TLS record, which is read as a whole by
+    /// [`client_hello`]).
     Opening(Opening, usize),
 }
 
@@ -68,6 +74,16 @@ pub fn classify(bytes: &[u8]) -> Classified {
     }
     let length = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     let code = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+    if code == tunnel_request::REQUEST_CODE {
+        let whole = usize::try_from(length)
+            .ok()
+            .filter(|length| (REQUEST_LENGTH + 1..=tunnel_request::MAX_LENGTH).contains(length));
+        return match whole {
+            Some(length) if bytes.len() < length => Classified::NeedMore,
+            Some(length) => Classified::Opening(Opening::TunnelRequest, length),
+            None => Classified::Opening(Opening::TunnelRequest, REQUEST_LENGTH),
+        };
+    }
     let opening = match (length, code) {
         (8, SSL_REQUEST_CODE) => Opening::SslRequest,
         (8, GSSENC_REQUEST_CODE) => Opening::GssEncRequest,
@@ -241,6 +257,27 @@ mod tests {
         );
         assert_eq!(classify(&SSL_REQUEST[..5]), Classified::NeedMore);
         assert_eq!(classify(&[]), Classified::NeedMore);
+    }
+
+    #[test]
+    fn a_tunnel_request_is_read_whole_and_an_unbounded_one_is_not_waited_for() {
+        let token = "ab".repeat(32);
+        let request = tunnel_request::encode("elephant.shop.db.example.com", &token).unwrap();
+        let mut bytes = request.clone();
+        bytes.extend_from_slice(&SSL_REQUEST);
+        assert_eq!(
+            classify(&bytes),
+            Classified::Opening(Opening::TunnelRequest, request.len())
+        );
+        assert_eq!(classify(&request[..20]), Classified::NeedMore);
+        // A length beyond the bound is not read on: its header alone, which does not decode.
+        let mut huge = request.clone();
+        huge[..4].copy_from_slice(&100_000u32.to_be_bytes());
+        assert_eq!(
+            classify(&huge),
+            Classified::Opening(Opening::TunnelRequest, REQUEST_LENGTH)
+        );
+        assert!(tunnel_request::decode(&huge[..REQUEST_LENGTH]).is_none());
     }
 
     #[test]

@@ -1,9 +1,17 @@
 //! The routing table: which external host name leads to which database, and from where.
 //!
-//! A route exists for a PostgresCluster that is open to some sources
-//! (`spec.externalAccess.allowedSourceRanges`), is not being deleted, and has its `-rw` Service
-//! made by the operator (the Service's controller is that very cluster, it selects pods and has
-//! a cluster IP). The router contacts that cluster IP only: never an address a tenant wrote.
+//! A route exists for a PostgresCluster that is not being deleted, has its `-rw` Service made
+//! by the operator (the Service's controller is that very cluster, it selects pods and has a
+//! cluster IP), and is open to some sources (`spec.externalAccess.allowedSourceRanges`) or
+//! linked to a customer's cluster whose tunnel goes through the router (a
+//! PostgresRemoteCluster in its namespace publishing `status.tunnelTokenSha256`). The router
+//! contacts that cluster IP only: never an address a tenant wrote.
+//!
+//! The two ways in are checked apart: a client that names the database by SNI needs a source
+//! in the allow-list; a tunnel needs a token whose digest one of the database's links
+//! publishes, from wherever it connects. A tenant can publish digests only for links in its own
+//! namespace, each leading to a database in that namespace, so a token opens no other
+//! tenant's database.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -11,7 +19,7 @@ use std::net::{IpAddr, SocketAddr};
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Service;
 use kube::ResourceExt;
-use tusk_api::{PostgresCluster, names};
+use tusk_api::{PostgresCluster, PostgresRemoteCluster, names, tunnel_request};
 
 /// The placeholders of a host template.
 const CLUSTER_PLACEHOLDER: &str = "{cluster}";
@@ -63,8 +71,10 @@ pub struct Route {
     pub cluster: String,
     /// The `-rw` Service's cluster IP and port.
     pub backend: SocketAddr,
-    /// The sources it is open to; never empty in a table.
+    /// The sources it is open to by name (SNI); empty when only tunnels may use it.
     pub allowed: Vec<IpNet>,
+    /// The SHA-256 digests (hexadecimal) of the tokens of the database's tunnels.
+    pub tunnel_digests: Vec<String>,
 }
 
 impl Route {
@@ -72,6 +82,12 @@ impl Route {
     pub fn admits(&self, source: IpAddr) -> bool {
         let source = source.to_canonical();
         self.allowed.iter().any(|range| range.contains(&source))
+    }
+
+    /// Whether a tunnel presenting `token` may use this route.
+    pub fn admits_tunnel(&self, token: &str) -> bool {
+        let digest = tunnel_request::token_digest(token);
+        self.tunnel_digests.contains(&digest)
     }
 }
 
@@ -95,19 +111,30 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    /// The table for `clusters` and the Services `service` finds by namespace and name.
-    pub fn build<'a, S: std::ops::Deref<Target = Service>>(
+    /// The table for `clusters`, the Services `service` finds by namespace and name, and the
+    /// links (PostgresRemoteClusters) of every namespace.
+    pub fn build<'a, 'b, S: std::ops::Deref<Target = Service>>(
         template: &HostTemplate,
         clusters: impl IntoIterator<Item = &'a PostgresCluster>,
         service: impl Fn(&str, &str) -> Option<S>,
+        links: impl IntoIterator<Item = &'b PostgresRemoteCluster>,
     ) -> Self {
+        let digests = tunnel_digests(links);
         let mut routes = HashMap::new();
         for cluster in clusters {
+            if cluster.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
             let namespace = cluster.namespace().unwrap_or_default();
             let name = cluster.name_any();
-            let Some(allowed) = allowed_ranges(cluster) else {
+            let allowed = allowed_ranges(cluster);
+            let tunnel_digests = digests
+                .get(&(namespace.clone(), name.clone()))
+                .cloned()
+                .unwrap_or_default();
+            if allowed.is_empty() && tunnel_digests.is_empty() {
                 continue;
-            };
+            }
             let Some(backend) = service(&namespace, &names::read_write_service(&name))
                 .and_then(|service| backend_of(cluster, &service))
             else {
@@ -120,6 +147,7 @@ impl RouteTable {
                     cluster: name,
                     backend,
                     allowed,
+                    tunnel_digests,
                 },
             );
         }
@@ -158,16 +186,58 @@ impl RouteTable {
             Some(route) => Decision::Forward(route.clone()),
         }
     }
+
+    /// What to do with a tunnel's connection for `name` (from its TunnelRequest, whatever
+    /// name the client behind it sent) with `token`. The allow-list does not apply: the token
+    /// proves the tunnel is one the database's owner linked.
+    pub fn decide_tunnel(&self, name: &str, token: &str) -> Decision {
+        match self
+            .routes
+            .get(&name.trim_end_matches('.').to_ascii_lowercase())
+        {
+            None => Decision::UnknownName,
+            Some(route) if !route.admits_tunnel(token) => Decision::NotAllowed,
+            Some(route) => Decision::Forward(route.clone()),
+        }
+    }
 }
 
-/// The cluster's allow-list, when it is open and not being deleted. Entries that are not CIDRs
-/// (admission refuses them; an older object may hold one) are skipped, with a warning.
-fn allowed_ranges(cluster: &PostgresCluster) -> Option<Vec<IpNet>> {
-    if cluster.metadata.deletion_timestamp.is_some() {
-        return None;
+/// The digests of tunnel tokens that links publish, by the namespace and name of the cluster
+/// each leads to. A link names a cluster in its own namespace only. Links being deleted, and
+/// digests of the wrong form, count for nothing.
+fn tunnel_digests<'a>(
+    links: impl IntoIterator<Item = &'a PostgresRemoteCluster>,
+) -> HashMap<(String, String), Vec<String>> {
+    let mut digests: HashMap<(String, String), Vec<String>> = HashMap::new();
+    for link in links {
+        if link.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let Some(digest) = link
+            .status
+            .as_ref()
+            .and_then(|status| status.tunnel_token_sha256.as_deref())
+            .filter(|digest| tunnel_request::is_token(digest))
+        else {
+            continue;
+        };
+        let key = (
+            link.namespace().unwrap_or_default(),
+            link.spec.cluster.name.clone(),
+        );
+        digests.entry(key).or_default().push(digest.to_owned());
     }
-    let ranges = &cluster.spec.external_access.as_ref()?.allowed_source_ranges;
-    let allowed: Vec<IpNet> = ranges
+    digests
+}
+
+/// The cluster's allow-list; empty when it is closed. Entries that are not CIDRs (admission
+/// refuses them; an older object may hold one) are skipped, with a warning.
+fn allowed_ranges(cluster: &PostgresCluster) -> Vec<IpNet> {
+    let Some(access) = cluster.spec.external_access.as_ref() else {
+        return Vec::new();
+    };
+    access
+        .allowed_source_ranges
         .iter()
         .filter_map(|range| match range.parse::<IpNet>() {
             Ok(net) => Some(net.trunc()),
@@ -181,8 +251,7 @@ fn allowed_ranges(cluster: &PostgresCluster) -> Option<Vec<IpNet>> {
                 None
             }
         })
-        .collect();
-    (!allowed.is_empty()).then_some(allowed)
+        .collect()
 }
 
 /// The address of the cluster's `-rw` Service, when the operator made it for this very
@@ -253,11 +322,87 @@ mod tests {
     }
 
     fn table(clusters: &[PostgresCluster], services: &[Service]) -> RouteTable {
-        RouteTable::build(&template(), clusters, |namespace, name| {
-            services.iter().find(|service| {
-                service.namespace().as_deref() == Some(namespace) && service.name_any() == name
-            })
-        })
+        table_with_links(clusters, services, &[])
+    }
+
+    fn table_with_links(
+        clusters: &[PostgresCluster],
+        services: &[Service],
+        links: &[PostgresRemoteCluster],
+    ) -> RouteTable {
+        RouteTable::build(
+            &template(),
+            clusters,
+            |namespace, name| {
+                services.iter().find(|service| {
+                    service.namespace().as_deref() == Some(namespace) && service.name_any() == name
+                })
+            },
+            links,
+        )
+    }
+
+    fn link(namespace: &str, cluster: &str, token: &str) -> PostgresRemoteCluster {
+        serde_json::from_value(json!({
+            "apiVersion": "postgres.tusk.dev/v1",
+            "kind": "PostgresRemoteCluster",
+            "metadata": {"name": format!("{cluster}-link"), "namespace": namespace},
+            "spec": {"cluster": {"name": cluster}, "remoteCluster": {"name": "kubeconfig"}},
+            "status": {"tunnelTokenSha256": tunnel_request::token_digest(token)}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_tunnel_token_opens_its_own_database_only_and_not_to_names() {
+        let (shop_token, zoo_token) = ("1".repeat(64), "2".repeat(64));
+        // elephant is linked, not open; mammoth, in another tenant's namespace, is open and
+        // linked with its own token.
+        let clusters = [
+            cluster("shop", "elephant", &[]),
+            cluster("zoo", "mammoth", &["0.0.0.0/0"]),
+        ];
+        let services = [
+            service("shop", "elephant", "uid-elephant", "10.96.0.10"),
+            service("zoo", "mammoth", "uid-mammoth", "10.96.0.11"),
+        ];
+        // The zoo tenant also links a cluster named elephant in its own namespace, with the
+        // shop tunnel's digest copied: it must not reach shop's elephant with its own token.
+        let links = [
+            link("shop", "elephant", &shop_token),
+            link("zoo", "mammoth", &zoo_token),
+            link("zoo", "elephant", &zoo_token),
+            link("zoo", "elephant", &shop_token),
+        ];
+        let table = table_with_links(&clusters, &services, &links);
+        let elephant = "elephant.shop.db.example.com";
+        let Decision::Forward(route) = table.decide_tunnel(elephant, &shop_token) else {
+            panic!("the shop tunnel reaches elephant");
+        };
+        assert_eq!(route.backend, "10.96.0.10:5432".parse().unwrap());
+        assert_eq!(
+            table.decide_tunnel(elephant, &zoo_token),
+            Decision::NotAllowed
+        );
+        assert_eq!(
+            table.decide_tunnel("mammoth.zoo.db.example.com", &shop_token),
+            Decision::NotAllowed
+        );
+        assert_eq!(
+            table.decide_tunnel("elephant.zoo.db.example.com", &shop_token),
+            Decision::UnknownName
+        );
+        // Linked but not open: no client reaches elephant by its name.
+        assert_eq!(
+            table.decide(Some(elephant), ip("203.0.113.9")),
+            Decision::NotAllowed
+        );
+        // Unlinking closes the tunnel's way in.
+        let unlinked = table_with_links(&clusters, &services, &links[1..]);
+        assert_eq!(
+            unlinked.decide_tunnel(elephant, &shop_token),
+            Decision::UnknownName
+        );
     }
 
     fn ip(text: &str) -> IpAddr {

@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tusk_api::tunnel_request::{self, TunnelRequest};
 
 use crate::handshake::{self, Alert, Classified, HelloParse, Opening};
 use crate::limits::{Exceeded, Limiter, Limits, Permit};
@@ -74,6 +75,10 @@ pub enum Refusal {
     BackendUnavailable,
     /// The client closed the connection, or it failed, during the handshake.
     ConnectionLost,
+    /// A malformed TunnelRequest, or one that is not the connection's first message.
+    TunnelRequest,
+    /// A TunnelRequest whose token none of the named database's links publishes.
+    TunnelNotAllowed,
 }
 
 impl Refusal {
@@ -96,6 +101,8 @@ impl Refusal {
             Self::DatabaseConnections => "database_connections",
             Self::BackendUnavailable => "backend_unavailable",
             Self::ConnectionLost => "connection_lost",
+            Self::TunnelRequest => "tunnel_request",
+            Self::TunnelNotAllowed => "tunnel_not_allowed",
         }
     }
 }
@@ -154,6 +161,9 @@ struct Routed {
     backend: TcpStream,
     route: Route,
     name: String,
+    /// The token of the tunnel the connection came through, if it did: the route is checked
+    /// again by it, not by the allow-list, when the table changes.
+    tunnel_token: Option<String>,
 }
 
 /// The router: settings, the current routing table, limits and metrics.
@@ -235,6 +245,7 @@ impl Router {
             mut backend,
             route,
             name,
+            tunnel_token,
         } = routed;
         let _open = self.metrics.routed();
         tracing::info!(
@@ -242,6 +253,7 @@ impl Router {
             name,
             namespace = route.namespace,
             cluster = route.cluster,
+            through_tunnel = tunnel_token.is_some(),
             decision = "routed",
             "routed a connection"
         );
@@ -257,10 +269,14 @@ impl Router {
                     return;
                 }
                 changed = table.changed() => {
-                    let still = changed.is_ok() && matches!(
-                        table.borrow_and_update().decide(Some(&name), source.ip()),
-                        Decision::Forward(current) if current.backend == route.backend
-                    );
+                    let still = changed.is_ok() && {
+                        let table_now = table.borrow_and_update();
+                        let decision = match &tunnel_token {
+                            Some(token) => table_now.decide_tunnel(&name, token),
+                            None => table_now.decide(Some(&name), source.ip()),
+                        };
+                        matches!(decision, Decision::Forward(current) if current.backend == route.backend)
+                    };
                     if !still {
                         tracing::info!(
                             client = %source,
@@ -323,16 +339,35 @@ impl Router {
             .admit_source(source_ip, Instant::now())
             .map_err(|exceeded| fail(Refused::new(exceeded.into(), Answer::Nothing)))?;
 
+        // A tunnel's request, which may only come first.
+        let mut tunnel: Option<TunnelRequest> = None;
+        let mut first = true;
         let hello = loop {
             match handshake::classify(&buffer) {
                 Classified::NeedMore => {
-                    read_more(client, &mut buffer, handshake::REQUEST_LENGTH)
-                        .await
-                        .map_err(|_| {
-                            fail(Refused::new(Refusal::ConnectionLost, Answer::Nothing))
-                        })?;
+                    // Only a TunnelRequest is longer than the 8 bytes that tell the opening.
+                    let limit = if buffer.len() < handshake::REQUEST_LENGTH {
+                        handshake::REQUEST_LENGTH
+                    } else {
+                        tunnel_request::MAX_LENGTH
+                    };
+                    read_more(client, &mut buffer, limit).await.map_err(|_| {
+                        fail(Refused::new(Refusal::ConnectionLost, Answer::Nothing))
+                    })?;
+                }
+                Classified::Opening(Opening::TunnelRequest, used) => {
+                    let request = first
+                        .then(|| tunnel_request::decode(&buffer[..used]))
+                        .flatten();
+                    let Some(request) = request else {
+                        return Err(fail(Refused::new(Refusal::TunnelRequest, Answer::Nothing)));
+                    };
+                    buffer.drain(..used);
+                    tunnel = Some(request);
+                    first = false;
                 }
                 Classified::Opening(Opening::GssEncRequest, used) => {
+                    first = false;
                     buffer.drain(..used);
                     client
                         .write_all(&[handshake::GSSENC_DECLINED])
@@ -390,8 +425,23 @@ impl Router {
             }
         };
 
-        let name = hello.server_name;
-        let route = match self.table.borrow().decide(name.as_deref(), source_ip) {
+        // A tunnel names the database itself: the client behind it names the tunnel Service.
+        let (name, decision) = match &tunnel {
+            Some(request) => (
+                Some(request.name.clone()),
+                self.table
+                    .borrow()
+                    .decide_tunnel(&request.name, &request.token),
+            ),
+            None => {
+                let decision = self
+                    .table
+                    .borrow()
+                    .decide(hello.server_name.as_deref(), source_ip);
+                (hello.server_name, decision)
+            }
+        };
+        let route = match decision {
             Decision::Forward(route) => route,
             Decision::NoName => {
                 return Err(fail(Refused::alert(
@@ -410,11 +460,12 @@ impl Router {
                 )));
             }
             Decision::NotAllowed => {
-                return Err(fail(Refused::alert(
-                    Refusal::SourceNotAllowed,
-                    Alert::UnrecognizedName,
-                    name,
-                )));
+                let refusal = if tunnel.is_some() {
+                    Refusal::TunnelNotAllowed
+                } else {
+                    Refusal::SourceNotAllowed
+                };
+                return Err(fail(Refused::alert(refusal, Alert::UnrecognizedName, name)));
             }
         };
         let name = name.unwrap_or_default();
@@ -443,6 +494,7 @@ impl Router {
                 backend,
                 route,
                 name,
+                tunnel_token: tunnel.map(|request| request.token),
             },
             permit,
         ))

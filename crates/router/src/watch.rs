@@ -1,5 +1,6 @@
-//! The routing table, kept from watches (kube-runtime reflectors) of every PostgresCluster and
-//! of the Services tusk manages; rebuilt on each change, so a change is in effect as soon as
+//! The routing table, kept from watches (kube-runtime reflectors) of every PostgresCluster, of
+//! the Services tusk manages and of every PostgresRemoteCluster (whose status publishes the
+//! digest of its tunnel's token); rebuilt on each change, so a change is in effect as soon as
 //! the watch delivers it.
 
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tusk_api::{PostgresCluster, labels};
+use tusk_api::{PostgresCluster, PostgresRemoteCluster, labels};
 use tusk_operator::server::Readiness;
 
 use crate::metrics::Metrics;
@@ -21,10 +22,11 @@ use crate::routes::{HostTemplate, RouteTable};
 enum Source {
     Clusters(bool),
     Services(bool),
+    Links(bool),
 }
 
 /// Keeps `table` up to date from the API server until `shutdown`; marks `readiness` (the
-/// routing table is loaded) once both watches have listed everything.
+/// routing table is loaded) once every watch has listed everything.
 pub async fn keep_routes(
     client: kube::Client,
     template: HostTemplate,
@@ -35,6 +37,16 @@ pub async fn keep_routes(
 ) {
     let (clusters, clusters_writer) = reflector::store::<PostgresCluster>();
     let (services, services_writer) = reflector::store::<Service>();
+    let (links, links_writer) = reflector::store::<PostgresRemoteCluster>();
+    let link_events = reflector::reflector(
+        links_writer,
+        watcher(
+            Api::<PostgresRemoteCluster>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .map(|event| Source::Links(is_init_done(event)));
     let cluster_events = reflector::reflector(
         clusters_writer,
         watcher(
@@ -55,8 +67,11 @@ pub async fn keep_routes(
     )
     .default_backoff()
     .map(|event| Source::Services(is_init_done(event)));
-    let mut events = std::pin::pin!(stream::select(cluster_events, service_events));
-    let (mut clusters_listed, mut services_listed) = (false, false);
+    let mut events = std::pin::pin!(stream::select(
+        stream::select(cluster_events, service_events),
+        link_events
+    ));
+    let (mut clusters_listed, mut services_listed, mut links_listed) = (false, false, false);
     loop {
         let event = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -66,11 +81,12 @@ pub async fn keep_routes(
             None => return,
             Some(Source::Clusters(done)) => clusters_listed |= done,
             Some(Source::Services(done)) => services_listed |= done,
+            Some(Source::Links(done)) => links_listed |= done,
         }
-        if !(clusters_listed && services_listed) {
+        if !(clusters_listed && services_listed && links_listed) {
             continue;
         }
-        let new = Arc::new(build(&template, &clusters, &services));
+        let new = Arc::new(build(&template, &clusters, &services, &links));
         metrics.set_routes(new.len());
         table.send_if_modified(|current| {
             let changed = **current != *new;
@@ -100,11 +116,14 @@ fn build(
     template: &HostTemplate,
     clusters: &Store<PostgresCluster>,
     services: &Store<Service>,
+    links: &Store<PostgresRemoteCluster>,
 ) -> RouteTable {
     let clusters = clusters.state();
+    let links = links.state();
     RouteTable::build(
         template,
         clusters.iter().map(|cluster| &**cluster),
         |namespace, name| services.get(&ObjectRef::new(name).within(namespace)),
+        links.iter().map(|link| &**link),
     )
 }

@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::sync::CancellationToken;
+use tusk_api::tunnel_request;
 use tusk_router::limits::Limits;
 use tusk_router::metrics::Metrics;
 use tusk_router::routes::{Route, RouteTable};
@@ -101,6 +102,7 @@ fn route(namespace: &str, cluster: &str, backend: SocketAddr, allowed: &[&str]) 
         cluster: cluster.to_owned(),
         backend,
         allowed: allowed.iter().map(|range| range.parse().unwrap()).collect(),
+        tunnel_digests: Vec::new(),
     }
 }
 
@@ -227,6 +229,27 @@ impl Fixture {
         let mut buffer = [0u8; 128];
         let read = tls.read(&mut buffer).await.map_err(|e| e.to_string())?;
         Ok(String::from_utf8_lossy(&buffer[..read]).into_owned())
+    }
+
+    /// A TLS session with elephant the classic way, after `prefix`, that has carried a line
+    /// there and back.
+    async fn session(&self, prefix: &[u8]) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let mut stream = TcpStream::connect(self.address).await.unwrap();
+        stream.write_all(prefix).await.unwrap();
+        stream.write_all(&SSL_REQUEST).await.unwrap();
+        let mut answer = [0u8; 1];
+        stream.read_exact(&mut answer).await.unwrap();
+        let server_name = ServerName::try_from(ELEPHANT.to_owned()).unwrap();
+        let mut tls = self
+            .connector(&[])
+            .connect(server_name, stream)
+            .await
+            .unwrap();
+        tls.write_all(b"one").await.unwrap();
+        let mut buffer = [0u8; 128];
+        let read = tls.read(&mut buffer).await.unwrap();
+        assert_eq!(&buffer[..read], format!("{ELEPHANT}:one").as_bytes());
+        tls
     }
 
     fn refused(&self, reason: &str) -> u64 {
@@ -376,20 +399,8 @@ async fn a_handshake_that_never_completes_is_cut_at_the_deadline() {
 #[tokio::test]
 async fn losing_the_route_closes_open_connections_at_once() {
     let fixture = Fixture::start(false).await;
-    let mut stream = TcpStream::connect(fixture.address).await.unwrap();
-    stream.write_all(&SSL_REQUEST).await.unwrap();
-    let mut answer = [0u8; 1];
-    stream.read_exact(&mut answer).await.unwrap();
-    let server_name = ServerName::try_from(ELEPHANT.to_owned()).unwrap();
-    let mut tls = fixture
-        .connector(&[])
-        .connect(server_name, stream)
-        .await
-        .unwrap();
-    tls.write_all(b"one").await.unwrap();
+    let mut tls = fixture.session(&[]).await;
     let mut buffer = [0u8; 128];
-    let read = tls.read(&mut buffer).await.unwrap();
-    assert_eq!(&buffer[..read], format!("{ELEPHANT}:one").as_bytes());
     // Mammoth's allow-list changes: elephant's connection stays.
     fixture.set_routes(&["127.0.0.0/8"], &["127.0.0.1/32"]);
     tls.write_all(b"two").await.unwrap();
@@ -507,4 +518,83 @@ async fn an_oversized_client_hello_and_connections_over_the_limits_are_refused()
     assert!(answer.is_empty(), "{answer:?}");
     assert_eq!(fixture.refused("source_connections"), 1);
     drop(routed);
+}
+
+/// The table with elephant open to no source by name and linked to a tunnel with `token`
+/// (when given), and mammoth open to loopback by name.
+fn tunnel_routes(fixture: &Fixture, token: Option<&str>) {
+    let mut elephant = route("shop", "elephant", fixture.elephant, &[]);
+    elephant.tunnel_digests = token
+        .map(tunnel_request::token_digest)
+        .into_iter()
+        .collect();
+    let mammoth = route("zoo", "mammoth", fixture.mammoth, &["127.0.0.0/8"]);
+    fixture
+        .table
+        .send_replace(Arc::new(RouteTable::from_routes([
+            (ELEPHANT.to_owned(), elephant),
+            (MAMMOTH.to_owned(), mammoth),
+        ])));
+}
+
+#[tokio::test]
+async fn a_tunnel_reaches_its_own_database_by_its_token_and_no_other() {
+    let fixture = Fixture::start(false).await;
+    let token = "ab".repeat(32);
+    tunnel_routes(&fixture, Some(&token));
+    let request = |name: &str, token: &str| tunnel_request::encode(name, token).unwrap();
+    // The tunnel's request, then the client's own SSLRequest and TLS, unchanged: the client
+    // verifies elephant's own certificate.
+    assert_eq!(
+        fixture
+            .classic(&request(ELEPHANT, &token), ELEPHANT, "hello")
+            .await
+            .unwrap(),
+        format!("{ELEPHANT}:hello")
+    );
+    // By name, elephant is open to no source.
+    assert!(fixture.classic(&[], ELEPHANT, "hello").await.is_err());
+    assert_eq!(fixture.refused("source_not_allowed"), 1);
+    // The attacks: a made-up token for elephant; elephant's token for mammoth, which is open
+    // by name to this very source (the tunnel's way in does not fall back on the allow-list).
+    let forged = "cd".repeat(32);
+    assert!(
+        fixture
+            .classic(&request(ELEPHANT, &forged), ELEPHANT, "hello")
+            .await
+            .is_err()
+    );
+    assert!(
+        fixture
+            .classic(&request(MAMMOTH, &token), MAMMOTH, "hello")
+            .await
+            .is_err()
+    );
+    assert_eq!(fixture.refused("tunnel_not_allowed"), 2);
+    // A request after another opening, and a malformed one, are refused before any answer.
+    let gssenc = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30];
+    let late = [&gssenc[..], &request(ELEPHANT, &token)].concat();
+    assert_eq!(exchange(fixture.address, &late).await, b"N");
+    let mut cut = request(ELEPHANT, &token);
+    cut.truncate(cut.len() - 2);
+    let length = u32::try_from(cut.len()).unwrap().to_be_bytes();
+    cut[..4].copy_from_slice(&length);
+    assert_eq!(exchange(fixture.address, &cut).await, b"");
+    assert_eq!(fixture.refused("tunnel_request"), 2);
+}
+
+#[tokio::test]
+async fn unlinking_closes_the_tunnels_open_connections() {
+    let fixture = Fixture::start(false).await;
+    let token = "ab".repeat(32);
+    tunnel_routes(&fixture, Some(&token));
+    let mut tls = fixture
+        .session(&tunnel_request::encode(ELEPHANT, &token).unwrap())
+        .await;
+    tunnel_routes(&fixture, None);
+    let mut buffer = [0u8; 128];
+    let read = tokio::time::timeout(Duration::from_secs(1), tls.read(&mut buffer))
+        .await
+        .expect("closed within a second");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
 }

@@ -464,6 +464,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let router = start_router(&args, &config, client.clone(), stop_router.clone()).await?;
     // Each open database's status.externalEndpoint and external-uri name this router.
     config.tunnel.router_port = router.port();
+    // Tunnels in customers' clusters (sandboxes on this machine) reach it here too: no DNS
+    // resolves the database names.
+    config.tunnel.router_address = Some(router.to_string());
 
     let (stop_operator, operator_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut operator = tokio::spawn(tusk_operator::run(config, client.clone(), async move {

@@ -220,6 +220,19 @@ impl Dev {
             .clone()
     }
 
+    /// The port of `tusk dev`'s router on 127.0.0.1, from what it printed.
+    #[allow(dead_code)] // the router and tunnel tests use it, the tenant_isolation suite does not
+    pub fn router_port(&self) -> u16 {
+        let printed = self.printed();
+        let (_, rest) = printed
+            .split_once("The router listens at 127.0.0.1:")
+            .unwrap_or_else(|| panic!("tusk dev names its router:\n{printed}"));
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|port| port.parse().ok())
+            .expect("a port")
+    }
+
     /// A project: its namespace, and a ServiceAccount `tenant` there bound to the shipped
     /// `tusk-customer` ClusterRole. With `hostile`, the token may also do anything to tusk's
     /// kinds, Secrets, ConfigMaps, Services and Pods in its namespace: the strongest tenant

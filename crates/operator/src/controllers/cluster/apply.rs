@@ -4,13 +4,13 @@
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
-use tusk_api::PostgresBackupSchedule;
+use tusk_api::{PostgresBackupSchedule, names};
 
 use super::CONTROLLER;
 use super::build::{self, Children};
-use crate::error::{Error, Result, is_conflict};
+use crate::error::{Error, Result, is_conflict, is_not_found};
 use crate::labels;
 use crate::ssa;
 
@@ -28,6 +28,7 @@ pub async fn apply_children(
         backup_store,
         config_map,
         service,
+        load_balancer,
         mut stateful_set,
         default_schedule,
     } = children;
@@ -43,12 +44,23 @@ pub async fn apply_children(
         &config_map,
     )
     .await?;
-    ssa::apply(
-        &Api::<Service>::namespaced(client.clone(), namespace),
-        CONTROLLER,
-        &service,
-    )
-    .await?;
+    let services = Api::<Service>::namespaced(client.clone(), namespace);
+    ssa::apply(&services, CONTROLLER, &service).await?;
+    match load_balancer {
+        Some(load_balancer) => {
+            ssa::apply(&services, CONTROLLER, &load_balancer).await?;
+        }
+        // Asked for no longer (or never): it goes, with its cloud load balancer.
+        None => {
+            // The StatefulSet is named like the cluster, whose owner reference the Service has.
+            let cluster = stateful_set.name_any();
+            let owner = service
+                .owner_references()
+                .first()
+                .map(|owner| owner.uid.clone());
+            delete_load_balancer(&services, &names::load_balancer_service(&cluster), owner).await?;
+        }
+    }
     if let Some(existing) = existing_stateful_set {
         build::keep_immutable_fields(&mut stateful_set, existing);
     }
@@ -62,6 +74,38 @@ pub async fn apply_children(
         apply_default_schedule(client, namespace, &default_schedule).await?;
     }
     Ok(stateful_set)
+}
+
+/// Deletes the LoadBalancer Service `name`, if there is one and the cluster (`owner`, a uid)
+/// controls it: a Service of that name the tenant made is the tenant's.
+async fn delete_load_balancer(
+    services: &Api<Service>,
+    name: &str,
+    owner: Option<String>,
+) -> Result<()> {
+    let existing = services.get_opt(name).await.map_err(|source| Error::Get {
+        kind: "Service",
+        name: name.to_owned(),
+        source,
+    })?;
+    let Some(existing) = existing else {
+        return Ok(());
+    };
+    let ours = existing.owner_references().iter().any(|reference| {
+        reference.controller == Some(true) && Some(&reference.uid) == owner.as_ref()
+    });
+    if !ours {
+        return Ok(());
+    }
+    match services.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(error) if is_not_found(&error) => Ok(()),
+        Err(source) => Err(Error::Delete {
+            kind: "Service",
+            name: name.to_owned(),
+            source,
+        }),
+    }
 }
 
 /// The default schedule is the customer's to change (interval, keep, suspend), so it is applied

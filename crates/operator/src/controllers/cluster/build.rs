@@ -73,6 +73,8 @@ pub struct Children {
     pub config_map: ConfigMap,
     /// `<cluster>-rw`.
     pub service: Service,
+    /// `<cluster>-external`, the LoadBalancer `spec.externalAccess.loadBalancer` asks for.
+    pub load_balancer: Option<Service>,
     /// `<cluster>`.
     pub stateful_set: StatefulSet,
     /// `<cluster>-default`; none for a restore test's throwaway, which must never take a
@@ -122,6 +124,7 @@ pub fn build(
         backup_store: store_credentials.map(|keys| backup_store(name, &owner, keys)),
         config_map: config_map(cluster, name, &owner),
         service: service(name, &owner),
+        load_balancer: load_balancer(cluster, name, &owner),
         stateful_set: stateful_set(cluster, name, &owner, config, restore_backup),
         default_schedule: (!is_throwaway(cluster)).then(|| default_schedule(name, &owner)),
     })
@@ -309,6 +312,47 @@ fn service(name: &str, owner: &OwnerReference) -> Service {
             ..ServiceSpec::default()
         }),
         ..Service::default()
+    }
+}
+
+/// The cluster's own LoadBalancer Service, when `spec.externalAccess.loadBalancer` asks for
+/// one: it selects the instance as `<cluster>-rw` does, and the load balancer admits only the
+/// allow-list's sources. Never without source ranges, which would open it to everyone: none
+/// when the allow-list holds no CIDR (admission refuses that; an older object may hold one).
+fn load_balancer(cluster: &PostgresCluster, name: &str, owner: &OwnerReference) -> Option<Service> {
+    let access = cluster.spec.external_access.as_ref()?;
+    let ranges: Vec<String> = access
+        .allowed_source_ranges
+        .iter()
+        .filter(|range| is_cidr(range))
+        .cloned()
+        .collect();
+    if !access.load_balancer || ranges.is_empty() {
+        return None;
+    }
+    let mut service = service(name, owner);
+    service.metadata.name = Some(names::load_balancer_service(name));
+    let spec = service.spec.get_or_insert_with(ServiceSpec::default);
+    spec.type_ = Some("LoadBalancer".to_owned());
+    spec.load_balancer_source_ranges = Some(ranges);
+    // The client's own address reaches the node, so source ranges hold behind any load
+    // balancer that keeps it.
+    spec.external_traffic_policy = Some("Local".to_owned());
+    Some(service)
+}
+
+/// Whether `text` is an IPv4 or IPv6 CIDR, such as `203.0.113.0/24`.
+fn is_cidr(text: &str) -> bool {
+    let Some((address, prefix)) = text.split_once('/') else {
+        return false;
+    };
+    let Ok(prefix) = prefix.parse::<u8>() else {
+        return false;
+    };
+    match address.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => prefix <= 32,
+        Ok(std::net::IpAddr::V6(_)) => prefix <= 128,
+        Err(_) => false,
     }
 }
 
@@ -949,6 +993,7 @@ pub(crate) mod tests {
         assert_eq!(external_uri(&cluster, &config), None, "closed by default");
         cluster.spec.external_access = Some(tusk_api::cluster::ExternalAccess {
             allowed_source_ranges: vec![],
+            load_balancer: false,
         });
         assert_eq!(
             external_uri(&cluster, &config),
@@ -957,6 +1002,7 @@ pub(crate) mod tests {
         );
         cluster.spec.external_access = Some(tusk_api::cluster::ExternalAccess {
             allowed_source_ranges: vec!["203.0.113.0/24".into()],
+            load_balancer: false,
         });
         assert_eq!(
             external_uri(&cluster, &config).as_deref(),
@@ -965,6 +1011,45 @@ pub(crate) mod tests {
         // A template that names an address gives no name to route by.
         config.tunnel.external_host_template = "{serviceIP}".into();
         assert_eq!(external_uri(&cluster, &config), None);
+    }
+
+    #[test]
+    fn a_load_balancer_only_on_request_and_never_without_source_ranges() {
+        let config = config();
+        let tls = server_tls();
+        let mut cluster = elephant();
+        let load_balancer = |cluster: &PostgresCluster| {
+            build(cluster, &config, None, None, None, tls.clone())
+                .unwrap()
+                .load_balancer
+        };
+        assert_eq!(load_balancer(&cluster), None, "none by default");
+        let access = |ranges: &[&str], load_balancer| {
+            Some(tusk_api::cluster::ExternalAccess {
+                allowed_source_ranges: ranges.iter().map(|range| (*range).to_owned()).collect(),
+                load_balancer,
+            })
+        };
+        cluster.spec.external_access = access(&["203.0.113.0/24"], false);
+        assert_eq!(load_balancer(&cluster), None, "open, but not asked for");
+        // The attack: asked for with no range, or only with entries that are no CIDR (which
+        // admission refuses, but an older object may hold). Empty source ranges would open
+        // the load balancer to everyone.
+        for ranges in [&[][..], &["everyone", "10.0.0.0/33", "::/129"][..]] {
+            cluster.spec.external_access = access(ranges, true);
+            assert_eq!(load_balancer(&cluster), None, "{ranges:?}");
+        }
+        cluster.spec.external_access =
+            access(&["203.0.113.0/24", "garbage", "2001:db8::/32"], true);
+        let service = load_balancer(&cluster).expect("asked for");
+        assert_eq!(service.metadata.name.as_deref(), Some("elephant-external"));
+        let spec = service.spec.unwrap();
+        assert_eq!(spec.type_.as_deref(), Some("LoadBalancer"));
+        assert_eq!(
+            spec.load_balancer_source_ranges.unwrap(),
+            ["203.0.113.0/24", "2001:db8::/32"]
+        );
+        assert_eq!(spec.selector, Some(labels::instance_selector("elephant")));
     }
 
     #[test]

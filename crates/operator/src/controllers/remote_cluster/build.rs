@@ -16,13 +16,15 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Secret,
-    Service, ServicePort, ServiceSpec, TCPSocketAction,
+    Container, ContainerPort, EnvVar, EnvVarSource, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, Secret, SecretKeySelector, Service, ServicePort, ServiceSpec,
+    TCPSocketAction,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tusk_api::names::secret_keys;
+use tusk_api::tunnel_request::{self, TunnelRequest};
 use tusk_api::{labels as api_labels, names};
 
 use crate::controllers::cluster::build::{
@@ -40,6 +42,9 @@ pub struct RemoteObjects {
     pub deployment: Deployment,
     /// Connection details for applications.
     pub secret: Secret,
+    /// The tunnel's token, when it goes through `tusk router`. Apart from `secret`, which
+    /// applications read: the token is the tunnel's alone.
+    pub token_secret: Option<Secret>,
 }
 
 impl std::fmt::Debug for RemoteObjects {
@@ -48,6 +53,13 @@ impl std::fmt::Debug for RemoteObjects {
             .field("service", &self.service.metadata.name)
             .field("deployment", &self.deployment.metadata.name)
             .field("secret", &self.secret.metadata.name)
+            .field(
+                "token_secret",
+                &self
+                    .token_secret
+                    .as_ref()
+                    .map(|secret| &secret.metadata.name),
+            )
             .finish()
     }
 }
@@ -74,10 +86,13 @@ pub struct TunnelTarget<'a> {
     pub link: &'a str,
     /// The namespace in the customer's cluster.
     pub remote_namespace: &'a str,
-    /// Where the database is reachable from outside the workload cluster.
-    pub external_host: String,
-    /// Its port.
-    pub external_port: u16,
+    /// Where the tunnel connects, as host:port: `tusk router`, or (where there is no router,
+    /// [`TunnelTarget::via_router`] is `None`) the database's Service itself.
+    pub address: String,
+    /// What the tunnel sends `tusk router` ahead of each connection: the database's name
+    /// there and the token that proves the tunnel is one of that database's
+    /// (docs/external-access.md).
+    pub via_router: Option<TunnelRequest>,
     /// The tunnel image.
     pub image: &'a str,
     /// Tunnel replicas.
@@ -97,6 +112,11 @@ pub fn deployment_name(cluster: &str) -> String {
 /// The Secret name in the customer's cluster.
 pub fn secret_name(cluster: &str) -> String {
     format!("{cluster}-connection")
+}
+
+/// The name of the Secret holding the tunnel's token in the customer's cluster.
+pub fn token_secret_name(cluster: &str) -> String {
+    format!("{cluster}-tunnel-token")
 }
 
 /// The labels of every remote object.
@@ -194,7 +214,7 @@ pub fn build(target: &TunnelTarget<'_>, credentials: &AppCredentials) -> RemoteO
     };
     let mut pod_labels = remote_labels(target);
     pod_labels.extend(selector.clone());
-    let container = Container {
+    let mut container = Container {
         name: "tunnel".to_owned(),
         image: Some(target.image.to_owned()),
         command: Some(vec!["tusk".to_owned(), "tunnel".to_owned()]),
@@ -203,7 +223,7 @@ pub fn build(target: &TunnelTarget<'_>, credentials: &AppCredentials) -> RemoteO
             // Expanded by the kubelet from the env below.
             format!("$(POD_IP):{}", names::POSTGRES_PORT),
             "--target".to_owned(),
-            format!("{}:{}", target.external_host, target.external_port),
+            target.address.clone(),
         ]),
         env: Some(vec![pod_ip_env()]),
         ports: Some(vec![ContainerPort {
@@ -224,6 +244,33 @@ pub fn build(target: &TunnelTarget<'_>, credentials: &AppCredentials) -> RemoteO
         security_context: Some(restricted_container_security()),
         ..Container::default()
     };
+    if let Some(via_router) = &target.via_router {
+        container
+            .args
+            .get_or_insert_with(Vec::new)
+            .extend(["--route-name".to_owned(), via_router.name.clone()]);
+        container.env.get_or_insert_with(Vec::new).push(EnvVar {
+            name: tunnel_request::TOKEN_ENV.to_owned(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: token_secret_name(target.cluster),
+                    key: tunnel_request::TOKEN_KEY.to_owned(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        });
+    }
+    let token_secret = target.via_router.as_ref().map(|via_router| Secret {
+        metadata: meta(token_secret_name(target.cluster), target),
+        type_: Some("Opaque".to_owned()),
+        data: Some(BTreeMap::from([(
+            tunnel_request::TOKEN_KEY.to_owned(),
+            ByteString(via_router.token.clone().into_bytes()),
+        )])),
+        ..Secret::default()
+    });
     let deployment = Deployment {
         metadata: meta(deployment_name(target.cluster), target),
         spec: DeploymentSpec {
@@ -283,6 +330,7 @@ pub fn build(target: &TunnelTarget<'_>, credentials: &AppCredentials) -> RemoteO
         service,
         deployment,
         secret,
+        token_secret,
     }
 }
 
@@ -312,8 +360,8 @@ mod tests {
             cluster: "elephant",
             link: "elephant-customer",
             remote_namespace: "apps",
-            external_host: "elephant.project-a.db.example.com".into(),
-            external_port: 15432,
+            address: "elephant.project-a.db.example.com:15432".into(),
+            via_router: None,
             image: "example/tusk:1",
             replicas: 2,
         }
@@ -384,6 +432,71 @@ mod tests {
         );
         assert!(!format!("{objects:?}").contains("pw-123456789"));
         assert_eq!(endpoint(&target()), "elephant.apps.svc:5432");
+    }
+
+    #[test]
+    fn through_the_router_the_tunnel_names_its_database_and_reads_its_token_from_a_secret() {
+        const TOKEN: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+        let credentials = AppCredentials {
+            user: b"app".to_vec(),
+            password: b"pw".to_vec(),
+            ca_pem: b"ca".to_vec(),
+        };
+        let mut target = target();
+        target.via_router = Some(TunnelRequest {
+            name: "elephant.project-a.db.example.com".into(),
+            token: TOKEN.into(),
+        });
+        let objects = build(&target, &credentials);
+        let container = &objects
+            .deployment
+            .spec
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0];
+        let args = container.args.clone().unwrap();
+        assert_eq!(
+            args[4..],
+            ["--route-name", "elephant.project-a.db.example.com"]
+        );
+        // The token reaches the tunnel through its environment, from its own Secret: never an
+        // argument, never the Secret applications read.
+        assert!(!args.iter().any(|arg| arg.contains(TOKEN)));
+        let token_env = container
+            .env
+            .iter()
+            .flatten()
+            .find(|env| env.name == tunnel_request::TOKEN_ENV)
+            .unwrap();
+        let reference = token_env
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(reference.name, "elephant-tunnel-token");
+        let token_secret = objects.token_secret.as_ref().unwrap();
+        assert_eq!(
+            token_secret.metadata.name.as_deref(),
+            Some("elephant-tunnel-token")
+        );
+        assert_eq!(
+            token_secret.data.as_ref().unwrap()[&reference.key].0,
+            TOKEN.as_bytes()
+        );
+        assert!(
+            !objects
+                .secret
+                .data
+                .as_ref()
+                .unwrap()
+                .values()
+                .any(|value| value.0 == TOKEN.as_bytes())
+        );
+        assert!(!format!("{objects:?} {:?}", target.via_router).contains(TOKEN));
     }
 
     #[test]

@@ -36,6 +36,7 @@ use tusk_api::conditions::{FALSE, TRUE, reasons as condition_reasons, types};
 use tusk_api::finalizers::REMOTE_TUNNEL;
 use tusk_api::names::{self, secret_keys};
 use tusk_api::remote_cluster::PostgresRemoteClusterStatus;
+use tusk_api::tunnel_request;
 
 use crate::conditions::{self, DesiredCondition};
 use crate::context::Context;
@@ -393,30 +394,58 @@ async fn apply(link: &PostgresRemoteCluster, context: &Context, namespace: &str)
             return Ok(Action::requeue(RESYNC));
         }
     };
-    record_remote_namespace(context, link, namespace, &remote_namespace).await?;
-    let service_ip = if context.config.tunnel.needs_service_ip() {
-        let Some(ip) = database_service_ip(context, namespace, cluster).await? else {
-            let waiting =
-                format!("Waiting for the Service of PostgresCluster {cluster} to get an IP");
-            return wait_for(context, link, namespace, waiting, Duration::from_secs(5)).await;
-        };
-        Some(ip)
-    } else {
-        None
+    let tunnel = &context.config.tunnel;
+    let via_router = match tunnel.tunnel_via_router(namespace, cluster) {
+        Some((name, address)) => match remote_token(&remote, &remote_namespace, cluster).await {
+            Ok(token) => Some((tunnel_request::TunnelRequest { name, token }, address)),
+            Err(error) => {
+                warn_unreachable(context, link, namespace, &error).await?;
+                return Err(error);
+            }
+        },
+        None => None,
+    };
+    // The digest is published before the tunnel runs, so the router admits its first
+    // connection.
+    let digest = via_router
+        .as_ref()
+        .map(|(via_router, _)| tunnel_request::token_digest(&via_router.token));
+    record_tunnel(
+        context,
+        link,
+        namespace,
+        &remote_namespace,
+        digest.as_deref(),
+    )
+    .await?;
+    let (address, via_router) = match via_router {
+        Some((via_router, address)) => (address, Some(via_router)),
+        None => {
+            let service_ip = if tunnel.needs_service_ip() {
+                let Some(ip) = database_service_ip(context, namespace, cluster).await? else {
+                    let waiting = format!(
+                        "Waiting for the Service of PostgresCluster {cluster} to get an IP"
+                    );
+                    return wait_for(context, link, namespace, waiting, Duration::from_secs(5))
+                        .await;
+                };
+                Some(ip)
+            } else {
+                None
+            };
+            let host = tunnel.external_host(namespace, cluster, service_ip.as_deref());
+            (format!("{host}:{}", tunnel.external_port), None)
+        }
     };
     let target = TunnelTarget {
         namespace,
         cluster,
         link: &link.name_any(),
         remote_namespace: &remote_namespace,
-        external_host: context.config.tunnel.external_host(
-            namespace,
-            cluster,
-            service_ip.as_deref(),
-        ),
-        external_port: context.config.tunnel.external_port,
-        image: &context.config.tunnel.image,
-        replicas: context.config.tunnel.replicas,
+        address,
+        via_router,
+        image: &tunnel.image,
+        replicas: tunnel.replicas,
     };
     let endpoint = build::endpoint(&target);
     let objects = build::build(&target, &credentials);
@@ -473,6 +502,7 @@ async fn apply_remote(
         service,
         deployment,
         secret,
+        token_secret,
     } = objects;
     let unreachable = |action: &str, error: Error| match error {
         Error::ApplyChild { source, .. } => Error::RemoteUnreachable {
@@ -488,6 +518,15 @@ async fn apply_remote(
     )
     .await
     .map_err(|error| unreachable("applying the connection Secret", error))?;
+    if let Some(token_secret) = token_secret {
+        ssa::apply(
+            &Api::<Secret>::namespaced(remote.clone(), remote_namespace),
+            CONTROLLER,
+            &token_secret,
+        )
+        .await
+        .map_err(|error| unreachable("applying the tunnel's token Secret", error))?;
+    }
     ssa::apply(
         &Api::<Service>::namespaced(remote.clone(), remote_namespace),
         CONTROLLER,
@@ -561,6 +600,7 @@ async fn write_status_conditions(
         observed_generation: link.metadata.generation,
         endpoint,
         remote_namespace: previous.remote_namespace.clone(),
+        tunnel_token_sha256: previous.tunnel_token_sha256.clone(),
     };
     if link.status.as_ref() == Some(&status) {
         return Ok(());
@@ -568,29 +608,51 @@ async fn write_status_conditions(
     patch_link_status(context, link, namespace, json!(status)).await
 }
 
-/// Records in the status the namespace of the customer's cluster the tunnel lives in, before
-/// the tunnel is built: the cluster controller reissues the database's server certificate for
-/// the tunnel Service's names in it ([`build::tunnel_server_names`]).
-async fn record_remote_namespace(
+/// Records in the status, before the tunnel is built, the namespace of the customer's cluster
+/// the tunnel lives in (the cluster controller reissues the database's server certificate for
+/// the tunnel Service's names in it, [`build::tunnel_server_names`]) and the digest of the
+/// tunnel's token (`tusk router` admits the tunnel by it), or no digest without a router.
+async fn record_tunnel(
     context: &Context,
     link: &PostgresRemoteCluster,
     namespace: &str,
     remote_namespace: &str,
+    token_digest: Option<&str>,
 ) -> Result<()> {
-    let recorded = link
-        .status
-        .as_ref()
-        .and_then(|status| status.remote_namespace.as_deref());
-    if recorded == Some(remote_namespace) {
+    let status = link.status.as_ref();
+    let recorded_namespace = status.and_then(|status| status.remote_namespace.as_deref());
+    let recorded_digest = status.and_then(|status| status.tunnel_token_sha256.as_deref());
+    if recorded_namespace == Some(remote_namespace) && recorded_digest == token_digest {
         return Ok(());
     }
     patch_link_status(
         context,
         link,
         namespace,
-        json!({ "remoteNamespace": remote_namespace }),
+        json!({ "remoteNamespace": remote_namespace, "tunnelTokenSha256": token_digest }),
     )
     .await
+}
+
+/// The tunnel's token: the one its Secret in the customer's cluster holds, so that it stays
+/// the same from one reconcile to the next, or a new random one when there is none or the
+/// Secret holds something that is not a token.
+async fn remote_token(remote: &Client, remote_namespace: &str, cluster: &str) -> Result<String> {
+    let secrets: Api<Secret> = Api::namespaced(remote.clone(), remote_namespace);
+    let name = build::token_secret_name(cluster);
+    let existing = secrets
+        .get_opt(&name)
+        .await
+        .map_err(|source| Error::RemoteUnreachable {
+            action: format!("reading Secret {name}"),
+            source,
+        })?;
+    let kept = existing
+        .and_then(|secret| secret.data)
+        .and_then(|mut data| data.remove(tunnel_request::TOKEN_KEY))
+        .and_then(|value| String::from_utf8(value.0).ok())
+        .filter(|token| tunnel_request::is_token(token));
+    Ok(kept.unwrap_or_else(|| tunnel_request::token_from_random(&rand::random())))
 }
 
 /// Merges `status` (the status's fields to set) into the status of `link`.
@@ -660,10 +722,11 @@ async fn cleanup(
                 reasons::CLEANUP_SKIPPED,
                 "DeleteTunnel",
                 format!(
-                    "{why}, so nothing in that cluster can be cleaned up; delete Service {}, Deployment {} and Secret {} there by hand",
+                    "{why}, so nothing in that cluster can be cleaned up; delete Service {}, Deployment {} and Secrets {} and {} there by hand",
                     build::service_name(cluster),
                     build::deployment_name(cluster),
-                    build::secret_name(cluster)
+                    build::secret_name(cluster),
+                    build::token_secret_name(cluster)
                 ),
             )
             .await;
@@ -709,6 +772,11 @@ async fn delete_remote(remote: &Client, remote_namespace: &str, cluster: &str) -
     delete(
         Api::<Service>::namespaced(remote.clone(), remote_namespace),
         build::service_name(cluster),
+    )
+    .await?;
+    delete(
+        Api::<Secret>::namespaced(remote.clone(), remote_namespace),
+        build::token_secret_name(cluster),
     )
     .await?;
     delete(
