@@ -455,6 +455,8 @@ mod tests {
         let mut plain = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         plain.write_all(b"not sized").unwrap();
         foreign_after.extend(plain.finish().unwrap());
+        let mut wrong_crc = stream.clone();
+        wrong_crc[first + second - 8] ^= 0x01;
         let mut after_the_end = stream.clone();
         after_the_end.extend_from_slice(&stream[..first]);
 
@@ -480,6 +482,11 @@ mod tests {
                 "inside the header of member 1",
             ),
             ("a flipped byte", flipped, "member 1"),
+            (
+                "a wrong CRC-32",
+                wrong_crc,
+                "member 1 fails its CRC-32 check",
+            ),
             (
                 "an oversized member",
                 oversized,

@@ -179,7 +179,10 @@ fn tampered_truncated_reordered_and_spliced_objects_are_refused() {
     let mut spliced_members = object[..at_member].to_vec();
     spliced_members.extend_from_slice(&other[at_member..]);
 
-    let cases: [(&str, Vec<u8>, DareError); 7] = [
+    let mut trailing = object.clone();
+    trailing.extend_from_slice(&other[SALT..SALT + HEADER_SIZE]);
+
+    let cases: [(&str, Vec<u8>, DareError); 8] = [
         (
             "a flipped byte",
             flipped,
@@ -203,6 +206,11 @@ fn tampered_truncated_reordered_and_spliced_objects_are_refused() {
             DareError::Truncated,
         ),
         (
+            "bytes after the final package",
+            trailing,
+            DareError::TrailingData,
+        ),
+        (
             "two packages swapped",
             reordered,
             DareError::TagMismatch { package: 2 },
@@ -221,7 +229,9 @@ fn tampered_truncated_reordered_and_spliced_objects_are_refused() {
         ),
     ];
     for (what, bytes, expected) in cases {
-        let error = decrypt(&bytes).expect_err(what);
+        let Err(error) = decrypt(&bytes) else {
+            panic!("{what}: the object was accepted");
+        };
         assert_eq!(dare_error(&error), expected, "{what}: {error}");
         assert!(
             error
