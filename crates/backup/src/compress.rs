@@ -1,11 +1,19 @@
-//! Compression stage: gzip compressed in parallel across cores (pigz-style, with gzp) or zstd,
-//! and the matching decompression for restore.
+//! Compression stage: gzip compressed in parallel across cores or zstd, and the matching
+//! decompression for restore.
+//!
+//! gzip is written as a series of independent members (mgzip, with gzp), each of which names
+//! its own size in a header field, so that a restore can cut the stream into members without
+//! inflating it and inflate them on every core; any gzip reader still reads the object as one
+//! multi-member gzip stream. `docs/backup-format.md` describes the layout byte by byte.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 
+use flate2::{Crc, Decompress, FlushDecompress, Status};
 use gzp::ZWriter;
-use gzp::deflate::Gzip;
+use gzp::deflate::Mgzip;
 use gzp::par::compress::{ParCompress, ParCompressBuilder};
+
+use crate::parallel::{OrderedReader, OrderedStage, worker_count};
 
 /// How the tar stream is compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,8 +79,9 @@ impl Compression {
 
 /// A compressing writer whose `finish` flushes the trailer and hands the inner writer back.
 pub enum CompressWriter<W: Write + Send + 'static> {
-    /// Parallel gzip: blocks are compressed on a pool of threads and written in order.
-    Gzip(ParCompress<'static, Gzip, W>),
+    /// Parallel gzip: blocks are compressed on a pool of threads into independent members
+    /// that carry their size, written in order.
+    Gzip(ParCompress<'static, Mgzip, W>),
     /// zstd, on the calling thread.
     Zstd(zstd::Encoder<'static, W>),
 }
@@ -94,8 +103,10 @@ impl<W: Write + Send + 'static> CompressWriter<W> {
     pub fn new(compression: Compression, inner: W) -> io::Result<Self> {
         match compression {
             Compression::Gzip { level } => {
-                let writer = ParCompressBuilder::<Gzip>::new()
+                let writer = ParCompressBuilder::<Mgzip>::new()
                     .num_threads(compression_threads())
+                    .map_err(gzp_error)?
+                    .buffer_size(MEMBER_INPUT_SIZE)
                     .map_err(gzp_error)?
                     .compression_level(gzp::Compression::new(level))
                     .from_writer(inner);
@@ -110,7 +121,11 @@ impl<W: Write + Send + 'static> CompressWriter<W> {
     /// Writes the end of the compressed stream and returns the inner writer.
     pub fn finish(self) -> io::Result<W> {
         match self {
-            CompressWriter::Gzip(mut writer) => writer.finish().map_err(gzp_error),
+            CompressWriter::Gzip(mut writer) => {
+                let mut inner = writer.finish().map_err(gzp_error)?;
+                inner.write_all(&END_MEMBER)?;
+                Ok(inner)
+            }
             CompressWriter::Zstd(writer) => writer.finish(),
         }
     }
@@ -132,19 +147,207 @@ impl<W: Write + Send + 'static> Write for CompressWriter<W> {
     }
 }
 
+/// Plaintext bytes per gzip member. Each member starts without the previous one's history,
+/// which costs deflate a little ratio at every start; half a MiB keeps that loss small while a
+/// few members in flight per core stay within a few MiB.
+pub const MEMBER_INPUT_SIZE: usize = 512 * 1024;
+/// Largest member (whole, header to trailer) and largest member plaintext a restore accepts:
+/// the bound on what one member costs in memory. tusk writes members of at most
+/// [`MEMBER_INPUT_SIZE`] plaintext, and deflate grows incompressible data by well under 1%.
+pub const MAX_MEMBER_SIZE: usize = 4 * MEMBER_INPUT_SIZE;
+
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
+/// Length of the header of a member that carries its size: the fixed gzip header (10 bytes),
+/// XLEN (2), and one extra subfield of 8 bytes, `'I' 'G' 04 00 <member size, u32 LE>`.
+pub const SIZED_MEMBER_HEADER: usize = 20;
+/// gzip trailer: CRC-32 and length of the member's plaintext, both u32 LE.
+const GZIP_TRAILER: usize = 8;
+/// Smallest possible member: a header, the two-byte empty deflate block, a trailer.
+const MIN_MEMBER_SIZE: usize = SIZED_MEMBER_HEADER + 2 + GZIP_TRAILER;
+/// The member that ends every stream of sized members: it carries no plaintext, so any gzip
+/// reader skips it, and a stream cut short exactly between two members lacks it.
+pub const END_MEMBER: [u8; MIN_MEMBER_SIZE] = [
+    0x1f,
+    0x8b,
+    0x08,
+    0x04,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0xff, // gzip, deflate, FEXTRA; no time; unknown OS
+    8,
+    0,
+    b'I',
+    b'G',
+    4,
+    0,
+    MIN_MEMBER_SIZE as u8,
+    0,
+    0,
+    0, // XLEN 8; IG, 4 bytes: 30
+    0x03,
+    0x00, // an empty final deflate block
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0, // CRC-32 of nothing, length 0
+];
+
+/// The size a member header announces (the whole member, header and trailer included), or
+/// `None` when the header is not one of a member that carries its size: gzip, deflate, the
+/// FEXTRA flag alone, and one subfield `IG` of four bytes.
+pub fn sized_member_len(header: &[u8]) -> Option<usize> {
+    let header: &[u8; SIZED_MEMBER_HEADER] = header.get(..SIZED_MEMBER_HEADER)?.try_into().ok()?;
+    let fixed = header[..4] == [0x1f, 0x8b, 0x08, 0x04];
+    let extra = header[10..16] == [8, 0, b'I', b'G', 4, 0];
+    let size = u32::from_le_bytes([header[16], header[17], header[18], header[19]]);
+    (fixed && extra).then_some(size as usize)
+}
+
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message)
+}
+
+/// Reads `len` bytes, or fewer when the input ends first, appending them to `buffer`.
+fn read_at_most(inner: &mut impl Read, len: usize, buffer: &mut Vec<u8>) -> io::Result<usize> {
+    inner.take(len as u64).read_to_end(buffer)
+}
+
+/// One gzip member cut from the stream, with its position for error messages.
+struct Member {
+    index: u64,
+    bytes: Vec<u8>,
+}
+
+impl Member {
+    /// Whether the trailer says the member holds no plaintext.
+    fn is_empty(&self) -> bool {
+        self.bytes.ends_with(&[0; 4])
+    }
+}
+
+/// Cuts the next member out of a stream of members that carry their size. `Ok(None)` only when
+/// the stream ends right after a member without plaintext (see [`END_MEMBER`]); `last_empty`
+/// tells whether the member before was one.
+fn cut_member(inner: &mut impl Read, index: u64, last_empty: bool) -> io::Result<Option<Member>> {
+    let mut bytes = Vec::with_capacity(SIZED_MEMBER_HEADER);
+    match read_at_most(inner, SIZED_MEMBER_HEADER, &mut bytes)? {
+        0 if last_empty => return Ok(None),
+        0 => {
+            return Err(invalid(format!(
+                "the gzip stream ends after member {} without its end member: it was cut short",
+                index.saturating_sub(1)
+            )));
+        }
+        SIZED_MEMBER_HEADER => {}
+        _ => {
+            return Err(invalid(format!(
+                "the gzip stream ends inside the header of member {index}"
+            )));
+        }
+    }
+    let Some(size) = sized_member_len(&bytes) else {
+        return Err(invalid(format!(
+            "gzip member {index} does not carry its size like the members before it"
+        )));
+    };
+    if !(MIN_MEMBER_SIZE..=MAX_MEMBER_SIZE).contains(&size) {
+        return Err(invalid(format!(
+            "gzip member {index} announces {size} bytes, outside {MIN_MEMBER_SIZE}-{MAX_MEMBER_SIZE}"
+        )));
+    }
+    bytes.reserve_exact(size - SIZED_MEMBER_HEADER);
+    if read_at_most(inner, size - SIZED_MEMBER_HEADER, &mut bytes)? < size - SIZED_MEMBER_HEADER {
+        return Err(invalid(format!(
+            "the gzip stream ends inside member {index}"
+        )));
+    }
+    Ok(Some(Member { index, bytes }))
+}
+
+/// Inflates one member: its deflate data must end exactly where its size says and give exactly
+/// the plaintext length and CRC-32 of its trailer.
+fn inflate_member(member: Member) -> io::Result<Vec<u8>> {
+    let Member { index, bytes } = member;
+    let (deflated, trailer) =
+        bytes[SIZED_MEMBER_HEADER..].split_at(bytes.len() - SIZED_MEMBER_HEADER - GZIP_TRAILER);
+    let expected_crc = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+    let expected_len =
+        u32::from_le_bytes([trailer[4], trailer[5], trailer[6], trailer[7]]) as usize;
+    if expected_len > MAX_MEMBER_SIZE {
+        return Err(invalid(format!(
+            "gzip member {index} announces {expected_len} bytes of plaintext, more than {MAX_MEMBER_SIZE}"
+        )));
+    }
+    // One byte of room beyond the trailer's length: inflating into it shows the member says
+    // less than it holds, and an empty member still has somewhere to end.
+    let mut plaintext = Vec::with_capacity(expected_len + 1);
+    let mut inflater = Decompress::new(false);
+    let status = inflater
+        .decompress_vec(deflated, &mut plaintext, FlushDecompress::Finish)
+        .map_err(|error| invalid(format!("gzip member {index} is corrupt: {error}")))?;
+    let consumed_all = inflater.total_in() == deflated.len() as u64;
+    if status != Status::StreamEnd || !consumed_all || plaintext.len() != expected_len {
+        return Err(invalid(format!(
+            "gzip member {index} does not inflate to the length its trailer states"
+        )));
+    }
+    let mut crc = Crc::new();
+    crc.update(&plaintext);
+    if crc.sum() != expected_crc {
+        return Err(invalid(format!(
+            "gzip member {index} fails its CRC-32 check"
+        )));
+    }
+    Ok(plaintext)
+}
+
+/// Inflates a stream of members that carry their size on every core, in order.
+fn parallel_gzip_reader<R: Read + Send + 'static>(mut inner: R) -> io::Result<OrderedReader> {
+    let mut index = 0;
+    let mut last_empty = false;
+    let stage = OrderedStage::start(
+        "gunzip",
+        worker_count(),
+        move || {
+            let member = cut_member(&mut inner, index, last_empty)?;
+            index += 1;
+            last_empty = member.as_ref().is_some_and(Member::is_empty);
+            Ok(member)
+        },
+        inflate_member,
+    )?;
+    Ok(OrderedReader::new(stage))
+}
+
 /// Decompresses gzip (every member of a multi-member stream) or zstd, recognised by their magic
-/// bytes, so a restore needs no record of how the backup was compressed.
+/// bytes, so a restore needs no record of how the backup was compressed. A gzip stream whose
+/// first member carries its size (what tusk writes) is inflated on every core; any other gzip
+/// stream (backups taken before) is inflated serially.
 pub fn decompressing_reader<R: Read + Send + 'static>(
-    inner: R,
+    mut inner: R,
 ) -> io::Result<Box<dyn Read + Send>> {
-    let mut buffered = BufReader::with_capacity(256 * 1024, inner);
-    let head = buffered.fill_buf()?;
-    if head.starts_with(&GZIP_MAGIC) {
+    let mut head = Vec::with_capacity(SIZED_MEMBER_HEADER);
+    read_at_most(&mut inner, SIZED_MEMBER_HEADER, &mut head)?;
+    let sized_members = sized_member_len(&head).is_some();
+    let gzip = head.starts_with(&GZIP_MAGIC);
+    let zstd = head.starts_with(&ZSTD_MAGIC);
+    let whole = io::Cursor::new(head).chain(inner);
+    if sized_members {
+        Ok(Box::new(parallel_gzip_reader(whole)?))
+    } else if gzip {
+        let buffered = BufReader::with_capacity(256 * 1024, whole);
         Ok(Box::new(flate2::bufread::MultiGzDecoder::new(buffered)))
-    } else if head.len() >= ZSTD_MAGIC.len() && head.starts_with(&ZSTD_MAGIC) {
+    } else if zstd {
+        let buffered = BufReader::with_capacity(256 * 1024, whole);
         Ok(Box::new(zstd::Decoder::with_buffer(buffered)?))
     } else {
         Err(io::Error::new(
@@ -213,6 +416,97 @@ mod tests {
             .read_to_string(&mut text)
             .unwrap();
         assert_eq!(text, "first member, second member");
+    }
+
+    fn read_all(stream: Vec<u8>) -> io::Result<Vec<u8>> {
+        let mut plaintext = Vec::new();
+        decompressing_reader(io::Cursor::new(stream))?.read_to_end(&mut plaintext)?;
+        Ok(plaintext)
+    }
+
+    #[test]
+    fn sized_members_are_cut_and_inflated_in_order_and_end_with_the_end_member() {
+        let data = sample();
+        let mut writer = CompressWriter::new(Compression::Gzip { level: 1 }, Vec::new()).unwrap();
+        writer.write_all(&data).unwrap();
+        let stream = writer.finish().unwrap();
+        let first = sized_member_len(&stream).unwrap();
+        assert!(first < stream.len() / 4, "several members");
+        assert!(stream.ends_with(&END_MEMBER));
+        assert!(read_all(stream).unwrap() == data);
+        // The end member alone is the stream of an empty tar.
+        assert!(read_all(END_MEMBER.to_vec()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn sized_members_cut_short_corrupt_or_oversized_are_refused() {
+        let data = sample();
+        let mut writer = CompressWriter::new(Compression::Gzip { level: 1 }, Vec::new()).unwrap();
+        writer.write_all(&data).unwrap();
+        let stream = writer.finish().unwrap();
+        let first = sized_member_len(&stream).unwrap();
+        let second = sized_member_len(&stream[first..]).unwrap();
+
+        let mut flipped = stream.clone();
+        flipped[first + 100] ^= 0x10;
+        let mut oversized = stream.clone();
+        oversized[first + 16..first + 20].copy_from_slice(&(64u32 << 20).to_le_bytes());
+        let mut foreign_after = stream[..first + second].to_vec();
+        let mut plain = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        plain.write_all(b"not sized").unwrap();
+        foreign_after.extend(plain.finish().unwrap());
+        let mut wrong_crc = stream.clone();
+        wrong_crc[first + second - 8] ^= 0x01;
+        let mut after_the_end = stream.clone();
+        after_the_end.extend_from_slice(&stream[..first]);
+
+        for (what, bytes, expected) in [
+            (
+                "no end member",
+                stream[..stream.len() - END_MEMBER.len()].to_vec(),
+                "without its end member",
+            ),
+            (
+                "cut between members",
+                stream[..first + second].to_vec(),
+                "after member 1 without its end member",
+            ),
+            (
+                "cut inside a member",
+                stream[..first + 1000].to_vec(),
+                "ends inside member 1",
+            ),
+            (
+                "cut inside a header",
+                stream[..first + 7].to_vec(),
+                "inside the header of member 1",
+            ),
+            ("a flipped byte", flipped, "member 1"),
+            (
+                "a wrong CRC-32",
+                wrong_crc,
+                "member 1 fails its CRC-32 check",
+            ),
+            (
+                "an oversized member",
+                oversized,
+                "member 1 announces 67108864 bytes",
+            ),
+            (
+                "a member without its size",
+                foreign_after,
+                "member 2 does not carry its size",
+            ),
+            (
+                "a member after the end member",
+                after_the_end,
+                "without its end member",
+            ),
+        ] {
+            let error = read_all(bytes).expect_err(what);
+            assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{what}: {error}");
+            assert!(error.to_string().contains(expected), "{what}: {error}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod backup;
 pub mod compress;
 pub mod gateway;
 pub mod job;
+pub mod parallel;
 pub mod pg_tls;
 pub mod pipe;
 pub mod restore;

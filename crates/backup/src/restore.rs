@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::compress::decompressing_reader;
+use crate::parallel::{OrderedReader, OrderedStage, worker_count};
 use crate::pipe::ChunkReader;
 use crate::sink::{StoredObject, hex_digest};
 use crate::store::{BackupStore, StoreError};
@@ -120,7 +121,12 @@ pub async fn restore(
     let result = restore_into(store, key, data_dir, options).await;
     match result {
         Ok(outcome) => {
+            // Everything restored is on disk (restore_into synced it) before the marker goes,
+            // and the marker's removal is on disk before the restore reports done.
             fs::remove_file(data_dir.join(RESTORE_INCOMPLETE_MARKER))
+                .map_err(data_dir_error(data_dir))?;
+            fs::File::open(data_dir)
+                .and_then(|dir| dir.sync_all())
                 .map_err(data_dir_error(data_dir))?;
             Ok(outcome)
         }
@@ -268,46 +274,77 @@ async fn restore_into(
     } else {
         false
     };
+    sync_tree(data_dir).map_err(data_dir_error(data_dir))?;
     Ok(RestoreOutcome {
         tar_bytes,
         recovery_configured,
     })
 }
 
+/// The tar stream inside an encrypted backup object: the passphrase envelope, then the DARE
+/// packages opened on every core, then the gzip members (or the zstd stream) decompressed,
+/// gzip members on every core too. Plaintext comes out in stream order and only from packages
+/// whose tag verified; the reader ends cleanly only after the final package verified.
+fn tar_stream(
+    input: impl Read + Send + 'static,
+    passphrase: &[u8],
+) -> io::Result<Box<dyn Read + Send>> {
+    let mut packages = tusk_dare::envelope::decrypt_reader(input, passphrase)?.into_packages();
+    let mut opener = packages.opener();
+    let stage = OrderedStage::start(
+        "dare",
+        worker_count(),
+        move || packages.next_package(),
+        move |package| opener.open(package).map_err(io::Error::from),
+    )?;
+    decompressing_reader(OrderedReader::new(stage))
+}
+
 /// Decrypts, decompresses and unpacks, then reads to the very end so the decompressor checks
 /// its trailer and the DARE reader sees (and verifies) the final package.
 fn unpack(stream: ChunkReader, passphrase: &[u8], data_dir: &Path) -> Result<u64, RestoreError> {
-    let decrypted = tusk_dare::envelope::decrypt_reader(stream, passphrase)
-        .map_err(RestoreError::Unreadable)?;
-    let decompressed = decompressing_reader(decrypted).map_err(RestoreError::Unreadable)?;
+    let decompressed = tar_stream(stream, passphrase).map_err(RestoreError::Unreadable)?;
     let counted = CountingReader {
         inner: decompressed,
         count: 0,
     };
     let mut archive = tar::Archive::new(counted);
     archive.set_preserve_permissions(true);
-    for entry in archive.entries().map_err(RestoreError::Unreadable)? {
-        let mut entry = entry.map_err(RestoreError::Unreadable)?;
-        entry
-            .unpack_in(data_dir)
-            .map_err(RestoreError::Unreadable)?;
+    for entry in archive.entries().map_err(unpack_error)? {
+        let mut entry = entry.map_err(unpack_error)?;
+        entry.unpack_in(data_dir).map_err(unpack_error)?;
     }
     let mut counted = archive.into_inner();
     io::copy(&mut counted, &mut io::sink()).map_err(RestoreError::Unreadable)?;
     Ok(counted.count)
 }
 
+/// The tar crate names the file it was unpacking and keeps the cause (a DARE or gzip failure)
+/// only as the error's source; the restore's message carries both.
+fn unpack_error(error: io::Error) -> RestoreError {
+    let mut message = error.to_string();
+    let mut cause = error.get_ref().and_then(|inner| inner.source());
+    while let Some(inner) = cause {
+        let text = inner.to_string();
+        if !message.ends_with(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = inner.source();
+    }
+    RestoreError::Unreadable(io::Error::new(error.kind(), message))
+}
+
 /// Turns an encrypted backup object read from `input` into its tar stream on `output`
-/// (decrypt, then decompress) with no store and no server: the disaster-recovery path. Fails
-/// unless the DARE stream is complete and authentic; `output` may then hold a prefix of the tar.
+/// (decrypt, then decompress, both on every core) with no store and no server: the
+/// disaster-recovery path. Fails unless the DARE stream is complete and authentic; `output` may
+/// then hold a prefix of the tar.
 pub fn decrypt_to_tar(
     input: impl Read + Send + 'static,
     passphrase: &[u8],
     output: &mut impl Write,
 ) -> Result<u64, RestoreError> {
-    let decrypted =
-        tusk_dare::envelope::decrypt_reader(input, passphrase).map_err(RestoreError::Unreadable)?;
-    let mut decompressed = decompressing_reader(decrypted).map_err(RestoreError::Unreadable)?;
+    let mut decompressed = tar_stream(input, passphrase).map_err(RestoreError::Unreadable)?;
     let mut buffer = vec![0u8; crate::pipe::CHUNK_SIZE];
     let mut written = 0u64;
     loop {
@@ -401,6 +438,58 @@ impl<R: Read> Read for CountingReader<R> {
         self.count += read as u64;
         Ok(read)
     }
+}
+
+/// Threads that fsync restored files: an fsync waits on the disk rather than a core, and
+/// several in flight let the filesystem commit them together.
+const SYNC_THREADS: usize = 8;
+
+/// Flushes every file and directory under `root` (symbolic links and a volume's lost+found
+/// aside) to disk, as
+/// PostgreSQL's own `initdb --sync-only` would, so that a crash after the restore reported done
+/// cannot leave a data directory with missing or partial files.
+pub fn sync_tree(root: &Path) -> io::Result<()> {
+    let mut files = Vec::new();
+    let mut directories = vec![root.to_owned()];
+    let mut walked = 0;
+    while walked < directories.len() {
+        for entry in fs::read_dir(&directories[walked])? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            // A volume's lost+found is not ours, and often not readable by us.
+            if walked == 0 && entry.file_name() == "lost+found" {
+                continue;
+            }
+            if kind.is_dir() {
+                directories.push(entry.path());
+            } else if kind.is_file() {
+                files.push(entry.path());
+            }
+        }
+        walked += 1;
+    }
+    // Files first, then the directories that name them.
+    for paths in [files, directories] {
+        let share = paths.len().div_ceil(SYNC_THREADS).max(1);
+        std::thread::scope(|scope| {
+            let syncers: Vec<_> = paths
+                .chunks(share)
+                .map(|chunk| {
+                    scope.spawn(move || {
+                        chunk
+                            .iter()
+                            .try_for_each(|path| fs::File::open(path)?.sync_all())
+                    })
+                })
+                .collect();
+            syncers.into_iter().try_for_each(|syncer| {
+                syncer
+                    .join()
+                    .unwrap_or_else(|_| Err(io::Error::other("an fsync thread panicked")))
+            })
+        })?;
+    }
+    Ok(())
 }
 
 /// Whether pg_wal holds at least one WAL segment (a 24-hex-digit name).

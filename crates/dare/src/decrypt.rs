@@ -6,6 +6,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 use zeroize::Zeroizing;
 
 use crate::package::{HEADER_SIZE, MAX_PACKAGE_SIZE, Opener, PackageHeader, TAG_SIZE};
+use crate::split::PackageSplitter;
 use crate::{DareError, Key};
 
 enum Phase {
@@ -192,6 +193,15 @@ impl<R: Read> DecryptReader<R> {
     /// The inner reader.
     pub fn into_inner(self) -> R {
         self.inner
+    }
+
+    /// Hands the input and key over to a [`PackageSplitter`], whose packages can be opened on
+    /// several threads; see [`crate::split`]. Call it before the first `read`: bytes this reader
+    /// has already consumed are not part of the splitter's stream.
+    pub fn into_packages(self) -> PackageSplitter<R> {
+        debug_assert!(self.state.received == 0 && self.state.opener.packages_opened() == 0);
+        PackageSplitter::new(self.inner, self.state.opener.key())
+            .with_empty_allowed(self.state.allow_empty)
     }
 
     #[cfg(test)]

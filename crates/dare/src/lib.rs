@@ -8,6 +8,7 @@
 //!
 //! - [`EncryptWriter`] / [`DecryptReader`] wrap `std::io` streams,
 //! - [`AsyncEncryptWriter`] / [`AsyncDecryptReader`] wrap tokio streams,
+//! - [`split`] takes a stream apart into packages that several threads can open,
 //! - [`envelope`] adds the `salt | DARE stream` framing with a scrypt-derived key.
 //!
 //! Every adapter holds exactly one package in memory. A reader releases a package's plaintext only
@@ -31,6 +32,7 @@ pub mod envelope;
 mod error;
 mod key;
 pub mod package;
+pub mod split;
 
 pub use decrypt::{AsyncDecryptReader, DecryptReader};
 pub use encrypt::{AsyncEncryptWriter, EncryptWriter};

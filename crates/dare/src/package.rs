@@ -90,13 +90,13 @@ fn aead_nonce(header: &[u8], sequence: u32) -> [u8; NONCE_SIZE] {
     nonce
 }
 
-enum PackageCipher {
+pub(crate) enum PackageCipher {
     Aes256Gcm(Box<Aes256Gcm>),
     ChaCha20Poly1305(Box<ChaCha20Poly1305>),
 }
 
 impl PackageCipher {
-    fn new(suite: CipherSuite, key: &Key) -> Self {
+    pub(crate) fn new(suite: CipherSuite, key: &Key) -> Self {
         let key = key.as_bytes().into();
         match suite {
             CipherSuite::Aes256Gcm => PackageCipher::Aes256Gcm(Box::new(Aes256Gcm::new(key))),
@@ -215,6 +215,33 @@ impl Sealer {
     }
 }
 
+/// Verifies and decrypts in place the package at position `index` of its stream: the package's
+/// bytes, `header | payload | tag`, with a header that passed [`Opener::check_header`]. Packages
+/// are independent of each other (the position is part of the nonce), so this may run on any
+/// thread, in any order.
+pub(crate) fn open_package(
+    cipher: &PackageCipher,
+    index: u64,
+    package: &mut [u8],
+) -> Result<(), DareError> {
+    let sequence = sequence_number(index)?;
+    let (header, rest) = package.split_at_mut(HEADER_SIZE);
+    let payload_len = rest.len() - TAG_SIZE;
+    let (payload, tag) = rest.split_at_mut(payload_len);
+    let mut tag_bytes = [0; TAG_SIZE];
+    tag_bytes.copy_from_slice(tag);
+    if cipher.open(
+        &aead_nonce(header, sequence),
+        &header[..4],
+        payload,
+        &tag_bytes,
+    ) {
+        Ok(())
+    } else {
+        Err(DareError::TagMismatch { package: index })
+    }
+}
+
 /// Checks and opens the packages of one stream, in order.
 pub(crate) struct Opener {
     key: Key,
@@ -287,26 +314,29 @@ impl Opener {
     /// [`Opener::check_header`] and whose length is the one that header announced.
     pub(crate) fn open(&mut self, package: &mut [u8]) -> Result<(), DareError> {
         let index = self.next_package;
-        let sequence = sequence_number(index)?;
         let Some((_, cipher, _)) = &self.stream else {
             // check_header always runs first; without a cipher nothing can be authenticated.
             return Err(DareError::TagMismatch { package: index });
         };
-        let (header, rest) = package.split_at_mut(HEADER_SIZE);
-        let payload_len = rest.len() - TAG_SIZE;
-        let (payload, tag) = rest.split_at_mut(payload_len);
-        let mut tag_bytes = [0; TAG_SIZE];
-        tag_bytes.copy_from_slice(tag);
-        if !cipher.open(
-            &aead_nonce(header, sequence),
-            &header[..4],
-            payload,
-            &tag_bytes,
-        ) {
-            return Err(DareError::TagMismatch { package: index });
-        }
+        open_package(cipher, index, package)?;
         self.next_package += 1;
         Ok(())
+    }
+
+    /// Counts the package whose header just passed [`Opener::check_header`] as taken, for a
+    /// reader that opens it elsewhere (with [`open_package`], on another thread).
+    pub(crate) fn hand_off(&mut self) {
+        self.next_package += 1;
+    }
+
+    /// The cipher suite of the stream, once its first header was checked.
+    pub(crate) fn suite(&self) -> Option<CipherSuite> {
+        self.stream.as_ref().map(|(suite, _, _)| *suite)
+    }
+
+    /// The key the stream is opened with.
+    pub(crate) fn key(&self) -> &Key {
+        &self.key
     }
 
     #[cfg(test)]
