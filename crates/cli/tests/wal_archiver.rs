@@ -149,12 +149,13 @@ async fn a_killed_archiver_loses_no_segment_and_every_object_opens_with_the_pass
         assert!(Instant::now() < deadline, "archiving stalled");
         std::thread::sleep(Duration::from_millis(5));
     }
-    kill(&mut archiver);
-    // While it is down, archiving fails and PostgreSQL keeps the segments.
     let failed_before: i64 = server
         .psql("SELECT failed_count FROM pg_stat_archiver")
         .parse()
         .unwrap();
+    kill(&mut archiver);
+    // While it is down, archiving fails and PostgreSQL keeps the segments.
+    last = write_segment(&server);
     let deadline = Instant::now() + Duration::from_secs(60);
     while server
         .psql("SELECT failed_count FROM pg_stat_archiver")
@@ -181,11 +182,11 @@ async fn a_killed_archiver_loses_no_segment_and_every_object_opens_with_the_pass
     let from = numbers
         .iter()
         .position(|&n| n == segment_number(&first))
-        .unwrap();
+        .unwrap_or_else(|| panic!("{first} is not in the archive: {segments:?}"));
     let to = numbers
         .iter()
         .position(|&n| n == segment_number(&after_restart))
-        .unwrap();
+        .unwrap_or_else(|| panic!("{after_restart} is not in the archive: {segments:?}"));
     for pair in numbers[from..=to].windows(2) {
         assert_eq!(pair[1], pair[0] + 1, "a segment is missing: {segments:?}");
     }
