@@ -140,9 +140,8 @@ async fn a_killed_archiver_loses_no_segment_and_every_object_opens_with_the_pass
 
     // Kill the archiver while PostgreSQL has several segments waiting, with one in flight.
     let before = archived_count(&server);
-    let mut last = first.clone();
     for _ in 0..6 {
-        last = write_segment(&server);
+        write_segment(&server);
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     while archived_count(&server) < before + 2 {
@@ -155,7 +154,7 @@ async fn a_killed_archiver_loses_no_segment_and_every_object_opens_with_the_pass
         .unwrap();
     kill(&mut archiver);
     // While it is down, archiving fails and PostgreSQL keeps the segments.
-    last = write_segment(&server);
+    let last = write_segment(&server);
     let deadline = Instant::now() + Duration::from_secs(60);
     while server
         .psql("SELECT failed_count FROM pg_stat_archiver")
