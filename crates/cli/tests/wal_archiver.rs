@@ -46,7 +46,7 @@ fn as_postgres(command: &mut Command) -> &mut Command {
 }
 
 /// `tusk wal-archiver` as PostgreSQL's user (whose requests alone it serves).
-fn start_archiver(env: &[(String, String)], socket: &Path, wal_dir: &Path) -> Child {
+fn start_archiver(env: &[(String, String)], socket: &Path, wal_dir: &Path) -> Archiver {
     let mut command = tusk(env);
     as_postgres(&mut command);
     command
@@ -56,7 +56,7 @@ fn start_archiver(env: &[(String, String)], socket: &Path, wal_dir: &Path) -> Ch
         .arg(wal_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null());
-    let child = command.spawn().unwrap();
+    let child = Archiver(command.spawn().unwrap());
     let deadline = Instant::now() + Duration::from_secs(30);
     while !socket.exists() {
         assert!(Instant::now() < deadline, "the archiver never listened");
@@ -109,7 +109,17 @@ fn assert_succeeded(output: &std::process::Output, what: &str) {
     );
 }
 
-fn kill(child: &mut Child) {
+/// A running `tusk wal-archiver`, killed when dropped (also when a test fails).
+struct Archiver(Child);
+
+impl Drop for Archiver {
+    fn drop(&mut self) {
+        kill(self);
+    }
+}
+
+fn kill(archiver: &mut Archiver) {
+    let child = &mut archiver.0;
     let _ = child.kill();
     let _ = child.wait();
 }
