@@ -18,6 +18,7 @@ pub mod sink;
 pub mod source;
 pub mod store;
 pub mod wal;
+pub mod wal_archiver;
 
 pub use backup::{BackupError, BackupOptions, BackupOutcome, Progress, run_backup};
 pub use compress::Compression;

@@ -1,17 +1,26 @@
-//! The WAL archive: `tusk wal-push` (archive_command) and `tusk wal-fetch` (restore_command)
-//! store each file gzip-compressed and DARE-encrypted at `<wal prefix>/<name>.gz.dare`, and the
+//! The WAL archive: `tusk wal-push` (archive_command, or the long-lived archiver of
+//! [`crate::wal_archiver`]) and `tusk wal-fetch` (restore_command) store each file
+//! gzip-compressed and DARE-encrypted (the version-2 envelope: one scrypt per [`WalArchive`],
+//! not per file) at `<wal prefix>/<name>.gz.dare`; reading takes both envelope versions.
+//! Recovery fetches segments ahead in parallel ([`WalArchive::fetch_prefetching`]). Also the
 //! cleanup the backup controller runs when backups are deleted.
 
 use std::io::{self, Read, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
+
+use tusk_dare::envelope::{MasterKey, Opener};
+use zeroize::Zeroizing;
 
 use crate::store::{BackupStore, StoreError};
 
 /// Suffix of every archived WAL file.
 pub const WAL_SUFFIX: &str = ".gz.dare";
+/// The directory in `pg_wal` where `tusk wal-fetch` keeps segments fetched ahead.
+pub const PREFETCH_SPOOL: &str = ".tusk-prefetch";
 
 /// Failures of the WAL archive.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +81,26 @@ pub fn is_wal_file_name(name: &str) -> bool {
     hex(name, 24)
 }
 
+/// Whether `name` is a plain WAL segment (24 hex digits): the files recovery asks for in order.
+fn is_segment_name(name: &str) -> bool {
+    name.len() == 24 && name.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// The `count` segment names after `name` on its timeline.
+fn following_segments(name: &str, count: u32) -> impl Iterator<Item = String> {
+    let timeline = name[..8].to_owned();
+    let first = segment_number(name).unwrap_or_default();
+    let per_log = 0x1_0000_0000 / WAL_SEGMENT_SIZE;
+    (1..=u64::from(count)).map(move |offset| {
+        let segment = first + offset;
+        format!(
+            "{timeline}{:08X}{:08X}",
+            segment / per_log,
+            segment % per_log
+        )
+    })
+}
+
 fn object_key(wal_prefix: &str, name: &str) -> String {
     format!("{}/{name}{WAL_SUFFIX}", wal_prefix.trim_end_matches('/'))
 }
@@ -85,56 +114,227 @@ pub enum PushOutcome {
     AlreadyArchived,
 }
 
-/// Archives the file at `path` (PostgreSQL's `%p`) under its file name.
+/// One WAL archive (a store, a prefix and the passphrase), for as many pushes and fetches as
+/// its owner makes. Objects are written in the version-2 envelope under one master key, derived
+/// (scrypt, 64 MiB and tenths of a second of CPU) at the first push and never again; reading
+/// remembers the master key of each salt it met. A long-lived owner (the archiver of
+/// `tusk instance`) therefore pays the key derivation once, not per segment.
+pub struct WalArchive {
+    store: BackupStore,
+    prefix: String,
+    passphrase: Zeroizing<Vec<u8>>,
+    master: tokio::sync::OnceCell<Arc<MasterKey>>,
+    opener: Arc<Opener>,
+}
+
+impl std::fmt::Debug for WalArchive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WalArchive")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WalArchive {
+    /// The archive at `wal_prefix` in `store`, sealed with `passphrase`.
+    pub fn new(store: BackupStore, wal_prefix: &str, passphrase: &[u8]) -> Self {
+        WalArchive {
+            store,
+            prefix: wal_prefix.to_owned(),
+            passphrase: Zeroizing::new(passphrase.to_vec()),
+            master: tokio::sync::OnceCell::new(),
+            opener: Arc::new(Opener::new(passphrase)),
+        }
+    }
+
+    /// The archive's prefix in the store.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Archives the file at `path` (PostgreSQL's `%p`) under its file name. Returns once the
+    /// object is stored (or found archived with the same content); refuses to overwrite an
+    /// object of that name with other content, or one this passphrase cannot read.
+    pub async fn push(&self, path: &Path) -> Result<PushOutcome, WalError> {
+        let name = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .filter(|name| is_wal_file_name(name))
+            .ok_or_else(|| WalError::InvalidName(path.display().to_string()))?
+            .to_owned();
+        let content = tokio::fs::read(path)
+            .await
+            .map_err(|source| WalError::Local {
+                path: path.to_owned(),
+                source,
+            })?;
+        let key = object_key(&self.prefix, &name);
+        let location = ObjectPath::from(key.as_str());
+
+        match self.fetch_plain(&key, &name).await {
+            Ok(existing) if existing == content => return Ok(PushOutcome::AlreadyArchived),
+            Ok(_) => return Err(WalError::Conflict(name)),
+            Err(WalError::NotArchived(_)) => {}
+            // An object that this passphrase cannot read is not ours to overwrite either.
+            Err(WalError::Codec { .. }) => return Err(WalError::Conflict(name)),
+            Err(error) => return Err(error),
+        }
+
+        let master = self.master().await?;
+        let sealed = tokio::task::spawn_blocking(move || {
+            seal(&content, &master).map_err(|source| WalError::Codec { name, source })
+        })
+        .await
+        .map_err(|error| WalError::Stage(error.to_string()))??;
+        self.store
+            .object_store()
+            .put(&location, sealed.into())
+            .await
+            .map_err(|error| StoreError::request("archiving", &key, error))?;
+        Ok(PushOutcome::Stored)
+    }
+
+    /// Fetches the archived `name` (PostgreSQL's `%f`) into `destination` (`%p`). The file
+    /// appears whole or not at all.
+    pub async fn fetch(&self, name: &str, destination: &Path) -> Result<(), WalError> {
+        if !is_wal_file_name(name) {
+            return Err(WalError::InvalidName(name.to_owned()));
+        }
+        let key = object_key(&self.prefix, name);
+        let content = self.fetch_plain(&key, name).await?;
+        let local = |source| WalError::Local {
+            path: destination.to_owned(),
+            source,
+        };
+        let file_name = destination
+            .file_name()
+            .ok_or_else(|| local(io::Error::other("not a file path")))?;
+        let temporary =
+            destination.with_file_name(format!(".{}.tusk-fetch", file_name.to_string_lossy()));
+        tokio::fs::write(&temporary, &content)
+            .await
+            .map_err(local)?;
+        tokio::fs::rename(&temporary, destination)
+            .await
+            .map_err(local)?;
+        Ok(())
+    }
+
+    /// [`WalArchive::fetch`] for recovery, which asks for one segment after another: a segment
+    /// found in `spool` (fetched and verified ahead by an earlier call) is moved into place
+    /// without touching the store; otherwise the segment and the `ahead` segments after it are
+    /// fetched in parallel, the requested one into `destination` and the others into `spool`
+    /// for the next calls. A segment fetched ahead that is not archived (the end of the
+    /// archive) or cannot be read is skipped: the call that asks for it reports that. Spooled
+    /// segments before `name` are left over from an earlier recovery and are removed.
+    pub async fn fetch_prefetching(
+        &self,
+        name: &str,
+        destination: &Path,
+        spool: &Path,
+        ahead: u32,
+    ) -> Result<(), WalError> {
+        if !is_segment_name(name) || ahead == 0 {
+            return self.fetch(name, destination).await;
+        }
+        let local = |path: &Path| {
+            let path = path.to_owned();
+            move |source| WalError::Local { path, source }
+        };
+        tokio::fs::create_dir_all(spool)
+            .await
+            .map_err(local(spool))?;
+        let mut spooled = Vec::new();
+        let mut entries = tokio::fs::read_dir(spool).await.map_err(local(spool))?;
+        while let Some(entry) = entries.next_entry().await.map_err(local(spool))? {
+            if let Some(file) = entry.file_name().to_str() {
+                if is_segment_name(file) && file < name {
+                    let _ = tokio::fs::remove_file(entry.path()).await;
+                } else {
+                    spooled.push(file.to_owned());
+                }
+            }
+        }
+        if spooled.iter().any(|file| file == name) {
+            tokio::fs::rename(spool.join(name), destination)
+                .await
+                .map_err(local(destination))?;
+            return Ok(());
+        }
+        let next: Vec<String> = following_segments(name, ahead)
+            .filter(|next| !spooled.contains(next))
+            .collect();
+        let spooled_paths: Vec<_> = next.iter().map(|next| spool.join(next)).collect();
+        let requested = self.fetch(name, destination);
+        let prefetched = futures::future::join_all(
+            next.iter()
+                .zip(&spooled_paths)
+                .map(|(next, path)| self.fetch(next, path)),
+        );
+        let (requested, prefetched) = tokio::join!(requested, prefetched);
+        for (next, outcome) in next.iter().zip(prefetched) {
+            match outcome {
+                Ok(()) | Err(WalError::NotArchived(_)) => {}
+                Err(error) => tracing::debug!(file = %next, %error, "prefetching failed"),
+            }
+        }
+        requested
+    }
+
+    /// The master key for writing, derived at the first call.
+    async fn master(&self) -> Result<Arc<MasterKey>, WalError> {
+        self.master
+            .get_or_try_init(|| async {
+                let passphrase = self.passphrase.clone();
+                tokio::task::spawn_blocking(move || MasterKey::generate(&passphrase))
+                    .await
+                    .map_err(|error| WalError::Stage(error.to_string()))?
+                    .map(Arc::new)
+                    .map_err(|error| WalError::Codec {
+                        name: "the archive's master key".to_owned(),
+                        source: error.into(),
+                    })
+            })
+            .await
+            .cloned()
+    }
+
+    async fn fetch_plain(&self, key: &str, name: &str) -> Result<Vec<u8>, WalError> {
+        let sealed = match self.store.object_store().get(&ObjectPath::from(key)).await {
+            Ok(result) => result
+                .bytes()
+                .await
+                .map_err(|error| StoreError::request("downloading", key, error))?,
+            Err(error) if crate::store::is_missing_object(&error) => {
+                return Err(WalError::NotArchived(name.to_owned()));
+            }
+            Err(error) => return Err(StoreError::request("downloading", key, error).into()),
+        };
+        let opener = Arc::clone(&self.opener);
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || {
+            open(&sealed, &opener).map_err(|source| WalError::Codec { name, source })
+        })
+        .await
+        .map_err(|error| WalError::Stage(error.to_string()))?
+    }
+}
+
+/// Archives the file at `path` (PostgreSQL's `%p`) under its file name: [`WalArchive::push`]
+/// for a single file (the key derivation runs for it alone).
 pub async fn push(
     store: &BackupStore,
     wal_prefix: &str,
     path: &Path,
     passphrase: &[u8],
 ) -> Result<PushOutcome, WalError> {
-    let name = path
-        .file_name()
-        .and_then(|name| name.to_str())
-        .filter(|name| is_wal_file_name(name))
-        .ok_or_else(|| WalError::InvalidName(path.display().to_string()))?
-        .to_owned();
-    let content = tokio::fs::read(path)
+    WalArchive::new(store.clone(), wal_prefix, passphrase)
+        .push(path)
         .await
-        .map_err(|source| WalError::Local {
-            path: path.to_owned(),
-            source,
-        })?;
-    let key = object_key(wal_prefix, &name);
-    let location = ObjectPath::from(key.as_str());
-
-    match fetch_plain(store, &key, &name, passphrase).await {
-        Ok(existing) if existing == content => return Ok(PushOutcome::AlreadyArchived),
-        Ok(_) => return Err(WalError::Conflict(name)),
-        Err(WalError::NotArchived(_)) => {}
-        // An object that this passphrase cannot read is not ours to overwrite either.
-        Err(WalError::Codec { .. }) => return Err(WalError::Conflict(name)),
-        Err(error) => return Err(error),
-    }
-
-    let sealed = {
-        let passphrase = passphrase.to_vec();
-        let name = name.clone();
-        tokio::task::spawn_blocking(move || {
-            seal(&content, &passphrase).map_err(|source| WalError::Codec { name, source })
-        })
-        .await
-        .map_err(|error| WalError::Stage(error.to_string()))??
-    };
-    store
-        .object_store()
-        .put(&location, sealed.into())
-        .await
-        .map_err(|error| StoreError::request("archiving", &key, error))?;
-    Ok(PushOutcome::Stored)
 }
 
-/// Fetches the archived `name` (PostgreSQL's `%f`) into `destination` (`%p`). The file appears
-/// whole or not at all.
+/// Fetches the archived `name` (PostgreSQL's `%f`) into `destination` (`%p`):
+/// [`WalArchive::fetch`] for a single file.
 pub async fn fetch(
     store: &BackupStore,
     wal_prefix: &str,
@@ -142,64 +342,22 @@ pub async fn fetch(
     destination: &Path,
     passphrase: &[u8],
 ) -> Result<(), WalError> {
-    if !is_wal_file_name(name) {
-        return Err(WalError::InvalidName(name.to_owned()));
-    }
-    let key = object_key(wal_prefix, name);
-    let content = fetch_plain(store, &key, name, passphrase).await?;
-    let local = |source| WalError::Local {
-        path: destination.to_owned(),
-        source,
-    };
-    let file_name = destination
-        .file_name()
-        .ok_or_else(|| local(io::Error::other("not a file path")))?;
-    let temporary =
-        destination.with_file_name(format!(".{}.tusk-fetch", file_name.to_string_lossy()));
-    tokio::fs::write(&temporary, &content)
+    WalArchive::new(store.clone(), wal_prefix, passphrase)
+        .fetch(name, destination)
         .await
-        .map_err(local)?;
-    tokio::fs::rename(&temporary, destination)
-        .await
-        .map_err(local)?;
-    Ok(())
 }
 
-async fn fetch_plain(
-    store: &BackupStore,
-    key: &str,
-    name: &str,
-    passphrase: &[u8],
-) -> Result<Vec<u8>, WalError> {
-    let sealed = match store.object_store().get(&ObjectPath::from(key)).await {
-        Ok(result) => result
-            .bytes()
-            .await
-            .map_err(|error| StoreError::request("downloading", key, error))?,
-        Err(error) if crate::store::is_missing_object(&error) => {
-            return Err(WalError::NotArchived(name.to_owned()));
-        }
-        Err(error) => return Err(StoreError::request("downloading", key, error).into()),
-    };
-    let passphrase = passphrase.to_vec();
-    let name = name.to_owned();
-    tokio::task::spawn_blocking(move || {
-        open(&sealed, &passphrase).map_err(|source| WalError::Codec { name, source })
-    })
-    .await
-    .map_err(|error| WalError::Stage(error.to_string()))?
-}
-
-/// gzip (level 6), then DARE with the passphrase envelope.
-fn seal(content: &[u8], passphrase: &[u8]) -> io::Result<Vec<u8>> {
-    let encryptor = tusk_dare::envelope::encrypt_writer(Vec::new(), passphrase)?;
+/// gzip (level 6), then DARE in the version-2 envelope under `master`.
+fn seal(content: &[u8], master: &MasterKey) -> io::Result<Vec<u8>> {
+    let encryptor = master.encrypt_writer(Vec::new())?;
     let mut compressor = flate2::write::GzEncoder::new(encryptor, flate2::Compression::new(6));
     compressor.write_all(content)?;
     compressor.finish()?.finish()
 }
 
-fn open(sealed: &[u8], passphrase: &[u8]) -> io::Result<Vec<u8>> {
-    let decryptor = tusk_dare::envelope::decrypt_reader(sealed, passphrase)?;
+/// Decrypts (either envelope version) and decompresses an archived file.
+fn open(sealed: &[u8], opener: &Opener) -> io::Result<Vec<u8>> {
+    let decryptor = opener.decrypt_reader(sealed)?;
     let mut decompressor = flate2::read::MultiGzDecoder::new(decryptor);
     let mut content = Vec::new();
     decompressor.read_to_end(&mut content)?;
@@ -313,6 +471,21 @@ mod tests {
     }
 
     #[test]
+    fn prefetching_follows_the_segments_of_one_timeline() {
+        let next: Vec<String> = following_segments("0000000200000001000000FE", 3).collect();
+        assert_eq!(
+            next,
+            [
+                "0000000200000001000000FF",
+                "000000020000000200000000",
+                "000000020000000200000001"
+            ]
+        );
+        assert!(is_segment_name("0000000200000001000000FE"));
+        assert!(!is_segment_name("00000002.history"));
+    }
+
+    #[test]
     fn segment_numbers_follow_lsns() {
         assert_eq!(segment_number("000000010000000000000003"), Some(3));
         assert_eq!(segment_number("000000020000000100000000"), Some(256));
@@ -326,8 +499,19 @@ mod tests {
     #[test]
     fn sealed_wal_round_trips_and_a_wrong_passphrase_fails() {
         let content = vec![42u8; 100_000];
-        let sealed = seal(&content, b"pass").unwrap();
-        assert_eq!(open(&sealed, b"pass").unwrap(), content);
-        assert!(open(&sealed, b"other").is_err());
+        let master = MasterKey::generate(b"pass").unwrap();
+        let sealed = seal(&content, &master).unwrap();
+        assert_eq!(open(&sealed, &Opener::new(b"pass")).unwrap(), content);
+        assert!(open(&sealed, &Opener::new(b"other")).is_err());
+    }
+
+    #[test]
+    fn wal_archived_before_the_version_2_envelope_still_opens() {
+        let content = b"an old segment".to_vec();
+        let encryptor = tusk_dare::envelope::encrypt_writer(Vec::new(), b"pass").unwrap();
+        let mut compressor = flate2::write::GzEncoder::new(encryptor, flate2::Compression::new(6));
+        compressor.write_all(&content).unwrap();
+        let sealed = compressor.finish().unwrap().finish().unwrap();
+        assert_eq!(open(&sealed, &Opener::new(b"pass")).unwrap(), content);
     }
 }

@@ -579,3 +579,59 @@ async fn a_missing_bucket_is_an_error_with_the_stores_message_not_an_empty_store
     assert!(!store.exists(key).await.unwrap());
     assert!(store.list("ns/c").await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recovery_fetches_the_next_segments_ahead_into_the_spool() {
+    let s3 = S3::start().await;
+    let store = s3.store("archive");
+    let prefix = "archive/ns/p/wal";
+    let dir = tempfile::tempdir().unwrap();
+    let archive = wal::WalArchive::new(store.clone(), prefix, PASSPHRASE);
+    let names = [
+        "0000000100000000000000FE",
+        "0000000100000000000000FF",
+        "000000010000000100000000",
+    ];
+    for (index, name) in names.iter().enumerate() {
+        let path = dir.path().join(name);
+        std::fs::write(&path, vec![index as u8 + 1; 100_000]).unwrap();
+        assert_eq!(archive.push(&path).await.unwrap(), PushOutcome::Stored);
+    }
+
+    let pg_wal = dir.path().join("pg_wal");
+    let spool = pg_wal.join(wal::PREFETCH_SPOOL);
+    std::fs::create_dir_all(&pg_wal).unwrap();
+    let destination = pg_wal.join("RECOVERYXLOG");
+    let reader = wal::WalArchive::new(store.clone(), prefix, PASSPHRASE);
+    reader
+        .fetch_prefetching(names[0], &destination, &spool, 2)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&destination).unwrap(), vec![1u8; 100_000]);
+
+    // The next two came along (across the log boundary): with the store emptied, the next
+    // calls still get them, from the spool, and leave it empty.
+    store.delete_prefix(prefix).await.unwrap();
+    for (index, name) in names.iter().enumerate().skip(1) {
+        reader
+            .fetch_prefetching(name, &destination, &spool, 2)
+            .await
+            .unwrap_or_else(|error| panic!("{name} was not fetched ahead: {error}"));
+        assert_eq!(
+            std::fs::read(&destination).unwrap(),
+            vec![index as u8 + 1; 100_000]
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(&spool)
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| !name.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    // Past the end of the archive, the segment is missing as before.
+    let error = reader
+        .fetch_prefetching("000000010000000100000001", &destination, &spool, 2)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, WalError::NotArchived(_)), "{error}");
+}

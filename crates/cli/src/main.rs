@@ -35,6 +35,8 @@ enum Command {
     WalPush(commands::wal::WalPushArgs),
     /// Fetch one archived WAL segment (PostgreSQL's restore_command).
     WalFetch(commands::wal::WalFetchArgs),
+    /// Run the long-lived WAL archiver that `wal-push --archiver-socket` hands segments to.
+    WalArchiver(commands::wal::WalArchiverArgs),
     /// Supervise PostgreSQL inside a database pod.
     Instance(commands::instance::InstanceArgs),
     /// Forward TCP connections to a database (runs in a customer's cluster).
@@ -83,6 +85,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::RestoreTest(command) => commands::restore_test::run(command).await,
         Command::WalPush(args) => commands::wal::push(args).await,
         Command::WalFetch(args) => commands::wal::fetch(args).await,
+        Command::WalArchiver(args) => commands::wal::archiver(args).await,
         Command::Instance(args) => commands::instance::run(args).await,
         Command::Tunnel(args) => commands::tunnel::run(args).await,
         Command::Router(args) => commands::router::run(args).await,

@@ -8,7 +8,7 @@ mod support;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::{Postgres, S3, temp_dir};
 use tusk_backup::{BackupOptions, Compression, Progress, WalMode, run_backup};
@@ -27,21 +27,6 @@ fn tusk(env: &[(String, String)]) -> Command {
         .env("TUSK_BACKUP_PASSPHRASE", PASSPHRASE)
         .env("RUST_LOG", "warn");
     command
-}
-
-fn wait_until_archived(server: &Postgres, segment: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let archived = server.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver");
-        if archived.as_str() >= segment {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{segment} was never archived (last: {archived})"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn tar_lists(archive: &Path) -> String {
@@ -111,7 +96,7 @@ async fn point_in_time_restore_through_the_wal_archive() {
     std::thread::sleep(Duration::from_millis(500));
     source.psql("INSERT INTO events (label) VALUES ('t2')");
     let last_segment = source.psql("SELECT pg_walfile_name(pg_switch_wal())");
-    wait_until_archived(&source, &last_segment);
+    source.wait_until_archived(&last_segment);
 
     // Pushing an already archived segment again succeeds; fetching a missing one fails.
     let archived = source.data_dir.join("pg_wal").join(&last_segment);

@@ -61,8 +61,9 @@ pub enum DareError {
     /// The stream would need more than 2^32 packages, so sequence numbers would repeat.
     #[error("DARE stream exceeds 2^32 packages")]
     TooManyPackages,
-    /// The passphrase envelope ended inside its 32-byte salt.
-    #[error("encrypted file ended within its 32-byte salt")]
+    /// The passphrase envelope ended inside its header (the 32-byte salt of version 1, or the
+    /// magic, salt and nonce of version 2).
+    #[error("encrypted file ended within its envelope header (salt)")]
     MissingSalt,
     /// Plaintext was written after the stream's final package was sealed.
     #[error("write to a DARE stream after it was finished")]

@@ -280,6 +280,27 @@ impl Postgres {
             .join("\n")
     }
 
+    /// Waits until PostgreSQL reports `segment` (or a later file) archived.
+    pub fn wait_until_archived(&self, segment: &str) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let archived =
+                self.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver");
+            if archived.as_str() >= segment {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{segment} was never archived (last: {archived}; failures: {})",
+                self.psql(
+                    "SELECT failed_count || ' ' || coalesce(last_failed_wal, '') \
+                     FROM pg_stat_archiver"
+                )
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits until the server has left recovery (after a PITR restore, promotion).
     pub fn wait_until_promoted(&self) {
         let deadline = Instant::now() + Duration::from_secs(120);

@@ -1,15 +1,19 @@
-//! `tusk wal-push` and `tusk wal-fetch`: PostgreSQL's archive_command and restore_command.
+//! `tusk wal-push` and `tusk wal-fetch`: PostgreSQL's archive_command and restore_command, and
+//! `tusk wal-archiver`, the long-lived archiver `wal-push --archiver-socket` hands segments to.
 //!
-//! Both read the store from TUSK_STORE_URL and friends and the passphrase from
+//! They read the store from TUSK_STORE_URL and friends and the passphrase from
 //! TUSK_BACKUP_PASSPHRASE (or --passphrase-file). The archive lives at `--wal-prefix`, else
 //! TUSK_WAL_PREFIX, else `<store prefix>/<POD_NAMESPACE>/<TUSK_CLUSTER>/<TUSK_CLUSTER_UID>/wal`.
+//! `wal-push --archiver-socket` needs none of that: the archiver holds it.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
 use tusk_api::instance::ARCHIVE_ERROR_PREFIX;
-use tusk_backup::wal::{self, PushOutcome};
+use tusk_backup::wal::{self, PushOutcome, WalArchive};
+use tusk_backup::wal_archiver;
 use tusk_backup::{BackupStore, StoreConfig};
 
 /// Arguments of `tusk wal-push`.
@@ -21,8 +25,30 @@ pub struct WalPushArgs {
     /// A file holding the backup passphrase; TUSK_BACKUP_PASSPHRASE otherwise.
     #[arg(long)]
     pub passphrase_file: Option<PathBuf>,
+    /// Hand the file to the `tusk wal-archiver` (or `tusk instance`) listening on this Unix
+    /// socket and wait until it is stored, instead of archiving it in this process.
+    #[arg(long, conflicts_with_all = ["wal_prefix", "passphrase_file"])]
+    pub archiver_socket: Option<PathBuf>,
     /// The WAL file to archive (PostgreSQL's %p).
     pub path: PathBuf,
+}
+
+/// Arguments of `tusk wal-archiver`.
+#[derive(Debug, Args)]
+pub struct WalArchiverArgs {
+    /// The archive's prefix in the store.
+    #[arg(long, env = "TUSK_WAL_PREFIX")]
+    pub wal_prefix: Option<String>,
+    /// A file holding the backup passphrase; TUSK_BACKUP_PASSPHRASE otherwise.
+    #[arg(long)]
+    pub passphrase_file: Option<PathBuf>,
+    /// The Unix socket to listen on (created with mode 0600; an old socket file is replaced).
+    #[arg(long)]
+    pub socket: PathBuf,
+    /// The server's WAL directory (`<data directory>/pg_wal`): requested files are read from
+    /// here only.
+    #[arg(long)]
+    pub wal_dir: PathBuf,
 }
 
 /// Arguments of `tusk wal-fetch`.
@@ -34,6 +60,11 @@ pub struct WalFetchArgs {
     /// A file holding the backup passphrase; TUSK_BACKUP_PASSPHRASE otherwise.
     #[arg(long)]
     pub passphrase_file: Option<PathBuf>,
+    /// When PostgreSQL recovers (the destination is in `pg_wal`), also fetch this many
+    /// segments after the requested one, in parallel, into `pg_wal/.tusk-prefetch`, where the
+    /// next calls find them; 0 turns this off.
+    #[arg(long, default_value_t = 2)]
+    pub prefetch: u32,
     /// The archived file's name (PostgreSQL's %f).
     pub name: String,
     /// Where to write it (PostgreSQL's %p).
@@ -75,6 +106,15 @@ pub async fn push(args: WalPushArgs) -> anyhow::Result<()> {
 }
 
 async fn push_file(args: WalPushArgs) -> anyhow::Result<()> {
+    if let Some(socket) = &args.archiver_socket {
+        let name = args
+            .path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .context("not a WAL file path")?;
+        wal_archiver::request(socket, name).await?;
+        return Ok(());
+    }
     let passphrase = super::backup::passphrase(args.passphrase_file.as_deref())?;
     let (store, prefix) = store_and_prefix(args.wal_prefix)?;
     match wal::push(&store, &prefix, &args.path, &passphrase).await? {
@@ -83,6 +123,23 @@ async fn push_file(args: WalPushArgs) -> anyhow::Result<()> {
             tracing::info!(path = %args.path.display(), "already archived with the same content")
         }
     }
+    Ok(())
+}
+
+/// Runs `tusk wal-archiver` until it is killed.
+pub async fn archiver(args: WalArchiverArgs) -> anyhow::Result<()> {
+    // TLS to an https object store needs rustls' provider chosen.
+    tusk_operator::install_crypto_provider();
+    let passphrase = super::backup::passphrase(args.passphrase_file.as_deref())?;
+    let (store, prefix) = store_and_prefix(args.wal_prefix)?;
+    let listener = wal_archiver::bind(&args.socket, None)
+        .with_context(|| format!("cannot listen on {}", args.socket.display()))?;
+    tracing::info!(socket = %args.socket.display(), %prefix, "WAL archiver listening");
+    let archive = Arc::new(WalArchive::new(store, &prefix, &passphrase));
+    // PostgreSQL runs as this process's user, who owns the socket: only that user's requests
+    // are served.
+    let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&args.socket)?);
+    wal_archiver::serve(listener, archive, args.wal_dir, Some(uid)).await?;
     Ok(())
 }
 
@@ -111,8 +168,24 @@ async fn fetch_segment(args: WalFetchArgs) -> anyhow::Result<()> {
     tusk_operator::install_crypto_provider();
     let passphrase = super::backup::passphrase(args.passphrase_file.as_deref())?;
     let (store, prefix) = store_and_prefix(args.wal_prefix)?;
-    wal::fetch(&store, &prefix, &args.name, &args.destination, &passphrase).await?;
+    let archive = WalArchive::new(store, &prefix, &passphrase);
+    match prefetch_spool(&args.destination) {
+        Some(spool) => {
+            archive
+                .fetch_prefetching(&args.name, &args.destination, &spool, args.prefetch)
+                .await?
+        }
+        None => archive.fetch(&args.name, &args.destination).await?,
+    }
     Ok(())
+}
+
+/// The directory segments fetched ahead wait in: `pg_wal/.tusk-prefetch` when the destination
+/// is in a `pg_wal` directory (PostgreSQL's `pg_wal/RECOVERYXLOG`), where base backups never
+/// copy from.
+fn prefetch_spool(destination: &std::path::Path) -> Option<PathBuf> {
+    let dir = destination.parent()?;
+    (dir.file_name()? == "pg_wal").then(|| dir.join(wal::PREFETCH_SPOOL))
 }
 
 /// The exit status of a `wal-fetch` that failed for any reason but the end of the archive.

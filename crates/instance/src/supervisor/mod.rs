@@ -449,6 +449,9 @@ pub enum InstanceError {
     /// The socket directory could not be set up.
     #[error("socket directory: {0}")]
     SocketDir(#[source] io::Error),
+    /// The WAL archiver's socket could not be bound.
+    #[error("the WAL archiver's socket: {0}")]
+    ArchiverSocket(#[source] io::Error),
     /// A PostgreSQL program could not be started.
     #[error("cannot run {program}: {source}")]
     Spawn {
@@ -590,6 +593,17 @@ async fn run_serving_health(
     write_owned_files(&config, &start_settings, &supervisor_user, run_as)?;
     let socket_dir = SocketDir::choose(&config, run_as)?;
     let owned_settings = owned_settings(&config, socket_dir.path());
+    // The archiver listens before PostgreSQL can ask it for anything, and lives as long as the
+    // supervisor: its key is derived once, not per segment.
+    let wal_archiver = match &config.wal_archive_prefix {
+        Some(prefix) => Some(start_wal_archiver(
+            &config,
+            prefix,
+            socket_dir.path(),
+            run_as,
+        )?),
+        None => None,
+    };
     // With tusk's settings, so that WAL written meanwhile (a restore's recovery ends here) is
     // archived as the server would archive it.
     bootstrap::secure_roles(
@@ -651,8 +665,45 @@ async fn run_serving_health(
     let _ = tokio::time::timeout(OUTPUT_DRAIN, postgres_output).await;
     state.postgres_running.store(false, Ordering::SeqCst);
     bootstrap_task.abort();
+    if let Some(archiver) = wal_archiver {
+        archiver.abort();
+    }
     drop(socket_dir);
     outcome
+}
+
+/// Starts the WAL archiver PostgreSQL's archive_command hands segments to (see
+/// [`tusk_backup::wal_archiver`]), on [`tusk_backup::wal_archiver::SOCKET_NAME`] in the socket
+/// directory, with the store and passphrase from the environment. Only PostgreSQL's user may
+/// connect.
+fn start_wal_archiver(
+    config: &InstanceConfig,
+    prefix: &str,
+    socket_dir: &Path,
+    run_as: Option<RunAs>,
+) -> Result<tokio::task::JoinHandle<()>, InstanceError> {
+    use tusk_backup::wal_archiver;
+    let store =
+        tusk_backup::BackupStore::new(&StoreConfig::from_env().map_err(InstanceError::Store)?)
+            .map_err(InstanceError::Store)?;
+    let passphrase = required_env(env::BACKUP_PASSPHRASE)?;
+    let archive = Arc::new(tusk_backup::wal::WalArchive::new(
+        store,
+        prefix,
+        passphrase.as_bytes(),
+    ));
+    let socket = socket_dir.join(wal_archiver::SOCKET_NAME);
+    let owner = run_as.map(|user| (user.uid, user.gid));
+    let listener = wal_archiver::bind(&socket, owner).map_err(InstanceError::ArchiverSocket)?;
+    let postgres_uid = run_as.map_or_else(|| nix::unistd::geteuid().as_raw(), |user| user.uid);
+    let wal_dir = absolute(&config.data_dir).join("pg_wal");
+    Ok(tokio::spawn(async move {
+        if let Err(error) =
+            wal_archiver::serve(listener, archive, wal_dir, Some(postgres_uid)).await
+        {
+            tracing::error!(%error, "the WAL archiver stopped; archiving fails until a restart");
+        }
+    }))
 }
 
 /// The directory of PostgreSQL's Unix socket: the one the configuration names (`PGHOST`, the
@@ -1062,6 +1113,12 @@ async fn finish_bootstrap(state: Arc<HealthState>, roles: database::Roles) {
     loop {
         match bootstrap_once(&state, &roles).await {
             Ok(true) => {
+                // Recovery is over: segments `tusk wal-fetch` fetched ahead are not needed.
+                let spool = state
+                    .data_dir
+                    .join("pg_wal")
+                    .join(tusk_backup::wal::PREFETCH_SPOOL);
+                let _ = tokio::fs::remove_dir_all(spool).await;
                 state.bootstrapped.store(true, Ordering::SeqCst);
                 tracing::info!("instance bootstrapped");
                 return;

@@ -46,7 +46,8 @@ pub struct OwnedSettings<'a> {
     pub socket_dir: &'a Path,
     /// The WAL archive's prefix in the object store, when archiving is on.
     pub wal_archive_prefix: Option<&'a str>,
-    /// The `tusk` executable PostgreSQL runs as archive_command.
+    /// The `tusk` executable PostgreSQL runs as archive_command, a client of the supervisor's
+    /// WAL archiver on [`tusk_backup::wal_archiver::SOCKET_NAME`] in `socket_dir`.
     pub tusk_executable: &'a Path,
     /// The directory holding the server certificate and key, when PostgreSQL serves TLS.
     pub tls_dir: Option<&'a Path>,
@@ -104,14 +105,22 @@ impl OwnedSettings<'_> {
             ]);
         }
         match self.wal_archive_prefix {
-            Some(prefix) => {
+            Some(_) => {
                 pairs.push(("archive_mode", "on".to_owned()));
+                // The archiver in `tusk instance` holds the archive (at the prefix), the
+                // store's credentials and the passphrase; the command only hands it the segment.
                 pairs.push((
                     "archive_command",
                     format!(
-                        "{} wal-push --wal-prefix {} %p",
+                        "{} wal-push --archiver-socket {} %p",
                         shell_quote(&self.tusk_executable.display().to_string()),
-                        shell_quote(prefix)
+                        shell_quote(
+                            &self
+                                .socket_dir
+                                .join(tusk_backup::wal_archiver::SOCKET_NAME)
+                                .display()
+                                .to_string()
+                        )
                     ),
                 ));
             }
@@ -316,13 +325,13 @@ mod tests {
     }
 
     #[test]
-    fn archiving_runs_this_executable_with_the_prefix() {
+    fn archiving_hands_segments_to_the_archiver_through_this_executable() {
         let dir = PathBuf::from("/data");
         let pairs = settings(&dir, Some("tusk/ns/db/wal")).pairs();
         assert_eq!(value(&pairs, "archive_mode"), "on");
         assert_eq!(
             value(&pairs, "archive_command"),
-            "/usr/local/bin/tusk wal-push --wal-prefix tusk/ns/db/wal %p"
+            "/usr/local/bin/tusk wal-push --archiver-socket /data/.s.tusk-wal %p"
         );
         assert_eq!(value(&pairs, "listen_addresses"), "127.0.4.2");
         assert_eq!(value(&pairs, "port"), "5432");
