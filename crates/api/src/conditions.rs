@@ -66,6 +66,10 @@ pub mod reasons {
     pub const DISK_GROWN: &str = "DiskGrown";
     /// An Event: a full data volume is at the platform's limit for growing it.
     pub const DISK_GROWTH_LIMIT_REACHED: &str = "DiskGrowthLimitReached";
+    /// The platform refused to grow the data volumes to `spec.postgresDiskSize` (the message
+    /// is the API server's refusal, typically a StorageClass without `allowVolumeExpansion`);
+    /// the volumes and the running database stay as they are.
+    pub const VOLUME_EXPANSION_REFUSED: &str = "VolumeExpansionRefused";
     /// A deleted cluster's data cannot be removed from the object store (the message is the
     /// store's error); the cluster stays until it can.
     pub const DELETION_BLOCKED: &str = "DeletionBlocked";

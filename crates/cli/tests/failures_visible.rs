@@ -37,34 +37,105 @@ fn cluster(name: &str, parameters: Value) -> Value {
     })
 }
 
-/// Counts the writes to the cluster and to Events in its namespace during `window`, as a
-/// watch sees them (each create or update is one change).
-async fn writes_during(dev: &Dev, namespace: &str, cluster: &str, window: Duration) -> usize {
+/// The writes to the cluster and to the Events about it during `window`, as a watch sees them
+/// (each create or update is one), each described: the fields a write of the cluster changed,
+/// the reason, count and note of an Event.
+async fn writes_during(dev: &Dev, namespace: &str, cluster: &str, window: Duration) -> Vec<String> {
     let client = dev.admin_client().await;
     let clusters: Api<PostgresCluster> = Api::namespaced(client.clone(), namespace);
     let events: Api<Event> = Api::namespaced(client, namespace);
     let selector = format!("metadata.name={cluster}");
+    // The cluster as first listed is not a write, but what the first write is compared with.
     let cluster_changes = watcher(clusters, watcher::Config::default().fields(&selector))
-        .filter(|event| futures::future::ready(matches!(event, Ok(watcher::Event::Apply(_)))))
-        .map(|_| ())
+        .filter_map(|event| {
+            futures::future::ready(match event {
+                Ok(watcher::Event::InitApply(object)) => Some((false, object_json(&object))),
+                Ok(watcher::Event::Apply(object)) => Some((true, object_json(&object))),
+                _ => None,
+            })
+        })
         .boxed();
     let event_changes = watcher(events, watcher::Config::default())
-        .filter(|event| {
-            futures::future::ready(matches!(
-                event,
+        .filter_map(|event| {
+            futures::future::ready(match event {
                 Ok(watcher::Event::Apply(event))
-                    if event.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(cluster)
-            ))
+                    if event.regarding.as_ref().is_some_and(|regarding| {
+                        regarding.kind.as_deref() == Some("PostgresCluster")
+                            && regarding.name.as_deref() == Some(cluster)
+                    }) =>
+                {
+                    Some((true, json!({"event": event})))
+                }
+                _ => None,
+            })
         })
-        .map(|_| ())
         .boxed();
     let mut changes = futures::stream::select(cluster_changes, event_changes);
     let deadline = tokio::time::Instant::now() + window;
-    let mut count = 0;
-    while let Ok(Some(())) = tokio::time::timeout_at(deadline, changes.next()).await {
-        count += 1;
+    let mut writes = Vec::new();
+    let mut last_cluster: Option<Value> = None;
+    while let Ok(Some((counted, change))) = tokio::time::timeout_at(deadline, changes.next()).await
+    {
+        if let Some(event) = change.get("event") {
+            writes.push(format!(
+                "Event {} {} (count {}): {}",
+                event["type"].as_str().unwrap_or_default(),
+                event["reason"].as_str().unwrap_or_default(),
+                event["series"]["count"].as_i64().unwrap_or(1),
+                event["note"].as_str().unwrap_or_default(),
+            ));
+            continue;
+        }
+        if counted {
+            let mut changed = Vec::new();
+            changed_paths(
+                last_cluster.as_ref().unwrap_or(&Value::Null),
+                &change,
+                "",
+                &mut changed,
+            );
+            writes.push(format!("PostgresCluster: {}", changed.join(", ")));
+        }
+        last_cluster = Some(change);
     }
-    count
+    writes
+}
+
+/// An object as JSON, without the fields every write changes.
+fn object_json(object: &PostgresCluster) -> Value {
+    let mut value = serde_json::to_value(object).expect("a cluster is JSON");
+    if let Some(metadata) = value["metadata"].as_object_mut() {
+        metadata.remove("resourceVersion");
+        metadata.remove("managedFields");
+    }
+    value
+}
+
+/// The paths of the values that differ between `before` and `after`, each with its new value.
+fn changed_paths(before: &Value, after: &Value, path: &str, out: &mut Vec<String>) {
+    match (before, after) {
+        (Value::Object(old), Value::Object(new)) => {
+            for key in old
+                .keys()
+                .chain(new.keys().filter(|key| !old.contains_key(*key)))
+            {
+                let inner = format!("{path}.{key}");
+                changed_paths(
+                    old.get(key).unwrap_or(&Value::Null),
+                    new.get(key).unwrap_or(&Value::Null),
+                    &inner,
+                    out,
+                );
+            }
+        }
+        (Value::Array(old), Value::Array(new)) if old.len() == new.len() => {
+            for (index, (old, new)) in old.iter().zip(new).enumerate() {
+                changed_paths(old, new, &format!("{path}[{index}]"), out);
+            }
+        }
+        (old, new) if old != new => out.push(format!("{path}={new}")),
+        _ => {}
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,8 +157,12 @@ async fn a_refused_parameter_is_reported_on_the_cluster_and_clears_when_fixed() 
     // instance (the kubelet's back-off spaces them) counts once more on the Warning Event; the
     // status, which has not changed, is not written.
     let writes = writes_during(&dev, "shop", "banana", Duration::from_secs(60)).await;
-    println!("writes in a minute of persistent failure: {writes}");
-    assert!(writes <= 3, "{writes} writes in a minute");
+    println!("writes in a minute of persistent failure: {writes:#?}");
+    assert!(
+        writes.len() <= 3,
+        "{} writes in a minute: {writes:#?}",
+        writes.len()
+    );
 
     // What `kubectl describe` shows is what docs/troubleshooting.md shows: every line of the
     // doc's example is in the real output, but for ages, times and identities.
@@ -618,8 +693,8 @@ async fn a_filling_data_volume_is_reported_as_disk_full_and_clears_when_it_grows
     shop.apply_json(&cluster("elephant", json!({})));
     shop.wait_ready("elephant");
 
-    // The figure is the volume's own: 1 GiB, less what ext4 keeps for itself (about 3% as the
-    // kernel counts it, 12% as fuse2fs does).
+    // The figure is the volume's own: 1 GiB, less what ext4 keeps for itself (its inode tables
+    // and 1% reserved, about 4% in all, whether the kernel or fuse2fs mounts it).
     let (used, total, percent) = shop.until("elephant's disk usage", VISIBLE_WITHIN, || {
         disk(&shop, "elephant").ok_or("no status.disk yet".to_owned())
     });
@@ -700,6 +775,186 @@ async fn a_filling_data_volume_is_reported_as_disk_full_and_clears_when_it_grows
     });
     assert!(total > 4 * GIB * 8 / 10, "{total} bytes after a restart");
     drop(dev);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_volume_grows_by_itself_up_to_the_platforms_limit() {
+    // The platform lets the operator grow full volumes up to 2 GiB; full is 20% here, so that
+    // a few hundred MB fill a volume.
+    const GIB: i64 = 1 << 30;
+    let dev = Dev::start_with(&[
+        "--disk-full-percent",
+        "20",
+        "--disk-auto-grow-max-size-gi",
+        "2",
+    ]);
+    let shop = dev.tenant("shop", false).await;
+    let admin = dev.admin();
+    shop.apply_json(&cluster("elephant", json!({})));
+    shop.wait_ready("elephant");
+    let usage = || {
+        shop.until("elephant's disk usage", VISIBLE_WITHIN, || {
+            disk(&shop, "elephant").ok_or("no status.disk yet".to_owned())
+        })
+    };
+
+    // Full at 1 GiB: the operator asks for 2 GiB (1 GiB plus 50%, in whole GiB).
+    let (used, total, _) = usage();
+    fill(&admin, "filler", (total * 3 / 10 - used) / 2);
+    wait_event(
+        &shop,
+        "elephant",
+        (
+            "Normal",
+            "DiskGrown",
+            "asked it to grow from 1Gi to 2Gi (the platform's limit is 2Gi)",
+        ),
+        VISIBLE_WITHIN * 2,
+    );
+    shop.until("the claim grown to 2Gi", Duration::from_secs(120), || {
+        restart_pending_pod(&admin);
+        match claim_size(&admin) {
+            (request, capacity) if request == "2Gi" && capacity == "2Gi" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let grown = shop.ok(&[
+        "get",
+        "pgc",
+        "elephant",
+        "-o",
+        "jsonpath={.status.autoGrownDiskSize}",
+    ]);
+    assert_eq!(grown, "2", "status.autoGrownDiskSize");
+    // The filesystem grew too, and has room again.
+    shop.until("room on the grown volume", Duration::from_secs(180), || {
+        restart_pending_pod(&admin);
+        match (
+            disk(&shop, "elephant"),
+            condition(&shop, "elephant", "Degraded"),
+        ) {
+            (Some((_, total, _)), Some((status, _, _)))
+                if total > 2 * GIB * 8 / 10 && status == "False" =>
+            {
+                Ok(())
+            }
+            other => Err(format!("{other:?}")),
+        }
+    });
+
+    // Full again at the limit: a Warning, and no growth past it.
+    let (used, total, _) = usage();
+    fill(&admin, "more", (total * 3 / 10 - used) / 2);
+    wait_event(
+        &shop,
+        "elephant",
+        (
+            "Warning",
+            "DiskGrowthLimitReached",
+            "full at 2Gi, and the platform's limit for growing it is 2Gi",
+        ),
+        VISIBLE_WITHIN * 2,
+    );
+    wait_condition(
+        &shop,
+        "elephant",
+        ("Degraded", "DiskFull", "at or above 20%"),
+    );
+    assert_eq!(claim_size(&admin).0, "2Gi", "grown past the limit");
+}
+
+/// The data claim's storage request and capacity, as `(request, capacity)`.
+fn claim_size(admin: &Kubectl) -> (String, String) {
+    let claim = admin
+        .get_json(&["--namespace", "shop", "pvc", "data-elephant-0"])
+        .expect("the data claim");
+    let text = |pointer: &str| {
+        claim
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    (
+        text("/spec/resources/requests/storage"),
+        text("/status/capacity/storage"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_growth_the_platforms_storage_class_refuses_is_reported_and_the_database_keeps_serving() {
+    let dev = Dev::start();
+    let shop = dev.tenant("shop", false).await;
+    let admin = dev.admin();
+    shop.apply_json(&cluster("elephant", json!({})));
+    shop.wait_ready("elephant");
+    // The claim has the cluster's default class, which the platform now keeps from growing.
+    let class = admin.ok(&[
+        "--namespace",
+        "shop",
+        "get",
+        "pvc",
+        "data-elephant-0",
+        "-o",
+        "jsonpath={.spec.storageClassName}",
+    ]);
+    assert_eq!(class, "standard");
+    let expansion = |allowed: bool| {
+        admin.ok(&[
+            "patch",
+            "storageclass",
+            "standard",
+            "--type=merge",
+            "-p",
+            &json!({"allowVolumeExpansion": allowed}).to_string(),
+        ]);
+    };
+    expansion(false);
+    let before = incarnation(&admin);
+    let (observed, _) = generations(&shop, "elephant");
+
+    patch_spec(&shop, json!({"postgresDiskSize": 2}));
+    let refusal = "only dynamically provisioned pvc can be resized and the storageclass that provisions the pvc must support resize";
+    let message = wait_condition(
+        &shop,
+        "elephant",
+        ("Degraded", "VolumeExpansionRefused", refusal),
+    );
+    println!("VolumeExpansionRefused: {message}");
+    assert!(message.contains("2Gi"), "{message}");
+    wait_event(
+        &shop,
+        "elephant",
+        ("Warning", "VolumeExpansionRefused", refusal),
+        Duration::from_secs(10),
+    );
+    let phase = shop.ok(&["get", "pgc", "elephant", "-o", "jsonpath={.status.phase}"]);
+    assert_eq!(phase, "Degraded", "the phase agrees with the conditions");
+    let ready = condition(&shop, "elephant", "Ready").expect("a Ready condition");
+    assert_eq!(ready.0, "True", "the database still serves: {ready:?}");
+    assert_eq!(
+        generations(&shop, "elephant").0,
+        observed,
+        "observedGeneration claims a disk size the volume does not have"
+    );
+    assert_eq!(claim_size(&admin), ("1Gi".to_owned(), "1Gi".to_owned()));
+    assert_eq!(incarnation(&admin), before, "the instance was restarted");
+
+    // The platform allows expansion: the claim grows and the refusal clears.
+    expansion(true);
+    shop.until("the claim grown to 2Gi", Duration::from_secs(120), || {
+        restart_pending_pod(&admin);
+        match claim_size(&admin) {
+            (request, capacity) if request == "2Gi" && capacity == "2Gi" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    wait_recovered(
+        &shop,
+        "elephant",
+        VISIBLE_WITHIN,
+        "no longer refused the size asked",
+    );
 }
 
 /// Makes the store unable to delete the object at `path` (`stuck`) or able again: immutable

@@ -462,6 +462,27 @@ async fn claims_bind_grow_and_keep_their_data_across_pods() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(seen, ("Bound".to_string(), "2Gi".to_string()));
+    // The volume's blocks are taken on the host when it is made and grown, as a provisioned
+    // disk's are: a host disk that fills up later cannot fail the pod's writes.
+    let uid = claims
+        .get("data")
+        .await
+        .expect("claim")
+        .metadata
+        .uid
+        .expect("uid");
+    let image = cluster
+        ._root
+        .path()
+        .join("volumes")
+        .join(format!("{uid}.img"));
+    let allocated = std::os::unix::fs::MetadataExt::blocks(
+        &std::fs::metadata(&image).expect("the volume's image"),
+    ) * 512;
+    assert!(
+        allocated >= 2 << 30,
+        "{allocated} bytes of the host's disk for a claim of 2Gi"
+    );
 
     let volume = json!({"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}], "restartPolicy": "Never"});
     let mount = |script_env: &str| json!({"env": [{"name": "FILE", "value": script_env}], "volumeMounts": [{"name": "data", "mountPath": "/var/lib/data"}]});

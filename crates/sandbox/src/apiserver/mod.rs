@@ -33,6 +33,7 @@ mod reviews;
 mod scale;
 mod server;
 mod services;
+mod storage_classes;
 pub(crate) mod store;
 mod streams;
 mod tls;
@@ -252,6 +253,7 @@ impl SandboxBuilder {
         }
         store.write(rbac::seed);
         store.write(aggregation::seed);
+        store.write(storage_classes::seed);
         let listener = TcpListener::bind(("127.0.0.1", self.port))
             .await
             .map_err(|source| StartError::Bind {

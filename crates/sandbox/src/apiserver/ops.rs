@@ -18,6 +18,7 @@ use super::events;
 use super::ext::{self, Cause};
 use super::resources::{CRD_STORAGE, NAMESPACE_STORAGE, ResourceType, crd_resource_types};
 use super::services;
+use super::storage_classes;
 use super::store::{Key, Store, Txn, object_key};
 use super::typed;
 use super::validation;
@@ -634,6 +635,9 @@ pub(crate) fn create(
             stored["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
         }
         ("", "services") => services::default_on_create(store, rt, &name, &mut stored)?,
+        ("", "persistentvolumeclaims") => {
+            storage_classes::default_class(&store.read(), &mut stored);
+        }
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
             prepare_crd(rt, &mut stored, None)?;
             let mut list = finalizers(&stored);
@@ -683,10 +687,21 @@ pub(crate) fn admit(
     old_object: Option<&Value>,
     opts: &mut WriteOptions,
 ) -> Result<(), ApiError> {
+    let identity = object.or(old_object);
+    if let (true, None, Some(claim), Some(old_claim)) = (
+        storage_classes::is_claim(rt),
+        subresource,
+        object,
+        old_object,
+    ) {
+        let name = identity
+            .and_then(|o| meta_str(o, "name"))
+            .unwrap_or_default();
+        storage_classes::admit_resize(&store.read(), rt, name, claim, old_claim)?;
+    }
     let Some(user) = &opts.user else {
         return Ok(());
     };
-    let identity = object.or(old_object);
     let text = |field: &str| {
         identity
             .and_then(|o| meta_str(o, field))

@@ -13,6 +13,14 @@
 //! users, a claim's volume is a plain directory, the way a local-path provisioner keeps it,
 //! and the provisioner says so in a Warning Event.
 //!
+//! The image's blocks are allocated on the host when it is made or grown (`fallocate`), as a
+//! cloud disk's are when it is provisioned: a volume whose host disk fills up would otherwise
+//! fail its writes with the host's error, which fuse2fs passes up unchanged as a positive
+//! number and libfuse then turns into ERANGE (PostgreSQL's `could not write block ...:
+//! Numerical result out of range`), and a loop device as I/O errors. A host without room for
+//! the claim's size refuses the claim instead (a ProvisioningFailed Event), before any data is
+//! written to it.
+//!
 //! The image outlives the runtime, so a claim keeps its data across restarts; it goes with
 //! the claim.
 
@@ -23,6 +31,9 @@ use std::process::Command;
 
 /// The filesystem block size, to which an image's size is rounded up.
 const BLOCK: u64 = 4096;
+
+/// The percentage of a volume's blocks that mkfs reserves (see `ClaimVolume::format`).
+const RESERVED_PERCENT: &str = "1";
 
 /// One volume change at a time in this process: the provisioner and starting pods both
 /// provide volumes, and the runtime unmounts them as it stops; a change that a cancelled task
@@ -183,17 +194,23 @@ impl ClaimVolume<'_> {
         let image = self.image();
         let staging = self.claims_dir.join(format!("{}.img.new", self.uid));
         let file = std::fs::File::create(&staging).map_err(io_error(&staging))?;
-        file.set_len(bytes).map_err(io_error(&staging))?;
+        let allocated = allocate(&file, &staging, bytes);
         drop(file);
-        // No blocks reserved for root: the pods' users get the whole volume, and `df` in a
-        // pod adds up. No journal, which fuse2fs cannot write: the same image mounts either
-        // way. The root directory belongs to the runtime's user, who hands it on.
+        if let Err(error) = allocated {
+            let _ = std::fs::remove_file(&staging);
+            return Err(error);
+        }
+        // 1% of the blocks reserved, as few as mkfs allows in whole percent: fuse2fs keeps
+        // 10% back from everyone when none are (libext2fs must never run out of blocks), and
+        // with 1% both mounts leave the pods the same room. No journal, which fuse2fs cannot
+        // write: the same image mounts either way. The root directory belongs to the
+        // runtime's user, who hands it on.
         let formatted = run(Command::new(program("mkfs.ext4"))
             .args([
                 "-q",
                 "-F",
                 "-m",
-                "0",
+                RESERVED_PERCENT,
                 "-O",
                 "^has_journal",
                 "-E",
@@ -318,16 +335,40 @@ pub(crate) fn unmount_all(backing: &Backing, claims_dir: &Path) {
     }
 }
 
-/// Makes the image file at least `bytes` long (sparse).
+/// Makes the image file at least `bytes` long, its blocks allocated on the host.
 fn extend(image: &Path, bytes: u64) -> Result<(), VolumeError> {
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(image)
         .map_err(io_error(image))?;
     if file.metadata().map_err(io_error(image))?.len() < bytes {
-        file.set_len(bytes).map_err(io_error(image))?;
+        allocate(&file, image, bytes)?;
     }
     Ok(())
+}
+
+/// Makes `file` (at `path`) `bytes` long with every block allocated on the host, so that
+/// writes to the volume never find the host's disk full. A host filesystem that cannot
+/// allocate ahead (`EOPNOTSUPP`) gets a sparse file, as before.
+fn allocate(file: &std::fs::File, path: &Path, bytes: u64) -> Result<(), VolumeError> {
+    let refused = |error: &dyn std::fmt::Display| {
+        VolumeError(format!(
+            "{}: cannot allocate the claim's {bytes} bytes on the host: {error}",
+            path.display()
+        ))
+    };
+    let length = i64::try_from(bytes).map_err(|error| refused(&error))?;
+    match nix::fcntl::fallocate(file, nix::fcntl::FallocateFlags::empty(), 0, length) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EOPNOTSUPP) => {
+            tracing::warn!(
+                image = %path.display(),
+                "the host's filesystem cannot allocate a volume's blocks ahead; the volume is sparse"
+            );
+            file.set_len(bytes).map_err(io_error(path))
+        }
+        Err(errno) => Err(refused(&errno)),
+    }
 }
 
 /// The size of the ext4 filesystem in an image, from its superblock (1024 bytes in): the

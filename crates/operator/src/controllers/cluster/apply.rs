@@ -157,15 +157,26 @@ pub fn quantity_bytes(quantity: &str) -> Option<u128> {
     number.checked_mul(multiplier)
 }
 
-/// Patches every PVC of the cluster whose storage request is below `size_gib`. Returns the names
-/// of the PVCs that were asked to grow. PVCs belong to the StatefulSet controller, so they are
-/// patched (only the request) rather than applied.
+/// What became of the cluster's volumes' size.
+#[derive(Debug, Default)]
+pub struct Expansion {
+    /// The PVCs asked to grow.
+    pub asked: Vec<String>,
+    /// The API server's refusal to grow a PVC (its class does not allow expansion, say), when
+    /// it refused: the volume keeps its size, and the cluster says so.
+    pub refused: Option<String>,
+}
+
+/// Patches every PVC of the cluster whose storage request is below `size_gib`. PVCs belong to
+/// the StatefulSet controller, so they are patched (only the request) rather than applied. A
+/// growth the API server refuses (403 from the resize admission, 422 from validation) is
+/// reported rather than failed: retrying cannot help until the platform or the spec changes.
 pub async fn expand_volumes(
     client: &kube::Client,
     namespace: &str,
     cluster: &str,
     size_gib: i32,
-) -> Result<Vec<String>> {
+) -> Result<Expansion> {
     let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
     let selector = labels::selector_string(&labels::instance_selector(cluster));
     let claims = api
@@ -177,7 +188,7 @@ pub async fn expand_volumes(
         })?;
     let desired = build::gibibytes(size_gib);
     let desired_bytes = quantity_bytes(&desired.0).unwrap_or(u128::MAX);
-    let mut expanded = Vec::new();
+    let mut expansion = Expansion::default();
     for claim in claims {
         let current = claim
             .spec
@@ -191,16 +202,27 @@ pub async fn expand_volumes(
         }
         let name = claim.name_any();
         let patch = json!({"spec": {"resources": {"requests": {"storage": desired.0}}}});
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        match api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
-            .map_err(|source| Error::Patch {
-                kind: "PersistentVolumeClaim",
-                name: name.clone(),
-                source,
-            })?;
-        expanded.push(name);
+        {
+            Ok(_) => expansion.asked.push(name),
+            Err(kube::Error::Api(refusal)) if matches!(refusal.code, 403 | 422) => {
+                expansion.refused = Some(format!(
+                    "Cannot grow the data volume to {}: {}",
+                    desired.0, refusal.message
+                ));
+            }
+            Err(source) => {
+                return Err(Error::Patch {
+                    kind: "PersistentVolumeClaim",
+                    name,
+                    source,
+                });
+            }
+        }
     }
-    Ok(expanded)
+    Ok(expansion)
 }
 
 #[cfg(test)]

@@ -350,7 +350,8 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
         .as_ref()
         .and_then(|status| status.auto_grown_disk_size);
     let disk_size = disk_grow::effective_size(cluster.spec.postgres_disk_size, grown_disk_size);
-    let expanding = apply::expand_volumes(client, &namespace, &name, disk_size).await?;
+    let expansion = apply::expand_volumes(client, &namespace, &name, disk_size).await?;
+    let expanding = expansion.asked;
     if !expanding.is_empty() {
         events::publish(
             &context.recorder,
@@ -433,6 +434,10 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
     for signal in &CERTIFICATE_SIGNALS {
         degraded::report(&context, &cluster, signal, &status).await;
     }
+    let status = match &expansion.refused {
+        Some(refusal) => refused_expansion(status, &cluster, refusal, context.clock.now()),
+        None => status,
+    };
     let health = health::observe(
         &context,
         &cluster,
@@ -456,6 +461,8 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
     );
     disk::report(&context, &cluster, previous_disk, status.disk.as_ref()).await;
     let status = grow_full_disk(&context, &cluster, status, disk_size, previous_disk).await?;
+    // After the auto-grow, which may be refused too.
+    degraded::report(&context, &cluster, &EXPANSION_REFUSED_SIGNAL, &status).await;
     context
         .metrics
         .cluster_disk(&cluster_labels(&cluster), status.disk.as_ref());
@@ -520,11 +527,56 @@ async fn grow_full_disk(
     );
     if let disk_grow::Decision::Grow { to, .. } = decision {
         let namespace = cluster.namespace().unwrap_or_default();
-        apply::expand_volumes(&context.client, &namespace, &cluster.name_any(), to).await?;
-        status.auto_grown_disk_size = disk_grow::shown_growth(spec_size, Some(to));
+        let expansion =
+            apply::expand_volumes(&context.client, &namespace, &cluster.name_any(), to).await?;
+        match expansion.refused {
+            // The platform does not let this volume grow: the owner hears of it (and of the
+            // full disk), and the grown size is not recorded, since the volume does not have it.
+            // No DiskGrown Event either: nothing grew.
+            Some(refusal) => {
+                return Ok(refused_expansion(
+                    status,
+                    cluster,
+                    &refusal,
+                    context.clock.now(),
+                ));
+            }
+            None => status.auto_grown_disk_size = disk_grow::shown_growth(spec_size, Some(to)),
+        }
     }
     disk_grow::report(context, cluster, &decision, status.disk.as_ref()).await;
     Ok(status)
+}
+
+/// The Events of a growth the platform refuses.
+const EXPANSION_REFUSED_SIGNAL: degraded::Signal = degraded::Signal {
+    reason: condition_reasons::VOLUME_EXPANSION_REFUSED,
+    action: "ExpandVolume",
+    recovered: "The data volumes are no longer refused the size asked",
+};
+
+/// The status of a cluster whose volumes the platform refused to grow: `Degraded` for
+/// `VolumeExpansionRefused` with the API server's refusal. `observedGeneration` stays where it
+/// was, since the spec's disk size is not in force; the database keeps serving on the volume
+/// it has.
+fn refused_expansion(
+    status: tusk_api::PostgresClusterStatus,
+    cluster: &PostgresCluster,
+    refusal: &str,
+    now: jiff::Timestamp,
+) -> tusk_api::PostgresClusterStatus {
+    let mut status = degraded::add(
+        status,
+        condition_reasons::VOLUME_EXPANSION_REFUSED,
+        refusal,
+        cluster.metadata.generation,
+        now,
+    );
+    status.observed_generation = cluster
+        .status
+        .as_ref()
+        .and_then(|status| status.observed_generation);
+    status
 }
 
 /// The labels of the cluster's metrics.
