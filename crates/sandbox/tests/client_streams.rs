@@ -6,15 +6,11 @@
 
 mod common;
 
-use std::time::Duration;
-
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, LogParams, PostParams};
 use serde_json::{Value, json};
 use tusk_sandbox::Sandbox;
-use tusk_sandbox::runtime::RuntimeOptions;
 
 use common::clients::{node, python};
+use common::{run_pod, sandbox_with_runtime};
 
 /// The client's output, one JSON document.
 fn parsed(output: &str) -> Value {
@@ -160,15 +156,9 @@ console.log(JSON.stringify(result));
 /// A sandbox with a runtime, running the pod `shell`: it logs `first` and `second`, waits for
 /// the file `$GO` (in its emptyDir) to appear, then logs `third`.
 async fn shell_pod() -> (Sandbox, tempfile::TempDir) {
-    let root = tempfile::tempdir().expect("runtime dir");
-    let sandbox = Sandbox::builder()
-        .runtime(RuntimeOptions::new(root.path()))
-        .start()
-        .await
-        .expect("sandbox starts");
+    let (sandbox, root) = sandbox_with_runtime().await;
     let client = sandbox.client().await.expect("client");
-    let pods: Api<Pod> = Api::namespaced(client, "default");
-    let pod = serde_json::from_value(json!({
+    let pod = json!({
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": "shell"},
@@ -185,23 +175,9 @@ async fn shell_pod() -> (Sandbox, tempfile::TempDir) {
                 "volumeMounts": [{"name": "data", "mountPath": "/data"}],
             }],
         },
-    }))
-    .expect("pod");
-    pods.create(&PostParams::default(), &pod)
-        .await
-        .expect("pod created");
-    let mut log = String::new();
-    for _ in 0..300 {
-        log = pods
-            .logs("shell", &LogParams::default())
-            .await
-            .unwrap_or_default();
-        if log.contains("second") {
-            return (sandbox, root);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the pod never logged `second`; its log: {log}");
+    });
+    run_pod(&client, pod, "second").await;
+    (sandbox, root)
 }
 
 /// What a command exec'd into the shell pod does: reads a line from stdin, answers on stdout

@@ -5,9 +5,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::kubectl::{kubectl, kubectl_ok};
+use common::{eventually, poll_until};
 use serde_json::Value;
 use tusk_sandbox::Sandbox;
 
@@ -18,23 +19,17 @@ async fn get_json(sandbox: &Sandbox, args: &[&str]) -> Option<Value> {
     ok.then(|| serde_json::from_str(&out).expect("kubectl prints JSON"))
 }
 
-/// Polls `kubectl get -o json ARGS` until `check` holds, for up to 10 seconds.
-async fn eventually(
+/// Polls `kubectl get -o json ARGS` until `check` holds of the object, for up to 10 seconds.
+async fn get_when(
     sandbox: &Sandbox,
     args: &[&str],
     what: &str,
     check: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(object) = get_json(sandbox, args).await
-            && check(&object)
-        {
-            return object;
-        }
-        assert!(Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll_until(what, 10, || async {
+        get_json(sandbox, args).await.filter(|object| check(object))
+    })
+    .await
 }
 
 /// kube-apiserver's kubernetes-service controller and endpoint reconciler: `default/kubernetes`
@@ -47,7 +42,7 @@ async fn the_kubernetes_service_points_at_the_api_server() {
     let sandbox = Sandbox::builder().start().await.expect("sandbox starts");
     let port = i64::from(sandbox.addr().port());
     let has_port = |o: &Value| o.pointer("/spec/ports/0/port") == Some(&443.into());
-    let service = eventually(
+    let service = get_when(
         &sandbox,
         &["service", "kubernetes"],
         "the Service appears",
@@ -68,7 +63,7 @@ async fn the_kubernetes_service_points_at_the_api_server() {
     );
     assert!(service["spec"].get("selector").is_none(), "{service}");
 
-    let slice = eventually(
+    let slice = get_when(
         &sandbox,
         &["endpointslice", "kubernetes"],
         "the EndpointSlice appears",
@@ -85,7 +80,7 @@ async fn the_kubernetes_service_points_at_the_api_server() {
         slice["metadata"]["labels"]["kubernetes.io/service-name"], "kubernetes",
         "{slice}"
     );
-    let endpoints = eventually(
+    let endpoints = get_when(
         &sandbox,
         &["endpoints", "kubernetes"],
         "the Endpoints appear",
@@ -120,7 +115,7 @@ async fn the_kubernetes_service_points_at_the_api_server() {
         ],
     )
     .await;
-    eventually(
+    get_when(
         &sandbox,
         &["service", "kubernetes"],
         "the port is restored",
@@ -129,7 +124,7 @@ async fn the_kubernetes_service_points_at_the_api_server() {
     .await;
 
     kubectl_ok(&sandbox, &["delete", "service", "kubernetes"]).await;
-    let back = eventually(
+    let back = get_when(
         &sandbox,
         &["service", "kubernetes"],
         "the Service comes back",
@@ -156,7 +151,7 @@ async fn every_namespace_has_the_root_ca_config_map() {
             && o.pointer("/data/ca.crt").and_then(Value::as_str) == Some(ca.as_str())
     };
     for namespace in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        let map = eventually(
+        let map = get_when(
             &sandbox,
             &["configmap", "kube-root-ca.crt", "-n", namespace],
             "the CA is published in the first namespaces",
@@ -174,7 +169,7 @@ async fn every_namespace_has_the_root_ca_config_map() {
     }
 
     kubectl_ok(&sandbox, &["create", "namespace", "team"]).await;
-    eventually(
+    get_when(
         &sandbox,
         &["configmap", "kube-root-ca.crt", "-n", "team"],
         "a new namespace gets it",
@@ -196,7 +191,7 @@ async fn every_namespace_has_the_root_ca_config_map() {
         ],
     )
     .await;
-    eventually(
+    get_when(
         &sandbox,
         &["configmap", "kube-root-ca.crt", "-n", "team"],
         "an edit is undone",
@@ -212,7 +207,7 @@ async fn every_namespace_has_the_root_ca_config_map() {
         &["delete", "configmap", "kube-root-ca.crt", "-n", "team"],
     )
     .await;
-    eventually(
+    get_when(
         &sandbox,
         &["configmap", "kube-root-ca.crt", "-n", "team"],
         "a deleted one comes back",
@@ -229,7 +224,7 @@ async fn every_namespace_has_the_root_ca_config_map() {
 #[tokio::test]
 async fn view_edit_and_admin_aggregate_their_rules() {
     let sandbox = Sandbox::builder().start().await.expect("sandbox starts");
-    let view = eventually(
+    let view = get_when(
         &sandbox,
         &["clusterrole", "view"],
         "view is aggregated",
@@ -271,11 +266,10 @@ async fn view_edit_and_admin_aggregate_their_rules() {
         }
     };
     // The aggregation of edit and admin follows view's; wait for the top of the chain.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while can("adam", "create", "roles").await != "yes" {
-        assert!(Instant::now() < deadline, "admin is aggregated");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("admin is aggregated", 10, || async {
+        can("adam", "create", "roles").await == "yes"
+    })
+    .await;
     let answers = [
         ("viola", "list", "pods", "yes"),
         ("viola", "get", "secrets", "no"),
@@ -299,14 +293,12 @@ async fn view_edit_and_admin_aggregate_their_rules() {
     std::fs::write(&path, extra).expect("written");
     kubectl_ok(&sandbox, &["apply", "-f", path.to_str().expect("path")]).await;
     let _ = std::fs::remove_file(&path);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while can("adam", "create", "limitranges").await != "yes" {
-        assert!(
-            Instant::now() < deadline,
-            "a ClusterRole labelled to aggregate into edit reaches admin"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "a ClusterRole labelled to aggregate into edit reaches admin",
+        10,
+        || async { can("adam", "create", "limitranges").await == "yes" },
+    )
+    .await;
     assert_eq!(can("edith", "create", "limitranges").await, "yes");
     assert_eq!(can("viola", "create", "limitranges").await, "no");
     sandbox.shutdown().await;

@@ -41,18 +41,16 @@ async fn kubectl_ok(cluster: &Cluster, args: &[&str]) -> String {
     out
 }
 
-async fn apply(cluster: &Cluster, yaml: &str) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("cronjob.yaml");
-    std::fs::write(&path, yaml).expect("written");
-    kubectl_ok(cluster, &["apply", "-f", &path.display().to_string()]).await;
-}
-
 /// Sets the CronJob's last schedule an hour back and resumes it: the latest minute is due.
 async fn resume_after_a_missed_run(cluster: &Cluster, name: &str) {
-    let hour_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1);
-    let hour_ago = jiff::Timestamp::from_second(hour_ago.as_second()).expect("time");
-    let patch = format!(r#"{{"status":{{"lastScheduleTime":"{hour_ago}"}}}}"#);
+    resume_after_missing(cluster, name, jiff::SignedDuration::from_hours(1)).await;
+}
+
+/// Sets the CronJob's last schedule `missed` back and resumes it.
+async fn resume_after_missing(cluster: &Cluster, name: &str, missed: jiff::SignedDuration) {
+    let last = jiff::Timestamp::now() - missed;
+    let last = jiff::Timestamp::from_second(last.as_second()).expect("time");
+    let patch = format!(r#"{{"status":{{"lastScheduleTime":"{last}"}}}}"#);
     let cron_job = format!("cronjob/{name}");
     kubectl_ok(
         cluster,
@@ -93,7 +91,7 @@ async fn jobs_of(cluster: &Cluster, name: &str) -> Vec<Job> {
 #[tokio::test]
 async fn a_cronjob_runs_its_due_schedule_and_manual_runs_and_keeps_its_history() {
     let cluster = Cluster::start(ControllerOptions::default(), false, Outcome::Succeed).await;
-    apply(&cluster, &manifest("report", "Allow")).await;
+    cluster.apply(&manifest("report", "Allow")).await;
     let cron_jobs: Api<CronJob> = cluster.api();
 
     // A manual run (kubectl create job --from) is the CronJob's Job: it shows as active,
@@ -196,8 +194,8 @@ async fn a_cronjob_runs_its_due_schedule_and_manual_runs_and_keeps_its_history()
 async fn forbid_skips_a_run_while_one_is_active_and_replace_stops_it() {
     // Jobs never finish: the manual run stays active.
     let cluster = Cluster::start(ControllerOptions::default(), false, Outcome::Leave).await;
-    apply(&cluster, &manifest("forbidden", "Forbid")).await;
-    apply(&cluster, &manifest("replaced", "Replace")).await;
+    cluster.apply(&manifest("forbidden", "Forbid")).await;
+    cluster.apply(&manifest("replaced", "Replace")).await;
     kubectl_ok(
         &cluster,
         &[
@@ -268,5 +266,76 @@ async fn forbid_skips_a_run_while_one_is_active_and_replace_stops_it() {
         ["forbidden-by-hand"],
         "no second run while one is active"
     );
+    cluster.stop().await;
+}
+
+/// The `TooManyMissedTimes` Events of the CronJob `name`, as (type, message).
+async fn too_many_missed_events(cluster: &Cluster, name: &str) -> Vec<(String, String)> {
+    let selector = format!("involvedObject.name={name},reason=TooManyMissedTimes");
+    let listed = kubectl_ok(
+        cluster,
+        &["get", "events", "--field-selector", &selector, "-o", "json"],
+    )
+    .await;
+    let listed: serde_json::Value = serde_json::from_str(&listed).expect("JSON");
+    listed["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|event| {
+            let text = |field: &str| event[field].as_str().unwrap_or_default().to_string();
+            (text("type"), text("message"))
+        })
+        .collect()
+}
+
+/// kube-controller-manager counts the scheduled times missed since the last schedule, or
+/// since `now - startingDeadlineSeconds` when that is later: more than 100 is a
+/// `TooManyMissedTimes` Warning, and the latest time is run all the same. A deadline that
+/// leaves fewer in the window runs the latest time without a warning.
+#[tokio::test]
+async fn many_missed_times_warn_unless_the_starting_deadline_bounds_them() {
+    let cluster = Cluster::start(ControllerOptions::default(), false, Outcome::Leave).await;
+    cluster.apply(&manifest("late", "Allow")).await;
+    cluster.apply(&manifest("bounded", "Allow")).await;
+    kubectl_ok(
+        &cluster,
+        &[
+            "patch",
+            "cronjob/bounded",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"startingDeadlineSeconds":600}}"#,
+        ],
+    )
+    .await;
+    // Three hours of a minutely schedule: 180 missed times, 10 of them within the deadline.
+    for name in ["late", "bounded"] {
+        resume_after_missing(&cluster, name, jiff::SignedDuration::from_hours(3)).await;
+    }
+    eventually("both run their latest time", 10, || async {
+        !jobs_of(&cluster, "late").await.is_empty()
+            && !jobs_of(&cluster, "bounded").await.is_empty()
+    })
+    .await;
+    eventually("the warning is recorded", 10, || async {
+        !too_many_missed_events(&cluster, "late").await.is_empty()
+    })
+    .await;
+    assert_eq!(
+        too_many_missed_events(&cluster, "late").await,
+        [(
+            "Warning".to_string(),
+            "too many missed start times. Set or decrease .spec.startingDeadlineSeconds or check clock skew".to_string()
+        )]
+    );
+    assert_eq!(too_many_missed_events(&cluster, "bounded").await, []);
+    for name in ["late", "bounded"] {
+        assert_eq!(
+            jobs_of(&cluster, name).await.len(),
+            1,
+            "only the latest time runs"
+        );
+    }
     cluster.stop().await;
 }

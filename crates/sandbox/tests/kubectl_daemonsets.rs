@@ -100,10 +100,7 @@ async fn a_daemonset_runs_one_pod_per_admitted_node_and_rolls_out_node_by_node()
     let taint = json!([{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]);
     node(&cluster, "db", linux.clone(), taint).await;
 
-    let dir = tempfile::tempdir().expect("temp dir");
-    let manifest = dir.path().join("ds.yaml");
-    std::fs::write(&manifest, DAEMONSET).expect("written");
-    kubectl_ok(&cluster, &["apply", "-f", &manifest.display().to_string()]).await;
+    cluster.apply(DAEMONSET).await;
     let out = kubectl_ok(
         &cluster,
         &["rollout", "status", "ds/agent", "--timeout=30s"],
@@ -211,6 +208,123 @@ async fn a_daemonset_runs_one_pod_per_admitted_node_and_rolls_out_node_by_node()
     assert!(
         events.contains("SuccessfulCreate") && events.contains("daemonset-controller"),
         "{events}"
+    );
+    cluster.stop().await;
+}
+
+/// The revisions `rollout history` prints, with their change causes.
+async fn history(cluster: &Cluster) -> Vec<(String, String)> {
+    let out = kubectl_ok(cluster, &["rollout", "history", "ds/agent"]).await;
+    out.lines()
+        .skip_while(|line| !line.starts_with("REVISION"))
+        .skip(1)
+        .filter_map(|line| {
+            let (revision, cause) = line.split_once(char::is_whitespace)?;
+            Some((revision.to_string(), cause.trim().to_string()))
+        })
+        .collect()
+}
+
+/// kube-controller-manager's daemon controller keeps a ControllerRevision of each template
+/// (`<daemonset>-<hash>`, labelled with the hash and carrying the DaemonSet's annotations), so
+/// `kubectl rollout history ds` lists them with their change causes and `rollout undo ds`
+/// patches an earlier template back; the template it returns to keeps its revision object,
+/// renumbered as the newest.
+#[tokio::test]
+async fn rollout_history_and_undo_work_on_a_daemonset() {
+    let cluster = Cluster::start(ControllerOptions::default(), false, Outcome::Ready).await;
+    node(
+        &cluster,
+        "n1",
+        json!({"kubernetes.io/os": "linux"}),
+        json!([]),
+    )
+    .await;
+    cluster
+        .apply(&DAEMONSET.replace(
+            "metadata: {name: agent}",
+            "metadata: {name: agent, annotations: {kubernetes.io/change-cause: first}}",
+        ))
+        .await;
+    let rolled_out = || async {
+        let out = kubectl_ok(
+            &cluster,
+            &["rollout", "status", "ds/agent", "--timeout=30s"],
+        )
+        .await;
+        assert!(out.contains("successfully rolled out"), "{out}");
+    };
+    rolled_out().await;
+    kubectl_ok(
+        &cluster,
+        &[
+            "annotate",
+            "ds/agent",
+            "--overwrite",
+            "kubernetes.io/change-cause=second",
+        ],
+    )
+    .await;
+    kubectl_ok(&cluster, &["set", "image", "ds/agent", "main=agent:v2"]).await;
+    rolled_out().await;
+    eventually("two revisions", 10, || async {
+        history(&cluster).await.len() == 2
+    })
+    .await;
+    assert_eq!(
+        history(&cluster).await,
+        [
+            ("1".to_string(), "first".to_string()),
+            ("2".to_string(), "second".to_string())
+        ]
+    );
+    let first = kubectl_ok(
+        &cluster,
+        &["rollout", "history", "ds/agent", "--revision=1"],
+    )
+    .await;
+    assert!(first.contains("agent:v1"), "{first}");
+
+    let out = kubectl_ok(&cluster, &["rollout", "undo", "ds/agent"]).await;
+    assert_eq!(out.trim(), "daemonset.apps/agent rolled back");
+    rolled_out().await;
+    let pods = cluster.pods();
+    eventually("the daemon runs the first template again", 10, || async {
+        daemons(&pods).await.get("n1").is_some_and(|pod| {
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.containers[0].image.as_deref())
+                == Some("agent:v1")
+        })
+    })
+    .await;
+    eventually("the first revision is the newest", 10, || async {
+        history(&cluster).await
+            == [
+                ("2".to_string(), "second".to_string()),
+                ("3".to_string(), "first".to_string()),
+            ]
+    })
+    .await;
+    let names = kubectl_ok(
+        &cluster,
+        &[
+            "get",
+            "controllerrevisions",
+            "-l",
+            "app=agent",
+            "-o",
+            "name",
+        ],
+    )
+    .await;
+    assert_eq!(names.lines().count(), 2, "{names}");
+    let hash = daemons(&pods).await["n1"].labels()["controller-revision-hash"].clone();
+    assert!(
+        names
+            .lines()
+            .any(|name| name == format!("controllerrevision.apps/agent-{hash}")),
+        "the daemon's label names its revision: {names}"
     );
     cluster.stop().await;
 }

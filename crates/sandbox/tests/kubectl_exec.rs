@@ -9,15 +9,15 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::Client;
 use kube::api::{Api, LogParams, PostParams};
-use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tusk_sandbox::Sandbox;
-use tusk_sandbox::runtime::RuntimeOptions;
 
 use common::kubectl::{kubectl, kubectl_command, kubectl_ok, kubectl_with_input};
+use common::{run_pod, sandbox_with_runtime};
 
 /// A sandbox with a runtime, and the directory it keeps pods in.
 struct Cluster {
@@ -27,12 +27,7 @@ struct Cluster {
 }
 
 async fn start() -> Cluster {
-    let root = tempfile::tempdir().expect("runtime dir");
-    let sandbox = Sandbox::builder()
-        .runtime(RuntimeOptions::new(root.path()))
-        .start()
-        .await
-        .expect("sandbox starts");
+    let (sandbox, root) = sandbox_with_runtime().await;
     let client = sandbox.client().await.expect("client");
     Cluster {
         sandbox,
@@ -43,28 +38,6 @@ async fn start() -> Cluster {
 
 fn pods(client: &Client) -> Api<Pod> {
     Api::namespaced(client.clone(), "default")
-}
-
-/// Creates a pod from its JSON and waits until its log shows `ready`.
-async fn run_pod(client: &Client, pod: Value, ready: &str) -> Pod {
-    let pod: Pod = serde_json::from_value(pod).expect("pod");
-    let name = pod.name_any();
-    pods(client)
-        .create(&PostParams::default(), &pod)
-        .await
-        .expect("pod created");
-    let mut log = String::new();
-    for _ in 0..600 {
-        log = pods(client)
-            .logs(&name, &LogParams::default())
-            .await
-            .unwrap_or_default();
-        if log.contains(ready) {
-            return pods(client).get(&name).await.expect("pod");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("pod {name} never logged {ready:?}; its log: {log}");
 }
 
 /// A pod whose one container runs `script` in sh, with an emptyDir at /data and `extra` merged

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use common::kubectl::{kubectl, kubectl_ok};
 use tusk_sandbox::Sandbox;
-use tusk_sandbox::runtime::RuntimeOptions;
 
 /// One manifest of each kind added for kubectl's everyday commands.
 const MANIFESTS: &str = r#"
@@ -246,12 +245,7 @@ async fn kubectl_apply_prune_with_its_default_allow_list_deletes_what_is_gone() 
 /// `kubectl cordon` marks it unschedulable, which the STATUS column shows.
 #[tokio::test]
 async fn the_runtime_is_the_clusters_node_and_can_be_cordoned() {
-    let root = tempfile::tempdir().expect("runtime dir");
-    let sandbox = Sandbox::builder()
-        .runtime(RuntimeOptions::new(root.path()))
-        .start()
-        .await
-        .expect("sandbox starts");
+    let (sandbox, _root) = common::sandbox_with_runtime().await;
     let mut nodes = String::new();
     for _ in 0..100 {
         nodes = kubectl_ok(&sandbox, &["get", "nodes", "--no-headers"]).await;

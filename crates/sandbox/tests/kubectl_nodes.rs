@@ -6,13 +6,10 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::kubectl::{kubectl, kubectl_ok};
+use common::kubectl::{apply, kubectl, kubectl_ok};
+use common::{eventually, sandbox_with_runtime};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
-use tusk_sandbox::Sandbox;
-use tusk_sandbox::runtime::RuntimeOptions;
 
 const NODE: &str = "tusk-sandbox";
 
@@ -64,29 +61,6 @@ spec:
   containers: [{name: main, image: busybox, command: [sleep, "1000"]}]
 "#;
 
-async fn apply(sandbox: &Sandbox, yaml: &str) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("manifest.yaml");
-    std::fs::write(&path, yaml).expect("written");
-    kubectl_ok(sandbox, &["apply", "-f", &path.display().to_string()]).await;
-}
-
-/// Polls `check` every 200 ms until it holds, failing after `seconds`.
-async fn eventually<F, Fut>(what: &str, seconds: u64, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("timed out after {seconds}s waiting for: {what}");
-}
-
 /// The pods labelled `selector` that run on the node (bound and not being deleted).
 async fn bound(pods: &Api<Pod>, selector: &str) -> Vec<Pod> {
     pods.list(&ListParams::default().labels(selector))
@@ -103,12 +77,7 @@ async fn bound(pods: &Api<Pod>, selector: &str) -> Vec<Pod> {
 
 #[tokio::test]
 async fn cordon_keeps_pods_off_and_drain_evicts_within_the_disruption_budget() {
-    let root = tempfile::tempdir().expect("runtime dir");
-    let sandbox = Sandbox::builder()
-        .runtime(RuntimeOptions::new(root.path()))
-        .start()
-        .await
-        .expect("sandbox starts");
+    let (sandbox, _root) = sandbox_with_runtime().await;
     let client = sandbox.client().await.expect("client");
     let pods: Api<Pod> = Api::namespaced(client, "default");
     apply(&sandbox, WORKLOADS).await;

@@ -936,7 +936,7 @@ async fn kubectl_logs_reads_tails_and_follows() {
     let cluster = start().await;
     let client = &cluster.client;
     let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": "chatty"},
+        "metadata": {"name": "chatty", "labels": {"app": "chatty"}},
         "spec": {
             "automountServiceAccountToken": false,
             "terminationGracePeriodSeconds": 1,
@@ -1035,6 +1035,22 @@ async fn kubectl_logs_reads_tails_and_follows() {
             .contains("previous terminated container \"idle\" in pod \"chatty\" not found"),
         "{}",
         String::from_utf8_lossy(&output.stderr)
+    );
+    // kubectl asks for each container's log in turn (`--all-containers`), says whose each
+    // line is (`--prefix`), and finds pods by label (`-l`) with a list first.
+    assert_eq!(
+        kubectl(
+            &cluster,
+            &["logs", "chatty", "--all-containers", "--prefix"]
+        )
+        .await,
+        "[pod/chatty/count] line 1\n[pod/chatty/count] line 2\n[pod/chatty/count] line 3\n\
+         [pod/chatty/count] line 4\n[pod/chatty/count] line 5\n[pod/chatty/count] late\n\
+         [pod/chatty/count] oops\n[pod/chatty/idle] idle\n"
+    );
+    assert_eq!(
+        kubectl(&cluster, &["logs", "-l", "app=chatty", "-c", "idle"]).await,
+        "idle\n"
     );
     cluster.sandbox.shutdown().await;
 }

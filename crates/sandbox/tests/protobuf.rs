@@ -155,6 +155,124 @@ async fn protobuf_only_client_gets_objects_lists_and_statuses_in_protobuf() {
     assert_eq!(status.status.as_deref(), Some("Success"));
 }
 
+/// Whether kubectl's `-v=8` log (`stderr`) shows a response whose status starts with `status`
+/// in protobuf. The requests' headers name protobuf too; only the responses' count.
+fn answered_in_protobuf(stderr: &str, status: &str) -> bool {
+    stderr
+        .split("\"Response\" status=")
+        .skip(1)
+        .filter(|response| response.trim_start_matches('"').starts_with(status))
+        .any(|response| {
+            response
+                .split("\"Response Body\"")
+                .next()
+                .is_some_and(|headers| headers.contains(&format!("Content-Type: {PROTOBUF}")))
+        })
+}
+
+/// The Status of a failed request, decoded from a protobuf answer.
+fn protobuf_status(code: u16, media_type: &str, body: &[u8]) -> Status {
+    assert_eq!(
+        media_type,
+        PROTOBUF,
+        "{code}: {}",
+        String::from_utf8_lossy(body)
+    );
+    let (api_version, kind, raw) = unwrap(body);
+    assert_eq!((api_version.as_str(), kind.as_str()), ("v1", "Status"));
+    let status = Status::decode(raw.as_slice()).expect("a Status");
+    assert_eq!(status.status.as_deref(), Some("Failure"));
+    assert_eq!(status.code, Some(i32::from(code)));
+    status
+}
+
+/// kube-apiserver negotiates an error's Status like any other answer: a client that asks for
+/// protobuf first gets its 404, 409 and 422 as a `Status` in the `k8s\0` envelope, with the
+/// reason, message and details (the causes' field paths too) the JSON form has; kubectl reads
+/// it (`create` asks for protobuf) and prints kube-apiserver's message.
+#[tokio::test]
+async fn errors_answer_a_protobuf_status_to_a_protobuf_client() {
+    let sandbox = Sandbox::builder().start().await.expect("sandbox starts");
+    let client = sandbox.client().await.expect("client");
+    let collection = "/api/v1/namespaces/default/configmaps";
+    for accept in [
+        PROTOBUF,
+        "application/vnd.kubernetes.protobuf,application/json",
+    ] {
+        let (code, media_type, body) = answer(
+            send(
+                &client,
+                "GET",
+                &format!("{collection}/missing"),
+                accept,
+                "application/json",
+                "",
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(code, 404);
+        let status = protobuf_status(code, &media_type, &body);
+        assert_eq!(status.reason.as_deref(), Some("NotFound"));
+        assert_eq!(
+            status.message.as_deref(),
+            Some("configmaps \"missing\" not found")
+        );
+        let details = status.details.expect("details");
+        assert_eq!(details.name.as_deref(), Some("missing"));
+        assert_eq!(details.kind.as_deref(), Some("configmaps"));
+    }
+
+    let create = |body: &'static str| {
+        let client = &client;
+        async move {
+            let created = send(
+                client,
+                "POST",
+                collection,
+                PROTOBUF,
+                "application/json",
+                body,
+            );
+            answer(created.await).await
+        }
+    };
+    let settings = r#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}}"#;
+    for expected in [201, 409] {
+        let (code, media_type, body) = create(settings).await;
+        assert_eq!(code, expected, "{}", String::from_utf8_lossy(&body));
+        if code == 409 {
+            let status = protobuf_status(code, &media_type, &body);
+            assert_eq!(status.reason.as_deref(), Some("AlreadyExists"));
+        }
+    }
+
+    let invalid =
+        r#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "Not_A_Name"}}"#;
+    let (code, media_type, body) = create(invalid).await;
+    assert_eq!(code, 422);
+    let status = protobuf_status(code, &media_type, &body);
+    assert_eq!(status.reason.as_deref(), Some("Invalid"));
+    let fields: Vec<String> = status
+        .details
+        .expect("details")
+        .causes
+        .into_iter()
+        .filter_map(|cause| cause.field)
+        .collect();
+    assert_eq!(fields, ["metadata.name"]);
+
+    // `kubectl create` asks for protobuf (`kubectl get` asks for a Table, in JSON).
+    let (ok, _, stderr) = kubectl(&sandbox, &["create", "configmap", "settings", "-v=8"]).await;
+    assert!(!ok);
+    assert!(
+        stderr
+            .contains("error: failed to create configmap: configmaps \"settings\" already exists"),
+        "{stderr}"
+    );
+    assert!(answered_in_protobuf(&stderr, "409"), "{stderr}");
+}
+
 /// A protobuf watch streams each event as its length (four bytes, big-endian) and a
 /// `WatchEvent` whose object is a whole protobuf body.
 #[tokio::test]
@@ -242,9 +360,13 @@ async fn custom_resources_answer_json_or_not_acceptable() {
     )
     .await;
     assert_eq!((code, media_type.as_str()), (200, "application/json"));
-    let (code, _, body) =
+    // The negotiation itself failed: kube-apiserver writes that Status in JSON.
+    let (code, media_type, body) =
         answer(send(&client, "GET", collection, PROTOBUF, "application/json", "").await).await;
     assert_eq!(code, 406, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(media_type, "application/json");
+    let status: serde_json::Value = serde_json::from_slice(&body).expect("a JSON Status");
+    assert_eq!(status["reason"], "NotAcceptable");
     drop(sandbox);
 }
 
@@ -269,16 +391,7 @@ async fn kubectl_reads_protobuf_answers() {
         stdout.contains("configmap/from-kubectl created"),
         "{stdout}"
     );
-    // The request's headers name protobuf too; look only at the responses'.
-    let protobuf_answer = stderr.split("\"Response\" status=").skip(1).any(|headers| {
-        headers
-            .split("\"Response Body\"")
-            .next()
-            .is_some_and(|headers| {
-                headers.contains("Content-Type: application/vnd.kubernetes.protobuf")
-            })
-    });
-    assert!(protobuf_answer, "{stderr}");
+    assert!(answered_in_protobuf(&stderr, ""), "{stderr}");
     let (ok, stdout, stderr) = kubectl(
         &sandbox,
         &[

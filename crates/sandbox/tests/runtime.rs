@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::eventually;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, ObjectReference, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -21,20 +22,6 @@ use tusk_sandbox::Sandbox;
 fn config_map(name: &str) -> ConfigMap {
     serde_json::from_value(json!({"metadata": {"name": name}, "data": {"k": "v"}}))
         .expect("config map")
-}
-
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..100 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for: {what}");
 }
 
 async fn start() -> (Sandbox, Client) {
@@ -180,7 +167,7 @@ async fn controller_owns_children_and_the_finalizer_helper_cleans_up() {
         .create(&PostParams::default(), &config_map("parent"))
         .await
         .expect("created");
-    eventually("the child exists", || async {
+    eventually("the child exists", 10, || async {
         children
             .get_opt("parent-child")
             .await
@@ -201,7 +188,7 @@ async fn controller_owns_children_and_the_finalizer_helper_cleans_up() {
         )
         .await
         .expect("child changed");
-    eventually("a child change triggers a reconcile", || async {
+    eventually("a child change triggers a reconcile", 10, || async {
         reconciles.load(Ordering::SeqCst) > before
     })
     .await;
@@ -210,12 +197,12 @@ async fn controller_owns_children_and_the_finalizer_helper_cleans_up() {
         .delete("parent", &DeleteParams::default())
         .await
         .expect("delete accepted");
-    eventually("cleanup ran and the parent is gone", || async {
+    eventually("cleanup ran and the parent is gone", 10, || async {
         cleanups.load(Ordering::SeqCst) >= 1
             && parents.get_opt("parent").await.ok().flatten().is_none()
     })
     .await;
-    eventually("the garbage collector removed the child", || async {
+    eventually("the garbage collector removed the child", 10, || async {
         children
             .get_opt("parent-child")
             .await
@@ -305,7 +292,7 @@ async fn garbage_collection_follows_the_propagation_policy() {
     maps.delete("bg-owner", &DeleteParams::background())
         .await
         .expect("deleted");
-    eventually("background dependents removed", || async {
+    eventually("background dependents removed", 10, || async {
         maps.get_opt("bg-child").await.ok().flatten().is_none()
     })
     .await;
@@ -324,7 +311,7 @@ async fn garbage_collection_follows_the_propagation_policy() {
     maps.delete("or-owner", &DeleteParams::orphan())
         .await
         .expect("deleted");
-    eventually("owner gone", || async {
+    eventually("owner gone", 10, || async {
         maps.get_opt("or-owner").await.ok().flatten().is_none()
     })
     .await;
@@ -373,10 +360,14 @@ async fn garbage_collection_follows_the_propagation_policy() {
     )
     .await
     .expect("finalizer removed");
-    eventually("foreground owner removed after its dependent", || async {
-        maps.get_opt("fg-owner").await.ok().flatten().is_none()
-            && maps.get_opt("fg-child").await.ok().flatten().is_none()
-    })
+    eventually(
+        "foreground owner removed after its dependent",
+        10,
+        || async {
+            maps.get_opt("fg-owner").await.ok().flatten().is_none()
+                && maps.get_opt("fg-child").await.ok().flatten().is_none()
+        },
+    )
     .await;
     sandbox.shutdown().await;
 }
@@ -419,7 +410,7 @@ async fn namespace_deletion_removes_its_contents() {
     )
     .await
     .expect("released");
-    eventually("namespace gone", || async {
+    eventually("namespace gone", 10, || async {
         namespaces.get_opt("doomed").await.ok().flatten().is_none()
     })
     .await;

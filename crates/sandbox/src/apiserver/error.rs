@@ -236,6 +236,7 @@ impl ApiError {
             status,
             message,
             conflicts,
+            operation_failed,
         } = failure;
         match status {
             409 if !conflicts.is_empty() => {
@@ -253,6 +254,15 @@ impl ApiError {
             }
             409 => Self::new(409, "Conflict", message).with_details(details(rt, name)),
             415 => Self::new(415, "UnsupportedMediaType", message),
+            // apimachinery's NewGenericServerResponse: the patch library's error as the cause.
+            422 if operation_failed => Self::new(
+                422,
+                "Invalid",
+                "the server rejected our request due to an error in our request",
+            )
+            .with_details(json!({
+                "causes": [{"reason": "UnexpectedServerResponse", "message": message}],
+            })),
             422 => Self::new(422, "Invalid", message).with_details(details(rt, name)),
             500 => Self::new(500, "InternalError", message),
             _ => Self::new(400, "BadRequest", message),

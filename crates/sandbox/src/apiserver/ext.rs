@@ -150,6 +150,9 @@ pub(crate) struct PatchFailure {
     pub status: u16,
     pub message: String,
     pub conflicts: Vec<patch::ApplyConflict>,
+    /// A JSON patch's operation failed against the object (a `test` included), which
+    /// kube-apiserver reports as a generic 422 naming no object.
+    pub operation_failed: bool,
 }
 
 impl From<patch::PatchError> for PatchFailure {
@@ -158,10 +161,15 @@ impl From<patch::PatchError> for PatchFailure {
             patch::PatchError::Conflict { conflicts, .. } => conflicts.clone(),
             _ => Vec::new(),
         };
+        let operation_failed = matches!(
+            error,
+            patch::PatchError::TestFailed { .. } | patch::PatchError::OperationFailed(_)
+        );
         PatchFailure {
             status: error.http_status(),
             message: error.to_string(),
             conflicts,
+            operation_failed,
         }
     }
 }

@@ -14,6 +14,7 @@
 mod admission;
 mod aggregation;
 mod auth;
+mod builtin_kinds;
 mod defaults;
 mod discovery;
 mod error;

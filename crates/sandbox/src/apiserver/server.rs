@@ -87,8 +87,15 @@ fn encoded_response(code: u16, value: &Value, encoding: protobuf::Encoding) -> R
     json_response(code, value)
 }
 
-fn error_response(error: &ApiError) -> Response<Body> {
-    json_response(error.code, &error.status())
+/// An error's Status, negotiated like any answer: in protobuf for a client that asked for
+/// protobuf first. A 406 is the negotiation itself failing, which kube-apiserver answers in
+/// JSON whatever was asked for.
+fn error_response(error: &ApiError, encoding: protobuf::Encoding) -> Response<Body> {
+    let encoding = match error.code {
+        406 => protobuf::Encoding::Json,
+        _ => encoding,
+    };
+    encoded_response(error.code, &error.status(), encoding)
 }
 
 type Query = HashMap<String, String>;
@@ -132,9 +139,10 @@ impl Server {
         self: Arc<Self>,
         request: Request<Incoming>,
     ) -> Result<Response<Body>, Infallible> {
+        let encoding = protobuf::negotiate(&header_text(&request, header::ACCEPT));
         let response = match self.clone().route(request).await {
             Ok(response) => response,
-            Err(error) => error_response(&error),
+            Err(error) => error_response(&error, encoding),
         };
         Ok(response)
     }

@@ -16,15 +16,7 @@ use std::sync::LazyLock;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use k8s_openapi::api::{
-    admissionregistration::v1 as admissionregistration, apps::v1 as apps,
-    autoscaling::v2 as autoscaling, batch::v1 as batch, certificates::v1 as certificates,
-    coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
-    networking::v1 as networking, policy::v1 as policy, rbac::v1 as rbac,
-    scheduling::v1 as scheduling, storage::v1 as storage,
-};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
-use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1 as apiregistration;
+use super::builtin_kinds::BUILTIN_KINDS;
 
 /// One kind's schema: the root object's and the definitions its `$ref`s name.
 struct KindSchema {
@@ -32,149 +24,32 @@ struct KindSchema {
     definitions: Map<String, Value>,
 }
 
-fn kind_schema<T: schemars::JsonSchema>() -> KindSchema {
-    let mut root = serde_json::to_value(schemars::schema_for!(T)).unwrap_or_default();
-    let definitions = root
-        .as_object_mut()
-        .and_then(|root| root.remove("$defs"))
-        .and_then(|defs| match defs {
-            Value::Object(map) => Some(map),
-            _ => None,
-        })
-        .unwrap_or_default();
-    KindSchema { root, definitions }
+impl KindSchema {
+    /// A schema with its definitions under `$defs`, split into the two.
+    fn from_root(mut root: Value) -> Self {
+        let definitions = root
+            .as_object_mut()
+            .and_then(|root| root.remove("$defs"))
+            .and_then(|defs| match defs {
+                Value::Object(map) => Some(map),
+                _ => None,
+            })
+            .unwrap_or_default();
+        KindSchema { root, definitions }
+    }
 }
 
-/// The schemas of the kinds the sandbox stores, by `(group, kind)` of their storage form.
+/// The schemas of the built-in kinds, by `(group, kind)`: stored objects are looked up by
+/// their storage form's.
 static KIND_SCHEMAS: LazyLock<HashMap<(&'static str, &'static str), KindSchema>> =
     LazyLock::new(|| {
-        HashMap::from([
-            (("", "Namespace"), kind_schema::<core::Namespace>()),
-            (("", "Secret"), kind_schema::<core::Secret>()),
-            (("", "ConfigMap"), kind_schema::<core::ConfigMap>()),
-            (("", "Service"), kind_schema::<core::Service>()),
-            (("", "Pod"), kind_schema::<core::Pod>()),
-            (
-                ("", "PersistentVolumeClaim"),
-                kind_schema::<core::PersistentVolumeClaim>(),
-            ),
-            (
-                ("", "ServiceAccount"),
-                kind_schema::<core::ServiceAccount>(),
-            ),
-            (("", "Event"), kind_schema::<core::Event>()),
-            (("", "Endpoints"), kind_schema::<core::Endpoints>()),
-            (("apps", "StatefulSet"), kind_schema::<apps::StatefulSet>()),
-            (("apps", "Deployment"), kind_schema::<apps::Deployment>()),
-            (("apps", "ReplicaSet"), kind_schema::<apps::ReplicaSet>()),
-            (
-                ("apps", "ControllerRevision"),
-                kind_schema::<apps::ControllerRevision>(),
-            ),
-            (("batch", "Job"), kind_schema::<batch::Job>()),
-            (
-                ("policy", "PodDisruptionBudget"),
-                kind_schema::<policy::PodDisruptionBudget>(),
-            ),
-            (
-                ("rbac.authorization.k8s.io", "Role"),
-                kind_schema::<rbac::Role>(),
-            ),
-            (
-                ("rbac.authorization.k8s.io", "RoleBinding"),
-                kind_schema::<rbac::RoleBinding>(),
-            ),
-            (
-                ("rbac.authorization.k8s.io", "ClusterRole"),
-                kind_schema::<rbac::ClusterRole>(),
-            ),
-            (
-                ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
-                kind_schema::<rbac::ClusterRoleBinding>(),
-            ),
-            (
-                ("networking.k8s.io", "NetworkPolicy"),
-                kind_schema::<networking::NetworkPolicy>(),
-            ),
-            (
-                ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"),
-                kind_schema::<admissionregistration::ValidatingAdmissionPolicy>(),
-            ),
-            (
-                (
-                    "admissionregistration.k8s.io",
-                    "ValidatingAdmissionPolicyBinding",
-                ),
-                kind_schema::<admissionregistration::ValidatingAdmissionPolicyBinding>(),
-            ),
-            (
-                ("coordination.k8s.io", "Lease"),
-                kind_schema::<coordination::Lease>(),
-            ),
-            (
-                ("discovery.k8s.io", "EndpointSlice"),
-                kind_schema::<discovery::EndpointSlice>(),
-            ),
-            (
-                ("apiextensions.k8s.io", "CustomResourceDefinition"),
-                kind_schema::<apiextensions::CustomResourceDefinition>(),
-            ),
-            (("", "Node"), kind_schema::<core::Node>()),
-            (
-                ("", "ReplicationController"),
-                kind_schema::<core::ReplicationController>(),
-            ),
-            (("", "ResourceQuota"), kind_schema::<core::ResourceQuota>()),
-            (("", "LimitRange"), kind_schema::<core::LimitRange>()),
-            (
-                ("", "PersistentVolume"),
-                kind_schema::<core::PersistentVolume>(),
-            ),
-            (("apps", "DaemonSet"), kind_schema::<apps::DaemonSet>()),
-            (("batch", "CronJob"), kind_schema::<batch::CronJob>()),
-            (
-                ("networking.k8s.io", "Ingress"),
-                kind_schema::<networking::Ingress>(),
-            ),
-            (
-                ("networking.k8s.io", "IngressClass"),
-                kind_schema::<networking::IngressClass>(),
-            ),
-            (
-                ("storage.k8s.io", "StorageClass"),
-                kind_schema::<storage::StorageClass>(),
-            ),
-            (
-                ("scheduling.k8s.io", "PriorityClass"),
-                kind_schema::<scheduling::PriorityClass>(),
-            ),
-            (
-                ("autoscaling", "HorizontalPodAutoscaler"),
-                kind_schema::<autoscaling::HorizontalPodAutoscaler>(),
-            ),
-            (
-                ("certificates.k8s.io", "CertificateSigningRequest"),
-                kind_schema::<certificates::CertificateSigningRequest>(),
-            ),
-            (
-                (
-                    "admissionregistration.k8s.io",
-                    "MutatingWebhookConfiguration",
-                ),
-                kind_schema::<admissionregistration::MutatingWebhookConfiguration>(),
-            ),
-            (
-                (
-                    "admissionregistration.k8s.io",
-                    "ValidatingWebhookConfiguration",
-                ),
-                kind_schema::<admissionregistration::ValidatingWebhookConfiguration>(),
-            ),
-            (
-                ("apiregistration.k8s.io", "APIService"),
-                kind_schema::<apiregistration::APIService>(),
-            ),
-        ])
+        BUILTIN_KINDS
+            .iter()
+            .map(|builtin| {
+                let schema = KindSchema::from_root((builtin.root_schema)());
+                ((builtin.group, builtin.kind), schema)
+            })
+            .collect()
     });
 
 /// Drops the fields of a built-in object (in its storage form, of `group` and `kind`) that the

@@ -137,6 +137,7 @@ pub(crate) fn validate(rt: &ResourceType, object: &Value, old: Option<&Value>) -
             }
         }
         ("apps", "deployments" | "replicasets") => {
+            non_negative_replicas(spec, &mut causes);
             selector_and_template(spec, &mut causes);
             template_pod_spec(spec, &mut causes);
             template_restart_policy(spec, &["Always"], &mut causes);
@@ -149,6 +150,7 @@ pub(crate) fn validate(rt: &ResourceType, object: &Value, old: Option<&Value>) -
         ("apps", "statefulsets") => {
             // kube-apiserver leaves a StatefulSet's pod spec to its pods: its volume mounts
             // may name the claim templates' volumes, which only the pods have.
+            non_negative_replicas(spec, &mut causes);
             selector_and_template(spec, &mut causes);
             template_restart_policy(spec, &["Always"], &mut causes);
             if let Some(old_spec) = old_spec {
@@ -183,6 +185,17 @@ pub(crate) fn validate(rt: &ResourceType, object: &Value, old: Option<&Value>) -
         _ => {}
     }
     causes
+}
+
+/// A workload's `spec.replicas`, which `ValidateNonnegativeField` keeps at 0 or more (the
+/// `/scale` subresource checks its own copy).
+fn non_negative_replicas(spec: &Value, causes: &mut Vec<Cause>) {
+    if let Some(replicas) = spec
+        .get("replicas")
+        .filter(|r| r.as_i64().is_some_and(|n| n < 0))
+    {
+        causes.push(invalid("spec.replicas", replicas, containers::NEGATIVE));
+    }
 }
 
 /// The restart policies a workload's pods may have: a Deployment's, ReplicaSet's or

@@ -45,12 +45,18 @@ pub(crate) fn parse_schedule(schedule: &str) -> Result<Cron, String> {
         .map_err(|error| error.to_string())
 }
 
+/// kube-controller-manager warns (`TooManyMissedTimes`) when more scheduled times than this
+/// were missed since the last schedule (or the deadline window); it still runs the latest.
+const MANY_MISSED: i64 = 100;
+
 /// When a CronJob is due: the latest scheduled time not after `now` and after `earliest`
-/// (the last schedule, or the creation), and the first one after `now`.
+/// (the last schedule, or the creation), the first one after `now`, and whether more than
+/// [`MANY_MISSED`] times were missed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Due {
     pub missed: Option<Timestamp>,
     pub next: Option<Timestamp>,
+    pub too_many_missed: bool,
 }
 
 /// The schedule's due times as seen at `now`, in `zone`.
@@ -65,7 +71,35 @@ pub(crate) fn due(cron: &Cron, zone: &TimeZone, earliest: Timestamp, now: Timest
         .find_next_occurrence(&at, false)
         .ok()
         .map(|t| t.timestamp());
-    Due { missed, next }
+    Due {
+        missed,
+        next,
+        too_many_missed: missed_count(cron, zone, earliest, now) > MANY_MISSED,
+    }
+}
+
+/// How many scheduled times passed between `earliest` and `now`, counted as kube's controller
+/// counts them: the time from the first to `now` over the gap between the first two.
+fn missed_count(cron: &Cron, zone: &TimeZone, earliest: Timestamp, now: Timestamp) -> i64 {
+    let after = |t: Timestamp| {
+        cron.find_next_occurrence(&t.to_zoned(zone.clone()), false)
+            .ok()
+            .map(|t| t.timestamp())
+    };
+    let Some(first) = after(earliest) else {
+        return 0;
+    };
+    let Some(second) = after(first) else {
+        return i64::from(first <= now);
+    };
+    if now < second {
+        return i64::from(first <= now);
+    }
+    let gap = first.duration_until(second).as_secs();
+    if gap < 1 {
+        return 0;
+    }
+    first.duration_until(now).as_secs() / gap + 1
 }
 
 /// Whether a Job has finished (Complete or Failed), and if it succeeded, when.
@@ -207,49 +241,24 @@ async fn reconcile_at(
         }
     }
 
-    let write = |status: CronJobStatus, active: &[&Job]| {
+    let api: Api<CronJob> = Api::namespaced(client.clone(), &namespace);
+    // The status as it stands, with `active` as the running Jobs.
+    let (api_ref, name_ref, current) = (&api, &name, cron_job.status.as_ref());
+    let save = move |status: CronJobStatus, active: &[&Job]| {
         let mut status = status;
         status.active = (!active.is_empty())
             .then(|| active.iter().map(|job| reference(job)).collect::<Vec<_>>());
-        status
+        async move { write_status(api_ref, name_ref, current, &status).await }
     };
 
-    let cron = match parse_schedule(&spec.schedule) {
-        Ok(cron) => cron,
-        Err(error) => {
-            let message = format!("unparseable schedule: {:?} : {error}", spec.schedule);
-            events
-                .record(&me, true, "UnparseableSchedule", &message)
-                .await;
-            let api: Api<CronJob> = Api::namespaced(client.clone(), &namespace);
-            write_status(
-                &api,
-                &name,
-                cron_job.status.as_ref(),
-                &write(status, &active),
-            )
-            .await?;
+    let (cron, zone) = match schedule_in_zone(&spec.schedule, spec.time_zone.as_deref()) {
+        Ok(found) => found,
+        Err((reason, message)) => {
+            // Nothing can be scheduled until the spec changes: say so, keep the status true.
+            events.record(&me, true, reason, &message).await;
+            save(status, &active).await?;
             return Ok(Action::await_change());
         }
-    };
-    let zone = match spec.time_zone.as_deref() {
-        None => TimeZone::system(),
-        Some(zone) => match TimeZone::get(zone) {
-            Ok(zone) => zone,
-            Err(error) => {
-                let message = format!("invalid timeZone: {zone:?}: {error}");
-                events.record(&me, true, "UnknownTimeZone", &message).await;
-                let api: Api<CronJob> = Api::namespaced(client.clone(), &namespace);
-                write_status(
-                    &api,
-                    &name,
-                    cron_job.status.as_ref(),
-                    &write(status, &active),
-                )
-                .await?;
-                return Ok(Action::await_change());
-            }
-        },
     };
 
     let created_at = cron_job
@@ -273,18 +282,17 @@ async fn reconcile_at(
         }
         None => Action::await_change(),
     };
-    let api: Api<CronJob> = Api::namespaced(client.clone(), &namespace);
 
+    if due.too_many_missed && spec.suspend != Some(true) {
+        let message = "too many missed start times. Set or decrease .spec.startingDeadlineSeconds or check clock skew";
+        events
+            .record(&me, true, "TooManyMissedTimes", message)
+            .await;
+    }
     let scheduled = match due.missed {
         Some(scheduled) if spec.suspend != Some(true) => scheduled,
         _ => {
-            write_status(
-                &api,
-                &name,
-                cron_job.status.as_ref(),
-                &write(status, &active),
-            )
-            .await?;
+            save(status, &active).await?;
             return Ok(requeue());
         }
     };
@@ -293,13 +301,7 @@ async fn reconcile_at(
         let message =
             "Not starting job because prior execution is running and concurrency policy is Forbid";
         events.record(&me, false, "JobAlreadyActive", message).await;
-        write_status(
-            &api,
-            &name,
-            cron_job.status.as_ref(),
-            &write(status, &active),
-        )
-        .await?;
+        save(status, &active).await?;
         return Ok(requeue());
     }
     if spec.concurrency_policy.as_deref() == Some("Replace") {
@@ -348,14 +350,28 @@ async fn reconcile_at(
         all_active.push(job);
     }
     status.last_schedule_time = Some(Time(scheduled));
-    write_status(
-        &api,
-        &name,
-        cron_job.status.as_ref(),
-        &write(status, &all_active),
-    )
-    .await?;
+    save(status, &all_active).await?;
     Ok(requeue())
+}
+
+/// The CronJob's schedule and the zone it is read in (`timeZone`, or the controller's own),
+/// or the Warning Event's reason and message that say why there is none.
+fn schedule_in_zone(
+    schedule: &str,
+    time_zone: Option<&str>,
+) -> Result<(Cron, TimeZone), (&'static str, String)> {
+    let cron = parse_schedule(schedule).map_err(|error| {
+        let message = format!("unparseable schedule: {schedule:?} : {error}");
+        ("UnparseableSchedule", message)
+    })?;
+    let zone = match time_zone {
+        None => TimeZone::system(),
+        Some(zone) => TimeZone::get(zone).map_err(|error| {
+            let message = format!("invalid timeZone: {zone:?}: {error}");
+            ("UnknownTimeZone", message)
+        })?,
+    };
+    Ok((cron, zone))
 }
 
 /// Deletes a Job and, in the background, its pods.

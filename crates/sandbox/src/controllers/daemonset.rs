@@ -20,13 +20,12 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
+use super::revisions::{self, REVISION_LABEL};
 use super::{
     Context, ReconcileError, delete_pod, is_active, is_available, is_ready, owned_pods, phase,
     pod_from_template, scaled_value, selector_query, settle, template_hash, write_status,
 };
 
-/// The label naming the template revision a daemon pod was made from.
-const REVISION_LABEL: &str = "controller-revision-hash";
 /// The label naming the DaemonSet generation a daemon pod was made from.
 const GENERATION_LABEL: &str = "pod-template-generation";
 
@@ -139,6 +138,13 @@ pub(super) async fn reconcile(
         .await?
         .items;
     let selector = selector_query(&spec.selector);
+    let recorded = revisions::Owner {
+        namespace: &namespace,
+        selector: &selector,
+        reference: &owner,
+        annotations: set.annotations(),
+    };
+    revisions::record(client, &recorded, &hash, &template).await?;
     let pods = owned_pods(client, &namespace, &selector, &owner.uid).await?;
     let mut by_node: BTreeMap<String, Vec<&Pod>> = BTreeMap::new();
     for pod in pods.iter().filter(|pod| is_active(pod)) {

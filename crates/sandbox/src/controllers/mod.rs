@@ -15,6 +15,7 @@ mod disruption;
 mod endpoints;
 mod job;
 mod replicaset;
+mod revisions;
 mod statefulset;
 mod ttl_after_finished;
 

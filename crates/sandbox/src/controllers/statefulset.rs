@@ -4,26 +4,23 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
+use super::revisions::{self, REVISION_LABEL};
 use super::{
     Context, ReconcileError, delete_pod, is_available, is_ready, is_terminal, is_terminating,
     owned_pods, phase, pod_from_template, selector_query, settle, template_hash, with_labels,
     write_status,
 };
-
-/// The label naming the revision a pod was made from.
-const REVISION_LABEL: &str = "controller-revision-hash";
 
 pub(super) fn controller(client: &Client) -> Controller<StatefulSet> {
     Controller::new(Api::all(client.clone()), watcher::Config::default())
@@ -195,50 +192,6 @@ impl Set<'_> {
         }
         Ok(())
     }
-
-    /// Records the update revision as a ControllerRevision, as `kubectl rollout history`
-    /// reads them.
-    async fn ensure_revision(&self, client: &Client, selector: &str) -> Result<(), kube::Error> {
-        let revisions: Api<ControllerRevision> = Api::namespaced(client.clone(), &self.namespace);
-        let listed = revisions
-            .list(&ListParams::default().labels(selector))
-            .await?;
-        let owned: Vec<&ControllerRevision> = listed
-            .items
-            .iter()
-            .filter(|r| super::controller_uid(*r).as_deref() == Some(self.owner.uid.as_str()))
-            .collect();
-        if owned.iter().any(|r| r.name_any() == self.update_revision) {
-            return Ok(());
-        }
-        let number = owned.iter().filter_map(|r| r.revision).max().unwrap_or(0) + 1;
-        let template = &self.set.spec.template;
-        let mut template_value = serde_json::to_value(template).unwrap_or_default();
-        template_value["$patch"] = json!("replace");
-        let hash = self
-            .update_revision
-            .rsplit('-')
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        let labels = template.metadata.as_ref().and_then(|m| m.labels.as_ref());
-        let revision = ControllerRevision {
-            metadata: kube::api::ObjectMeta {
-                name: Some(self.update_revision.clone()),
-                namespace: Some(self.namespace.clone()),
-                labels: Some(with_labels(labels, &[(REVISION_LABEL, &hash)])),
-                owner_references: Some(vec![self.owner.clone()]),
-                ..Default::default()
-            },
-            data: RawExtension(json!({"spec": {"template": template_value}})),
-            revision: Some(number),
-        };
-        match revisions.create(&PostParams::default(), &revision).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-            Err(error) => Err(error),
-        }
-    }
 }
 
 pub(super) async fn reconcile(
@@ -257,10 +210,8 @@ pub(super) async fn reconcile(
         .controller_owner_ref(&())
         .ok_or_else(|| ReconcileError::Invalid("the StatefulSet has no uid".into()))?;
     let collision_count = set.status.as_ref().and_then(|s| s.collision_count);
-    let update_revision = format!(
-        "{name}-{}",
-        template_hash(&spec.template, collision_count.filter(|c| *c > 0))
-    );
+    let hash = template_hash(&spec.template, collision_count.filter(|c| *c > 0));
+    let update_revision = format!("{name}-{hash}");
     let this = Set {
         set: &set,
         name: name.clone(),
@@ -269,7 +220,13 @@ pub(super) async fn reconcile(
         update_revision: update_revision.clone(),
     };
     let selector = selector_query(&spec.selector);
-    this.ensure_revision(client, &selector).await?;
+    let recorded = revisions::Owner {
+        namespace: &namespace,
+        selector: &selector,
+        reference: &this.owner,
+        annotations: set.annotations(),
+    };
+    revisions::record(client, &recorded, &hash, &spec.template).await?;
     let pods = owned_pods(client, &namespace, &selector, &this.owner.uid).await?;
     let by_ordinal: BTreeMap<usize, &Pod> = pods
         .iter()

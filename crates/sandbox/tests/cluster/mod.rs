@@ -4,8 +4,10 @@
 
 #![allow(dead_code)]
 
-#[path = "../common/kubectl.rs"]
-mod kubectl_runner;
+#[path = "../common/mod.rs"]
+mod common;
+
+pub use common::eventually;
 
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
@@ -93,7 +95,17 @@ impl Cluster {
 
     /// Runs kubectl against the sandbox.
     pub async fn kubectl(&self, args: &[&str]) -> (bool, String, String) {
-        kubectl_runner::kubectl(&self.sandbox, args).await
+        common::kubectl::kubectl(&self.sandbox, args).await
+    }
+
+    /// Applies the manifest `yaml` with kubectl.
+    pub async fn apply(&self, yaml: &str) {
+        common::kubectl::apply(&self.sandbox, yaml).await;
+    }
+
+    /// A kubectl command against the sandbox, to be given more settings and then run.
+    pub fn kubectl_command(&self, args: &[&str]) -> tokio::process::Command {
+        common::kubectl::kubectl_command(&self.sandbox, args)
     }
 
     /// Stops the controllers, the proxy and the sandbox.
@@ -209,22 +221,6 @@ async fn kubelet(client: Client, policy: Policy, shutdown: CancellationToken) {
             )
             .await;
     }
-}
-
-/// Polls `check` every 50 ms until it holds, failing the test after `seconds`.
-pub async fn eventually<F, Fut>(what: &str, seconds: u64, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out after {seconds}s waiting for: {what}");
 }
 
 /// A Deployment of `replicas` pods labelled `app: <name>`, each one container of `image`.

@@ -41,6 +41,14 @@ pub async fn kubectl(sandbox: &Sandbox, args: &[&str]) -> (bool, String, String)
     kubectl_as(sandbox, None, args).await
 }
 
+/// Applies the manifest `yaml` (written to a temporary file) with `kubectl apply -f`.
+pub async fn apply(sandbox: &Sandbox, yaml: &str) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("manifest.yaml");
+    std::fs::write(&path, yaml).expect("manifest written");
+    kubectl_ok(sandbox, &["apply", "-f", &path.display().to_string()]).await;
+}
+
 /// kubectl's stdout, once it has succeeded.
 pub async fn kubectl_ok(sandbox: &Sandbox, args: &[&str]) -> String {
     let (ok, stdout, stderr) = kubectl(sandbox, args).await;

@@ -10,23 +10,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 
-use k8s_openapi::Resource;
-use k8s_openapi::api::{
-    admissionregistration::v1 as admissionregistration, apps::v1 as apps,
-    authentication::v1 as authentication, authorization::v1 as authorization,
-    autoscaling::v2 as autoscaling, batch::v1 as batch, certificates::v1 as certificates,
-    coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
-    events::v1 as events, networking::v1 as networking, policy::v1 as policy, rbac::v1 as rbac,
-    scheduling::v1 as scheduling, storage::v1 as storage,
-};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, ObjectMeta};
-use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1 as apiregistration;
+use schemars::SchemaGenerator;
 use schemars::generate::SchemaSettings;
-use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 
 use super::{LIST_META, OBJECT_META, content_hash, gvk};
+use crate::apiserver::builtin_kinds::BUILTIN_KINDS;
 
 /// The two shapes of document: Swagger 2.0 (`/openapi/v2`) and OpenAPI 3.0 (`/openapi/v3`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -53,84 +43,6 @@ impl Flavor {
             Flavor::V3 => "#/components/schemas/",
         }
     }
-}
-
-/// A built-in type: its group, version and kind, and how to add its schema to a generator.
-struct BuiltinType {
-    group: &'static str,
-    version: &'static str,
-    kind: &'static str,
-    /// Adds the type's schema (and those it refers to) and returns its definition name.
-    add: fn(&mut SchemaGenerator) -> String,
-}
-
-impl BuiltinType {
-    fn of<T: Resource + JsonSchema>() -> Self {
-        BuiltinType {
-            group: T::GROUP,
-            version: T::VERSION,
-            kind: T::KIND,
-            add: |generator| {
-                generator.subschema_for::<T>();
-                T::schema_name().into_owned()
-            },
-        }
-    }
-}
-
-/// Every built-in kind the sandbox serves (the registry's built-ins; a test keeps the two
-/// lists equal).
-fn builtin_types() -> Vec<BuiltinType> {
-    vec![
-        BuiltinType::of::<core::Namespace>(),
-        BuiltinType::of::<core::Secret>(),
-        BuiltinType::of::<core::ConfigMap>(),
-        BuiltinType::of::<core::Service>(),
-        BuiltinType::of::<core::Pod>(),
-        BuiltinType::of::<core::PersistentVolumeClaim>(),
-        BuiltinType::of::<core::ServiceAccount>(),
-        BuiltinType::of::<core::Event>(),
-        BuiltinType::of::<core::Endpoints>(),
-        BuiltinType::of::<core::Node>(),
-        BuiltinType::of::<core::ReplicationController>(),
-        BuiltinType::of::<core::ResourceQuota>(),
-        BuiltinType::of::<core::LimitRange>(),
-        BuiltinType::of::<core::PersistentVolume>(),
-        BuiltinType::of::<apps::StatefulSet>(),
-        BuiltinType::of::<apps::Deployment>(),
-        BuiltinType::of::<apps::ReplicaSet>(),
-        BuiltinType::of::<apps::ControllerRevision>(),
-        BuiltinType::of::<apps::DaemonSet>(),
-        BuiltinType::of::<batch::Job>(),
-        BuiltinType::of::<batch::CronJob>(),
-        BuiltinType::of::<policy::PodDisruptionBudget>(),
-        BuiltinType::of::<rbac::Role>(),
-        BuiltinType::of::<rbac::RoleBinding>(),
-        BuiltinType::of::<rbac::ClusterRole>(),
-        BuiltinType::of::<rbac::ClusterRoleBinding>(),
-        BuiltinType::of::<networking::NetworkPolicy>(),
-        BuiltinType::of::<networking::Ingress>(),
-        BuiltinType::of::<networking::IngressClass>(),
-        BuiltinType::of::<coordination::Lease>(),
-        BuiltinType::of::<admissionregistration::ValidatingAdmissionPolicy>(),
-        BuiltinType::of::<admissionregistration::ValidatingAdmissionPolicyBinding>(),
-        BuiltinType::of::<admissionregistration::MutatingWebhookConfiguration>(),
-        BuiltinType::of::<admissionregistration::ValidatingWebhookConfiguration>(),
-        BuiltinType::of::<events::Event>(),
-        BuiltinType::of::<discovery::EndpointSlice>(),
-        BuiltinType::of::<apiextensions::CustomResourceDefinition>(),
-        BuiltinType::of::<storage::StorageClass>(),
-        BuiltinType::of::<scheduling::PriorityClass>(),
-        BuiltinType::of::<autoscaling::HorizontalPodAutoscaler>(),
-        BuiltinType::of::<certificates::CertificateSigningRequest>(),
-        BuiltinType::of::<apiregistration::APIService>(),
-        BuiltinType::of::<authentication::SelfSubjectReview>(),
-        BuiltinType::of::<authentication::TokenReview>(),
-        BuiltinType::of::<authorization::LocalSubjectAccessReview>(),
-        BuiltinType::of::<authorization::SelfSubjectAccessReview>(),
-        BuiltinType::of::<authorization::SelfSubjectRulesReview>(),
-        BuiltinType::of::<authorization::SubjectAccessReview>(),
-    ]
 }
 
 /// The built-in definitions of one group-version, and a fingerprint of them for the
@@ -172,10 +84,10 @@ fn generate(flavor: Flavor, group: &str, version: &str) -> GroupVersionSchemas {
     let mut generator = flavor.generator();
     generator.subschema_for::<ObjectMeta>();
     generator.subschema_for::<ListMeta>();
-    let kinds: Vec<(&'static str, String)> = builtin_types()
-        .into_iter()
+    let kinds: Vec<(&'static str, String)> = BUILTIN_KINDS
+        .iter()
         .filter(|t| t.group == group && t.version == version)
-        .map(|t| (t.kind, (t.add)(&mut generator)))
+        .map(|t| (t.kind, (t.add_to)(&mut generator)))
         .collect();
     let mut definitions = generator.take_definitions(true);
     debug_assert!(definitions.contains_key(OBJECT_META) && definitions.contains_key(LIST_META));
@@ -240,8 +152,8 @@ pub(crate) fn list_schema(
 /// The group, version and kind of every built-in type the documents describe.
 #[cfg(test)]
 pub(crate) fn described_kinds() -> Vec<(&'static str, &'static str, &'static str)> {
-    builtin_types()
-        .into_iter()
+    BUILTIN_KINDS
+        .iter()
         .map(|t| (t.group, t.version, t.kind))
         .collect()
 }

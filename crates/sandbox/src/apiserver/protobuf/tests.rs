@@ -4,6 +4,7 @@ use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Value, json};
 
 use super::*;
+use crate::apiserver::builtin_kinds::BUILTIN_KINDS;
 use crate::apiserver::resources::Registry;
 
 /// The JSON Schema of a k8s-openapi type, whose field names and types are those of the
@@ -13,87 +14,20 @@ fn schema<T: JsonSchema>() -> Value {
     serde_json::to_value(schema).expect("schema JSON")
 }
 
-/// The k8s-openapi type of every built-in kind the sandbox serves.
+/// The k8s-openapi type's schema of every built-in kind the sandbox serves, and of the bodies
+/// of the subresources kubectl posts.
 fn builtin_schema(api_version: &str, kind: &str) -> Option<Value> {
+    let served = BUILTIN_KINDS
+        .iter()
+        .find(|builtin| builtin.api_version() == api_version && builtin.kind == kind);
+    if let Some(builtin) = served {
+        return Some((builtin.root_schema)());
+    }
     Some(match (api_version, kind) {
-        ("v1", "Namespace") => schema::<api::core::v1::Namespace>(),
-        ("v1", "Secret") => schema::<api::core::v1::Secret>(),
-        ("v1", "ConfigMap") => schema::<api::core::v1::ConfigMap>(),
-        ("v1", "Service") => schema::<api::core::v1::Service>(),
-        ("v1", "Pod") => schema::<api::core::v1::Pod>(),
-        ("v1", "PersistentVolumeClaim") => schema::<api::core::v1::PersistentVolumeClaim>(),
-        ("v1", "ServiceAccount") => schema::<api::core::v1::ServiceAccount>(),
-        ("v1", "Event") => schema::<api::core::v1::Event>(),
-        ("v1", "Endpoints") => schema::<api::core::v1::Endpoints>(),
-        ("apps/v1", "StatefulSet") => schema::<api::apps::v1::StatefulSet>(),
-        ("apps/v1", "Deployment") => schema::<api::apps::v1::Deployment>(),
-        ("apps/v1", "ReplicaSet") => schema::<api::apps::v1::ReplicaSet>(),
-        ("apps/v1", "ControllerRevision") => schema::<api::apps::v1::ControllerRevision>(),
-        ("batch/v1", "Job") => schema::<api::batch::v1::Job>(),
-        ("policy/v1", "PodDisruptionBudget") => schema::<api::policy::v1::PodDisruptionBudget>(),
-        ("rbac.authorization.k8s.io/v1", "Role") => schema::<api::rbac::v1::Role>(),
-        ("rbac.authorization.k8s.io/v1", "RoleBinding") => schema::<api::rbac::v1::RoleBinding>(),
-        ("rbac.authorization.k8s.io/v1", "ClusterRole") => schema::<api::rbac::v1::ClusterRole>(),
-        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
-            schema::<api::rbac::v1::ClusterRoleBinding>()
+        ("authentication.k8s.io/v1", "TokenRequest") => {
+            schema::<api::authentication::v1::TokenRequest>()
         }
-        ("networking.k8s.io/v1", "NetworkPolicy") => schema::<api::networking::v1::NetworkPolicy>(),
-        ("coordination.k8s.io/v1", "Lease") => schema::<api::coordination::v1::Lease>(),
-        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy") => {
-            schema::<api::admissionregistration::v1::ValidatingAdmissionPolicy>()
-        }
-        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding") => {
-            schema::<api::admissionregistration::v1::ValidatingAdmissionPolicyBinding>()
-        }
-        ("events.k8s.io/v1", "Event") => schema::<api::events::v1::Event>(),
-        ("discovery.k8s.io/v1", "EndpointSlice") => schema::<api::discovery::v1::EndpointSlice>(),
-        ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
-            schema::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>()
-        }
-        ("authentication.k8s.io/v1", "TokenRequest") => schema::<api::authentication::v1::TokenRequest>(),
         ("v1", "Binding") => schema::<api::core::v1::Binding>(),
-        ("v1", "Node") => schema::<api::core::v1::Node>(),
-        ("v1", "ReplicationController") => schema::<api::core::v1::ReplicationController>(),
-        ("v1", "ResourceQuota") => schema::<api::core::v1::ResourceQuota>(),
-        ("v1", "LimitRange") => schema::<api::core::v1::LimitRange>(),
-        ("v1", "PersistentVolume") => schema::<api::core::v1::PersistentVolume>(),
-        ("apps/v1", "DaemonSet") => schema::<api::apps::v1::DaemonSet>(),
-        ("batch/v1", "CronJob") => schema::<api::batch::v1::CronJob>(),
-        ("networking.k8s.io/v1", "Ingress") => schema::<api::networking::v1::Ingress>(),
-        ("networking.k8s.io/v1", "IngressClass") => schema::<api::networking::v1::IngressClass>(),
-        ("storage.k8s.io/v1", "StorageClass") => schema::<api::storage::v1::StorageClass>(),
-        ("scheduling.k8s.io/v1", "PriorityClass") => schema::<api::scheduling::v1::PriorityClass>(),
-        ("autoscaling/v2", "HorizontalPodAutoscaler") => {
-            schema::<api::autoscaling::v2::HorizontalPodAutoscaler>()
-        }
-        ("certificates.k8s.io/v1", "CertificateSigningRequest") => {
-            schema::<api::certificates::v1::CertificateSigningRequest>()
-        }
-        ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration") => {
-            schema::<api::admissionregistration::v1::MutatingWebhookConfiguration>()
-        }
-        ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration") => {
-            schema::<api::admissionregistration::v1::ValidatingWebhookConfiguration>()
-        }
-        ("apiregistration.k8s.io/v1", "APIService") => schema::<
-            k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService,
-        >(),
-        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => {
-            schema::<api::authorization::v1::SelfSubjectAccessReview>()
-        }
-        ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => {
-            schema::<api::authorization::v1::SelfSubjectRulesReview>()
-        }
-        ("authorization.k8s.io/v1", "SubjectAccessReview") => {
-            schema::<api::authorization::v1::SubjectAccessReview>()
-        }
-        ("authorization.k8s.io/v1", "LocalSubjectAccessReview") => {
-            schema::<api::authorization::v1::LocalSubjectAccessReview>()
-        }
-        ("authentication.k8s.io/v1", "SelfSubjectReview") => {
-            schema::<api::authentication::v1::SelfSubjectReview>()
-        }
-        ("authentication.k8s.io/v1", "TokenReview") => schema::<api::authentication::v1::TokenReview>(),
         _ => return None,
     })
 }

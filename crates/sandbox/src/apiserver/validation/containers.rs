@@ -13,7 +13,7 @@ use super::{Cause, array, duplicate, forbidden, invalid, one_of, required, requi
 /// `IsValidPortNum`'s message.
 const PORT_RANGE: &str = "must be between 1 and 65535, inclusive";
 /// `ValidateNonnegativeField`'s and `ValidateNonnegativeQuantity`'s message.
-const NEGATIVE: &str = "must be greater than or equal to 0";
+pub(super) const NEGATIVE: &str = "must be greater than or equal to 0";
 /// The protocols a container port or Service port may use, sorted as kube-apiserver lists them.
 pub(super) const PORT_PROTOCOLS: &[&str] = &["SCTP", "TCP", "UDP"];
 
