@@ -145,6 +145,13 @@ pub enum Error {
     #[error("{0}")]
     WalCleanup(String),
 
+    /// A deleted cluster's instance pods have not stopped, so its store prefix is not swept yet
+    /// (they could still archive WAL into it).
+    #[error(
+        "{0} instance pod(s) of the cluster have not stopped yet; the store is cleaned once they have, so that no WAL they archive is left behind"
+    )]
+    InstancesStillRunning(usize),
+
     /// The kubeconfig of a customer's cluster cannot be used.
     #[error("the kubeconfig in Secret {secret} cannot be used: {message}")]
     RemoteKubeconfig {
@@ -195,6 +202,7 @@ impl Error {
             Error::StoreDelete(_) => "StoreDelete",
             Error::StoreRead(_) => "StoreRead",
             Error::WalCleanup(_) => "WalCleanup",
+            Error::InstancesStillRunning(_) => "InstancesStillRunning",
             Error::RemoteKubeconfig { .. } => "RemoteKubeconfig",
             Error::RemoteUnreachable { .. } => "RemoteUnreachable",
             Error::Tls(_) => "Tls",

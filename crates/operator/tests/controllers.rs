@@ -11,7 +11,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -347,6 +347,85 @@ async fn deleting_a_backup_while_another_is_in_flight_keeps_every_wal_segment() 
     kept.push(b2.spec.s3.path.clone());
     kept.sort();
     assert_eq!(keys_under(&s3, &prefix_of(&cluster)).await, kept);
+    operator.stop().await;
+}
+
+/// The attack on "deletion leaves nothing behind": a PostgreSQL still running while the prefix is
+/// swept archives its next segment into the emptied prefix, where it stays for good. A pod of
+/// the cluster that its node never confirms stopped (bound to a node no kubelet runs) must hold
+/// the sweep back; once it is gone, everything goes.
+#[tokio::test]
+async fn a_deleted_clusters_store_is_swept_only_once_its_instances_have_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_sandbox, client) = support::sandbox().await;
+    let s3 = support::s3(dir.path()).await;
+    let config = support::config(&client, &s3).await;
+    namespace(&client, NS).await;
+    let operator = Operator::start(config, client.clone());
+    let cluster = create_elephant(&client).await;
+    eventually(
+        "the storage finalizer and the StatefulSet are in place",
+        || async {
+            let cluster: PostgresCluster = get(&client, "elephant").await?;
+            get::<StatefulSet>(&client, "elephant").await?;
+            cluster
+                .finalizers()
+                .iter()
+                .any(|f| f == tusk_api::finalizers::CLUSTER_STORAGE)
+                .then_some(())
+        },
+    )
+    .await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let instance: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "elephant-straggler",
+                     "labels": tusk_operator::labels::instance_selector("elephant")},
+        "spec": {"nodeName": "a-node-that-is-gone",
+                 "containers": [{"name": "postgres", "image": "postgres"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &instance)
+        .await
+        .unwrap();
+    let segment = names::wal_segment_key(&prefix_of(&cluster), "000000010000000000000007");
+    put_object(&s3, BUCKET, &segment);
+
+    Api::<PostgresCluster>::namespaced(client.clone(), NS)
+        .delete("elephant", &DeleteParams::default())
+        .await
+        .unwrap();
+    // An unprotected cleanup sweeps within a second of the deletion.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        keys_under(&s3, &prefix_of(&cluster)).await,
+        vec![segment.clone()],
+        "the prefix was swept while an instance still ran"
+    );
+    assert!(get::<PostgresCluster>(&client, "elephant").await.is_some());
+    // The instances are being stopped instead.
+    eventually("the StatefulSet is scaled to zero", || async {
+        let set: StatefulSet = get(&client, "elephant").await?;
+        (set.spec.replicas == Some(0)).then_some(())
+    })
+    .await;
+
+    pods.delete(
+        "elephant-straggler",
+        &DeleteParams::default().grace_period(0),
+    )
+    .await
+    .unwrap();
+    eventually("the cluster is gone", || async {
+        get::<PostgresCluster>(&client, "elephant")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        keys_under(&s3, &prefix_of(&cluster)).await,
+        Vec::<String>::new()
+    );
     operator.stop().await;
 }
 
@@ -953,9 +1032,18 @@ async fn linking_a_remote_cluster_builds_the_tunnel_there_and_unlinking_removes_
         .args
         .clone()
         .unwrap();
+    // Through the router, which it asks for the database by its router host name.
+    let after = |flag: &str| {
+        let at = args.iter().position(|arg| arg == flag)?;
+        args.get(at + 1).map(String::as_str)
+    };
     assert_eq!(
-        args.last().map(String::as_str),
+        after("--target"),
         Some("elephant.project-a.db.tusk.local:5432")
+    );
+    assert_eq!(
+        after("--route-name"),
+        Some("elephant.project-a.db.tusk.local")
     );
     eventually("the tunnel Service exists remotely", || async {
         remote_services.get_opt("elephant").await.ok()?

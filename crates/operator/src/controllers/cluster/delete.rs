@@ -6,7 +6,14 @@
 //!
 //! The prefix names the cluster's uid, so a cluster re-created under the same name starts with
 //! an empty archive even while this cleanup is still running or was blocked.
+//!
+//! The instances are stopped before anything is removed: a running PostgreSQL archives WAL
+//! until it exits (a segment it finishes, the one a backup switched, what is still pending at
+//! shutdown), and a segment stored after the sweep would stay in the store for good.
 
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::events::EventType;
@@ -24,6 +31,10 @@ use crate::controllers::backup_request::upload;
 use crate::error::{Error, Result};
 use crate::events::{self, reasons};
 
+/// How long one cleanup waits for the instances to stop: beyond the instance pod's 60-second
+/// termination grace period, so only a pod its node never confirms gone blocks the deletion.
+const INSTANCES_STOP_WAIT: Duration = Duration::from_secs(75);
+
 /// Removes the cluster's objects from the store; an error keeps the finalizer (and so the
 /// cluster) until a retry succeeds.
 pub async fn cleanup(
@@ -36,7 +47,8 @@ pub async fn cleanup(
         field: "namespace",
     })?;
     let uid = cluster.uid();
-    // The CA goes first: it is in the operator's namespace, where no ownerReference reaches.
+    stop_instances(context, &namespace, &cluster.name_any()).await?;
+    // The CA goes next: it is in the operator's namespace, where no ownerReference reaches.
     if let Some(uid) = &uid {
         super::tls::delete_ca(&context.client, &context.config.tls.ca_namespace, uid).await?;
     }
@@ -138,6 +150,45 @@ pub async fn cleanup(
     )
     .await;
     Ok(())
+}
+
+/// Scales the cluster's StatefulSet to zero and waits until none of its instance pods is left,
+/// so that no PostgreSQL archives WAL into the prefix once it has been swept. The StatefulSet
+/// itself goes with the cluster, through the garbage collector.
+async fn stop_instances(context: &Context, namespace: &str, cluster: &str) -> Result<()> {
+    let stateful_sets: Api<StatefulSet> = Api::namespaced(context.client.clone(), namespace);
+    let name = names::stateful_set(cluster);
+    let scaled = stateful_sets
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "replicas": 0 } })),
+        )
+        .await;
+    match scaled {
+        Ok(_) => {}
+        Err(error) if crate::error::is_not_found(&error) => {}
+        Err(source) => {
+            return Err(Error::Patch {
+                kind: "StatefulSet",
+                name,
+                source,
+            });
+        }
+    }
+    let deadline = tokio::time::Instant::now() + INSTANCES_STOP_WAIT;
+    loop {
+        let running = super::instance_pods(&context.client, namespace, cluster)
+            .await?
+            .len();
+        if running == 0 {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::InstancesStillRunning(running));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Says on a deleted cluster that its deletion cannot proceed because [`cleanup`] failed with
