@@ -958,3 +958,59 @@ async fn a_finished_job_and_its_pods_are_deleted_once_its_ttl_has_passed() {
     .await;
     cluster.stop().await;
 }
+
+/// kube-controller-manager keeps at most `revisionHistoryLimit` old ControllerRevisions of a
+/// StatefulSet besides the ones still in use, deleting the oldest first: after six templates
+/// with a limit of two, revisions 4, 5 and 6 remain.
+#[tokio::test]
+async fn a_statefulsets_revision_history_is_truncated_to_its_limit() {
+    let cluster = Cluster::start(ControllerOptions::default(), false, Outcome::Ready).await;
+    let sets: Api<StatefulSet> = cluster.api();
+    let mut set = stateful_set("history", 1, "Retain");
+    set.spec.revision_history_limit = Some(2);
+    sets.create(&PostParams::default(), &set)
+        .await
+        .expect("created");
+    let revisions: Api<ControllerRevision> = cluster.api();
+    let rolled_out = |generation: i64| {
+        let sets = sets.clone();
+        async move {
+            let status = sets
+                .get("history")
+                .await
+                .expect("get")
+                .status
+                .unwrap_or_default();
+            status.observed_generation == Some(generation)
+                && status.updated_replicas == Some(1)
+                && status.ready_replicas == Some(1)
+                && status.current_revision == status.update_revision
+        }
+    };
+    eventually("the first template rolled out", 10, || rolled_out(1)).await;
+    for change in 2..=6 {
+        let patch = json!({"spec": {"template": {"metadata": {"annotations": {"change": change.to_string()}}}}});
+        sets.patch("history", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("template changed");
+        eventually("the new template rolled out", 15, || rolled_out(change)).await;
+    }
+    eventually(
+        "the history holds the newest revisions only",
+        10,
+        || async {
+            let mut kept: Vec<i64> = revisions
+                .list(&ListParams::default().labels("app=history"))
+                .await
+                .expect("listed")
+                .items
+                .iter()
+                .filter_map(|r| r.revision)
+                .collect();
+            kept.sort_unstable();
+            kept == [4, 5, 6]
+        },
+    )
+    .await;
+    cluster.stop().await;
+}

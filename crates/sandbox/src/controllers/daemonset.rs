@@ -8,7 +8,7 @@
 //! taints kube's daemon pods tolerate, cordoning included, so `kubectl drain
 //! --ignore-daemonsets` leaves it be.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -144,8 +144,23 @@ pub(super) async fn reconcile(
         reference: &owner,
         annotations: set.annotations(),
     };
-    revisions::record(client, &recorded, &hash, &template).await?;
+    let history = revisions::record(client, &recorded, &hash, &template).await?;
     let pods = owned_pods(client, &namespace, &selector, &owner.uid).await?;
+    // A DaemonSet's pods carry only their revision's hash.
+    let live: BTreeSet<String> = pods
+        .iter()
+        .filter_map(|pod| pod.labels().get(REVISION_LABEL))
+        .chain([&hash])
+        .map(|pod_hash| format!("{}-{pod_hash}", owner.name))
+        .collect();
+    revisions::truncate_history(
+        client,
+        &namespace,
+        history,
+        &live,
+        spec.revision_history_limit,
+    )
+    .await?;
     let mut by_node: BTreeMap<String, Vec<&Pod>> = BTreeMap::new();
     for pod in pods.iter().filter(|pod| is_active(pod)) {
         by_node

@@ -1,7 +1,7 @@
 //! The StatefulSet controller: stable pod names and claims, ordered start and stop, and rolling
 //! updates from the highest ordinal down.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
@@ -226,7 +226,7 @@ pub(super) async fn reconcile(
         reference: &this.owner,
         annotations: set.annotations(),
     };
-    revisions::record(client, &recorded, &hash, &spec.template).await?;
+    let history = revisions::record(client, &recorded, &hash, &spec.template).await?;
     let pods = owned_pods(client, &namespace, &selector, &this.owner.uid).await?;
     let by_ordinal: BTreeMap<usize, &Pod> = pods
         .iter()
@@ -234,6 +234,21 @@ pub(super) async fn reconcile(
         .collect();
 
     let status = compute_status(&set, &pods, &update_revision);
+    // A StatefulSet's pods carry their revision's whole name.
+    let mut live: BTreeSet<String> = pods
+        .iter()
+        .filter_map(|pod| revision(pod).map(str::to_string))
+        .collect();
+    live.insert(update_revision.clone());
+    live.extend(status.current_revision.clone());
+    revisions::truncate_history(
+        client,
+        &namespace,
+        history,
+        &live,
+        spec.revision_history_limit,
+    )
+    .await?;
     let done = || {
         settle(
             status.ready_replicas.unwrap_or(0),
