@@ -246,13 +246,43 @@ fn psql(host: &str, port: u16, login: &Login, sql: &str) -> Result<String, Strin
 /// cluster makes it: `kubectl port-forward` and the owner role's login from the generated
 /// Secret.
 fn owner_sql(kubectl: &Kubectl, cluster: &str, sql: &str) -> Result<String, String> {
+    psql_through(
+        kubectl,
+        &format!("{cluster}-rw"),
+        &owner_login(kubectl, cluster),
+        sql,
+    )
+}
+
+/// The owner role's login to `cluster`, from the generated Secret.
+fn owner_login(kubectl: &Kubectl, cluster: &str) -> Login {
     let credentials = format!("{cluster}-credentials");
-    let login = Login {
+    Login {
         user: kubectl.secret_value(&credentials, "username"),
         password: kubectl.secret_value(&credentials, "password"),
         database: kubectl.secret_value(&credentials, "dbname"),
-    };
-    psql_through(kubectl, &format!("{cluster}-rw"), &login, sql)
+    }
+}
+
+/// psql at a Service's cluster IP, through the Service's own routing rather than to one pod
+/// kubectl picks: reachable from this machine only when the cluster runs on it (`tusk dev`,
+/// the test's own customer sandbox), so an extra check there, never the story's only one.
+/// Waits up to 30 seconds for an answer.
+fn psql_at_cluster_ip(kubectl: &Kubectl, service: &str, login: &Login, sql: &str) -> String {
+    kubectl.until(
+        &format!("psql at service/{service}'s cluster IP"),
+        Duration::from_secs(30),
+        || {
+            let address = kubectl.run(&[
+                "get",
+                "service",
+                service,
+                "-o",
+                "jsonpath={.spec.clusterIP}",
+            ])?;
+            psql(&address, 5432, login, sql)
+        },
+    )
 }
 
 fn postgres_processes_under(dir: &Path) -> Vec<String> {
@@ -514,8 +544,8 @@ impl CustomerCluster {
 /// The seed story. On `tusk dev` by default; with `TUSK_E2E_KUBECONFIG`, on that cluster,
 /// where tusk must be installed and running, by the same steps (docs/testing.md): PostgreSQL is
 /// reached through `kubectl port-forward`, the store through the S3 API, and a store failure is
-/// made by revoking the operator's keys. Only the checks of this machine's processes are
-/// `tusk dev`'s alone, made on top of the rest.
+/// made by revoking the operator's keys. What only a cluster on this machine shows (its
+/// Services' cluster IPs, its processes) is checked there on top of the rest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_story_runs_end_to_end_on_tusk_dev() {
     let temp = tempfile::tempdir().unwrap();
@@ -553,6 +583,18 @@ async fn the_seed_story_runs_end_to_end_on_tusk_dev() {
             .is_err_and(|error| error.contains("pg_execute_server_program")),
         "the owner role ran a program on the server: {escape:?}"
     );
+    if target.dev().is_some() {
+        let counted = psql_at_cluster_ip(
+            &kubectl,
+            "elephant-rw",
+            &owner_login(&kubectl, "elephant"),
+            "SELECT count(*) FROM animals",
+        );
+        assert_eq!(
+            counted, "3",
+            "elephant-rw's cluster IP reaches another database"
+        );
+    }
 
     // 2. A backup, watched to the end.
     kubectl.ok(&["apply", "-f", &example("my-backup.yaml")]);
@@ -632,6 +674,15 @@ async fn the_seed_story_runs_end_to_end_on_tusk_dev() {
         )
     });
     assert_eq!(rows, "african,asian,mammoth");
+    if target.dev().is_some() {
+        let restored = psql_at_cluster_ip(
+            &kubectl,
+            "elephant-restored-rw",
+            &owner_login(&kubectl, "elephant-restored"),
+            "SELECT string_agg(name, ',' ORDER BY name) FROM animals",
+        );
+        assert_eq!(restored, "african,asian,mammoth");
+    }
 
     // 4. The customer's cluster gets a tunnel to elephant.
     let customer = CustomerCluster::start(&temp.path().join("customer")).await;
@@ -679,6 +730,11 @@ async fn the_seed_story_runs_end_to_end_on_tusk_dev() {
             psql_through(&customer_kubectl, "elephant", &login, "SELECT current_user")
         });
     assert_eq!(through_tunnel, login.user);
+    if let CustomerCluster::Own(_) = &customer {
+        let at_address =
+            psql_at_cluster_ip(&customer_kubectl, "elephant", &login, "SELECT current_user");
+        assert_eq!(at_address, login.user);
+    }
 
     // 5. Deleting a backup deletes its data.
     let second = r#"{"apiVersion":"postgres.tusk.dev/v1","kind":"PostgresBackupRequest","metadata":{"name":"second-backup"},"spec":{"cluster":{"name":"elephant"}}}"#;
