@@ -103,13 +103,15 @@ impl Kubectl {
         value
     }
 
-    /// Polls `probe` until it returns `Some`; on timeout, fails with what the user saw last.
+    /// Polls `probe` until it returns `Some`; on timeout (`limit` times the wait factor),
+    /// fails with what the user saw last.
     fn until<T>(
         &self,
         what: &str,
         limit: Duration,
         mut probe: impl FnMut() -> Result<T, String>,
     ) -> T {
+        let limit = limit * wait_factor();
         let deadline = Instant::now() + limit;
         loop {
             match probe() {
@@ -336,6 +338,22 @@ const SECRET_ACCESS_KEY_KEY: &str = "secret-access-key";
 
 fn variable(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|value| !value.is_empty())
+}
+
+/// The variable multiplying every wait of the story, for a cluster slower than `tusk dev`
+/// (one that pulls images, provisions volumes on a cloud).
+const WAIT_FACTOR_VARIABLE: &str = "TUSK_E2E_WAIT_FACTOR";
+
+/// `TUSK_E2E_WAIT_FACTOR`, a whole number of at least 1; 1 when unset.
+fn wait_factor() -> u32 {
+    variable(WAIT_FACTOR_VARIABLE).map_or(1, |text| {
+        text.parse()
+            .ok()
+            .filter(|factor| *factor >= 1)
+            .unwrap_or_else(|| {
+                panic!("{WAIT_FACTOR_VARIABLE} is not a whole number of at least 1: {text}")
+            })
+    })
 }
 
 /// The platform's object store, read through the S3 API with the keys the operator reads from
@@ -813,7 +831,8 @@ async fn the_seed_story_runs_end_to_end_on_tusk_dev() {
         },
     );
     let elephant_prefix = store.store.key(&format!("{namespace}/elephant"));
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let limit = Duration::from_secs(60) * wait_factor();
+    let deadline = Instant::now() + limit;
     loop {
         let left = store.keys_under(&elephant_prefix).await;
         if left.as_ref().is_ok_and(Vec::is_empty) {
@@ -821,7 +840,7 @@ async fn the_seed_story_runs_end_to_end_on_tusk_dev() {
         }
         assert!(
             Instant::now() < deadline,
-            "waited 60s for elephant's prefix {elephant_prefix} to be empty; it holds {left:?}"
+            "waited {limit:?} for elephant's prefix {elephant_prefix} to be empty; it holds {left:?}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
