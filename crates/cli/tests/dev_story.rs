@@ -1,19 +1,27 @@
-//! The seed story, end to end: `tusk dev` driven with the real kubectl and psql, as a newcomer
-//! would after the README's quick start. Every step asserts what the user sees, and a failure
-//! says what they would have seen instead.
+//! The seed story, end to end: tusk driven with the real kubectl and psql, as a newcomer would
+//! after the README's quick start. Every step asserts what the user sees, and a failure says
+//! what they would have seen instead. The story runs on `tusk dev`, or on a real cluster with
+//! tusk installed when `TUSK_E2E_KUBECONFIG` names one (docs/testing.md), by the same steps.
 
 // Shared with the tenant_isolation suite, whose helpers this test does not all need.
 #[allow(dead_code)]
 #[path = "tenant_isolation/support.rs"]
 mod support;
+// Shared with deploy.rs, whose helpers this test does not all need.
+#[allow(dead_code)]
+#[path = "shared/target_cluster.rs"]
+mod target_cluster;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use object_store::ObjectStoreExt;
 use serde_json::Value;
 use support::Dev;
+use target_cluster::TargetCluster;
+use tusk_backup::store::{BackupStore, StoreConfig};
 use tusk_sandbox::Sandbox;
 use tusk_sandbox::runtime::RuntimeOptions;
 
@@ -21,19 +29,41 @@ const TUSK: &str = env!("CARGO_BIN_EXE_tusk");
 const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
 const BUCKET: &str = "tusk-backups";
 
-/// kubectl against one cluster.
+/// kubectl against one cluster, in one namespace when one is given.
 struct Kubectl {
     kubeconfig: PathBuf,
+    namespace: Option<String>,
 }
 
 impl Kubectl {
+    /// kubectl with `kubeconfig`, in its current context's namespace.
+    fn on(kubeconfig: PathBuf) -> Self {
+        Self {
+            kubeconfig,
+            namespace: None,
+        }
+    }
+
+    /// kubectl on the same cluster, in `namespace`.
+    fn in_namespace(&self, namespace: &str) -> Self {
+        Self {
+            kubeconfig: self.kubeconfig.clone(),
+            namespace: Some(namespace.to_owned()),
+        }
+    }
+
+    /// The command with the kubeconfig and namespace set, for `args`.
+    fn command(&self) -> Command {
+        let mut command = Command::new("kubectl");
+        command.arg("--kubeconfig").arg(&self.kubeconfig);
+        if let Some(namespace) = &self.namespace {
+            command.args(["--namespace", namespace]);
+        }
+        command
+    }
+
     fn run(&self, args: &[&str]) -> Result<String, String> {
-        let output = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(args)
-            .output()
-            .expect("kubectl runs");
+        let output = self.command().args(args).output().expect("kubectl runs");
         if output.status.success() {
             Ok(String::from_utf8_lossy(&output.stdout).into_owned())
         } else {
@@ -73,13 +103,15 @@ impl Kubectl {
         value
     }
 
-    /// Polls `probe` until it returns `Some`; on timeout, fails with what the user saw last.
+    /// Polls `probe` until it returns `Some`; on timeout (`limit` times the wait factor),
+    /// fails with what the user saw last.
     fn until<T>(
         &self,
         what: &str,
         limit: Duration,
         mut probe: impl FnMut() -> Result<T, String>,
     ) -> T {
+        let limit = limit * wait_factor();
         let deadline = Instant::now() + limit;
         loop {
             match probe() {
@@ -107,21 +139,92 @@ impl Kubectl {
     }
 }
 
-fn psql(
-    host: &str,
-    user: &str,
-    password: &str,
-    database: &str,
+/// `kubectl port-forward` to a Service's PostgreSQL port on a free local port, as a user
+/// outside the cluster reaches a database on any cluster; stopped when dropped.
+struct PortForward {
+    child: Child,
+    port: u16,
+}
+
+impl PortForward {
+    fn to_service(kubectl: &Kubectl, service: &str) -> Result<Self, String> {
+        let mut child = kubectl
+            .command()
+            .args([
+                "port-forward",
+                "--address",
+                "127.0.0.1",
+                &format!("service/{service}"),
+                ":5432",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl runs");
+        const FORWARDING: &str = "Forwarding from 127.0.0.1:";
+        let printed = first_lines(
+            &mut child,
+            |line| line.starts_with(FORWARDING),
+            Duration::from_secs(20),
+        );
+        let port = printed.as_ref().ok().and_then(|text| {
+            let (_, rest) = text.split_once(FORWARDING)?;
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        });
+        let mut forward = Self { child, port: 0 };
+        match port {
+            Some(port) => {
+                forward.port = port;
+                Ok(forward)
+            }
+            None => Err(format!(
+                "kubectl port-forward to service/{service} forwards nothing: {}",
+                printed.unwrap_or_else(|seen| seen)
+            )),
+        }
+    }
+}
+
+impl Drop for PortForward {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// psql through a port-forward to `service`, with a login from a Secret.
+fn psql_through(
+    kubectl: &Kubectl,
+    service: &str,
+    login: &Login,
     sql: &str,
 ) -> Result<String, String> {
+    let forward = PortForward::to_service(kubectl, service)?;
+    psql("127.0.0.1", forward.port, login, sql)
+}
+
+/// A role's login to a database.
+struct Login {
+    user: String,
+    password: String,
+    database: String,
+}
+
+fn psql(host: &str, port: u16, login: &Login, sql: &str) -> Result<String, String> {
     let output = Command::new("psql")
         .args([
             "-h",
             host,
+            "-p",
+            &port.to_string(),
             "-U",
-            user,
+            &login.user,
             "-d",
-            database,
+            &login.database,
             "-X",
             "-A",
             "-t",
@@ -130,7 +233,7 @@ fn psql(
             "-c",
             sql,
         ])
-        .env("PGPASSWORD", password)
+        .env("PGPASSWORD", &login.password)
         .env("PGCONNECT_TIMEOUT", "5")
         .output()
         .expect("psql runs");
@@ -141,21 +244,47 @@ fn psql(
     }
 }
 
-/// The customer's connection to a cluster through its Service, as a user on this machine would
-/// make it: the Service's address and the owner role's login from the generated Secret.
+/// The customer's connection to a cluster through its `-rw` Service, as a user outside the
+/// cluster makes it: `kubectl port-forward` and the owner role's login from the generated
+/// Secret.
 fn owner_sql(kubectl: &Kubectl, cluster: &str, sql: &str) -> Result<String, String> {
-    let host = kubectl.run(&[
-        "get",
-        "service",
+    psql_through(
+        kubectl,
         &format!("{cluster}-rw"),
-        "-o",
-        "jsonpath={.spec.clusterIP}",
-    ])?;
+        &owner_login(kubectl, cluster),
+        sql,
+    )
+}
+
+/// The owner role's login to `cluster`, from the generated Secret.
+fn owner_login(kubectl: &Kubectl, cluster: &str) -> Login {
     let credentials = format!("{cluster}-credentials");
-    let user = kubectl.secret_value(&credentials, "username");
-    let password = kubectl.secret_value(&credentials, "password");
-    let database = kubectl.secret_value(&credentials, "dbname");
-    psql(&host, &user, &password, &database, sql)
+    Login {
+        user: kubectl.secret_value(&credentials, "username"),
+        password: kubectl.secret_value(&credentials, "password"),
+        database: kubectl.secret_value(&credentials, "dbname"),
+    }
+}
+
+/// psql at a Service's cluster IP, through the Service's own routing rather than to one pod
+/// kubectl picks: reachable from this machine only when the cluster runs on it (`tusk dev`,
+/// the test's own customer sandbox), so an extra check there, never the story's only one.
+/// Waits up to 30 seconds for an answer.
+fn psql_at_cluster_ip(kubectl: &Kubectl, service: &str, login: &Login, sql: &str) -> String {
+    kubectl.until(
+        &format!("psql at service/{service}'s cluster IP"),
+        Duration::from_secs(30),
+        || {
+            let address = kubectl.run(&[
+                "get",
+                "service",
+                service,
+                "-o",
+                "jsonpath={.spec.clusterIP}",
+            ])?;
+            psql(&address, 5432, login, sql)
+        },
+    )
 }
 
 fn postgres_processes_under(dir: &Path) -> Vec<String> {
@@ -190,16 +319,259 @@ fn objects_under(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// The variable naming the platform's store URL in real-cluster mode (`s3://bucket/prefix`, as
+/// the operator's `store.url`).
+const STORE_URL_VARIABLE: &str = "TUSK_E2E_STORE_URL";
+/// The variable naming the store's S3 endpoint, when it is not AWS.
+const STORE_ENDPOINT_VARIABLE: &str = "TUSK_E2E_STORE_ENDPOINT";
+/// The variable naming the store's region.
+const STORE_REGION_VARIABLE: &str = "TUSK_E2E_STORE_REGION";
+/// The variable naming the Secret the operator reads the store's keys from, `namespace/name`.
+const STORE_SECRET_VARIABLE: &str = "TUSK_E2E_STORE_SECRET";
+/// The variable naming the kubeconfig of a customer's cluster to link in real-cluster mode.
+const CUSTOMER_KUBECONFIG_VARIABLE: &str = "TUSK_E2E_CUSTOMER_KUBECONFIG";
+/// The Secret deploy/ has the operator read the store's keys from.
+const DEPLOY_STORE_SECRET: &str = "tusk-system/tusk-backup-store";
+/// The keys of that Secret (the operator's defaults).
+const ACCESS_KEY_ID_KEY: &str = "access-key-id";
+const SECRET_ACCESS_KEY_KEY: &str = "secret-access-key";
+
+fn variable(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|value| !value.is_empty())
+}
+
+/// The variable multiplying every wait of the story, for a cluster slower than `tusk dev`
+/// (one that pulls images, provisions volumes on a cloud).
+const WAIT_FACTOR_VARIABLE: &str = "TUSK_E2E_WAIT_FACTOR";
+
+/// `TUSK_E2E_WAIT_FACTOR`, a whole number of at least 1; 1 when unset.
+fn wait_factor() -> u32 {
+    variable(WAIT_FACTOR_VARIABLE).map_or(1, |text| {
+        text.parse()
+            .ok()
+            .filter(|factor| *factor >= 1)
+            .unwrap_or_else(|| {
+                panic!("{WAIT_FACTOR_VARIABLE} is not a whole number of at least 1: {text}")
+            })
+    })
+}
+
+/// The platform's object store, read through the S3 API with the keys the operator reads from
+/// its Secret, as any S3 client reads it: `tusk dev`'s embedded server, or the store the
+/// `TUSK_E2E_STORE_*` variables name.
+struct PlatformStore {
+    store: BackupStore,
+    /// kubectl in the namespace of the Secret holding the operator's store keys.
+    secret_kubectl: Kubectl,
+    /// That Secret's name.
+    secret_name: String,
+}
+
+impl PlatformStore {
+    fn of(target: &TargetCluster) -> Self {
+        let (url, endpoint, region, secret) = match target.dev() {
+            Some(dev) => {
+                // tusk dev's settings: its bucket and prefix, the port it keeps in s3.json,
+                // and the Secret it installs.
+                let state: Value = serde_json::from_slice(
+                    &std::fs::read(dev.data_dir().join("s3.json")).expect("tusk dev's s3.json"),
+                )
+                .expect("s3.json is JSON");
+                let port = state["port"].as_u64().expect("s3.json names the port");
+                (
+                    format!("s3://{BUCKET}/dev"),
+                    Some(format!("http://127.0.0.1:{port}")),
+                    None,
+                    "tusk-system/tusk-dev-store".to_owned(),
+                )
+            }
+            None => (
+                variable(STORE_URL_VARIABLE).unwrap_or_else(|| {
+                    panic!(
+                        "{} names a cluster: {STORE_URL_VARIABLE} must name its store (docs/testing.md)",
+                        target_cluster::KUBECONFIG_VARIABLE
+                    )
+                }),
+                variable(STORE_ENDPOINT_VARIABLE),
+                variable(STORE_REGION_VARIABLE),
+                variable(STORE_SECRET_VARIABLE).unwrap_or_else(|| DEPLOY_STORE_SECRET.to_owned()),
+            ),
+        };
+        let (secret_namespace, secret_name) = secret
+            .split_once('/')
+            .unwrap_or_else(|| panic!("{STORE_SECRET_VARIABLE} is not namespace/name: {secret}"));
+        let secret_kubectl =
+            Kubectl::on(target.kubeconfig().to_owned()).in_namespace(secret_namespace);
+        let allow_http = endpoint
+            .as_deref()
+            .is_some_and(|endpoint| endpoint.starts_with("http://"));
+        let store = BackupStore::new(&StoreConfig {
+            url,
+            endpoint,
+            region,
+            access_key_id: Some(secret_kubectl.secret_value(secret_name, ACCESS_KEY_ID_KEY)),
+            secret_access_key: Some(
+                secret_kubectl.secret_value(secret_name, SECRET_ACCESS_KEY_KEY),
+            ),
+            allow_http,
+        })
+        .expect("the store's settings are valid");
+        Self {
+            store,
+            secret_kubectl,
+            secret_name: secret_name.to_owned(),
+        }
+    }
+
+    async fn exists(&self, key: &str) -> bool {
+        self.store
+            .exists(key)
+            .await
+            .unwrap_or_else(|error| panic!("the store answers for {key}: {error}"))
+    }
+
+    async fn keys_under(&self, prefix: &str) -> Result<Vec<String>, String> {
+        self.store
+            .list(prefix)
+            .await
+            .map(|objects| objects.into_iter().map(|object| object.key).collect())
+            .map_err(|error| error.to_string())
+    }
+
+    async fn download(&self, key: &str, to: &Path) {
+        let object = self
+            .store
+            .object_store()
+            .get(&object_store::path::Path::from(key))
+            .await
+            .unwrap_or_else(|error| panic!("the store serves {key}: {error}"));
+        let bytes = object.bytes().await.expect("the object is read");
+        std::fs::write(to, &bytes).expect("the object is written");
+    }
+
+    /// Gives the operator a wrong secret key, as a store whose keys were rotated or revoked
+    /// refuses it: the signature of every request it makes no longer matches. The right key
+    /// is put back when the returned guard drops, also when the test fails before that.
+    fn revoke_operator_keys(&self, temp: &Path) -> RevokedKeys<'_> {
+        let encoded = self.secret_kubectl.ok(&[
+            "get",
+            "secret",
+            &self.secret_name,
+            "-o",
+            &format!("jsonpath={{.data.{SECRET_ACCESS_KEY_KEY}}}"),
+        ]);
+        let revoked = RevokedKeys {
+            store: self,
+            original: temp.join("original-keys.json"),
+        };
+        // In files, not arguments: a secret key in a process's arguments is visible to every
+        // user of the machine.
+        write_private(
+            &revoked.original,
+            &serde_json::json!({"data": {SECRET_ACCESS_KEY_KEY: encoded}}).to_string(),
+        );
+        let wrong = temp.join("wrong-keys.json");
+        write_private(
+            &wrong,
+            &serde_json::json!({"stringData": {SECRET_ACCESS_KEY_KEY: "revoked-by-the-seed-story"}})
+                .to_string(),
+        );
+        self.patch_secret(&wrong);
+        revoked
+    }
+
+    fn patch_secret(&self, patch: &Path) {
+        self.secret_kubectl.ok(&[
+            "patch",
+            "secret",
+            &self.secret_name,
+            "--type=merge",
+            "--patch-file",
+            &patch.to_string_lossy(),
+        ]);
+    }
+}
+
+fn write_private(path: &Path, text: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut file| file.write_all(text.as_bytes()))
+        .expect("a private file is written");
+}
+
+/// The operator's store keys while revoked; put back when dropped.
+struct RevokedKeys<'a> {
+    store: &'a PlatformStore,
+    /// A merge patch holding the right key.
+    original: PathBuf,
+}
+
+impl Drop for RevokedKeys<'_> {
+    fn drop(&mut self) {
+        self.store.patch_secret(&self.original);
+        let _ = std::fs::remove_file(&self.original);
+    }
+}
+
+/// The customer's cluster the story links elephant to: the one
+/// `TUSK_E2E_CUSTOMER_KUBECONFIG` names, else a sandbox of the test's own.
+enum CustomerCluster {
+    Named(PathBuf),
+    Own(Sandbox),
+}
+
+impl CustomerCluster {
+    async fn start(dir: &Path) -> Self {
+        if let Some(path) = variable(CUSTOMER_KUBECONFIG_VARIABLE) {
+            return Self::Named(PathBuf::from(path));
+        }
+        let sandbox = Sandbox::builder()
+            .data_dir(dir.join("apiserver"))
+            .kubeconfig_path(dir.join("kubeconfig"))
+            .runtime(
+                RuntimeOptions::new(dir.join("runtime"))
+                    .tusk_executable(TUSK)
+                    .pod_network(std::net::Ipv4Addr::new(127, 32, 0, 0), 16),
+            )
+            .start()
+            .await
+            .expect("the customer's sandbox starts");
+        Self::Own(sandbox)
+    }
+
+    fn kubeconfig(&self) -> &Path {
+        match self {
+            Self::Named(path) => path,
+            Self::Own(sandbox) => sandbox.kubeconfig_path(),
+        }
+    }
+
+    async fn stop(self) {
+        if let Self::Own(sandbox) = self {
+            sandbox.shutdown().await;
+        }
+    }
+}
+
+/// The seed story. On `tusk dev` by default; with `TUSK_E2E_KUBECONFIG`, on that cluster,
+/// where tusk must be installed and running, by the same steps (docs/testing.md): PostgreSQL is
+/// reached through `kubectl port-forward`, the store through the S3 API, and a store failure is
+/// made by revoking the operator's keys. What only a cluster on this machine shows (its
+/// Services' cluster IPs, its processes) is checked there on top of the rest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_story_runs_end_to_end_on_tusk_dev() {
     let temp = tempfile::tempdir().unwrap();
-    let dev = Dev::start();
-    let dev_dir = dev.data_dir().to_owned();
-    let kubectl = Kubectl {
-        kubeconfig: dev.kubeconfig(),
-    };
+    let mut target = TargetCluster::start_with_tusk();
+    let namespace = target.namespace().to_owned();
+    let kubectl = Kubectl::on(target.kubeconfig().to_owned()).in_namespace(&namespace);
+    let store = PlatformStore::of(&target);
     let example = |name: &str| format!("{EXAMPLES}/{name}");
-    let bucket_dir = dev_dir.join("s3").join(BUCKET);
 
     // 1. A database on demand.
     kubectl.ok(&["apply", "-f", &example("elephant.yaml")]);
@@ -229,6 +601,18 @@ async fn the_seed_story_runs_end_to_end_on_tusk_dev() {
             .is_err_and(|error| error.contains("pg_execute_server_program")),
         "the owner role ran a program on the server: {escape:?}"
     );
+    if target.dev().is_some() {
+        let counted = psql_at_cluster_ip(
+            &kubectl,
+            "elephant-rw",
+            &owner_login(&kubectl, "elephant"),
+            "SELECT count(*) FROM animals",
+        );
+        assert_eq!(
+            counted, "3",
+            "elephant-rw's cluster IP reaches another database"
+        );
+    }
 
     // 2. A backup, watched to the end.
     kubectl.ok(&["apply", "-f", &example("my-backup.yaml")]);
@@ -258,16 +642,18 @@ async fn the_seed_story_runs_end_to_end_on_tusk_dev() {
     }
     let key = spec["s3"]["path"]
         .as_str()
-        .expect("the backup records its path");
-    let object = bucket_dir.join(key);
+        .expect("the backup records its path")
+        .to_owned();
     assert!(
-        object.is_file(),
-        "the backup's object {key} is not in the embedded S3 bucket"
+        store.exists(&key).await,
+        "the backup's object {key} is not in the platform's store"
     );
+    let object = temp.path().join("my-backup.tar.gz.dare");
+    store.download(&key, &object).await;
     let passphrase = kubectl.secret_value("elephant-credentials", "backup-passphrase");
     let tarball = temp.path().join("my-backup.tar");
     let passphrase_file = temp.path().join("passphrase");
-    std::fs::write(&passphrase_file, &passphrase).unwrap();
+    write_private(&passphrase_file, &passphrase);
     let decrypted = Command::new(TUSK)
         .args(["backup", "decrypt", "--passphrase-file"])
         .arg(&passphrase_file)
@@ -306,39 +692,32 @@ async fn the_seed_story_runs_end_to_end_on_tusk_dev() {
         )
     });
     assert_eq!(rows, "african,asian,mammoth");
+    if target.dev().is_some() {
+        let restored = psql_at_cluster_ip(
+            &kubectl,
+            "elephant-restored-rw",
+            &owner_login(&kubectl, "elephant-restored"),
+            "SELECT string_agg(name, ',' ORDER BY name) FROM animals",
+        );
+        assert_eq!(restored, "african,asian,mammoth");
+    }
 
     // 4. The customer's cluster gets a tunnel to elephant.
-    let customer_dir = temp.path().join("customer");
-    let customer = Sandbox::builder()
-        .data_dir(customer_dir.join("apiserver"))
-        .kubeconfig_path(customer_dir.join("kubeconfig"))
-        .runtime(
-            RuntimeOptions::new(customer_dir.join("runtime"))
-                .tusk_executable(TUSK)
-                .pod_network(std::net::Ipv4Addr::new(127, 32, 0, 0), 16),
-        )
-        .start()
-        .await
-        .expect("the customer's sandbox starts");
-    let customer_kubectl = Kubectl {
-        kubeconfig: customer.kubeconfig_path().to_owned(),
-    };
+    let customer = CustomerCluster::start(&temp.path().join("customer")).await;
+    let customer_kubectl = Kubectl::on(customer.kubeconfig().to_owned());
     let secret = kubectl.ok(&[
         "create",
         "secret",
         "generic",
         "customer-kubeconfig",
-        &format!(
-            "--from-file=kubeconfig={}",
-            customer.kubeconfig_path().display()
-        ),
+        &format!("--from-file=kubeconfig={}", customer.kubeconfig().display()),
         "--dry-run=client",
         "-o",
         "json",
     ]);
     apply_text(&kubectl, &secret);
     kubectl.ok(&["apply", "-f", &example("remote-cluster.yaml")]);
-    let tunnel_ip = customer_kubectl.until(
+    customer_kubectl.until(
         "the tunnel Service in the customer's cluster",
         Duration::from_secs(60),
         || {
@@ -359,20 +738,21 @@ async fn the_seed_story_runs_end_to_end_on_tusk_dev() {
                 })
         },
     );
-    let user = customer_kubectl.secret_value("elephant-connection", "user");
-    let password = customer_kubectl.secret_value("elephant-connection", "password");
-    let database = customer_kubectl.secret_value("elephant-connection", "dbname");
+    let login = Login {
+        user: customer_kubectl.secret_value("elephant-connection", "user"),
+        password: customer_kubectl.secret_value("elephant-connection", "password"),
+        database: customer_kubectl.secret_value("elephant-connection", "dbname"),
+    };
     let through_tunnel =
         customer_kubectl.until("psql through the tunnel", Duration::from_secs(60), || {
-            psql(
-                &tunnel_ip,
-                &user,
-                &password,
-                &database,
-                "SELECT current_user",
-            )
+            psql_through(&customer_kubectl, "elephant", &login, "SELECT current_user")
         });
-    assert_eq!(through_tunnel, user);
+    assert_eq!(through_tunnel, login.user);
+    if let CustomerCluster::Own(_) = &customer {
+        let at_address =
+            psql_at_cluster_ip(&customer_kubectl, "elephant", &login, "SELECT current_user");
+        assert_eq!(at_address, login.user);
+    }
 
     // 5. Deleting a backup deletes its data.
     let second = r#"{"apiVersion":"postgres.tusk.dev/v1","kind":"PostgresBackupRequest","metadata":{"name":"second-backup"},"spec":{"cluster":{"name":"elephant"}}}"#;
@@ -399,28 +779,28 @@ async fn the_seed_story_runs_end_to_end_on_tusk_dev() {
         "no Finalizer event: {events}"
     );
     assert!(
-        !object.exists(),
-        "the deleted backup's object is still in S3"
+        !store.exists(&key).await,
+        "the deleted backup's object is still in the store"
     );
 
-    // 6. A missing bucket blocks deletion with the store's words, until it is back.
-    let aside = dev_dir.join("s3").join("bucket-aside");
-    std::fs::rename(&bucket_dir, &aside).unwrap();
+    // 6. A store that refuses the operator's keys blocks deletion with the store's words,
+    // until the keys are right again.
+    let revoked = store.revoke_operator_keys(temp.path());
     kubectl.ok(&["delete", "pgb", "second-backup", "--wait=false"]);
     let described = kubectl.until(
-        "a repeated Warning about the missing bucket",
+        "a repeated Warning about the refused keys",
         Duration::from_secs(120),
         || {
             let text = kubectl.run(&["describe", "pgb", "second-backup"])?;
             (text.contains("Warning")
-                && text.contains("The specified bucket does not exist")
+                && text.contains("SignatureDoesNotMatch")
                 && text.contains("(x"))
             .then(|| text.clone())
             .ok_or(text)
         },
     );
     assert!(described.contains("Error"), "{described}");
-    std::fs::rename(&aside, &bucket_dir).unwrap();
+    drop(revoked);
     kubectl.until(
         "second-backup to be deleted",
         Duration::from_secs(120),
@@ -450,42 +830,51 @@ async fn the_seed_story_runs_end_to_end_on_tusk_dev() {
             left.trim().is_empty().then_some(()).ok_or(left)
         },
     );
-    let elephant_prefix = bucket_dir.join("dev").join("default").join("elephant");
-    kubectl.until(
-        "elephant's S3 prefix to be empty",
-        Duration::from_secs(60),
-        || {
-            let left = objects_under(&elephant_prefix);
-            left.is_empty().then_some(()).ok_or(format!("{left:?}"))
-        },
-    );
-    let runtime_dir = dev_dir.join("runtime");
-    kubectl.until(
-        "elephant's PostgreSQL to stop",
-        Duration::from_secs(60),
-        || {
-            let left: Vec<String> = postgres_processes_under(&runtime_dir)
-                .into_iter()
-                .filter(|line| line.contains("elephant-0") || line.contains("/elephant/"))
-                .filter(|line| !line.contains("elephant-restored"))
-                .collect();
-            left.is_empty().then_some(()).ok_or(format!("{left:?}"))
-        },
-    );
+    let elephant_prefix = store.store.key(&format!("{namespace}/elephant"));
+    let limit = Duration::from_secs(60) * wait_factor();
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = store.keys_under(&elephant_prefix).await;
+        if left.as_ref().is_ok_and(Vec::is_empty) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited {limit:?} for elephant's prefix {elephant_prefix} to be empty; it holds {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    customer.stop().await;
 
-    customer.shutdown().await;
-    dev.interrupt();
-    let left = postgres_processes_under(&dev_dir);
-    assert!(
-        left.is_empty(),
-        "PostgreSQL still runs after Ctrl-C: {left:?}"
-    );
+    // On `tusk dev` only, this machine's processes show what the API showed: elephant's
+    // PostgreSQL stopped with its pod, and Ctrl-C stops every other.
+    if let Some(dev) = target.take_dev() {
+        let runtime_dir = dev.data_dir().join("runtime");
+        kubectl.until(
+            "elephant's PostgreSQL to stop",
+            Duration::from_secs(60),
+            || {
+                let left: Vec<String> = postgres_processes_under(&runtime_dir)
+                    .into_iter()
+                    .filter(|line| line.contains("elephant-0") || line.contains("/elephant/"))
+                    .filter(|line| !line.contains("elephant-restored"))
+                    .collect();
+                left.is_empty().then_some(()).ok_or(format!("{left:?}"))
+            },
+        );
+        let dev_dir = dev.data_dir().to_owned();
+        dev.interrupt();
+        let left = postgres_processes_under(&dev_dir);
+        assert!(
+            left.is_empty(),
+            "PostgreSQL still runs after Ctrl-C: {left:?}"
+        );
+    }
 }
 
 fn apply_text(kubectl: &Kubectl, manifest: &str) {
-    let mut child = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&kubectl.kubeconfig)
+    let mut child = kubectl
+        .command()
         .args(["apply", "-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -529,9 +918,7 @@ fn postmaster_pid(runtime_dir: &Path, claim_uid: &str) -> Option<i32> {
 async fn tusk_dev_recovers_from_a_killed_postgres_and_from_being_killed_itself() {
     let mut dev = Dev::start();
     let dev_dir = dev.data_dir().to_owned();
-    let kubectl = Kubectl {
-        kubeconfig: dev.kubeconfig(),
-    };
+    let kubectl = Kubectl::on(dev.kubeconfig());
     kubectl.ok(&["apply", "-f", &format!("{EXAMPLES}/elephant.yaml")]);
     kubectl.wait_ready("postgrescluster", "elephant", Duration::from_secs(90));
     // Enough data that a backup takes a while, in rows that do not compress away.
@@ -676,9 +1063,7 @@ async fn tusk_dev_runs_databases_from_a_private_directory() {
     let dev_dir = private.join("dev");
     let dev = Dev::start_at(&tusk, dev_dir.clone(), temp, &[]);
     let node_dir = std::fs::read_link(dev_dir.join("runtime").join("node")).ok();
-    let kubectl = Kubectl {
-        kubeconfig: dev.kubeconfig(),
-    };
+    let kubectl = Kubectl::on(dev.kubeconfig());
     kubectl.ok(&["apply", "-f", &format!("{EXAMPLES}/elephant.yaml")]);
     kubectl.wait_ready("postgrescluster", "elephant", Duration::from_secs(180));
     let mode = std::fs::metadata(&private).unwrap().permissions().mode() & 0o777;

@@ -3,7 +3,7 @@
 //!
 //! With `TUSK_E2E_KUBECONFIG` naming a kubeconfig, the test runs on that cluster, a real one
 //! whose API server it neither starts nor stops; otherwise it starts a sandbox of its own
-//! (`tusk sandbox`) and stops it afterwards. Either way the test then does the same thing: it
+//! (`tusk sandbox`, or `tusk dev` for a test that needs tusk running) and stops it afterwards. Either way the test then does the same thing: it
 //! works in a fresh namespace, deleted when it ends, and installs the images `TUSK_E2E_IMAGE`
 //! names (deploy/'s own image when unset). docs/testing.md describes the mode.
 
@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::support::{Kubectl, interrupt};
+use crate::support::{Dev, Kubectl, interrupt};
 
 /// The variable naming the kubeconfig of a real cluster to run on.
 pub const KUBECONFIG_VARIABLE: &str = "TUSK_E2E_KUBECONFIG";
@@ -26,11 +26,20 @@ struct OwnSandbox {
     _dir: tempfile::TempDir,
 }
 
+/// What a test started to run on when no cluster was named.
+enum Own {
+    /// A bare API server (`tusk sandbox`).
+    Sandbox(OwnSandbox),
+    /// `tusk dev`: the sandbox with tusk installed and running on it, taken out by
+    /// [`TargetCluster::take_dev`] when the test stops it itself.
+    Dev(Option<Dev>),
+}
+
 /// The cluster a test runs on, and the namespace it has there.
 pub struct TargetCluster {
     kubeconfig: PathBuf,
     namespace: String,
-    own: Option<OwnSandbox>,
+    own: Option<Own>,
 }
 
 impl TargetCluster {
@@ -42,9 +51,28 @@ impl TargetCluster {
                 Some(path) => (PathBuf::from(path), None),
                 None => {
                     let (kubeconfig, own) = start_sandbox();
-                    (kubeconfig, Some(own))
+                    (kubeconfig, Some(Own::Sandbox(own)))
                 }
             };
+        Self::with_namespace(kubeconfig, own)
+    }
+
+    /// The cluster `TUSK_E2E_KUBECONFIG` names, where tusk must be installed and running, or
+    /// `tusk dev` started for this test; with a fresh namespace created on it.
+    #[allow(dead_code)] // deploy.rs installs tusk itself, on a bare sandbox
+    pub fn start_with_tusk() -> Self {
+        let (kubeconfig, own) =
+            match std::env::var_os(KUBECONFIG_VARIABLE).filter(|value| !value.is_empty()) {
+                Some(path) => (PathBuf::from(path), None),
+                None => {
+                    let dev = Dev::start();
+                    (dev.kubeconfig(), Some(Own::Dev(Some(dev))))
+                }
+            };
+        Self::with_namespace(kubeconfig, own)
+    }
+
+    fn with_namespace(kubeconfig: PathBuf, own: Option<Own>) -> Self {
         let target = Self {
             kubeconfig,
             namespace: fresh_namespace_name(),
@@ -54,6 +82,31 @@ impl TargetCluster {
             .cluster_kubectl()
             .ok(&["create", "namespace", &target.namespace]);
         target
+    }
+
+    /// The `tusk dev` this test started, when it runs on one: for what only a sandbox on this
+    /// machine lets a test look at (its processes, its files).
+    #[allow(dead_code)] // deploy.rs runs on a bare sandbox
+    pub fn dev(&self) -> Option<&Dev> {
+        match &self.own {
+            Some(Own::Dev(dev)) => dev.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Takes the `tusk dev` this test started out, to stop it and look at what it left.
+    #[allow(dead_code)] // deploy.rs runs on a bare sandbox
+    pub fn take_dev(&mut self) -> Option<Dev> {
+        match &mut self.own {
+            Some(Own::Dev(dev)) => dev.take(),
+            _ => None,
+        }
+    }
+
+    /// The kubeconfig of the cluster.
+    #[allow(dead_code)] // deploy.rs goes through kubectl only
+    pub fn kubeconfig(&self) -> &std::path::Path {
+        &self.kubeconfig
     }
 
     /// Whether the cluster is one `TUSK_E2E_KUBECONFIG` named rather than this test's own.
@@ -98,7 +151,8 @@ impl Drop for TargetCluster {
                 "--timeout=120s",
             ]);
         }
-        if let Some(own) = self.own.as_mut() {
+        // A `tusk dev` stops when dropped.
+        if let Some(Own::Sandbox(own)) = self.own.as_mut() {
             interrupt(&mut own.child);
         }
     }
