@@ -1,6 +1,6 @@
 //! The long-lived WAL archiver and the archive_command that hands it segments.
 //!
-//! `tusk wal-push` run per segment would derive the passphrase's key (scrypt: 64 MiB and about
+//! `tusk wal-push` run per segment would derive the passphrase's key (scrypt: 16 MiB and about
 //! 0.2 s of CPU) for every 16 MiB segment. Instead `tusk instance` runs [`serve`] for the life of
 //! the server, holding one [`WalArchive`] whose master key is derived once, and PostgreSQL's
 //! archive_command becomes `tusk wal-push --archiver-socket <socket> %p`: a small client
