@@ -798,7 +798,10 @@ mod tests {
                 "frame 2 is a marker but not the end marker",
             ),
         ] {
-            let error = read_all(bytes).expect_err(what);
+            let error = match read_all(bytes) {
+                Ok(plaintext) => panic!("{what}: accepted, {} bytes", plaintext.len()),
+                Err(error) => error,
+            };
             assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{what}: {error}");
             assert!(error.to_string().contains(expected), "{what}: {error}");
         }

@@ -17,6 +17,11 @@
 //!
 //! No secret crosses the socket, and the client needs none: the passphrase and the store's
 //! credentials stay in the archiver.
+//!
+//! Memory: segments are archived one at a time, each streamed from its file through gzip and
+//! DARE into the one buffer that holds the sealed object until it is stored, and the key
+//! derivation's table is 16 MiB ([`tusk_dare::kdf`]); the archiver stays well within 64 MiB
+//! (47 MiB peak measured for a debug build under a pgbench load, 112 MiB before).
 
 use std::io;
 use std::path::{Path, PathBuf};
