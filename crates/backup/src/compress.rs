@@ -4,7 +4,10 @@
 //! gzip is written as a series of independent members (mgzip, with gzp), each of which names
 //! its own size in a header field, so that a restore can cut the stream into members without
 //! inflating it and inflate them on every core; any gzip reader still reads the object as one
-//! multi-member gzip stream. `docs/backup-format.md` describes the layout byte by byte.
+//! multi-member gzip stream. zstd is written likewise as independent frames of
+//! [`FRAME_INPUT_SIZE`] that state their content size, between a start and an end marker
+//! (skippable frames); a restore finds each frame's end by walking its block headers. Any zstd
+//! reader still reads the object. `docs/backup-format.md` describes both layouts byte by byte.
 
 use std::io::{self, BufReader, Read, Write};
 
@@ -82,8 +85,8 @@ pub enum CompressWriter<W: Write + Send + 'static> {
     /// Parallel gzip: blocks are compressed on a pool of threads into independent members
     /// that carry their size, written in order.
     Gzip(ParCompress<'static, Mgzip, W>),
-    /// zstd, on the calling thread.
-    Zstd(zstd::Encoder<'static, W>),
+    /// zstd, on the calling thread, as independent frames of [`FRAME_INPUT_SIZE`].
+    Zstd(ZstdFrameWriter<W>),
 }
 
 /// The number of compression threads: every core, as pigz does.
@@ -113,7 +116,7 @@ impl<W: Write + Send + 'static> CompressWriter<W> {
                 Ok(CompressWriter::Gzip(writer))
             }
             Compression::Zstd { level } => {
-                Ok(CompressWriter::Zstd(zstd::Encoder::new(inner, level)?))
+                Ok(CompressWriter::Zstd(ZstdFrameWriter::new(inner, level)?))
             }
         }
     }
@@ -210,6 +213,258 @@ pub fn sized_member_len(header: &[u8]) -> Option<usize> {
     let extra = header[10..16] == [8, 0, b'I', b'G', 4, 0];
     let size = u32::from_le_bytes([header[16], header[17], header[18], header[19]]);
     (fixed && extra).then_some(size as usize)
+}
+
+/// Plaintext bytes per zstd frame, as for gzip members: enough for zstd's ratio, small enough
+/// that a few frames in flight per core cost a few MiB.
+pub const FRAME_INPUT_SIZE: usize = MEMBER_INPUT_SIZE;
+/// Largest frame (compressed, header to checksum) and largest frame content size a restore
+/// accepts: the bound on what one frame costs in memory.
+pub const MAX_FRAME_SIZE: usize = 4 * FRAME_INPUT_SIZE;
+
+/// The skippable-frame magic number of tusk's markers (zstd reserves 0x184D2A50-0x184D2A5F for
+/// frames every decoder skips), little-endian.
+const MARKER_MAGIC: [u8; 4] = [0x5e, 0x2a, 0x4d, 0x18];
+/// The skippable frame that starts a stream of independent frames: magic, length 8, `tuskzstd`.
+pub const ZSTD_START_FRAME: [u8; 16] = [
+    0x5e, 0x2a, 0x4d, 0x18, 8, 0, 0, 0, b't', b'u', b's', b'k', b'z', b's', b't', b'd',
+];
+/// The skippable frame that ends it: magic, length 8, `tuskend.`. A stream cut short exactly
+/// between two frames lacks it.
+pub const ZSTD_END_FRAME: [u8; 16] = [
+    0x5e, 0x2a, 0x4d, 0x18, 8, 0, 0, 0, b't', b'u', b's', b'k', b'e', b'n', b'd', b'.',
+];
+/// A zstd block is at most 128 KiB (RFC 8878, Block_Maximum_Size).
+const MAX_BLOCK_SIZE: usize = 128 * 1024;
+
+/// zstd as independent frames of [`FRAME_INPUT_SIZE`] plaintext, each with its content size and
+/// checksum, between [`ZSTD_START_FRAME`] and [`ZSTD_END_FRAME`].
+pub struct ZstdFrameWriter<W: Write> {
+    inner: W,
+    compressor: zstd::bulk::Compressor<'static>,
+    pending: Vec<u8>,
+    frame: Vec<u8>,
+}
+
+impl<W: Write> ZstdFrameWriter<W> {
+    /// Starts a stream of frames at `level` into `inner`.
+    pub fn new(mut inner: W, level: i32) -> io::Result<Self> {
+        let mut compressor = zstd::bulk::Compressor::new(level)?;
+        compressor.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))?;
+        compressor.set_parameter(zstd::zstd_safe::CParameter::ContentSizeFlag(true))?;
+        inner.write_all(&ZSTD_START_FRAME)?;
+        Ok(ZstdFrameWriter {
+            inner,
+            compressor,
+            pending: Vec::with_capacity(FRAME_INPUT_SIZE),
+            frame: Vec::with_capacity(zstd::zstd_safe::compress_bound(FRAME_INPUT_SIZE)),
+        })
+    }
+
+    fn write_frame(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.frame.clear();
+        self.compressor
+            .compress_to_buffer(&self.pending, &mut self.frame)?;
+        self.inner.write_all(&self.frame)?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Compresses what is pending, writes the end marker and returns the inner writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.write_frame()?;
+        self.inner.write_all(&ZSTD_END_FRAME)?;
+        Ok(self.inner)
+    }
+}
+
+impl<W: Write> Write for ZstdFrameWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let taken = buf.len().min(FRAME_INPUT_SIZE - self.pending.len());
+        self.pending.extend_from_slice(&buf[..taken]);
+        if self.pending.len() == FRAME_INPUT_SIZE {
+            self.write_frame()?;
+        }
+        Ok(taken)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        // Frames are written when full or at `finish`: a flush must not cut a short frame.
+        self.inner.flush()
+    }
+}
+
+/// One zstd frame cut from the stream, with its position for error messages.
+struct Frame {
+    index: u64,
+    bytes: Vec<u8>,
+    content_size: usize,
+}
+
+/// Reads exactly `len` bytes onto `bytes`; `what` names the place for the error of a stream
+/// that ends first.
+fn read_frame_part(
+    inner: &mut impl Read,
+    len: usize,
+    bytes: &mut Vec<u8>,
+    what: impl FnOnce() -> String,
+) -> io::Result<()> {
+    if read_at_most(inner, len, bytes)? < len {
+        return Err(invalid(format!("the zstd stream ends inside {}", what())));
+    }
+    Ok(())
+}
+
+/// Cuts the next frame out of a stream of independent frames by walking its header and block
+/// headers (RFC 8878), without decompressing. `Ok(None)` only at [`ZSTD_END_FRAME`] with nothing
+/// after it.
+fn cut_frame(inner: &mut impl Read, index: u64) -> io::Result<Option<Frame>> {
+    let mut bytes = Vec::with_capacity(MAX_BLOCK_SIZE);
+    match read_at_most(inner, 4, &mut bytes)? {
+        0 => {
+            let place = match index {
+                0 => "its start marker".to_owned(),
+                _ => format!("frame {}", index - 1),
+            };
+            return Err(invalid(format!(
+                "the zstd stream ends after {place} without its end marker: it was cut short"
+            )));
+        }
+        4 => {}
+        _ => {
+            return Err(invalid(format!(
+                "the zstd stream ends inside the header of frame {index}"
+            )));
+        }
+    }
+    if bytes == MARKER_MAGIC {
+        read_frame_part(inner, ZSTD_END_FRAME.len() - 4, &mut bytes, || {
+            format!("the marker after frame {}", index.saturating_sub(1))
+        })?;
+        if bytes != ZSTD_END_FRAME {
+            return Err(invalid(format!(
+                "frame {index} is a marker but not the end marker"
+            )));
+        }
+        if read_at_most(inner, 1, &mut Vec::new())? != 0 {
+            return Err(invalid(
+                "data follows the zstd stream's end marker".to_owned(),
+            ));
+        }
+        return Ok(None);
+    }
+    if bytes != ZSTD_MAGIC {
+        return Err(invalid(format!("frame {index} is not a zstd frame")));
+    }
+    // Frame header descriptor: content size flag (2 bits), single segment, unused, reserved,
+    // checksum flag, dictionary id flag (2 bits).
+    read_frame_part(inner, 1, &mut bytes, || {
+        format!("the header of frame {index}")
+    })?;
+    let descriptor = bytes[4];
+    let single_segment = descriptor & 0x20 != 0;
+    let has_checksum = descriptor & 0x04 != 0;
+    let content_size_len = match descriptor >> 6 {
+        0 if single_segment => 1,
+        0 => 0,
+        1 => 2,
+        2 => 4,
+        _ => 8,
+    };
+    if descriptor & 0x08 != 0 || descriptor & 0x03 != 0 || content_size_len == 0 {
+        return Err(invalid(format!(
+            "zstd frame {index} does not state its content size like the frames before it"
+        )));
+    }
+    let window_len = usize::from(!single_segment);
+    read_frame_part(inner, window_len + content_size_len, &mut bytes, || {
+        format!("the header of frame {index}")
+    })?;
+    let mut size_bytes = [0u8; 8];
+    size_bytes[..content_size_len].copy_from_slice(&bytes[5 + window_len..]);
+    let mut content_size = u64::from_le_bytes(size_bytes);
+    if content_size_len == 2 {
+        content_size += 256;
+    }
+    if content_size > MAX_FRAME_SIZE as u64 {
+        return Err(invalid(format!(
+            "zstd frame {index} announces {content_size} bytes of content, more than {MAX_FRAME_SIZE}"
+        )));
+    }
+    loop {
+        let start = bytes.len();
+        read_frame_part(inner, 3, &mut bytes, || format!("frame {index}"))?;
+        let header = u32::from_le_bytes([bytes[start], bytes[start + 1], bytes[start + 2], 0]);
+        let last = header & 1 != 0;
+        let block_size = (header >> 3) as usize;
+        let stored = match (header >> 1) & 3 {
+            // Raw and compressed blocks store block_size bytes, RLE blocks one.
+            0 | 2 => block_size,
+            1 => 1,
+            _ => {
+                return Err(invalid(format!(
+                    "zstd frame {index} has a block of the reserved type"
+                )));
+            }
+        };
+        if block_size > MAX_BLOCK_SIZE || bytes.len() + stored > MAX_FRAME_SIZE {
+            return Err(invalid(format!(
+                "zstd frame {index} is longer than {MAX_FRAME_SIZE} bytes or has an oversized block"
+            )));
+        }
+        read_frame_part(inner, stored, &mut bytes, || format!("frame {index}"))?;
+        if last {
+            break;
+        }
+    }
+    if has_checksum {
+        read_frame_part(inner, 4, &mut bytes, || format!("frame {index}"))?;
+    }
+    Ok(Some(Frame {
+        index,
+        bytes,
+        content_size: content_size as usize,
+    }))
+}
+
+/// Decompresses one frame, which must give exactly its stated content size (zstd also checks
+/// the frame's checksum when it has one).
+fn decompress_frame(frame: Frame) -> io::Result<Vec<u8>> {
+    let Frame {
+        index,
+        bytes,
+        content_size,
+    } = frame;
+    let mut plaintext = Vec::with_capacity(content_size);
+    zstd::bulk::Decompressor::new()?
+        .decompress_to_buffer(&bytes[..], &mut plaintext)
+        .map_err(|error| invalid(format!("zstd frame {index} is corrupt: {error}")))?;
+    if plaintext.len() != content_size {
+        return Err(invalid(format!(
+            "zstd frame {index} does not decompress to the content size it states"
+        )));
+    }
+    Ok(plaintext)
+}
+
+/// Decompresses a stream of independent frames (after its start marker) on every core, in
+/// order.
+fn parallel_zstd_reader<R: Read + Send + 'static>(mut inner: R) -> io::Result<OrderedReader> {
+    let mut index = 0;
+    let stage = OrderedStage::start(
+        "unzstd",
+        worker_count(),
+        move || {
+            let frame = cut_frame(&mut inner, index)?;
+            index += 1;
+            Ok(frame)
+        },
+        decompress_frame,
+    )?;
+    Ok(OrderedReader::new(stage))
 }
 
 fn invalid(message: String) -> io::Error {
@@ -330,16 +585,21 @@ fn parallel_gzip_reader<R: Read + Send + 'static>(mut inner: R) -> io::Result<Or
 
 /// Decompresses gzip (every member of a multi-member stream) or zstd, recognised by their magic
 /// bytes, so a restore needs no record of how the backup was compressed. A gzip stream whose
-/// first member carries its size (what tusk writes) is inflated on every core; any other gzip
-/// stream (backups taken before) is inflated serially.
+/// first member carries its size, or a zstd stream of independent frames (what tusk writes), is
+/// decompressed on every core; any other gzip or zstd stream (backups taken before) serially.
 pub fn decompressing_reader<R: Read + Send + 'static>(
     mut inner: R,
 ) -> io::Result<Box<dyn Read + Send>> {
     let mut head = Vec::with_capacity(SIZED_MEMBER_HEADER);
     read_at_most(&mut inner, SIZED_MEMBER_HEADER, &mut head)?;
     let sized_members = sized_member_len(&head).is_some();
+    let zstd_frames = head.starts_with(&ZSTD_START_FRAME);
     let gzip = head.starts_with(&GZIP_MAGIC);
     let zstd = head.starts_with(&ZSTD_MAGIC);
+    if zstd_frames {
+        let after_marker = io::Cursor::new(head[ZSTD_START_FRAME.len()..].to_vec()).chain(inner);
+        return Ok(Box::new(parallel_zstd_reader(after_marker)?));
+    }
     let whole = io::Cursor::new(head).chain(inner);
     if sized_members {
         Ok(Box::new(parallel_gzip_reader(whole)?))
@@ -397,8 +657,158 @@ mod tests {
     }
 
     #[test]
-    fn zstd_round_trips() {
+    fn zstd_frames_round_trip_and_standard_zstd_reads_them() {
         round_trip(Compression::Zstd { level: 3 });
+        let data = sample();
+        let stream = zstd_frames(&data);
+        assert!(stream.starts_with(&ZSTD_START_FRAME));
+        assert!(stream.ends_with(&ZSTD_END_FRAME));
+        // Independent frames of 512 KiB of plaintext, each stating its content size.
+        let mut rest = &stream[ZSTD_START_FRAME.len()..];
+        let mut sizes = Vec::new();
+        while let Some(frame) = cut_frame(&mut rest, sizes.len() as u64).unwrap() {
+            sizes.push(frame.content_size);
+        }
+        assert_eq!(sizes.len(), data.len().div_ceil(FRAME_INPUT_SIZE));
+        assert!(
+            sizes[..sizes.len() - 1]
+                .iter()
+                .all(|&size| size == FRAME_INPUT_SIZE)
+        );
+        // zstd itself skips the markers and reads every frame.
+        assert!(zstd::stream::decode_all(&stream[..]).unwrap() == data);
+        // An empty tar is the two markers.
+        let empty = zstd_frames(&[]);
+        assert_eq!(empty.len(), 32);
+        assert!(read_all(empty).unwrap().is_empty());
+        let error = read_all(ZSTD_START_FRAME.to_vec()).unwrap_err();
+        assert!(
+            error.to_string().contains("ends after its start marker"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn zstd_written_as_one_frame_before_still_decompresses() {
+        let data = sample();
+        let mut encoder = zstd::Encoder::new(Vec::new(), 3).unwrap();
+        encoder.write_all(&data).unwrap();
+        let stream = encoder.finish().unwrap();
+        assert!(read_all(stream).unwrap() == data);
+    }
+
+    fn zstd_frames(data: &[u8]) -> Vec<u8> {
+        let mut writer = CompressWriter::new(Compression::Zstd { level: 1 }, Vec::new()).unwrap();
+        for chunk in data.chunks(100_000) {
+            writer.write_all(chunk).unwrap();
+        }
+        writer.finish().unwrap()
+    }
+
+    #[test]
+    fn zstd_frames_cut_short_corrupt_oversized_or_foreign_are_refused() {
+        let data = sample();
+        let stream = zstd_frames(&data);
+        let start = ZSTD_START_FRAME.len();
+        let frame_len = |at: usize| {
+            cut_frame(&mut &stream[at..], 0)
+                .unwrap()
+                .unwrap()
+                .bytes
+                .len()
+        };
+        let first = frame_len(start);
+        let second_at = start + first;
+        let second = frame_len(second_at);
+        let third_at = second_at + second;
+        assert!(second > 40, "frame 1 is {second} bytes");
+
+        let mut flipped = stream.clone();
+        flipped[second_at + second / 2] ^= 0x10;
+        let mut wrong_checksum = stream.clone();
+        wrong_checksum[third_at - 1] ^= 0x01;
+        let mut oversized = stream.clone();
+        let descriptor = stream[second_at + 4];
+        assert_eq!(descriptor >> 6, 2, "a four-byte content size");
+        let size_at = second_at + 5 + usize::from(descriptor & 0x20 == 0);
+        oversized[size_at..size_at + 4].copy_from_slice(&(64u32 << 20).to_le_bytes());
+        let mut foreign_after = stream[..third_at].to_vec();
+        let mut streaming = zstd::Encoder::new(Vec::new(), 1).unwrap();
+        streaming.write_all(b"no content size").unwrap();
+        foreign_after.extend(streaming.finish().unwrap());
+        let mut after_the_end = stream.clone();
+        after_the_end.extend_from_slice(&stream[start..second_at]);
+        let mut start_again = stream[..third_at].to_vec();
+        start_again.extend_from_slice(&ZSTD_START_FRAME);
+        let mut swapped = stream[..start].to_vec();
+        swapped.extend_from_slice(&stream[second_at..third_at]);
+        swapped.extend_from_slice(&stream[start..second_at]);
+        swapped.extend_from_slice(&stream[third_at..]);
+
+        for (what, bytes, expected) in [
+            (
+                "no end marker",
+                stream[..stream.len() - ZSTD_END_FRAME.len()].to_vec(),
+                "without its end marker",
+            ),
+            (
+                "cut between frames",
+                stream[..third_at].to_vec(),
+                "after frame 1 without its end marker",
+            ),
+            (
+                "cut inside a frame",
+                stream[..second_at + second / 2].to_vec(),
+                "ends inside frame 1",
+            ),
+            (
+                "cut inside a header",
+                stream[..second_at + 5].to_vec(),
+                "inside the header of frame 1",
+            ),
+            (
+                "cut inside the end marker",
+                stream[..stream.len() - 3].to_vec(),
+                "inside the marker",
+            ),
+            ("a flipped byte", flipped, "frame 1"),
+            (
+                "a wrong checksum",
+                wrong_checksum,
+                "zstd frame 1 is corrupt",
+            ),
+            (
+                "an oversized frame",
+                oversized,
+                "frame 1 announces 67108864 bytes",
+            ),
+            (
+                "a frame without its content size",
+                foreign_after,
+                "frame 2 does not state its content size",
+            ),
+            (
+                "data after the end marker",
+                after_the_end,
+                "data follows the zstd stream's end marker",
+            ),
+            (
+                "a second start marker",
+                start_again,
+                "frame 2 is a marker but not the end marker",
+            ),
+        ] {
+            let error = match read_all(bytes) {
+                Ok(plaintext) => panic!("{what}: accepted, {} bytes", plaintext.len()),
+                Err(error) => error,
+            };
+            assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{what}: {error}");
+            assert!(error.to_string().contains(expected), "{what}: {error}");
+        }
+        // Frames are independent, so two swapped frames decompress: the order is DARE's to
+        // protect (a package's nonce is its position), and the restore tests check that it does.
+        let swapped = read_all(swapped).unwrap();
+        assert!(swapped != data && swapped.len() == data.len());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! An ordered, bounded pipeline stage: jobs cut from a stream in order on one thread, worked on
 //! by several threads, and handed back in the order they were cut, with a fixed number in
-//! flight. Restore uses it twice, to open DARE packages and to inflate gzip members on every
-//! core while the bytes still come out in stream order.
+//! flight. Restore uses it twice, to open DARE packages and to decompress gzip members or zstd
+//! frames on every core while the bytes still come out in stream order.
 
 use std::io::{self, Read};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};

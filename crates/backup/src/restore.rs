@@ -282,8 +282,8 @@ async fn restore_into(
 }
 
 /// The tar stream inside an encrypted backup object: the passphrase envelope, then the DARE
-/// packages opened on every core, then the gzip members (or the zstd stream) decompressed,
-/// gzip members on every core too. Plaintext comes out in stream order and only from packages
+/// packages opened on every core, then the gzip members or zstd frames decompressed on every
+/// core too (a backup written as one gzip stream or one zstd frame, before, on one core). Plaintext comes out in stream order and only from packages
 /// whose tag verified; the reader ends cleanly only after the final package verified.
 fn tar_stream(
     input: impl Read + Send + 'static,

@@ -9,12 +9,14 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 
+use futures::StreamExt as _;
 use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
 
 use tusk_dare::envelope::{MasterKey, Opener};
 use zeroize::Zeroizing;
 
+use crate::pipe::{CHUNK_SIZE, ChunkReader};
 use crate::store::{BackupStore, StoreError};
 
 /// Suffix of every archived WAL file.
@@ -116,7 +118,7 @@ pub enum PushOutcome {
 
 /// One WAL archive (a store, a prefix and the passphrase), for as many pushes and fetches as
 /// its owner makes. Objects are written in the version-2 envelope under one master key, derived
-/// (scrypt, 64 MiB and tenths of a second of CPU) at the first push and never again; reading
+/// (scrypt, 16 MiB and tenths of a second of CPU) at the first push and never again; reading
 /// remembers the master key of each salt it met. A long-lived owner (the archiver of
 /// `tusk instance`) therefore pays the key derivation once, not per segment.
 pub struct WalArchive {
@@ -155,6 +157,9 @@ impl WalArchive {
     /// Archives the file at `path` (PostgreSQL's `%p`) under its file name. Returns once the
     /// object is stored (or found archived with the same content); refuses to overwrite an
     /// object of that name with other content, or one this passphrase cannot read.
+    ///
+    /// The file is streamed through compression and encryption, so only the sealed object is
+    /// held in memory (once), never the segment beside it.
     pub async fn push(&self, path: &Path) -> Result<PushOutcome, WalError> {
         let name = path
             .file_name()
@@ -162,18 +167,12 @@ impl WalArchive {
             .filter(|name| is_wal_file_name(name))
             .ok_or_else(|| WalError::InvalidName(path.display().to_string()))?
             .to_owned();
-        let content = tokio::fs::read(path)
-            .await
-            .map_err(|source| WalError::Local {
-                path: path.to_owned(),
-                source,
-            })?;
         let key = object_key(&self.prefix, &name);
         let location = ObjectPath::from(key.as_str());
 
-        match self.fetch_plain(&key, &name).await {
-            Ok(existing) if existing == content => return Ok(PushOutcome::AlreadyArchived),
-            Ok(_) => return Err(WalError::Conflict(name)),
+        match self.same_as_archived(&key, &name, path).await {
+            Ok(true) => return Ok(PushOutcome::AlreadyArchived),
+            Ok(false) => return Err(WalError::Conflict(name)),
             Err(WalError::NotArchived(_)) => {}
             // An object that this passphrase cannot read is not ours to overwrite either.
             Err(WalError::Codec { .. }) => return Err(WalError::Conflict(name)),
@@ -181,8 +180,13 @@ impl WalArchive {
         }
 
         let master = self.master().await?;
+        let source = path.to_owned();
         let sealed = tokio::task::spawn_blocking(move || {
-            seal(&content, &master).map_err(|source| WalError::Codec { name, source })
+            let file = std::fs::File::open(&source).map_err(|error| WalError::Local {
+                path: source.clone(),
+                source: error,
+            })?;
+            seal(file, &master).map_err(|source| WalError::Codec { name, source })
         })
         .await
         .map_err(|error| WalError::Stage(error.to_string()))??;
@@ -195,13 +199,14 @@ impl WalArchive {
     }
 
     /// Fetches the archived `name` (PostgreSQL's `%f`) into `destination` (`%p`). The file
-    /// appears whole or not at all.
+    /// appears whole or not at all: it is streamed into a temporary file beside `destination`
+    /// as it downloads, a few chunks at a time, and renamed only once the object's last DARE
+    /// package verified and its gzip stream ended.
     pub async fn fetch(&self, name: &str, destination: &Path) -> Result<(), WalError> {
         if !is_wal_file_name(name) {
             return Err(WalError::InvalidName(name.to_owned()));
         }
         let key = object_key(&self.prefix, name);
-        let content = self.fetch_plain(&key, name).await?;
         let local = |source| WalError::Local {
             path: destination.to_owned(),
             source,
@@ -211,9 +216,19 @@ impl WalArchive {
             .ok_or_else(|| local(io::Error::other("not a file path")))?;
         let temporary =
             destination.with_file_name(format!(".{}.tusk-fetch", file_name.to_string_lossy()));
-        tokio::fs::write(&temporary, &content)
+        let file = tokio::fs::File::create(&temporary)
             .await
-            .map_err(local)?;
+            .map_err(local)?
+            .into_std()
+            .await;
+        let written = self
+            .open_archived(&key, name, io::BufWriter::with_capacity(CHUNK_SIZE, file))
+            .await
+            .and_then(|mut writer| writer.flush().map_err(local));
+        if let Err(error) = written {
+            let _ = tokio::fs::remove_file(&temporary).await;
+            return Err(error);
+        }
         tokio::fs::rename(&temporary, destination)
             .await
             .map_err(local)?;
@@ -299,24 +314,127 @@ impl WalArchive {
             .cloned()
     }
 
-    async fn fetch_plain(&self, key: &str, name: &str) -> Result<Vec<u8>, WalError> {
-        let sealed = match self.store.object_store().get(&ObjectPath::from(key)).await {
-            Ok(result) => result
-                .bytes()
-                .await
-                .map_err(|error| StoreError::request("downloading", key, error))?,
+    /// Whether the archived object `key` holds exactly the local file at `path`, compared as
+    /// both stream by; [`WalError::NotArchived`] when there is no such object.
+    async fn same_as_archived(&self, key: &str, name: &str, path: &Path) -> Result<bool, WalError> {
+        let local = tokio::fs::File::open(path)
+            .await
+            .map_err(|source| WalError::Local {
+                path: path.to_owned(),
+                source,
+            })?
+            .into_std()
+            .await;
+        let mut comparison = self
+            .open_archived(key, name, Comparison::new(local))
+            .await?;
+        comparison
+            .matches_to_the_end()
+            .map_err(|source| WalError::Local {
+                path: path.to_owned(),
+                source,
+            })
+    }
+
+    /// Downloads the object `key`, decrypts (either envelope version) and decompresses it into
+    /// `sink` on a blocking thread, and hands `sink` back once the whole object verified. At
+    /// most [`DOWNLOAD_CHUNKS_IN_FLIGHT`] downloaded chunks wait between the two sides: the
+    /// object is never held whole. A sink that saw some plaintext of an object that then fails
+    /// must be thrown away.
+    async fn open_archived<W: Write + Send + 'static>(
+        &self,
+        key: &str,
+        name: &str,
+        mut sink: W,
+    ) -> Result<W, WalError> {
+        let mut download = match self.store.object_store().get(&ObjectPath::from(key)).await {
+            Ok(result) => result.into_stream(),
             Err(error) if crate::store::is_missing_object(&error) => {
                 return Err(WalError::NotArchived(name.to_owned()));
             }
             Err(error) => return Err(StoreError::request("downloading", key, error).into()),
         };
+        let (sender, receiver) = tokio::sync::mpsc::channel(DOWNLOAD_CHUNKS_IN_FLIGHT);
         let opener = Arc::clone(&self.opener);
-        let name = name.to_owned();
-        tokio::task::spawn_blocking(move || {
-            open(&sealed, &opener).map_err(|source| WalError::Codec { name, source })
+        let opening = tokio::task::spawn_blocking(move || {
+            open(ChunkReader::new(receiver), &opener, &mut sink).map(|()| sink)
+        });
+        let mut download_failed = None;
+        while let Some(chunk) = download.next().await {
+            match chunk {
+                Ok(chunk) => {
+                    if sender.send(Ok(chunk)).await.is_err() {
+                        // The reader stopped on an error of its own, reported below.
+                        break;
+                    }
+                }
+                Err(error) => {
+                    let _ = sender
+                        .send(Err(io::Error::other("the download failed")))
+                        .await;
+                    download_failed = Some(StoreError::request("downloading", key, error));
+                    break;
+                }
+            }
+        }
+        drop(sender);
+        let opened = opening
+            .await
+            .map_err(|error| WalError::Stage(error.to_string()))?;
+        if let Some(error) = download_failed {
+            return Err(error.into());
+        }
+        opened.map_err(|source| WalError::Codec {
+            name: name.to_owned(),
+            source,
         })
-        .await
-        .map_err(|error| WalError::Stage(error.to_string()))?
+    }
+}
+
+/// How many downloaded chunks may wait for the thread that decrypts and decompresses them.
+const DOWNLOAD_CHUNKS_IN_FLIGHT: usize = 4;
+
+/// A `Write` that compares what is written with a local file, as both stream by.
+struct Comparison {
+    local: io::BufReader<std::fs::File>,
+    differs: bool,
+    buffer: Vec<u8>,
+}
+
+impl Comparison {
+    fn new(local: std::fs::File) -> Self {
+        Comparison {
+            local: io::BufReader::with_capacity(CHUNK_SIZE, local),
+            differs: false,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// Whether everything written matched the file and the file has nothing more.
+    fn matches_to_the_end(&mut self) -> io::Result<bool> {
+        let mut rest = [0u8; 1];
+        Ok(!self.differs && self.local.read(&mut rest)? == 0)
+    }
+}
+
+impl Write for Comparison {
+    fn write(&mut self, written: &[u8]) -> io::Result<usize> {
+        if !self.differs {
+            self.buffer.resize(written.len(), 0);
+            let mut filled = 0;
+            while filled < written.len() {
+                match self.local.read(&mut self.buffer[filled..])? {
+                    0 => break,
+                    read => filled += read,
+                }
+            }
+            self.differs = self.buffer[..filled] != *written;
+        }
+        Ok(written.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -347,24 +465,32 @@ pub async fn fetch(
         .await
 }
 
-/// gzip (level 6), then DARE in the version-2 envelope under `master`.
-fn seal(content: &[u8], master: &MasterKey) -> io::Result<Vec<u8>> {
-    let encryptor = master.encrypt_writer(Vec::new())?;
+/// gzip (level 6), then DARE in the version-2 envelope under `master`, of what `content`
+/// reads: the sealed object.
+fn seal(mut content: std::fs::File, master: &MasterKey) -> io::Result<Vec<u8>> {
+    // Room for the largest object the file can make (deflate's stored blocks, gzip's framing,
+    // DARE's 32 bytes per 64 KiB, the envelope's header), so the buffer never moves, and never
+    // exists twice, while it grows. Capacity never written costs address space, not memory.
+    let length = usize::try_from(content.metadata()?.len()).unwrap_or(usize::MAX);
+    let bound = length
+        .saturating_add(length / 512)
+        .saturating_add(64 * 1024);
+    let encryptor = master.encrypt_writer(Vec::with_capacity(bound))?;
     let mut compressor = flate2::write::GzEncoder::new(encryptor, flate2::Compression::new(6));
-    compressor.write_all(content)?;
+    io::copy(&mut content, &mut compressor)?;
     compressor.finish()?.finish()
 }
 
-/// Decrypts (either envelope version) and decompresses an archived file.
-fn open(sealed: &[u8], opener: &Opener) -> io::Result<Vec<u8>> {
+/// Decrypts (either envelope version) and decompresses an archived object read from `sealed`
+/// into `sink`, returning only once the DARE stream's final package verified.
+fn open(sealed: impl Read, opener: &Opener, sink: &mut impl Write) -> io::Result<()> {
     let decryptor = opener.decrypt_reader(sealed)?;
     let mut decompressor = flate2::read::MultiGzDecoder::new(decryptor);
-    let mut content = Vec::new();
-    decompressor.read_to_end(&mut content)?;
+    io::copy(&mut decompressor, sink)?;
     // Read the decryptor to its end so the final package is verified even if gzip stopped early.
     let mut decryptor = decompressor.into_inner();
     io::copy(&mut decryptor, &mut io::sink())?;
-    Ok(content)
+    Ok(())
 }
 
 /// Where a remaining backup starts in the WAL.
@@ -496,13 +622,50 @@ mod tests {
         );
     }
 
+    fn opened(sealed: &[u8], opener: &Opener) -> io::Result<Vec<u8>> {
+        let mut content = Vec::new();
+        open(sealed, opener, &mut content)?;
+        Ok(content)
+    }
+
     #[test]
     fn sealed_wal_round_trips_and_a_wrong_passphrase_fails() {
-        let content = vec![42u8; 100_000];
+        let content: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i.wrapping_mul(i) >> 7) as u8)
+            .collect();
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&content).unwrap();
+        std::io::Seek::rewind(&mut file).unwrap();
         let master = MasterKey::generate(b"pass").unwrap();
-        let sealed = seal(&content, &master).unwrap();
-        assert_eq!(open(&sealed, &Opener::new(b"pass")).unwrap(), content);
-        assert!(open(&sealed, &Opener::new(b"other")).is_err());
+        let sealed = seal(file, &master).unwrap();
+        assert_eq!(opened(&sealed, &Opener::new(b"pass")).unwrap(), content);
+        assert!(opened(&sealed, &Opener::new(b"other")).is_err());
+        // Cut anywhere, the object is refused rather than read as a shorter segment.
+        for cut in [sealed.len() - 1, sealed.len() / 2, 100] {
+            assert!(
+                opened(&sealed[..cut], &Opener::new(b"pass")).is_err(),
+                "{cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_comparison_sees_any_difference_in_content_or_length() {
+        let compare = |local: &[u8], written: &[&[u8]]| {
+            let mut file = tempfile::tempfile().unwrap();
+            file.write_all(local).unwrap();
+            std::io::Seek::rewind(&mut file).unwrap();
+            let mut comparison = Comparison::new(file);
+            for piece in written {
+                comparison.write_all(piece).unwrap();
+            }
+            comparison.matches_to_the_end().unwrap()
+        };
+        assert!(compare(b"abcdef", &[b"abc", b"def"]));
+        assert!(!compare(b"abcdef", &[b"abc", b"deF"]));
+        assert!(!compare(b"abcdef", &[b"abc", b"de"]));
+        assert!(!compare(b"abcde", &[b"abc", b"def"]));
+        assert!(compare(b"", &[]));
     }
 
     #[test]
@@ -512,6 +675,6 @@ mod tests {
         let mut compressor = flate2::write::GzEncoder::new(encryptor, flate2::Compression::new(6));
         compressor.write_all(&content).unwrap();
         let sealed = compressor.finish().unwrap().finish().unwrap();
-        assert_eq!(open(&sealed, &Opener::new(b"pass")).unwrap(), content);
+        assert_eq!(opened(&sealed, &Opener::new(b"pass")).unwrap(), content);
     }
 }

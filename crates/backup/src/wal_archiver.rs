@@ -1,6 +1,6 @@
 //! The long-lived WAL archiver and the archive_command that hands it segments.
 //!
-//! `tusk wal-push` run per segment would derive the passphrase's key (scrypt: 64 MiB and about
+//! `tusk wal-push` run per segment would derive the passphrase's key (scrypt: 16 MiB and about
 //! 0.2 s of CPU) for every 16 MiB segment. Instead `tusk instance` runs [`serve`] for the life of
 //! the server, holding one [`WalArchive`] whose master key is derived once, and PostgreSQL's
 //! archive_command becomes `tusk wal-push --archiver-socket <socket> %p`: a small client
@@ -17,6 +17,11 @@
 //!
 //! No secret crosses the socket, and the client needs none: the passphrase and the store's
 //! credentials stay in the archiver.
+//!
+//! Memory: segments are archived one at a time, each streamed from its file through gzip and
+//! DARE into the one buffer that holds the sealed object until it is stored, and the key
+//! derivation's table is 16 MiB ([`tusk_dare::kdf`]); the archiver stays well within 64 MiB
+//! (47 MiB peak measured for a debug build under a pgbench load, 112 MiB before).
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -440,11 +440,25 @@ async fn wal_archive_pushes_fetches_and_refuses_conflicts() {
             .unwrap(),
         PushOutcome::AlreadyArchived
     );
-    std::fs::write(&segment, b"different content").unwrap();
-    let error = wal::push(&store, prefix, &segment, PASSPHRASE)
-        .await
-        .unwrap_err();
-    assert!(matches!(error, WalError::Conflict(_)), "{error}");
+    // Other content of any length is a conflict, including the archived content with a byte
+    // more or a byte less (the comparison streams both sides and must reach both ends).
+    let mut longer = content.clone();
+    longer.push(0);
+    for other in [
+        b"different content".to_vec(),
+        longer,
+        content[..content.len() - 1].to_vec(),
+    ] {
+        std::fs::write(&segment, &other).unwrap();
+        let error = wal::push(&store, prefix, &segment, PASSPHRASE)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, WalError::Conflict(_)),
+            "{} bytes: {error}",
+            other.len()
+        );
+    }
 
     let fetched = dir.path().join("RECOVERYXLOG");
     wal::fetch(
@@ -634,4 +648,70 @@ async fn recovery_fetches_the_next_segments_ahead_into_the_spool() {
         .await
         .unwrap_err();
     assert!(matches!(error, WalError::NotArchived(_)), "{error}");
+}
+
+/// A WAL object that does not verify (cut short, a byte changed) is refused by `wal-fetch`, and
+/// nothing is left where PostgreSQL looks: the segment is streamed to a temporary file and only
+/// renamed into place once the whole object verified.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_wal_object_is_refused_and_leaves_no_file_behind() {
+    let s3 = S3::start().await;
+    let store = s3.store("archive");
+    let prefix = "archive/ns/d/wal";
+    let name = "000000010000000000000007";
+    let key = format!("{prefix}/{name}.gz.dare");
+    let dir = tempfile::tempdir().unwrap();
+    let segment = dir.path().join(name);
+    // Two MiB that compress badly, so the object spans many DARE packages and download chunks.
+    let mut state = 7u64;
+    let content: Vec<u8> = (0..2_000_000)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 56) as u8
+        })
+        .collect();
+    std::fs::write(&segment, &content).unwrap();
+    wal::push(&store, prefix, &segment, PASSPHRASE)
+        .await
+        .unwrap();
+    let sealed = object_bytes(&store, &key).await;
+
+    let pg_wal = dir.path().join("pg_wal");
+    std::fs::create_dir_all(&pg_wal).unwrap();
+    let destination = pg_wal.join("RECOVERYXLOG");
+    let mut flipped = sealed.to_vec();
+    flipped[sealed.len() - 40] ^= 1;
+    for (what, damaged) in [
+        ("cut short", sealed.slice(..sealed.len() - 1000)),
+        ("cut at a package boundary", sealed.slice(..80 + 65_568)),
+        ("a byte changed near the end", bytes::Bytes::from(flipped)),
+    ] {
+        store
+            .object_store()
+            .put(&ObjectPath::from(key.as_str()), damaged.into())
+            .await
+            .unwrap();
+        let error = wal::fetch(&store, prefix, name, &destination, PASSPHRASE)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, WalError::Codec { .. }), "{what}: {error}");
+        let left: Vec<_> = std::fs::read_dir(&pg_wal)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "{what}: {left:?}");
+    }
+
+    // The intact object still arrives whole.
+    store
+        .object_store()
+        .put(&ObjectPath::from(key.as_str()), sealed.into())
+        .await
+        .unwrap();
+    wal::fetch(&store, prefix, name, &destination, PASSPHRASE)
+        .await
+        .unwrap();
+    assert!(std::fs::read(&destination).unwrap() == content);
 }

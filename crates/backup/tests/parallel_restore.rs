@@ -1,4 +1,5 @@
-//! The restore format read on every core: sized gzip members inside DARE packages. Objects are
+//! The restore format read on every core: sized gzip members or independent zstd frames inside
+//! DARE packages. Objects are
 //! written by the real writers (the backup's compressor and the passphrase envelope), stored in
 //! the embedded S3 server and restored by the real restore, or read by `decrypt_to_tar`.
 
@@ -9,7 +10,9 @@ use std::io::{Cursor, Read, Write};
 use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
 use support::{S3, temp_dir};
-use tusk_backup::compress::{CompressWriter, END_MEMBER, sized_member_len};
+use tusk_backup::compress::{
+    CompressWriter, END_MEMBER, ZSTD_END_FRAME, ZSTD_START_FRAME, sized_member_len,
+};
 use tusk_backup::restore::{decrypt_to_tar, recorded_failure};
 use tusk_backup::{Compression, RESTORE_INCOMPLETE_MARKER, RestoreError, RestoreOptions, restore};
 use tusk_dare::DareError;
@@ -122,8 +125,17 @@ fn sized_members_round_trip_and_read_as_plain_gzip() {
 
     // And the restore path gives back every byte.
     assert!(decrypt(&encrypt(&gzip)).unwrap() == tar);
-    let zstd = encrypt(&compress(&tar, Compression::Zstd { level: 3 }));
-    assert!(decrypt(&zstd).unwrap() == tar);
+}
+
+#[test]
+fn zstd_frames_round_trip_and_read_as_plain_zstd() {
+    let tar = data_directory_tar(5);
+    let zstd = compress(&tar, Compression::Zstd { level: 3 });
+    assert!(zstd.starts_with(&ZSTD_START_FRAME) && zstd.ends_with(&ZSTD_END_FRAME));
+    assert!(zstd.len() < tar.len() / 2, "compressed to {}", zstd.len());
+    // Any zstd reader skips the markers and reads the frames as one stream.
+    assert!(zstd::stream::decode_all(&zstd[..]).unwrap() == tar);
+    assert!(decrypt(&encrypt(&zstd)).unwrap() == tar);
 }
 
 #[test]
@@ -142,22 +154,50 @@ fn objects_written_before_sized_members_still_restore() {
     let mut plain = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     plain.write_all(&tar).unwrap();
     assert!(decrypt(&encrypt(&plain.finish().unwrap())).unwrap() == tar);
+
+    // zstd as tusk wrote it before: one streamed frame, read on one core.
+    let mut old_zstd = zstd::Encoder::new(Vec::new(), 3).unwrap();
+    old_zstd.write_all(&tar).unwrap();
+    assert!(decrypt(&encrypt(&old_zstd.finish().unwrap())).unwrap() == tar);
+}
+
+/// Where a gzip member or zstd frame starts, about halfway through `compressed`.
+fn unit_start_midway(compressed: &[u8], compression: Compression) -> usize {
+    match compression {
+        Compression::Gzip { .. } => {
+            let found = members(compressed);
+            found[found.len() / 2].0
+        }
+        Compression::Zstd { .. } => {
+            let magic = [0x28, 0xb5, 0x2f, 0xfd];
+            let half = compressed.len() / 2;
+            half + compressed[half..]
+                .windows(4)
+                .position(|window| window == magic)
+                .expect("a frame after the middle")
+        }
+    }
 }
 
 #[test]
 fn tampered_truncated_reordered_and_spliced_objects_are_refused() {
+    for compression in [
+        Compression::Gzip { level: 6 },
+        Compression::Zstd { level: 3 },
+    ] {
+        tampered_objects_are_refused(compression);
+    }
+}
+
+fn tampered_objects_are_refused(compression: Compression) {
     let tar = data_directory_tar(3);
-    let gzip = compress(&tar, Compression::Gzip { level: 6 });
-    let found = members(&gzip);
+    let gzip = compress(&tar, compression);
     let object = encrypt(&gzip);
     // A second backup of other data: same writer, its own salt, key and nonce.
-    let other = encrypt(&compress(
-        &data_directory_tar(4),
-        Compression::Gzip { level: 6 },
-    ));
+    let other = encrypt(&compress(&data_directory_tar(4), compression));
     let packages = (object.len() - SALT).div_ceil(MAX_PACKAGE_SIZE);
-    assert!(packages > 10, "{packages} packages");
-    let (member_start, _) = found[found.len() / 2];
+    assert!(packages > 10, "{compression:?}: {packages} packages");
+    let member_start = unit_start_midway(&gzip, compression);
 
     let flipped_at = gzip.len() * 2 / 3;
     let mut flipped = object.clone();
@@ -230,9 +270,13 @@ fn tampered_truncated_reordered_and_spliced_objects_are_refused() {
     ];
     for (what, bytes, expected) in cases {
         let Err(error) = decrypt(&bytes) else {
-            panic!("{what}: the object was accepted");
+            panic!("{compression:?}, {what}: the object was accepted");
         };
-        assert_eq!(dare_error(&error), expected, "{what}: {error}");
+        assert_eq!(
+            dare_error(&error),
+            expected,
+            "{compression:?}, {what}: {error}"
+        );
         assert!(
             error
                 .to_string()

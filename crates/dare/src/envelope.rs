@@ -2,8 +2,8 @@
 //!
 //! - Version 1, MinIO's `ncrypt` format: `salt(32 random bytes) | DARE 2.0 stream`, keyed with
 //!   `scrypt(passphrase, salt, N = 32768, r = 16, p = 1, len = 32)`. The fresh salt gives every
-//!   object its own key, which DARE requires; the scrypt step (tens of milliseconds of CPU and
-//!   64 MiB) is paid once per object. Base backups use it.
+//!   object its own key, which DARE requires; the scrypt step (a few tenths of a second of CPU
+//!   and, with [`crate::kdf`], 16 MiB) is paid once per object. Base backups use it.
 //! - Version 2, for many small objects written by one long-lived process (the WAL archive):
 //!   `MAGIC(16) | salt(32) | object nonce(32) | DARE 2.0 stream`. A [`MasterKey`],
 //!   `scrypt(passphrase, salt)` with the same parameters, is derived once per writer; each object
@@ -110,7 +110,7 @@ pub struct Opener {
     passphrase: Zeroizing<Vec<u8>>,
     masters: Mutex<Vec<std::sync::Arc<MasterKey>>>,
     /// Held while scrypt runs, so that objects of one salt opened at once derive it once (and
-    /// never hold several 64 MiB scrypt buffers at a time).
+    /// never hold several 16 MiB scrypt tables at a time); version-1 objects take turns too.
     deriving: Mutex<()>,
 }
 
@@ -221,7 +221,12 @@ impl Opener {
 
     fn key(&self, header: Header) -> Key {
         match header {
-            Header::V1 { salt } => Key::derive_from_passphrase(&self.passphrase, &salt),
+            Header::V1 { salt } => {
+                // One derivation at a time, so objects opened at once (a recovery's prefetch)
+                // never hold several scrypt tables together.
+                let _deriving = self.deriving.lock().unwrap_or_else(|e| e.into_inner());
+                Key::derive_from_passphrase(&self.passphrase, &salt)
+            }
             Header::V2 { salt, nonce } => {
                 let master = self.cached(&salt).unwrap_or_else(|| {
                     let _deriving = self.deriving.lock().unwrap_or_else(|e| e.into_inner());
@@ -311,7 +316,7 @@ fn salt_read_error(err: io::Error) -> io::Error {
     }
 }
 
-/// scrypt takes tens of milliseconds of CPU, too long to block an async worker thread.
+/// scrypt takes tenths of a second of CPU, too long to block an async worker thread.
 async fn derive_off_runtime(passphrase: &[u8], salt: [u8; SALT_SIZE]) -> io::Result<Key> {
     let passphrase = Zeroizing::new(passphrase.to_vec());
     tokio::task::spawn_blocking(move || Key::derive_from_passphrase(&passphrase, &salt))

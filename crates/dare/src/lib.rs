@@ -9,7 +9,8 @@
 //! - [`EncryptWriter`] / [`DecryptReader`] wrap `std::io` streams,
 //! - [`AsyncEncryptWriter`] / [`AsyncDecryptReader`] wrap tokio streams,
 //! - [`split`] takes a stream apart into packages that several threads can open,
-//! - [`envelope`] adds the `salt | DARE stream` framing with a scrypt-derived key.
+//! - [`envelope`] adds the `salt | DARE stream` framing with a scrypt-derived key,
+//! - [`kdf`] computes that scrypt in 16 MiB instead of 64.
 //!
 //! Every adapter holds exactly one package in memory. A reader releases a package's plaintext only
 //! after its tag verified, and reports the end of the stream only after it has seen the final
@@ -30,6 +31,7 @@ mod decrypt;
 mod encrypt;
 pub mod envelope;
 mod error;
+pub mod kdf;
 mod key;
 pub mod package;
 pub mod split;
