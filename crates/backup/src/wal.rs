@@ -349,10 +349,16 @@ pub async fn fetch(
 
 /// gzip (level 6), then DARE in the version-2 envelope under `master`.
 fn seal(content: &[u8], master: &MasterKey) -> io::Result<Vec<u8>> {
-    let encryptor = master.encrypt_writer(Vec::new())?;
-    let mut compressor = flate2::write::GzEncoder::new(encryptor, flate2::Compression::new(6));
+    compress(content, master.encrypt_writer(Vec::new())?)?.finish()
+}
+
+/// Compresses one WAL file into `output` exactly as the archive does before encrypting it
+/// (gzip level 6). Public so `bench/wal` can time compression alone and report what archiving
+/// costs beyond it.
+pub fn compress<W: Write>(content: &[u8], output: W) -> io::Result<W> {
+    let mut compressor = flate2::write::GzEncoder::new(output, flate2::Compression::new(6));
     compressor.write_all(content)?;
-    compressor.finish()?.finish()
+    compressor.finish()
 }
 
 /// Decrypts (either envelope version) and decompresses an archived file.
