@@ -511,6 +511,24 @@ mod tests {
         assert!(open(&sealed, &Opener::new(b"other")).is_err());
     }
 
+    /// `bench/wal` times `compress` as the archive's compression: what a sealed object
+    /// decrypts to must be exactly its output.
+    #[test]
+    fn a_sealed_segment_holds_exactly_what_compress_writes() {
+        let content: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        let master = MasterKey::generate(b"pass").unwrap();
+        let sealed = seal(&content, &master).unwrap();
+        let mut decrypted = Vec::new();
+        Opener::new(b"pass")
+            .decrypt_reader(&sealed[..])
+            .unwrap()
+            .read_to_end(&mut decrypted)
+            .unwrap();
+        assert_eq!(decrypted, compress(&content, Vec::new()).unwrap());
+    }
+
     #[test]
     fn wal_archived_before_the_version_2_envelope_still_opens() {
         let content = b"an old segment".to_vec();
