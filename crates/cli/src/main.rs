@@ -37,6 +37,9 @@ enum Command {
     WalFetch(commands::wal::WalFetchArgs),
     /// Run the long-lived WAL archiver that `wal-push --archiver-socket` hands segments to.
     WalArchiver(commands::wal::WalArchiverArgs),
+    /// Compress WAL files as the archive does, without encryption or store (for `bench/wal`).
+    #[command(hide = true)]
+    WalCompress(commands::wal::WalCompressArgs),
     /// Supervise PostgreSQL inside a database pod.
     Instance(commands::instance::InstanceArgs),
     /// Forward TCP connections to a database (runs in a customer's cluster).
@@ -86,6 +89,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::WalPush(args) => commands::wal::push(args).await,
         Command::WalFetch(args) => commands::wal::fetch(args).await,
         Command::WalArchiver(args) => commands::wal::archiver(args).await,
+        Command::WalCompress(args) => commands::wal::compress(args),
         Command::Instance(args) => commands::instance::run(args).await,
         Command::Tunnel(args) => commands::tunnel::run(args).await,
         Command::Router(args) => commands::router::run(args).await,

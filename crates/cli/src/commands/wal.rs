@@ -51,6 +51,13 @@ pub struct WalArchiverArgs {
     pub wal_dir: PathBuf,
 }
 
+/// Arguments of `tusk wal-compress` (hidden: what `bench/wal` measures compression alone with).
+#[derive(Debug, Args)]
+pub struct WalCompressArgs {
+    /// WAL files to compress; the output is counted and dropped.
+    pub paths: Vec<PathBuf>,
+}
+
 /// Arguments of `tusk wal-fetch`.
 #[derive(Debug, Args)]
 pub struct WalFetchArgs {
@@ -141,6 +148,42 @@ pub async fn archiver(args: WalArchiverArgs) -> anyhow::Result<()> {
     let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&args.socket)?);
     wal_archiver::serve(listener, archive, args.wal_dir, Some(uid)).await?;
     Ok(())
+}
+
+/// Runs `tusk wal-compress`: reads each file and compresses it as the archive does, with no
+/// encryption and no store, then prints the byte counts. `bench/wal` times this process to
+/// tell what archiving costs beyond compression.
+pub fn compress(args: WalCompressArgs) -> anyhow::Result<()> {
+    let mut read = 0;
+    let mut written = 0;
+    for path in &args.paths {
+        let mut file =
+            std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+        read += file.metadata()?.len();
+        written += wal::compress(&mut file, CountingSink::default())?.bytes;
+    }
+    println!(
+        "{} files, {read} bytes in, {written} bytes out",
+        args.paths.len()
+    );
+    Ok(())
+}
+
+/// A writer that only counts what it is given.
+#[derive(Default)]
+struct CountingSink {
+    bytes: u64,
+}
+
+impl std::io::Write for CountingSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bytes += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Runs `tusk wal-fetch`. A file missing from the archive exits 1, which tells PostgreSQL the
