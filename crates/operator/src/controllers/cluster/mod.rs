@@ -1075,9 +1075,19 @@ async fn write_status(
     status: &tusk_api::PostgresClusterStatus,
 ) -> Result<()> {
     let mut body = json!(status);
-    // A merge patch keeps what it leaves out: a finished restore's progress must be removed.
-    if status.restore_progress.is_none() {
-        body["restoreProgress"] = serde_json::Value::Null;
+    // A merge patch keeps what it leaves out: a finished restore's progress, and the
+    // endpoints of a database no longer open, must be removed.
+    for (field, absent) in [
+        ("restoreProgress", status.restore_progress.is_none()),
+        ("externalEndpoint", status.external_endpoint.is_none()),
+        (
+            "loadBalancerEndpoint",
+            status.load_balancer_endpoint.is_none(),
+        ),
+    ] {
+        if absent {
+            body[field] = serde_json::Value::Null;
+        }
     }
     health::clear_absent(&mut body);
     Api::<PostgresCluster>::namespaced(client.clone(), namespace)
