@@ -581,6 +581,13 @@ pub struct PostgresClusterStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_endpoint: Option<String>,
 
+    /// Where clients without SNI connect, as address:port: the address the platform's load
+    /// balancer gave the cluster's own `<cluster>-external` Service, while
+    /// `spec.externalAccess.loadBalancer` asks for one (docs/external-access.md). Absent until
+    /// the load balancer has an address, and once it goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer_endpoint: Option<String>,
+
     /// The most recent successful backup of this cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup: Option<LastBackup>,

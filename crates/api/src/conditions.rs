@@ -70,6 +70,11 @@ pub mod reasons {
     /// is the API server's refusal, typically a StorageClass without `allowVolumeExpansion`);
     /// the volumes and the running database stay as they are.
     pub const VOLUME_EXPANSION_REFUSED: &str = "VolumeExpansionRefused";
+    /// The storage system could not carry out the growth of a data volume the API server
+    /// accepted (the claim's `allocatedResourceStatuses` says so; the message is the claim's
+    /// own, from its `ControllerResizeError` or `NodeResizeError` condition, typically no room
+    /// on the storage backend); the volume keeps its size and the database keeps serving.
+    pub const VOLUME_EXPANSION_FAILED: &str = "VolumeExpansionFailed";
     /// A deleted cluster's data cannot be removed from the object store (the message is the
     /// store's error); the cluster stays until it can.
     pub const DELETION_BLOCKED: &str = "DeletionBlocked";

@@ -519,21 +519,40 @@ fn refused_while_serving(
     );
     // Give a roll, had one been started, the time to take the pod down.
     std::thread::sleep(Duration::from_secs(10));
+    serving_as_before(
+        shop,
+        admin,
+        before,
+        observed,
+        &format!("a refused {setting}"),
+    );
+    let running = shared::owner_sql(admin, "shop", "elephant", &format!("SHOW {setting}"))
+        .expect("the database serves");
+    assert_ne!(running, value);
+}
+
+/// Checks that shop's elephant keeps serving the spec it served, despite `what`: `Ready`,
+/// `observedGeneration` still `observed`, the instance not restarted (`before` is its
+/// [`incarnation`]).
+fn serving_as_before(
+    shop: &Kubectl,
+    admin: &Kubectl,
+    before: &(String, String, String),
+    observed: i64,
+    what: &str,
+) {
     assert_eq!(
         &incarnation(admin),
         before,
-        "the instance was restarted for a refused {setting}"
+        "the instance was restarted for {what}"
     );
     let ready = condition(shop, "elephant", "Ready").expect("a Ready condition");
     assert_eq!(ready.0, "True", "the database keeps serving: {ready:?}");
     assert_eq!(
         generations(shop, "elephant").0,
         observed,
-        "observedGeneration claims a refused spec is in force"
+        "observedGeneration claims the spec is in force despite {what}"
     );
-    let running = shared::owner_sql(admin, "shop", "elephant", &format!("SHOW {setting}"))
-        .expect("the database serves");
-    assert_ne!(running, value);
 }
 
 /// Removes `setting` from shop's elephant and checks that `Degraded` clears, with a Normal
@@ -811,13 +830,7 @@ async fn a_full_volume_grows_by_itself_up_to_the_platforms_limit() {
         ),
         VISIBLE_WITHIN * 2,
     );
-    shop.until("the claim grown to 2Gi", Duration::from_secs(120), || {
-        restart_pending_pod(&admin);
-        match claim_size(&admin) {
-            (request, capacity) if request == "2Gi" && capacity == "2Gi" => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    });
+    wait_grown(&shop, &admin);
     let grown = shop.ok(&[
         "get",
         "pgc",
@@ -881,6 +894,46 @@ fn claim_size(admin: &Kubectl) -> (String, String) {
     )
 }
 
+/// Asks shop's elephant for a 2Gi disk and checks that the growth is reported as `reason`
+/// with `line` while the database keeps serving: `Degraded` and a Warning Event within
+/// [`VISIBLE_WITHIN`], `Ready`, `observedGeneration` held, the claim asking `request` and still
+/// holding 1Gi, the instance not restarted. Returns the condition's message.
+fn grown_only_in_the_spec(
+    shop: &Kubectl,
+    admin: &Kubectl,
+    (reason, line): (&str, &str),
+    request: &str,
+) -> String {
+    let before = incarnation(admin);
+    let (observed, _) = generations(shop, "elephant");
+    patch_spec(shop, json!({"postgresDiskSize": 2}));
+    let message = wait_condition(shop, "elephant", ("Degraded", reason, line));
+    println!("{reason}: {message}");
+    wait_event(
+        shop,
+        "elephant",
+        ("Warning", reason, line),
+        Duration::from_secs(10),
+    );
+    let phase = shop.ok(&["get", "pgc", "elephant", "-o", "jsonpath={.status.phase}"]);
+    assert_eq!(phase, "Degraded", "the phase agrees with the conditions");
+    serving_as_before(shop, admin, &before, observed, "a disk size not had");
+    assert_eq!(claim_size(admin), (request.to_owned(), "1Gi".to_owned()));
+    message
+}
+
+/// Waits until shop's elephant's data claim has grown to 2Gi, restarting its pod where the
+/// volume grows only unmounted.
+fn wait_grown(shop: &Kubectl, admin: &Kubectl) {
+    shop.until("the claim grown to 2Gi", Duration::from_secs(120), || {
+        restart_pending_pod(admin);
+        match claim_size(admin) {
+            (request, capacity) if request == "2Gi" && capacity == "2Gi" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_growth_the_platforms_storage_class_refuses_is_reported_and_the_database_keeps_serving() {
     let dev = Dev::start();
@@ -910,51 +963,171 @@ async fn a_growth_the_platforms_storage_class_refuses_is_reported_and_the_databa
         ]);
     };
     expansion(false);
-    let before = incarnation(&admin);
-    let (observed, _) = generations(&shop, "elephant");
-
-    patch_spec(&shop, json!({"postgresDiskSize": 2}));
     let refusal = "only dynamically provisioned pvc can be resized and the storageclass that provisions the pvc must support resize";
-    let message = wait_condition(
-        &shop,
-        "elephant",
-        ("Degraded", "VolumeExpansionRefused", refusal),
-    );
-    println!("VolumeExpansionRefused: {message}");
+    let message = grown_only_in_the_spec(&shop, &admin, ("VolumeExpansionRefused", refusal), "1Gi");
     assert!(message.contains("2Gi"), "{message}");
-    wait_event(
-        &shop,
-        "elephant",
-        ("Warning", "VolumeExpansionRefused", refusal),
-        Duration::from_secs(10),
-    );
-    let phase = shop.ok(&["get", "pgc", "elephant", "-o", "jsonpath={.status.phase}"]);
-    assert_eq!(phase, "Degraded", "the phase agrees with the conditions");
-    let ready = condition(&shop, "elephant", "Ready").expect("a Ready condition");
-    assert_eq!(ready.0, "True", "the database still serves: {ready:?}");
-    assert_eq!(
-        generations(&shop, "elephant").0,
-        observed,
-        "observedGeneration claims a disk size the volume does not have"
-    );
-    assert_eq!(claim_size(&admin), ("1Gi".to_owned(), "1Gi".to_owned()));
-    assert_eq!(incarnation(&admin), before, "the instance was restarted");
 
     // The platform allows expansion: the claim grows and the refusal clears.
     expansion(true);
-    shop.until("the claim grown to 2Gi", Duration::from_secs(120), || {
-        restart_pending_pod(&admin);
-        match claim_size(&admin) {
-            (request, capacity) if request == "2Gi" && capacity == "2Gi" => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    });
+    wait_grown(&shop, &admin);
     wait_recovered(
         &shop,
         "elephant",
         VISIBLE_WITHIN,
         "no longer refused the size asked",
     );
+}
+
+/// A small filesystem of its own mounted on `dir` for as long as it lives: the host's disk as
+/// the sandbox's volumes see it, so that a test can fill it. The runtime mounts its volumes'
+/// images inside it the same way (a loop device as root, fuse2fs otherwise).
+struct SmallHostDisk {
+    dir: PathBuf,
+}
+
+impl SmallHostDisk {
+    /// Formats an image of `bytes` at `image` and mounts it on `dir`.
+    fn mount(image: &std::path::Path, dir: &std::path::Path, bytes: u64) -> Self {
+        std::fs::create_dir_all(dir).expect("the mount point");
+        std::fs::File::create(image)
+            .and_then(|file| file.set_len(bytes))
+            .expect("the host disk's image");
+        let run = |program: &str, arguments: &[&std::ffi::OsStr]| {
+            let output = std::process::Command::new(program)
+                .args(arguments)
+                .output()
+                .unwrap_or_else(|error| panic!("cannot run {program}: {error}"));
+            assert!(output.status.success(), "{program}: {output:?}");
+        };
+        run(
+            "mkfs.ext4",
+            &["-q", "-F", "-m", "0", "-E", "root_owner"]
+                .map(std::ffi::OsStr::new)
+                .into_iter()
+                .chain([image.as_os_str()])
+                .collect::<Vec<_>>(),
+        );
+        if nix::unistd::geteuid().is_root() {
+            run(
+                "mount",
+                &[
+                    "-o".as_ref(),
+                    "loop".as_ref(),
+                    image.as_os_str(),
+                    dir.as_os_str(),
+                ],
+            );
+        } else {
+            run("fuse2fs", &[image.as_os_str(), dir.as_os_str()]);
+        }
+        Self {
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// The bytes free on it.
+    fn free(&self) -> u64 {
+        let stat = nix::sys::statvfs::statvfs(&self.dir).expect("statvfs");
+        stat.blocks_available() * stat.fragment_size()
+    }
+}
+
+impl Drop for SmallHostDisk {
+    fn drop(&mut self) {
+        let (program, arguments): (&str, &[&str]) = if nix::unistd::geteuid().is_root() {
+            ("umount", &["-l"])
+        } else {
+            ("fusermount", &["-u", "-z"])
+        };
+        let _ = std::process::Command::new(program)
+            .args(arguments)
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_growth_the_host_has_no_room_for_is_reported_and_clears_once_it_has() {
+    // The sandbox keeps its claims' volumes in <data dir>/runtime/volumes; there, a host disk
+    // of 2.5 GiB, most of which other data (the ballast) takes once the 1 GiB volume is made.
+    const GIB: u64 = 1 << 30;
+    let temp = tempfile::tempdir().expect("a temporary directory");
+    // Declared before the sandbox, so that it is unmounted after the sandbox stops.
+    let host_disk = SmallHostDisk::mount(
+        &temp.path().join("host-disk.img"),
+        &temp.path().join("dev/runtime/volumes"),
+        5 * GIB / 2,
+    );
+    let dev = Dev::start_in(temp, &[]);
+    let shop = dev.tenant("shop", false).await;
+    let admin = dev.admin();
+    shop.apply_json(&cluster("elephant", json!({})));
+    shop.wait_ready("elephant");
+    let ballast = host_disk.dir.join("ballast");
+    let ballast_bytes = host_disk.free().saturating_sub(GIB / 2);
+    let fallocated = std::process::Command::new("fallocate")
+        .args(["-l", &ballast_bytes.to_string()])
+        .arg(&ballast)
+        .status()
+        .expect("fallocate runs");
+    assert!(fallocated.success());
+    println!("the host disk has {} bytes free", host_disk.free());
+    assert!(host_disk.free() < GIB, "room left for the growth");
+    // The API server lets the claim grow; the host cannot give it the room.
+    let message = grown_only_in_the_spec(
+        &shop,
+        &admin,
+        ("VolumeExpansionFailed", "No space left on device"),
+        "2Gi",
+    );
+    assert!(
+        message.contains("data-elephant-0") && message.contains("2Gi"),
+        "{message}"
+    );
+    // The claim says it as Kubernetes' resizer does.
+    let claim = admin
+        .get_json(&["--namespace", "shop", "pvc", "data-elephant-0"])
+        .expect("the data claim");
+    assert_eq!(
+        claim["status"]["allocatedResourceStatuses"]["storage"], "ControllerResizeInfeasible",
+        "{claim:#}"
+    );
+    let claim_events = admin.ok(&[
+        "--namespace",
+        "shop",
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=data-elephant-0,reason=VolumeResizeFailed",
+        "-o",
+        "jsonpath={.items[*].type}",
+    ]);
+    assert!(claim_events.contains("Warning"), "{claim_events:?}");
+
+    // While it persists, nothing is written about the cluster: the claim's retries that fail
+    // alike change nothing.
+    let writes = writes_during(&dev, "shop", "elephant", Duration::from_secs(30)).await;
+    println!("writes in 30 s of a failing growth: {writes:#?}");
+    assert!(writes.len() <= 1, "{writes:#?}");
+
+    // The host gets the room: the claim grows at the next retry and the failure clears.
+    std::fs::remove_file(&ballast).expect("the ballast goes");
+    wait_grown(&shop, &admin);
+    wait_recovered(
+        &shop,
+        "elephant",
+        VISIBLE_WITHIN,
+        "have grown to the size asked",
+    );
+    let claim = admin
+        .get_json(&["--namespace", "shop", "pvc", "data-elephant-0"])
+        .expect("the data claim");
+    assert!(
+        claim["status"]["allocatedResourceStatuses"].is_null(),
+        "{claim:#}"
+    );
+    let (observed, generation) = generations(&shop, "elephant");
+    assert_eq!(observed, generation, "the grown disk is in force");
 }
 
 /// Makes the store unable to delete the object at `path` (`stuck`) or able again: immutable

@@ -254,6 +254,38 @@ async fn two_databases_behind_one_router_each_by_its_name_with_tls_end_to_end() 
             .get_json(&["--namespace", "shop", "service", "elephant-rw"])
             .expect("the -rw Service")["spec"]["selector"]
     );
+    // Once the platform's load balancer has an address (here the test writes it, as a cloud's
+    // controller would), the cluster's status says where to connect, and stops saying it when
+    // the load balancer goes.
+    let load_balancer_endpoint = || {
+        shop.ok(&[
+            "get",
+            "pgc",
+            "elephant",
+            "-o",
+            "jsonpath={.status.loadBalancerEndpoint}",
+        ])
+    };
+    assert_eq!(load_balancer_endpoint(), "", "no address yet");
+    admin.ok(&[
+        "--namespace",
+        "shop",
+        "patch",
+        "service",
+        "elephant-external",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"loadBalancer":{"ingress":[{"ip":"203.0.113.7"}]}}}"#,
+    ]);
+    shop.until(
+        "the load balancer's address",
+        Duration::from_secs(10),
+        || match load_balancer_endpoint() {
+            endpoint if endpoint == "203.0.113.7:5432" => Ok(()),
+            endpoint => Err(endpoint),
+        },
+    );
     open_to(&shop, "elephant", &["127.0.0.1/32"]);
     shop.until(
         "the load balancer to go",
@@ -261,6 +293,14 @@ async fn two_databases_behind_one_router_each_by_its_name_with_tls_end_to_end() 
         || match admin.get_json(&["--namespace", "shop", "service", "elephant-external"]) {
             None => Ok(()),
             Some(_) => Err("still there".to_owned()),
+        },
+    );
+    shop.until(
+        "the address to go",
+        Duration::from_secs(10),
+        || match load_balancer_endpoint() {
+            endpoint if endpoint.is_empty() => Ok(()),
+            endpoint => Err(endpoint),
         },
     );
 

@@ -285,6 +285,72 @@ async fn a_client_in_the_customers_cluster_verifies_the_database_through_the_tun
         tunnel_request::token_digest(&token)
     );
 
+    // The token rotated in its Secret (here to one the customer chose) takes effect without
+    // restarting anything by hand: once the operator looks again (at once when the link is
+    // touched), the link publishes the new digest, the tunnel's pod template carries it so its
+    // pods roll and read the new token, the tunnel keeps working, and the old token opens
+    // nothing any more.
+    let old_token = token;
+    let token = "5eed".repeat(16);
+    let rotated: Value = serde_json::from_str(&customer_kubectl.ok(&[
+        "--namespace",
+        APPS,
+        "create",
+        "secret",
+        "generic",
+        "elephant-tunnel-token",
+        &format!("--from-literal=token={token}"),
+        "--dry-run=client",
+        "-o",
+        "json",
+    ]))
+    .expect("the Secret as JSON");
+    customer_kubectl.apply_json(&rotated);
+    shop.ok(&[
+        "annotate",
+        "postgresremotecluster",
+        "elephant-customer",
+        "example.com/token-rotated=1",
+    ]);
+    let digest = tunnel_request::token_digest(&token);
+    shop.until(
+        "the link to publish the new digest",
+        Duration::from_secs(60),
+        || match shop.run(&[
+            "get",
+            "postgresremotecluster",
+            "elephant-customer",
+            "-o",
+            "jsonpath={.status.tunnelTokenSha256}",
+        ])? {
+            published if published == digest => Ok(()),
+            published => Err(published),
+        },
+    );
+    let template_digest = customer_kubectl.ok(&[
+        "--namespace",
+        APPS,
+        "get",
+        "deployment",
+        "elephant-tunnel",
+        "-o",
+        "jsonpath={.spec.template.metadata.annotations.postgres\\.tusk\\.dev/tunnel-token-sha256}",
+    ]);
+    assert_eq!(template_digest, digest, "the pods roll to the new token");
+    customer_kubectl.until(
+        "a connection through the tunnel with the new token",
+        Duration::from_secs(120),
+        || psql(&through_tunnel, &password, "SELECT 1"),
+    );
+    let (old, old_task) = own_tunnel(router, "elephant.shop.db.tusk.local", &old_token).await;
+    refused_as_unknown(psql(
+        &verify_full_at("elephant.apps.svc", "127.0.0.1", old, &ca),
+        &password,
+        "SELECT 1",
+    ))
+    .expect("the old token opens nothing");
+    old_task.abort();
+
     // Elephant is open to no source by name: the router does not know it to a client that
     // names it. The token opens it from wherever it is presented (here, outside the customer's
     // cluster): like the password, it is a credential of the database's owner.

@@ -34,7 +34,7 @@ mod reviews;
 mod scale;
 mod server;
 mod services;
-mod storage_classes;
+pub(crate) mod storage_classes;
 pub(crate) mod store;
 mod streams;
 mod tls;

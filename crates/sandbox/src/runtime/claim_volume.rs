@@ -19,7 +19,9 @@
 //! number and libfuse then turns into ERANGE (PostgreSQL's `could not write block ...:
 //! Numerical result out of range`), and a loop device as I/O errors. A host without room for
 //! the claim's size refuses the claim instead (a ProvisioningFailed Event), before any data is
-//! written to it.
+//! written to it. A growth the host has no room for is refused the same way before the volume
+//! changes at all: the volume stays mounted at the size it has, and the provisioner reports the
+//! refusal on the claim as the external-resizer does (see [`super::pvc`]).
 //!
 //! The image outlives the runtime, so a claim keeps its data across restarts; it goes with
 //! the claim.
@@ -102,6 +104,17 @@ pub(crate) enum Provided {
     ResizePending(u64),
     /// A plain directory, for this reason.
     Unsized(String),
+    /// Mounted at the size it had, short of the claim's, which the host could not allocate.
+    GrowthRefused(GrowthRefusal),
+}
+
+/// Why the host could not carry out a volume's growth.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct GrowthRefusal {
+    /// The host lacks the room (or the file size) for it: retrying helps only once it has more.
+    pub no_room: bool,
+    /// What the host said.
+    pub message: String,
 }
 
 /// A volume could not be provided (the message of a ProvisioningFailed Event).
@@ -142,8 +155,16 @@ impl ClaimVolume<'_> {
         let size = filesystem_bytes(&image)?;
         let mounted = self.is_mounted();
         if size < bytes {
+            // The host's blocks first: a growth the host cannot hold leaves the volume as it
+            // is, mounted, and the pod using it keeps running.
+            if let Err(refusal) = reserve_growth(&image, bytes) {
+                if !self.is_mounted() {
+                    self.mount()?;
+                }
+                return Ok(Provided::GrowthRefused(refusal));
+            }
             let grown_online = match (self.backing, mounted) {
-                (Backing::Loop, true) => match self.grow_online(bytes) {
+                (Backing::Loop, true) => match self.grow_online() {
                     Ok(()) => true,
                     Err(error) => {
                         // resize2fs needs CAP_SYS_RESOURCE, which a container may lack.
@@ -196,9 +217,12 @@ impl ClaimVolume<'_> {
         let file = std::fs::File::create(&staging).map_err(io_error(&staging))?;
         let allocated = allocate(&file, &staging, bytes);
         drop(file);
-        if let Err(error) = allocated {
+        if let Err(errno) = allocated {
             let _ = std::fs::remove_file(&staging);
-            return Err(error);
+            return Err(VolumeError(format!(
+                "{}: cannot allocate the claim's {bytes} bytes on the host: {errno}",
+                staging.display()
+            )));
         }
         // 1% of the blocks reserved, as few as mkfs allows in whole percent: fuse2fs keeps
         // 10% back from everyone when none are (libext2fs must never run out of blocks), and
@@ -270,17 +294,18 @@ impl ClaimVolume<'_> {
         };
     }
 
-    /// Grows a loop-mounted image: the file, then the loop device, then the filesystem.
-    fn grow_online(&self, bytes: u64) -> Result<(), VolumeError> {
+    /// Grows a loop-mounted image whose file already has `bytes` ([`reserve_growth`]): the
+    /// loop device, then the filesystem.
+    fn grow_online(&self) -> Result<(), VolumeError> {
         let image = self.image();
         let device = loop_device(&image)?;
-        extend(&image, bytes)?;
         run(Command::new(program("losetup")).arg("-c").arg(&device))?;
         run(Command::new(program("resize2fs")).arg(&device))
     }
 
-    /// Grows an unmounted image (resize2fs wants it checked first; e2fsck's exit status 1
-    /// says it corrected something, which is fine).
+    /// Grows an unmounted image whose file already has `bytes` ([`reserve_growth`]) (resize2fs
+    /// wants it checked first; e2fsck's exit status 1 says it corrected something, which is
+    /// fine).
     fn grow_offline(&self, bytes: u64) -> Result<(), VolumeError> {
         let image = self.image();
         let checked = Command::new(program("e2fsck"))
@@ -296,7 +321,6 @@ impl ClaimVolume<'_> {
                 String::from_utf8_lossy(&checked.stdout).trim()
             )));
         }
-        extend(&image, bytes)?;
         run(Command::new(program("resize2fs"))
             .arg(&image)
             .arg(format!("{}K", bytes / 1024)))
@@ -335,39 +359,52 @@ pub(crate) fn unmount_all(backing: &Backing, claims_dir: &Path) {
     }
 }
 
-/// Makes the image file at least `bytes` long, its blocks allocated on the host.
-fn extend(image: &Path, bytes: u64) -> Result<(), VolumeError> {
+/// Makes the image at least `bytes` long, its blocks allocated on the host, before a volume
+/// grows into them. A host that cannot allocate them refuses the growth and the image keeps
+/// its length (ext4 keeps the blocks it allocated before it ran out, so they are given back).
+fn reserve_growth(image: &Path, bytes: u64) -> Result<(), GrowthRefusal> {
+    let unreadable = |error: std::io::Error| GrowthRefusal {
+        no_room: false,
+        message: format!("cannot open the volume's image: {error}"),
+    };
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(image)
-        .map_err(io_error(image))?;
-    if file.metadata().map_err(io_error(image))?.len() < bytes {
-        allocate(&file, image, bytes)?;
+        .map_err(unreadable)?;
+    let before = file.metadata().map_err(unreadable)?.len();
+    if before >= bytes {
+        return Ok(());
     }
-    Ok(())
+    allocate(&file, image, bytes).map_err(|errno| {
+        let _ = file.set_len(before);
+        GrowthRefusal {
+            no_room: matches!(
+                errno,
+                nix::errno::Errno::ENOSPC | nix::errno::Errno::EDQUOT | nix::errno::Errno::EFBIG
+            ),
+            message: format!(
+                "the host cannot allocate the {bytes} bytes the volume would take: {errno}"
+            ),
+        }
+    })
 }
 
 /// Makes `file` (at `path`) `bytes` long with every block allocated on the host, so that
-/// writes to the volume never find the host's disk full. A host filesystem that cannot
-/// allocate ahead (`EOPNOTSUPP`) gets a sparse file, as before.
-fn allocate(file: &std::fs::File, path: &Path, bytes: u64) -> Result<(), VolumeError> {
-    let refused = |error: &dyn std::fmt::Display| {
-        VolumeError(format!(
-            "{}: cannot allocate the claim's {bytes} bytes on the host: {error}",
-            path.display()
-        ))
-    };
-    let length = i64::try_from(bytes).map_err(|error| refused(&error))?;
+/// writes to the volume never find the host's disk full; the host's error when it cannot. A
+/// host filesystem that cannot allocate ahead (`EOPNOTSUPP`) gets a sparse file, as before.
+fn allocate(file: &std::fs::File, path: &Path, bytes: u64) -> Result<(), nix::errno::Errno> {
+    let length = i64::try_from(bytes).map_err(|_| nix::errno::Errno::EFBIG)?;
     match nix::fcntl::fallocate(file, nix::fcntl::FallocateFlags::empty(), 0, length) {
-        Ok(()) => Ok(()),
         Err(nix::errno::Errno::EOPNOTSUPP) => {
             tracing::warn!(
                 image = %path.display(),
                 "the host's filesystem cannot allocate a volume's blocks ahead; the volume is sparse"
             );
-            file.set_len(bytes).map_err(io_error(path))
+            file.set_len(bytes).map_err(|error| {
+                nix::errno::Errno::from_raw(error.raw_os_error().unwrap_or(nix::libc::EIO))
+            })
         }
-        Err(errno) => Err(refused(&errno)),
+        allocated => allocated,
     }
 }
 

@@ -20,7 +20,7 @@ pub async fn apply_children(
     namespace: &str,
     children: Children,
     existing_stateful_set: Option<&StatefulSet>,
-) -> Result<StatefulSet> {
+) -> Result<Applied> {
     // Destructured without `..` so that a new kind of child cannot be forgotten here.
     let Children {
         credentials,
@@ -46,9 +46,9 @@ pub async fn apply_children(
     .await?;
     let services = Api::<Service>::namespaced(client.clone(), namespace);
     ssa::apply(&services, CONTROLLER, &service).await?;
-    match load_balancer {
+    let load_balancer_endpoint = match load_balancer {
         Some(load_balancer) => {
-            ssa::apply(&services, CONTROLLER, &load_balancer).await?;
+            endpoint_of(&ssa::apply(&services, CONTROLLER, &load_balancer).await?)
         }
         // Asked for no longer (or never): it goes, with its cloud load balancer.
         None => {
@@ -59,8 +59,9 @@ pub async fn apply_children(
                 .first()
                 .map(|owner| owner.uid.clone());
             delete_load_balancer(&services, &names::load_balancer_service(&cluster), owner).await?;
+            None
         }
-    }
+    };
     if let Some(existing) = existing_stateful_set {
         build::keep_immutable_fields(&mut stateful_set, existing);
     }
@@ -73,7 +74,44 @@ pub async fn apply_children(
     if let Some(default_schedule) = default_schedule {
         apply_default_schedule(client, namespace, &default_schedule).await?;
     }
-    Ok(stateful_set)
+    Ok(Applied {
+        stateful_set,
+        load_balancer_endpoint,
+    })
+}
+
+/// What [`apply_children`] leaves, as the API server returned it.
+pub struct Applied {
+    /// The StatefulSet.
+    pub stateful_set: StatefulSet,
+    /// Where the cluster's own LoadBalancer Service is reached, once the platform's load
+    /// balancer gave it an address ([`endpoint_of`]).
+    pub load_balancer_endpoint: Option<String>,
+}
+
+/// A LoadBalancer Service's address and port, `address:port` (`[address]:port` for IPv6):
+/// its first ingress's IP, else its host name, and its first port. `None` until the load
+/// balancer has an address.
+pub fn endpoint_of(service: &Service) -> Option<String> {
+    let ingress = service
+        .status
+        .as_ref()?
+        .load_balancer
+        .as_ref()?
+        .ingress
+        .as_ref()?
+        .first()?;
+    let address = ingress
+        .ip
+        .as_deref()
+        .or(ingress.hostname.as_deref())
+        .filter(|address| !address.is_empty())?;
+    let port = service.spec.as_ref()?.ports.as_ref()?.first()?.port;
+    Some(if address.contains(':') {
+        format!("[{address}]:{port}")
+    } else {
+        format!("{address}:{port}")
+    })
 }
 
 /// Deletes the LoadBalancer Service `name`, if there is one and the cluster (`owner`, a uid)
@@ -165,6 +203,62 @@ pub struct Expansion {
     /// The API server's refusal to grow a PVC (its class does not allow expansion, say), when
     /// it refused: the volume keeps its size, and the cluster says so.
     pub refused: Option<String>,
+    /// The storage system's failure to grow a PVC the API server let grow, as the PVC's status
+    /// reports it ([`growth_failure`]): the volume keeps its size, and the cluster says so.
+    pub failed: Option<String>,
+    /// The bound PVCs whose capacity is still short of the size asked.
+    pub growing: Vec<String>,
+}
+
+/// The resize states of `status.allocatedResourceStatuses["storage"]` that say the storage
+/// system cannot carry out the growth as asked.
+const INFEASIBLE: [&str; 2] = ["ControllerResizeInfeasible", "NodeResizeInfeasible"];
+
+/// The PVC conditions a failed growth sets (with the storage system's error as message).
+const RESIZE_ERRORS: [&str; 2] = ["ControllerResizeError", "NodeResizeError"];
+
+/// The bytes of storage a bound PVC has.
+fn claim_capacity(claim: &PersistentVolumeClaim) -> Option<u128> {
+    let capacity = claim.status.as_ref()?.capacity.as_ref()?.get("storage")?;
+    quantity_bytes(&capacity.0)
+}
+
+/// Why the storage system has not grown `claim` to its request, as its status says: a resize
+/// state of [`INFEASIBLE`], or a condition of [`RESIZE_ERRORS`] while the capacity is still
+/// short of the request (the resizer retrying). The message is the claim's own.
+pub fn growth_failure(claim: &PersistentVolumeClaim) -> Option<String> {
+    let request = claim
+        .spec
+        .as_ref()?
+        .resources
+        .as_ref()?
+        .requests
+        .as_ref()?
+        .get("storage")?;
+    let status = claim.status.as_ref()?;
+    if claim_capacity(claim) >= quantity_bytes(&request.0) {
+        return None;
+    }
+    let state = status
+        .allocated_resource_statuses
+        .as_ref()
+        .and_then(|states| states.get("storage"));
+    let error = status.conditions.iter().flatten().find(|condition| {
+        RESIZE_ERRORS.contains(&condition.type_.as_str()) && condition.status == "True"
+    });
+    let infeasible = state.is_some_and(|state| INFEASIBLE.contains(&state.as_str()));
+    if !infeasible && error.is_none() {
+        return None;
+    }
+    let said = error
+        .and_then(|condition| condition.message.clone())
+        .or_else(|| state.map(|state| format!("the storage system reports {state}")))
+        .unwrap_or_default();
+    Some(format!(
+        "The storage system cannot grow volume {} to {}: {said}",
+        claim.name_any(),
+        request.0
+    ))
 }
 
 /// Patches every PVC of the cluster whose storage request is below `size_gib`. PVCs belong to
@@ -190,6 +284,9 @@ pub async fn expand_volumes(
     let desired_bytes = quantity_bytes(&desired.0).unwrap_or(u128::MAX);
     let mut expansion = Expansion::default();
     for claim in claims {
+        if claim_capacity(&claim).is_some_and(|capacity| capacity < desired_bytes) {
+            expansion.growing.push(claim.name_any());
+        }
         let current = claim
             .spec
             .as_ref()
@@ -198,6 +295,9 @@ pub async fn expand_volumes(
             .and_then(|requests| requests.get("storage"))
             .and_then(|quantity| quantity_bytes(&quantity.0));
         if current.is_some_and(|current| current >= desired_bytes) {
+            if let Some(failure) = growth_failure(&claim) {
+                expansion.failed = Some(failure);
+            }
             continue;
         }
         let name = claim.name_any();
@@ -227,7 +327,36 @@ pub async fn expand_volumes(
 
 #[cfg(test)]
 mod tests {
-    use super::quantity_bytes;
+    use super::{endpoint_of, quantity_bytes};
+    use k8s_openapi::api::core::v1::Service;
+
+    #[test]
+    fn a_load_balancers_endpoint_is_its_first_ingress_and_port() {
+        let service = |ingress: serde_json::Value| -> Service {
+            serde_json::from_value(serde_json::json!({
+                "spec": {"type": "LoadBalancer", "ports": [{"port": 5432}]},
+                "status": {"loadBalancer": {"ingress": ingress}},
+            }))
+            .unwrap()
+        };
+        assert_eq!(endpoint_of(&service(serde_json::json!([]))), None);
+        assert_eq!(
+            endpoint_of(&service(
+                serde_json::json!([{"ip": "203.0.113.7"}, {"ip": "203.0.113.8"}])
+            )),
+            Some("203.0.113.7:5432".to_owned())
+        );
+        assert_eq!(
+            endpoint_of(&service(
+                serde_json::json!([{"hostname": "lb-1.elb.example.com"}])
+            )),
+            Some("lb-1.elb.example.com:5432".to_owned())
+        );
+        assert_eq!(
+            endpoint_of(&service(serde_json::json!([{"ip": "2001:db8::7"}]))),
+            Some("[2001:db8::7]:5432".to_owned())
+        );
+    }
 
     #[test]
     fn quantities_are_compared_in_bytes() {

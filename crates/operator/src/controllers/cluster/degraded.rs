@@ -9,7 +9,8 @@
 //!
 //! - the condition's reason is the most severe active problem: the instance's own failure,
 //!   then, in this order, [`RANKED`]: `DiskFull` (PostgreSQL stops when the volume is full),
-//!   `VolumeExpansionRefused` (the volume keeps the size it has, full or not),
+//!   `VolumeExpansionRefused` and `VolumeExpansionFailed` (the volume keeps the size it has,
+//!   full or not),
 //!   `ArchivingFailing` (WAL piles up on the volume, and point-in-time recovery stops at the last
 //!   archived segment), `CertificateNotRenewed` (clients refuse the certificate once it
 //!   expires), `InvalidCertificateSecret` (the previous certificate keeps serving),
@@ -37,9 +38,10 @@ use crate::events;
 
 /// The problems of a serving cluster, most severe first. A reason not listed here is the
 /// instance's own failure, which comes before all of them.
-pub const RANKED: [&str; 6] = [
+pub const RANKED: [&str; 7] = [
     reasons::DISK_FULL,
     reasons::VOLUME_EXPANSION_REFUSED,
+    reasons::VOLUME_EXPANSION_FAILED,
     reasons::ARCHIVING_FAILING,
     reasons::CERTIFICATE_NOT_RENEWED,
     reasons::INVALID_CERTIFICATE_SECRET,

@@ -42,7 +42,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::events::EventType;
@@ -119,10 +119,14 @@ pub async fn run(
         .watches(
             Api::<Pod>::all(client.clone()),
             managed.clone(),
-            |pod: Pod| {
-                let cluster = pod.labels().get(api_labels::CLUSTER)?.clone();
-                Some(ObjectRef::new(&cluster).within(&pod.namespace()?))
-            },
+            labelled_cluster::<Pod>,
+        )
+        // So are its volume claims: a growth the storage system fails to carry out shows only
+        // in a claim's status.
+        .watches(
+            Api::<PersistentVolumeClaim>::all(client.clone()),
+            managed.clone(),
+            labelled_cluster::<PersistentVolumeClaim>,
         )
         // A CA Secret names its cluster in an annotation: a platform team's request to rotate the
         // CA is acted on at once.
@@ -174,6 +178,12 @@ pub async fn run(
         .run(reconcile, error_policy, context)
         .for_each(|_| futures::future::ready(()))
         .await;
+}
+
+/// The cluster an object's cluster label names, in the object's namespace.
+fn labelled_cluster<K: kube::Resource>(object: K) -> Option<ObjectRef<PostgresCluster>> {
+    let cluster = object.labels().get(api_labels::CLUSTER)?.clone();
+    Some(ObjectRef::new(&cluster).within(&object.namespace()?))
 }
 
 fn error_policy(cluster: Arc<PostgresCluster>, error: &Error, context: Arc<Context>) -> Action {
@@ -339,8 +349,9 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
     );
     parameters::keep_running_configuration(client, &namespace, &cluster, &mut children.config_map)
         .await?;
-    let stateful_set =
+    let applied =
         apply::apply_children(client, &namespace, children, existing_stateful_set.as_ref()).await?;
+    let stateful_set = applied.stateful_set;
     if let Some(pod) = unschedulable::outdated_pod(&stateful_set, &pods) {
         unschedulable::replace(client, &namespace, pod).await?;
     }
@@ -397,6 +408,10 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
         external_endpoint: status::external_endpoint(&context.config.tunnel, &cluster),
         now: context.clock.now(),
     });
+    let status = tusk_api::PostgresClusterStatus {
+        load_balancer_endpoint: applied.load_balancer_endpoint,
+        ..status
+    };
     let status = parameters::overlay(
         status,
         &config_state,
@@ -438,6 +453,13 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
         Some(refusal) => refused_expansion(status, &cluster, refusal, context.clock.now()),
         None => status,
     };
+    let status = match &expansion.failed {
+        Some(failure) => failed_expansion(status, &cluster, failure, context.clock.now()),
+        // A volume still short of the spec's size: the spec's disk size is not in force yet
+        // (its growth may yet fail in the storage system).
+        None if !expansion.growing.is_empty() => generation_held(status, &cluster),
+        None => status,
+    };
     let health = health::observe(
         &context,
         &cluster,
@@ -463,6 +485,7 @@ async fn apply(cluster: Arc<PostgresCluster>, context: Arc<Context>) -> Result<A
     let status = grow_full_disk(&context, &cluster, status, disk_size, previous_disk).await?;
     // After the auto-grow, which may be refused too.
     degraded::report(&context, &cluster, &EXPANSION_REFUSED_SIGNAL, &status).await;
+    degraded::report(&context, &cluster, &EXPANSION_FAILED_SIGNAL, &status).await;
     context
         .metrics
         .cluster_disk(&cluster_labels(&cluster), status.disk.as_ref());
@@ -555,23 +578,66 @@ const EXPANSION_REFUSED_SIGNAL: degraded::Signal = degraded::Signal {
     recovered: "The data volumes are no longer refused the size asked",
 };
 
+/// The Events of a growth the storage system fails to carry out.
+const EXPANSION_FAILED_SIGNAL: degraded::Signal = degraded::Signal {
+    reason: condition_reasons::VOLUME_EXPANSION_FAILED,
+    action: "ExpandVolume",
+    recovered: "The data volumes have grown to the size asked",
+};
+
 /// The status of a cluster whose volumes the platform refused to grow: `Degraded` for
-/// `VolumeExpansionRefused` with the API server's refusal. `observedGeneration` stays where it
-/// was, since the spec's disk size is not in force; the database keeps serving on the volume
-/// it has.
+/// `VolumeExpansionRefused` with the API server's refusal.
 fn refused_expansion(
     status: tusk_api::PostgresClusterStatus,
     cluster: &PostgresCluster,
     refusal: &str,
     now: jiff::Timestamp,
 ) -> tusk_api::PostgresClusterStatus {
-    let mut status = degraded::add(
+    expansion_not_done(
         status,
+        cluster,
         condition_reasons::VOLUME_EXPANSION_REFUSED,
         refusal,
-        cluster.metadata.generation,
         now,
-    );
+    )
+}
+
+/// The status of a cluster whose volumes' growth the storage system could not carry out:
+/// `Degraded` for `VolumeExpansionFailed` with the claim's own message.
+fn failed_expansion(
+    status: tusk_api::PostgresClusterStatus,
+    cluster: &PostgresCluster,
+    failure: &str,
+    now: jiff::Timestamp,
+) -> tusk_api::PostgresClusterStatus {
+    expansion_not_done(
+        status,
+        cluster,
+        condition_reasons::VOLUME_EXPANSION_FAILED,
+        failure,
+        now,
+    )
+}
+
+/// The status of a cluster whose volumes did not get the size asked, for `reason`.
+/// `observedGeneration` stays where it was, since the spec's disk size is not in force; the
+/// database keeps serving on the volume it has.
+fn expansion_not_done(
+    status: tusk_api::PostgresClusterStatus,
+    cluster: &PostgresCluster,
+    reason: &'static str,
+    message: &str,
+    now: jiff::Timestamp,
+) -> tusk_api::PostgresClusterStatus {
+    let status = degraded::add(status, reason, message, cluster.metadata.generation, now);
+    generation_held(status, cluster)
+}
+
+/// The status with `observedGeneration` where it was: the spec is not (yet) in force.
+fn generation_held(
+    mut status: tusk_api::PostgresClusterStatus,
+    cluster: &PostgresCluster,
+) -> tusk_api::PostgresClusterStatus {
     status.observed_generation = cluster
         .status
         .as_ref()
@@ -1009,9 +1075,19 @@ async fn write_status(
     status: &tusk_api::PostgresClusterStatus,
 ) -> Result<()> {
     let mut body = json!(status);
-    // A merge patch keeps what it leaves out: a finished restore's progress must be removed.
-    if status.restore_progress.is_none() {
-        body["restoreProgress"] = serde_json::Value::Null;
+    // A merge patch keeps what it leaves out: a finished restore's progress, and the
+    // endpoints of a database no longer open, must be removed.
+    for (field, absent) in [
+        ("restoreProgress", status.restore_progress.is_none()),
+        ("externalEndpoint", status.external_endpoint.is_none()),
+        (
+            "loadBalancerEndpoint",
+            status.load_balancer_endpoint.is_none(),
+        ),
+    ] {
+        if absent {
+            body[field] = serde_json::Value::Null;
+        }
     }
     health::clear_absent(&mut body);
     Api::<PostgresCluster>::namespaced(client.clone(), namespace)

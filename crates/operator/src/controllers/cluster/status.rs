@@ -207,6 +207,8 @@ pub fn compute(observed: &Observed<'_>) -> PostgresClusterStatus {
             names::POSTGRES_PORT
         )),
         external_endpoint: observed.external_endpoint.clone(),
+        // Set from the LoadBalancer Service where the children are applied; it stands until then.
+        load_balancer_endpoint: previous.load_balancer_endpoint,
         last_backup: observed.last_backup.clone(),
         restore_progress: observed
             .restore_progress

@@ -104,6 +104,11 @@ pub fn service_name(cluster: &str) -> String {
     cluster.to_owned()
 }
 
+/// The pod-template annotation with the SHA-256 of the tunnel's token: a changed token changes
+/// the template, so the tunnel's pods roll and read the new one (they read it once, from their
+/// environment). The digest is no secret: the link publishes it too.
+pub const TOKEN_DIGEST_ANNOTATION: &str = "postgres.tusk.dev/tunnel-token-sha256";
+
 /// The Deployment name in the customer's cluster.
 pub fn deployment_name(cluster: &str) -> String {
     format!("{cluster}-tunnel")
@@ -282,6 +287,12 @@ pub fn build(target: &TunnelTarget<'_>, credentials: &AppCredentials) -> RemoteO
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
+                    annotations: target.via_router.as_ref().map(|via_router| {
+                        BTreeMap::from([(
+                            TOKEN_DIGEST_ANNOTATION.to_owned(),
+                            tunnel_request::token_digest(&via_router.token),
+                        )])
+                    }),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
@@ -497,6 +508,22 @@ mod tests {
                 .any(|value| value.0 == TOKEN.as_bytes())
         );
         assert!(!format!("{objects:?} {:?}", target.via_router).contains(TOKEN));
+        // A changed token changes the pod template (only by its digest), so the pods roll.
+        let template_digest = |objects: &RemoteObjects| {
+            let template = objects.deployment.spec.template.metadata.clone();
+            let annotations = template.unwrap_or_default().annotations;
+            annotations
+                .unwrap_or_default()
+                .remove(TOKEN_DIGEST_ANNOTATION)
+        };
+        assert_eq!(
+            template_digest(&objects),
+            Some(tunnel_request::token_digest(TOKEN))
+        );
+        target.via_router.as_mut().unwrap().token = TOKEN.replace('0', "f");
+        let rotated = build(&target, &credentials);
+        assert_ne!(template_digest(&rotated), template_digest(&objects));
+        assert!(!format!("{:?}", rotated.deployment).contains(&TOKEN.replace('0', "f")));
     }
 
     #[test]
