@@ -51,6 +51,31 @@ async fn create_elephant(client: &Client) -> PostgresCluster {
         .expect("elephant is created")
 }
 
+/// Waits until elephant carries the storage finalizer, which holds its deletion until its
+/// store prefix is swept.
+async fn wait_for_storage_finalizer(client: &Client) {
+    eventually("the storage finalizer is on", || async {
+        let cluster: PostgresCluster = get(client, "elephant").await?;
+        cluster
+            .finalizers()
+            .iter()
+            .any(|f| f == tusk_api::finalizers::CLUSTER_STORAGE)
+            .then_some(())
+    })
+    .await;
+}
+
+/// Waits until elephant is gone from the API, its finalizers done.
+async fn wait_until_elephant_is_gone(client: &Client) {
+    eventually("the cluster is gone", || async {
+        get::<PostgresCluster>(client, "elephant")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
+
 fn store(s3: &tusk_sandbox::s3::S3Server, bucket: &str) -> BackupStore {
     BackupStore::new(&StoreConfig {
         url: format!("s3://{bucket}"),
@@ -363,18 +388,10 @@ async fn a_deleted_clusters_store_is_swept_only_once_its_instances_have_stopped(
     namespace(&client, NS).await;
     let operator = Operator::start(config, client.clone());
     let cluster = create_elephant(&client).await;
-    eventually(
-        "the storage finalizer and the StatefulSet are in place",
-        || async {
-            let cluster: PostgresCluster = get(&client, "elephant").await?;
-            get::<StatefulSet>(&client, "elephant").await?;
-            cluster
-                .finalizers()
-                .iter()
-                .any(|f| f == tusk_api::finalizers::CLUSTER_STORAGE)
-                .then_some(())
-        },
-    )
+    wait_for_storage_finalizer(&client).await;
+    eventually("the StatefulSet is in place", || async {
+        get::<StatefulSet>(&client, "elephant").await
+    })
     .await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
     let instance: Pod = serde_json::from_value(json!({
@@ -415,13 +432,7 @@ async fn a_deleted_clusters_store_is_swept_only_once_its_instances_have_stopped(
     )
     .await
     .unwrap();
-    eventually("the cluster is gone", || async {
-        get::<PostgresCluster>(&client, "elephant")
-            .await
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    wait_until_elephant_is_gone(&client).await;
     assert_eq!(
         keys_under(&s3, &prefix_of(&cluster)).await,
         Vec::<String>::new()
@@ -438,15 +449,7 @@ async fn deleting_a_cluster_removes_all_it_stored_even_without_a_backup() {
     namespace(&client, NS).await;
     let operator = Operator::start(config, client.clone());
     let first = create_elephant(&client).await;
-    eventually("the storage finalizer is on", || async {
-        let cluster: PostgresCluster = get(&client, "elephant").await?;
-        cluster
-            .finalizers()
-            .iter()
-            .any(|f| f == tusk_api::finalizers::CLUSTER_STORAGE)
-            .then_some(())
-    })
-    .await;
+    wait_for_storage_finalizer(&client).await;
     // Archived WAL and the object of a backup that was never recorded.
     let stored = [
         names::wal_segment_key(&prefix_of(&first), "000000010000000000000001"),
@@ -459,13 +462,7 @@ async fn deleting_a_cluster_removes_all_it_stored_even_without_a_backup() {
         .delete("elephant", &DeleteParams::default())
         .await
         .unwrap();
-    eventually("the cluster is gone", || async {
-        get::<PostgresCluster>(&client, "elephant")
-            .await
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    wait_until_elephant_is_gone(&client).await;
     assert_eq!(
         keys_under(&s3, &prefix_of(&first)).await,
         Vec::<String>::new()

@@ -511,21 +511,14 @@ async fn apply_remote(
         },
         other => other,
     };
-    ssa::apply(
-        &Api::<Secret>::namespaced(remote.clone(), remote_namespace),
-        CONTROLLER,
-        &secret,
-    )
-    .await
-    .map_err(|error| unreachable("applying the connection Secret", error))?;
-    if let Some(token_secret) = token_secret {
-        ssa::apply(
-            &Api::<Secret>::namespaced(remote.clone(), remote_namespace),
-            CONTROLLER,
-            &token_secret,
-        )
+    let secrets = Api::<Secret>::namespaced(remote.clone(), remote_namespace);
+    ssa::apply(&secrets, CONTROLLER, &secret)
         .await
-        .map_err(|error| unreachable("applying the tunnel's token Secret", error))?;
+        .map_err(|error| unreachable("applying the connection Secret", error))?;
+    if let Some(token_secret) = token_secret {
+        ssa::apply(&secrets, CONTROLLER, &token_secret)
+            .await
+            .map_err(|error| unreachable("applying the tunnel's token Secret", error))?;
     }
     ssa::apply(
         &Api::<Service>::namespaced(remote.clone(), remote_namespace),
@@ -774,14 +767,7 @@ async fn delete_remote(remote: &Client, remote_namespace: &str, cluster: &str) -
         build::service_name(cluster),
     )
     .await?;
-    delete(
-        Api::<Secret>::namespaced(remote.clone(), remote_namespace),
-        build::token_secret_name(cluster),
-    )
-    .await?;
-    delete(
-        Api::<Secret>::namespaced(remote.clone(), remote_namespace),
-        build::secret_name(cluster),
-    )
-    .await
+    let secrets = Api::<Secret>::namespaced(remote.clone(), remote_namespace);
+    delete(secrets.clone(), build::token_secret_name(cluster)).await?;
+    delete(secrets, build::secret_name(cluster)).await
 }
