@@ -635,16 +635,21 @@ mod tests {
         Ok(content)
     }
 
+    /// An unnamed temporary file holding `content`, read from its start.
+    fn file_holding(content: &[u8]) -> std::fs::File {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(content).unwrap();
+        std::io::Seek::rewind(&mut file).unwrap();
+        file
+    }
+
     #[test]
     fn sealed_wal_round_trips_and_a_wrong_passphrase_fails() {
         let content: Vec<u8> = (0..3_000_000u32)
             .map(|i| (i.wrapping_mul(i) >> 7) as u8)
             .collect();
-        let mut file = tempfile::tempfile().unwrap();
-        file.write_all(&content).unwrap();
-        std::io::Seek::rewind(&mut file).unwrap();
         let master = MasterKey::generate(b"pass").unwrap();
-        let sealed = seal(file, &master).unwrap();
+        let sealed = seal(file_holding(&content), &master).unwrap();
         assert_eq!(opened(&sealed, &Opener::new(b"pass")).unwrap(), content);
         assert!(opened(&sealed, &Opener::new(b"other")).is_err());
         // Cut anywhere, the object is refused rather than read as a shorter segment.
@@ -682,11 +687,8 @@ mod tests {
         let content: Vec<u8> = (0..200_000u32)
             .flat_map(|i| (i % 251).to_le_bytes())
             .collect();
-        let mut file = tempfile::tempfile().unwrap();
-        file.write_all(&content).unwrap();
-        std::io::Seek::rewind(&mut file).unwrap();
         let master = MasterKey::generate(b"pass").unwrap();
-        let sealed = seal(file, &master).unwrap();
+        let sealed = seal(file_holding(&content), &master).unwrap();
         let mut decrypted = Vec::new();
         Opener::new(b"pass")
             .decrypt_reader(&sealed[..])
