@@ -695,7 +695,10 @@ mod tests {
             .unwrap()
             .read_to_end(&mut decrypted)
             .unwrap();
-        assert_eq!(decrypted, compress(&mut &content[..], Vec::new()).unwrap());
+        // Read from a file as the seal reads it: deflate's blocks depend on how its input
+        // arrives, not only on the bytes.
+        let compressed = compress(&mut file_holding(&content), Vec::new()).unwrap();
+        assert_eq!(decrypted, compressed);
     }
 
     #[test]
