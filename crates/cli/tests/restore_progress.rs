@@ -19,10 +19,11 @@ use tusk_api::restore_progress::Lsn;
 
 const NAMESPACE: &str = "shop";
 
-/// Rows of the filler table: about 170 MB of text, which compresses to about half, a base
+/// Rows of the filler table: about 400 MB of text, which compresses to about half, a base
 /// backup big enough that downloading and unpacking it takes several of the operator's
-/// progress reads.
-const FILLER_ROWS: u32 = 450_000;
+/// progress reads (every two seconds). Since the restore unpacks on every core, 170 MB went by
+/// between two reads on a fast machine, and the test saw only the end of the replay.
+const FILLER_ROWS: u32 = 1_000_000;
 
 /// One look at the restoring cluster.
 #[derive(Debug)]
@@ -52,7 +53,7 @@ async fn a_restore_shows_its_progress_until_it_is_ready() {
     shop.apply_json(&json!({
         "apiVersion": "postgres.tusk.dev/v1", "kind": "PostgresCluster",
         "metadata": {"name": "source"},
-        "spec": {"displayName": "source", "memorySize": 1, "postgresDiskSize": 1}
+        "spec": {"displayName": "source", "memorySize": 1, "postgresDiskSize": 2}
     }));
     shop.wait_ready("source");
     let started = Instant::now();
@@ -81,7 +82,7 @@ async fn a_restore_shows_its_progress_until_it_is_ready() {
     shop.apply_json(&json!({
         "apiVersion": "postgres.tusk.dev/v1", "kind": "PostgresCluster",
         "metadata": {"name": "copy"},
-        "spec": {"displayName": "copy", "memorySize": 1, "postgresDiskSize": 1,
+        "spec": {"displayName": "copy", "memorySize": 1, "postgresDiskSize": 2,
                  "restore": {"backup": {"name": "nightly"}}}
     }));
 

@@ -183,6 +183,7 @@ async fn watched<F: std::future::Future<Output = ()>>(
     let mut watch = Command::new("kubectl")
         .args(args)
         .env("KUBECONFIG", sandbox.kubeconfig_path())
+        .env("KUBECACHEDIR", common::kubectl::discovery_cache(sandbox))
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()

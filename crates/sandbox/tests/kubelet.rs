@@ -183,6 +183,14 @@ async fn kubectl_output(cluster: &Cluster, args: &[&str]) -> std::process::Outpu
     tokio::process::Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(cluster.sandbox.kubeconfig_path())
+        // A cache of this sandbox's own: kubectl keys its discovery cache by port alone.
+        .env(
+            "KUBECACHEDIR",
+            cluster
+                .sandbox
+                .kubeconfig_path()
+                .with_file_name("kubectl-cache"),
+        )
         .args(args)
         .output()
         .await

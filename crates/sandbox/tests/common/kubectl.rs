@@ -11,6 +11,14 @@ pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// kubectl's discovery cache for this sandbox alone. kubectl keys its cache by host and port
+/// and trusts it for hours, and the port of a finished test's sandbox is soon given to another
+/// one serving other kinds: through a shared cache, kubectl would not know this one's custom
+/// kinds ("the server doesn't have a resource type").
+pub fn discovery_cache(sandbox: &Sandbox) -> PathBuf {
+    sandbox.kubeconfig_path().with_file_name("kubectl-cache")
+}
+
 /// kubectl's exit status, stdout and stderr; `token` replaces the kubeconfig's credentials.
 pub async fn kubectl_as(
     sandbox: &Sandbox,
@@ -21,6 +29,7 @@ pub async fn kubectl_as(
     command
         .args(args)
         .env("KUBECONFIG", sandbox.kubeconfig_path())
+        .env("KUBECACHEDIR", discovery_cache(sandbox))
         .current_dir(repo());
     if let Some(token) = token {
         command.arg(format!("--token={token}"));
@@ -63,6 +72,7 @@ pub fn kubectl_command(sandbox: &Sandbox, args: &[&str]) -> Command {
     command
         .args(args)
         .env("KUBECONFIG", sandbox.kubeconfig_path())
+        .env("KUBECACHEDIR", discovery_cache(sandbox))
         .current_dir(repo())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
