@@ -155,21 +155,27 @@ fn dependency_root(name: &str) -> PathBuf {
     let manifest = Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"))
         .join("Cargo.toml");
     // Cargo downloads only the crates the target platform needs, so an unfiltered resolve would
-    // ask for other platforms' crates (`--offline` then fails on a fresh machine).
+    // ask for other platforms' crates. The resolve still covers the whole workspace's
+    // dev-dependencies, which a fresh machine building only `tusk-cli` (`scripts/dev`) has not
+    // downloaded yet: then cargo fetches them, as the locked versions from the same registry the
+    // build itself uses.
     let target = std::env::var("TARGET").expect("TARGET");
-    let output = Command::new(cargo)
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--offline",
-            "--filter-platform",
-            &target,
-            "--manifest-path",
-        ])
-        .arg(&manifest)
-        .output()
-        .expect("run cargo metadata");
+    let metadata = |offline: bool| {
+        let mut command = Command::new(&cargo);
+        command.args(["metadata", "--format-version", "1", "--locked"]);
+        if offline {
+            command.arg("--offline");
+        }
+        command
+            .args(["--filter-platform", &target, "--manifest-path"])
+            .arg(&manifest)
+            .output()
+            .expect("run cargo metadata")
+    };
+    let mut output = metadata(true);
+    if !output.status.success() {
+        output = metadata(false);
+    }
     assert!(
         output.status.success(),
         "cargo metadata failed: {}",
