@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::compress::{CompressWriter, Compression};
-use crate::pipe::{CHUNK_SIZE, ChunkReader, ChunkWriter};
+use crate::pipe::{ChunkReader, ChunkWriter};
 use crate::sink::{self, SinkError, UploadStarted};
 use crate::source::{self, BaseBackup, PgConnection, SourceError, WalMode, WalRange};
 use crate::store::BackupStore;
@@ -166,6 +166,25 @@ pub async fn run_identified_backup(
     }
 }
 
+/// Bytes of pg_basebackup's output handed on at a time. pg_basebackup writes a few KiB at a
+/// time: handing each write to the inspector and the compressor on its own would wake their
+/// threads hundreds of thousands of times per GiB.
+const READ_BATCH: usize = 1024 * 1024;
+
+/// Reads until `buffer` is full or pg_basebackup's output ends; the bytes read.
+fn read_batch(base_backup: &mut BaseBackup, buffer: &mut [u8]) -> Result<usize, BackupError> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match base_backup.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(read) => filled += read,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(SourceError::Read(error).into()),
+        }
+    }
+    Ok(filled)
+}
+
 /// The blocking part: reads pg_basebackup, feeds the compressor (whose writer thread encrypts
 /// into the upload channel) and the tar inspector, and commits the stream only when
 /// pg_basebackup succeeded and the manifest was found.
@@ -187,20 +206,19 @@ fn produce(
         options.pg_basebackup.as_deref(),
     )?;
 
-    let (inspect_sender, inspect_receiver) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_DEPTH);
+    // Two batches waiting are enough for a reader that only walks tar headers.
+    let (inspect_sender, inspect_receiver) = mpsc::channel::<io::Result<Bytes>>(2);
     let inspector =
         std::thread::spawn(move || source::inspect_tar(ChunkReader::new(inspect_receiver)));
     let mut inspect_sender = Some(inspect_sender);
 
-    let mut buffer = vec![0u8; CHUNK_SIZE];
+    let mut buffer = vec![0u8; READ_BATCH];
     let mut tar_bytes = 0u64;
     loop {
-        let read = match base_backup.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(read) => read,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(error) => return Err(SourceError::Read(error).into()),
-        };
+        let read = read_batch(&mut base_backup, &mut buffer)?;
+        if read == 0 {
+            break;
+        }
         tar_bytes += read as u64;
         progress.done.fetch_add(read as u64, Ordering::Relaxed);
         let chunk = Bytes::copy_from_slice(&buffer[..read]);

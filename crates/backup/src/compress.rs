@@ -10,8 +10,10 @@
 //! reader still reads the object. `docs/backup-format.md` describes both layouts byte by byte.
 
 use std::io::{self, BufReader, Read, Write};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::thread::{self, JoinHandle};
 
-use flate2::{Crc, Decompress, FlushDecompress, Status};
+use flate2::Crc;
 use gzp::ZWriter;
 use gzp::deflate::Mgzip;
 use gzp::par::compress::{ParCompress, ParCompressBuilder};
@@ -85,7 +87,7 @@ pub enum CompressWriter<W: Write + Send + 'static> {
     /// Parallel gzip: blocks are compressed on a pool of threads into independent members
     /// that carry their size, written in order.
     Gzip(ParCompress<'static, Mgzip, W>),
-    /// zstd, on the calling thread, as independent frames of [`FRAME_INPUT_SIZE`].
+    /// zstd as independent frames of [`FRAME_INPUT_SIZE`], compressed on every core.
     Zstd(ZstdFrameWriter<W>),
 }
 
@@ -238,62 +240,139 @@ pub const ZSTD_END_FRAME: [u8; 16] = [
 const MAX_BLOCK_SIZE: usize = 128 * 1024;
 
 /// zstd as independent frames of [`FRAME_INPUT_SIZE`] plaintext, each with its content size and
-/// checksum, between [`ZSTD_START_FRAME`] and [`ZSTD_END_FRAME`].
-pub struct ZstdFrameWriter<W: Write> {
-    inner: W,
-    compressor: zstd::bulk::Compressor<'static>,
+/// checksum, between [`ZSTD_START_FRAME`] and [`ZSTD_END_FRAME`]. Frames are compressed on every
+/// core (an [`OrderedStage`]) and written in order by a thread that owns the inner writer.
+pub struct ZstdFrameWriter<W: Write + Send + 'static> {
     pending: Vec<u8>,
-    frame: Vec<u8>,
+    /// Full frames' plaintext, to the stage. Dropped to tell it the stream ended.
+    frames: Option<SyncSender<Vec<u8>>>,
+    /// Writes the compressed frames in order and hands the inner writer back, or the first
+    /// error (of a worker or of the inner writer).
+    writer: Option<JoinHandle<io::Result<W>>>,
 }
 
-impl<W: Write> ZstdFrameWriter<W> {
+/// One worker's zstd context, made on its first frame: a context is not shared between threads,
+/// so each clone of the stage's work starts without one.
+struct FrameCompressor {
+    level: i32,
+    context: Option<zstd::bulk::Compressor<'static>>,
+}
+
+impl Clone for FrameCompressor {
+    fn clone(&self) -> Self {
+        FrameCompressor {
+            level: self.level,
+            context: None,
+        }
+    }
+}
+
+impl FrameCompressor {
+    fn compress(&mut self, plaintext: Vec<u8>) -> io::Result<Vec<u8>> {
+        let context = match &mut self.context {
+            Some(context) => context,
+            None => {
+                let mut context = zstd::bulk::Compressor::new(self.level)?;
+                context.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))?;
+                context.set_parameter(zstd::zstd_safe::CParameter::ContentSizeFlag(true))?;
+                self.context.insert(context)
+            }
+        };
+        context.compress(&plaintext)
+    }
+}
+
+impl<W: Write + Send + 'static> ZstdFrameWriter<W> {
     /// Starts a stream of frames at `level` into `inner`.
     pub fn new(mut inner: W, level: i32) -> io::Result<Self> {
-        let mut compressor = zstd::bulk::Compressor::new(level)?;
-        compressor.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))?;
-        compressor.set_parameter(zstd::zstd_safe::CParameter::ContentSizeFlag(true))?;
+        // A bad level fails here, not in a worker later.
+        zstd::bulk::Compressor::new(level)?;
         inner.write_all(&ZSTD_START_FRAME)?;
+        let workers = compression_threads();
+        let (frames, plaintexts) = sync_channel::<Vec<u8>>(workers);
+        let compressor = FrameCompressor {
+            level,
+            context: None,
+        };
+        let mut stage = OrderedStage::start(
+            "zstd",
+            workers,
+            // The sender dropped (finish, or the writer gone) ends the stream.
+            move || Ok(plaintexts.recv().ok()),
+            {
+                let mut compressor = compressor;
+                move |plaintext| compressor.compress(plaintext)
+            },
+        )?;
+        let writer = thread::Builder::new()
+            .name("zstd-write".to_owned())
+            .spawn(move || {
+                while let Some(frame) = stage.next_result() {
+                    inner.write_all(&frame?)?;
+                }
+                Ok(inner)
+            })?;
         Ok(ZstdFrameWriter {
-            inner,
-            compressor,
             pending: Vec::with_capacity(FRAME_INPUT_SIZE),
-            frame: Vec::with_capacity(zstd::zstd_safe::compress_bound(FRAME_INPUT_SIZE)),
+            frames: Some(frames),
+            writer: Some(writer),
         })
     }
 
-    fn write_frame(&mut self) -> io::Result<()> {
+    /// Hands the pending plaintext to the stage as one frame.
+    fn send_frame(&mut self) -> io::Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        self.frame.clear();
-        self.compressor
-            .compress_to_buffer(&self.pending, &mut self.frame)?;
-        self.inner.write_all(&self.frame)?;
-        self.pending.clear();
-        Ok(())
+        let plaintext = std::mem::replace(&mut self.pending, Vec::with_capacity(FRAME_INPUT_SIZE));
+        let sent = match &self.frames {
+            Some(frames) => frames.send(plaintext).is_ok(),
+            None => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            // The stage stopped taking frames: the writer thread ended early, with its cause.
+            Err(self.join_writer().err().unwrap_or_else(|| {
+                io::Error::other("the zstd writer stopped before the stream ended")
+            }))
+        }
     }
 
-    /// Compresses what is pending, writes the end marker and returns the inner writer.
+    fn join_writer(&mut self) -> io::Result<W> {
+        self.frames = None;
+        match self.writer.take() {
+            Some(writer) => writer
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the zstd writer thread panicked"))),
+            None => Err(io::Error::other("the zstd stream has already ended")),
+        }
+    }
+
+    /// Compresses what is pending, waits for every frame to be written, writes the end marker
+    /// and returns the inner writer.
     pub fn finish(mut self) -> io::Result<W> {
-        self.write_frame()?;
-        self.inner.write_all(&ZSTD_END_FRAME)?;
-        Ok(self.inner)
+        self.send_frame()?;
+        let mut inner = self.join_writer()?;
+        inner.write_all(&ZSTD_END_FRAME)?;
+        Ok(inner)
     }
 }
 
-impl<W: Write> Write for ZstdFrameWriter<W> {
+impl<W: Write + Send + 'static> Write for ZstdFrameWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let taken = buf.len().min(FRAME_INPUT_SIZE - self.pending.len());
         self.pending.extend_from_slice(&buf[..taken]);
         if self.pending.len() == FRAME_INPUT_SIZE {
-            self.write_frame()?;
+            self.send_frame()?;
         }
         Ok(taken)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        // Frames are written when full or at `finish`: a flush must not cut a short frame.
-        self.inner.flush()
+        // Frames are written when full or at `finish`: a flush must not cut a short frame, and
+        // the inner writer belongs to the writing thread, which writes each frame whole.
+        Ok(())
     }
 }
 
@@ -528,8 +607,10 @@ fn cut_member(inner: &mut impl Read, index: u64, last_empty: bool) -> io::Result
     Ok(Some(Member { index, bytes }))
 }
 
-/// Inflates one member: its deflate data must end exactly where its size says and give exactly
-/// the plaintext length and CRC-32 of its trailer.
+/// Inflates one member (with libdeflate, which inflates a whole buffer faster than a streaming
+/// inflater): it must inflate to exactly the plaintext length of its trailer, with its CRC-32.
+/// The members are authenticated by DARE before they get here; these checks catch a writer's
+/// mistake or a member cut or spliced in the wrong place.
 fn inflate_member(member: Member) -> io::Result<Vec<u8>> {
     let Member { index, bytes } = member;
     let (deflated, trailer) =
@@ -542,15 +623,19 @@ fn inflate_member(member: Member) -> io::Result<Vec<u8>> {
             "gzip member {index} announces {expected_len} bytes of plaintext, more than {MAX_MEMBER_SIZE}"
         )));
     }
-    // One byte of room beyond the trailer's length: inflating into it shows the member says
-    // less than it holds, and an empty member still has somewhere to end.
-    let mut plaintext = Vec::with_capacity(expected_len + 1);
-    let mut inflater = Decompress::new(false);
-    let status = inflater
-        .decompress_vec(deflated, &mut plaintext, FlushDecompress::Finish)
-        .map_err(|error| invalid(format!("gzip member {index} is corrupt: {error}")))?;
-    let consumed_all = inflater.total_in() == deflated.len() as u64;
-    if status != Status::StreamEnd || !consumed_all || plaintext.len() != expected_len {
+    let mut plaintext = vec![0; expected_len];
+    let inflated = libdeflater::Decompressor::new()
+        .deflate_decompress(deflated, &mut plaintext)
+        .map_err(|error| match error {
+            // More plaintext than the trailer says.
+            libdeflater::DecompressionError::InsufficientSpace => invalid(format!(
+                "gzip member {index} does not inflate to the length its trailer states"
+            )),
+            libdeflater::DecompressionError::BadData => invalid(format!(
+                "gzip member {index} is corrupt: invalid deflate data"
+            )),
+        })?;
+    if inflated != expected_len {
         return Err(invalid(format!(
             "gzip member {index} does not inflate to the length its trailer states"
         )));
@@ -686,6 +771,43 @@ mod tests {
             error.to_string().contains("ends after its start marker"),
             "{error}"
         );
+    }
+
+    /// A writer that takes `room` bytes, then fails as a broken upload would.
+    struct FailingAfter {
+        room: usize,
+    }
+
+    impl Write for FailingAfter {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::Error::other("the upload broke"));
+            }
+            let taken = buf.len().min(self.room);
+            self.room -= taken;
+            Ok(taken)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failing_inner_writer_fails_the_zstd_stream_instead_of_hanging_it() {
+        let data = sample();
+        let mut writer = CompressWriter::new(
+            Compression::Zstd { level: 1 },
+            FailingAfter { room: 100_000 },
+        )
+        .unwrap();
+        // Frames go on being accepted until the stage is full behind the failed writer; the
+        // failure then comes back, from a write or at the latest from finish.
+        let result = (0..64)
+            .try_for_each(|_| writer.write_all(&data))
+            .and_then(|()| writer.finish().map(drop));
+        let error = result.unwrap_err();
+        assert_eq!(error.to_string(), "the upload broke");
     }
 
     #[test]

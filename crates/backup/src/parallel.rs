@@ -1,7 +1,8 @@
 //! An ordered, bounded pipeline stage: jobs cut from a stream in order on one thread, worked on
 //! by several threads, and handed back in the order they were cut, with a fixed number in
 //! flight. Restore uses it twice, to open DARE packages and to decompress gzip members or zstd
-//! frames on every core while the bytes still come out in stream order.
+//! frames on every core while the bytes still come out in stream order; a zstd backup uses it
+//! to compress its frames on every core.
 
 use std::io::{self, Read};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -101,7 +102,7 @@ impl<T: Send + 'static> OrderedStage<T> {
             Ok(Ok(Err(error))) => Some(Err(error)),
             // A thread of the stage died (a panic) without filling its slot: never an end.
             Ok(Err(_)) | Err(_) => Some(Err(io::Error::other(
-                "a thread of the restore pipeline stopped unexpectedly",
+                "a thread of the pipeline stopped unexpectedly",
             ))),
         };
         self.ended = true;

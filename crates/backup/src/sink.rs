@@ -19,20 +19,40 @@ use crate::pipe::UploadMessage;
 use crate::store::{BackupStore, StoreError};
 
 /// Size of the first parts. S3 needs at least 5 MiB (except for the last part) and allows
-/// 10,000 parts, so parts grow as the object does (see [`part_size`]).
+/// 10,000 parts, so the last parts grow (see [`part_size`]).
 pub const FIRST_PART_SIZE: usize = 8 * 1024 * 1024;
 
-/// Parts uploaded concurrently, beyond the one being filled.
-pub const PARTS_IN_FLIGHT: usize = 2;
+/// Parts of [`FIRST_PART_SIZE`] before any grows: objects of up to about 31 GiB (a database of
+/// some 100 GB) upload in parts of one size, with the upload's memory at [`UPLOAD_MEMORY`]. The
+/// whole object's size is not known until its stream ends, so parts grow with the object.
+const FIRST_SIZE_PARTS: usize = 4000;
 
-/// Parts double in size every this many parts: 8 MiB parts up to 8 GiB, 16 MiB up to 24 GiB,
-/// and so on, which keeps objects of up to about 4 TB under S3's 10,000-part limit.
+/// After the first [`FIRST_SIZE_PARTS`], parts double every this many, from 16 MiB up to
+/// 512 MiB: objects of up to about 1 TiB fit in S3's 10,000 parts, and up to about 500 GiB in
+/// parts of at most 256 MiB, the store gateway's default buffer.
 const PARTS_PER_SIZE_STEP: usize = 1000;
+
+/// The most times a part doubles: 8 MiB << 6 is 512 MiB.
+const MOST_DOUBLINGS: usize = 6;
+
+/// The parts an upload holds at once (the one being filled and those in flight), as long as
+/// parts are [`FIRST_PART_SIZE`]: two in flight and one filling.
+const UPLOAD_MEMORY: usize = 3 * FIRST_PART_SIZE;
 
 /// The size of part number `index` (0-based).
 pub fn part_size(index: usize) -> usize {
-    let doublings = (index / PARTS_PER_SIZE_STEP).min(7);
-    FIRST_PART_SIZE << doublings
+    if index < FIRST_SIZE_PARTS {
+        return FIRST_PART_SIZE;
+    }
+    let doublings = (index - FIRST_SIZE_PARTS) / PARTS_PER_SIZE_STEP + 1;
+    FIRST_PART_SIZE << doublings.min(MOST_DOUBLINGS)
+}
+
+/// How many parts of `part_size` may be uploading while the next one fills: as many as fit in
+/// [`UPLOAD_MEMORY`] besides it, and at least one, so larger parts trade concurrency for
+/// memory.
+pub fn parts_in_flight(part_size: usize) -> usize {
+    (UPLOAD_MEMORY / part_size).saturating_sub(1).max(1)
 }
 
 /// Failures of the upload stage.
@@ -265,7 +285,7 @@ async fn send_parts(
             UploadMessage::End => true,
         };
         if part.content_length() >= part_size(part_index) || (last && part.content_length() > 0) {
-            while parts.len() >= PARTS_IN_FLIGHT {
+            while parts.len() >= parts_in_flight(part_size(part_index)) {
                 if let Some(finished) = parts.join_next().await {
                     uploaded.push(joined(finished)?);
                 }
@@ -304,11 +324,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parts_grow_so_large_objects_fit_in_ten_thousand_parts() {
+    fn parts_keep_one_size_up_to_31_gib_and_grow_so_large_objects_fit_in_ten_thousand_parts() {
         assert_eq!(part_size(0), FIRST_PART_SIZE);
-        assert_eq!(part_size(999), FIRST_PART_SIZE);
-        assert_eq!(part_size(1000), 2 * FIRST_PART_SIZE);
-        let capacity: u64 = (0..10_000).map(|index| part_size(index) as u64).sum();
-        assert!(capacity > 3 << 40, "capacity {capacity}");
+        assert_eq!(part_size(3999), FIRST_PART_SIZE);
+        assert_eq!(part_size(4000), 2 * FIRST_PART_SIZE);
+        assert_eq!(part_size(4999), 2 * FIRST_PART_SIZE);
+        assert_eq!(part_size(5000), 4 * FIRST_PART_SIZE);
+        assert_eq!(part_size(9999), 512 << 20);
+        let gib = |bytes: u64| bytes >> 30;
+        let sum = |parts: std::ops::Range<usize>| -> u64 {
+            parts.map(|index| part_size(index) as u64).sum()
+        };
+        assert_eq!(gib(sum(0..4000)), 31);
+        // The store gateway's default buffer takes parts of up to 256 MiB.
+        assert_eq!(part_size(8999), 256 << 20);
+        assert!(gib(sum(0..9000)) >= 500, "{}", gib(sum(0..9000)));
+        assert!(gib(sum(0..10_000)) >= 1000, "{}", gib(sum(0..10_000)));
+    }
+
+    #[test]
+    fn an_upload_holds_three_first_size_parts_and_at_least_one_part_in_flight() {
+        assert_eq!(parts_in_flight(FIRST_PART_SIZE), 2);
+        assert_eq!(parts_in_flight(2 * FIRST_PART_SIZE), 1);
+        assert_eq!(parts_in_flight(part_size(9999)), 1);
+        // Filling one and uploading the rest: 24 MiB while parts are 8 MiB, 32 MiB at 16 MiB.
+        let held = |size: usize| (parts_in_flight(size) + 1) * size;
+        assert_eq!(held(FIRST_PART_SIZE), UPLOAD_MEMORY);
+        assert_eq!(held(2 * FIRST_PART_SIZE), 32 << 20);
     }
 }

@@ -428,6 +428,9 @@ pub struct BaseBackup {
 /// Keep this much of pg_basebackup's stderr for the error message.
 const STDERR_TAIL: usize = 4096;
 
+/// The size asked for pg_basebackup's output pipe.
+const PIPE_SIZE: i32 = 1024 * 1024;
+
 impl BaseBackup {
     /// Starts `pg_basebackup --checkpoint=fast -Ft -D - -X fetch|none`.
     pub fn start(
@@ -471,6 +474,10 @@ impl BaseBackup {
                 source: io::Error::other("no pipe to the child"),
             });
         };
+        // A pipe holds 64 KiB by default: pg_basebackup would stop at each 64 KiB until the
+        // backup's reader comes back for them. 1 MiB (the most an unprivileged process may
+        // ask for by default) lets it run ahead; where it is refused, the default serves.
+        let _ = nix::fcntl::fcntl(&stdout, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
         let stderr = std::thread::spawn(move || {
             let mut text = Vec::new();
             let mut buffer = [0u8; 4096];
