@@ -56,7 +56,8 @@ pub struct Limiter {
 #[derive(Debug)]
 pub struct Permit {
     counts: Arc<Mutex<Counts>>,
-    source: IpAddr,
+    /// The source it counts against, until [`Limiter::release_source`].
+    source: Option<IpAddr>,
     database: Option<(String, String)>,
 }
 
@@ -96,7 +97,7 @@ impl Limiter {
         entry.open += 1;
         Ok(Permit {
             counts: self.counts.clone(),
-            source,
+            source: Some(source),
             database: None,
         })
     }
@@ -120,6 +121,23 @@ impl Limiter {
         Ok(())
     }
 
+    /// Takes `permit`'s connection off its source's count and gives the source back the rate
+    /// it spent on it: for a tunnel whose token the database's link published. Every
+    /// connection of a customer's tunnel comes from the few addresses of its cluster, so the
+    /// per-source limits, meant for unknown clients, would cap the customer's whole
+    /// application; the database's own limit still counts the connection.
+    pub fn release_source(&self, permit: &mut Permit) {
+        let Some(source) = permit.source.take() else {
+            return;
+        };
+        let limits = self.limits;
+        let mut counts = self.counts();
+        if let Some(entry) = counts.sources.get_mut(&source) {
+            entry.open = entry.open.saturating_sub(1);
+            entry.tokens = (entry.tokens + 1.0).min(limits.per_source_burst);
+        }
+    }
+
     /// Forgets sources with nothing open whose bucket is full again, so that the map does not
     /// grow with every address ever seen.
     pub fn forget_idle(&self, now: Instant) {
@@ -135,7 +153,9 @@ impl Limiter {
 impl Drop for Permit {
     fn drop(&mut self) {
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(source) = counts.sources.get_mut(&self.source) {
+        if let Some(source) = self.source
+            && let Some(source) = counts.sources.get_mut(&source)
+        {
             source.open = source.open.saturating_sub(1);
         }
         if let Some(key) = self.database.take()
@@ -220,6 +240,45 @@ mod tests {
         drop((second, third, fourth));
         limiter.forget_idle(now + Duration::from_secs(10));
         assert!(limiter.counts().sources.is_empty());
+        assert!(limiter.counts().databases.is_empty());
+    }
+
+    #[test]
+    fn a_tunnels_connections_leave_its_source_free_but_count_against_its_database() {
+        let limiter = limiter();
+        let now = Instant::now();
+        // Ten tunnel connections from one address, at once: over the source's burst (3) and
+        // concurrency (4), but each is released once its token was admitted.
+        let mut tunnels = Vec::new();
+        for _ in 0..10 {
+            let mut permit = limiter.admit_source(A, now).unwrap();
+            limiter.release_source(&mut permit);
+            tunnels.push(permit);
+        }
+        // The database's own limit (2) still holds for them.
+        limiter
+            .admit_database(&mut tunnels[0], "shop", "elephant")
+            .unwrap();
+        limiter
+            .admit_database(&mut tunnels[1], "shop", "elephant")
+            .unwrap();
+        assert_eq!(
+            limiter
+                .admit_database(&mut tunnels[2], "shop", "elephant")
+                .unwrap_err(),
+            Exceeded::DatabaseConnections
+        );
+        // A client of the same address that is not a tunnel still has its whole burst.
+        let _clients: Vec<Permit> = (0..3)
+            .map(|_| limiter.admit_source(A, now).unwrap())
+            .collect();
+        assert_eq!(
+            limiter.admit_source(A, now).unwrap_err(),
+            Exceeded::SourceRate
+        );
+        // Released permits give nothing back twice when they close.
+        drop(tunnels);
+        assert_eq!(limiter.counts().sources[&A].open, 3);
         assert!(limiter.counts().databases.is_empty());
     }
 }

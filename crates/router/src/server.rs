@@ -469,6 +469,10 @@ impl Router {
             }
         };
         let name = name.unwrap_or_default();
+        if tunnel.is_some() {
+            // A tunnel whose token the database's link published: the customer's own cluster.
+            self.limiter.release_source(&mut permit);
+        }
         self.limiter
             .admit_database(&mut permit, &route.namespace, &route.cluster)
             .map_err(|exceeded| {

@@ -598,3 +598,41 @@ async fn unlinking_closes_the_tunnels_open_connections() {
         .expect("closed within a second");
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
 }
+
+#[tokio::test]
+async fn a_tunnels_connections_are_not_held_to_the_per_source_limits() {
+    let fixture = Fixture::start_with(
+        false,
+        Limits {
+            per_source_rate: 0.001,
+            per_source_burst: 2.0,
+            per_source_connections: 2,
+            per_database_connections: 100,
+        },
+    )
+    .await;
+    let token = "ab".repeat(32);
+    tunnel_routes(&fixture, Some(&token));
+    let request = tunnel_request::encode(ELEPHANT, &token).unwrap();
+    // Five tunnel sessions held open at once from this one address: over both the source's
+    // burst and its concurrency, each still reaches elephant.
+    let mut sessions = Vec::new();
+    for _ in 0..5 {
+        sessions.push(fixture.session(&request).await);
+    }
+    for session in &mut sessions {
+        session.write_all(b"through").await.unwrap();
+        let mut buffer = [0u8; 64];
+        let read = session.read(&mut buffer).await.unwrap();
+        assert_eq!(&buffer[..read], format!("{ELEPHANT}:through").as_bytes());
+    }
+    // A wrong token keeps the place and the rate it took: with the bucket empty after two of
+    // them, the address's next connection is refused for its rate.
+    let forged = tunnel_request::encode(ELEPHANT, &"cd".repeat(32)).unwrap();
+    for _ in 0..2 {
+        assert!(fixture.classic(&forged, ELEPHANT, "x").await.is_err());
+    }
+    assert_eq!(fixture.refused("tunnel_not_allowed"), 2);
+    assert!(fixture.classic(&request, ELEPHANT, "x").await.is_err());
+    assert_eq!(fixture.refused("source_rate"), 1);
+}
