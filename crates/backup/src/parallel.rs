@@ -37,7 +37,10 @@ impl<T: Send + 'static> OrderedStage<T> {
     {
         let workers = workers.max(1);
         let (slot_sender, slots) = sync_channel::<Receiver<io::Result<Option<T>>>>(2 * workers);
-        let (job_sender, jobs) = sync_channel::<(J, SyncSender<io::Result<Option<T>>>)>(workers);
+        // No job waits in a queue: the cutting thread hands its job to the first worker free,
+        // and cuts the next meanwhile. The slots already bound the jobs in flight; a queue
+        // would only hold more of them (a zstd backup's are 2 MiB each).
+        let (job_sender, jobs) = sync_channel::<(J, SyncSender<io::Result<Option<T>>>)>(0);
         let jobs = Arc::new(Mutex::new(jobs));
         for number in 0..workers {
             let jobs = Arc::clone(&jobs);

@@ -1,7 +1,7 @@
 //! Bounded channels between the blocking stages and the async upload and download, exposed as
 //! `Write` and `Read` so the stages stay plain synchronous code.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
@@ -82,6 +82,8 @@ impl Write for ChunkWriter {
 pub struct ChunkReader {
     receiver: mpsc::Receiver<io::Result<Bytes>>,
     current: Bytes,
+    /// Bytes consumed so far, read or skipped: the position [`Seek`] reports.
+    position: u64,
 }
 
 impl ChunkReader {
@@ -90,22 +92,68 @@ impl ChunkReader {
         Self {
             receiver,
             current: Bytes::new(),
+            position: 0,
         }
+    }
+
+    /// Waits for the next chunk when the current one is used up; false at the end of the stream.
+    fn fill(&mut self) -> io::Result<bool> {
+        while self.current.is_empty() {
+            match self.receiver.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(error)) => return Err(error),
+                None => return Ok(false),
+            }
+        }
+        Ok(true)
     }
 }
 
 impl Read for ChunkReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.current.is_empty() {
-            match self.receiver.blocking_recv() {
-                Some(Ok(chunk)) => self.current = chunk,
-                Some(Err(error)) => return Err(error),
-                None => return Ok(0),
-            }
+        if !self.fill()? {
+            return Ok(0);
         }
         let taken = buf.len().min(self.current.len());
         buf[..taken].copy_from_slice(&self.current.split_to(taken));
+        self.position += taken as u64;
         Ok(taken)
+    }
+}
+
+/// Skipping forward, so that a reader walking tar headers (`tar::Archive::entries_with_seek`)
+/// drops the files' contents instead of copying them out. A stream cannot go back, so only
+/// `SeekFrom::Current` with a count of zero or more is served; skipping past the end of the
+/// stream is an unexpected end, as reading would be.
+impl Seek for ChunkReader {
+    fn seek(&mut self, target: SeekFrom) -> io::Result<u64> {
+        let SeekFrom::Current(skip) = target else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a stream of chunks only skips forward from where it is",
+            ));
+        };
+        let mut left = u64::try_from(skip).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a stream of chunks cannot go back",
+            )
+        })?;
+        while left > 0 {
+            if !self.fill()? {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the stream ended inside the bytes being skipped",
+                ));
+            }
+            let dropped = usize::try_from(left)
+                .unwrap_or(usize::MAX)
+                .min(self.current.len());
+            let _ = self.current.split_to(dropped);
+            self.position += dropped as u64;
+            left -= dropped as u64;
+        }
+        Ok(self.position)
     }
 }
 
@@ -152,5 +200,37 @@ mod tests {
         let error = reader.read_to_end(&mut text).unwrap_err();
         assert_eq!(text, b"abc");
         assert_eq!(error.to_string(), "connection reset");
+    }
+
+    fn reader_over(chunks: &[&'static [u8]]) -> ChunkReader {
+        let (sender, receiver) = mpsc::channel(chunks.len().max(1));
+        for chunk in chunks {
+            sender.try_send(Ok(Bytes::from_static(chunk))).unwrap();
+        }
+        ChunkReader::new(receiver)
+    }
+
+    #[test]
+    fn reader_skips_forward_across_chunks_and_reports_its_position() {
+        let mut reader = reader_over(&[b"abc", b"defg", b"hij"]);
+        let mut two = [0u8; 2];
+        reader.read_exact(&mut two).unwrap();
+        assert_eq!(&two, b"ab");
+        assert_eq!(reader.seek(SeekFrom::Current(5)).unwrap(), 7);
+        assert_eq!(reader.stream_position().unwrap(), 7);
+        let mut rest = Vec::new();
+        reader.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, b"hij");
+    }
+
+    #[test]
+    fn reader_refuses_to_go_back_or_to_skip_past_the_end() {
+        let mut reader = reader_over(&[b"abc"]);
+        for target in [SeekFrom::Current(-1), SeekFrom::Start(0), SeekFrom::End(0)] {
+            let error = reader.seek(target).unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::Unsupported, "{target:?}");
+        }
+        let error = reader.seek(SeekFrom::Current(4)).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
     }
 }

@@ -1,7 +1,7 @@
 //! Source stage: `pg_basebackup` as a child process writing one tar stream to stdout, plus the
 //! facts about the server a backup records.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Seek};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::thread::JoinHandle;
@@ -555,10 +555,11 @@ const MANIFEST_TAIL: usize = 64 * 1024;
 
 /// Reads a pg_basebackup tar stream to its end and returns the WAL range that its
 /// `backup_manifest` (which pg_basebackup appends when writing a tar to stdout) records.
-pub fn inspect_tar(stream: impl Read) -> Result<WalRange, SourceError> {
+pub fn inspect_tar(stream: impl Read + Seek) -> Result<WalRange, SourceError> {
     let mut archive = tar::Archive::new(stream);
     let mut range = None;
-    for entry in archive.entries().map_err(SourceError::Tar)? {
+    // Skipping by seek: the files' contents are dropped, not copied out a few KiB at a time.
+    for entry in archive.entries_with_seek().map_err(SourceError::Tar)? {
         let mut entry = entry.map_err(SourceError::Tar)?;
         let is_manifest = entry
             .path()
@@ -638,6 +639,43 @@ mod tests {
     }
 
     #[test]
+    fn the_manifest_is_found_behind_files_skipped_across_chunks() {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, size) in [("base/1/1259", 300_001), ("base/1/2608", 8192)] {
+            let mut header = tar::Header::new_ustar();
+            header.set_size(size as u64);
+            header.set_cksum();
+            builder
+                .append_data(&mut header, name, &vec![7u8; size][..])
+                .unwrap();
+        }
+        let manifest = r#"{ "WAL-Ranges": [
+{ "Timeline": 3, "Start-LSN": "0/5000028", "End-LSN": "0/5000100" }
+] }"#;
+        let mut header = tar::Header::new_ustar();
+        header.set_size(manifest.len() as u64);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, "backup_manifest", manifest.as_bytes())
+            .unwrap();
+        let bytes = bytes::Bytes::from(builder.into_inner().unwrap());
+        // Chunks of an odd size, so that headers and skips straddle them.
+        let chunks: Vec<_> = (0..bytes.len())
+            .step_by(4099)
+            .map(|start| bytes.slice(start..(start + 4099).min(bytes.len())))
+            .collect();
+        let (sender, receiver) = tokio::sync::mpsc::channel(chunks.len());
+        for chunk in chunks {
+            sender.try_send(Ok(chunk)).unwrap();
+        }
+        drop(sender);
+        let range = inspect_tar(crate::pipe::ChunkReader::new(receiver)).unwrap();
+        assert_eq!(range.timeline, 3);
+        assert_eq!(range.start_lsn, "0/5000028");
+        assert_eq!(range.stop_lsn, "0/5000100");
+    }
+
+    #[test]
     fn tar_without_manifest_is_reported() {
         let mut builder = tar::Builder::new(Vec::new());
         let mut header = tar::Header::new_gnu();
@@ -648,7 +686,7 @@ mod tests {
             .unwrap();
         let bytes = builder.into_inner().unwrap();
         assert!(matches!(
-            inspect_tar(&bytes[..]),
+            inspect_tar(io::Cursor::new(&bytes[..])),
             Err(SourceError::NoManifest)
         ));
     }
