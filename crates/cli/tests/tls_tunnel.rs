@@ -63,6 +63,52 @@ fn kubeconfig_in(customer: &Sandbox, namespace: &str) -> String {
     config.to_string()
 }
 
+/// The rights a customer grants the link in its own cluster, as docs/external-access.md lists
+/// them, and nothing more: the four objects of `cluster`'s tunnel in `namespace`, each by name.
+/// Returns a kubeconfig for a ServiceAccount holding only them, with a token as its credential.
+fn least_privilege_kubeconfig(
+    customer: &Sandbox,
+    kubectl: &Kubectl,
+    namespace: &str,
+    cluster: &str,
+) -> String {
+    let by_name = |group: &str, resource: &str, verbs: &[&str], names: &[String]| json!({"apiGroups": [group], "resources": [resource], "verbs": verbs, "resourceNames": names});
+    kubectl.apply_json(&json!({
+        "apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": "tusk-link", "namespace": namespace}
+    }));
+    kubectl.apply_json(&json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "tusk-link", "namespace": namespace},
+        "rules": [
+            by_name("", "secrets", &["get", "create", "patch", "delete"],
+                    &[format!("{cluster}-connection"), format!("{cluster}-tunnel-token")]),
+            by_name("", "services", &["create", "patch", "delete"], &[cluster.to_owned()]),
+            by_name("apps", "deployments", &["create", "patch", "delete"],
+                    &[format!("{cluster}-tunnel")]),
+        ]
+    }));
+    kubectl.apply_json(&json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "tusk-link", "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "tusk-link"},
+        "subjects": [{"kind": "ServiceAccount", "name": "tusk-link", "namespace": namespace}]
+    }));
+    let token = kubectl.ok(&[
+        "--namespace",
+        namespace,
+        "create",
+        "token",
+        "tusk-link",
+        "--duration",
+        "2h",
+    ]);
+    let mut config: Value =
+        serde_json::from_str(&kubeconfig_in(customer, namespace)).expect("a JSON kubeconfig");
+    config["users"][0]["user"] = json!({"token": token.trim()});
+    config.to_string()
+}
+
 /// Links `elephant` to the customer's cluster with `kubeconfig`: the platform team stores the
 /// kubeconfig in a Secret of the project, and the tenant creates the PostgresRemoteCluster.
 fn link(admin: &Kubectl, shop: &Kubectl, name: &str, kubeconfig: &str) {
@@ -167,12 +213,15 @@ async fn a_client_in_the_customers_cluster_verifies_the_database_through_the_tun
     let customer_kubectl = Kubectl::for_kubeconfig(customer.kubeconfig_path().to_owned(), None);
     customer_kubectl
         .apply_json(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": APPS}}));
-    link(
-        &admin,
-        &shop,
-        "elephant-customer",
-        &kubeconfig_in(&customer, APPS),
-    );
+    // The customer hands over an identity that may touch the tunnel's own objects only, and
+    // that identity can read none of the customer's other Secrets.
+    let limited = least_privilege_kubeconfig(&customer, &customer_kubectl, APPS, "elephant");
+    let limited_path = write(files.path(), "limited-kubeconfig", &limited);
+    let refused = Kubectl::for_kubeconfig(limited_path.into(), None)
+        .run(&["--namespace", APPS, "get", "secrets"])
+        .expect_err("the link's identity lists no Secrets");
+    assert!(refused.contains("forbidden"), "{refused}");
+    link(&admin, &shop, "elephant-customer", &limited);
 
     // The Secret the tunnel writes: one value to copy, and the CA that verifies the server.
     let connection = |key: &str| secret_value(&customer_kubectl, APPS, "elephant-connection", key);
@@ -475,6 +524,31 @@ async fn a_client_in_the_customers_cluster_verifies_the_database_through_the_tun
     let direct = verify_full("elephant-rw.shop.svc", &database, &ca);
     assert_eq!(psql(&direct, &password, "SELECT 1").as_deref(), Ok("1"));
     assert_eq!(pod_incarnation(&admin, "shop", "elephant-0"), incarnation);
+    // The link's limited identity removed the tunnel: nothing of it is left in the customer's
+    // namespace.
+    customer_kubectl.until(
+        "the tunnel to leave the customer's cluster",
+        Duration::from_secs(60),
+        || {
+            let left = customer_kubectl.run(&[
+                "--namespace",
+                APPS,
+                "get",
+                "deployments,services,secrets",
+                "-o",
+                "name",
+            ])?;
+            let tunnel: Vec<_> = left
+                .lines()
+                .filter(|name| name.contains("elephant"))
+                .collect();
+            if tunnel.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("left: {tunnel:?}"))
+            }
+        },
+    );
     // Unlinked, the token opens nothing any more.
     shop.until(
         "the router to close the tunnel's way in",
