@@ -217,15 +217,15 @@ pub fn sized_member_len(header: &[u8]) -> Option<usize> {
     (fixed && extra).then_some(size as usize)
 }
 
-/// Plaintext bytes per zstd frame. zstd's window is larger than a frame, so each frame's fresh
-/// start costs more than a gzip member's: measured on a realistic 1 GB tar at level 3, frames
-/// of 512 KiB stored 3.3% more than one stream, frames of 2 MiB 0.9%. Backups before this size
-/// used 512 KiB frames; a restore takes either.
-pub const FRAME_INPUT_SIZE: usize = 2 * 1024 * 1024;
+/// Plaintext bytes per zstd frame, as for gzip members. zstd's window is larger than a frame,
+/// so each frame's fresh start costs more than a gzip member's: on a realistic 1 GB tar, 512 KiB
+/// frames stored 3.3% more than one stream at level 3, 2 MiB frames 0.9%. But a zstd backup
+/// holds about five frames while its upload waits, and 2 MiB frames took its peak RSS on S3 from
+/// about 62 to 70-76 MiB, past the 64 MiB bound. So frames stay at 512 KiB.
+pub const FRAME_INPUT_SIZE: usize = MEMBER_INPUT_SIZE;
 /// Largest frame (compressed, header to checksum) and largest frame content size a restore
-/// accepts: the bound on what one frame costs in memory. zstd grows incompressible data by a
-/// few bytes per 128 KiB block, so a frame of [`FRAME_INPUT_SIZE`] stays well below it.
-pub const MAX_FRAME_SIZE: usize = 2 * FRAME_INPUT_SIZE;
+/// accepts: the bound on what one frame costs in memory.
+pub const MAX_FRAME_SIZE: usize = 4 * FRAME_INPUT_SIZE;
 
 /// The skippable-frame magic number of tusk's markers (zstd reserves 0x184D2A50-0x184D2A5F for
 /// frames every decoder skips), little-endian.
@@ -300,8 +300,8 @@ impl<W: Write + Send + 'static> ZstdFrameWriter<W> {
         zstd::bulk::Compressor::new(level)?;
         inner.write_all(&ZSTD_START_FRAME)?;
         let workers = compression_threads();
-        // No frame waits in this channel: the stage already queues one per worker, and each
-        // frame held costs FRAME_INPUT_SIZE.
+        // No frame waits in this channel: the stage's cutting thread already holds the next
+        // one for the first free worker, and each frame held costs FRAME_INPUT_SIZE.
         let (frames, plaintexts) = sync_channel::<Vec<u8>>(0);
         let compressor = FrameCompressor {
             level,
