@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
+use kube::{Client, ResourceExt};
 use serde_json::json;
 use tusk_api::backup_request::{
     BackupProgress, BackupRequestPhase, BackupResult, PostgresBackupRequest, UploadInProgress,
@@ -142,6 +142,46 @@ async fn patch_status(
     })
 }
 
+/// Writes one of the Job's reports (started, result, failure) into the request's status
+/// unless the request has ended or already holds a result, and returns the request as it
+/// then is, or `None` when it was left alone. The operator ends a request on its own (a
+/// stall, a result it refused) while the Job may still run, and a late report must not put
+/// a stale message or result on an ended request. The patch names the resourceVersion it
+/// checked, so a change in between makes it conflict, and it is checked again.
+async fn report(
+    api: &Api<PostgresBackupRequest>,
+    mut request: PostgresBackupRequest,
+    status: serde_json::Value,
+) -> Result<Option<PostgresBackupRequest>, JobError> {
+    let name = request.name_any();
+    loop {
+        let current = request.status.clone().unwrap_or_default();
+        if current.phase.is_some_and(BackupRequestPhase::is_finished) || current.result.is_some() {
+            return Ok(None);
+        }
+        let patch = json!({
+            "metadata": {"resourceVersion": request.resource_version()},
+            "status": status,
+        });
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            Ok(patched) => return Ok(Some(patched)),
+            Err(kube::Error::Api(response)) if response.code == 409 => {
+                request = api
+                    .get(&name)
+                    .await
+                    .map_err(|source| JobError::UpdateStatus {
+                        name: name.clone(),
+                        source,
+                    })?;
+            }
+            Err(source) => return Err(JobError::UpdateStatus { name, source }),
+        }
+    }
+}
+
 /// Runs the Job: the request ends Succeeded or Failed unless the API server itself is
 /// unreachable (the operator's backup_request controller then fails it when the Job fails).
 pub async fn run_job(
@@ -159,15 +199,10 @@ pub async fn run_job(
                 name: settings.request.clone(),
                 source,
             })?;
-    let status = request.status.clone().unwrap_or_default();
-    if status.phase.is_some_and(BackupRequestPhase::is_finished) || status.result.is_some() {
-        tracing::info!(request = %settings.request, "the request has already finished; nothing to do");
-        return Ok(());
-    }
     let job_name = names::backup_job(&settings.request);
-    patch_status(
+    let started = report(
         &requests,
-        &settings.request,
+        request,
         json!({
             "phase": BackupRequestPhase::Running,
             "startedAt": now(),
@@ -176,27 +211,35 @@ pub async fn run_job(
         }),
     )
     .await?;
+    let Some(request) = started else {
+        tracing::info!(request = %settings.request, "the request has already finished; nothing to do");
+        return Ok(());
+    };
 
     match take_backup(settings, passphrase, &request, &requests).await {
         Ok(result) => {
             // The request stays Running: the operator checks the object against the store,
             // records the PostgresBackup and only then marks the request Succeeded. The Job's
             // own word is never enough to create a PostgresBackup.
-            patch_status(
+            let reported = report(
                 &requests,
-                &settings.request,
+                request,
                 json!({
                     "result": result,
                     "message": "The backup is stored; tusk is checking it",
                 }),
             )
-            .await
+            .await?;
+            if reported.is_none() {
+                tracing::warn!(request = %settings.request, "the request ended while the backup ran; its result was not reported");
+            }
+            Ok(())
         }
         Err(message) => {
             tracing::error!(request = %settings.request, %message, "backup failed");
-            patch_status(
+            report(
                 &requests,
-                &settings.request,
+                request,
                 json!({
                     "phase": BackupRequestPhase::Failed,
                     "finishedAt": now(),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use support::{Postgres, S3};
 use tusk_api::backup_request::{BackupRequestPhase, PostgresBackupRequestSpec};
 use tusk_api::common::ClusterReference;
@@ -84,7 +84,21 @@ fn backup_run(
     request: &str,
     pg_port: u16,
 ) -> std::process::Output {
-    Command::new(TUSK)
+    backup_command(sandbox, s3, cluster_uid, request, pg_port)
+        .output()
+        .unwrap()
+}
+
+/// `tusk backup run` for `request`, as its Job runs it.
+fn backup_command(
+    sandbox: &Sandbox,
+    s3: &S3,
+    cluster_uid: &str,
+    request: &str,
+    pg_port: u16,
+) -> Command {
+    let mut command = Command::new(TUSK);
+    command
         .args(["backup", "run", "--request", request])
         .envs(s3.env("prod"))
         .env("KUBECONFIG", sandbox.kubeconfig_path())
@@ -95,9 +109,8 @@ fn backup_run(
         .env("PGHOST", "127.0.0.1")
         .env("PGPORT", pg_port.to_string())
         .env("PGUSER", "postgres")
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
+        .env("RUST_LOG", "warn");
+    command
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -187,5 +200,55 @@ async fn backup_run_with_postgres_down_fails_the_request_with_the_reason() {
             .is_empty()
     );
     assert!(s3.store("").list("").await.unwrap().is_empty());
+    sandbox.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_that_ends_while_its_backup_runs_keeps_the_operators_word() {
+    let (sandbox, client, uid) = sandbox_with_cluster().await;
+    let s3 = S3::start().await;
+    let source = Postgres::init(&[]);
+    // Enough data that the backup is still running when the request is ended.
+    source.pgbench_init(10);
+    let requests = request(&client, "manual-3").await;
+
+    let mut command = backup_command(&sandbox, &s3, &uid, "manual-3", source.port);
+    let job = std::thread::spawn(move || command.output().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = requests.get("manual-3").await.unwrap().status;
+        if status.and_then(|status| status.phase) == Some(BackupRequestPhase::Running) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Job never reported its start"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // What the operator writes when it gives up on a request (a stall, a refused report).
+    let ended = "The backup made no progress for 10m; its Job was stopped";
+    requests
+        .patch_status(
+            "manual-3",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"status": {"phase": "Failed", "message": ended}})),
+        )
+        .await
+        .unwrap();
+
+    let output = tokio::task::spawn_blocking(move || job.join().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the request ended while the backup ran"),
+        "{stderr}"
+    );
+    let status = requests.get("manual-3").await.unwrap().status.unwrap();
+    assert_eq!(status.phase, Some(BackupRequestPhase::Failed));
+    assert_eq!(status.message.as_deref(), Some(ended));
+    assert!(status.result.is_none(), "{:?}", status.result);
     sandbox.shutdown().await;
 }

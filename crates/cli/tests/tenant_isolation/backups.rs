@@ -243,23 +243,93 @@ async fn a_backup_jobs_token_reaches_its_own_request_and_cannot_forge_a_backup()
         "apiVersion": "postgres.tusk.dev/v1", "kind": "PostgresBackupRequest",
         "metadata": {"name": "other"}, "spec": {"cluster": {"name": "elephant"}}
     }));
-    tenant.apply_json(&json!({
-        "apiVersion": "postgres.tusk.dev/v1", "kind": "PostgresBackupRequest",
-        "metadata": {"name": "mine"}, "spec": {"cluster": {"name": "elephant"}}
-    }));
     let admin = dev.admin();
-    admin.until("the Job's ServiceAccount", Duration::from_secs(30), || {
-        admin
-            .run(&["get", "serviceaccount", "mine-backup", "-n", "shop"])
-            .map(|_| ())
-    });
-    // Anyone who can create pods in the namespace can run one under this account.
-    let token = token_of(&dev.admin_client().await, "shop", "mine-backup").await;
-    let job = dev.kubectl_with_token(&token, "shop", "job-token");
+    let admin_client = dev.admin_client().await;
+    // A report of the victim's object, checked against the store and refused. It must land
+    // before the Job's own report (which never overwrites one already there); a Job that was
+    // faster only backs up for real, so a fresh request is tried.
+    let forged_result = json!({"status": {"result": {
+        "key": victim_key, "size": 1, "sha256": "0".repeat(64),
+        "startLsn": "0/2000028", "stopLsn": "0/2000100", "timeline": 1,
+        "postgresVersion": "15", "runDuration": "1s"
+    }}});
+    let mut forged = None;
+    for attempt in 1..=3 {
+        let mine = format!("mine-{attempt}");
+        tenant.apply_json(&json!({
+            "apiVersion": "postgres.tusk.dev/v1", "kind": "PostgresBackupRequest",
+            "metadata": {"name": mine}, "spec": {"cluster": {"name": "elephant"}}
+        }));
+        let account = format!("{mine}-backup");
+        admin.until("the Job's ServiceAccount", Duration::from_secs(30), || {
+            admin
+                .run(&["get", "serviceaccount", &account, "-n", "shop"])
+                .map(|_| ())
+        });
+        // Anyone who can create pods in the namespace can run one under this account.
+        let token = token_of(&admin_client, "shop", &account).await;
+        let job_client = dev
+            .client_with_token(&token, &format!("job-client-{attempt}"))
+            .await;
+        let requests: Api<PostgresBackupRequest> = Api::namespaced(job_client, "shop");
+        requests
+            .patch_status(
+                &mine,
+                &PatchParams::default(),
+                &Patch::Merge(forged_result.clone()),
+            )
+            .await
+            .expect("a Job may report on its own request");
+        let (phase, message) = tenant.outcome_of(&mine);
+        if phase == "Succeeded" {
+            let recorded = tenant
+                .get_json(&["pgb", &mine])
+                .expect("the recorded backup")["spec"]["s3"]["path"]
+                .clone();
+            assert_ne!(recorded, json!(victim_key), "a forged report was recorded");
+            continue;
+        }
+        forged = Some((mine, token, requests, message));
+        break;
+    }
+    let (mine, token, requests, message) =
+        forged.expect("the Job reported before the forged report on every attempt");
+    assert!(message.contains("not at the key tusk expects"), "{message}");
+
+    // The Job ends, and nothing it did on its way out changed the ended request.
+    let job_name = format!("{mine}-backup");
+    admin.until(
+        "the refused request's Job to end",
+        Duration::from_secs(60),
+        || {
+            let conditions = admin.run(&[
+                "get",
+                "job",
+                &job_name,
+                "-n",
+                "shop",
+                "-o",
+                "jsonpath={.status.conditions[?(@.status==\"True\")].type}",
+            ]);
+            match conditions {
+                Ok(types) if types.contains("Complete") || types.contains("Failed") => Ok(()),
+                Ok(types) => Err(format!("the Job's conditions: {types:?}")),
+                Err(error) if error.contains("NotFound") => Ok(()),
+                Err(error) => Err(error),
+            }
+        },
+    );
+    let status = tenant.get_json(&["pgbr", &mine]).expect("the request")["status"].clone();
+    assert_eq!(status["phase"], "Failed", "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("not at the key tusk expects")),
+        "{status}"
+    );
 
     // The Job's own calls, made with its token as `tusk backup run` makes them.
-    let job_client = dev.client_with_token(&token, "job-client").await;
-    let requests: Api<PostgresBackupRequest> = Api::namespaced(job_client.clone(), "shop");
+    let job = dev.kubectl_with_token(&token, "shop", "job-token");
     let forbidden = |result: Result<PostgresBackupRequest, kube::Error>, what: &str| match result {
         Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{what}: {status:?}"),
         other => panic!("{what} was not refused: {other:?}"),
@@ -275,10 +345,7 @@ async fn a_backup_jobs_token_reaches_its_own_request_and_cannot_forge_a_backup()
         "patching another request's status",
     );
     forbidden(requests.get("other").await, "reading another request");
-    requests
-        .get("mine")
-        .await
-        .expect("it reads its own request");
+    requests.get(&mine).await.expect("it reads its own request");
     let refused = job.run(&["get", "secrets"]).expect_err("reading Secrets");
     assert!(refused.contains("forbidden"), "{refused}");
     let refused = job
@@ -291,26 +358,8 @@ async fn a_backup_jobs_token_reaches_its_own_request_and_cannot_forge_a_backup()
         .expect_err("a Job cannot create a PostgresBackup");
     assert!(refused.contains("forbidden"), "{refused}");
 
-    // Its own request's status it can write: a report of the victim's object is checked
-    // against the store and refused.
-    let forged_result = json!({"status": {"result": {
-        "key": victim_key, "size": 1, "sha256": "0".repeat(64),
-        "startLsn": "0/2000028", "stopLsn": "0/2000100", "timeline": 1,
-        "postgresVersion": "15", "runDuration": "1s"
-    }}});
-    requests
-        .patch_status(
-            "mine",
-            &PatchParams::default(),
-            &Patch::Merge(forged_result),
-        )
-        .await
-        .expect("a Job may report on its own request");
-    let (phase, message) = tenant.outcome_of("mine");
-    assert_eq!(phase, "Failed", "{message}");
-    assert!(message.contains("not at the key tusk expects"), "{message}");
-    assert!(tenant.get_json(&["pgb", "mine"]).is_none());
-    let events = tenant.events_about("mine");
+    assert!(tenant.get_json(&["pgb", &mine]).is_none());
+    let events = tenant.events_about(&mine);
     assert!(
         events
             .iter()

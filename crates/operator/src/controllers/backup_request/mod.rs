@@ -194,7 +194,7 @@ async fn reconcile(request: Arc<PostgresBackupRequest>, context: Arc<Context>) -
             Ok(Action::await_change())
         }
         Verdict::ConfirmOutcome => {
-            // The program marks the request Succeeded just before it exits; the watch may have
+            // The program reports its result just before it exits; the watch may have
             // shown the Job's completion first, so read the request itself.
             let api: Api<PostgresBackupRequest> = Api::namespaced(client.clone(), &namespace);
             let fresh = api.get(&name).await.map_err(|source| Error::Get {
