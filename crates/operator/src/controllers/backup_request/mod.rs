@@ -286,6 +286,21 @@ async fn start_job(
     }
 
     adopt(context, request, &cluster, namespace).await?;
+    // Said before the Job exists: once it does, its program reports Running on its own, and a
+    // message written after that would put "waiting" on a backup that is under way.
+    let mut waiting = json!({
+        "message": "Waiting for the backup Job to start",
+        "observedGeneration": request.metadata.generation,
+    });
+    if request
+        .status
+        .as_ref()
+        .and_then(|status| status.phase)
+        .is_none()
+    {
+        waiting["phase"] = json!(BackupRequestPhase::Pending);
+    }
+    patch_status(context, request, namespace, waiting).await?;
     let (service_account, role, binding) = build::rbac(request)?;
     ssa::apply(
         &Api::namespaced(client.clone(), namespace),
@@ -336,20 +351,7 @@ async fn start_job(
         Err(error) => return Err(error),
     }
 
-    let mut status = json!({
-        "jobName": job_name,
-        "message": "Waiting for the backup Job to start",
-        "observedGeneration": request.metadata.generation,
-    });
-    if request
-        .status
-        .as_ref()
-        .and_then(|status| status.phase)
-        .is_none()
-    {
-        status["phase"] = json!(BackupRequestPhase::Pending);
-    }
-    patch_status(context, request, namespace, status).await?;
+    patch_status(context, request, namespace, json!({ "jobName": job_name })).await?;
     events::publish(
         &context.recorder,
         &request.object_ref(&()),
