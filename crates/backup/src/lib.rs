@@ -17,6 +17,7 @@ pub mod restore_check;
 pub mod sink;
 pub mod source;
 pub mod store;
+pub mod unpack;
 pub mod wal;
 pub mod wal_archiver;
 

@@ -18,6 +18,7 @@ use crate::parallel::{OrderedReader, OrderedStage, worker_count};
 use crate::pipe::ChunkReader;
 use crate::sink::{StoredObject, hex_digest};
 use crate::store::{BackupStore, StoreError};
+use crate::unpack::Unpacker;
 
 /// A data directory holding this file is an unfinished or failed restore; the instance
 /// supervisor never starts PostgreSQL on it. A failed restore writes its error into the file
@@ -312,10 +313,9 @@ fn unpack(stream: ChunkReader, passphrase: &[u8], data_dir: &Path) -> Result<u64
     };
     let mut archive = tar::Archive::new(counted);
     archive.set_preserve_permissions(true);
-    for entry in archive.entries().map_err(unpack_error)? {
-        let mut entry = entry.map_err(unpack_error)?;
-        entry.unpack_in(data_dir).map_err(unpack_error)?;
-    }
+    Unpacker::new(data_dir)
+        .unpack_all(&mut archive)
+        .map_err(unpack_error)?;
     let mut counted = archive.into_inner();
     io::copy(&mut counted, &mut io::sink()).map_err(RestoreError::Unreadable)?;
     let count = counted.count;
