@@ -276,6 +276,27 @@ mod tests {
     }
 
     #[test]
+    fn only_a_directory_entry_may_name_the_data_directory_itself() {
+        let (root, result) =
+            unpacked(&[("./", DIR, b"", None), ("PG_VERSION", FILE, b"15\n", None)]);
+        result.unwrap();
+        assert!(root.path().join("data/PG_VERSION").is_file());
+
+        for (name, kind, link) in [(".", FILE, None), ("./", SYMLINK, Some(".."))] {
+            let (root, result) = unpacked(&[(name, kind, b"planted", link)]);
+            let error = result.expect_err(name);
+            assert!(
+                error
+                    .to_string()
+                    .contains("names the data directory itself"),
+                "{name}: {error}"
+            );
+            let data_dir = fs::symlink_metadata(root.path().join("data")).unwrap();
+            assert!(data_dir.is_dir(), "{name}: the data directory was replaced");
+        }
+    }
+
+    #[test]
     fn a_file_through_a_symlink_of_the_backup_is_refused_and_nothing_is_written_outside() {
         let (root, result) = unpacked(&[
             ("pg_tblspc", SYMLINK, b"", Some("..")),
