@@ -148,19 +148,19 @@ impl RoMix {
             let slot = j / self.interval;
             let checkpoint = &self.checkpoints[slot * len..(slot + 1) * len];
             let steps = j % self.interval;
-            if steps == 0 {
-                for (x, v) in self.x.iter_mut().zip(checkpoint) {
-                    *x ^= v;
-                }
+            // A checkpoint is V[j] itself: read it in place rather than copy it first.
+            let v: &[u32] = if steps == 0 {
+                checkpoint
             } else {
                 self.v.copy_from_slice(checkpoint);
                 for _ in 0..steps {
                     block_mix(&self.v, &mut self.scratch);
                     std::mem::swap(&mut self.v, &mut self.scratch);
                 }
-                for (x, v) in self.x.iter_mut().zip(&self.v) {
-                    *x ^= v;
-                }
+                &self.v
+            };
+            for (x, v) in self.x.iter_mut().zip(v) {
+                *x ^= v;
             }
             block_mix(&self.x, &mut self.scratch);
             std::mem::swap(&mut self.x, &mut self.scratch);
