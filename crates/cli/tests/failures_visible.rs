@@ -745,10 +745,11 @@ async fn a_filling_data_volume_is_reported_as_disk_full_and_clears_when_it_grows
         Duration::from_secs(10),
     );
 
-    // The customer grows the disk to 4 GiB: the claim grows, and so does the filesystem
-    // (online where the runtime may; otherwise once the pod restarts, as Kubernetes asks of a
-    // claim with FileSystemResizePending).
-    patch_spec(&shop, json!({"postgresDiskSize": 4}));
+    // The customer grows the disk to 3 GiB, where the same data is about 11%: the claim grows,
+    // and so does the filesystem (online where the runtime may; otherwise once the pod
+    // restarts, as Kubernetes asks of a claim with FileSystemResizePending). The volume is
+    // allocated on the host, so the test asks no more than it needs.
+    patch_spec(&shop, json!({"postgresDiskSize": 3}));
     shop.until(
         "elephant no longer DiskFull",
         Duration::from_secs(120),
@@ -768,8 +769,8 @@ async fn a_filling_data_volume_is_reported_as_disk_full_and_clears_when_it_grows
     );
     let (_, total, _) = disk(&shop, "elephant").expect("status.disk");
     assert!(
-        total <= 4 * GIB && total > 4 * GIB * 8 / 10,
-        "{total} bytes: not the grown claim's 4 GiB"
+        total <= 3 * GIB && total > 3 * GIB * 8 / 10,
+        "{total} bytes: not the grown claim's 3 GiB"
     );
 
     // The volume and its data outlive `tusk dev`.
@@ -792,7 +793,7 @@ async fn a_filling_data_volume_is_reported_as_disk_full_and_clears_when_it_grows
     let (_, total, _) = shop.until("elephant's disk usage", VISIBLE_WITHIN, || {
         disk(&shop, "elephant").ok_or("no status.disk yet".to_owned())
     });
-    assert!(total > 4 * GIB * 8 / 10, "{total} bytes after a restart");
+    assert!(total > 3 * GIB * 8 / 10, "{total} bytes after a restart");
     drop(dev);
 }
 
