@@ -139,7 +139,7 @@ fn zstd_frames_round_trip_and_read_as_plain_zstd() {
 }
 
 #[test]
-fn objects_written_before_sized_members_still_restore() {
+fn objects_written_by_earlier_versions_still_restore() {
     // What tusk wrote before: one gzip stream of pigz-style blocks (gzp's Gzip format).
     use gzp::ZWriter;
     let tar = data_directory_tar(2);
@@ -149,6 +149,18 @@ fn objects_written_before_sized_members_still_restore() {
     let gzip = old.finish().unwrap();
     assert_eq!(sized_member_len(&gzip), None);
     assert!(decrypt(&encrypt(&gzip)).unwrap() == tar);
+
+    // Sized members as gzp's Mgzip wrote them (zlib-ng at every level), before tusk deflated
+    // them itself; gzp ends the stream without the end member, which tusk appended.
+    let mut mgzip = gzp::par::compress::ParCompressBuilder::<gzp::deflate::Mgzip>::new()
+        .buffer_size(512 * 1024)
+        .unwrap()
+        .from_writer(Vec::new());
+    mgzip.write_all(&tar).unwrap();
+    let mut sized = mgzip.finish().unwrap();
+    assert!(sized_member_len(&sized).is_some());
+    sized.extend_from_slice(&END_MEMBER);
+    assert!(decrypt(&encrypt(&sized)).unwrap() == tar);
 
     // And a plain single-member gzip file (as `gzip` writes it).
     let mut plain = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
