@@ -1,14 +1,13 @@
 //! Compression stage: gzip or zstd compressed on every core, and the matching decompression for
 //! restore.
 //!
-//! gzip is written as a series of independent members (mgzip's layout), each deflated whole by
-//! libdeflate and naming its own size in a header field, so that a restore can cut the stream
-//! into members without inflating it and inflate them on every core; any gzip reader still
-//! reads the object as one multi-member gzip stream. zstd is written likewise as independent
-//! frames of
-//! [`FRAME_INPUT_SIZE`] that state their content size, between a start and an end marker
-//! (skippable frames); a restore finds each frame's end by walking its block headers. Any zstd
-//! reader still reads the object. `docs/backup-format.md` describes both layouts byte by byte.
+//! gzip is written as a series of independent members (mgzip's layout), each deflated whole
+//! (by libdeflate or zlib-ng, see [`LIBDEFLATE_UP_TO_LEVEL`]) and naming its own size in a
+//! header field, so that a restore can cut the stream into members without inflating it and
+//! inflate them on every core; any gzip reader still reads the object as one multi-member gzip
+//! stream. zstd is written likewise as independent frames of [`FRAME_INPUT_SIZE`] that state
+//! their content size, between a start and an end marker (skippable frames); a restore finds
+//! each frame's end by walking its block headers. Any zstd reader still reads the object. `docs/backup-format.md` describes both layouts byte by byte.
 
 use std::io::{self, BufReader, Read, Write};
 use std::sync::mpsc::{SyncSender, sync_channel};
