@@ -13,8 +13,6 @@ use std::io::{self, BufReader, Read, Write};
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::thread::{self, JoinHandle};
 
-use flate2::Crc;
-
 use crate::parallel::{OrderedReader, OrderedStage, worker_count};
 
 /// How the tar stream is compressed.
@@ -109,14 +107,8 @@ impl<W: Write + Send + 'static> CompressWriter<W> {
                 (compressor, MEMBER_INPUT_SIZE, &END_MEMBER[..])
             }
             Compression::Zstd { level } => {
-                // A bad level fails here, not in a worker later.
-                zstd::bulk::Compressor::new(level)?;
+                let compressor = ChunkCompressor::Zstd(FrameCompressor::new(level)?);
                 inner.write_all(&ZSTD_START_FRAME)?;
-                let compressor = ChunkCompressor::Zstd(FrameCompressor {
-                    level,
-                    context: None,
-                    scratch: Vec::new(),
-                });
                 (compressor, FRAME_INPUT_SIZE, &ZSTD_END_FRAME[..])
             }
         };
@@ -492,6 +484,16 @@ impl Clone for FrameCompressor {
 }
 
 impl FrameCompressor {
+    fn new(level: i32) -> io::Result<Self> {
+        // A bad level fails here, not in a worker later.
+        zstd::bulk::Compressor::new(level)?;
+        Ok(FrameCompressor {
+            level,
+            context: None,
+            scratch: Vec::new(),
+        })
+    }
+
     fn compress(&mut self, plaintext: &[u8]) -> io::Result<Vec<u8>> {
         let context = match &mut self.context {
             Some(context) => context,
@@ -774,9 +776,7 @@ fn inflate_member(member: Member) -> io::Result<Vec<u8>> {
             "gzip member {index} does not inflate to the length its trailer states"
         )));
     }
-    let mut crc = Crc::new();
-    crc.update(&plaintext);
-    if crc.sum() != expected_crc {
+    if libdeflater::crc32(&plaintext) != expected_crc {
         return Err(invalid(format!(
             "gzip member {index} fails its CRC-32 check"
         )));
