@@ -8,7 +8,7 @@ use std::time::Duration;
 use cluster::{Cluster, Outcome, deployment, eventually, object, set_pod_status};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{Job, JobCondition};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -582,19 +582,24 @@ fn job(name: &str, extra: serde_json::Value) -> Job {
     object(value)
 }
 
-fn condition(job: &Job, type_: &str) -> Option<(String, String)> {
+/// The Job's condition of `type_` when it is true.
+fn true_condition<'a>(job: &'a Job, type_: &str) -> Option<&'a JobCondition> {
     job.status
         .as_ref()?
         .conditions
         .iter()
         .flatten()
         .find(|c| c.type_ == type_ && c.status == "True")
-        .map(|c| {
-            (
-                c.reason.clone().unwrap_or_default(),
-                c.message.clone().unwrap_or_default(),
-            )
-        })
+}
+
+/// The reason and message of the Job's condition of `type_` when it is true.
+fn condition(job: &Job, type_: &str) -> Option<(String, String)> {
+    true_condition(job, type_).map(|c| {
+        (
+            c.reason.clone().unwrap_or_default(),
+            c.message.clone().unwrap_or_default(),
+        )
+    })
 }
 
 #[tokio::test]
@@ -914,11 +919,7 @@ async fn a_finished_job_and_its_pods_are_deleted_once_its_ttl_has_passed() {
     // The TTL counts from the Complete condition's recorded time (whole seconds), not from when
     // this test happened to see it: under load that can be a second or more later.
     let brief = jobs.get("brief").await.expect("get");
-    let finished = brief
-        .status
-        .iter()
-        .flat_map(|status| status.conditions.iter().flatten())
-        .find(|c| c.type_ == "Complete" && c.status == "True")
+    let finished = true_condition(&brief, "Complete")
         .and_then(|c| c.last_transition_time.as_ref())
         .expect("the Complete condition has a time")
         .0;
