@@ -8,19 +8,31 @@
 //! directory is the runtime's own (created afresh with a random name, mode 0711, so that nobody
 //! else can put a link there or list the links) and each link points at one pod's root. A link
 //! opens nothing: whoever follows it still needs the rights on the pod's real directories.
+//!
+//! The directory goes with the runtime, but a runtime that is killed leaves it behind. So each
+//! runtime holds a lock on a file in its own directory for as long as it lives, and a runtime
+//! starting removes the directories of this user whose lock it can take: their runtimes are
+//! gone.
 
-use std::os::unix::fs::PermissionsExt as _;
+use std::fs::File;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Where the links' directory is made: `/tmp` itself, not `$TMPDIR`, which may be long.
 const LINKS_PARENT: &str = "/tmp";
+/// The start of the links' directory's name; six random characters follow.
+const LINKS_PREFIX: &str = "tusk-";
+/// The file in the links' directory that its runtime keeps locked while it lives.
+const LIVENESS_LOCK: &str = "runtime.lock";
 
 /// The runtime's directory of links to the pods' roots; it goes with the runtime.
 #[derive(Debug)]
 pub(crate) struct ShortRoots {
     dir: tempfile::TempDir,
     next: AtomicU64,
+    /// Locked for the runtime's life: a runtime that can take it knows this one is gone.
+    _alive: File,
 }
 
 /// One pod's link; removed when dropped.
@@ -30,16 +42,27 @@ pub(crate) struct ShortRoot {
 }
 
 impl ShortRoots {
-    /// Makes the runtime's directory of links.
+    /// Removes the directories that killed runtimes left, then makes this runtime's.
     pub fn create() -> std::io::Result<Self> {
+        remove_abandoned(Path::new(LINKS_PARENT));
+        Self::create_in(Path::new(LINKS_PARENT))
+    }
+
+    fn create_in(parent: &Path) -> std::io::Result<Self> {
         let dir = tempfile::Builder::new()
-            .prefix("tusk-")
+            .prefix(LINKS_PREFIX)
             .rand_bytes(6)
             .permissions(std::fs::Permissions::from_mode(0o711))
-            .tempdir_in(LINKS_PARENT)?;
+            .tempdir_in(parent)?;
+        // Locked before it takes its name, so no runtime starting now finds it unlocked.
+        let unnamed = dir.path().join(".runtime.lock.new");
+        let alive = File::create(&unnamed)?;
+        alive.try_lock().map_err(std::io::Error::from)?;
+        std::fs::rename(&unnamed, dir.path().join(LIVENESS_LOCK))?;
         Ok(Self {
             dir,
             next: AtomicU64::new(1),
+            _alive: alive,
         })
     }
 
@@ -49,6 +72,39 @@ impl ShortRoots {
         let link = self.dir.path().join(number.to_string());
         std::os::unix::fs::symlink(root, &link)?;
         Ok(ShortRoot { link })
+    }
+}
+
+/// Removes the links' directories in `parent` that belong to this user and whose runtime is
+/// gone: their lock can be taken. Another user's are not ours to judge, and a directory
+/// without the lock is left alone. Best effort: a runtime starts whatever is left.
+fn remove_abandoned(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let is_links_dir = name.to_str().is_some_and(|name| {
+            name.strip_prefix(LINKS_PREFIX)
+                .is_some_and(|random| random.len() == 6)
+        });
+        // Not followed if a link: in a sticky /tmp only its owner, this user, can replace the
+        // directory between this check and the removal.
+        let ours = entry
+            .metadata()
+            .is_ok_and(|meta| meta.is_dir() && meta.uid() == me);
+        if !(is_links_dir && ours) {
+            continue;
+        }
+        let dir = entry.path();
+        let Ok(lock) = File::open(dir.join(LIVENESS_LOCK)) else {
+            continue;
+        };
+        if lock.try_lock().is_ok() {
+            // remove_dir_all removes the links themselves, never what they point at.
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 }
 
@@ -67,8 +123,6 @@ impl Drop for ShortRoot {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::MetadataExt as _;
-
     use super::*;
 
     #[test]
@@ -103,5 +157,40 @@ mod tests {
         drop(other);
         drop(roots);
         assert!(!dir.exists());
+    }
+
+    #[test]
+    fn a_killed_runtimes_directory_is_removed_and_a_live_ones_kept() {
+        let parent = tempfile::tempdir().unwrap();
+        let pod_root = tempfile::tempdir().unwrap();
+        std::fs::write(pod_root.path().join("file"), "kept").unwrap();
+
+        let live = ShortRoots::create_in(parent.path()).unwrap();
+        let live_link = live.link(pod_root.path()).unwrap();
+        // A killed runtime: its directory and links stay, its lock goes with its process
+        // (here: with the file closed, as the kernel does when a process dies).
+        let killed = ShortRoots::create_in(parent.path()).unwrap();
+        let killed_link = killed.link(pod_root.path()).unwrap();
+        let killed_dir = killed.dir.path().to_path_buf();
+        std::mem::forget(killed_link);
+        let ShortRoots { dir, _alive, .. } = killed;
+        let _ = dir.keep();
+        drop(_alive);
+        // Not a runtime's: no lock in it.
+        let lockless = parent.path().join("tusk-abcdef");
+        std::fs::create_dir(&lockless).unwrap();
+
+        remove_abandoned(parent.path());
+        assert!(!killed_dir.exists(), "a killed runtime's links are removed");
+        assert_eq!(
+            std::fs::read_to_string(pod_root.path().join("file")).unwrap(),
+            "kept",
+            "what a link pointed at is left alone"
+        );
+        assert!(live_link.path().exists(), "a live runtime keeps its links");
+        assert!(
+            lockless.exists(),
+            "a directory without the lock is not touched"
+        );
     }
 }
