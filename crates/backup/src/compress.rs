@@ -7,7 +7,8 @@
 //! inflate them on every core; any gzip reader still reads the object as one multi-member gzip
 //! stream. zstd is written likewise as independent frames of [`FRAME_INPUT_SIZE`] that state
 //! their content size, between a start and an end marker (skippable frames); a restore finds
-//! each frame's end by walking its block headers. Any zstd reader still reads the object. `docs/backup-format.md` describes both layouts byte by byte.
+//! each frame's end by walking its block headers. Any zstd reader still reads the object.
+//! `docs/backup-format.md` describes both layouts byte by byte.
 
 use std::io::{self, BufReader, Read, Write};
 use std::sync::mpsc::{SyncSender, sync_channel};
@@ -206,7 +207,7 @@ impl<W: Write + Send + 'static> Write for CompressWriter<W> {
 /// between threads, so each makes its own on its first chunk.
 #[derive(Clone)]
 enum ChunkCompressor {
-    /// A sized gzip member per chunk, deflated by libdeflate.
+    /// A sized gzip member per chunk, deflated by libdeflate or zlib-ng by level.
     Gzip(MemberCompressor),
     /// A zstd frame per chunk.
     Zstd(FrameCompressor),

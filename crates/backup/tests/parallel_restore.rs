@@ -11,7 +11,8 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
 use support::{S3, temp_dir};
 use tusk_backup::compress::{
-    CompressWriter, END_MEMBER, ZSTD_END_FRAME, ZSTD_START_FRAME, sized_member_len,
+    CompressWriter, END_MEMBER, MEMBER_INPUT_SIZE, ZSTD_END_FRAME, ZSTD_START_FRAME,
+    sized_member_len,
 };
 use tusk_backup::restore::{decrypt_to_tar, recorded_failure};
 use tusk_backup::{Compression, RESTORE_INCOMPLETE_MARKER, RestoreError, RestoreOptions, restore};
@@ -153,7 +154,7 @@ fn objects_written_by_earlier_versions_still_restore() {
     // Sized members as gzp's Mgzip wrote them (zlib-ng at every level), before tusk deflated
     // them itself; gzp ends the stream without the end member, which tusk appended.
     let mut mgzip = gzp::par::compress::ParCompressBuilder::<gzp::deflate::Mgzip>::new()
-        .buffer_size(512 * 1024)
+        .buffer_size(MEMBER_INPUT_SIZE)
         .unwrap()
         .from_writer(Vec::new());
     mgzip.write_all(&tar).unwrap();

@@ -21,8 +21,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Where the links' directory is made: `/tmp` itself, not `$TMPDIR`, which may be long.
 const LINKS_PARENT: &str = "/tmp";
-/// The start of the links' directory's name; six random characters follow.
+/// The start of the links' directory's name; [`LINKS_RANDOM_LEN`] random characters follow.
 const LINKS_PREFIX: &str = "tusk-";
+/// How many random characters end the links' directory's name.
+const LINKS_RANDOM_LEN: usize = 6;
 /// The file in the links' directory that its runtime keeps locked while it lives.
 const LIVENESS_LOCK: &str = "runtime.lock";
 
@@ -51,7 +53,7 @@ impl ShortRoots {
     fn create_in(parent: &Path) -> std::io::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix(LINKS_PREFIX)
-            .rand_bytes(6)
+            .rand_bytes(LINKS_RANDOM_LEN)
             .permissions(std::fs::Permissions::from_mode(0o711))
             .tempdir_in(parent)?;
         // Locked before it takes its name, so no runtime starting now finds it unlocked.
@@ -87,7 +89,7 @@ fn remove_abandoned(parent: &Path) {
         let name = entry.file_name();
         let is_links_dir = name.to_str().is_some_and(|name| {
             name.strip_prefix(LINKS_PREFIX)
-                .is_some_and(|random| random.len() == 6)
+                .is_some_and(|random| random.len() == LINKS_RANDOM_LEN)
         });
         // Not followed if a link: in a sticky /tmp only its owner, this user, can replace the
         // directory between this check and the removal.
